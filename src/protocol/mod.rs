@@ -1,0 +1,7 @@
+//! Kafka wire-format pieces that Tern handles by hand because they sit on the hot path.
+//!
+//! Control-plane messages use the `kafka-protocol` crate; record batches are validated
+//! and patched here without decoding their records, so a produced batch is stored and
+//! served byte for byte as the client sent it.
+
+pub mod record_batch;

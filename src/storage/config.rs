@@ -1,0 +1,115 @@
+//! Per-log configuration (the topic configs the storage engine honours) and the storage
+//! limits, named with units last.
+
+use std::time::Duration;
+
+/// Direct I/O block size. Writes start and end on this boundary; the device's logical
+/// block (often 512) divides it.
+pub const BLOCK_BYTES: u64 = 4096;
+/// One sparse offset-index and time-index entry per this many bytes of log (Kafka's
+/// index.interval.bytes).
+pub const INDEX_INTERVAL_BYTES: u64 = 4096;
+/// Segment files grow by fallocate in steps of this size, so appends rarely change file
+/// metadata that fdatasync would have to write.
+pub const PREALLOCATE_STEP_BYTES: u64 = 32 << 20;
+/// The smallest segment.bytes accepted (Kafka's minimum is 14 bytes; one block keeps the
+/// index arithmetic simple and a test can still roll every few batches).
+pub const SEGMENT_BYTES_MIN: u64 = BLOCK_BYTES;
+/// Positions inside a segment are stored as u32 in the offset index.
+pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
+/// Largest single DMA write issued by the group-commit writer.
+pub const WRITE_BYTES_MAX: usize = 8 << 20;
+/// Reads of segment files are issued in chunks of this size while scanning headers.
+pub const SCAN_CHUNK_BYTES: usize = 1 << 20;
+
+const _: () = assert!(INDEX_INTERVAL_BYTES <= SEGMENT_BYTES_MIN);
+const _: () = assert!(BLOCK_BYTES.is_power_of_two());
+const _: () = assert!(PREALLOCATE_STEP_BYTES % BLOCK_BYTES == 0);
+
+pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
+pub const DEFAULT_SEGMENT_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Kafka's default message.max.bytes (1 MiB plus record-batch overhead).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+/// Recent batches each log keeps in memory for tailing readers.
+pub const DEFAULT_TAIL_CACHE_BYTES: usize = 4 << 20;
+
+/// When an append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// Acknowledge after the data is written and fdatasync has returned (the default).
+    Durable,
+    /// Acknowledge once the write has completed; fdatasync at most every `interval` or
+    /// every `bytes`, whichever comes first (Kafka's flush.ms / flush.messages,
+    /// Redpanda's write caching). A machine crash can lose the unsynced window.
+    Interval { interval: Duration, bytes: u64 },
+}
+
+/// Which timestamp a batch keeps (Kafka's message.timestamp.type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+/// The configuration one partition log runs with. Changes take effect on the next append
+/// or retention pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// segment.bytes: roll the active segment before it would exceed this size.
+    pub segment_bytes: u64,
+    /// segment.ms: roll the active segment once it is this old.
+    pub segment_ms: i64,
+    /// retention.ms: delete closed segments whose newest record is older; -1 = forever.
+    pub retention_ms: i64,
+    /// retention.bytes: delete closed segments while the log is larger; -1 = unlimited.
+    pub retention_bytes: i64,
+    /// max.message.bytes: the largest batch accepted.
+    pub max_message_bytes: usize,
+    pub timestamp_type: TimestampType,
+    pub flush: FlushPolicy,
+    /// Memory budget for the recent-batch cache of this log.
+    pub tail_cache_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            segment_ms: DEFAULT_SEGMENT_MS,
+            retention_ms: DEFAULT_RETENTION_MS,
+            retention_bytes: -1,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            timestamp_type: TimestampType::CreateTime,
+            flush: FlushPolicy::Durable,
+            tail_cache_bytes: DEFAULT_TAIL_CACHE_BYTES,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Clamps values into the ranges the engine supports and reports what it changed.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
+            return Err(format!(
+                "segment.bytes {} is outside {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}",
+                self.segment_bytes
+            ));
+        }
+        if self.segment_ms <= 0 {
+            return Err(format!("segment.ms {} must be positive", self.segment_ms));
+        }
+        if self.retention_ms < -1 || self.retention_bytes < -1 {
+            return Err("retention.ms and retention.bytes must be -1 (unlimited) or non-negative".into());
+        }
+        if self.max_message_bytes < crate::protocol::record_batch::BATCH_HEADER_BYTES {
+            return Err(format!("max.message.bytes {} is smaller than a batch header", self.max_message_bytes));
+        }
+        if let FlushPolicy::Interval { interval, bytes } = self.flush {
+            if interval.is_zero() || bytes == 0 {
+                return Err("flush interval and flush bytes must be positive".into());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,241 @@
+//! The storage engine's only door to the disk: segment files opened with O_DIRECT through
+//! glommio (io_uring), small metadata files replaced atomically, and directory syncs.
+//!
+//! Every write and fsync passes a [`FaultInjector`] first when one is installed. Tests
+//! install a [`SimulatedDisk`] to make writes, fsyncs or allocations fail (EIO, ENOSPC)
+//! and prove that the log poisons itself or fails cleanly; production runs without one.
+//!
+//! Runs on the shard that owns the log; nothing here is `Send`.
+
+use std::cell::Cell;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
+use glommio::GlommioError;
+
+use super::clock::{Clock, SystemClock};
+use super::config::BLOCK_BYTES;
+
+/// The operations a simulated disk can intercept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskOp {
+    Write,
+    Sync,
+    Allocate,
+}
+
+/// Decides whether a disk operation fails. Called before the real operation; an `Err`
+/// is returned to the caller as if the kernel had failed it.
+pub trait FaultInjector: fmt::Debug {
+    fn check(&self, op: DiskOp, path: &Path) -> io::Result<()>;
+}
+
+/// A disk whose failures tests switch on and off: EIO on writes or syncs, ENOSPC on
+/// writes and allocations. Counts the operations it let through.
+#[derive(Debug, Default)]
+pub struct SimulatedDisk {
+    pub fail_writes: Cell<bool>,
+    pub fail_syncs: Cell<bool>,
+    pub full: Cell<bool>,
+    pub writes: Cell<u64>,
+    pub syncs: Cell<u64>,
+    pub allocations: Cell<u64>,
+}
+
+impl FaultInjector for SimulatedDisk {
+    fn check(&self, op: DiskOp, _path: &Path) -> io::Result<()> {
+        match op {
+            DiskOp::Write if self.fail_writes.get() => Err(io::Error::from_raw_os_error(libc::EIO)),
+            DiskOp::Sync if self.fail_syncs.get() => Err(io::Error::from_raw_os_error(libc::EIO)),
+            DiskOp::Write | DiskOp::Allocate if self.full.get() => {
+                Err(io::Error::from_raw_os_error(libc::ENOSPC))
+            }
+            DiskOp::Write => {
+                self.writes.set(self.writes.get() + 1);
+                Ok(())
+            }
+            DiskOp::Sync => {
+                self.syncs.set(self.syncs.get() + 1);
+                Ok(())
+            }
+            DiskOp::Allocate => {
+                self.allocations.set(self.allocations.get() + 1);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// What a log needs from its surroundings: a clock and, in tests, a fault injector.
+#[derive(Debug, Clone)]
+pub struct StorageEnv {
+    pub clock: Rc<dyn Clock>,
+    pub faults: Option<Rc<dyn FaultInjector>>,
+}
+
+impl Default for StorageEnv {
+    fn default() -> Self {
+        StorageEnv { clock: Rc::new(SystemClock), faults: None }
+    }
+}
+
+impl StorageEnv {
+    fn check(&self, op: DiskOp, path: &Path) -> io::Result<()> {
+        match &self.faults {
+            Some(faults) => faults.check(op, path),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Keeps the OS error code that glommio's "enhanced" errors would otherwise flatten, so
+/// ENOSPC stays recognisable.
+pub fn to_io_error<T>(error: GlommioError<T>) -> io::Error {
+    match error {
+        GlommioError::IoError(source) | GlommioError::EnhancedIoError { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// A segment file opened for direct I/O.
+#[derive(Debug)]
+pub struct SegmentFile {
+    file: DmaFile,
+    path: PathBuf,
+    env: StorageEnv,
+}
+
+impl SegmentFile {
+    /// Creates a new, empty file; fails if it exists.
+    pub async fn create(path: &Path, env: &StorageEnv) -> io::Result<SegmentFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .dma_open(path)
+            .await
+            .map_err(to_io_error)?;
+        Ok(SegmentFile { file, path: path.to_path_buf(), env: env.clone() })
+    }
+
+    /// Opens an existing file for reading and writing.
+    pub async fn open(path: &Path, env: &StorageEnv) -> io::Result<SegmentFile> {
+        let file = OpenOptions::new().read(true).write(true).dma_open(path).await.map_err(to_io_error)?;
+        Ok(SegmentFile { file, path: path.to_path_buf(), env: env.clone() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// An aligned buffer of at least `len` bytes, rounded up to whole blocks.
+    pub fn alloc_block_buffer(&self, len: usize) -> DmaBuffer {
+        self.file.alloc_dma_buffer(align_up(len as u64) as usize)
+    }
+
+    /// Writes the whole buffer at `position` (both block aligned). A short write is an
+    /// error: the caller treats the file state as unknown.
+    pub async fn write_all_at(&self, buffer: DmaBuffer, position: u64) -> io::Result<()> {
+        debug_assert_eq!(position % BLOCK_BYTES, 0);
+        debug_assert_eq!(buffer.len() as u64 % BLOCK_BYTES, 0);
+        self.env.check(DiskOp::Write, &self.path)?;
+        let expected = buffer.len();
+        let written = self.file.write_at(buffer, position).await.map_err(to_io_error)?;
+        if written != expected {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short direct write: {written} of {expected} bytes at {position}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads up to `len` bytes at any position (glommio aligns internally).
+    pub async fn read_at(&self, position: u64, len: usize) -> io::Result<ReadResult> {
+        self.file.read_at(position, len).await.map_err(to_io_error)
+    }
+
+    pub async fn sync_data(&self) -> io::Result<()> {
+        self.env.check(DiskOp::Sync, &self.path)?;
+        self.file.fdatasync().await.map_err(to_io_error)
+    }
+
+    /// Extends the file to `len` bytes with allocated, zero-reading blocks (fallocate).
+    pub async fn allocate(&self, len: u64) -> io::Result<()> {
+        self.env.check(DiskOp::Allocate, &self.path)?;
+        self.file.pre_allocate(len, false).await.map_err(to_io_error)
+    }
+
+    pub async fn truncate(&self, len: u64) -> io::Result<()> {
+        self.env.check(DiskOp::Write, &self.path)?;
+        self.file.truncate(len).await.map_err(to_io_error)
+    }
+
+    pub async fn size(&self) -> io::Result<u64> {
+        self.file.file_size().await.map_err(to_io_error)
+    }
+
+    pub async fn close(self) -> io::Result<()> {
+        self.file.close().await.map_err(to_io_error)
+    }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file is written and synced, renamed
+/// over `path`, and the directory is synced.
+pub async fn write_file_atomic(path: &Path, bytes: &[u8], env: &StorageEnv) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = glommio::io::remove(&tmp).await;
+    let file = SegmentFile::create(&tmp, env).await?;
+    let mut buffer = file.alloc_block_buffer(bytes.len().max(1));
+    buffer.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
+    buffer.as_bytes_mut()[bytes.len()..].fill(0);
+    file.write_all_at(buffer, 0).await?;
+    file.truncate(bytes.len() as u64).await?;
+    file.sync_data().await?;
+    file.close().await?;
+    glommio::io::rename(&tmp, path).await.map_err(to_io_error)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")), env).await
+}
+
+/// Reads a whole small file, or `None` when it does not exist.
+pub async fn read_small_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    let file = match DmaFile::open(path).await.map_err(to_io_error) {
+        Ok(file) => file,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let len = file.file_size().await.map_err(to_io_error)? as usize;
+    let data = if len == 0 { Vec::new() } else { file.read_at(0, len).await.map_err(to_io_error)?.to_vec() };
+    file.close().await.map_err(to_io_error)?;
+    Ok(Some(data))
+}
+
+/// fsync on a directory, so created, renamed and removed entries are durable.
+pub async fn sync_dir(dir: &Path, env: &StorageEnv) -> io::Result<()> {
+    env.check(DiskOp::Sync, dir)?;
+    let directory = glommio::io::Directory::open(dir).await.map_err(to_io_error)?;
+    directory.sync().await.map_err(to_io_error)?;
+    directory.close().await.map_err(to_io_error)
+}
+
+pub async fn remove_file(path: &Path) -> io::Result<()> {
+    match glommio::io::remove(path).await.map_err(to_io_error) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+pub fn align_down(value: u64) -> u64 {
+    value & !(BLOCK_BYTES - 1)
+}
+
+pub fn align_up(value: u64) -> u64 {
+    (value + BLOCK_BYTES - 1) & !(BLOCK_BYTES - 1)
+}
+
+/// Shared handle to a segment file: the writer and readers hold it while in use, so a
+/// segment deleted by retention stays readable by a fetch already in flight.
+pub type SharedSegmentFile = Rc<SegmentFile>;

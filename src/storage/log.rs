@@ -1,0 +1,538 @@
+//! `PartitionLog`: the public face of one partition's log on the shard that owns it.
+//!
+//! Appends are validated, given offsets and queued synchronously, then acknowledged by
+//! the group-commit writer ([`super::writer`]) once durable under the flush policy.
+//! Reads serve whole batches below the high watermark, from the tail cache when it holds
+//! them and from the segment files otherwise.
+//!
+//! Concurrency: the log is shard-local (`Rc` + `RefCell`). No `RefCell` borrow is held
+//! across an `.await`; every async step re-borrows and re-checks what it needs.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+use futures_channel::oneshot;
+
+use crate::protocol::record_batch::{self, validate_batch, BatchHeader};
+
+use super::config::{LogConfig, TimestampType};
+use super::disk::{SegmentFile, StorageEnv};
+use super::error::{AppendError, ReadError, StorageError};
+use super::offset::{LogOffsets, LogStartOffset, Offset};
+use super::segment::{self, read_batches, Segment, SegmentReadError, LOG_SUFFIX};
+use super::tail_cache::{CachedBatch, TailCache};
+use super::writer::{self, PendingWrite, WriterQueue};
+
+/// Whether the log accepts work.
+#[derive(Debug, Clone)]
+pub(crate) enum Health {
+    Healthy,
+    /// A write or fsync failed; reads of acknowledged data still work, appends do not.
+    Poisoned(StorageError),
+    /// Corruption outside the recoverable tail; nothing works.
+    Offline(StorageError),
+    Closed,
+}
+
+#[derive(Debug)]
+pub(crate) struct LogState {
+    pub config: LogConfig,
+    /// Ordered by base offset; the last one is active.
+    pub segments: VecDeque<Segment>,
+    pub log_start: Offset,
+    pub log_end: Offset,
+    pub high_watermark: Offset,
+    pub cache: TailCache,
+    pub health: Health,
+    pub writer: WriterQueue,
+    /// Roll the active segment at the next append, whatever its size.
+    pub roll_requested: bool,
+    /// Tasks waiting for the high watermark to move (long-polling fetches).
+    pub watchers: Vec<Waker>,
+}
+
+#[derive(Debug)]
+pub(crate) struct LogShared {
+    pub dir: PathBuf,
+    pub env: StorageEnv,
+    pub state: RefCell<LogState>,
+}
+
+/// One partition's log. Cheap to clone; all clones are the same log.
+#[derive(Debug, Clone)]
+pub struct PartitionLog {
+    pub(crate) shared: Rc<LogShared>,
+}
+
+/// What an append was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    /// Set when the topic uses LogAppendTime: the timestamp the broker stamped.
+    pub log_append_time_ms: Option<i64>,
+    pub log_start: LogStartOffset,
+}
+
+/// An append that has its offset but may not be durable yet. Await [`durable`] to
+/// acknowledge it; dropping it does not cancel the write.
+///
+/// [`durable`]: PendingAppend::durable
+#[derive(Debug)]
+pub struct PendingAppend {
+    pub info: AppendInfo,
+    done: oneshot::Receiver<Result<(), StorageError>>,
+    dir: PathBuf,
+}
+
+impl PendingAppend {
+    /// Resolves once the batch is durable under the log's flush policy.
+    pub async fn durable(self) -> Result<AppendInfo, StorageError> {
+        match self.done.await {
+            Ok(Ok(())) => Ok(self.info),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(StorageError::Offline { dir: self.dir, reason: "the log writer stopped".into() }),
+        }
+    }
+}
+
+/// Batches read from a log, with the offsets at the time of the read.
+#[derive(Debug, Clone)]
+pub struct LogRead {
+    /// Whole batches, back to back; concatenated they form a Fetch response's records.
+    pub records: Vec<Bytes>,
+    pub offsets: LogOffsets,
+}
+
+impl LogRead {
+    pub fn bytes(&self) -> usize {
+        self.records.iter().map(Bytes::len).sum()
+    }
+}
+
+/// A timestamp lookup's answer: the first record with a timestamp `>=` the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampMatch {
+    pub offset: Offset,
+    pub timestamp: i64,
+}
+
+impl PartitionLog {
+    /// Opens (recovering) or creates the log in `dir`. See [`super::recovery`].
+    pub async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Result<PartitionLog, StorageError> {
+        super::recovery::open(dir, config, env).await
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    pub fn offsets(&self) -> LogOffsets {
+        let state = self.shared.state.borrow();
+        LogOffsets::new(state.log_start, state.high_watermark, state.log_end)
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.shared.state.borrow().config.clone()
+    }
+
+    /// Changes the configuration; it applies from the next append or retention pass.
+    pub fn set_config(&self, config: LogConfig) -> Result<(), StorageError> {
+        config.validate().map_err(|reason| StorageError::InvalidConfig { reason })?;
+        let mut state = self.shared.state.borrow_mut();
+        state.cache.set_budget(config.tail_cache_bytes);
+        state.config = config;
+        Ok(())
+    }
+
+    /// Total bytes in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.shared.state.borrow().segments.iter().map(|s| s.size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.shared.state.borrow().segments.len()
+    }
+
+    /// Base offsets of all segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<Offset> {
+        self.shared.state.borrow().segments.iter().map(|s| s.base_offset).collect()
+    }
+
+    /// Closes the active segment at the next append.
+    pub fn request_roll(&self) {
+        self.shared.state.borrow_mut().roll_requested = true;
+    }
+
+    /// Appends one batch and waits until it is durable under the flush policy.
+    pub async fn append(&self, batch: BytesMut) -> Result<AppendInfo, AppendError> {
+        Ok(self.append_nowait(batch)?.durable().await?)
+    }
+
+    /// Validates the batch, assigns its offsets, stamps it and queues it for the writer.
+    /// Returns at once; the returned [`PendingAppend`] resolves when it is durable.
+    /// Appends are written in the order this is called.
+    pub fn append_nowait(&self, mut batch: BytesMut) -> Result<PendingAppend, AppendError> {
+        let now_ms = self.shared.env.clock.now_ms();
+        let mut guard = self.shared.state.borrow_mut();
+        let state = &mut *guard;
+        check_writable(&state.health)?;
+        let header = validate_batch(&batch, state.config.max_message_bytes)?;
+
+        if should_roll(state, &header, now_ms) {
+            let base = state.log_end;
+            state.segments.push_back(Segment::new_active(base, now_ms));
+            state.roll_requested = false;
+        }
+
+        let base_offset = state.log_end;
+        record_batch::set_base_offset(&mut batch, base_offset.value());
+        let log_append_time_ms = match state.config.timestamp_type {
+            TimestampType::LogAppendTime => {
+                record_batch::set_log_append_time(&mut batch, now_ms);
+                Some(now_ms)
+            }
+            TimestampType::CreateTime => None,
+        };
+        let max_timestamp = log_append_time_ms.unwrap_or(header.max_timestamp);
+        let next_offset = Offset(base_offset.value() + i64::from(header.last_offset_delta) + 1);
+        let bytes = batch.freeze();
+
+        let active = state.segments.back_mut().expect("a log always has an active segment");
+        let relative = active.relative(base_offset);
+        let position = u32::try_from(active.size).expect("segment positions fit in u32");
+        if active.size == 0 {
+            active.created_ms = now_ms;
+        }
+        let index = active.index.as_mut().expect("the active segment's index is in memory");
+        index.on_batch(relative, position, bytes.len() as u32, max_timestamp);
+        let max_timestamp_after = (index.max_timestamp(), index.relative_offset_of_max_timestamp());
+        active.size += bytes.len() as u64;
+        active.next_offset = next_offset;
+        let segment_base = active.base_offset;
+        state.log_end = next_offset;
+
+        state.cache.push(CachedBatch { base_offset, next_offset, bytes: bytes.clone() });
+        let done = state.writer.enqueue(PendingWrite::new(segment_base, bytes, next_offset, max_timestamp_after));
+        let start_writer = state.writer.claim_writer();
+        let info = AppendInfo {
+            base_offset,
+            last_offset: Offset(next_offset.value() - 1),
+            log_append_time_ms,
+            log_start: LogStartOffset(state.log_start),
+        };
+        drop(guard);
+        if start_writer {
+            writer::spawn(self.shared.clone());
+        }
+        Ok(PendingAppend { info, done, dir: self.shared.dir.clone() })
+    }
+
+    /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch,
+    /// KIP-74), all below the high watermark. An offset equal to the high watermark reads
+    /// nothing; one outside `log_start..=high_watermark` is out of range.
+    pub async fn read(&self, offset: Offset, max_bytes: usize) -> Result<LogRead, ReadError> {
+        let plan = {
+            let state = self.shared.state.borrow();
+            check_readable(&state.health)?;
+            let offsets = LogOffsets::new(state.log_start, state.high_watermark, state.log_end);
+            if offset < state.log_start || offset > state.high_watermark {
+                return Err(ReadError::OffsetOutOfRange {
+                    requested: offset,
+                    log_start: state.log_start,
+                    high_watermark: state.high_watermark,
+                });
+            }
+            if offset == state.high_watermark {
+                return Ok(LogRead { records: Vec::new(), offsets });
+            }
+            if let Some(records) = state.cache.read(offset, state.high_watermark, max_bytes) {
+                return Ok(LogRead { records, offsets });
+            }
+            let segment = segment_for(&state.segments, offset);
+            (segment.base_offset, state.high_watermark, offsets)
+        };
+        let (segment_base, high_watermark, offsets) = plan;
+        let (file, position, end) = self.prepare_segment_read(segment_base, offset).await?;
+        match read_batches(&file, position, end, offset, high_watermark, max_bytes).await {
+            Ok(bytes) if bytes.is_empty() => Err(self
+                .take_offline(format!("segment {segment_base} has no batch for offset {offset} below its end"))
+                .into()),
+            Ok(bytes) => Ok(LogRead { records: vec![bytes], offsets }),
+            Err(SegmentReadError::Io(error)) => Err(StorageError::io(file.path(), error).into()),
+            Err(SegmentReadError::Corrupt { position, reason }) => Err(self
+                .take_offline(format!("segment {segment_base} is corrupt at position {position}: {reason}"))
+                .into()),
+        }
+    }
+
+    /// The file, start position and readable end for reading `offset` in a segment,
+    /// opening the file and loading its index if this is the first use.
+    async fn prepare_segment_read(&self, segment_base: Offset, offset: Offset) -> Result<(Rc<SegmentFile>, u64, u64), StorageError> {
+        let file = self.segment_file(segment_base).await?;
+        self.ensure_index(segment_base).await?;
+        let state = self.shared.state.borrow();
+        let segment = segment_for(&state.segments, offset);
+        let index = segment.index.as_ref().expect("index loaded above");
+        let position = u64::from(index.position_for(segment.relative(offset)));
+        Ok((file, position, segment.written_size))
+    }
+
+    /// The open file of a segment, opened now if it is a closed segment not yet used.
+    pub(crate) async fn segment_file(&self, segment_base: Offset) -> Result<Rc<SegmentFile>, StorageError> {
+        if let Some(file) = self.with_segment(segment_base, |s| s.file.clone())? {
+            return Ok(file);
+        }
+        let path = segment::segment_path(&self.shared.dir, segment_base, LOG_SUFFIX);
+        let file = Rc::new(SegmentFile::open(&path, &self.shared.env).await.map_err(|e| StorageError::io(&path, e))?);
+        // Another task may have opened it meanwhile; keep whichever is stored.
+        self.with_segment_mut(segment_base, |s| s.file.get_or_insert(file).clone())
+    }
+
+    /// Loads (or rebuilds) a closed segment's index if it is not in memory.
+    pub(crate) async fn ensure_index(&self, segment_base: Offset) -> Result<(), StorageError> {
+        if self.with_segment(segment_base, |s| s.index.is_some())? {
+            return Ok(());
+        }
+        let file = self.segment_file(segment_base).await?;
+        let (size, next_offset) = self.with_segment(segment_base, |s| (s.size, s.next_offset))?;
+        match super::recovery::load_index(&self.shared.dir, &file, segment_base, next_offset, size, &self.shared.env).await {
+            Ok(index) => {
+                self.with_segment_mut(segment_base, |s| {
+                    s.index.get_or_insert(index);
+                })?;
+                Ok(())
+            }
+            Err(super::recovery::IndexLoadError::Io(error)) => Err(StorageError::io(file.path(), error)),
+            Err(super::recovery::IndexLoadError::Corrupt(reason)) => Err(self.take_offline(reason)),
+        }
+    }
+
+    pub(crate) fn with_segment<T>(&self, base: Offset, f: impl FnOnce(&Segment) -> T) -> Result<T, StorageError> {
+        let state = self.shared.state.borrow();
+        match state.segments.iter().find(|s| s.base_offset == base) {
+            Some(segment) => Ok(f(segment)),
+            None => Err(self.gone(base)),
+        }
+    }
+
+    pub(crate) fn with_segment_mut<T>(&self, base: Offset, f: impl FnOnce(&mut Segment) -> T) -> Result<T, StorageError> {
+        let mut state = self.shared.state.borrow_mut();
+        match state.segments.iter_mut().find(|s| s.base_offset == base) {
+            Some(segment) => Ok(f(segment)),
+            None => Err(self.gone(base)),
+        }
+    }
+
+    fn gone(&self, base: Offset) -> StorageError {
+        StorageError::Io {
+            path: segment::segment_path(&self.shared.dir, base, LOG_SUFFIX),
+            cause: std::sync::Arc::new(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "segment was deleted by retention while in use: retry from the log start",
+            )),
+        }
+    }
+
+    /// Marks the log offline (corruption found outside the recoverable tail) and fails
+    /// everything waiting on it. Other logs are unaffected.
+    pub(crate) fn take_offline(&self, reason: String) -> StorageError {
+        let error = StorageError::Offline { dir: self.shared.dir.clone(), reason };
+        tracing::error!(dir = %self.shared.dir.display(), %error, "partition taken offline");
+        let mut state = self.shared.state.borrow_mut();
+        state.health = Health::Offline(error.clone());
+        state.writer.fail_all(&error);
+        wake_watchers(&mut state);
+        error
+    }
+
+    /// The first record whose timestamp is `>= timestamp` (ListOffsets by time), or
+    /// `None` when every record is older.
+    pub async fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<TimestampMatch>, StorageError> {
+        let bases = {
+            let state = self.shared.state.borrow();
+            check_readable(&state.health).map_err(|e| match e {
+                ReadError::Storage(error) => error,
+                ReadError::OffsetOutOfRange { .. } => unreachable!("health checks never report a range"),
+            })?;
+            state.segments.iter().map(|s| s.base_offset).collect::<Vec<_>>()
+        };
+        for base in bases {
+            self.ensure_index(base).await?;
+            let (max_timestamp, start, end_position, high_watermark, log_start) = {
+                let state = self.shared.state.borrow();
+                let Some(segment) = state.segments.iter().find(|s| s.base_offset == base) else { continue };
+                let index = segment.index.as_ref().expect("index loaded above");
+                let start = Offset(base.value() + i64::from(index.relative_offset_for_timestamp(timestamp)));
+                (index.max_timestamp(), start.max(state.log_start), segment.written_size, state.high_watermark, state.log_start)
+            };
+            if max_timestamp < timestamp || start >= high_watermark || end_position == 0 {
+                continue;
+            }
+            let mut offset = start.max(log_start);
+            while offset < high_watermark {
+                let (file, position, end) = self.prepare_segment_read(base, offset).await?;
+                if position >= end {
+                    break;
+                }
+                let chunk = read_batches(&file, position, end, offset, high_watermark, 1 << 20)
+                    .await
+                    .map_err(|e| match e {
+                        SegmentReadError::Io(error) => StorageError::io(file.path(), error),
+                        SegmentReadError::Corrupt { position, reason } => {
+                            self.take_offline(format!("segment {base} is corrupt at position {position}: {reason}"))
+                        }
+                    })?;
+                if chunk.is_empty() {
+                    break;
+                }
+                for (header, range) in record_batch::iter_batches(&chunk) {
+                    if header.max_timestamp < timestamp || header.next_offset() <= offset.value() {
+                        continue;
+                    }
+                    let exact = record_batch::first_record_at_or_after(&chunk[range], &header, timestamp);
+                    let (found_offset, found_timestamp) = exact.unwrap_or((header.base_offset, header.max_timestamp));
+                    return Ok(Some(TimestampMatch {
+                        offset: Offset(found_offset.max(offset.value())),
+                        timestamp: found_timestamp,
+                    }));
+                }
+                let last = record_batch::iter_batches(&chunk).last().map(|(h, _): (BatchHeader, _)| h.next_offset());
+                match last {
+                    Some(next) if next > offset.value() => offset = Offset(next),
+                    _ => break,
+                }
+                if self.with_segment(base, |s| s.next_offset)? <= offset {
+                    break;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Moves the log start offset forward to `offset` (DeleteRecords). Segments wholly
+    /// below it are removed by the next retention pass. Returns the new log start.
+    pub async fn delete_records(&self, offset: Offset) -> Result<LogStartOffset, ReadError> {
+        {
+            let state = self.shared.state.borrow();
+            check_writable(&state.health).map_err(ReadError::Storage)?;
+            if offset > state.high_watermark || offset < Offset(0) {
+                return Err(ReadError::OffsetOutOfRange {
+                    requested: offset,
+                    log_start: state.log_start,
+                    high_watermark: state.high_watermark,
+                });
+            }
+            if offset <= state.log_start {
+                return Ok(LogStartOffset(state.log_start));
+            }
+        }
+        super::recovery::write_log_start_checkpoint(&self.shared.dir, offset, &self.shared.env)
+            .await
+            .map_err(|e| StorageError::io(&self.shared.dir, e))?;
+        let mut state = self.shared.state.borrow_mut();
+        if offset > state.log_start {
+            state.log_start = offset;
+            state.cache.drop_before(offset);
+        }
+        Ok(LogStartOffset(state.log_start))
+    }
+
+    /// Resolves when the high watermark is past `offset`, or the log fails or closes.
+    /// Long-polling fetches race this against their max wait.
+    pub fn wait_for_high_watermark_beyond(&self, offset: Offset) -> HighWatermarkWait {
+        HighWatermarkWait { log: self.clone(), offset }
+    }
+
+    /// Writes everything queued, syncs it, trims the active segment's preallocated space
+    /// and closes the log. Later calls fail with a storage error.
+    pub async fn close(&self) -> Result<(), StorageError> {
+        writer::drain(&self.shared).await?;
+        let active_file = {
+            let mut state = self.shared.state.borrow_mut();
+            if matches!(state.health, Health::Closed) {
+                return Ok(());
+            }
+            let active = state.segments.back().expect("active segment");
+            let file = active.file.clone().map(|f| (f, active.size));
+            state.health = Health::Closed;
+            wake_watchers(&mut state);
+            file
+        };
+        if let Some((file, size)) = active_file {
+            let result = async {
+                file.sync_data().await?;
+                file.truncate(size).await?;
+                file.sync_data().await
+            }
+            .await;
+            result.map_err(|e| StorageError::io(file.path(), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Future returned by [`PartitionLog::wait_for_high_watermark_beyond`].
+#[derive(Debug)]
+pub struct HighWatermarkWait {
+    log: PartitionLog,
+    offset: Offset,
+}
+
+impl Future for HighWatermarkWait {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.log.shared.state.borrow_mut();
+        if state.high_watermark > self.offset || !matches!(state.health, Health::Healthy) {
+            return Poll::Ready(());
+        }
+        state.watchers.push(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+pub(crate) fn wake_watchers(state: &mut LogState) {
+    for waker in state.watchers.drain(..) {
+        waker.wake();
+    }
+}
+
+/// The segment holding `offset`: the last one whose base is `<= offset`.
+pub(crate) fn segment_for(segments: &VecDeque<Segment>, offset: Offset) -> &Segment {
+    let n = segments.partition_point(|s| s.base_offset <= offset);
+    &segments[n.saturating_sub(1)]
+}
+
+fn should_roll(state: &LogState, header: &BatchHeader, now_ms: i64) -> bool {
+    let active = state.segments.back().expect("active segment");
+    if active.size == 0 {
+        return false;
+    }
+    let relative_end = state.log_end.value() + i64::from(header.last_offset_delta) - active.base_offset.value();
+    state.roll_requested
+        || active.size + header.total_bytes as u64 > state.config.segment_bytes
+        || now_ms.saturating_sub(active.created_ms) >= state.config.segment_ms
+        || relative_end > i64::from(i32::MAX)
+}
+
+fn check_writable(health: &Health) -> Result<(), StorageError> {
+    match health {
+        Health::Healthy => Ok(()),
+        Health::Poisoned(error) | Health::Offline(error) => Err(error.clone()),
+        Health::Closed => Err(StorageError::Closed),
+    }
+}
+
+fn check_readable(health: &Health) -> Result<(), ReadError> {
+    match health {
+        Health::Healthy | Health::Poisoned(_) => Ok(()),
+        Health::Offline(error) => Err(error.clone().into()),
+        Health::Closed => Err(StorageError::Closed.into()),
+    }
+}

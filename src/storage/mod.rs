@@ -1,0 +1,39 @@
+//! The storage engine: durable, ordered partition logs on direct I/O.
+//!
+//! ```text
+//! log.rs        PartitionLog: append (validate, assign offsets, queue), read, offsets
+//! writer.rs     group commit: one DMA write + one fdatasync per round of appends
+//! segment.rs    a segment file: naming, scanning, reading whole batches
+//! index.rs      sparse offset and time indexes
+//! recovery.rs   open: torn-tail recovery, lazy index load/rebuild, log start checkpoint
+//! retention.rs  deleting closed segments by age / size / log start
+//! tail_cache.rs recent batches in memory for tailing readers
+//! disk.rs       O_DIRECT files via glommio, atomic small files, fault injection
+//! config.rs     per-log config (topic configs) and storage limits
+//! offset.rs     Offset, LogStartOffset, HighWatermark, LogEndOffset
+//! clock.rs      wall clock behind a trait
+//! error.rs      StorageError, AppendError, ReadError
+//! ```
+//!
+//! A log belongs to one shard and is used only there (`Rc`, not `Send`).
+
+pub mod clock;
+pub mod config;
+pub mod disk;
+pub mod error;
+pub mod index;
+pub mod log;
+pub mod offset;
+pub mod recovery;
+pub mod retention;
+pub mod segment;
+pub mod tail_cache;
+mod writer;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::{FlushPolicy, LogConfig, TimestampType};
+pub use disk::{DiskOp, FaultInjector, SimulatedDisk, StorageEnv};
+pub use error::{AppendError, ReadError, StorageError};
+pub use log::{AppendInfo, LogRead, PartitionLog, PendingAppend, TimestampMatch};
+pub use offset::{HighWatermark, LogEndOffset, LogOffsets, LogStartOffset, Offset};
+pub use retention::{spawn_retention_task, RetentionReport};

@@ -1,0 +1,273 @@
+//! Opening a log: finding its segments, recovering the tail after a crash, and loading
+//! (or rebuilding) a closed segment's indexes on first use.
+//!
+//! Recovery policy, written down:
+//! - Only the last (active) segment can hold a torn write. It is scanned batch by batch
+//!   (length, magic 2, CRC-32C, record count, offset contiguity); everything after the
+//!   last valid batch is cut off and logged. Zeroed preallocated space is cut silently.
+//! - Closed segments are not read at open (a log may have thousands). Their indexes are
+//!   loaded on first use and checked; a missing or inconsistent index is rebuilt by
+//!   scanning the segment. A closed segment that fails that scan is corruption of
+//!   acknowledged data: the partition goes offline with the reason, other partitions
+//!   are unaffected.
+//! - The log start offset is the larger of the first segment's base and the
+//!   `log-start-offset` checkpoint written by DeleteRecords and retention.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use super::config::{LogConfig, BLOCK_BYTES};
+use super::disk::{align_down, read_small_file, remove_file, write_file_atomic, SegmentFile, StorageEnv};
+use super::error::StorageError;
+use super::index::SegmentIndex;
+use super::log::{Health, LogShared, LogState, PartitionLog};
+use super::offset::Offset;
+use super::segment::{self, parse_segment_name, scan, Segment, TailWriter, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX};
+use super::tail_cache::TailCache;
+use super::writer::WriterQueue;
+
+/// File holding the log start offset moved by DeleteRecords (8 bytes BE + CRC-32C).
+pub const LOG_START_CHECKPOINT: &str = "log-start-offset";
+
+struct FoundSegment {
+    base: Offset,
+    size: u64,
+    modified_ms: i64,
+}
+
+pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Result<PartitionLog, StorageError> {
+    config.validate().map_err(|reason| StorageError::InvalidConfig { reason })?;
+    std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+    let mut found = list_segments(dir).await.map_err(|e| StorageError::io(dir, e))?;
+    let checkpoint = read_log_start_checkpoint(dir).await.map_err(|e| StorageError::io(dir, e))?;
+    let now_ms = env.clock.now_ms();
+
+    // Segments wholly below the checkpointed log start were being deleted by retention.
+    if let Some(checkpoint) = checkpoint {
+        while found.len() > 1 && found[1].base <= checkpoint {
+            let doomed = found.remove(0);
+            remove_segment_files(dir, doomed.base).await.map_err(|e| StorageError::io(dir, e))?;
+        }
+    }
+
+    let mut segments = VecDeque::with_capacity(found.len().max(1));
+    let (log_end, high_watermark) = match found.last() {
+        None => {
+            let start = checkpoint.unwrap_or(Offset(0));
+            segments.push_back(Segment::new_active(start, now_ms));
+            (start, start)
+        }
+        Some(tail) => {
+            for pair in found.windows(2) {
+                segments.push_back(Segment::new_closed(pair[0].base, pair[1].base, pair[0].size, pair[0].modified_ms));
+            }
+            let active = recover_tail(dir, tail, &env, now_ms).await?;
+            let end = active.next_offset;
+            segments.push_back(active);
+            (end, end)
+        }
+    };
+    let first_base = segments.front().map(|s| s.base_offset).unwrap_or_default();
+    let mut log_start = checkpoint.map_or(first_base, |c| c.max(first_base));
+    if log_start > high_watermark {
+        tracing::warn!(dir = %dir.display(), %log_start, %high_watermark, "log start checkpoint is past the recovered log end; clamping");
+        log_start = high_watermark;
+    }
+    let state = LogState {
+        cache: TailCache::new(config.tail_cache_bytes),
+        config,
+        segments,
+        log_start,
+        log_end,
+        high_watermark,
+        health: Health::Healthy,
+        writer: WriterQueue::default(),
+        roll_requested: false,
+        watchers: Vec::new(),
+    };
+    tracing::info!(dir = %dir.display(), %log_start, %log_end, segments = state.segments.len(), "log opened");
+    Ok(PartitionLog { shared: Rc::new(LogShared { dir: dir.to_path_buf(), env, state: RefCell::new(state) }) })
+}
+
+/// Segment files in `dir` ordered by base offset; removes leftover temporary files.
+async fn list_segments(dir: &Path) -> io::Result<Vec<FoundSegment>> {
+    let mut found = Vec::new();
+    let mut leftovers: Vec<PathBuf> = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") {
+            leftovers.push(entry.path());
+            continue;
+        }
+        if let Some(base) = parse_segment_name(name) {
+            let metadata = entry.metadata()?;
+            let modified_ms = metadata
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_millis() as i64);
+            found.push(FoundSegment { base, size: metadata.len(), modified_ms });
+        }
+    }
+    for path in leftovers {
+        remove_file(&path).await?;
+    }
+    found.sort_by_key(|s| s.base);
+    Ok(found)
+}
+
+/// Scans the last segment, cuts a torn or corrupt tail and rebuilds its index in memory.
+async fn recover_tail(dir: &Path, tail: &FoundSegment, env: &StorageEnv, now_ms: i64) -> Result<Segment, StorageError> {
+    let path = segment::segment_path(dir, tail.base, LOG_SUFFIX);
+    let io_error = |e| StorageError::io(&path, e);
+    let file = Rc::new(SegmentFile::open(&path, env).await.map_err(io_error)?);
+    let file_size = file.size().await.map_err(io_error)?;
+    let mut index = SegmentIndex::new();
+    let mut first_timestamp = None;
+    let outcome = scan(&file, 0, tail.base, file_size, |header, position| {
+        let relative = (header.base_offset - tail.base.value()) as u32;
+        first_timestamp.get_or_insert(header.max_timestamp);
+        index.on_batch(relative, position as u32, header.total_bytes as u32, header.max_timestamp);
+    })
+    .await
+    .map_err(io_error)?;
+
+    let valid = outcome.valid_bytes;
+    if valid < file_size {
+        let probe_len = ((file_size - valid) as usize).min(BLOCK_BYTES as usize);
+        let probe = file.read_at(valid, probe_len).await.map_err(io_error)?;
+        if probe.iter().all(|&b| b == 0) {
+            tracing::debug!(path = %path.display(), valid, file_size, "trimming preallocated space");
+        } else {
+            tracing::warn!(
+                path = %path.display(),
+                kept_bytes = valid,
+                cut_bytes = file_size - valid,
+                next_offset = %outcome.next_offset,
+                reason = outcome.stopped.as_deref().unwrap_or("unknown"),
+                "recovery cut a torn or corrupt tail"
+            );
+        }
+        file.truncate(valid).await.map_err(io_error)?;
+        file.sync_data().await.map_err(io_error)?;
+    }
+    let tail_start = align_down(valid);
+    let tail_block = if valid > tail_start {
+        file.read_at(tail_start, (valid - tail_start) as usize).await.map_err(io_error)?.to_vec()
+    } else {
+        Vec::new()
+    };
+    let mut segment = Segment::new_active(tail.base, first_timestamp.filter(|&t| t >= 0).unwrap_or(now_ms).min(now_ms));
+    segment.next_offset = outcome.next_offset;
+    segment.size = valid;
+    segment.written_size = valid;
+    segment.modified_ms = tail.modified_ms;
+    segment.acknowledged_max_timestamp = (index.max_timestamp(), index.relative_offset_of_max_timestamp());
+    segment.index = Some(index);
+    segment.file = Some(file);
+    segment.writer = Some(TailWriter { tail_block, allocated_bytes: valid });
+    Ok(segment)
+}
+
+/// Why a closed segment's index could not be produced.
+#[derive(Debug)]
+pub(crate) enum IndexLoadError {
+    Io(io::Error),
+    Corrupt(String),
+}
+
+/// Loads a closed segment's index files, checking them against the segment; rebuilds
+/// them by scanning when they are missing or inconsistent.
+pub(crate) async fn load_index(
+    dir: &Path,
+    file: &Rc<SegmentFile>,
+    base: Offset,
+    next_offset: Offset,
+    size: u64,
+    env: &StorageEnv,
+) -> Result<SegmentIndex, IndexLoadError> {
+    let offset_path = segment::segment_path(dir, base, OFFSET_INDEX_SUFFIX);
+    let time_path = segment::segment_path(dir, base, TIME_INDEX_SUFFIX);
+    let relative_end = (next_offset.value() - base.value()) as u64;
+    let offsets = read_small_file(&offset_path).await.map_err(IndexLoadError::Io)?;
+    let times = read_small_file(&time_path).await.map_err(IndexLoadError::Io)?;
+    if let (Some(offsets), Some(times)) = (offsets, times) {
+        match SegmentIndex::decode(&offsets, &times, size, relative_end) {
+            Ok(index) if last_entry_matches(file, base, &index, size).await.map_err(IndexLoadError::Io)? => {
+                return Ok(index);
+            }
+            Ok(_) => tracing::warn!(path = %offset_path.display(), "index does not match its segment; rebuilding"),
+            Err(error) => tracing::warn!(path = %offset_path.display(), %error, "index is inconsistent; rebuilding"),
+        }
+    } else {
+        tracing::info!(path = %offset_path.display(), "index missing; rebuilding");
+    }
+
+    let mut index = SegmentIndex::new();
+    let outcome = scan(file, 0, base, size, |header, position| {
+        index.on_batch((header.base_offset - base.value()) as u32, position as u32, header.total_bytes as u32, header.max_timestamp);
+    })
+    .await
+    .map_err(IndexLoadError::Io)?;
+    if outcome.valid_bytes != size || outcome.next_offset != next_offset {
+        return Err(IndexLoadError::Corrupt(format!(
+            "closed segment {base} is corrupt: valid batches end at byte {} of {size} (offset {} of {next_offset}): {}",
+            outcome.valid_bytes,
+            outcome.next_offset,
+            outcome.stopped.as_deref().unwrap_or("offsets do not reach the next segment")
+        )));
+    }
+    index.seal();
+    let written = async {
+        write_file_atomic(&offset_path, &index.encode_offsets(), env).await?;
+        write_file_atomic(&time_path, &index.encode_times(), env).await
+    }
+    .await;
+    if let Err(error) = written {
+        tracing::warn!(path = %offset_path.display(), %error, "could not save the rebuilt index; it will be rebuilt again");
+    }
+    Ok(index)
+}
+
+/// The last offset-index entry must point at a batch header with that base offset.
+async fn last_entry_matches(file: &Rc<SegmentFile>, base: Offset, index: &SegmentIndex, size: u64) -> io::Result<bool> {
+    let Some((relative, position)) = index.last_offset_entry() else { return Ok(true) };
+    let len = (size - u64::from(position)).min(crate::protocol::record_batch::BATCH_HEADER_BYTES as u64) as usize;
+    let bytes = file.read_at(u64::from(position), len).await?;
+    Ok(crate::protocol::record_batch::BatchHeader::parse(&bytes)
+        .is_ok_and(|header| header.base_offset == base.value() + i64::from(relative)))
+}
+
+pub(crate) async fn remove_segment_files(dir: &Path, base: Offset) -> io::Result<()> {
+    for suffix in [OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
+        remove_file(&segment::segment_path(dir, base, suffix)).await?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn write_log_start_checkpoint(dir: &Path, offset: Offset, env: &StorageEnv) -> io::Result<()> {
+    let mut bytes = offset.value().to_be_bytes().to_vec();
+    let crc = crc32c::crc32c(&bytes);
+    bytes.extend_from_slice(&crc.to_be_bytes());
+    write_file_atomic(&dir.join(LOG_START_CHECKPOINT), &bytes, env).await
+}
+
+async fn read_log_start_checkpoint(dir: &Path) -> io::Result<Option<Offset>> {
+    let path = dir.join(LOG_START_CHECKPOINT);
+    let Some(bytes) = read_small_file(&path).await? else { return Ok(None) };
+    if bytes.len() != 12 || crc32c::crc32c(&bytes[..8]).to_be_bytes() != bytes[8..12] {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is damaged: remove it to fall back to the first segment's base offset", path.display()),
+        ));
+    }
+    let mut raw = [0u8; 8];
+    raw.copy_from_slice(&bytes[..8]);
+    Ok(Some(Offset(i64::from_be_bytes(raw))))
+}

@@ -1,0 +1,437 @@
+//! Group commit: the one writer task of a log.
+//!
+//! Appends queue [`PendingWrite`]s and a completion; whoever finds the writer idle spawns
+//! it. The writer takes everything queued for the active segment (up to
+//! [`WRITE_BYTES_MAX`]) as one *round*: one DMA write that starts with the partial last
+//! block already on disk (O_DIRECT writes whole blocks) and one fdatasync. Appends that
+//! arrive while a round is in flight form the next round, so under load one fsync
+//! acknowledges many produce requests.
+//!
+//! Rounds never span segments. The first round of a new segment seals the previous one
+//! (sync, trim preallocated space, write its index files) and creates the new file.
+//!
+//! Failure policy:
+//! - ENOSPC/EDQUOT (disk full): the round and everything queued behind it fail with
+//!   `DiskFull`; the in-memory log rolls back to the high watermark (those offsets were
+//!   never acknowledged) and later appends work again once space is freed;
+//! - any other write or fsync error poisons the log: every waiter and every later append
+//!   fails with `Poisoned`. Nothing is retried, because after a failed fsync the kernel
+//!   may have dropped the dirty pages and a retry could report success for lost data.
+
+use std::collections::VecDeque;
+use std::io;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+
+use super::config::{FlushPolicy, PREALLOCATE_STEP_BYTES, WRITE_BYTES_MAX};
+use super::disk::{align_down, align_up, sync_dir, write_file_atomic, SegmentFile};
+use super::error::{is_disk_full, StorageError};
+use super::log::{wake_watchers, Health, LogShared, LogState};
+use super::offset::Offset;
+use super::segment::{segment_path, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX};
+
+type Completion = oneshot::Sender<Result<(), StorageError>>;
+
+/// Batches appended to one segment, waiting to be written.
+#[derive(Debug)]
+pub(crate) struct PendingWrite {
+    segment_base: Offset,
+    batches: Vec<Bytes>,
+    bytes: usize,
+    /// Offset after the last batch.
+    end_offset: Offset,
+    /// The segment's (max timestamp, relative offset of it) once these batches are in:
+    /// restored if a later round fails with disk full.
+    max_timestamp_after: (i64, u32),
+}
+
+impl PendingWrite {
+    pub fn new(segment_base: Offset, batch: Bytes, end_offset: Offset, max_timestamp_after: (i64, u32)) -> PendingWrite {
+        PendingWrite { segment_base, bytes: batch.len(), batches: vec![batch], end_offset, max_timestamp_after }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct WriterQueue {
+    pending: VecDeque<PendingWrite>,
+    /// Appends waiting to be acknowledged, in offset order, keyed by their end offset.
+    waiters: VecDeque<(Offset, Completion)>,
+    running: bool,
+    /// Tasks waiting for the writer to go idle (close, drain).
+    idle_waiters: Vec<oneshot::Sender<()>>,
+    /// Interval policy: bytes written since the last fdatasync.
+    unsynced_bytes: u64,
+    sync_timer_armed: bool,
+    /// Counters for the log's probe.
+    pub rounds: u64,
+    pub syncs: u64,
+    pub bytes_written: u64,
+}
+
+impl WriterQueue {
+    /// Queues a batch and returns the completion its append waits on.
+    pub fn enqueue(&mut self, write: PendingWrite) -> oneshot::Receiver<Result<(), StorageError>> {
+        let (sender, receiver) = oneshot::channel();
+        self.waiters.push_back((write.end_offset, sender));
+        match self.pending.back_mut() {
+            Some(last) if last.segment_base == write.segment_base && last.bytes + write.bytes <= WRITE_BYTES_MAX => {
+                last.bytes += write.bytes;
+                last.batches.extend(write.batches);
+                last.end_offset = write.end_offset;
+                last.max_timestamp_after = write.max_timestamp_after;
+            }
+            _ => self.pending.push_back(write),
+        }
+        receiver
+    }
+
+    /// True when the caller must spawn the writer (it was idle).
+    pub fn claim_writer(&mut self) -> bool {
+        !std::mem::replace(&mut self.running, true)
+    }
+
+    /// Fails every waiting append and drops everything queued.
+    pub fn fail_all(&mut self, error: &StorageError) {
+        self.pending.clear();
+        for (_, waiter) in self.waiters.drain(..) {
+            let _ = waiter.send(Err(error.clone()));
+        }
+    }
+
+    fn acknowledge_through(&mut self, offset: Offset) {
+        while self.waiters.front().is_some_and(|(end, _)| *end <= offset) {
+            if let Some((_, waiter)) = self.waiters.pop_front() {
+                let _ = waiter.send(Ok(()));
+            }
+        }
+    }
+
+    /// Takes the next round: queued writes for one segment, up to the write size limit.
+    fn take_round(&mut self) -> Option<PendingWrite> {
+        let mut round = self.pending.pop_front()?;
+        while let Some(next) = self.pending.front() {
+            if next.segment_base != round.segment_base || round.bytes + next.bytes > WRITE_BYTES_MAX {
+                break;
+            }
+            let next = self.pending.pop_front().expect("peeked");
+            round.bytes += next.bytes;
+            round.batches.extend(next.batches);
+            round.end_offset = next.end_offset;
+            round.max_timestamp_after = next.max_timestamp_after;
+        }
+        Some(round)
+    }
+
+    fn go_idle(&mut self) {
+        self.running = false;
+        for waiter in self.idle_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+}
+
+/// Starts the writer task for a log whose writer was idle.
+pub(crate) fn spawn(shared: Rc<LogShared>) {
+    glommio::spawn_local(run(shared)).detach();
+}
+
+/// Waits until everything queued so far has been written (or failed).
+pub(crate) async fn drain(shared: &Rc<LogShared>) -> Result<(), StorageError> {
+    let idle = {
+        let mut state = shared.state.borrow_mut();
+        if !state.writer.running {
+            None
+        } else {
+            let (sender, receiver) = oneshot::channel();
+            state.writer.idle_waiters.push(sender);
+            Some(receiver)
+        }
+    };
+    if let Some(idle) = idle {
+        let _ = idle.await;
+    }
+    Ok(())
+}
+
+async fn run(shared: Rc<LogShared>) {
+    loop {
+        let round = {
+            let mut state = shared.state.borrow_mut();
+            if !matches!(state.health, Health::Healthy) {
+                let error = health_error(&state.health);
+                state.writer.fail_all(&error);
+                state.writer.go_idle();
+                return;
+            }
+            match state.writer.take_round() {
+                Some(round) => round,
+                None => {
+                    state.writer.go_idle();
+                    return;
+                }
+            }
+        };
+        if let Err(error) = write_round(&shared, &round).await {
+            fail(&shared, error);
+            shared.state.borrow_mut().writer.go_idle();
+            return;
+        }
+    }
+}
+
+fn health_error(health: &Health) -> StorageError {
+    match health {
+        Health::Poisoned(error) | Health::Offline(error) => error.clone(),
+        Health::Closed | Health::Healthy => StorageError::Closed,
+    }
+}
+
+/// A failure inside a round, before it is classified.
+struct RoundError {
+    path: std::path::PathBuf,
+    cause: io::Error,
+}
+
+fn at(path: &std::path::Path) -> impl FnOnce(io::Error) -> RoundError + '_ {
+    move |cause| RoundError { path: path.to_path_buf(), cause }
+}
+
+async fn write_round(shared: &Rc<LogShared>, round: &PendingWrite) -> Result<(), RoundError> {
+    let file = prepare_segment_file(shared, round.segment_base).await?;
+    let (buffer_start, buffer, new_written, new_tail, need_allocation, policy) = {
+        let state = shared.state.borrow();
+        let segment = state.segments.iter().find(|s| s.base_offset == round.segment_base).expect("round's segment exists");
+        let writer = segment.writer.as_ref().expect("the active segment has a writer");
+        let written = segment.written_size;
+        let start = align_down(written);
+        debug_assert_eq!(written - start, writer.tail_block.len() as u64);
+        let end = written + round.bytes as u64;
+        let mut buffer = file.alloc_block_buffer((end - start) as usize);
+        let out = buffer.as_bytes_mut();
+        let mut at_byte = writer.tail_block.len();
+        out[..at_byte].copy_from_slice(&writer.tail_block);
+        for batch in &round.batches {
+            out[at_byte..at_byte + batch.len()].copy_from_slice(batch);
+            at_byte += batch.len();
+        }
+        out[at_byte..].fill(0);
+        let tail_start = (align_down(end) - start) as usize;
+        let new_tail = out[tail_start..at_byte].to_vec();
+        let need = align_up(end);
+        let allocation = (need > writer.allocated_bytes).then(|| {
+            let step = PREALLOCATE_STEP_BYTES.min(align_up(state.config.segment_bytes));
+            need.max(writer.allocated_bytes + step)
+        });
+        (start, buffer, end, new_tail, allocation, state.config.flush)
+    };
+    if let Some(len) = need_allocation {
+        file.allocate(len).await.map_err(at(file.path()))?;
+        with_writer(shared, round.segment_base, |segment| {
+            if let Some(writer) = segment.writer.as_mut() {
+                writer.allocated_bytes = len;
+            }
+        });
+    }
+    file.write_all_at(buffer, buffer_start).await.map_err(at(file.path()))?;
+    with_writer(shared, round.segment_base, |segment| {
+        segment.written_size = new_written;
+        if let Some(writer) = segment.writer.as_mut() {
+            writer.tail_block = new_tail;
+        }
+    });
+
+    match policy {
+        FlushPolicy::Durable => {
+            file.sync_data().await.map_err(at(file.path()))?;
+            let mut state = shared.state.borrow_mut();
+            state.writer.syncs += 1;
+            finish_round(&mut state, round);
+        }
+        FlushPolicy::Interval { interval, bytes } => {
+            let sync_now = {
+                let mut state = shared.state.borrow_mut();
+                state.writer.unsynced_bytes += round.bytes as u64;
+                finish_round(&mut state, round);
+                state.writer.unsynced_bytes >= bytes
+            };
+            if sync_now {
+                sync_active(shared, &file).await?;
+            } else {
+                arm_sync_timer(shared, interval);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn finish_round(state: &mut LogState, round: &PendingWrite) {
+    state.writer.rounds += 1;
+    state.writer.bytes_written += round.bytes as u64;
+    assert!(round.end_offset <= state.log_end, "acknowledging past the log end");
+    state.high_watermark = round.end_offset;
+    if let Some(segment) = state.segments.iter_mut().find(|s| s.base_offset == round.segment_base) {
+        segment.acknowledged_max_timestamp = round.max_timestamp_after;
+    }
+    state.writer.acknowledge_through(round.end_offset);
+    wake_watchers(state);
+}
+
+async fn sync_active(shared: &Rc<LogShared>, file: &SegmentFile) -> Result<(), RoundError> {
+    let unsynced = shared.state.borrow().writer.unsynced_bytes;
+    file.sync_data().await.map_err(at(file.path()))?;
+    let mut state = shared.state.borrow_mut();
+    state.writer.unsynced_bytes = state.writer.unsynced_bytes.saturating_sub(unsynced);
+    state.writer.syncs += 1;
+    Ok(())
+}
+
+/// Interval policy: fdatasync the active segment once `interval` after the first unsynced
+/// write, unless a size-triggered sync happened first.
+fn arm_sync_timer(shared: &Rc<LogShared>, interval: Duration) {
+    {
+        let mut state = shared.state.borrow_mut();
+        if state.writer.sync_timer_armed {
+            return;
+        }
+        state.writer.sync_timer_armed = true;
+    }
+    let shared = shared.clone();
+    glommio::spawn_local(async move {
+        glommio::timer::sleep(interval).await;
+        let file = {
+            let mut state = shared.state.borrow_mut();
+            state.writer.sync_timer_armed = false;
+            if state.writer.unsynced_bytes == 0 || !matches!(state.health, Health::Healthy) {
+                return;
+            }
+            state.segments.back().and_then(|s| s.file.clone())
+        };
+        if let Some(file) = file {
+            if let Err(error) = sync_active(&shared, &file).await {
+                fail(&shared, error);
+            }
+        }
+    })
+    .detach();
+}
+
+fn with_writer(shared: &Rc<LogShared>, base: Offset, f: impl FnOnce(&mut super::segment::Segment)) {
+    let mut state = shared.state.borrow_mut();
+    if let Some(segment) = state.segments.iter_mut().find(|s| s.base_offset == base) {
+        f(segment);
+    }
+}
+
+/// The file for a round's segment: for a segment's first round, seals the previous
+/// segment and creates this one's file.
+async fn prepare_segment_file(shared: &Rc<LogShared>, base: Offset) -> Result<Rc<SegmentFile>, RoundError> {
+    let (existing, previous_open) = {
+        let state = shared.state.borrow();
+        let position = state.segments.iter().position(|s| s.base_offset == base).expect("round's segment exists");
+        let previous = position.checked_sub(1).map(|p| &state.segments[p]).filter(|p| !p.closed).map(|p| p.base_offset);
+        (state.segments[position].file.clone(), previous)
+    };
+    if let Some(file) = existing {
+        return Ok(file);
+    }
+    if let Some(previous) = previous_open {
+        seal(shared, previous).await?;
+    }
+    let path = segment_path(&shared.dir, base, LOG_SUFFIX);
+    let file = match SegmentFile::create(&path, &shared.env).await {
+        Ok(file) => file,
+        // Left by an earlier attempt whose first write failed: start it over.
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
+            let file = SegmentFile::open(&path, &shared.env).await.map_err(at(&path))?;
+            file.truncate(0).await.map_err(at(&path))?;
+            file
+        }
+        Err(error) => return Err(at(&path)(error)),
+    };
+    sync_dir(&shared.dir, &shared.env).await.map_err(at(&shared.dir))?;
+    let file = Rc::new(file);
+    with_writer(shared, base, |segment| {
+        segment.file = Some(file.clone());
+        if let Some(writer) = segment.writer.as_mut() {
+            writer.allocated_bytes = 0;
+        }
+    });
+    Ok(file)
+}
+
+/// Closes a full segment: makes its data durable, trims the preallocated space, and
+/// writes its index files. After this it is never written again.
+async fn seal(shared: &Rc<LogShared>, base: Offset) -> Result<(), RoundError> {
+    let (file, size, offsets, times) = {
+        let mut state = shared.state.borrow_mut();
+        let segment = state.segments.iter_mut().find(|s| s.base_offset == base).expect("sealed segment exists");
+        let index = segment.index.as_mut().expect("active index in memory");
+        index.seal();
+        let encoded = (index.encode_offsets(), index.encode_times());
+        (segment.file.clone(), segment.size, encoded.0, encoded.1)
+    };
+    if let Some(file) = &file {
+        assert_eq!(
+            shared.state.borrow().segments.iter().find(|s| s.base_offset == base).map(|s| s.written_size),
+            Some(size),
+            "a segment is sealed only after all its data is written"
+        );
+        file.sync_data().await.map_err(at(file.path()))?;
+        file.truncate(size).await.map_err(at(file.path()))?;
+        file.sync_data().await.map_err(at(file.path()))?;
+    }
+    let offset_path = segment_path(&shared.dir, base, OFFSET_INDEX_SUFFIX);
+    write_file_atomic(&offset_path, &offsets, &shared.env).await.map_err(at(&offset_path))?;
+    let time_path = segment_path(&shared.dir, base, TIME_INDEX_SUFFIX);
+    write_file_atomic(&time_path, &times, &shared.env).await.map_err(at(&time_path))?;
+    let mut state = shared.state.borrow_mut();
+    let now_ms = shared.env.clock.now_ms();
+    if let Some(segment) = state.segments.iter_mut().find(|s| s.base_offset == base) {
+        segment.closed = true;
+        segment.writer = None;
+        segment.modified_ms = now_ms;
+    }
+    state.writer.unsynced_bytes = 0;
+    Ok(())
+}
+
+/// Classifies a failed round: disk full rolls back to the high watermark, anything else
+/// poisons the log.
+fn fail(shared: &Rc<LogShared>, error: RoundError) {
+    let mut state = shared.state.borrow_mut();
+    if is_disk_full(&error.cause) {
+        let storage_error = StorageError::DiskFull { dir: shared.dir.clone(), cause: std::sync::Arc::new(error.cause) };
+        tracing::warn!(dir = %shared.dir.display(), path = %error.path.display(), error = %storage_error, "append failed: disk full");
+        state.writer.fail_all(&storage_error);
+        roll_back_to_high_watermark(&mut state);
+    } else {
+        let storage_error = StorageError::Poisoned { dir: shared.dir.clone(), cause: std::sync::Arc::new(error.cause) };
+        tracing::error!(dir = %shared.dir.display(), path = %error.path.display(), error = %storage_error, "log poisoned");
+        state.writer.fail_all(&storage_error);
+        state.health = Health::Poisoned(storage_error);
+    }
+    wake_watchers(&mut state);
+}
+
+/// Forgets every unacknowledged batch: the log end returns to the high watermark, so the
+/// next append reuses those offsets and the log stays contiguous.
+fn roll_back_to_high_watermark(state: &mut LogState) {
+    let high_watermark = state.high_watermark;
+    while state.segments.len() > 1 && state.segments.back().is_some_and(|s| s.base_offset > high_watermark) {
+        state.segments.pop_back();
+    }
+    let active = state.segments.back_mut().expect("active segment");
+    assert!(!active.closed, "the segment holding the high watermark is never sealed while unacknowledged");
+    let relative_end = active.relative(high_watermark);
+    active.next_offset = high_watermark;
+    active.size = active.written_size;
+    let (max_timestamp, relative_of_max) = active.acknowledged_max_timestamp;
+    if let Some(index) = active.index.as_mut() {
+        index.truncate_to(active.written_size as u32, relative_end, max_timestamp, relative_of_max);
+    }
+    state.log_end = high_watermark;
+    state.cache.truncate_from(high_watermark);
+}

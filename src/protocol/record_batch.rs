@@ -138,10 +138,7 @@ impl BatchHeader {
 pub fn validate_batch(bytes: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(bytes)?;
     if header.total_bytes != bytes.len() {
-        return Err(BatchError::LengthMismatch {
-            declared: header.total_bytes as i64,
-            available: bytes.len(),
-        });
+        return Err(BatchError::LengthMismatch { declared: header.total_bytes as i64, available: bytes.len() });
     }
     if bytes.len() > max_batch_bytes {
         return Err(BatchError::TooLarge { size: bytes.len(), limit: max_batch_bytes });

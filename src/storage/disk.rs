@@ -50,9 +50,7 @@ impl FaultInjector for SimulatedDisk {
         match op {
             DiskOp::Write if self.fail_writes.get() => Err(io::Error::from_raw_os_error(libc::EIO)),
             DiskOp::Sync if self.fail_syncs.get() => Err(io::Error::from_raw_os_error(libc::EIO)),
-            DiskOp::Write | DiskOp::Allocate if self.full.get() => {
-                Err(io::Error::from_raw_os_error(libc::ENOSPC))
-            }
+            DiskOp::Write | DiskOp::Allocate if self.full.get() => Err(io::Error::from_raw_os_error(libc::ENOSPC)),
             DiskOp::Write => {
                 self.writes.set(self.writes.get() + 1);
                 Ok(())
@@ -100,6 +98,35 @@ pub fn to_io_error<T>(error: GlommioError<T>) -> io::Error {
     }
 }
 
+thread_local! {
+    /// Devices (st_dev) on which this thread's glommio reactor has probed poll support.
+    static PRIMED_DEVICES: std::cell::RefCell<std::collections::HashSet<u64>> = Default::default();
+}
+
+/// Makes glommio's io_uring poll-ring probe see real data on `dir`'s device.
+///
+/// glommio 0.9 decides once per thread and device whether O_DIRECT reads can use the
+/// IOPOLL ring, by reading the first DMA file opened there. When that file is empty the
+/// read succeeds trivially, the poll ring is chosen, and every later read on a device
+/// without polled I/O (virtio, most cloud disks) fails with EOPNOTSUPP. Opening a file
+/// with one block of data first makes the probe answer truthfully.
+pub async fn prime_direct_io(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let device = std::fs::metadata(dir)?.dev();
+    if PRIMED_DEVICES.with(|primed| primed.borrow().contains(&device)) {
+        return Ok(());
+    }
+    let probe = dir.join(".direct-io-probe");
+    std::fs::write(&probe, vec![0u8; BLOCK_BYTES as usize])?;
+    let opened = DmaFile::open(&probe).await.map_err(to_io_error);
+    if let Ok(file) = opened {
+        let _ = file.close().await;
+    }
+    std::fs::remove_file(&probe)?;
+    PRIMED_DEVICES.with(|primed| primed.borrow_mut().insert(device));
+    Ok(())
+}
+
 /// A segment file opened for direct I/O.
 #[derive(Debug)]
 pub struct SegmentFile {
@@ -111,13 +138,8 @@ pub struct SegmentFile {
 impl SegmentFile {
     /// Creates a new, empty file; fails if it exists.
     pub async fn create(path: &Path, env: &StorageEnv) -> io::Result<SegmentFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .dma_open(path)
-            .await
-            .map_err(to_io_error)?;
+        let file =
+            OpenOptions::new().read(true).write(true).create_new(true).dma_open(path).await.map_err(to_io_error)?;
         Ok(SegmentFile { file, path: path.to_path_buf(), env: env.clone() })
     }
 

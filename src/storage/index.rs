@@ -98,7 +98,13 @@ impl SegmentIndex {
     }
 
     /// Drops entries at or after `position` (used when an unacknowledged tail is cut).
-    pub fn truncate_to(&mut self, position: u32, relative_end_offset: u32, max_timestamp: i64, relative_offset_of_max: u32) {
+    pub fn truncate_to(
+        &mut self,
+        position: u32,
+        relative_end_offset: u32,
+        max_timestamp: i64,
+        relative_offset_of_max: u32,
+    ) {
         self.offsets.retain(|&(_, p)| p < position);
         self.times.retain(|&(_, o)| o < relative_end_offset);
         self.max_timestamp = max_timestamp;
@@ -138,7 +144,12 @@ impl SegmentIndex {
 
     /// Decodes and checks a sealed segment's index files against the segment's size and
     /// offset span. Any inconsistency is an error; the caller rebuilds from the log.
-    pub fn decode(offset_bytes: &[u8], time_bytes: &[u8], segment_bytes: u64, relative_end_offset: u64) -> Result<SegmentIndex, IndexError> {
+    pub fn decode(
+        offset_bytes: &[u8],
+        time_bytes: &[u8],
+        segment_bytes: u64,
+        relative_end_offset: u64,
+    ) -> Result<SegmentIndex, IndexError> {
         if offset_bytes.len() % OFFSET_ENTRY_BYTES != 0 {
             return Err(IndexError::Length(offset_bytes.len()));
         }

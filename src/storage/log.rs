@@ -274,7 +274,11 @@ impl PartitionLog {
 
     /// The file, start position and readable end for reading `offset` in a segment,
     /// opening the file and loading its index if this is the first use.
-    async fn prepare_segment_read(&self, segment_base: Offset, offset: Offset) -> Result<(Rc<SegmentFile>, u64, u64), StorageError> {
+    async fn prepare_segment_read(
+        &self,
+        segment_base: Offset,
+        offset: Offset,
+    ) -> Result<(Rc<SegmentFile>, u64, u64), StorageError> {
         let file = self.segment_file(segment_base).await?;
         self.ensure_index(segment_base).await?;
         let state = self.shared.state.borrow();
@@ -302,7 +306,9 @@ impl PartitionLog {
         }
         let file = self.segment_file(segment_base).await?;
         let (size, next_offset) = self.with_segment(segment_base, |s| (s.size, s.next_offset))?;
-        match super::recovery::load_index(&self.shared.dir, &file, segment_base, next_offset, size, &self.shared.env).await {
+        match super::recovery::load_index(&self.shared.dir, &file, segment_base, next_offset, size, &self.shared.env)
+            .await
+        {
             Ok(index) => {
                 self.with_segment_mut(segment_base, |s| {
                     s.index.get_or_insert(index);
@@ -322,7 +328,11 @@ impl PartitionLog {
         }
     }
 
-    pub(crate) fn with_segment_mut<T>(&self, base: Offset, f: impl FnOnce(&mut Segment) -> T) -> Result<T, StorageError> {
+    pub(crate) fn with_segment_mut<T>(
+        &self,
+        base: Offset,
+        f: impl FnOnce(&mut Segment) -> T,
+    ) -> Result<T, StorageError> {
         let mut state = self.shared.state.borrow_mut();
         match state.segments.iter_mut().find(|s| s.base_offset == base) {
             Some(segment) => Ok(f(segment)),
@@ -370,7 +380,13 @@ impl PartitionLog {
                 let Some(segment) = state.segments.iter().find(|s| s.base_offset == base) else { continue };
                 let index = segment.index.as_ref().expect("index loaded above");
                 let start = Offset(base.value() + i64::from(index.relative_offset_for_timestamp(timestamp)));
-                (index.max_timestamp(), start.max(state.log_start), segment.written_size, state.high_watermark, state.log_start)
+                (
+                    index.max_timestamp(),
+                    start.max(state.log_start),
+                    segment.written_size,
+                    state.high_watermark,
+                    state.log_start,
+                )
             };
             if max_timestamp < timestamp || start >= high_watermark || end_position == 0 {
                 continue;
@@ -381,9 +397,8 @@ impl PartitionLog {
                 if position >= end {
                     break;
                 }
-                let chunk = read_batches(&file, position, end, offset, high_watermark, 1 << 20)
-                    .await
-                    .map_err(|e| match e {
+                let chunk =
+                    read_batches(&file, position, end, offset, high_watermark, 1 << 20).await.map_err(|e| match e {
                         SegmentReadError::Io(error) => StorageError::io(file.path(), error),
                         SegmentReadError::Corrupt { position, reason } => {
                             self.take_offline(format!("segment {base} is corrupt at position {position}: {reason}"))

@@ -21,12 +21,16 @@ use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 use super::config::{LogConfig, BLOCK_BYTES};
-use super::disk::{align_down, read_small_file, remove_file, write_file_atomic, SegmentFile, StorageEnv};
+use super::disk::{
+    align_down, prime_direct_io, read_small_file, remove_file, write_file_atomic, SegmentFile, StorageEnv,
+};
 use super::error::StorageError;
 use super::index::SegmentIndex;
 use super::log::{Health, LogShared, LogState, PartitionLog};
 use super::offset::Offset;
-use super::segment::{self, parse_segment_name, scan, Segment, TailWriter, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX};
+use super::segment::{
+    self, parse_segment_name, scan, Segment, TailWriter, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
+};
 use super::tail_cache::TailCache;
 use super::writer::WriterQueue;
 
@@ -42,6 +46,7 @@ struct FoundSegment {
 pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Result<PartitionLog, StorageError> {
     config.validate().map_err(|reason| StorageError::InvalidConfig { reason })?;
     std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
+    prime_direct_io(dir).await.map_err(|e| StorageError::io(dir, e))?;
     let mut found = list_segments(dir).await.map_err(|e| StorageError::io(dir, e))?;
     let checkpoint = read_log_start_checkpoint(dir).await.map_err(|e| StorageError::io(dir, e))?;
     let now_ms = env.clock.now_ms();
@@ -211,7 +216,12 @@ pub(crate) async fn load_index(
 
     let mut index = SegmentIndex::new();
     let outcome = scan(file, 0, base, size, |header, position| {
-        index.on_batch((header.base_offset - base.value()) as u32, position as u32, header.total_bytes as u32, header.max_timestamp);
+        index.on_batch(
+            (header.base_offset - base.value()) as u32,
+            position as u32,
+            header.total_bytes as u32,
+            header.max_timestamp,
+        );
     })
     .await
     .map_err(IndexLoadError::Io)?;

@@ -243,10 +243,8 @@ pub async fn read_batches(
         let bytes: &[u8] = &chunk;
         let mut at = 0usize;
         while bytes.len() - at >= BATCH_HEADER_BYTES {
-            let header = BatchHeader::parse(&bytes[at..]).map_err(|e| SegmentReadError::Corrupt {
-                position: position + at as u64,
-                reason: e.to_string(),
-            })?;
+            let header = BatchHeader::parse(&bytes[at..])
+                .map_err(|e| SegmentReadError::Corrupt { position: position + at as u64, reason: e.to_string() })?;
             if header.base_offset >= limit_offset.value() {
                 return Ok(out.freeze());
             }
@@ -267,10 +265,8 @@ pub async fn read_batches(
             }
             if header.next_offset() > offset.value() {
                 let batch = &bytes[at..at + header.total_bytes];
-                check_crc(batch, &header).map_err(|e| SegmentReadError::Corrupt {
-                    position: position + at as u64,
-                    reason: e.to_string(),
-                })?;
+                check_crc(batch, &header)
+                    .map_err(|e| SegmentReadError::Corrupt { position: position + at as u64, reason: e.to_string() })?;
                 out.extend_from_slice(batch);
                 if out.len() >= max_bytes {
                     return Ok(out.freeze());

@@ -49,7 +49,12 @@ pub(crate) struct PendingWrite {
 }
 
 impl PendingWrite {
-    pub fn new(segment_base: Offset, batch: Bytes, end_offset: Offset, max_timestamp_after: (i64, u32)) -> PendingWrite {
+    pub fn new(
+        segment_base: Offset,
+        batch: Bytes,
+        end_offset: Offset,
+        max_timestamp_after: (i64, u32),
+    ) -> PendingWrite {
         PendingWrite { segment_base, bytes: batch.len(), batches: vec![batch], end_offset, max_timestamp_after }
     }
 }
@@ -203,7 +208,8 @@ async fn write_round(shared: &Rc<LogShared>, round: &PendingWrite) -> Result<(),
     let file = prepare_segment_file(shared, round.segment_base).await?;
     let (buffer_start, buffer, new_written, new_tail, need_allocation, policy) = {
         let state = shared.state.borrow();
-        let segment = state.segments.iter().find(|s| s.base_offset == round.segment_base).expect("round's segment exists");
+        let segment =
+            state.segments.iter().find(|s| s.base_offset == round.segment_base).expect("round's segment exists");
         let writer = segment.writer.as_ref().expect("the active segment has a writer");
         let written = segment.written_size;
         let start = align_down(written);

@@ -1,0 +1,326 @@
+//! Behaviour of one partition log through its public API: append/read round trips,
+//! offsets, segment rolling by size and age, retention by size, age and log start,
+//! timestamp lookup, LogAppendTime, index loading and rebuilding, corruption of a closed
+//! segment taking only that partition offline, and group commit coalescing fsyncs.
+//! Every test runs on a real glommio executor against real O_DIRECT files in a temp dir.
+
+mod common;
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{batch, run};
+use tern::protocol::record_batch::{iter_batches, validate_batch};
+use tern::storage::{
+    AppendError, FlushPolicy, LogConfig, ManualClock, Offset, PartitionLog, ReadError, SimulatedDisk, StorageEnv,
+    StorageError, TimestampType,
+};
+
+fn concat(records: &[Bytes]) -> Vec<u8> {
+    records.iter().flat_map(|b| b.iter().copied()).collect()
+}
+
+/// Reads the whole log from `from` to the high watermark, batch by batch.
+async fn read_all(log: &PartitionLog, from: Offset) -> Vec<(i64, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    loop {
+        let read = log.read(offset, 64 << 10).await.expect("read");
+        if read.records.is_empty() {
+            return out;
+        }
+        let bytes = concat(&read.records);
+        for (header, range) in iter_batches(&bytes) {
+            validate_batch(&bytes[range.clone()], usize::MAX).expect("stored batches stay valid");
+            out.push((header.base_offset, bytes[range].to_vec()));
+            offset = Offset(header.next_offset());
+        }
+    }
+}
+
+fn env_with_clock(clock: Rc<ManualClock>) -> StorageEnv {
+    StorageEnv { clock, faults: None }
+}
+
+#[test]
+fn append_read_and_reopen_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let log = PartitionLog::open(&path, LogConfig::default(), StorageEnv::default()).await.unwrap();
+        let mut expected = Vec::new();
+        for n in 0..50u64 {
+            let records = 1 + (n as usize % 4);
+            let info = log.append(batch(records, 100 + n as usize * 7, n, 1_000 + n as i64)).await.unwrap();
+            let offsets = log.offsets();
+            assert_eq!(offsets.high_watermark.offset(), Offset(info.last_offset.value() + 1));
+            expected.push(info.base_offset.value());
+        }
+        let read = read_all(&log, Offset(0)).await;
+        assert_eq!(read.iter().map(|r| r.0).collect::<Vec<_>>(), expected);
+        // Reading from the middle of a batch starts at that batch.
+        let mid = log.read(Offset(expected[10] + 1), 1).await.unwrap();
+        assert_eq!(iter_batches(&concat(&mid.records)).next().unwrap().0.base_offset, expected[10] + 0);
+        log.close().await.unwrap();
+
+        let reopened = PartitionLog::open(&path, LogConfig::default(), StorageEnv::default()).await.unwrap();
+        assert_eq!(reopened.offsets(), log.offsets());
+        assert_eq!(read_all(&reopened, Offset(0)).await, read);
+        let info = reopened.append(batch(2, 10, 99, 5)).await.unwrap();
+        assert_eq!(info.base_offset, log.offsets().log_end.offset(), "appends continue after reopen");
+    });
+}
+
+#[test]
+fn read_returns_at_least_one_batch_and_respects_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let config = LogConfig { tail_cache_bytes: 0, ..LogConfig::default() };
+        let log = PartitionLog::open(&path, config, StorageEnv::default()).await.unwrap();
+        log.append(batch(1, 200_000, 1, 1)).await.unwrap();
+        log.append(batch(1, 10, 2, 2)).await.unwrap();
+        let read = log.read(Offset(0), 10).await.unwrap();
+        let bytes = concat(&read.records);
+        assert_eq!(iter_batches(&bytes).count(), 1, "one oversized batch, never zero (KIP-74)");
+        assert!(bytes.len() > 200_000);
+        assert!(log.read(Offset(2), 1000).await.unwrap().records.is_empty(), "at the high watermark: empty");
+        assert!(matches!(log.read(Offset(3), 1000).await, Err(ReadError::OffsetOutOfRange { .. })));
+        assert!(matches!(log.read(Offset(-1), 1000).await, Err(ReadError::OffsetOutOfRange { .. })));
+    });
+}
+
+#[test]
+fn invalid_batches_are_refused_without_consuming_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let config = LogConfig { max_message_bytes: 1000, ..LogConfig::default() };
+        let log = PartitionLog::open(&path, config, StorageEnv::default()).await.unwrap();
+        let mut corrupt = batch(1, 10, 1, 1);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        assert!(matches!(log.append(corrupt).await, Err(AppendError::InvalidBatch(_))));
+        assert!(matches!(log.append(batch(1, 5000, 1, 1)).await, Err(AppendError::InvalidBatch(_))));
+        assert!(matches!(log.append(bytes::BytesMut::from(&b"garbage"[..])).await, Err(AppendError::InvalidBatch(_))));
+        assert_eq!(log.append(batch(1, 10, 1, 1)).await.unwrap().base_offset, Offset(0));
+    });
+}
+
+#[test]
+fn segments_roll_by_size_and_age_and_reads_cross_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let clock = Rc::new(ManualClock::new(1_000_000));
+        let config = LogConfig { segment_bytes: 8192, tail_cache_bytes: 0, ..LogConfig::default() };
+        let log = PartitionLog::open(&path, config.clone(), env_with_clock(clock.clone())).await.unwrap();
+        for n in 0..20 {
+            log.append(batch(3, 1000, n, 1_000_000)).await.unwrap();
+        }
+        let by_size = log.segment_count();
+        assert!(by_size >= 7, "20 x ~3 KiB batches over 8 KiB segments, got {by_size} segments");
+        clock.advance_ms(config.segment_ms);
+        log.append(batch(1, 10, 100, 1_000_000)).await.unwrap();
+        assert_eq!(log.segment_count(), by_size + 1, "segment.ms rolls the active segment");
+        let all = read_all(&log, Offset(0)).await;
+        assert_eq!(all.len(), 21);
+        assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
+        for suffix in ["index", "timeindex"] {
+            assert!(path.join(format!("{:020}.{suffix}", 0)).exists(), "sealed segment has its {suffix}");
+        }
+        log.close().await.unwrap();
+        let reopened = PartitionLog::open(&path, config, env_with_clock(clock)).await.unwrap();
+        assert_eq!(reopened.segment_count(), by_size + 1);
+        assert_eq!(read_all(&reopened, Offset(0)).await, all, "closed segments load lazily after reopen");
+    });
+}
+
+#[test]
+fn retention_by_bytes_time_and_delete_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let clock = Rc::new(ManualClock::new(10_000_000));
+        let config = LogConfig { segment_bytes: 4096, retention_ms: -1, tail_cache_bytes: 0, ..LogConfig::default() };
+        let log = PartitionLog::open(&path, config.clone(), env_with_clock(clock.clone())).await.unwrap();
+        for n in 0..30 {
+            log.append(batch(1, 3000, n, 10_000_000 + n as i64 * 1000)).await.unwrap();
+        }
+        let segments = log.segment_count();
+        assert_eq!(segments, 30, "one 3 KiB batch per 4 KiB segment");
+        assert_eq!(log.enforce_retention().await.unwrap().segments_deleted, 0, "unlimited retention keeps all");
+
+        // retention.bytes: keep the newest ~10 segments' worth.
+        let per_segment = log.size_bytes() / 30;
+        log.set_config(LogConfig { retention_bytes: (per_segment * 10) as i64, ..config.clone() }).unwrap();
+        let report = log.enforce_retention().await.unwrap();
+        assert_eq!(report.segments_deleted, 20);
+        assert_eq!(log.offsets().log_start.offset(), Offset(20));
+        assert!(!path.join(format!("{:020}.log", 0)).exists(), "deleted segment files are gone");
+        assert!(matches!(log.read(Offset(5), 100).await, Err(ReadError::OffsetOutOfRange { .. })));
+
+        // retention.ms: records up to ts 10_024_000 are older than 5 s at 10_029_500.
+        clock.set_ms(10_029_500);
+        log.set_config(LogConfig { retention_ms: 5_000, ..config.clone() }).unwrap();
+        let report = log.enforce_retention().await.unwrap();
+        assert_eq!(report.segments_deleted, 5, "segments 20..=24 are older than 5 s");
+        assert_eq!(log.offsets().log_start.offset(), Offset(25));
+
+        // DeleteRecords moves the log start inside a segment and survives a reopen.
+        log.set_config(LogConfig { retention_ms: -1, ..config.clone() }).unwrap();
+        assert_eq!(log.delete_records(Offset(27)).await.unwrap().offset(), Offset(27));
+        assert!(matches!(log.delete_records(Offset(31)).await, Err(ReadError::OffsetOutOfRange { .. })));
+        assert_eq!(log.enforce_retention().await.unwrap().segments_deleted, 2);
+        log.close().await.unwrap();
+        let reopened = PartitionLog::open(&path, config, env_with_clock(clock)).await.unwrap();
+        assert_eq!(reopened.offsets().log_start.offset(), Offset(27));
+        assert_eq!(read_all(&reopened, Offset(27)).await.len(), 3);
+    });
+}
+
+#[test]
+fn timestamp_lookup_finds_the_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let config = LogConfig { segment_bytes: 8192, tail_cache_bytes: 0, ..LogConfig::default() };
+        let log = PartitionLog::open(&path, config.clone(), StorageEnv::default()).await.unwrap();
+        // Batch n holds 4 records with timestamps 1000*n .. 1000*n+3.
+        for n in 1..=40 {
+            log.append(batch(4, 500, n, 1000 * n as i64)).await.unwrap();
+        }
+        let found = log.offset_for_timestamp(17_002).await.unwrap().unwrap();
+        assert_eq!((found.offset, found.timestamp), (Offset(16 * 4 + 2), 17_002));
+        let found = log.offset_for_timestamp(17_500).await.unwrap().unwrap();
+        assert_eq!((found.offset, found.timestamp), (Offset(17 * 4), 18_000));
+        assert_eq!(log.offset_for_timestamp(0).await.unwrap().unwrap().offset, Offset(0));
+        assert_eq!(log.offset_for_timestamp(99_999).await.unwrap(), None);
+        log.close().await.unwrap();
+        let reopened = PartitionLog::open(&path, config, StorageEnv::default()).await.unwrap();
+        let found = reopened.offset_for_timestamp(30_001).await.unwrap().unwrap();
+        assert_eq!(found.offset, Offset(29 * 4 + 1), "time index of closed segments loads from disk");
+    });
+}
+
+#[test]
+fn log_append_time_stamps_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let clock = Rc::new(ManualClock::new(1_700_000_000_000));
+        let config = LogConfig { timestamp_type: TimestampType::LogAppendTime, ..LogConfig::default() };
+        let log = PartitionLog::open(&path, config, env_with_clock(clock)).await.unwrap();
+        let info = log.append(batch(3, 10, 1, 5)).await.unwrap();
+        assert_eq!(info.log_append_time_ms, Some(1_700_000_000_000));
+        let bytes = concat(&log.read(Offset(0), 1000).await.unwrap().records);
+        let header = validate_batch(&bytes, usize::MAX).expect("CRC recomputed");
+        assert!(header.is_log_append_time());
+        assert_eq!(header.max_timestamp, 1_700_000_000_000);
+    });
+}
+
+#[test]
+fn damaged_index_is_rebuilt_and_corrupt_closed_segment_takes_only_that_log_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig { segment_bytes: 16384, tail_cache_bytes: 0, ..LogConfig::default() };
+        let a = root.join("a-0");
+        let b = root.join("b-0");
+        for path in [&a, &b] {
+            let log = PartitionLog::open(path, config.clone(), StorageEnv::default()).await.unwrap();
+            for n in 0..40 {
+                log.append(batch(2, 1000, n, n as i64)).await.unwrap();
+            }
+            log.close().await.unwrap();
+        }
+        // a: garbage index, missing time index -> rebuilt transparently.
+        std::fs::write(a.join(format!("{:020}.index", 0)), b"\x00\x00\x00\x05bad").unwrap();
+        std::fs::remove_file(a.join(format!("{:020}.timeindex", 0))).unwrap();
+        let log_a = PartitionLog::open(&a, config.clone(), StorageEnv::default()).await.unwrap();
+        assert_eq!(read_all(&log_a, Offset(0)).await.len(), 40);
+        assert_eq!(std::fs::metadata(a.join(format!("{:020}.index", 0))).unwrap().len() % 8, 0, "index rewritten");
+
+        // b: flip a byte in the middle of the first (closed) segment's records.
+        let segment = b.join(format!("{:020}.log", 0));
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[5000] ^= 0x55;
+        std::fs::write(&segment, &bytes).unwrap();
+        let log_b = PartitionLog::open(&b, config.clone(), StorageEnv::default()).await.unwrap();
+        let error = log_b.read(Offset(0), 1 << 20).await.err().expect("corruption is reported");
+        assert!(error.to_string().contains("offline"), "{error}");
+        assert!(matches!(
+            log_b.append(batch(1, 1, 1, 1)).await,
+            Err(AppendError::Storage(StorageError::Offline { .. }))
+        ));
+        // The other partition keeps working.
+        log_a.append(batch(1, 10, 1, 1)).await.unwrap();
+        assert_eq!(read_all(&log_a, Offset(0)).await.len(), 41);
+    });
+}
+
+#[test]
+fn group_commit_coalesces_concurrent_appends_into_few_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let disk = Rc::new(SimulatedDisk::default());
+        let env = StorageEnv { faults: Some(disk.clone()), ..StorageEnv::default() };
+        let log = PartitionLog::open(&path, LogConfig::default(), env).await.unwrap();
+        let pending: Vec<_> = (0..500).map(|n| log.append_nowait(batch(1, 1000, n, 1)).unwrap()).collect();
+        for (n, append) in pending.into_iter().enumerate() {
+            assert_eq!(append.durable().await.unwrap().base_offset, Offset(n as i64));
+        }
+        let syncs = disk.syncs.get();
+        assert!(syncs >= 1 && syncs < 50, "500 concurrent appends took {syncs} fsyncs");
+        assert_eq!(read_all(&log, Offset(0)).await.len(), 500);
+    });
+}
+
+#[test]
+fn interval_policy_acknowledges_before_fsync_and_syncs_on_bytes_or_timer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let disk = Rc::new(SimulatedDisk::default());
+        let env = StorageEnv { faults: Some(disk.clone()), ..StorageEnv::default() };
+        let flush = FlushPolicy::Interval { interval: Duration::from_millis(50), bytes: 1 << 20 };
+        let log = PartitionLog::open(&path, LogConfig { flush, ..LogConfig::default() }, env).await.unwrap();
+        // The first append creates the segment file (and syncs the directory); let the
+        // interval timer settle that one before counting.
+        log.append(batch(1, 100, 0, 1)).await.unwrap();
+        glommio::timer::sleep(Duration::from_millis(120)).await;
+        let syncs_before = disk.syncs.get();
+        for n in 0..10 {
+            log.append(batch(1, 100, n, 1)).await.unwrap();
+        }
+        assert_eq!(disk.syncs.get(), syncs_before, "acknowledged without fdatasync");
+        glommio::timer::sleep(Duration::from_millis(120)).await;
+        assert_eq!(disk.syncs.get(), syncs_before + 1, "the interval timer synced once");
+        for n in 0..3 {
+            log.append(batch(1, 400_000, n, 1)).await.unwrap();
+        }
+        assert!(disk.syncs.get() >= syncs_before + 2, "passing flush bytes forces a sync");
+    });
+}
+
+#[test]
+fn long_poll_wakes_on_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let log = PartitionLog::open(&path, LogConfig::default(), StorageEnv::default()).await.unwrap();
+        let waiter = glommio::spawn_local({
+            let log = log.clone();
+            async move {
+                log.wait_for_high_watermark_beyond(Offset(0)).await;
+                log.offsets().high_watermark.offset()
+            }
+        });
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+        log.append(batch(2, 10, 1, 1)).await.unwrap();
+        assert_eq!(waiter.await, Offset(2));
+    });
+}

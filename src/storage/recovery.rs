@@ -90,7 +90,7 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
         log_end,
         high_watermark,
         health: Health::Healthy,
-        writer: WriterQueue::default(),
+        writer: WriterQueue::new(log_end),
         roll_requested: false,
         watchers: Vec::new(),
     };

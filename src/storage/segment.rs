@@ -58,7 +58,8 @@ pub struct Segment {
     pub created_ms: i64,
     /// Last modification time, used by retention.ms when the segment has no timestamps.
     pub modified_ms: i64,
-    /// (max timestamp, its relative offset) as of the high watermark; see the writer.
+    /// (max timestamp, its relative offset) as of the last completed write; restored when
+    /// a failed write is rolled back.
     pub acknowledged_max_timestamp: (i64, u32),
     pub closed: bool,
     /// `None` until the file is created (new segment) or opened (lazy closed segment).

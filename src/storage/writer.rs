@@ -1,10 +1,12 @@
 //! Group commit: the one writer task of a log.
 //!
 //! Appends queue [`PendingWrite`]s and a completion; whoever finds the writer idle spawns
-//! it. The writer takes everything queued for the active segment (up to
+//! it. The write task takes everything queued for the active segment (up to
 //! [`WRITE_BYTES_MAX`]) as one *round*: one DMA write that starts with the partial last
-//! block already on disk (O_DIRECT writes whole blocks) and one fdatasync. Appends that
-//! arrive while a round is in flight form the next round, so under load one fsync
+//! block already on disk (O_DIRECT writes whole blocks). A separate sync task runs
+//! fdatasync for whatever has been written; one fdatasync acknowledges every round
+//! written before it started. Writes and syncs overlap: while round N syncs, round N+1
+//! is written, and appends arriving meanwhile form round N+2. Under load one fsync
 //! acknowledges many produce requests.
 //!
 //! Rounds never span segments. The first round of a new segment seals the previous one
@@ -12,8 +14,9 @@
 //!
 //! Failure policy:
 //! - ENOSPC/EDQUOT (disk full): the round and everything queued behind it fail with
-//!   `DiskFull`; the in-memory log rolls back to the high watermark (those offsets were
-//!   never acknowledged) and later appends work again once space is freed;
+//!   `DiskFull`; the in-memory log rolls back to the end of the last completed write
+//!   (those offsets never reached the disk and were never acknowledged), and later
+//!   appends work again once space is freed;
 //! - any other write or fsync error poisons the log: every waiter and every later append
 //!   fails with `Poisoned`. Nothing is retried, because after a failed fsync the kernel
 //!   may have dropped the dirty pages and a retry could report success for lost data.
@@ -59,17 +62,27 @@ impl PendingWrite {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct WriterQueue {
     pending: VecDeque<PendingWrite>,
     /// Appends waiting to be acknowledged, in offset order, keyed by their end offset.
     waiters: VecDeque<(Offset, Completion)>,
-    running: bool,
-    /// Tasks waiting for the writer to go idle (close, drain).
-    idle_waiters: Vec<oneshot::Sender<()>>,
-    /// Interval policy: bytes written since the last fdatasync.
+    /// The write task is running.
+    writing: bool,
+    /// The sync task is running.
+    syncing: bool,
+    /// Every batch below this has been written (the write completed).
+    written_offset: Offset,
+    /// The file that holds `written_offset`'s last batch; earlier segments are sealed
+    /// (synced) before a later one is written.
+    written_file: Option<Rc<SegmentFile>>,
+    /// Every batch below this has been written and fdatasync'ed.
+    synced_offset: Offset,
+    /// Bytes written since the last fdatasync (interval policy triggers).
     unsynced_bytes: u64,
     sync_timer_armed: bool,
+    /// Tasks waiting for both tasks to go idle (close).
+    idle_waiters: Vec<oneshot::Sender<()>>,
     /// Counters for the log's probe.
     pub rounds: u64,
     pub syncs: u64,
@@ -77,6 +90,25 @@ pub(crate) struct WriterQueue {
 }
 
 impl WriterQueue {
+    /// A queue for a log whose data up to `durable_end` is on disk.
+    pub fn new(durable_end: Offset) -> WriterQueue {
+        WriterQueue {
+            pending: VecDeque::new(),
+            waiters: VecDeque::new(),
+            writing: false,
+            syncing: false,
+            written_offset: durable_end,
+            written_file: None,
+            synced_offset: durable_end,
+            unsynced_bytes: 0,
+            sync_timer_armed: false,
+            idle_waiters: Vec::new(),
+            rounds: 0,
+            syncs: 0,
+            bytes_written: 0,
+        }
+    }
+
     /// Queues a batch and returns the completion its append waits on.
     pub fn enqueue(&mut self, write: PendingWrite) -> oneshot::Receiver<Result<(), StorageError>> {
         let (sender, receiver) = oneshot::channel();
@@ -93,9 +125,9 @@ impl WriterQueue {
         receiver
     }
 
-    /// True when the caller must spawn the writer (it was idle).
+    /// True when the caller must spawn the write task (it was idle).
     pub fn claim_writer(&mut self) -> bool {
-        !std::mem::replace(&mut self.running, true)
+        !std::mem::replace(&mut self.writing, true)
     }
 
     /// Fails every waiting append and drops everything queued.
@@ -103,6 +135,17 @@ impl WriterQueue {
         self.pending.clear();
         for (_, waiter) in self.waiters.drain(..) {
             let _ = waiter.send(Err(error.clone()));
+        }
+    }
+
+    /// Fails the appends that end after `offset` and drops everything queued; the ones
+    /// at or below it are written and still wait for their sync.
+    fn fail_beyond(&mut self, offset: Offset, error: &StorageError) {
+        self.pending.clear();
+        while self.waiters.back().is_some_and(|(end, _)| *end > offset) {
+            if let Some((_, waiter)) = self.waiters.pop_back() {
+                let _ = waiter.send(Err(error.clone()));
+            }
         }
     }
 
@@ -130,24 +173,25 @@ impl WriterQueue {
         Some(round)
     }
 
-    fn go_idle(&mut self) {
-        self.running = false;
-        for waiter in self.idle_waiters.drain(..) {
-            let _ = waiter.send(());
+    fn notify_if_idle(&mut self) {
+        if !self.writing && !self.syncing {
+            for waiter in self.idle_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
         }
     }
 }
 
-/// Starts the writer task for a log whose writer was idle.
+/// Starts the write task for a log whose writer was idle.
 pub(crate) fn spawn(shared: Rc<LogShared>) {
-    glommio::spawn_local(run(shared)).detach();
+    glommio::spawn_local(run_writes(shared)).detach();
 }
 
-/// Waits until everything queued so far has been written (or failed).
+/// Waits until everything queued so far has been written and synced (or failed).
 pub(crate) async fn drain(shared: &Rc<LogShared>) -> Result<(), StorageError> {
     let idle = {
         let mut state = shared.state.borrow_mut();
-        if !state.writer.running {
+        if !state.writer.writing && !state.writer.syncing {
             None
         } else {
             let (sender, receiver) = oneshot::channel();
@@ -161,30 +205,82 @@ pub(crate) async fn drain(shared: &Rc<LogShared>) -> Result<(), StorageError> {
     Ok(())
 }
 
-async fn run(shared: Rc<LogShared>) {
+/// The write task: writes rounds back to back. Under the durable policy it hands each
+/// written round to the sync task and goes on writing, so the next round's write overlaps
+/// the previous round's fdatasync.
+async fn run_writes(shared: Rc<LogShared>) {
     loop {
         let round = {
             let mut state = shared.state.borrow_mut();
-            if !matches!(state.health, Health::Healthy) {
+            let round = if matches!(state.health, Health::Healthy) {
+                state.writer.take_round()
+            } else {
                 let error = health_error(&state.health);
                 state.writer.fail_all(&error);
-                state.writer.go_idle();
-                return;
-            }
-            match state.writer.take_round() {
+                None
+            };
+            match round {
                 Some(round) => round,
                 None => {
-                    state.writer.go_idle();
+                    state.writer.writing = false;
+                    state.writer.notify_if_idle();
                     return;
                 }
             }
         };
         if let Err(error) = write_round(&shared, &round).await {
             fail(&shared, error);
-            shared.state.borrow_mut().writer.go_idle();
+            let mut state = shared.state.borrow_mut();
+            state.writer.writing = false;
+            state.writer.notify_if_idle();
             return;
         }
     }
+}
+
+/// The sync task: fdatasyncs the file holding the newest written data until everything
+/// written is synced. One fdatasync covers every write completed before it started.
+async fn run_syncs(shared: Rc<LogShared>) {
+    loop {
+        let (file, target, unsynced) = {
+            let mut state = shared.state.borrow_mut();
+            let healthy = matches!(state.health, Health::Healthy);
+            let writer = &state.writer;
+            let work = match &writer.written_file {
+                Some(file) if writer.written_offset > writer.synced_offset && healthy => {
+                    Some((file.clone(), writer.written_offset, writer.unsynced_bytes))
+                }
+                _ => None,
+            };
+            match work {
+                Some(work) => work,
+                None => {
+                    state.writer.syncing = false;
+                    state.writer.notify_if_idle();
+                    return;
+                }
+            }
+        };
+        if let Err(cause) = file.sync_data().await {
+            fail(&shared, RoundError { path: file.path().to_path_buf(), cause });
+            let mut state = shared.state.borrow_mut();
+            state.writer.syncing = false;
+            state.writer.notify_if_idle();
+            return;
+        }
+        let mut state = shared.state.borrow_mut();
+        state.writer.syncs += 1;
+        state.writer.synced_offset = state.writer.synced_offset.max(target);
+        state.writer.unsynced_bytes = state.writer.unsynced_bytes.saturating_sub(unsynced);
+        if matches!(state.config.flush, FlushPolicy::Durable) {
+            acknowledge(&mut state, target);
+        }
+    }
+}
+
+/// True when the caller must start the sync task (it was idle).
+fn claim_sync(state: &mut LogState) -> bool {
+    !std::mem::replace(&mut state.writer.syncing, true)
 }
 
 fn health_error(health: &Health) -> StorageError {
@@ -242,83 +338,67 @@ async fn write_round(shared: &Rc<LogShared>, round: &PendingWrite) -> Result<(),
         });
     }
     file.write_all_at(buffer, buffer_start).await.map_err(at(file.path()))?;
-    with_writer(shared, round.segment_base, |segment| {
+    let mut guard = shared.state.borrow_mut();
+    let state = &mut *guard;
+    if let Some(segment) = state.segments.iter_mut().find(|s| s.base_offset == round.segment_base) {
         segment.written_size = new_written;
+        segment.acknowledged_max_timestamp = round.max_timestamp_after;
         if let Some(writer) = segment.writer.as_mut() {
             writer.tail_block = new_tail;
         }
-    });
-
-    match policy {
-        FlushPolicy::Durable => {
-            file.sync_data().await.map_err(at(file.path()))?;
-            let mut state = shared.state.borrow_mut();
-            state.writer.syncs += 1;
-            finish_round(&mut state, round);
-        }
+    }
+    assert!(round.end_offset <= state.log_end, "wrote past the log end");
+    let writer = &mut state.writer;
+    writer.rounds += 1;
+    writer.bytes_written += round.bytes as u64;
+    writer.unsynced_bytes += round.bytes as u64;
+    writer.written_offset = round.end_offset;
+    writer.written_file = Some(file.clone());
+    let (sync, timer) = match policy {
+        FlushPolicy::Durable => (claim_sync(state), None),
         FlushPolicy::Interval { interval, bytes } => {
-            let sync_now = {
-                let mut state = shared.state.borrow_mut();
-                state.writer.unsynced_bytes += round.bytes as u64;
-                finish_round(&mut state, round);
-                state.writer.unsynced_bytes >= bytes
-            };
-            if sync_now {
-                sync_active(shared, &file).await?;
+            acknowledge(state, round.end_offset);
+            if state.writer.unsynced_bytes >= bytes {
+                (claim_sync(state), None)
             } else {
-                arm_sync_timer(shared, interval);
+                (false, (!std::mem::replace(&mut state.writer.sync_timer_armed, true)).then_some(interval))
             }
         }
+    };
+    drop(guard);
+    // glommio may poll a spawned task at once, so spawn only with no borrow held.
+    if sync {
+        glommio::spawn_local(run_syncs(shared.clone())).detach();
+    }
+    if let Some(interval) = timer {
+        spawn_sync_timer(shared, interval);
     }
     Ok(())
 }
 
-fn finish_round(state: &mut LogState, round: &PendingWrite) {
-    state.writer.rounds += 1;
-    state.writer.bytes_written += round.bytes as u64;
-    assert!(round.end_offset <= state.log_end, "acknowledging past the log end");
-    state.high_watermark = round.end_offset;
-    if let Some(segment) = state.segments.iter_mut().find(|s| s.base_offset == round.segment_base) {
-        segment.acknowledged_max_timestamp = round.max_timestamp_after;
+/// Publishes `offset` as the high watermark and resolves the appends below it.
+fn acknowledge(state: &mut LogState, offset: Offset) {
+    if offset <= state.high_watermark {
+        return;
     }
-    state.writer.acknowledge_through(round.end_offset);
+    state.high_watermark = offset;
+    state.writer.acknowledge_through(offset);
     wake_watchers(state);
 }
 
-async fn sync_active(shared: &Rc<LogShared>, file: &SegmentFile) -> Result<(), RoundError> {
-    let unsynced = shared.state.borrow().writer.unsynced_bytes;
-    file.sync_data().await.map_err(at(file.path()))?;
-    let mut state = shared.state.borrow_mut();
-    state.writer.unsynced_bytes = state.writer.unsynced_bytes.saturating_sub(unsynced);
-    state.writer.syncs += 1;
-    Ok(())
-}
-
-/// Interval policy: fdatasync the active segment once `interval` after the first unsynced
-/// write, unless a size-triggered sync happened first.
-fn arm_sync_timer(shared: &Rc<LogShared>, interval: Duration) {
-    {
-        let mut state = shared.state.borrow_mut();
-        if state.writer.sync_timer_armed {
-            return;
-        }
-        state.writer.sync_timer_armed = true;
-    }
+/// Interval policy: start a sync `interval` after the first unsynced write, unless a
+/// size-triggered sync got there first.
+fn spawn_sync_timer(shared: &Rc<LogShared>, interval: Duration) {
     let shared = shared.clone();
     glommio::spawn_local(async move {
         glommio::timer::sleep(interval).await;
-        let file = {
+        let sync = {
             let mut state = shared.state.borrow_mut();
             state.writer.sync_timer_armed = false;
-            if state.writer.unsynced_bytes == 0 || !matches!(state.health, Health::Healthy) {
-                return;
-            }
-            state.segments.back().and_then(|s| s.file.clone())
+            matches!(state.health, Health::Healthy) && claim_sync(&mut state)
         };
-        if let Some(file) = file {
-            if let Err(error) = sync_active(&shared, &file).await {
-                fail(&shared, error);
-            }
+        if sync {
+            run_syncs(shared).await;
         }
     })
     .detach();
@@ -400,19 +480,19 @@ async fn seal(shared: &Rc<LogShared>, base: Offset) -> Result<(), RoundError> {
         segment.writer = None;
         segment.modified_ms = now_ms;
     }
-    state.writer.unsynced_bytes = 0;
     Ok(())
 }
 
-/// Classifies a failed round: disk full rolls back to the high watermark, anything else
-/// poisons the log.
+/// Classifies a failure: disk full gives back the offsets that were never written, any
+/// other error poisons the log.
 fn fail(shared: &Rc<LogShared>, error: RoundError) {
     let mut state = shared.state.borrow_mut();
     if is_disk_full(&error.cause) {
         let storage_error = StorageError::DiskFull { dir: shared.dir.clone(), cause: std::sync::Arc::new(error.cause) };
         tracing::warn!(dir = %shared.dir.display(), path = %error.path.display(), error = %storage_error, "append failed: disk full");
-        state.writer.fail_all(&storage_error);
-        roll_back_to_high_watermark(&mut state);
+        let written = state.writer.written_offset;
+        state.writer.fail_beyond(written, &storage_error);
+        roll_back_to(&mut state, written);
     } else {
         let storage_error = StorageError::Poisoned { dir: shared.dir.clone(), cause: std::sync::Arc::new(error.cause) };
         tracing::error!(dir = %shared.dir.display(), path = %error.path.display(), error = %storage_error, "log poisoned");
@@ -422,22 +502,22 @@ fn fail(shared: &Rc<LogShared>, error: RoundError) {
     wake_watchers(&mut state);
 }
 
-/// Forgets every unacknowledged batch: the log end returns to the high watermark, so the
-/// next append reuses those offsets and the log stays contiguous.
-fn roll_back_to_high_watermark(state: &mut LogState) {
-    let high_watermark = state.high_watermark;
-    while state.segments.len() > 1 && state.segments.back().is_some_and(|s| s.base_offset > high_watermark) {
+/// Forgets every batch at or after `written` (none of them reached the disk): the log
+/// end returns there, so the next append reuses those offsets and the log stays
+/// contiguous. Batches below `written` are on disk and keep waiting for their sync.
+fn roll_back_to(state: &mut LogState, written: Offset) {
+    while state.segments.len() > 1 && state.segments.back().is_some_and(|s| s.base_offset > written) {
         state.segments.pop_back();
     }
     let active = state.segments.back_mut().expect("active segment");
-    assert!(!active.closed, "the segment holding the high watermark is never sealed while unacknowledged");
-    let relative_end = active.relative(high_watermark);
-    active.next_offset = high_watermark;
+    assert!(!active.closed, "the segment holding the written end is never sealed while it is active");
+    let relative_end = active.relative(written);
+    active.next_offset = written;
     active.size = active.written_size;
     let (max_timestamp, relative_of_max) = active.acknowledged_max_timestamp;
     if let Some(index) = active.index.as_mut() {
         index.truncate_to(active.written_size as u32, relative_end, max_timestamp, relative_of_max);
     }
-    state.log_end = high_watermark;
-    state.cache.truncate_from(high_watermark);
+    state.log_end = written;
+    state.cache.truncate_from(written);
 }

@@ -36,7 +36,7 @@ fn append_durable(c: &mut Criterion) {
     for &(batch_bytes, label) in &[(16usize << 10, "16KiB"), (1usize << 20, "1MiB")] {
         let records = (batch_bytes / 1024).max(1);
         let template = build::batch_of_size(batch_bytes, records, 0x5a, 1_700_000_000_000);
-        for &in_flight in &[1usize, 32] {
+        for &in_flight in &[1usize, 32, 128] {
             group.throughput(Throughput::Bytes(template.len() as u64));
             let dir = bench_dir();
             let path = dir.path().join("bench-0");

@@ -209,6 +209,9 @@ pub(crate) async fn drain(shared: &Rc<LogShared>) -> Result<(), StorageError> {
 /// written round to the sync task and goes on writing, so the next round's write overlaps
 /// the previous round's fdatasync.
 async fn run_writes(shared: Rc<LogShared>) {
+    // glommio polls a new task at once, inside the append that spawned it. Step back one
+    // scheduler pass first so the other appends of this tick join the first round.
+    YieldOnce(false).await;
     loop {
         let round = {
             let mut state = shared.state.borrow_mut();
@@ -281,6 +284,21 @@ async fn run_syncs(shared: Rc<LogShared>) {
 /// True when the caller must start the sync task (it was idle).
 fn claim_sync(state: &mut LogState) -> bool {
     !std::mem::replace(&mut state.writer.syncing, true)
+}
+
+/// Returns `Pending` once (after asking to be polled again), then `Ready`.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }
 
 fn health_error(health: &Health) -> StorageError {

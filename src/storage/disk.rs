@@ -175,6 +175,23 @@ impl SegmentFile {
         Ok(())
     }
 
+    /// Like [`SegmentFile::write_all_at`], handing the buffer back after the write so it
+    /// can be reused.
+    pub async fn write_chunk_at(&self, buffer: DmaBuffer, position: u64) -> io::Result<DmaBuffer> {
+        debug_assert_eq!(position % BLOCK_BYTES, 0);
+        self.env.check(DiskOp::Write, &self.path)?;
+        let expected = buffer.len();
+        let shared = Rc::new(buffer);
+        let written = self.file.write_rc_at(shared.clone(), position).await.map_err(to_io_error)?;
+        if written != expected {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("short direct write: {written} of {expected} bytes at {position}"),
+            ));
+        }
+        Rc::try_unwrap(shared).map_err(|_| io::Error::other("write buffer still shared after its write completed"))
+    }
+
     /// Reads up to `len` bytes at any position (glommio aligns internally).
     pub async fn read_at(&self, position: u64, len: usize) -> io::Result<ReadResult> {
         self.file.read_at(position, len).await.map_err(to_io_error)

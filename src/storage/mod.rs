@@ -8,6 +8,7 @@
 //! recovery.rs   open: torn-tail recovery, lazy index load/rebuild, log start checkpoint
 //! retention.rs  deleting closed segments by age / size / log start
 //! tail_cache.rs recent batches in memory for tailing readers
+//! write_buffer.rs aligned, pooled DMA buffers for the writer's rounds
 //! disk.rs       O_DIRECT files via glommio, atomic small files, fault injection
 //! config.rs     per-log config (topic configs) and storage limits
 //! offset.rs     Offset, LogStartOffset, HighWatermark, LogEndOffset
@@ -28,6 +29,7 @@ pub mod recovery;
 pub mod retention;
 pub mod segment;
 pub mod tail_cache;
+pub mod write_buffer;
 mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -35,6 +35,7 @@ use super::error::{is_disk_full, StorageError};
 use super::log::{wake_watchers, Health, LogShared, LogState};
 use super::offset::Offset;
 use super::segment::{segment_path, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX};
+use super::write_buffer;
 
 type Completion = oneshot::Sender<Result<(), StorageError>>;
 
@@ -320,7 +321,7 @@ fn at(path: &std::path::Path) -> impl FnOnce(io::Error) -> RoundError + '_ {
 
 async fn write_round(shared: &Rc<LogShared>, round: &PendingWrite) -> Result<(), RoundError> {
     let file = prepare_segment_file(shared, round.segment_base).await?;
-    let (buffer_start, buffer, new_written, new_tail, need_allocation, policy) = {
+    let (chunks, new_written, new_tail, need_allocation, policy) = {
         let state = shared.state.borrow();
         let segment =
             state.segments.iter().find(|s| s.base_offset == round.segment_base).expect("round's segment exists");
@@ -329,23 +330,13 @@ async fn write_round(shared: &Rc<LogShared>, round: &PendingWrite) -> Result<(),
         let start = align_down(written);
         debug_assert_eq!(written - start, writer.tail_block.len() as u64);
         let end = written + round.bytes as u64;
-        let mut buffer = file.alloc_block_buffer((end - start) as usize);
-        let out = buffer.as_bytes_mut();
-        let mut at_byte = writer.tail_block.len();
-        out[..at_byte].copy_from_slice(&writer.tail_block);
-        for batch in &round.batches {
-            out[at_byte..at_byte + batch.len()].copy_from_slice(batch);
-            at_byte += batch.len();
-        }
-        out[at_byte..].fill(0);
-        let tail_start = (align_down(end) - start) as usize;
-        let new_tail = out[tail_start..at_byte].to_vec();
+        let write = write_buffer::build(&file, start, &writer.tail_block, &round.batches);
         let need = align_up(end);
         let allocation = (need > writer.allocated_bytes).then(|| {
             let step = PREALLOCATE_STEP_BYTES.min(align_up(state.config.segment_bytes));
             need.max(writer.allocated_bytes + step)
         });
-        (start, buffer, end, new_tail, allocation, state.config.flush)
+        (write.chunks, end, write.new_tail, allocation, state.config.flush)
     };
     if let Some(len) = need_allocation {
         file.allocate(len).await.map_err(at(file.path()))?;
@@ -355,7 +346,10 @@ async fn write_round(shared: &Rc<LogShared>, round: &PendingWrite) -> Result<(),
             }
         });
     }
-    file.write_all_at(buffer, buffer_start).await.map_err(at(file.path()))?;
+    // The chunks cover disjoint blocks, so they go to the device together.
+    let writes = chunks.into_iter().map(|(position, buffer)| file.write_chunk_at(buffer, position));
+    let buffers = futures_util::future::try_join_all(writes).await.map_err(at(file.path()))?;
+    buffers.into_iter().for_each(write_buffer::recycle);
     let mut guard = shared.state.borrow_mut();
     let state = &mut *guard;
     if let Some(segment) = state.segments.iter_mut().find(|s| s.base_offset == round.segment_base) {

@@ -286,18 +286,19 @@ fn interval_policy_acknowledges_before_fsync_and_syncs_on_bytes_or_timer() {
     run(move || async move {
         let disk = Rc::new(SimulatedDisk::default());
         let env = StorageEnv { faults: Some(disk.clone()), ..StorageEnv::default() };
-        let flush = FlushPolicy::Interval { interval: Duration::from_millis(50), bytes: 1 << 20 };
+        // Generous interval: the ten appends below take a few ms even on a loaded machine.
+        let flush = FlushPolicy::Interval { interval: Duration::from_millis(400), bytes: 1 << 20 };
         let log = PartitionLog::open(&path, LogConfig { flush, ..LogConfig::default() }, env).await.unwrap();
         // The first append creates the segment file (and syncs the directory); let the
         // interval timer settle that one before counting.
         log.append(batch(1, 100, 0, 1)).await.unwrap();
-        glommio::timer::sleep(Duration::from_millis(120)).await;
+        glommio::timer::sleep(Duration::from_millis(900)).await;
         let syncs_before = disk.syncs.get();
         for n in 0..10 {
             log.append(batch(1, 100, n, 1)).await.unwrap();
         }
         assert_eq!(disk.syncs.get(), syncs_before, "acknowledged without fdatasync");
-        glommio::timer::sleep(Duration::from_millis(120)).await;
+        glommio::timer::sleep(Duration::from_millis(900)).await;
         assert_eq!(disk.syncs.get(), syncs_before + 1, "the interval timer synced once");
         for n in 0..3 {
             log.append(batch(1, 400_000, n, 1)).await.unwrap();
@@ -322,5 +323,63 @@ fn long_poll_wakes_on_append() {
         glommio::timer::sleep(Duration::from_millis(5)).await;
         log.append(batch(2, 10, 1, 1)).await.unwrap();
         assert_eq!(waiter.await, Offset(2));
+    });
+}
+
+#[test]
+fn opening_thousands_of_segments_reads_none_of_the_closed_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    std::fs::create_dir_all(&path).unwrap();
+    // 3,000 one-batch segments written directly, without index files; every closed one
+    // except #1500 has its bytes scrambled, so any read of them at open would fail.
+    let segments = 3_000i64;
+    for base in 0..segments {
+        let mut bytes = batch(1, 64, base as u64, base).to_vec();
+        tern::protocol::record_batch::set_base_offset(&mut bytes, base);
+        if base != 1_500 && base != segments - 1 {
+            bytes.iter_mut().skip(12).for_each(|b| *b ^= 0xa5);
+        }
+        std::fs::write(path.join(format!("{base:020}.log")), &bytes).unwrap();
+    }
+    run(move || async move {
+        let started = std::time::Instant::now();
+        let log = PartitionLog::open(&path, LogConfig::default(), StorageEnv::default()).await.unwrap();
+        let elapsed = started.elapsed();
+        println!("opened {} segments in {elapsed:?}", log.segment_count());
+        assert_eq!(log.segment_count(), segments as usize);
+        assert_eq!(log.offsets().log_end.offset(), Offset(segments));
+        // The intact closed segment is readable (its index is rebuilt on first use).
+        let read = log.read(Offset(1_500), 1 << 20).await.unwrap();
+        assert_eq!(iter_batches(&concat(&read.records)).next().unwrap().0.base_offset, 1_500);
+        assert!(path.join(format!("{:020}.index", 1_500)).exists(), "rebuilt index saved");
+        // A scrambled one is found only when read, and takes the partition offline.
+        assert!(log.read(Offset(10), 1 << 20).await.is_err());
+    });
+}
+
+#[test]
+fn background_retention_task_deletes_expired_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let config = LogConfig { segment_bytes: 4096, retention_bytes: 8192, retention_ms: -1, ..LogConfig::default() };
+        let log = PartitionLog::open(&path, config, StorageEnv::default()).await.unwrap();
+        for n in 0..10 {
+            log.append(batch(1, 3000, n, 1)).await.unwrap();
+        }
+        assert_eq!(log.segment_count(), 10);
+        let logs: Rc<dyn Fn() -> Vec<PartitionLog>> = Rc::new({
+            let log = log.clone();
+            move || vec![log.clone()]
+        });
+        let task = tern::storage::spawn_retention_task(Duration::from_millis(10), logs);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while log.segment_count() > 3 && std::time::Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        drop(task);
+        assert_eq!(log.segment_count(), 3, "retention.bytes 8 KiB keeps two closed segments and the active one");
+        assert_eq!(log.offsets().log_start.offset(), Offset(7));
     });
 }

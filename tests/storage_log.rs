@@ -61,7 +61,7 @@ fn append_read_and_reopen_round_trip() {
         assert_eq!(read.iter().map(|r| r.0).collect::<Vec<_>>(), expected);
         // Reading from the middle of a batch starts at that batch.
         let mid = log.read(Offset(expected[10] + 1), 1).await.unwrap();
-        assert_eq!(iter_batches(&concat(&mid.records)).next().unwrap().0.base_offset, expected[10] + 0);
+        assert_eq!(iter_batches(&concat(&mid.records)).next().unwrap().0.base_offset, expected[10]);
         log.close().await.unwrap();
 
         let reopened = PartitionLog::open(&path, LogConfig::default(), StorageEnv::default()).await.unwrap();
@@ -249,7 +249,7 @@ fn damaged_index_is_rebuilt_and_corrupt_closed_segment_takes_only_that_log_offli
         bytes[5000] ^= 0x55;
         std::fs::write(&segment, &bytes).unwrap();
         let log_b = PartitionLog::open(&b, config.clone(), StorageEnv::default()).await.unwrap();
-        let error = log_b.read(Offset(0), 1 << 20).await.err().expect("corruption is reported");
+        let error = log_b.read(Offset(0), 1 << 20).await.expect_err("corruption is reported");
         assert!(error.to_string().contains("offline"), "{error}");
         assert!(matches!(
             log_b.append(batch(1, 1, 1, 1)).await,
@@ -274,7 +274,7 @@ fn group_commit_coalesces_concurrent_appends_into_few_fsyncs() {
             assert_eq!(append.durable().await.unwrap().base_offset, Offset(n as i64));
         }
         let syncs = disk.syncs.get();
-        assert!(syncs >= 1 && syncs < 50, "500 concurrent appends took {syncs} fsyncs");
+        assert!((1..50).contains(&syncs), "500 concurrent appends took {syncs} fsyncs");
         assert_eq!(read_all(&log, Offset(0)).await.len(), 500);
     });
 }

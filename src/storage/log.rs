@@ -281,11 +281,13 @@ impl PartitionLog {
     ) -> Result<(Rc<SegmentFile>, u64, u64), StorageError> {
         let file = self.segment_file(segment_base).await?;
         self.ensure_index(segment_base).await?;
-        let state = self.shared.state.borrow();
-        let segment = segment_for(&state.segments, offset);
-        let index = segment.index.as_ref().expect("index loaded above");
-        let position = u64::from(index.position_for(segment.relative(offset)));
-        Ok((file, position, segment.written_size))
+        // Look the segment up again by base: retention may have removed it meanwhile.
+        self.with_segment(segment_base, |segment| {
+            assert!(offset >= segment.base_offset, "reads start inside or after the segment");
+            let index = segment.index.as_ref().expect("index loaded above");
+            let relative = (offset.value() - segment.base_offset.value()).min(i64::from(u32::MAX)) as u32;
+            (file.clone(), u64::from(index.position_for(relative)), segment.written_size)
+        })
     }
 
     /// The open file of a segment, opened now if it is a closed segment not yet used.
@@ -504,7 +506,9 @@ impl Future for HighWatermarkWait {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = self.log.shared.state.borrow_mut();
-        if state.high_watermark > self.offset || !matches!(state.health, Health::Healthy) {
+        // A poisoned log's high watermark never moves again, but it stays readable: the
+        // waiter simply runs into its own timeout.
+        if state.high_watermark > self.offset || matches!(state.health, Health::Offline(_) | Health::Closed) {
             return Poll::Ready(());
         }
         state.watchers.push(cx.waker().clone());

@@ -70,6 +70,11 @@ impl PartitionLog {
             return Verdict::Keep;
         }
         let oldest = &state.segments[0];
+        // A segment the writer has not sealed yet (the log just rolled past it) may still
+        // have unwritten, unacknowledged batches: never delete it.
+        if !oldest.closed {
+            return Verdict::Keep;
+        }
         if oldest.next_offset <= state.log_start {
             return Verdict::Delete;
         }

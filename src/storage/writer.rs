@@ -266,7 +266,9 @@ async fn run_syncs(shared: Rc<LogShared>) {
             }
         };
         if let Err(cause) = file.sync_data().await {
-            fail(&shared, RoundError { path: file.path().to_path_buf(), cause });
+            // Any failed fdatasync poisons, ENOSPC included: the kernel may already have
+            // dropped the dirty pages, so the written data cannot be trusted.
+            poison(&shared, RoundError { path: file.path().to_path_buf(), cause });
             let mut state = shared.state.borrow_mut();
             state.writer.syncing = false;
             state.writer.notify_if_idle();
@@ -369,7 +371,9 @@ async fn write_round(shared: &Rc<LogShared>, round: &PendingWrite) -> Result<(),
     let (sync, timer) = match policy {
         FlushPolicy::Durable => (claim_sync(state), None),
         FlushPolicy::Interval { interval, bytes } => {
-            acknowledge(state, round.end_offset);
+            if matches!(state.health, Health::Healthy) {
+                acknowledge(state, round.end_offset);
+            }
             if state.writer.unsynced_bytes >= bytes {
                 (claim_sync(state), None)
             } else {
@@ -495,8 +499,8 @@ async fn seal(shared: &Rc<LogShared>, base: Offset) -> Result<(), RoundError> {
     Ok(())
 }
 
-/// Classifies a failure: disk full gives back the offsets that were never written, any
-/// other error poisons the log.
+/// Classifies a failure of the write task: disk full gives back the offsets that were
+/// never written, any other error poisons the log.
 fn fail(shared: &Rc<LogShared>, error: RoundError) {
     let mut state = shared.state.borrow_mut();
     if is_disk_full(&error.cause) {
@@ -505,10 +509,20 @@ fn fail(shared: &Rc<LogShared>, error: RoundError) {
         let written = state.writer.written_offset;
         state.writer.fail_beyond(written, &storage_error);
         roll_back_to(&mut state, written);
+        wake_watchers(&mut state);
     } else {
-        let storage_error = StorageError::Poisoned { dir: shared.dir.clone(), cause: std::sync::Arc::new(error.cause) };
-        tracing::error!(dir = %shared.dir.display(), path = %error.path.display(), error = %storage_error, "log poisoned");
-        state.writer.fail_all(&storage_error);
+        drop(state);
+        poison(shared, error);
+    }
+}
+
+/// Poisons the log: every waiting and every later append fails.
+fn poison(shared: &Rc<LogShared>, error: RoundError) {
+    let mut state = shared.state.borrow_mut();
+    let storage_error = StorageError::Poisoned { dir: shared.dir.clone(), cause: std::sync::Arc::new(error.cause) };
+    tracing::error!(dir = %shared.dir.display(), path = %error.path.display(), error = %storage_error, "log poisoned");
+    state.writer.fail_all(&storage_error);
+    if matches!(state.health, Health::Healthy) {
         state.health = Health::Poisoned(storage_error);
     }
     wake_watchers(&mut state);

@@ -4,8 +4,16 @@
 //! - [`protocol`]: Kafka wire pieces handled by hand on the hot path (record batches).
 //! - [`storage`]: durable partition logs on direct I/O with group commit, recovery and
 //!   retention.
+//! - [`shard`]: thread-per-core runtime: executors, partition routing, cross-shard mesh.
+//! - [`server`]: the Kafka protocol front end: listener, connections, one handler per API.
+//! - [`metadata`]: topics and configs (single writer on shard 0, persisted with rkyv).
+//! - [`config`]: `tern serve` settings and limits.
 //!
 //! See `../shared/DESIGN.md` in the project workspace for the intended architecture.
 
+pub mod config;
+pub mod metadata;
 pub mod protocol;
+pub mod server;
+pub mod shard;
 pub mod storage;

@@ -115,12 +115,12 @@ impl BatchHeader {
 
     /// Offset of the last record in the batch.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        self.base_offset.saturating_add(i64::from(self.last_offset_delta))
     }
 
     /// Offset that follows this batch.
     pub fn next_offset(&self) -> i64 {
-        self.last_offset() + 1
+        self.last_offset().saturating_add(1)
     }
 
     pub fn compression_codec(&self) -> i16 {
@@ -395,7 +395,7 @@ pub fn first_record_at_or_after(bytes: &[u8], header: &BatchHeader, timestamp: i
         let (offset_delta, _) = read_varint(record.get(1 + used_ts..)?)?;
         let record_timestamp = header.base_timestamp.checked_add(timestamp_delta)?;
         if record_timestamp >= timestamp {
-            return Some((header.base_offset + offset_delta, record_timestamp));
+            return Some((header.base_offset.checked_add(offset_delta)?, record_timestamp));
         }
         at = record_end;
     }

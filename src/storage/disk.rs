@@ -99,6 +99,7 @@ pub fn to_io_error<T>(error: GlommioError<T>) -> io::Error {
 }
 
 thread_local! {
+    static TEMP_FILE_COUNTER: Cell<u64> = const { Cell::new(0) };
     /// Devices (st_dev) on which this thread's glommio reactor has probed poll support.
     static PRIMED_DEVICES: std::cell::RefCell<std::collections::HashSet<u64>> = Default::default();
 }
@@ -225,8 +226,16 @@ impl SegmentFile {
 /// Writes `bytes` to `path` atomically: a temporary file is written and synced, renamed
 /// over `path`, and the directory is synced.
 pub async fn write_file_atomic(path: &Path, bytes: &[u8], env: &StorageEnv) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let _ = glommio::io::remove(&tmp).await;
+    // A unique name per write, so concurrent replacements of related files never share
+    // a temporary file. Leftovers end in ".tmp" and are removed when a log is opened.
+    let tmp = {
+        let n = TEMP_FILE_COUNTER.with(|c| {
+            c.set(c.get() + 1);
+            c.get()
+        });
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+        path.with_file_name(format!("{name}.{}-{n}.tmp", std::process::id()))
+    };
     let file = SegmentFile::create(&tmp, env).await?;
     let mut buffer = file.alloc_block_buffer(bytes.len().max(1));
     buffer.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);

@@ -53,8 +53,13 @@ pub(crate) struct LogState {
     pub writer: WriterQueue,
     /// Roll the active segment at the next append, whatever its size.
     pub roll_requested: bool,
-    /// Tasks waiting for the high watermark to move (long-polling fetches).
-    pub watchers: Vec<Waker>,
+    /// Tasks waiting for the high watermark to move (long-polling fetches), by waiter id.
+    pub watchers: Vec<(u64, Waker)>,
+    pub next_watcher_id: u64,
+    /// `close` has begun: no new appends, queued ones are still written.
+    pub closing: bool,
+    /// Serializes writes of the log-start checkpoint (DeleteRecords, retention).
+    pub checkpoint_gate: Rc<glommio::sync::Semaphore>,
 }
 
 #[derive(Debug)]
@@ -183,6 +188,9 @@ impl PartitionLog {
         let mut guard = self.shared.state.borrow_mut();
         let state = &mut *guard;
         check_writable(&state.health)?;
+        if state.closing {
+            return Err(StorageError::Closed.into());
+        }
         let header = validate_batch(&batch, state.config.max_message_bytes)?;
 
         if should_roll(state, &header, now_ms) {
@@ -433,6 +441,27 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// The largest record timestamp in the log and the base offset of the batch holding
+    /// it (ListOffsets with timestamp -3, KIP-734); `None` for an empty log.
+    pub async fn max_timestamp(&self) -> Result<Option<(i64, Offset)>, StorageError> {
+        let bases = self.segment_bases();
+        let mut best: Option<(i64, Offset)> = None;
+        for base in bases {
+            self.ensure_index(base).await?;
+            let candidate = self.with_segment(base, |segment| {
+                let index = segment.index.as_ref().expect("index loaded above");
+                let offset = Offset(base.value() + i64::from(index.relative_offset_of_max_timestamp()));
+                (segment.size > 0).then_some((index.max_timestamp(), offset))
+            });
+            if let Ok(Some((timestamp, offset))) = candidate {
+                if offset < self.offsets().high_watermark.offset() && best.is_none_or(|(t, _)| timestamp > t) {
+                    best = Some((timestamp, offset));
+                }
+            }
+        }
+        Ok(best)
+    }
+
     /// Moves the log start offset forward to `offset` (DeleteRecords). Segments wholly
     /// below it are removed by the next retention pass. Returns the new log start.
     pub async fn delete_records(&self, offset: Offset) -> Result<LogStartOffset, ReadError> {
@@ -450,26 +479,43 @@ impl PartitionLog {
                 return Ok(LogStartOffset(state.log_start));
             }
         }
-        super::recovery::write_log_start_checkpoint(&self.shared.dir, offset, &self.shared.env)
-            .await
-            .map_err(|e| StorageError::io(&self.shared.dir, e))?;
-        let mut state = self.shared.state.borrow_mut();
-        if offset > state.log_start {
-            state.log_start = offset;
-            state.cache.drop_before(offset);
+        {
+            let mut state = self.shared.state.borrow_mut();
+            if offset > state.log_start {
+                state.log_start = offset;
+                state.cache.drop_before(offset);
+            }
         }
-        Ok(LogStartOffset(state.log_start))
+        self.persist_log_start().await?;
+        Ok(LogStartOffset(self.shared.state.borrow().log_start))
+    }
+
+    /// Writes the current log start to its checkpoint. Writers are serialized and each
+    /// writes the value current when it holds the gate, so the file never goes backwards.
+    pub(crate) async fn persist_log_start(&self) -> Result<(), StorageError> {
+        let gate = self.shared.state.borrow().checkpoint_gate.clone();
+        let _permit = gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
+        let start = self.shared.state.borrow().log_start;
+        super::recovery::write_log_start_checkpoint(&self.shared.dir, start, &self.shared.env)
+            .await
+            .map_err(|e| StorageError::io(&self.shared.dir, e))
     }
 
     /// Resolves when the high watermark is past `offset`, or the log fails or closes.
     /// Long-polling fetches race this against their max wait.
     pub fn wait_for_high_watermark_beyond(&self, offset: Offset) -> HighWatermarkWait {
-        HighWatermarkWait { log: self.clone(), offset }
+        let id = {
+            let mut state = self.shared.state.borrow_mut();
+            state.next_watcher_id += 1;
+            state.next_watcher_id
+        };
+        HighWatermarkWait { log: self.clone(), offset, id }
     }
 
     /// Writes everything queued, syncs it, trims the active segment's preallocated space
     /// and closes the log. Later calls fail with a storage error.
     pub async fn close(&self) -> Result<(), StorageError> {
+        self.shared.state.borrow_mut().closing = true;
         writer::drain(&self.shared).await?;
         let active_file = {
             let mut state = self.shared.state.borrow_mut();
@@ -500,6 +546,14 @@ impl PartitionLog {
 pub struct HighWatermarkWait {
     log: PartitionLog,
     offset: Offset,
+    id: u64,
+}
+
+impl Drop for HighWatermarkWait {
+    fn drop(&mut self) {
+        let mut state = self.log.shared.state.borrow_mut();
+        state.watchers.retain(|(id, _)| *id != self.id);
+    }
 }
 
 impl Future for HighWatermarkWait {
@@ -511,13 +565,17 @@ impl Future for HighWatermarkWait {
         if state.high_watermark > self.offset || matches!(state.health, Health::Offline(_) | Health::Closed) {
             return Poll::Ready(());
         }
-        state.watchers.push(cx.waker().clone());
+        let id = self.id;
+        match state.watchers.iter_mut().find(|(watcher, _)| *watcher == id) {
+            Some((_, waker)) => waker.clone_from(cx.waker()),
+            None => state.watchers.push((id, cx.waker().clone())),
+        }
         Poll::Pending
     }
 }
 
 pub(crate) fn wake_watchers(state: &mut LogState) {
-    for waker in state.watchers.drain(..) {
+    for (_, waker) in state.watchers.drain(..) {
         waker.wake();
     }
 }

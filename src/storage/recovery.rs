@@ -93,6 +93,9 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
         writer: WriterQueue::new(log_end),
         roll_requested: false,
         watchers: Vec::new(),
+        next_watcher_id: 0,
+        closing: false,
+        checkpoint_gate: Rc::new(glommio::sync::Semaphore::new(1)),
     };
     tracing::info!(dir = %dir.display(), %log_start, %log_end, segments = state.segments.len(), "log opened");
     Ok(PartitionLog { shared: Rc::new(LogShared { dir: dir.to_path_buf(), env, state: RefCell::new(state) }) })
@@ -135,7 +138,7 @@ async fn recover_tail(dir: &Path, tail: &FoundSegment, env: &StorageEnv, now_ms:
     let file_size = file.size().await.map_err(io_error)?;
     let mut index = SegmentIndex::new();
     let mut first_timestamp = None;
-    let outcome = scan(&file, 0, tail.base, file_size, |header, position| {
+    let outcome = scan(&file, tail.base, 0, tail.base, file_size, |header, position| {
         let relative = (header.base_offset - tail.base.value()) as u32;
         first_timestamp.get_or_insert(header.max_timestamp);
         index.on_batch(relative, position as u32, header.total_bytes as u32, header.max_timestamp);
@@ -215,7 +218,7 @@ pub(crate) async fn load_index(
     }
 
     let mut index = SegmentIndex::new();
-    let outcome = scan(file, 0, base, size, |header, position| {
+    let outcome = scan(file, base, 0, base, size, |header, position| {
         index.on_batch(
             (header.base_offset - base.value()) as u32,
             position as u32,

@@ -16,7 +16,7 @@ use super::disk::sync_dir;
 use super::error::StorageError;
 use super::log::PartitionLog;
 use super::offset::Offset;
-use super::recovery::{remove_segment_files, write_log_start_checkpoint};
+use super::recovery::remove_segment_files;
 
 /// What one retention pass removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ impl PartitionLog {
                     };
                     let dir = self.shared.dir.clone();
                     let env = &self.shared.env;
-                    write_log_start_checkpoint(&dir, new_start, env).await.map_err(|e| StorageError::io(&dir, e))?;
+                    self.persist_log_start().await?;
                     remove_segment_files(&dir, base).await.map_err(|e| StorageError::io(&dir, e))?;
                     sync_dir(&dir, env).await.map_err(|e| StorageError::io(&dir, e))?;
                     tracing::info!(dir = %dir.display(), segment = %base, bytes = size, log_start = %new_start, "retention deleted segment");
@@ -72,7 +72,7 @@ impl PartitionLog {
         let oldest = &state.segments[0];
         // A segment the writer has not sealed yet (the log just rolled past it) may still
         // have unwritten, unacknowledged batches: never delete it.
-        if !oldest.closed {
+        if !oldest.closed || oldest.next_offset > state.high_watermark {
             return Verdict::Keep;
         }
         if oldest.next_offset <= state.log_start {

@@ -140,6 +140,7 @@ pub struct ScanOutcome {
 /// `on_batch` for each valid one. Stops at the first invalid batch and says why.
 pub async fn scan(
     file: &SharedSegmentFile,
+    segment_base: Offset,
     mut position: u64,
     mut offset: Offset,
     end: u64,
@@ -171,6 +172,11 @@ pub async fn scan(
                     break 'chunks;
                 }
             };
+            if header.next_offset().saturating_sub(segment_base.value()) > i64::from(i32::MAX) {
+                stopped = Some(format!("batch at offset {} runs past the segment's offset range", header.base_offset));
+                position += at as u64;
+                break 'chunks;
+            }
             if header.base_offset != offset.value() {
                 stopped = Some(format!("batch base offset {} where {offset} was expected", header.base_offset));
                 position += at as u64;
@@ -265,6 +271,13 @@ pub async fn read_batches(
                 break;
             }
             if header.next_offset() > offset.value() {
+                if out.is_empty() && header.base_offset > offset.value() {
+                    // The index pointed past the batch holding `offset`: never skip records silently.
+                    return Err(SegmentReadError::Corrupt {
+                        position: position + at as u64,
+                        reason: format!("index points at offset {} past the requested {offset}", header.base_offset),
+                    });
+                }
                 let batch = &bytes[at..at + header.total_bytes];
                 check_crc(batch, &header)
                     .map_err(|e| SegmentReadError::Corrupt { position: position + at as u64, reason: e.to_string() })?;

@@ -268,7 +268,7 @@ async fn run_syncs(shared: Rc<LogShared>) {
         if let Err(cause) = file.sync_data().await {
             // Any failed fdatasync poisons, ENOSPC included: the kernel may already have
             // dropped the dirty pages, so the written data cannot be trusted.
-            poison(&shared, RoundError { path: file.path().to_path_buf(), cause });
+            poison(&shared, RoundError { path: file.path().to_path_buf(), cause, sync: true });
             let mut state = shared.state.borrow_mut();
             state.writer.syncing = false;
             state.writer.notify_if_idle();
@@ -278,9 +278,8 @@ async fn run_syncs(shared: Rc<LogShared>) {
         state.writer.syncs += 1;
         state.writer.synced_offset = state.writer.synced_offset.max(target);
         state.writer.unsynced_bytes = state.writer.unsynced_bytes.saturating_sub(unsynced);
-        if matches!(state.config.flush, FlushPolicy::Durable) {
-            acknowledge(&mut state, target);
-        }
+        // Under the interval policy the write already acknowledged; this never lowers it.
+        acknowledge(&mut state, target);
     }
 }
 
@@ -315,10 +314,16 @@ fn health_error(health: &Health) -> StorageError {
 struct RoundError {
     path: std::path::PathBuf,
     cause: io::Error,
+    /// The failed operation was an fsync: always poisons, whatever the errno.
+    sync: bool,
 }
 
 fn at(path: &std::path::Path) -> impl FnOnce(io::Error) -> RoundError + '_ {
-    move |cause| RoundError { path: path.to_path_buf(), cause }
+    move |cause| RoundError { path: path.to_path_buf(), cause, sync: false }
+}
+
+fn at_sync(path: &std::path::Path) -> impl FnOnce(io::Error) -> RoundError + '_ {
+    move |cause| RoundError { path: path.to_path_buf(), cause, sync: true }
 }
 
 async fn write_round(shared: &Rc<LogShared>, round: &PendingWrite) -> Result<(), RoundError> {
@@ -349,9 +354,18 @@ async fn write_round(shared: &Rc<LogShared>, round: &PendingWrite) -> Result<(),
         });
     }
     // The chunks cover disjoint blocks, so they go to the device together.
+    // Wait for every chunk even when one fails, so no write can land after a rollback.
     let writes = chunks.into_iter().map(|(position, buffer)| file.write_chunk_at(buffer, position));
-    let buffers = futures_util::future::try_join_all(writes).await.map_err(at(file.path()))?;
-    buffers.into_iter().for_each(write_buffer::recycle);
+    let mut failure = None;
+    for result in futures_util::future::join_all(writes).await {
+        match result {
+            Ok(buffer) => write_buffer::recycle(buffer),
+            Err(error) => failure = failure.or(Some(error)),
+        }
+    }
+    if let Some(error) = failure {
+        return Err(at(file.path())(error));
+    }
     let mut guard = shared.state.borrow_mut();
     let state = &mut *guard;
     if let Some(segment) = state.segments.iter_mut().find(|s| s.base_offset == round.segment_base) {
@@ -453,7 +467,7 @@ async fn prepare_segment_file(shared: &Rc<LogShared>, base: Offset) -> Result<Rc
         }
         Err(error) => return Err(at(&path)(error)),
     };
-    sync_dir(&shared.dir, &shared.env).await.map_err(at(&shared.dir))?;
+    sync_dir(&shared.dir, &shared.env).await.map_err(at_sync(&shared.dir))?;
     let file = Rc::new(file);
     with_writer(shared, base, |segment| {
         segment.file = Some(file.clone());
@@ -481,14 +495,15 @@ async fn seal(shared: &Rc<LogShared>, base: Offset) -> Result<(), RoundError> {
             Some(size),
             "a segment is sealed only after all its data is written"
         );
-        file.sync_data().await.map_err(at(file.path()))?;
+        file.sync_data().await.map_err(at_sync(file.path()))?;
         file.truncate(size).await.map_err(at(file.path()))?;
-        file.sync_data().await.map_err(at(file.path()))?;
+        file.sync_data().await.map_err(at_sync(file.path()))?;
     }
     let offset_path = segment_path(&shared.dir, base, OFFSET_INDEX_SUFFIX);
-    write_file_atomic(&offset_path, &offsets, &shared.env).await.map_err(at(&offset_path))?;
+    // Index files are derived data, but their write includes fsyncs: a failure poisons.
+    write_file_atomic(&offset_path, &offsets, &shared.env).await.map_err(at_sync(&offset_path))?;
     let time_path = segment_path(&shared.dir, base, TIME_INDEX_SUFFIX);
-    write_file_atomic(&time_path, &times, &shared.env).await.map_err(at(&time_path))?;
+    write_file_atomic(&time_path, &times, &shared.env).await.map_err(at_sync(&time_path))?;
     let mut state = shared.state.borrow_mut();
     let now_ms = shared.env.clock.now_ms();
     if let Some(segment) = state.segments.iter_mut().find(|s| s.base_offset == base) {
@@ -503,7 +518,7 @@ async fn seal(shared: &Rc<LogShared>, base: Offset) -> Result<(), RoundError> {
 /// never written, any other error poisons the log.
 fn fail(shared: &Rc<LogShared>, error: RoundError) {
     let mut state = shared.state.borrow_mut();
-    if is_disk_full(&error.cause) {
+    if is_disk_full(&error.cause) && !error.sync {
         let storage_error = StorageError::DiskFull { dir: shared.dir.clone(), cause: std::sync::Arc::new(error.cause) };
         tracing::warn!(dir = %shared.dir.display(), path = %error.path.display(), error = %storage_error, "append failed: disk full");
         let written = state.writer.written_offset;

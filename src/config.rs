@@ -1,0 +1,86 @@
+//! `tern serve` configuration: flags, validated limits (units last), and the CPU list
+//! syntax of `--cores`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::storage::FlushPolicy;
+
+/// Largest request frame accepted by default (Kafka's socket.request.max.bytes).
+pub const REQUEST_BYTES_MAX_DEFAULT: usize = 100 << 20;
+/// io_uring buffer memory per shard by default; fits the common 8 MiB memlock limit with
+/// two shards.
+pub const SHARD_IO_MEMORY_BYTES_DEFAULT: usize = 2 << 20;
+/// Requests one connection may have in flight before the broker stops reading from it.
+pub const CONNECTION_INFLIGHT_MAX: usize = 64;
+/// Capacity of each cross-shard channel; a full channel is backpressure.
+pub const MESH_CHANNEL_CAPACITY: usize = 1024;
+/// How often each shard runs retention over its logs (log.retention.check.interval.ms).
+pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Everything a shard needs to know about how it was started.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    /// Host:port clients are told to connect to (Metadata); defaults to `listen`.
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub data_dir: PathBuf,
+    /// CPUs to run shards on; one shard per entry.
+    pub cores: Vec<usize>,
+    pub pin: bool,
+    pub node_id: i32,
+    /// io_uring buffer memory per shard.
+    pub shard_io_memory_bytes: usize,
+    pub request_bytes_max: usize,
+    pub auto_create_topics: bool,
+    pub default_partitions: i32,
+    /// Default flush policy for topics that do not set one.
+    pub flush: FlushPolicy,
+}
+
+/// Parses a CPU list such as `0-3,6` into sorted, unique CPU numbers.
+pub fn parse_cpu_list(list: &str) -> Result<Vec<usize>, String> {
+    let mut cpus = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let first: usize = first.parse().map_err(|_| format!("bad cpu number {first:?} in {list:?}"))?;
+        let last: usize = last.parse().map_err(|_| format!("bad cpu number {last:?} in {list:?}"))?;
+        if first > last {
+            return Err(format!("bad cpu range {part:?}: start is after end"));
+        }
+        cpus.extend(first..=last);
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    if cpus.is_empty() {
+        return Err(format!("cpu list {list:?} names no cpus"));
+    }
+    Ok(cpus)
+}
+
+/// CPUs this process may run on.
+pub fn online_cpus() -> Vec<usize> {
+    match core_affinity::get_core_ids() {
+        Some(ids) if !ids.is_empty() => ids.into_iter().map(|id| id.id).collect(),
+        _ => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_parse_ranges_and_singles() {
+        assert_eq!(parse_cpu_list("0-3,6").unwrap(), vec![0, 1, 2, 3, 6]);
+        assert_eq!(parse_cpu_list("1, 1,0").unwrap(), vec![0, 1]);
+        assert!(parse_cpu_list("3-1").is_err());
+        assert!(parse_cpu_list("x").is_err());
+        assert!(parse_cpu_list("").is_err());
+    }
+}

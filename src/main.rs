@@ -1,0 +1,156 @@
+//! The `tern` binary: parse flags, start, wait for shutdown.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tern::config::{online_cpus, parse_cpu_list, ServeConfig, REQUEST_BYTES_MAX_DEFAULT};
+use tern::storage::FlushPolicy;
+
+#[derive(Debug, Parser)]
+#[command(name = "tern", version, about = "Kafka-compatible event streaming broker, thread-per-core on io_uring")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to accept Kafka clients on; every shard binds it (SO_REUSEPORT).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    listen: String,
+    /// host:port clients are told to connect to (Metadata); defaults to --listen.
+    #[arg(long)]
+    advertised_address: Option<String>,
+    /// Directory holding every partition's segments and the cluster metadata.
+    #[arg(long, default_value = "./tern-data")]
+    data_dir: PathBuf,
+    /// CPUs to run one shard each on, e.g. `0-3,6`. Default: all online CPUs.
+    #[arg(long)]
+    cores: Option<String>,
+    /// Do not pin shards to their CPUs (containers, laptops).
+    #[arg(long)]
+    no_pin: bool,
+    /// This broker's node id, reported in Metadata.
+    #[arg(long, default_value_t = 0)]
+    node_id: i32,
+    /// io_uring buffer memory per shard, in bytes (suffixes K, M, G allowed). Counts
+    /// against the locked-memory limit (ulimit -l).
+    #[arg(long, default_value = "2M", value_parser = parse_bytes)]
+    memory: u64,
+    /// Largest request frame accepted; bigger ones close the connection.
+    #[arg(long, default_value_t = REQUEST_BYTES_MAX_DEFAULT as u64, value_parser = parse_bytes)]
+    max_request_bytes: u64,
+    /// Create topics on first Metadata request for them.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    auto_create_topics: bool,
+    /// Partitions of auto-created topics and of CreateTopics with -1 partitions.
+    #[arg(long, default_value_t = 1)]
+    default_partitions: i32,
+    /// Acknowledge produces before fdatasync and sync at most every this many ms
+    /// (relaxed durability; default: acknowledge after fdatasync).
+    #[arg(long)]
+    flush_interval_ms: Option<u64>,
+    /// With --flush-interval-ms: also sync after this many unsynced bytes.
+    #[arg(long, default_value = "1M", value_parser = parse_bytes)]
+    flush_bytes: u64,
+}
+
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, scale) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (text, 1u64),
+        Some((at, _)) => {
+            let scale = match text[at..].trim().to_ascii_uppercase().as_str() {
+                "K" | "KB" | "KIB" => 1 << 10,
+                "M" | "MB" | "MIB" => 1 << 20,
+                "G" | "GB" | "GIB" => 1 << 30,
+                other => return Err(format!("unknown size suffix {other:?}: use K, M or G")),
+            };
+            (&text[..at], scale)
+        }
+    };
+    let value: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size"))?;
+    value.checked_mul(scale).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn resolve(address: &str) -> Result<SocketAddr, String> {
+    address
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {address:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{address:?} resolves to no address"))
+}
+
+fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
+    let listen = resolve(&args.listen)?;
+    let advertised = args.advertised_address.unwrap_or_else(|| args.listen.clone());
+    let (host, port) =
+        advertised.rsplit_once(':').ok_or_else(|| format!("--advertised-address {advertised:?} must be host:port"))?;
+    let port: i32 = port.parse().map_err(|_| format!("bad port in --advertised-address {advertised:?}"))?;
+    let cores = match &args.cores {
+        Some(list) => parse_cpu_list(list)?,
+        None => online_cpus(),
+    };
+    if args.default_partitions < 1 {
+        return Err("--default-partitions must be at least 1".into());
+    }
+    let flush = match args.flush_interval_ms {
+        None => FlushPolicy::Durable,
+        Some(ms) => {
+            FlushPolicy::Interval { interval: Duration::from_millis(ms.max(1)), bytes: args.flush_bytes.max(1) }
+        }
+    };
+    Ok(ServeConfig {
+        listen,
+        advertised_host: host.trim_matches(|c| c == '[' || c == ']').to_string(),
+        advertised_port: port,
+        data_dir: args.data_dir,
+        cores,
+        pin: !args.no_pin,
+        node_id: args.node_id,
+        shard_io_memory_bytes: usize::try_from(args.memory).map_err(|_| "--memory is too large")?,
+        request_bytes_max: usize::try_from(args.max_request_bytes).map_err(|_| "--max-request-bytes is too large")?,
+        auto_create_topics: args.auto_create_topics,
+        default_partitions: args.default_partitions,
+        flush,
+    })
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    // A panic on any shard is a bug, and a broker with a dead shard would hang every
+    // connection routed to it: report it and stop the whole process so a supervisor
+    // restarts it (recovery makes that safe).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        eprintln!("tern: a shard panicked; aborting so the broker can be restarted cleanly");
+        std::process::abort();
+    }));
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve_config(args).and_then(|config| {
+            tracing::info!(?config, "starting tern");
+            tern::shard::runtime::run(config)
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("tern: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

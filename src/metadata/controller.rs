@@ -1,0 +1,205 @@
+//! The controller: the single writer of cluster metadata, running on shard 0.
+//!
+//! Every change is serialized (`controller_gate`), validated, persisted, and then applied
+//! on every shard (each opens or removes its logs) before the request is answered, so a
+//! client that created a topic can produce to it on any connection right away.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+
+use crate::shard::mesh::{ControllerRequest, NewTopic, ShardRequest};
+use crate::shard::ShardContext;
+
+use super::topic_config::log_config;
+use super::{ClusterMetadata, TopicMetadata};
+
+/// Kafka's limit on topic name length.
+const TOPIC_NAME_BYTES_MAX: usize = 249;
+/// Partitions per topic accepted by CreateTopics / CreatePartitions.
+const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+
+pub async fn execute(ctx: &Rc<ShardContext>, request: ControllerRequest) {
+    let _permit = ctx.controller_gate.acquire_permit(1).await.expect("controller gate never closes");
+    match request {
+        ControllerRequest::CreateTopics { topics, validate_only, reply } => {
+            let _ = reply.send(create_topics(ctx, topics, validate_only).await);
+        }
+        ControllerRequest::DeleteTopics { names, reply } => {
+            let _ = reply.send(delete_topics(ctx, names).await);
+        }
+        ControllerRequest::AlterConfigs { topic, changes, incremental, validate_only, reply } => {
+            let _ = reply.send(alter_configs(ctx, topic, changes, incremental, validate_only).await);
+        }
+        ControllerRequest::CreatePartitions { topic, count, validate_only, reply } => {
+            let _ = reply.send(create_partitions(ctx, topic, count, validate_only).await);
+        }
+        ControllerRequest::AllocateProducerId { reply } => {
+            let mut next = (*ctx.metadata()).clone();
+            let id = next.next_producer_id;
+            next.next_producer_id += 1;
+            let result = commit(ctx, next).await.map(|()| id).map_err(|_| ResponseError::KafkaStorageError.code());
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Checks a topic name against Kafka's rules: 1..=249 of `[a-zA-Z0-9._-]`, not `.`/`..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(format!("topic name {name:?} is not allowed"));
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(format!("topic name is longer than {TOPIC_NAME_BYTES_MAX} characters"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return Err(format!("topic name {name:?} may only contain ASCII letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+fn new_topic_id(name: &str, version: u64) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    id[..8].copy_from_slice(&(nanos as u64).to_be_bytes());
+    id[8..12].copy_from_slice(&crate::shard::router::fnv1a_32(name.as_bytes()).to_be_bytes());
+    id[12..].copy_from_slice(&(version as u32).to_be_bytes());
+    id
+}
+
+async fn create_topics(
+    ctx: &Rc<ShardContext>,
+    topics: Vec<NewTopic>,
+    validate_only: bool,
+) -> Vec<(i16, Option<String>)> {
+    let mut next = (*ctx.metadata()).clone();
+    let mut results = Vec::with_capacity(topics.len());
+    let mut changed = false;
+    for NewTopic { name, partitions, configs } in topics {
+        let partitions = if partitions == -1 { ctx.config.default_partitions } else { partitions };
+        let configs: BTreeMap<String, String> = configs.into_iter().collect();
+        let outcome = if let Err(reason) = validate_topic_name(&name) {
+            (ResponseError::InvalidTopicException.code(), Some(reason))
+        } else if next.topics.contains_key(&name) {
+            (ResponseError::TopicAlreadyExists.code(), Some(format!("topic {name:?} already exists")))
+        } else if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
+            (ResponseError::InvalidPartitions.code(), Some(format!("partitions must be 1..={TOPIC_PARTITIONS_MAX}")))
+        } else if let Err(reason) = log_config(&configs, ctx.config.flush) {
+            (ResponseError::InvalidConfig.code(), Some(reason))
+        } else {
+            if !validate_only {
+                let id = new_topic_id(&name, next.version);
+                next.topics.insert(name, TopicMetadata { id, partitions, configs });
+                changed = true;
+            }
+            (0, None)
+        };
+        results.push(outcome);
+    }
+    if changed && commit(ctx, next).await.is_err() {
+        for result in results.iter_mut().filter(|r| r.0 == 0) {
+            *result = (ResponseError::KafkaStorageError.code(), Some("could not persist cluster metadata".into()));
+        }
+    }
+    results
+}
+
+async fn delete_topics(ctx: &Rc<ShardContext>, names: Vec<String>) -> Vec<i16> {
+    let mut next = (*ctx.metadata()).clone();
+    let mut results = Vec::with_capacity(names.len());
+    let mut changed = false;
+    for name in names {
+        if next.topics.remove(&name).is_some() {
+            changed = true;
+            results.push(0);
+        } else {
+            results.push(ResponseError::UnknownTopicOrPartition.code());
+        }
+    }
+    if changed && commit(ctx, next).await.is_err() {
+        return results.into_iter().map(|r| if r == 0 { ResponseError::KafkaStorageError.code() } else { r }).collect();
+    }
+    results
+}
+
+async fn alter_configs(
+    ctx: &Rc<ShardContext>,
+    topic: String,
+    changes: Vec<(String, Option<String>)>,
+    incremental: bool,
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    let mut next = (*ctx.metadata()).clone();
+    let Some(info) = next.topics.get_mut(&topic) else {
+        return (ResponseError::UnknownTopicOrPartition.code(), Some(format!("unknown topic {topic:?}")));
+    };
+    if !incremental {
+        info.configs.clear();
+    }
+    for (key, value) in changes {
+        match value {
+            Some(value) => {
+                info.configs.insert(key, value);
+            }
+            None => {
+                info.configs.remove(&key);
+            }
+        }
+    }
+    if let Err(reason) = log_config(&info.configs, ctx.config.flush) {
+        return (ResponseError::InvalidConfig.code(), Some(reason));
+    }
+    if validate_only {
+        return (0, None);
+    }
+    match commit(ctx, next).await {
+        Ok(()) => (0, None),
+        Err(reason) => (ResponseError::KafkaStorageError.code(), Some(reason)),
+    }
+}
+
+async fn create_partitions(
+    ctx: &Rc<ShardContext>,
+    topic: String,
+    count: i32,
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    let mut next = (*ctx.metadata()).clone();
+    let Some(info) = next.topics.get_mut(&topic) else {
+        return (ResponseError::UnknownTopicOrPartition.code(), Some(format!("unknown topic {topic:?}")));
+    };
+    if count <= info.partitions || count > TOPIC_PARTITIONS_MAX {
+        return (
+            ResponseError::InvalidPartitions.code(),
+            Some(format!(
+                "topic has {} partitions; the new count must be larger and at most {TOPIC_PARTITIONS_MAX}",
+                info.partitions
+            )),
+        );
+    }
+    if validate_only {
+        return (0, None);
+    }
+    info.partitions = count;
+    match commit(ctx, next).await {
+        Ok(()) => (0, None),
+        Err(reason) => (ResponseError::KafkaStorageError.code(), Some(reason)),
+    }
+}
+
+/// Persists a new snapshot and applies it on every shard before returning.
+async fn commit(ctx: &Rc<ShardContext>, mut next: ClusterMetadata) -> Result<(), String> {
+    next.version += 1;
+    next.persist(&ctx.config.data_dir).await.map_err(|error| {
+        tracing::error!(%error, "persisting cluster metadata failed");
+        error.to_string()
+    })?;
+    let snapshot = Arc::new(next);
+    for shard in 0..ctx.shard_count {
+        let metadata = snapshot.clone();
+        ctx.call(shard, move |reply| ShardRequest::ApplyMetadata { metadata, reply }).await;
+    }
+    Ok(())
+}

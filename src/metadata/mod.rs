@@ -1,0 +1,12 @@
+//! Cluster metadata: topics, their partition counts and configs, and the producer id
+//! counter.
+//!
+//! One writer (shard 0, the controller) changes it, persists it (rkyv archive with a
+//! CRC-32C, replaced atomically) and then sends the new snapshot to every shard; shards
+//! hold read-only `Arc` copies. On restart every shard loads the persisted snapshot.
+
+pub mod registry;
+pub mod topic_config;
+
+pub use registry::{ClusterMetadata, TopicMetadata};
+pub mod controller;

@@ -1,0 +1,152 @@
+//! One client connection on the shard that accepted it.
+//!
+//! The reader parses frames (length checked against `--max-request-bytes` before the body
+//! is read) and starts a task per request, so pipelined requests run concurrently; the
+//! writer sends their responses strictly in request order. At most
+//! `CONNECTION_INFLIGHT_MAX` requests are in flight: beyond that the reader stops reading
+//! (backpressure). A malformed frame, an unknown API key or an unsupported version closes
+//! this connection only, with a log line saying why.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_util::future::{select, Either};
+use glommio::channels::local_channel;
+use glommio::net::TcpStream;
+use kafka_protocol::messages::ApiKey;
+
+use crate::config::CONNECTION_INFLIGHT_MAX;
+use crate::shard::ShardContext;
+
+use super::frame::{frame_length, parse_header, peek_api, FrameError};
+use super::handlers::{self, api_versions};
+use super::listener::ShutdownSignal;
+
+const READ_CHUNK_BYTES: usize = 64 << 10;
+
+type Pending = glommio::Task<Result<Option<Bytes>, FrameError>>;
+
+pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, shutdown: Rc<ShutdownSignal>) {
+    let _ = stream.set_nodelay(true);
+    let fd = stream.as_raw_fd();
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let (queue, responses) = local_channel::new_bounded::<Pending>(CONNECTION_INFLIGHT_MAX);
+
+    let writer_task = glommio::spawn_local(async move {
+        while let Some(pending) = responses.recv().await {
+            match pending.await {
+                Ok(Some(bytes)) => {
+                    if let Err(error) = writer.write_all(&bytes).await {
+                        tracing::debug!(%peer, %error, "client went away while we wrote");
+                        break;
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "closing connection");
+                    break;
+                }
+            }
+        }
+        let _ = writer.close().await;
+        // Make the reader see the end too (it may be parked in a read).
+        // SAFETY: `fd` belongs to the stream, which both halves keep open until dropped.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    });
+
+    let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    loop {
+        let frame = match select(
+            Box::pin(read_frame(&mut reader, &mut buffer, ctx.config.request_bytes_max)),
+            Box::pin(shutdown.wait()),
+        )
+        .await
+        {
+            Either::Left((Ok(Some(frame)), _)) => frame,
+            Either::Left((Ok(None), _)) => break,
+            Either::Left((Err(error), _)) => {
+                tracing::warn!(%peer, %error, "closing connection");
+                break;
+            }
+            Either::Right(_) => break,
+        };
+        let pending = match start_request(&ctx, frame) {
+            Ok(pending) => pending,
+            Err(error) => {
+                tracing::warn!(%peer, %error, "closing connection");
+                break;
+            }
+        };
+        if queue.send(pending).await.is_err() {
+            break;
+        }
+    }
+    drop(queue);
+    writer_task.await;
+}
+
+/// Reads one whole frame (without its length prefix); `None` at a clean end of stream.
+async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut BytesMut,
+    request_bytes_max: usize,
+) -> Result<Option<Bytes>, ConnectionError> {
+    loop {
+        if let Some(length) = frame_length(buffer, request_bytes_max)? {
+            if buffer.len() >= 4 + length {
+                let frame = buffer.split_to(4 + length).freeze().slice(4..);
+                return Ok(Some(frame));
+            }
+            let missing = 4 + length - buffer.len();
+            if read_more(reader, buffer, missing.max(READ_CHUNK_BYTES)).await? == 0 {
+                return Err(ConnectionError::Truncated);
+            }
+        } else if read_more(reader, buffer, READ_CHUNK_BYTES).await? == 0 {
+            return if buffer.is_empty() { Ok(None) } else { Err(ConnectionError::Truncated) };
+        }
+    }
+}
+
+async fn read_more<R: futures_lite::AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut BytesMut,
+    want: usize,
+) -> std::io::Result<usize> {
+    let start = buffer.len();
+    buffer.resize(start + want, 0);
+    let read = reader.read(&mut buffer[start..]).await;
+    let n = *read.as_ref().unwrap_or(&0);
+    buffer.truncate(start + n);
+    read
+}
+
+/// Parses the header and starts the handler task; errors close the connection.
+fn start_request(ctx: &Rc<ShardContext>, frame: Bytes) -> Result<Pending, FrameError> {
+    let (key, version) = peek_api(&frame)?;
+    let api = ApiKey::try_from(key).map_err(|_| FrameError::UnknownApiKey(key))?;
+    let supported = handlers::support_for(api).is_some_and(|s| (s.min..=s.max).contains(&version));
+    if !supported {
+        if api == ApiKey::ApiVersions {
+            let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+            let response = api_versions::unsupported_version_response(correlation_id);
+            return Ok(glommio::spawn_local(async move { Ok(Some(response)) }));
+        }
+        return Err(FrameError::UnsupportedVersion { api, version });
+    }
+    let request = parse_header(frame, api, version)?;
+    let ctx = ctx.clone();
+    Ok(glommio::spawn_local(async move { handlers::dispatch(&ctx, request).await }))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("connection closed in the middle of a request")]
+    Truncated,
+}

@@ -1,0 +1,157 @@
+//! Fetch (key 1), versions 4-12, with long polling.
+//!
+//! Pass one reads every requested partition on its owning shard (concurrently). If that
+//! gathered fewer than `min_bytes` and `max_wait_ms > 0`, the owners are asked to wait
+//! until any of their partitions gets data or the wait runs out, and pass two reads
+//! again. Response size follows KIP-74: whole batches, at most `max_bytes` in total and
+//! `partition_max_bytes` per partition, except that the first batch is always returned.
+//! Fetch sessions (KIP-227) are answered with session id 0: every fetch is a full fetch.
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::{join_all, select, select_all, Either};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::ApiSupport;
+use crate::server::frame::{decode_body, encode_response, FrameError, Request};
+use crate::shard::mesh::{ReadOutcome, ShardRequest};
+use crate::shard::ShardContext;
+
+pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::Fetch, 4, 12);
+
+struct Wanted {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    max_bytes: usize,
+}
+
+async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize) -> Vec<ReadOutcome> {
+    let reads = wanted.iter().map(|w| {
+        let ctx = ctx.clone();
+        let (topic, partition, offset) = (w.topic.clone(), w.partition, w.offset);
+        let limit = w.max_bytes.min(max_bytes);
+        async move {
+            let owner = ctx.owner(&topic, partition);
+            ctx.call(owner, move |reply| ShardRequest::Read { topic, partition, offset, max_bytes: limit, reply })
+                .await
+                .unwrap_or(ReadOutcome {
+                    error_code: ResponseError::NotLeaderOrFollower.code(),
+                    ..ReadOutcome::default()
+                })
+        }
+    });
+    let mut outcomes = join_all(reads).await;
+    // Enforce the response-wide limit in request order; the first batch always goes.
+    let mut total = 0usize;
+    for outcome in &mut outcomes {
+        let size: usize = outcome.records.iter().map(Bytes::len).sum();
+        if total > 0 && total + size > max_bytes {
+            outcome.records.clear();
+        } else {
+            total += size;
+        }
+    }
+    outcomes
+}
+
+pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
+    let body: FetchRequest = decode_body(request)?;
+    let metadata = ctx.metadata();
+    let mut wanted = Vec::new();
+    let mut unknown = Vec::new();
+    for topic in &body.topics {
+        let name = topic.topic.0.to_string();
+        for partition in &topic.partitions {
+            let known = metadata
+                .topics
+                .get(&name)
+                .is_some_and(|t| partition.partition < t.partitions && partition.partition >= 0);
+            let entry = Wanted {
+                topic: name.clone(),
+                partition: partition.partition,
+                offset: partition.fetch_offset,
+                max_bytes: partition.partition_max_bytes.max(0) as usize,
+            };
+            if known {
+                wanted.push(entry);
+            } else {
+                unknown.push(entry);
+            }
+        }
+    }
+    let max_bytes = if body.max_bytes <= 0 { usize::MAX } else { body.max_bytes as usize };
+    let mut outcomes = read_all(ctx, &wanted, max_bytes).await;
+    let gathered: usize = outcomes.iter().flat_map(|o| o.records.iter()).map(Bytes::len).sum();
+    let has_error = outcomes.iter().any(|o| o.error_code != 0);
+    if body.max_wait_ms > 0 && gathered < body.min_bytes.max(1) as usize && !has_error && !wanted.is_empty() {
+        let max_wait_ms = body.max_wait_ms as u64;
+        let mut by_shard: Vec<Vec<(String, i32, i64)>> = vec![Vec::new(); ctx.shard_count];
+        for w in &wanted {
+            by_shard[ctx.owner(&w.topic, w.partition)].push((w.topic.clone(), w.partition, w.offset));
+        }
+        let waits: Vec<_> = by_shard
+            .into_iter()
+            .enumerate()
+            .filter(|(_, partitions)| !partitions.is_empty())
+            .map(|(shard, partitions)| {
+                let ctx = ctx.clone();
+                Box::pin(async move {
+                    ctx.call(shard, move |reply| ShardRequest::WaitForData { partitions, max_wait_ms, reply }).await;
+                })
+            })
+            .collect();
+        let deadline = Box::pin(glommio::timer::sleep(std::time::Duration::from_millis(max_wait_ms)));
+        match select(select_all(waits), deadline).await {
+            Either::Left(_) | Either::Right(_) => {}
+        }
+        outcomes = read_all(ctx, &wanted, max_bytes).await;
+    }
+
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut push = |topic: &str, data: PartitionData| match topics.last_mut() {
+        Some(last) if last.topic.0.as_str() == topic => last.partitions.push(data),
+        _ => topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partitions(vec![data]),
+        ),
+    };
+    for (w, outcome) in wanted.iter().zip(outcomes) {
+        let records = match outcome.records.len() {
+            0 => Bytes::new(),
+            1 => outcome.records.into_iter().next().expect("one"),
+            _ => {
+                let mut joined = BytesMut::with_capacity(outcome.records.iter().map(Bytes::len).sum());
+                outcome.records.iter().for_each(|b| joined.extend_from_slice(b));
+                joined.freeze()
+            }
+        };
+        let mut data = PartitionData::default()
+            .with_partition_index(w.partition)
+            .with_error_code(outcome.error_code)
+            .with_high_watermark(outcome.high_watermark)
+            .with_last_stable_offset(outcome.high_watermark)
+            .with_records(Some(records));
+        if request.api_version >= 5 {
+            data.log_start_offset = outcome.log_start_offset;
+        }
+        push(&w.topic, data);
+    }
+    for w in &unknown {
+        push(
+            &w.topic,
+            PartitionData::default()
+                .with_partition_index(w.partition)
+                .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                .with_high_watermark(-1)
+                .with_records(Some(Bytes::new())),
+        );
+    }
+    let response = FetchResponse::default().with_session_id(0).with_responses(topics);
+    encode_response(ApiKey::Fetch, request.api_version, request.header.correlation_id, &response)
+}

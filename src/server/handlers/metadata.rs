@@ -1,0 +1,119 @@
+//! Metadata (key 3), versions 1-12: brokers (this node), topics and partitions (this node
+//! leads every partition, leader epoch 0), and auto topic creation.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::ApiSupport;
+use crate::server::frame::{decode_body, encode_response, FrameError, Request};
+use crate::shard::mesh::{ControllerRequest, NewTopic, ShardRequest};
+use crate::shard::ShardContext;
+
+pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::Metadata, 1, 12);
+pub const CLUSTER_ID: &str = "tern-cluster";
+
+/// Creates missing topics with the broker's default partition count (auto creation).
+pub async fn auto_create(ctx: &Rc<ShardContext>, names: Vec<String>) {
+    if names.is_empty() || !ctx.config.auto_create_topics {
+        return;
+    }
+    let topics = names.into_iter().map(|name| NewTopic { name, partitions: -1, configs: Vec::new() }).collect();
+    ctx.call(0, |reply| {
+        ShardRequest::Controller(ControllerRequest::CreateTopics { topics, validate_only: false, reply })
+    })
+    .await;
+}
+
+pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
+    let body: MetadataRequest = decode_body(request)?;
+    let existing = ctx.metadata();
+    let requested: Option<Vec<(Option<String>, Uuid)>> = body
+        .topics
+        .as_ref()
+        .map(|topics| topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)).collect());
+
+    if body.allow_auto_topic_creation {
+        if let Some(requested) = &requested {
+            let missing: Vec<String> = requested
+                .iter()
+                .filter_map(|(name, _)| name.clone())
+                .filter(|name| !existing.topics.contains_key(name))
+                .filter(|name| crate::metadata::controller::validate_topic_name(name).is_ok())
+                .collect();
+            auto_create(ctx, missing).await;
+        }
+    }
+
+    let metadata = ctx.metadata();
+    let node = ctx.config.node_id;
+    let version = request.api_version;
+    let id_if_supported = |id: Uuid| if version >= 10 { id } else { Uuid::nil() };
+    let describe = |name: &str, error_code: i16, id: Uuid| -> MetadataResponseTopic {
+        let partitions = metadata.topics.get(name).map_or(0, |info| info.partitions);
+        MetadataResponseTopic::default()
+            .with_error_code(error_code)
+            .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+            .with_topic_id(id)
+            .with_partitions(
+                (0..partitions)
+                    .map(|partition| {
+                        MetadataResponsePartition::default()
+                            .with_partition_index(partition)
+                            .with_leader_id(BrokerId(node))
+                            .with_leader_epoch(if version >= 7 { 0 } else { -1 })
+                            .with_replica_nodes(vec![BrokerId(node)])
+                            .with_isr_nodes(vec![BrokerId(node)])
+                    })
+                    .collect(),
+            )
+    };
+    let topics = match requested {
+        None => metadata
+            .topics
+            .iter()
+            .map(|(name, info)| describe(name, 0, id_if_supported(Uuid::from_bytes(info.id))))
+            .collect(),
+        Some(requested) => requested
+            .into_iter()
+            .map(|(name, id)| {
+                let found = match &name {
+                    Some(name) => metadata.topics.get_key_value(name.as_str()),
+                    None => metadata.topics.iter().find(|(_, info)| Uuid::from_bytes(info.id) == id),
+                };
+                match found {
+                    Some((name, info)) => describe(name, 0, id_if_supported(Uuid::from_bytes(info.id))),
+                    None => {
+                        let code = match &name {
+                            Some(n) if crate::metadata::controller::validate_topic_name(n).is_err() => {
+                                ResponseError::InvalidTopicException.code()
+                            }
+                            Some(_) => ResponseError::UnknownTopicOrPartition.code(),
+                            None => ResponseError::UnknownTopicId.code(),
+                        };
+                        MetadataResponseTopic::default()
+                            .with_error_code(code)
+                            .with_name(name.map(|n| TopicName(StrBytes::from_string(n))))
+                            .with_topic_id(id)
+                    }
+                }
+            })
+            .collect(),
+    };
+    let response = MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(node))
+            .with_host(StrBytes::from_string(ctx.config.advertised_host.clone()))
+            .with_port(ctx.config.advertised_port)])
+        .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
+        .with_controller_id(BrokerId(node))
+        .with_topics(topics);
+    encode_response(ApiKey::Metadata, request.api_version, request.header.correlation_id, &response)
+}

@@ -1,0 +1,165 @@
+//! A shard's state: its read-only copy of the cluster metadata, the partition logs it
+//! owns, and its end of the cross-shard mesh. Lives on one executor thread (`Rc`).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures_channel::oneshot;
+use glommio::channels::channel_mesh::Senders;
+
+use crate::config::ServeConfig;
+use crate::metadata::topic_config::log_config;
+use crate::metadata::ClusterMetadata;
+use crate::storage::{PartitionLog, StorageEnv};
+
+use super::mesh::{Reply, ShardRequest};
+use super::router::shard_for;
+
+pub type TopicPartition = (String, i32);
+
+#[derive(Debug)]
+pub struct ShardContext {
+    pub id: usize,
+    pub shard_count: usize,
+    pub config: Arc<ServeConfig>,
+    metadata: RefCell<Arc<ClusterMetadata>>,
+    logs: RefCell<HashMap<TopicPartition, PartitionLog>>,
+    senders: Senders<ShardRequest>,
+    /// Serializes controller operations (used on shard 0 only).
+    pub(crate) controller_gate: glommio::sync::Semaphore,
+}
+
+impl ShardContext {
+    pub fn new(
+        id: usize,
+        config: Arc<ServeConfig>,
+        metadata: Arc<ClusterMetadata>,
+        senders: Senders<ShardRequest>,
+    ) -> ShardContext {
+        ShardContext {
+            id,
+            shard_count: senders.nr_consumers(),
+            config,
+            metadata: RefCell::new(metadata),
+            logs: RefCell::new(HashMap::new()),
+            senders,
+            controller_gate: glommio::sync::Semaphore::new(1),
+        }
+    }
+
+    pub fn metadata(&self) -> Arc<ClusterMetadata> {
+        self.metadata.borrow().clone()
+    }
+
+    pub fn owner(&self, topic: &str, partition: i32) -> usize {
+        shard_for(topic, partition, self.shard_count)
+    }
+
+    /// Checked on arrival of every partition request: the routing rule must name us.
+    pub fn assert_owner(&self, topic: &str, partition: i32) {
+        assert_eq!(self.owner(topic, partition), self.id, "partition {topic}-{partition} routed to the wrong shard");
+    }
+
+    pub fn log(&self, topic: &str, partition: i32) -> Option<PartitionLog> {
+        self.logs.borrow().get(&(topic.to_string(), partition)).cloned()
+    }
+
+    pub fn logs(&self) -> Vec<PartitionLog> {
+        self.logs.borrow().values().cloned().collect()
+    }
+
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.config.data_dir.join(format!("{topic}-{partition}"))
+    }
+
+    /// Runs `make(reply)` on `shard` and waits for its answer. The owning shard is found
+    /// by the caller with `owner`; a call to ourselves runs inline, others cross the mesh.
+    /// `None` when the shard is gone (shutting down).
+    pub async fn call<T>(self: &Rc<Self>, shard: usize, make: impl FnOnce(Reply<T>) -> ShardRequest) -> Option<T> {
+        let (sender, receiver) = oneshot::channel();
+        let request = make(sender);
+        if shard == self.id {
+            // Boxed: a controller request executed here calls back into `call`.
+            let local: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> =
+                Box::pin(super::handler::execute(self.clone(), request));
+            local.await;
+        } else if self.senders.send_to(shard, request).await.is_err() {
+            return None;
+        }
+        receiver.await.ok()
+    }
+
+    /// Installs a new metadata snapshot: opens logs for partitions this shard now owns,
+    /// applies config changes, and closes and deletes logs of removed topics.
+    pub async fn apply_metadata(&self, metadata: Arc<ClusterMetadata>) {
+        let mut wanted = Vec::new();
+        for (topic, info) in &metadata.topics {
+            for partition in 0..info.partitions {
+                if self.owner(topic, partition) == self.id {
+                    wanted.push((topic.clone(), partition));
+                }
+            }
+        }
+        *self.metadata.borrow_mut() = metadata.clone();
+
+        let removed: Vec<(TopicPartition, PartitionLog)> = {
+            let logs = self.logs.borrow();
+            logs.iter()
+                .filter(|((topic, partition), _)| {
+                    metadata.topics.get(topic).is_none_or(|info| *partition >= info.partitions)
+                })
+                .map(|(key, log)| (key.clone(), log.clone()))
+                .collect()
+        };
+        for ((topic, partition), log) in removed {
+            self.logs.borrow_mut().remove(&(topic.clone(), partition));
+            if let Err(error) = log.close().await {
+                tracing::warn!(%topic, partition, %error, "closing deleted partition");
+            }
+            let dir = self.partition_dir(&topic, partition);
+            if let Err(error) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), %error, "removing deleted partition's data");
+            }
+            tracing::info!(%topic, partition, "partition deleted");
+        }
+
+        for (topic, partition) in wanted {
+            let configs = &metadata.topics[&topic].configs;
+            let config = match log_config(configs, self.config.flush) {
+                Ok(config) => config,
+                Err(reason) => {
+                    tracing::error!(%topic, %reason, "topic config rejected by storage; using defaults");
+                    crate::storage::LogConfig { flush: self.config.flush, ..Default::default() }
+                }
+            };
+            if let Some(log) = self.log(&topic, partition) {
+                if log.config() != config {
+                    if let Err(error) = log.set_config(config) {
+                        tracing::warn!(%topic, partition, %error, "applying topic config");
+                    }
+                }
+                continue;
+            }
+            let dir = self.partition_dir(&topic, partition);
+            match PartitionLog::open(&dir, config, StorageEnv::default()).await {
+                Ok(log) => {
+                    self.logs.borrow_mut().insert((topic, partition), log);
+                }
+                Err(error) => tracing::error!(%topic, partition, %error, "partition offline: could not open its log"),
+            }
+        }
+    }
+
+    /// Closes every log (clean shutdown): queued writes are flushed and synced.
+    pub async fn close_logs(&self) {
+        let logs: Vec<_> = self.logs.borrow_mut().drain().collect();
+        for ((topic, partition), log) in logs {
+            if let Err(error) = log.close().await {
+                tracing::warn!(%topic, partition, %error, "closing log");
+            }
+        }
+    }
+}

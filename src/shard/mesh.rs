@@ -1,0 +1,129 @@
+//! Cross-shard requests. Each variant carries a reply channel; the mesh channels between
+//! shards are bounded (`MESH_CHANNEL_CAPACITY`), so a busy owner applies backpressure to
+//! the shards calling it instead of queueing without limit.
+//!
+//! Everything here is `Send`: record bytes travel as `Bytes` (reference counted, not
+//! copied), metadata as `Arc` snapshots.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+
+use crate::metadata::ClusterMetadata;
+
+pub type Reply<T> = oneshot::Sender<T>;
+
+/// Per-partition outcome of a produce, as the Produce response needs it.
+#[derive(Debug, Clone)]
+pub struct ProduceOutcome {
+    pub error_code: i16,
+    pub error_message: Option<String>,
+    pub base_offset: i64,
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+/// Per-partition outcome of a read, as the Fetch response needs it.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOutcome {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub records: Vec<Bytes>,
+}
+
+/// Producer identity and sequence of an idempotent batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatchId {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub last_sequence: i32,
+}
+
+/// A topic to create: name, partitions (-1: broker default), configs.
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub configs: Vec<(String, String)>,
+}
+
+/// Changes to cluster metadata; executed by the controller (shard 0) only.
+#[derive(Debug)]
+pub enum ControllerRequest {
+    /// Create topics. Replies one (error code, message) per topic.
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+        reply: Reply<Vec<(i16, Option<String>)>>,
+    },
+    DeleteTopics {
+        names: Vec<String>,
+        reply: Reply<Vec<i16>>,
+    },
+    /// Replace (`incremental == false`) or patch a topic's configs; `None` deletes a key.
+    AlterConfigs {
+        topic: String,
+        changes: Vec<(String, Option<String>)>,
+        incremental: bool,
+        validate_only: bool,
+        reply: Reply<(i16, Option<String>)>,
+    },
+    CreatePartitions {
+        topic: String,
+        count: i32,
+        validate_only: bool,
+        reply: Reply<(i16, Option<String>)>,
+    },
+    /// Allocate a producer id (InitProducerId without a transactional id).
+    AllocateProducerId {
+        reply: Reply<Result<i64, i16>>,
+    },
+}
+
+#[derive(Debug)]
+pub enum ShardRequest {
+    Produce {
+        topic: String,
+        partition: i32,
+        records: Bytes,
+        producer: Option<ProducerBatchId>,
+        reply: Reply<ProduceOutcome>,
+    },
+    Read {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        reply: Reply<ReadOutcome>,
+    },
+    /// Resolves when any listed partition's high watermark passes its offset, or at the
+    /// deadline (milliseconds from now).
+    WaitForData {
+        partitions: Vec<(String, i32, i64)>,
+        max_wait_ms: u64,
+        reply: Reply<()>,
+    },
+    /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, else by timestamp.
+    ListOffset {
+        topic: String,
+        partition: i32,
+        timestamp: i64,
+        reply: Reply<(i16, i64, i64)>,
+    },
+    DeleteRecords {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reply: Reply<(i16, i64)>,
+    },
+    /// Partition sizes and offsets for DescribeLogDirs-style reporting.
+    Controller(ControllerRequest),
+    /// A new metadata snapshot from the controller; the shard opens or removes logs.
+    ApplyMetadata {
+        metadata: Arc<ClusterMetadata>,
+        reply: Reply<()>,
+    },
+}

@@ -1,0 +1,158 @@
+//! Starting and stopping the broker: startup checks, one pinned glommio executor per
+//! listed CPU, the cross-shard mesh, recovery of every shard's logs before it accepts
+//! connections, and a graceful shutdown on SIGTERM/SIGINT (stop accepting, finish
+//! in-flight requests, flush and close every log, exit 0).
+
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::{ServeConfig, MESH_CHANNEL_CAPACITY, RETENTION_CHECK_INTERVAL};
+use crate::metadata::ClusterMetadata;
+use crate::server::listener::{accept_loop, ShutdownSignal};
+use crate::storage::spawn_retention_task;
+
+use super::context::ShardContext;
+use super::handler;
+use super::mesh::ShardRequest;
+
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP_REQUESTED.store(true, Ordering::SeqCst);
+}
+
+/// Locked memory glommio needs beyond the io_uring buffers (rings, bookkeeping).
+const MEMLOCK_HEADROOM_BYTES: u64 = 512 << 10;
+
+/// Checks what commonly keeps a broker from starting and says what to do about it.
+pub fn startup_checks(config: &ServeConfig) -> Result<(), String> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        format!("cannot create data dir {}: {e}: check the path and its owner", config.data_dir.display())
+    })?;
+    let probe = config.data_dir.join(".write-test");
+    std::fs::write(&probe, b"tern").and_then(|()| std::fs::remove_file(&probe)).map_err(|e| {
+        format!("data dir {} is not writable: {e}: check its owner and permissions", config.data_dir.display())
+    })?;
+
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0 && limit.rlim_cur != libc::RLIM_INFINITY {
+        let needed = config.cores.len() as u64 * (config.shard_io_memory_bytes as u64 + MEMLOCK_HEADROOM_BYTES);
+        if limit.rlim_cur < needed {
+            return Err(format!(
+                "locked-memory limit is {} KiB but {} shards with --memory {} bytes need about {} KiB: \
+                 raise it (ulimit -l, or LimitMEMLOCK= in the systemd unit) or lower --memory/--cores",
+                limit.rlim_cur / 1024,
+                config.cores.len(),
+                config.shard_io_memory_bytes,
+                needed / 1024
+            ));
+        }
+    }
+
+    std::net::TcpListener::bind(config.listen).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            format!("port {} is in use: stop the other process or pass --listen with another port", config.listen)
+        }
+        _ => format!("cannot listen on {}: {e}", config.listen),
+    })?;
+    Ok(())
+}
+
+/// Runs the broker until SIGTERM/SIGINT. Returns an error message for the operator.
+pub fn run(config: ServeConfig) -> Result<(), String> {
+    startup_checks(&config)?;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_stop_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_stop_signal as *const () as libc::sighandler_t);
+    }
+    let config = Arc::new(config);
+    let shard_count = config.cores.len();
+    let mesh = MeshBuilder::<ShardRequest, _>::full(shard_count, MESH_CHANNEL_CAPACITY);
+    let drained = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::with_capacity(shard_count);
+    for (index, &cpu) in config.cores.iter().enumerate() {
+        let placement = if config.pin { Placement::Fixed(cpu) } else { Placement::Unbound };
+        let (config, mesh, drained) = (config.clone(), mesh.clone(), drained.clone());
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("tern-shard-{index}"))
+            .io_memory(config.shard_io_memory_bytes)
+            .spawn(move || shard_main(config, mesh, drained))
+            .map_err(|e| {
+                format!("cannot start shard on cpu {cpu}: {e}: io_uring may be unavailable (kernel 5.8+, not blocked by seccomp)")
+            })?;
+        handles.push(handle);
+    }
+    let mut failure = None;
+    for handle in handles {
+        match handle.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => failure = failure.or(Some(message)),
+            Err(error) => failure = failure.or(Some(format!("shard thread failed: {error}"))),
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+async fn shard_main(
+    config: Arc<ServeConfig>,
+    mesh: MeshBuilder<ShardRequest, glommio::channels::channel_mesh::Full>,
+    drained: Arc<AtomicUsize>,
+) -> Result<(), String> {
+    let (senders, mut receivers) = mesh.join().await.map_err(|e| format!("joining the shard mesh failed: {e}"))?;
+    let id = senders.peer_id();
+    let metadata = ClusterMetadata::load(&config.data_dir).await.map_err(|e| e.to_string())?;
+    let ctx = Rc::new(ShardContext::new(id, config.clone(), Arc::new(metadata), senders));
+    ctx.apply_metadata(ctx.metadata()).await;
+    tracing::info!(shard = id, partitions = ctx.logs().len(), "shard recovered its logs");
+
+    // Requests from other shards: each runs as its own task so a slow one (a long poll)
+    // never holds up the channel.
+    for (_peer, receiver) in receivers.streams() {
+        let ctx = ctx.clone();
+        glommio::spawn_local(async move {
+            while let Some(request) = receiver.recv().await {
+                glommio::spawn_local(handler::execute(ctx.clone(), request)).detach();
+            }
+        })
+        .detach();
+    }
+    let retention = {
+        let ctx = ctx.clone();
+        spawn_retention_task(RETENTION_CHECK_INTERVAL, Rc::new(move || ctx.logs()))
+    };
+
+    let listener =
+        TcpListener::bind(config.listen).map_err(|e| format!("shard {id} cannot listen on {}: {e}", config.listen))?;
+    tracing::info!(shard = id, listen = %config.listen, "accepting connections");
+    let shutdown = Rc::new(ShutdownSignal::default());
+    {
+        let shutdown = shutdown.clone();
+        glommio::spawn_local(async move {
+            while !STOP_REQUESTED.load(Ordering::SeqCst) {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+            shutdown.fire();
+        })
+        .detach();
+    }
+    accept_loop(ctx.clone(), listener, shutdown).await;
+
+    // Wait until every shard has drained its connections (they may still send us
+    // requests until then), then flush and close the logs.
+    drained.fetch_add(1, Ordering::SeqCst);
+    while drained.load(Ordering::SeqCst) < ctx.shard_count {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    drop(retention);
+    ctx.close_logs().await;
+    tracing::info!(shard = id, "shard stopped cleanly");
+    Ok(())
+}

@@ -63,14 +63,17 @@ pub fn parse_header(mut frame: Bytes, api_key: ApiKey, api_version: i16) -> Resu
     Ok(Request { api_key, api_version, header, body: frame })
 }
 
-/// Decodes a request body, requiring that it consumes the whole frame.
+/// Decodes a request body. Bytes after the body are ignored, as Kafka brokers do: some
+/// clients (librdkafka's Metadata v12) send fields from neighbouring versions.
 pub fn decode_body<T: Decodable>(request: &Request) -> Result<T, FrameError> {
     let mut body = request.body.clone();
-    let malformed =
-        |reason: String| FrameError::Malformed { api: request.api_key, version: request.api_version, reason };
-    let decoded = T::decode(&mut body, request.api_version).map_err(|e| malformed(e.to_string()))?;
+    let decoded = T::decode(&mut body, request.api_version).map_err(|e| FrameError::Malformed {
+        api: request.api_key,
+        version: request.api_version,
+        reason: e.to_string(),
+    })?;
     if !body.is_empty() {
-        return Err(malformed(format!("{} trailing bytes after the body", body.len())));
+        tracing::debug!(api = ?request.api_key, version = request.api_version, trailing = body.len(), "ignoring trailing request bytes");
     }
     Ok(decoded)
 }

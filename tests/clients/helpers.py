@@ -1,0 +1,41 @@
+"""Small helpers shared by the client tests."""
+
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def create_topic(bootstrap, name, partitions, config=None):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, config=config or {})], request_timeout=15)
+    futures[name].result(timeout=30)
+
+
+def consume_all(bootstrap, topic, partitions, expected, timeout_s=60, **extra):
+    """Reads every partition from offset 0 with manual assignment until `expected`
+    messages arrived; returns the messages."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "unused-manual-assignment",
+        "enable.auto.commit": False,
+        "fetch.wait.max.ms": 100,
+        **extra,
+    })
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    messages = []
+    deadline = time.time() + timeout_s
+    try:
+        while len(messages) < expected and time.time() < deadline:
+            batch = consumer.consume(num_messages=10_000, timeout=0.5)
+            for m in batch:
+                if m.error():
+                    raise AssertionError(f"consume error: {m.error()}")
+                messages.append(m)
+    finally:
+        consumer.close()
+    return messages
+
+
+def producer(bootstrap, **extra):
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all", **extra})

@@ -383,3 +383,53 @@ fn background_retention_task_deletes_expired_segments() {
         assert_eq!(log.offsets().log_start.offset(), Offset(7));
     });
 }
+
+fn idempotent(producer_id: i64, epoch: i16, sequence: i32, records: usize) -> bytes::BytesMut {
+    let mut bytes = batch(records, 20, sequence as u64, 1);
+    bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
+    bytes[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+#[test]
+fn idempotent_producer_duplicates_gaps_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let log = PartitionLog::open(&path, LogConfig::default(), StorageEnv::default()).await.unwrap();
+        assert_eq!(log.append(idempotent(9, 0, 0, 3)).await.unwrap().base_offset, Offset(0));
+        assert_eq!(log.append(idempotent(9, 0, 3, 2)).await.unwrap().base_offset, Offset(3));
+        let retry = log.append(idempotent(9, 0, 0, 3)).await;
+        assert!(matches!(retry, Err(AppendError::Duplicate { base_offset: Offset(0), .. })), "{retry:?}");
+        let gap = log.append(idempotent(9, 0, 9, 1)).await;
+        assert!(matches!(gap, Err(AppendError::OutOfOrderSequence { expected: 5, received: 9 })), "{gap:?}");
+        assert_eq!(log.offsets().log_end.offset(), Offset(5), "neither was written");
+        log.close().await.unwrap();
+
+        // Clean restart: the snapshot carries the state.
+        let log = PartitionLog::open(&path, LogConfig::default(), StorageEnv::default()).await.unwrap();
+        assert!(matches!(
+            log.append(idempotent(9, 0, 3, 2)).await,
+            Err(AppendError::Duplicate { base_offset: Offset(3), .. })
+        ));
+        assert_eq!(log.append(idempotent(9, 0, 5, 1)).await.unwrap().base_offset, Offset(5));
+        let fenced = log.append(idempotent(9, 0, 6, 1)).await;
+        assert!(fenced.is_ok());
+        log.append(idempotent(9, 1, 0, 1)).await.unwrap();
+        assert!(matches!(
+            log.append(idempotent(9, 0, 7, 1)).await,
+            Err(AppendError::ProducerFenced { current_epoch: 1 })
+        ));
+        drop(log); // no close: like a crash, the state is rebuilt from the active segment
+
+        let log = PartitionLog::open(&path, LogConfig::default(), StorageEnv::default()).await.unwrap();
+        assert!(matches!(
+            log.append(idempotent(9, 1, 0, 1)).await,
+            Err(AppendError::Duplicate { base_offset: Offset(7), .. })
+        ));
+        assert_eq!(log.append(idempotent(9, 1, 1, 1)).await.unwrap().base_offset, Offset(8));
+    });
+}

@@ -14,6 +14,9 @@ use crate::storage::{AppendError, Offset, ReadError, StorageError};
 use super::context::ShardContext;
 use super::mesh::{ProduceOutcome, ReadOutcome, ShardRequest};
 
+/// How long a retried duplicate waits for its original to become durable.
+const DUPLICATE_WAIT: Duration = Duration::from_secs(30);
+
 pub async fn execute(ctx: Rc<ShardContext>, request: ShardRequest) {
     match request {
         ShardRequest::Produce { topic, partition, records, producer: _, reply } => {
@@ -84,6 +87,28 @@ async fn produce(ctx: &ShardContext, topic: &str, partition: i32, records: bytes
         }
         Err(AppendError::Storage(error)) => {
             outcome.error_code = storage_error_code(&error);
+            outcome.error_message = Some(error.to_string());
+        }
+        Err(AppendError::Duplicate { base_offset, last_offset }) => {
+            // A retry of a batch already in the log: answer with its original offsets
+            // once it is durable (the original may still be in flight).
+            let durable = log.wait_for_high_watermark_beyond(last_offset);
+            let timeout = glommio::timer::sleep(DUPLICATE_WAIT);
+            let _ = select(Box::pin(durable), Box::pin(timeout)).await;
+            if log.offsets().high_watermark.offset() > last_offset {
+                outcome.base_offset = base_offset.value();
+                outcome.log_start_offset = log.offsets().log_start.value();
+            } else {
+                outcome.error_code = ResponseError::RequestTimedOut.code();
+                outcome.error_message = Some("the original of this retried batch is not durable yet".into());
+            }
+        }
+        Err(error @ AppendError::OutOfOrderSequence { .. }) => {
+            outcome.error_code = ResponseError::OutOfOrderSequenceNumber.code();
+            outcome.error_message = Some(error.to_string());
+        }
+        Err(error @ AppendError::ProducerFenced { .. }) => {
+            outcome.error_code = ResponseError::InvalidProducerEpoch.code();
             outcome.error_message = Some(error.to_string());
         }
     }

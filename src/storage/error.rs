@@ -51,6 +51,13 @@ pub enum AppendError {
     InvalidBatch(#[from] BatchError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// An idempotent producer retried a batch that is already in the log.
+    #[error("duplicate of the batch at offsets {base_offset}..={last_offset}")]
+    Duplicate { base_offset: Offset, last_offset: Offset },
+    #[error("out of order sequence number: expected {expected}, received {received}")]
+    OutOfOrderSequence { expected: i32, received: i32 },
+    #[error("producer epoch is older than the current epoch {current_epoch}: fenced")]
+    ProducerFenced { current_epoch: i16 },
 }
 
 /// Why a read failed.

@@ -25,6 +25,7 @@ use super::config::{LogConfig, TimestampType};
 use super::disk::{SegmentFile, StorageEnv};
 use super::error::{AppendError, ReadError, StorageError};
 use super::offset::{LogOffsets, LogStartOffset, Offset};
+use super::producer_state::{ProducerStates, SequenceCheck};
 use super::segment::{self, read_batches, Segment, SegmentReadError, LOG_SUFFIX};
 use super::tail_cache::{CachedBatch, TailCache};
 use super::writer::{self, PendingWrite, WriterQueue};
@@ -58,6 +59,8 @@ pub(crate) struct LogState {
     pub next_watcher_id: u64,
     /// `close` has begun: no new appends, queued ones are still written.
     pub closing: bool,
+    /// Idempotent producers' recent batches (see `producer_state`).
+    pub producers: ProducerStates,
     /// Serializes writes of the log-start checkpoint (DeleteRecords, retention).
     pub checkpoint_gate: Rc<glommio::sync::Semaphore>,
 }
@@ -192,6 +195,19 @@ impl PartitionLog {
             return Err(StorageError::Closed.into());
         }
         let header = validate_batch(&batch, state.config.max_message_bytes)?;
+        match state.producers.check(&header) {
+            SequenceCheck::Append => {}
+            SequenceCheck::Duplicate(original) => {
+                return Err(AppendError::Duplicate {
+                    base_offset: original.base_offset,
+                    last_offset: original.last_offset,
+                })
+            }
+            SequenceCheck::OutOfOrder { expected, received } => {
+                return Err(AppendError::OutOfOrderSequence { expected, received })
+            }
+            SequenceCheck::Fenced { current_epoch } => return Err(AppendError::ProducerFenced { current_epoch }),
+        }
 
         if should_roll(state, &header, now_ms) {
             let base = state.log_end;
@@ -200,6 +216,7 @@ impl PartitionLog {
         }
 
         let base_offset = state.log_end;
+        state.producers.record(&header, base_offset);
         record_batch::set_base_offset(&mut batch, base_offset.value());
         let log_append_time_ms = match state.config.timestamp_type {
             TimestampType::LogAppendTime => {
@@ -528,6 +545,14 @@ impl PartitionLog {
             wake_watchers(&mut state);
             file
         };
+        let (producers, log_end) = {
+            let state = self.shared.state.borrow();
+            (state.producers.encode(state.log_end), state.log_end)
+        };
+        let snapshot = self.shared.dir.join(super::recovery::PRODUCER_SNAPSHOT);
+        if let Err(error) = super::disk::write_file_atomic(&snapshot, &producers, &self.shared.env).await {
+            tracing::warn!(path = %snapshot.display(), %log_end, %error, "could not save producer state; it will be rebuilt");
+        }
         if let Some((file, size)) = active_file {
             let result = async {
                 file.sync_data().await?;

@@ -5,6 +5,7 @@
 //! writer.rs     group commit: one DMA write + one fdatasync per round of appends
 //! segment.rs    a segment file: naming, scanning, reading whole batches
 //! index.rs      sparse offset and time indexes
+//! producer_state.rs idempotent producers' sequences (duplicates, gaps, fencing)
 //! recovery.rs   open: torn-tail recovery, lazy index load/rebuild, log start checkpoint
 //! retention.rs  deleting closed segments by age / size / log start
 //! tail_cache.rs recent batches in memory for tailing readers
@@ -25,6 +26,7 @@ pub mod error;
 pub mod index;
 pub mod log;
 pub mod offset;
+pub mod producer_state;
 pub mod recovery;
 pub mod retention;
 pub mod segment;

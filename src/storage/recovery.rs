@@ -28,6 +28,7 @@ use super::error::StorageError;
 use super::index::SegmentIndex;
 use super::log::{Health, LogShared, LogState, PartitionLog};
 use super::offset::Offset;
+use super::producer_state::ProducerStates;
 use super::segment::{
     self, parse_segment_name, scan, Segment, TailWriter, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
 };
@@ -36,6 +37,8 @@ use super::writer::WriterQueue;
 
 /// File holding the log start offset moved by DeleteRecords (8 bytes BE + CRC-32C).
 pub const LOG_START_CHECKPOINT: &str = "log-start-offset";
+/// Idempotent producer state written on clean close (see `producer_state`).
+pub const PRODUCER_SNAPSHOT: &str = "producer-state";
 
 struct FoundSegment {
     base: Offset,
@@ -60,6 +63,7 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
     }
 
     let mut segments = VecDeque::with_capacity(found.len().max(1));
+    let mut producers = ProducerStates::default();
     let (log_end, high_watermark) = match found.last() {
         None => {
             let start = checkpoint.unwrap_or(Offset(0));
@@ -70,12 +74,25 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
             for pair in found.windows(2) {
                 segments.push_back(Segment::new_closed(pair[0].base, pair[1].base, pair[0].size, pair[0].modified_ms));
             }
-            let active = recover_tail(dir, tail, &env, now_ms).await?;
+            let active = recover_tail(dir, tail, &env, now_ms, &mut producers).await?;
             let end = active.next_offset;
             segments.push_back(active);
             (end, end)
         }
     };
+    // A snapshot from a clean close that ends exactly at the recovered log end covers
+    // every producer; otherwise keep what the tail scan rebuilt.
+    if let Some(bytes) = read_small_file(&dir.join(PRODUCER_SNAPSHOT)).await.map_err(|e| StorageError::io(dir, e))? {
+        match ProducerStates::decode(&bytes) {
+            Some((as_of, snapshot)) if as_of == log_end => producers = snapshot,
+            Some(_) => {
+                tracing::info!(dir = %dir.display(), "producer snapshot is stale; using the state rebuilt from the log")
+            }
+            None => {
+                tracing::warn!(dir = %dir.display(), "producer snapshot is damaged; using the state rebuilt from the log")
+            }
+        }
+    }
     let first_base = segments.front().map(|s| s.base_offset).unwrap_or_default();
     let mut log_start = checkpoint.map_or(first_base, |c| c.max(first_base));
     if log_start > high_watermark {
@@ -92,6 +109,7 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
         health: Health::Healthy,
         writer: WriterQueue::new(log_end),
         roll_requested: false,
+        producers,
         watchers: Vec::new(),
         next_watcher_id: 0,
         closing: false,
@@ -131,7 +149,13 @@ async fn list_segments(dir: &Path) -> io::Result<Vec<FoundSegment>> {
 }
 
 /// Scans the last segment, cuts a torn or corrupt tail and rebuilds its index in memory.
-async fn recover_tail(dir: &Path, tail: &FoundSegment, env: &StorageEnv, now_ms: i64) -> Result<Segment, StorageError> {
+async fn recover_tail(
+    dir: &Path,
+    tail: &FoundSegment,
+    env: &StorageEnv,
+    now_ms: i64,
+    producers: &mut ProducerStates,
+) -> Result<Segment, StorageError> {
     let path = segment::segment_path(dir, tail.base, LOG_SUFFIX);
     let io_error = |e| StorageError::io(&path, e);
     let file = Rc::new(SegmentFile::open(&path, env).await.map_err(io_error)?);
@@ -141,6 +165,7 @@ async fn recover_tail(dir: &Path, tail: &FoundSegment, env: &StorageEnv, now_ms:
     let outcome = scan(&file, tail.base, 0, tail.base, file_size, |header, position| {
         let relative = (header.base_offset - tail.base.value()) as u32;
         first_timestamp.get_or_insert(header.max_timestamp);
+        producers.record(header, Offset(header.base_offset));
         index.on_batch(relative, position as u32, header.total_bytes as u32, header.max_timestamp);
     })
     .await

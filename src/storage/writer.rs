@@ -561,4 +561,5 @@ fn roll_back_to(state: &mut LogState, written: Offset) {
     }
     state.log_end = written;
     state.cache.truncate_from(written);
+    state.producers.forget_from(written);
 }

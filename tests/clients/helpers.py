@@ -39,3 +39,29 @@ def consume_all(bootstrap, topic, partitions, expected, timeout_s=60, **extra):
 
 def producer(bootstrap, **extra):
     return Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all", **extra})
+
+
+def consume_to_end(bootstrap, topic, partitions, timeout_s=60):
+    """Reads every partition from offset 0 up to its high watermark as of the start."""
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "unused-manual-assignment",
+        "enable.auto.commit": False,
+        "fetch.wait.max.ms": 100,
+    })
+    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    messages = []
+    positions = {p: 0 for p in range(partitions)}
+    deadline = time.time() + timeout_s
+    try:
+        while any(positions[p] < ends[p] for p in ends) and time.time() < deadline:
+            for m in consumer.consume(num_messages=10_000, timeout=0.5):
+                if m.error():
+                    raise AssertionError(f"consume error: {m.error()}")
+                messages.append(m)
+                positions[m.partition()] = m.offset() + 1
+    finally:
+        consumer.close()
+    assert all(positions[p] >= ends[p] for p in ends), f"did not reach the end: {positions} vs {ends}"
+    return messages

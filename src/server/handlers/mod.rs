@@ -14,6 +14,7 @@ pub mod api_versions;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -40,6 +41,7 @@ pub const SUPPORTED: &[ApiSupport] = &[
     list_offsets::SUPPORT,
     create_topics::SUPPORT,
     delete_topics::SUPPORT,
+    init_producer_id::SUPPORT,
 ];
 
 pub fn support_for(key: ApiKey) -> Option<ApiSupport> {
@@ -59,6 +61,7 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, request: Request) -> Result<Option
         ApiKey::ListOffsets => list_offsets::handle(ctx, &request).await.map(Some),
         ApiKey::CreateTopics => create_topics::handle(ctx, &request).await.map(Some),
         ApiKey::DeleteTopics => delete_topics::handle(ctx, &request).await.map(Some),
+        ApiKey::InitProducerId => init_producer_id::handle(ctx, &request).await.map(Some),
         other => unreachable!("{other:?} is in SUPPORTED without a handler"),
     }
 }
@@ -73,6 +76,7 @@ pub fn decode_any(request: &Request) -> Result<(), FrameError> {
         ApiKey::ListOffsets => decode_body::<ListOffsetsRequest>(request).map(drop),
         ApiKey::CreateTopics => decode_body::<CreateTopicsRequest>(request).map(drop),
         ApiKey::DeleteTopics => decode_body::<DeleteTopicsRequest>(request).map(drop),
+        ApiKey::InitProducerId => decode_body::<InitProducerIdRequest>(request).map(drop),
         _ => Ok(()),
     }
 }

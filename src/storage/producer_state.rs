@@ -1,0 +1,273 @@
+//! Idempotent-producer state of one partition: for each producer id, its epoch and its
+//! last five batches' sequence ranges and offsets (Kafka keeps five, matching
+//! `max.in.flight.requests.per.connection <= 5` for idempotent producers).
+//!
+//! Checked when a batch is appended: a retried batch (same epoch and sequence range) is
+//! a duplicate and is answered with its original offsets, not written twice; a gap in
+//! sequence numbers is OUT_OF_ORDER_SEQUENCE_NUMBER; an older epoch is fenced.
+//!
+//! Survives restarts: a snapshot is written on clean close and used when the log ends
+//! exactly where the snapshot was taken; otherwise (after a crash) the state is rebuilt
+//! from the batches of the active segment, which recovery scans anyway. A producer last
+//! seen only in older segments is then unknown, and its next batch is accepted as is.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::protocol::record_batch::BatchHeader;
+
+use super::offset::Offset;
+
+/// Batches remembered per producer.
+pub const PRODUCER_BATCHES_MAX: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub first_sequence: i32,
+    pub last_sequence: i32,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ProducerEntry {
+    epoch: i16,
+    batches: VecDeque<ProducerBatch>,
+}
+
+/// What to do with an incoming idempotent batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// Not idempotent, or the next batch in sequence: append it.
+    Append,
+    /// Already written: answer with these offsets.
+    Duplicate(ProducerBatch),
+    OutOfOrder {
+        expected: i32,
+        received: i32,
+    },
+    /// The producer's epoch is older than one already seen: a newer instance fenced it.
+    Fenced {
+        current_epoch: i16,
+    },
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProducerStates {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+fn last_sequence(header: &BatchHeader) -> i32 {
+    // Sequences wrap at i32::MAX back to 0.
+    ((i64::from(header.base_sequence) + i64::from(header.last_offset_delta)) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+fn next_sequence(sequence: i32) -> i32 {
+    if sequence == i32::MAX {
+        0
+    } else {
+        sequence + 1
+    }
+}
+
+impl ProducerStates {
+    pub fn is_idempotent(header: &BatchHeader) -> bool {
+        header.producer_id >= 0 && header.base_sequence >= 0
+    }
+
+    pub fn check(&self, header: &BatchHeader) -> SequenceCheck {
+        if !Self::is_idempotent(header) {
+            return SequenceCheck::Append;
+        }
+        let Some(entry) = self.producers.get(&header.producer_id) else {
+            return SequenceCheck::Append;
+        };
+        if header.producer_epoch < entry.epoch {
+            return SequenceCheck::Fenced { current_epoch: entry.epoch };
+        }
+        if header.producer_epoch > entry.epoch {
+            // A new epoch starts over at sequence 0 (KIP-360 epoch bump).
+            return if header.base_sequence == 0 {
+                SequenceCheck::Append
+            } else {
+                SequenceCheck::OutOfOrder { expected: 0, received: header.base_sequence }
+            };
+        }
+        let last = last_sequence(header);
+        if let Some(batch) =
+            entry.batches.iter().find(|b| b.first_sequence == header.base_sequence && b.last_sequence == last)
+        {
+            return SequenceCheck::Duplicate(*batch);
+        }
+        match entry.batches.back() {
+            Some(previous) if header.base_sequence != next_sequence(previous.last_sequence) => {
+                SequenceCheck::OutOfOrder {
+                    expected: next_sequence(previous.last_sequence),
+                    received: header.base_sequence,
+                }
+            }
+            _ => SequenceCheck::Append,
+        }
+    }
+
+    /// Remembers a batch appended at `base_offset`.
+    pub fn record(&mut self, header: &BatchHeader, base_offset: Offset) {
+        if !Self::is_idempotent(header) {
+            return;
+        }
+        let entry = self
+            .producers
+            .entry(header.producer_id)
+            .or_insert_with(|| ProducerEntry { epoch: header.producer_epoch, batches: VecDeque::new() });
+        if header.producer_epoch != entry.epoch {
+            entry.epoch = header.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.batches.push_back(ProducerBatch {
+            first_sequence: header.base_sequence,
+            last_sequence: last_sequence(header),
+            base_offset,
+            last_offset: Offset(base_offset.value() + i64::from(header.last_offset_delta)),
+        });
+        while entry.batches.len() > PRODUCER_BATCHES_MAX {
+            entry.batches.pop_front();
+        }
+    }
+
+    /// Forgets batches at or after `offset` (they were rolled back, never acknowledged).
+    pub fn forget_from(&mut self, offset: Offset) {
+        for entry in self.producers.values_mut() {
+            entry.batches.retain(|b| b.base_offset < offset);
+        }
+        self.producers.retain(|_, entry| !entry.batches.is_empty());
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    /// Snapshot: `[as_of i64][count u32]` then per producer `[id i64][epoch i16][n u8]`
+    /// and n x `[first i32][last i32][base i64][last_offset i64]`, then a CRC-32C.
+    pub fn encode(&self, as_of: Offset) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&as_of.value().to_be_bytes());
+        out.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
+        for (id, entry) in &self.producers {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&entry.epoch.to_be_bytes());
+            out.push(entry.batches.len() as u8);
+            for b in &entry.batches {
+                out.extend_from_slice(&b.first_sequence.to_be_bytes());
+                out.extend_from_slice(&b.last_sequence.to_be_bytes());
+                out.extend_from_slice(&b.base_offset.value().to_be_bytes());
+                out.extend_from_slice(&b.last_offset.value().to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// Decodes a snapshot; `None` if it is damaged.
+    pub fn decode(bytes: &[u8]) -> Option<(Offset, ProducerStates)> {
+        let (body, crc) = bytes.split_at(bytes.len().checked_sub(4)?);
+        if crc32c::crc32c(body).to_be_bytes() != crc {
+            return None;
+        }
+        let mut reader = Reader(body);
+        let as_of = Offset(reader.i64()?);
+        let count = reader.u32()?;
+        let mut states = ProducerStates::default();
+        for _ in 0..count {
+            let id = reader.i64()?;
+            let epoch = reader.i16()?;
+            let n = reader.u8()?;
+            let mut batches = VecDeque::new();
+            for _ in 0..n {
+                batches.push_back(ProducerBatch {
+                    first_sequence: reader.i32()?,
+                    last_sequence: reader.i32()?,
+                    base_offset: Offset(reader.i64()?),
+                    last_offset: Offset(reader.i64()?),
+                });
+            }
+            states.producers.insert(id, ProducerEntry { epoch, batches });
+        }
+        reader.0.is_empty().then_some((as_of, states))
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_at_checked(N)?;
+        self.0 = rest;
+        head.try_into().ok()
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|b| b[0])
+    }
+    fn i16(&mut self) -> Option<i16> {
+        self.take().map(i16::from_be_bytes)
+    }
+    fn i32(&mut self) -> Option<i32> {
+        self.take().map(i32::from_be_bytes)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_be_bytes)
+    }
+    fn i64(&mut self) -> Option<i64> {
+        self.take().map(i64::from_be_bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::record_batch::build;
+
+    fn header(producer_id: i64, epoch: i16, sequence: i32, records: usize) -> BatchHeader {
+        let values: Vec<&[u8]> = (0..records).map(|_| &b"v"[..]).collect();
+        let mut bytes = build::batch(&values, 1);
+        bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
+        bytes[53..57].copy_from_slice(&sequence.to_be_bytes());
+        BatchHeader::parse(&bytes).unwrap()
+    }
+
+    #[test]
+    fn duplicates_gaps_and_fencing() {
+        let mut states = ProducerStates::default();
+        let first = header(7, 0, 0, 3);
+        assert_eq!(states.check(&first), SequenceCheck::Append);
+        states.record(&first, Offset(100));
+        let Some(SequenceCheck::Duplicate(batch)) = Some(states.check(&first)) else { panic!("duplicate") };
+        assert_eq!(batch.base_offset, Offset(100));
+        assert_eq!(states.check(&header(7, 0, 3, 1)), SequenceCheck::Append);
+        assert_eq!(states.check(&header(7, 0, 5, 1)), SequenceCheck::OutOfOrder { expected: 3, received: 5 });
+        states.record(&header(7, 1, 0, 1), Offset(103));
+        assert_eq!(states.check(&header(7, 0, 4, 1)), SequenceCheck::Fenced { current_epoch: 1 });
+        assert_eq!(states.check(&header(7, 2, 3, 1)), SequenceCheck::OutOfOrder { expected: 0, received: 3 });
+        assert_eq!(states.check(&header(-1, -1, -1, 1)), SequenceCheck::Append, "not idempotent");
+    }
+
+    #[test]
+    fn snapshot_round_trip_and_rollback() {
+        let mut states = ProducerStates::default();
+        for n in 0..8 {
+            states.record(&header(1, 0, n, 1), Offset(i64::from(n)));
+        }
+        states.record(&header(2, 3, 0, 2), Offset(8));
+        let bytes = states.encode(Offset(10));
+        let (as_of, decoded) = ProducerStates::decode(&bytes).unwrap();
+        assert_eq!((as_of, &decoded), (Offset(10), &states));
+        assert!(ProducerStates::decode(&bytes[..bytes.len() - 1]).is_none());
+        states.forget_from(Offset(6));
+        assert_eq!(states.check(&header(1, 0, 6, 1)), SequenceCheck::Append, "rolled back batch may be retried");
+        assert_eq!(states.len(), 1);
+    }
+}

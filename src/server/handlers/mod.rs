@@ -10,10 +10,16 @@ use crate::shard::ShardContext;
 
 use super::frame::{decode_body, FrameError, Request};
 
+pub mod alter_configs;
 pub mod api_versions;
+pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
 pub mod fetch;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
@@ -42,6 +48,12 @@ pub const SUPPORTED: &[ApiSupport] = &[
     create_topics::SUPPORT,
     delete_topics::SUPPORT,
     init_producer_id::SUPPORT,
+    describe_configs::SUPPORT,
+    alter_configs::SUPPORT,
+    incremental_alter_configs::SUPPORT,
+    create_partitions::SUPPORT,
+    delete_records::SUPPORT,
+    describe_cluster::SUPPORT,
 ];
 
 pub fn support_for(key: ApiKey) -> Option<ApiSupport> {
@@ -62,6 +74,12 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, request: Request) -> Result<Option
         ApiKey::CreateTopics => create_topics::handle(ctx, &request).await.map(Some),
         ApiKey::DeleteTopics => delete_topics::handle(ctx, &request).await.map(Some),
         ApiKey::InitProducerId => init_producer_id::handle(ctx, &request).await.map(Some),
+        ApiKey::DescribeConfigs => describe_configs::handle(ctx, &request).await.map(Some),
+        ApiKey::AlterConfigs => alter_configs::handle(ctx, &request).await.map(Some),
+        ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(ctx, &request).await.map(Some),
+        ApiKey::CreatePartitions => create_partitions::handle(ctx, &request).await.map(Some),
+        ApiKey::DeleteRecords => delete_records::handle(ctx, &request).await.map(Some),
+        ApiKey::DescribeCluster => describe_cluster::handle(ctx, &request).await.map(Some),
         other => unreachable!("{other:?} is in SUPPORTED without a handler"),
     }
 }
@@ -77,6 +95,12 @@ pub fn decode_any(request: &Request) -> Result<(), FrameError> {
         ApiKey::CreateTopics => decode_body::<CreateTopicsRequest>(request).map(drop),
         ApiKey::DeleteTopics => decode_body::<DeleteTopicsRequest>(request).map(drop),
         ApiKey::InitProducerId => decode_body::<InitProducerIdRequest>(request).map(drop),
+        ApiKey::DescribeConfigs => decode_body::<DescribeConfigsRequest>(request).map(drop),
+        ApiKey::AlterConfigs => decode_body::<AlterConfigsRequest>(request).map(drop),
+        ApiKey::IncrementalAlterConfigs => decode_body::<IncrementalAlterConfigsRequest>(request).map(drop),
+        ApiKey::CreatePartitions => decode_body::<CreatePartitionsRequest>(request).map(drop),
+        ApiKey::DeleteRecords => decode_body::<DeleteRecordsRequest>(request).map(drop),
+        ApiKey::DescribeCluster => decode_body::<DescribeClusterRequest>(request).map(drop),
         _ => Ok(()),
     }
 }

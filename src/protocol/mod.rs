@@ -4,4 +4,5 @@
 //! and patched here without decoding their records, so a produced batch is stored and
 //! served byte for byte as the client sent it.
 
+pub mod fetch_response;
 pub mod record_batch;

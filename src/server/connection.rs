@@ -27,7 +27,7 @@ use super::listener::ShutdownSignal;
 
 const READ_CHUNK_BYTES: usize = 64 << 10;
 
-type Pending = glommio::Task<Result<Option<Bytes>, FrameError>>;
+type Pending = glommio::Task<Result<handlers::Response, FrameError>>;
 
 pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, shutdown: Rc<ShutdownSignal>) {
     let _ = stream.set_nodelay(true);
@@ -38,9 +38,16 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
     let writer_task = glommio::spawn_local(async move {
         while let Some(pending) = responses.recv().await {
             match pending.await {
-                Ok(Some(bytes)) => {
-                    if let Err(error) = writer.write_all(&bytes).await {
-                        tracing::debug!(%peer, %error, "client went away while we wrote");
+                Ok(Some(chunks)) => {
+                    let mut failed = false;
+                    for chunk in &chunks {
+                        if let Err(error) = writer.write_all(chunk).await {
+                            tracing::debug!(%peer, %error, "client went away while we wrote");
+                            failed = true;
+                            break;
+                        }
+                    }
+                    if failed {
                         break;
                     }
                 }
@@ -132,7 +139,7 @@ fn start_request(ctx: &Rc<ShardContext>, frame: Bytes) -> Result<Pending, FrameE
         if api == ApiKey::ApiVersions {
             let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
             let response = api_versions::unsupported_version_response(correlation_id);
-            return Ok(glommio::spawn_local(async move { Ok(Some(response)) }));
+            return Ok(glommio::spawn_local(async move { Ok(Some(vec![response])) }));
         }
         return Err(FrameError::UnsupportedVersion { api, version });
     }

@@ -119,6 +119,38 @@ mod tests {
         }
     }
 
+    /// A well-formed header of a supported API and version, then arbitrary body bytes.
+    fn supported_request() -> impl Strategy<Value = Vec<u8>> {
+        let supported = super::super::handlers::SUPPORTED;
+        (0..supported.len(), any::<u16>(), any::<i32>(), proptest::collection::vec(any::<u8>(), 0..256)).prop_map(
+            move |(index, pick, correlation_id, body)| {
+                let api = supported[index];
+                let version = api.min + (pick % (api.max - api.min + 1) as u16) as i16;
+                let mut out = Vec::new();
+                out.extend_from_slice(&(api.key as i16).to_be_bytes());
+                out.extend_from_slice(&version.to_be_bytes());
+                out.extend_from_slice(&correlation_id.to_be_bytes());
+                out.extend_from_slice(&1i16.to_be_bytes());
+                out.push(b'x');
+                if api.key.request_header_version(version) >= 2 {
+                    out.push(0); // no tagged fields
+                }
+                out.extend_from_slice(&body);
+                out
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bodies_of_supported_requests_never_panic(frame in supported_request()) {
+            let (key, version) = peek_api(&frame).unwrap();
+            let api = ApiKey::try_from(key).unwrap();
+            let request = parse_header(Bytes::from(frame), api, version).unwrap();
+            let _ = super::super::handlers::decode_any(&request);
+        }
+    }
+
     #[test]
     fn oversized_and_negative_lengths_are_refused() {
         assert!(frame_length(&[0, 0, 0, 10], 5).is_err());

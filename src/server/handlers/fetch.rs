@@ -6,18 +6,19 @@
 //! again. Response size follows KIP-74: whole batches, at most `max_bytes` in total and
 //! `partition_max_bytes` per partition, except that the first batch is always returned.
 //! Fetch sessions (KIP-227) are answered with session id 0: every fetch is a full fetch.
+//! The response is framed by hand (`protocol::fetch_response`): record batches go out in
+//! the buffers the logs returned, never copied into the response.
 
 use std::rc::Rc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::future::{join_all, select, select_all, Either};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{ApiKey, FetchRequest};
 
 use super::ApiSupport;
-use crate::server::frame::{decode_body, encode_response, FrameError, Request};
+use crate::protocol::fetch_response::{self, FetchPartition, FetchTopic};
+use crate::server::frame::{decode_body, FrameError, Request};
 use crate::shard::mesh::{ReadOutcome, ShardRequest};
 use crate::shard::ShardContext;
 
@@ -59,7 +60,7 @@ async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize) -
     outcomes
 }
 
-pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
+pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Bytes>, FrameError> {
     let body: FetchRequest = decode_body(request)?;
     let metadata = ctx.metadata();
     let mut wanted = Vec::new();
@@ -112,46 +113,36 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
         outcomes = read_all(ctx, &wanted, max_bytes).await;
     }
 
-    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
-    let mut push = |topic: &str, data: PartitionData| match topics.last_mut() {
-        Some(last) if last.topic.0.as_str() == topic => last.partitions.push(data),
-        _ => topics.push(
-            FetchableTopicResponse::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partitions(vec![data]),
-        ),
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    let mut push = |topic: &str, data: FetchPartition| match topics.last_mut() {
+        Some(last) if last.name == topic => last.partitions.push(data),
+        _ => topics.push(FetchTopic { name: topic.to_string(), partitions: vec![data] }),
     };
     for (w, outcome) in wanted.iter().zip(outcomes) {
-        let records = match outcome.records.len() {
-            0 => Bytes::new(),
-            1 => outcome.records.into_iter().next().expect("one"),
-            _ => {
-                let mut joined = BytesMut::with_capacity(outcome.records.iter().map(Bytes::len).sum());
-                outcome.records.iter().for_each(|b| joined.extend_from_slice(b));
-                joined.freeze()
-            }
-        };
-        let mut data = PartitionData::default()
-            .with_partition_index(w.partition)
-            .with_error_code(outcome.error_code)
-            .with_high_watermark(outcome.high_watermark)
-            .with_last_stable_offset(outcome.high_watermark)
-            .with_records(Some(records));
-        if request.api_version >= 5 {
-            data.log_start_offset = outcome.log_start_offset;
-        }
-        push(&w.topic, data);
+        push(
+            &w.topic,
+            FetchPartition {
+                partition_index: w.partition,
+                error_code: outcome.error_code,
+                high_watermark: outcome.high_watermark,
+                last_stable_offset: outcome.high_watermark,
+                log_start_offset: outcome.log_start_offset,
+                records: outcome.records,
+            },
+        );
     }
     for w in &unknown {
         push(
             &w.topic,
-            PartitionData::default()
-                .with_partition_index(w.partition)
-                .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                .with_high_watermark(-1)
-                .with_records(Some(Bytes::new())),
+            FetchPartition {
+                partition_index: w.partition,
+                error_code: ResponseError::UnknownTopicOrPartition.code(),
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                records: Vec::new(),
+            },
         );
     }
-    let response = FetchResponse::default().with_session_id(0).with_responses(topics);
-    encode_response(ApiKey::Fetch, request.api_version, request.header.correlation_id, &response)
+    Ok(fetch_response::encode(request.api_version, request.header.correlation_id, &topics))
 }

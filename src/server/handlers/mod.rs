@@ -60,28 +60,36 @@ pub fn support_for(key: ApiKey) -> Option<ApiSupport> {
     SUPPORTED.iter().copied().find(|s| s.key == key)
 }
 
-/// Runs the handler for a parsed request. `Ok(None)`: no response (Produce with acks=0).
-pub async fn dispatch(ctx: &Rc<ShardContext>, request: Request) -> Result<Option<Bytes>, FrameError> {
+/// A response as chunks written back to back (Fetch keeps record batches in their own
+/// buffers); `None` means no response (Produce with acks=0).
+pub type Response = Option<Vec<Bytes>>;
+
+/// Runs the handler for a parsed request.
+pub async fn dispatch(ctx: &Rc<ShardContext>, request: Request) -> Result<Response, FrameError> {
     let support = support_for(request.api_key)
         .filter(|s| (s.min..=s.max).contains(&request.api_version))
         .ok_or(FrameError::UnsupportedVersion { api: request.api_key, version: request.api_version })?;
     match support.key {
-        ApiKey::ApiVersions => api_versions::handle(&request).map(Some),
-        ApiKey::Metadata => metadata::handle(ctx, &request).await.map(Some),
-        ApiKey::Produce => produce::handle(ctx, &request).await,
+        ApiKey::ApiVersions => api_versions::handle(&request).map(one),
+        ApiKey::Metadata => metadata::handle(ctx, &request).await.map(one),
+        ApiKey::Produce => produce::handle(ctx, &request).await.map(|r| r.map(|b| vec![b])),
         ApiKey::Fetch => fetch::handle(ctx, &request).await.map(Some),
-        ApiKey::ListOffsets => list_offsets::handle(ctx, &request).await.map(Some),
-        ApiKey::CreateTopics => create_topics::handle(ctx, &request).await.map(Some),
-        ApiKey::DeleteTopics => delete_topics::handle(ctx, &request).await.map(Some),
-        ApiKey::InitProducerId => init_producer_id::handle(ctx, &request).await.map(Some),
-        ApiKey::DescribeConfigs => describe_configs::handle(ctx, &request).await.map(Some),
-        ApiKey::AlterConfigs => alter_configs::handle(ctx, &request).await.map(Some),
-        ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(ctx, &request).await.map(Some),
-        ApiKey::CreatePartitions => create_partitions::handle(ctx, &request).await.map(Some),
-        ApiKey::DeleteRecords => delete_records::handle(ctx, &request).await.map(Some),
-        ApiKey::DescribeCluster => describe_cluster::handle(ctx, &request).await.map(Some),
+        ApiKey::ListOffsets => list_offsets::handle(ctx, &request).await.map(one),
+        ApiKey::CreateTopics => create_topics::handle(ctx, &request).await.map(one),
+        ApiKey::DeleteTopics => delete_topics::handle(ctx, &request).await.map(one),
+        ApiKey::InitProducerId => init_producer_id::handle(ctx, &request).await.map(one),
+        ApiKey::DescribeConfigs => describe_configs::handle(ctx, &request).await.map(one),
+        ApiKey::AlterConfigs => alter_configs::handle(ctx, &request).await.map(one),
+        ApiKey::IncrementalAlterConfigs => incremental_alter_configs::handle(ctx, &request).await.map(one),
+        ApiKey::CreatePartitions => create_partitions::handle(ctx, &request).await.map(one),
+        ApiKey::DeleteRecords => delete_records::handle(ctx, &request).await.map(one),
+        ApiKey::DescribeCluster => describe_cluster::handle(ctx, &request).await.map(one),
         other => unreachable!("{other:?} is in SUPPORTED without a handler"),
     }
+}
+
+fn one(bytes: Bytes) -> Response {
+    Some(vec![bytes])
 }
 
 /// Decodes the body of any supported request (used by the decoder property test).

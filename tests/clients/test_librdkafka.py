@@ -111,3 +111,14 @@ def test_unknown_topic_and_bad_partition_are_errors_not_hangs(broker):
         errors.append(error.args[0])
     p.flush(10)
     assert len(errors) == 1 and errors[0] is not None, "a partition that does not exist is an error"
+
+
+def test_acks_zero_and_acks_one_are_written(broker):
+    create_topic(broker.bootstrap, "acks", 2)
+    for acks, start in (("0", 0), ("1", 5_000)):
+        p = producer(broker.bootstrap, acks=acks)
+        for i in range(start, start + 5_000):
+            p.produce("acks", value=f"{i}".encode(), partition=i % 2)
+        assert p.flush(30) == 0
+    messages = consume_all(broker.bootstrap, "acks", 2, 10_000)
+    assert sorted(int(m.value()) for m in messages) == list(range(10_000))

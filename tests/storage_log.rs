@@ -433,3 +433,39 @@ fn idempotent_producer_duplicates_gaps_and_restarts() {
         assert_eq!(log.append(idempotent(9, 1, 1, 1)).await.unwrap().base_offset, Offset(8));
     });
 }
+
+#[test]
+fn a_wrong_middle_index_entry_is_rebuilt_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    let config = LogConfig { segment_bytes: 64 << 10, tail_cache_bytes: 0, ..LogConfig::default() };
+    let writer_path = path.clone();
+    let writer_config = config.clone();
+    let expected = run(move || async move {
+        let log = PartitionLog::open(&writer_path, writer_config, StorageEnv::default()).await.unwrap();
+        for n in 0..100 {
+            log.append(batch(2, 1000, n, 1)).await.unwrap();
+        }
+        let all = read_all(&log, Offset(0)).await;
+        log.close().await.unwrap();
+        all
+    });
+    // Shift the fourth entry of the first segment's offset index one batch forward: still
+    // ordered and in bounds (so it loads), but it now skips a batch.
+    let index_path = path.join(format!("{:020}.index", 0));
+    let mut index = std::fs::read(&index_path).unwrap();
+    assert!(index.len() >= 5 * 8, "enough entries to damage one in the middle");
+    let entry = 3 * 8;
+    let relative = u32::from_be_bytes(index[entry..entry + 4].try_into().unwrap());
+    let position = u32::from_be_bytes(index[entry + 4..entry + 8].try_into().unwrap());
+    let batch_bytes = expected[1].1.len() as u32;
+    index[entry + 4..entry + 8].copy_from_slice(&(position + batch_bytes).to_be_bytes());
+    std::fs::write(&index_path, &index).unwrap();
+    run(move || async move {
+        let log = PartitionLog::open(&path, config, StorageEnv::default()).await.unwrap();
+        let read = log.read(Offset(i64::from(relative)), 1).await.expect("rebuilt index serves the read");
+        let bytes = concat(&read.records);
+        assert_eq!(iter_batches(&bytes).next().unwrap().0.base_offset, i64::from(relative));
+        assert_eq!(read_all(&log, Offset(0)).await, expected, "every batch still readable");
+    });
+}

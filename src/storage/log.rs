@@ -284,16 +284,30 @@ impl PartitionLog {
             (segment.base_offset, state.high_watermark, offsets)
         };
         let (segment_base, high_watermark, offsets) = plan;
-        let (file, position, end) = self.prepare_segment_read(segment_base, offset).await?;
-        match read_batches(&file, position, end, offset, high_watermark, max_bytes).await {
-            Ok(bytes) if bytes.is_empty() => Err(self
-                .take_offline(format!("segment {segment_base} has no batch for offset {offset} below its end"))
-                .into()),
-            Ok(bytes) => Ok(LogRead { records: vec![bytes], offsets }),
-            Err(SegmentReadError::Io(error)) => Err(StorageError::io(file.path(), error).into()),
-            Err(SegmentReadError::Corrupt { position, reason }) => Err(self
-                .take_offline(format!("segment {segment_base} is corrupt at position {position}: {reason}"))
-                .into()),
+        let mut rebuilt = false;
+        loop {
+            let (file, position, end) = self.prepare_segment_read(segment_base, offset).await?;
+            let problem = match read_batches(&file, position, end, offset, high_watermark, max_bytes).await {
+                Ok(bytes) if bytes.is_empty() => {
+                    format!("segment {segment_base} has no batch for offset {offset} below its end")
+                }
+                Ok(bytes) => return Ok(LogRead { records: vec![bytes], offsets }),
+                Err(SegmentReadError::Io(error)) => return Err(StorageError::io(file.path(), error).into()),
+                Err(SegmentReadError::Corrupt { position, reason }) => {
+                    format!("segment {segment_base} is corrupt at position {position}: {reason}")
+                }
+            };
+            // A damaged index can point into the middle of the data. For a closed segment,
+            // rebuild the index from the segment once; if the data itself is bad, the
+            // rebuild's scan says so and the partition goes offline.
+            let closed = self.with_segment(segment_base, |s| s.closed)?;
+            if rebuilt || !closed {
+                return Err(self.take_offline(problem).into());
+            }
+            tracing::warn!(dir = %self.shared.dir.display(), %problem, "rebuilding the segment's index and retrying");
+            self.with_segment_mut(segment_base, |s| s.index = None)?;
+            self.ensure_index_from(segment_base, false).await?;
+            rebuilt = true;
         }
     }
 
@@ -328,13 +342,27 @@ impl PartitionLog {
 
     /// Loads (or rebuilds) a closed segment's index if it is not in memory.
     pub(crate) async fn ensure_index(&self, segment_base: Offset) -> Result<(), StorageError> {
+        self.ensure_index_from(segment_base, true).await
+    }
+
+    /// Like `ensure_index`; with `trust_files == false` the index files are ignored and
+    /// the index is rebuilt by scanning the segment.
+    async fn ensure_index_from(&self, segment_base: Offset, trust_files: bool) -> Result<(), StorageError> {
         if self.with_segment(segment_base, |s| s.index.is_some())? {
             return Ok(());
         }
         let file = self.segment_file(segment_base).await?;
         let (size, next_offset) = self.with_segment(segment_base, |s| (s.size, s.next_offset))?;
-        match super::recovery::load_index(&self.shared.dir, &file, segment_base, next_offset, size, &self.shared.env)
-            .await
+        match super::recovery::load_index(
+            &self.shared.dir,
+            &file,
+            segment_base,
+            next_offset,
+            size,
+            &self.shared.env,
+            trust_files,
+        )
+        .await
         {
             Ok(index) => {
                 self.with_segment_mut(segment_base, |s| {

@@ -224,12 +224,19 @@ pub(crate) async fn load_index(
     next_offset: Offset,
     size: u64,
     env: &StorageEnv,
+    trust_files: bool,
 ) -> Result<SegmentIndex, IndexLoadError> {
     let offset_path = segment::segment_path(dir, base, OFFSET_INDEX_SUFFIX);
     let time_path = segment::segment_path(dir, base, TIME_INDEX_SUFFIX);
     let relative_end = (next_offset.value() - base.value()) as u64;
-    let offsets = read_small_file(&offset_path).await.map_err(IndexLoadError::Io)?;
-    let times = read_small_file(&time_path).await.map_err(IndexLoadError::Io)?;
+    let (offsets, times) = if trust_files {
+        (
+            read_small_file(&offset_path).await.map_err(IndexLoadError::Io)?,
+            read_small_file(&time_path).await.map_err(IndexLoadError::Io)?,
+        )
+    } else {
+        (None, None)
+    };
     if let (Some(offsets), Some(times)) = (offsets, times) {
         match SegmentIndex::decode(&offsets, &times, size, relative_end) {
             Ok(index) if last_entry_matches(file, base, &index, size).await.map_err(IndexLoadError::Io)? => {

@@ -8,10 +8,12 @@
 //! - [`server`]: the Kafka protocol front end: listener, connections, one handler per API.
 //! - [`metadata`]: topics and configs (single writer on shard 0, persisted with rkyv).
 //! - [`config`]: `tern serve` settings and limits.
+//! - [`group`]: consumer groups (the sans-I/O state machine so far).
 //!
 //! See `../shared/DESIGN.md` in the project workspace for the intended architecture.
 
 pub mod config;
+pub mod group;
 pub mod metadata;
 pub mod protocol;
 pub mod server;

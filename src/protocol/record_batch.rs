@@ -237,21 +237,33 @@ pub mod build {
     /// Builds an uncompressed v2 batch with `values.len()` records, all timestamped
     /// `timestamp_ms` (record i gets timestamp_ms + i), base offset 0 and a valid CRC.
     pub fn batch(values: &[&[u8]], timestamp_ms: i64) -> Vec<u8> {
-        assert!(!values.is_empty(), "a batch holds at least one record");
+        let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = values.iter().map(|v| (None, Some(*v))).collect();
+        keyed_batch(&records, timestamp_ms)
+    }
+
+    /// Like [`batch`], with a key and a value (either may be null) per record.
+    pub fn keyed_batch(entries: &[(Option<&[u8]>, Option<&[u8]>)], timestamp_ms: i64) -> Vec<u8> {
+        assert!(!entries.is_empty(), "a batch holds at least one record");
         let mut records = Vec::new();
-        for (index, value) in values.iter().enumerate() {
-            let mut record = Vec::with_capacity(value.len() + 16);
+        for (index, (key, value)) in entries.iter().enumerate() {
+            let mut record = Vec::with_capacity(value.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len) + 16);
             record.push(0); // attributes
             put_varint(&mut record, index as i64); // timestamp delta
             put_varint(&mut record, index as i64); // offset delta
-            put_varint(&mut record, -1); // null key
-            put_varint(&mut record, value.len() as i64);
-            record.extend_from_slice(value);
+            for field in [key, value] {
+                match field {
+                    None => put_varint(&mut record, -1),
+                    Some(bytes) => {
+                        put_varint(&mut record, bytes.len() as i64);
+                        record.extend_from_slice(bytes);
+                    }
+                }
+            }
             put_varint(&mut record, 0); // no headers
             put_varint(&mut records, record.len() as i64);
             records.extend_from_slice(&record);
         }
-        let count = values.len() as i32;
+        let count = entries.len() as i32;
         let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + records.len());
         out.extend_from_slice(&0i64.to_be_bytes());
         out.extend_from_slice(&((BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES + records.len()) as i32).to_be_bytes());
@@ -402,6 +414,53 @@ pub fn first_record_at_or_after(bytes: &[u8], header: &BatchHeader, timestamp: i
     None
 }
 
+/// A record of an uncompressed batch: its offset, key and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView<'a> {
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+}
+
+/// The records of an uncompressed batch (`None` for a compressed one or a malformed
+/// record section).
+pub fn records<'a>(bytes: &'a [u8], header: &BatchHeader) -> Option<Vec<RecordView<'a>>> {
+    if header.compression_codec() != 0 {
+        return None;
+    }
+    let end = header.total_bytes.min(bytes.len());
+    let mut at = BATCH_HEADER_BYTES;
+    let mut out = Vec::with_capacity(header.record_count.clamp(0, 4096) as usize);
+    for _ in 0..header.record_count {
+        let (length, used) = read_varint(bytes.get(at..end)?)?;
+        let start = at + used;
+        let record_end = start.checked_add(usize::try_from(length).ok()?)?;
+        let record = bytes.get(start..record_end)?;
+        let mut pos = 1; // attributes
+        let (_, n) = read_varint(record.get(pos..)?)?; // timestamp delta
+        pos += n;
+        let (offset_delta, n) = read_varint(record.get(pos..)?)?;
+        pos += n;
+        let mut fields = [None, None];
+        for field in &mut fields {
+            let (len, n) = read_varint(record.get(pos..)?)?;
+            pos += n;
+            if len >= 0 {
+                let len = usize::try_from(len).ok()?;
+                *field = Some(record.get(pos..pos.checked_add(len)?)?);
+                pos += len;
+            }
+        }
+        out.push(RecordView {
+            offset: header.base_offset.checked_add(offset_delta)?,
+            key: fields[0],
+            value: fields[1],
+        });
+        at = record_end;
+    }
+    Some(out)
+}
+
 /// Decodes a zigzag varint; returns the value and the bytes used.
 fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
     let mut raw = 0u64;
@@ -417,6 +476,17 @@ fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
 #[cfg(test)]
 mod record_scan_tests {
     use super::*;
+
+    #[test]
+    fn keyed_records_round_trip() {
+        let bytes = build::keyed_batch(&[(Some(b"k1"), Some(b"v1")), (Some(b"k2"), None), (None, Some(b""))], 5);
+        let header = validate_batch(&bytes, 1 << 20).expect("valid");
+        let records = records(&bytes, &header).expect("uncompressed");
+        assert_eq!(records.len(), 3);
+        assert_eq!((records[0].key, records[0].value), (Some(&b"k1"[..]), Some(&b"v1"[..])));
+        assert_eq!((records[1].key, records[1].value, records[1].offset), (Some(&b"k2"[..]), None, 1));
+        assert_eq!((records[2].key, records[2].value), (None, Some(&b""[..])));
+    }
 
     #[test]
     fn finds_the_exact_record_by_timestamp() {

@@ -14,6 +14,10 @@ pub const REQUEST_BYTES_MAX_DEFAULT: usize = 100 << 20;
 pub const SHARD_IO_MEMORY_BYTES_DEFAULT: usize = 2 << 20;
 /// Requests one connection may have in flight before the broker stops reading from it.
 pub const CONNECTION_INFLIGHT_MAX: usize = 64;
+/// A response write that makes no progress for this long closes the connection.
+pub const CONNECTION_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// On shutdown, connections get this long to finish their in-flight requests.
+pub const CONNECTION_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Capacity of each cross-shard channel; a full channel is backpressure.
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 /// How often each shard runs retention over its logs (log.retention.check.interval.ms).

@@ -234,15 +234,18 @@ pub mod build {
         }
     }
 
+    /// A record's key and value, either of which may be null.
+    pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
     /// Builds an uncompressed v2 batch with `values.len()` records, all timestamped
     /// `timestamp_ms` (record i gets timestamp_ms + i), base offset 0 and a valid CRC.
     pub fn batch(values: &[&[u8]], timestamp_ms: i64) -> Vec<u8> {
-        let records: Vec<(Option<&[u8]>, Option<&[u8]>)> = values.iter().map(|v| (None, Some(*v))).collect();
+        let records: Vec<KeyValue<'_>> = values.iter().map(|v| (None, Some(*v))).collect();
         keyed_batch(&records, timestamp_ms)
     }
 
     /// Like [`batch`], with a key and a value (either may be null) per record.
-    pub fn keyed_batch(entries: &[(Option<&[u8]>, Option<&[u8]>)], timestamp_ms: i64) -> Vec<u8> {
+    pub fn keyed_batch(entries: &[KeyValue<'_>], timestamp_ms: i64) -> Vec<u8> {
         assert!(!entries.is_empty(), "a batch holds at least one record");
         let mut records = Vec::new();
         for (index, (key, value)) in entries.iter().enumerate() {

@@ -26,11 +26,15 @@ use super::handlers::{self, api_versions};
 use super::listener::ShutdownSignal;
 
 const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Largest single buffer growth while a big frame arrives.
+const READ_STEP_BYTES_MAX: usize = 1 << 20;
 
 type Pending = glommio::Task<Result<handlers::Response, FrameError>>;
 
 pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, shutdown: Rc<ShutdownSignal>) {
     let _ = stream.set_nodelay(true);
+    // A client that stops reading cannot hold a response (or a shutdown) forever.
+    let _ = stream.set_write_timeout(Some(crate::config::CONNECTION_WRITE_TIMEOUT));
     let fd = stream.as_raw_fd();
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let (queue, responses) = local_channel::new_bounded::<Pending>(CONNECTION_INFLIGHT_MAX);
@@ -107,8 +111,10 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
                 let frame = buffer.split_to(4 + length).freeze().slice(4..);
                 return Ok(Some(frame));
             }
+            // Grow with the data that actually arrives, not with what the length prefix
+            // claims: a 4-byte header must not make us allocate the whole frame up front.
             let missing = 4 + length - buffer.len();
-            if read_more(reader, buffer, missing.max(READ_CHUNK_BYTES)).await? == 0 {
+            if read_more(reader, buffer, missing.clamp(READ_CHUNK_BYTES, READ_STEP_BYTES_MAX)).await? == 0 {
                 return Err(ConnectionError::Truncated);
             }
         } else if read_more(reader, buffer, READ_CHUNK_BYTES).await? == 0 {

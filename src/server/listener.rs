@@ -16,13 +16,15 @@ use crate::shard::ShardContext;
 #[derive(Debug, Default)]
 pub struct ShutdownSignal {
     fired: Cell<bool>,
-    wakers: RefCell<Vec<Waker>>,
+    /// Waiting futures by id; each removes itself when dropped.
+    wakers: RefCell<Vec<(u64, Waker)>>,
+    next_id: Cell<u64>,
 }
 
 impl ShutdownSignal {
     pub fn fire(&self) {
         self.fired.set(true);
-        for waker in self.wakers.borrow_mut().drain(..) {
+        for (_, waker) in self.wakers.borrow_mut().drain(..) {
             waker.wake();
         }
     }
@@ -32,13 +34,21 @@ impl ShutdownSignal {
     }
 
     pub fn wait(&self) -> ShutdownWait<'_> {
-        ShutdownWait { signal: self }
+        self.next_id.set(self.next_id.get() + 1);
+        ShutdownWait { signal: self, id: self.next_id.get() }
     }
 }
 
 #[derive(Debug)]
 pub struct ShutdownWait<'a> {
     signal: &'a ShutdownSignal,
+    id: u64,
+}
+
+impl Drop for ShutdownWait<'_> {
+    fn drop(&mut self) {
+        self.signal.wakers.borrow_mut().retain(|(id, _)| *id != self.id);
+    }
 }
 
 impl Future for ShutdownWait<'_> {
@@ -47,7 +57,11 @@ impl Future for ShutdownWait<'_> {
         if self.signal.fired.get() {
             return Poll::Ready(());
         }
-        self.signal.wakers.borrow_mut().push(cx.waker().clone());
+        let mut wakers = self.signal.wakers.borrow_mut();
+        match wakers.iter_mut().find(|(id, _)| *id == self.id) {
+            Some((_, waker)) => waker.clone_from(cx.waker()),
+            None => wakers.push((self.id, cx.waker().clone())),
+        }
         Poll::Pending
     }
 }
@@ -79,8 +93,13 @@ pub async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener, shutdown:
         .detach();
     }
     drop(listener);
-    // In-flight requests finish and their responses go out before we return.
-    while active.get() > 0 {
+    // In-flight requests finish and their responses go out before we return, within
+    // the drain timeout.
+    let deadline = std::time::Instant::now() + crate::config::CONNECTION_DRAIN_TIMEOUT;
+    while active.get() > 0 && std::time::Instant::now() < deadline {
         glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    if active.get() > 0 {
+        tracing::warn!(shard = ctx.id, connections = active.get(), "connections still busy at the drain timeout");
     }
 }

@@ -20,6 +20,10 @@ use super::router::shard_for;
 
 pub type TopicPartition = (String, i32);
 
+/// Directory name infix of a deleted partition whose removal had not finished; such
+/// leftovers are removed at startup.
+pub const DELETED_MARKER: &str = ".deleted-";
+
 #[derive(Debug)]
 pub struct ShardContext {
     pub id: usize,
@@ -82,10 +86,10 @@ impl ShardContext {
         let (sender, receiver) = oneshot::channel();
         let request = make(sender);
         if shard == self.id {
-            // Boxed: a controller request executed here calls back into `call`.
-            let local: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> =
-                Box::pin(super::handler::execute(self.clone(), request));
-            local.await;
+            // Run it as its own task, exactly as a request from another shard would: if
+            // the caller goes away (client disconnects), work such as a controller commit
+            // still runs to the end instead of being cancelled halfway.
+            glommio::spawn_local(super::handler::execute(self.clone(), request)).detach();
         } else if self.senders.send_to(shard, request).await.is_err() {
             return None;
         }
@@ -95,6 +99,9 @@ impl ShardContext {
     /// Installs a new metadata snapshot: opens logs for partitions this shard now owns,
     /// applies config changes, and closes and deletes logs of removed topics.
     pub async fn apply_metadata(&self, metadata: Arc<ClusterMetadata>) {
+        if metadata.version < self.metadata.borrow().version {
+            return; // an older snapshot: never go back
+        }
         let mut wanted = Vec::new();
         for (topic, info) in &metadata.topics {
             for partition in 0..info.partitions {
@@ -119,8 +126,13 @@ impl ShardContext {
             if let Err(error) = log.close().await {
                 tracing::warn!(%topic, partition, %error, "closing deleted partition");
             }
+            // Move the directory aside first: a topic created again under the same name
+            // gets a fresh directory, whatever the old log's handles still try.
             let dir = self.partition_dir(&topic, partition);
-            if let Err(error) = std::fs::remove_dir_all(&dir) {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+            let tombstone = dir.with_file_name(format!("{topic}-{partition}{DELETED_MARKER}{nanos}"));
+            let removed = std::fs::rename(&dir, &tombstone).and_then(|()| std::fs::remove_dir_all(&tombstone));
+            if let Err(error) = removed {
                 tracing::warn!(dir = %dir.display(), %error, "removing deleted partition's data");
             }
             tracing::info!(%topic, partition, "partition deleted");

@@ -25,9 +25,14 @@ pub async fn execute(ctx: Rc<ShardContext>, request: ShardRequest) {
         ShardRequest::Read { topic, partition, offset, max_bytes, reply } => {
             let _ = reply.send(read(&ctx, &topic, partition, offset, max_bytes).await);
         }
-        ShardRequest::WaitForData { partitions, max_wait_ms, reply } => {
-            wait_for_data(&ctx, partitions, max_wait_ms).await;
-            let _ = reply.send(());
+        ShardRequest::WaitForData { partitions, max_wait_ms, mut reply } => {
+            // The fetch that asked may finish first (data elsewhere, its own deadline):
+            // then its receiver is dropped and this wait ends at once.
+            let cancelled = Box::pin(reply.cancellation());
+            let waited = Box::pin(wait_for_data(&ctx, partitions, max_wait_ms));
+            if let Either::Left(_) = select(waited, cancelled).await {
+                let _ = reply.send(());
+            }
         }
         ShardRequest::ListOffset { topic, partition, timestamp, reply } => {
             let _ = reply.send(list_offset(&ctx, &topic, partition, timestamp).await);
@@ -125,6 +130,16 @@ async fn read(ctx: &ShardContext, topic: &str, partition: i32, offset: i64, max_
             records: Vec::new(),
         };
     };
+    if max_bytes == 0 {
+        // No budget left in this response: offsets only.
+        let offsets = log.offsets();
+        return ReadOutcome {
+            error_code: 0,
+            high_watermark: offsets.high_watermark.value(),
+            log_start_offset: offsets.log_start.value(),
+            records: Vec::new(),
+        };
+    }
     match log.read(Offset(offset), max_bytes).await {
         Ok(read) => ReadOutcome {
             error_code: 0,

@@ -56,6 +56,8 @@ pub fn startup_checks(config: &ServeConfig) -> Result<(), String> {
         }
     }
 
+    remove_deleted_leftovers(&config.data_dir);
+
     std::net::TcpListener::bind(config.listen).map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => {
             format!("port {} is in use: stop the other process or pass --listen with another port", config.listen)
@@ -63,6 +65,18 @@ pub fn startup_checks(config: &ServeConfig) -> Result<(), String> {
         _ => format!("cannot listen on {}: {e}", config.listen),
     })?;
     Ok(())
+}
+
+/// Deletes partition directories whose deletion a crash interrupted.
+fn remove_deleted_leftovers(data_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_str().is_some_and(|name| name.contains(super::context::DELETED_MARKER)) {
+            if let Err(error) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), %error, "could not remove a deleted partition's leftovers");
+            }
+        }
+    }
 }
 
 /// Runs the broker until SIGTERM/SIGINT. Returns an error message for the operator.
@@ -101,11 +115,36 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
     failure.map_or(Ok(()), Err)
 }
 
+/// Counts a shard as drained when it finishes, however it finishes, and stops the
+/// broker when a shard fails: the other shards must not wait for it forever.
+struct DrainGuard {
+    drained: Arc<AtomicUsize>,
+    counted: bool,
+}
+
+impl DrainGuard {
+    fn count(&mut self) {
+        if !std::mem::replace(&mut self.counted, true) {
+            self.drained.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for DrainGuard {
+    fn drop(&mut self) {
+        if !self.counted {
+            STOP_REQUESTED.store(true, Ordering::SeqCst);
+            self.count();
+        }
+    }
+}
+
 async fn shard_main(
     config: Arc<ServeConfig>,
     mesh: MeshBuilder<ShardRequest, glommio::channels::channel_mesh::Full>,
     drained: Arc<AtomicUsize>,
 ) -> Result<(), String> {
+    let mut guard = DrainGuard { drained: drained.clone(), counted: false };
     let (senders, mut receivers) = mesh.join().await.map_err(|e| format!("joining the shard mesh failed: {e}"))?;
     let id = senders.peer_id();
     let metadata = ClusterMetadata::load(&config.data_dir).await.map_err(|e| e.to_string())?;
@@ -147,7 +186,7 @@ async fn shard_main(
 
     // Wait until every shard has drained its connections (they may still send us
     // requests until then), then flush and close the logs.
-    drained.fetch_add(1, Ordering::SeqCst);
+    guard.count();
     while drained.load(Ordering::SeqCst) < ctx.shard_count {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }

@@ -216,7 +216,7 @@ impl PartitionLog {
         }
 
         let base_offset = state.log_end;
-        state.producers.record(&header, base_offset);
+        state.producers.record(&header, base_offset, now_ms);
         record_batch::set_base_offset(&mut batch, base_offset.value());
         let log_append_time_ms = match state.config.timestamp_type {
             TimestampType::LogAppendTime => {
@@ -331,6 +331,7 @@ impl PartitionLog {
 
     /// The open file of a segment, opened now if it is a closed segment not yet used.
     pub(crate) async fn segment_file(&self, segment_base: Offset) -> Result<Rc<SegmentFile>, StorageError> {
+        self.check_not_closed()?;
         if let Some(file) = self.with_segment(segment_base, |s| s.file.clone())? {
             return Ok(file);
         }
@@ -372,6 +373,15 @@ impl PartitionLog {
             }
             Err(super::recovery::IndexLoadError::Io(error)) => Err(StorageError::io(file.path(), error)),
             Err(super::recovery::IndexLoadError::Corrupt(reason)) => Err(self.take_offline(reason)),
+        }
+    }
+
+    /// A closed log does no more file work: its directory may already be gone, or reused
+    /// by a topic of the same name.
+    pub(crate) fn check_not_closed(&self) -> Result<(), StorageError> {
+        match self.shared.state.borrow().health {
+            Health::Closed => Err(StorageError::Closed),
+            _ => Ok(()),
         }
     }
 
@@ -535,9 +545,16 @@ impl PartitionLog {
         Ok(LogStartOffset(self.shared.state.borrow().log_start))
     }
 
+    /// Forgets idempotent producers idle longer than `PRODUCER_ID_EXPIRATION_MS`.
+    pub(crate) fn expire_producers(&self) {
+        let now_ms = self.shared.env.clock.now_ms();
+        self.shared.state.borrow_mut().producers.expire(now_ms, super::producer_state::PRODUCER_ID_EXPIRATION_MS);
+    }
+
     /// Writes the current log start to its checkpoint. Writers are serialized and each
     /// writes the value current when it holds the gate, so the file never goes backwards.
     pub(crate) async fn persist_log_start(&self) -> Result<(), StorageError> {
+        self.check_not_closed()?;
         let gate = self.shared.state.borrow().checkpoint_gate.clone();
         let _permit = gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
         let start = self.shared.state.borrow().log_start;

@@ -32,7 +32,12 @@ pub struct ProducerBatch {
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<ProducerBatch>,
+    /// When this producer last appended (wall clock), for expiry.
+    last_append_ms: i64,
 }
+
+/// Producers idle this long are forgotten (Kafka's producer.id.expiration.ms default).
+pub const PRODUCER_ID_EXPIRATION_MS: i64 = 24 * 60 * 60 * 1000;
 
 /// What to do with an incoming idempotent batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,15 +114,17 @@ impl ProducerStates {
         }
     }
 
-    /// Remembers a batch appended at `base_offset`.
-    pub fn record(&mut self, header: &BatchHeader, base_offset: Offset) {
+    /// Remembers a batch appended at `base_offset` at wall-clock time `now_ms`.
+    pub fn record(&mut self, header: &BatchHeader, base_offset: Offset, now_ms: i64) {
         if !Self::is_idempotent(header) {
             return;
         }
-        let entry = self
-            .producers
-            .entry(header.producer_id)
-            .or_insert_with(|| ProducerEntry { epoch: header.producer_epoch, batches: VecDeque::new() });
+        let entry = self.producers.entry(header.producer_id).or_insert_with(|| ProducerEntry {
+            epoch: header.producer_epoch,
+            batches: VecDeque::new(),
+            last_append_ms: now_ms,
+        });
+        entry.last_append_ms = entry.last_append_ms.max(now_ms);
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
@@ -141,6 +148,11 @@ impl ProducerStates {
         self.producers.retain(|_, entry| !entry.batches.is_empty());
     }
 
+    /// Forgets producers that have not appended for `max_idle_ms`.
+    pub fn expire(&mut self, now_ms: i64, max_idle_ms: i64) {
+        self.producers.retain(|_, entry| now_ms.saturating_sub(entry.last_append_ms) < max_idle_ms);
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }
@@ -149,7 +161,7 @@ impl ProducerStates {
         self.producers.is_empty()
     }
 
-    /// Snapshot: `[as_of i64][count u32]` then per producer `[id i64][epoch i16][n u8]`
+    /// Snapshot: `[as_of i64][count u32]` then per producer `[id i64][epoch i16][last append ms i64][n u8]`
     /// and n x `[first i32][last i32][base i64][last_offset i64]`, then a CRC-32C.
     pub fn encode(&self, as_of: Offset) -> Vec<u8> {
         let mut out = Vec::new();
@@ -158,6 +170,7 @@ impl ProducerStates {
         for (id, entry) in &self.producers {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&entry.epoch.to_be_bytes());
+            out.extend_from_slice(&entry.last_append_ms.to_be_bytes());
             out.push(entry.batches.len() as u8);
             for b in &entry.batches {
                 out.extend_from_slice(&b.first_sequence.to_be_bytes());
@@ -184,6 +197,7 @@ impl ProducerStates {
         for _ in 0..count {
             let id = reader.i64()?;
             let epoch = reader.i16()?;
+            let last_append_ms = reader.i64()?;
             let n = reader.u8()?;
             let mut batches = VecDeque::new();
             for _ in 0..n {
@@ -194,7 +208,7 @@ impl ProducerStates {
                     last_offset: Offset(reader.i64()?),
                 });
             }
-            states.producers.insert(id, ProducerEntry { epoch, batches });
+            states.producers.insert(id, ProducerEntry { epoch, batches, last_append_ms });
         }
         reader.0.is_empty().then_some((as_of, states))
     }
@@ -244,12 +258,12 @@ mod tests {
         let mut states = ProducerStates::default();
         let first = header(7, 0, 0, 3);
         assert_eq!(states.check(&first), SequenceCheck::Append);
-        states.record(&first, Offset(100));
+        states.record(&first, Offset(100), 0);
         let Some(SequenceCheck::Duplicate(batch)) = Some(states.check(&first)) else { panic!("duplicate") };
         assert_eq!(batch.base_offset, Offset(100));
         assert_eq!(states.check(&header(7, 0, 3, 1)), SequenceCheck::Append);
         assert_eq!(states.check(&header(7, 0, 5, 1)), SequenceCheck::OutOfOrder { expected: 3, received: 5 });
-        states.record(&header(7, 1, 0, 1), Offset(103));
+        states.record(&header(7, 1, 0, 1), Offset(103), 0);
         assert_eq!(states.check(&header(7, 0, 4, 1)), SequenceCheck::Fenced { current_epoch: 1 });
         assert_eq!(states.check(&header(7, 2, 3, 1)), SequenceCheck::OutOfOrder { expected: 0, received: 3 });
         assert_eq!(states.check(&header(-1, -1, -1, 1)), SequenceCheck::Append, "not idempotent");
@@ -259,9 +273,9 @@ mod tests {
     fn snapshot_round_trip_and_rollback() {
         let mut states = ProducerStates::default();
         for n in 0..8 {
-            states.record(&header(1, 0, n, 1), Offset(i64::from(n)));
+            states.record(&header(1, 0, n, 1), Offset(i64::from(n)), 10);
         }
-        states.record(&header(2, 3, 0, 2), Offset(8));
+        states.record(&header(2, 3, 0, 2), Offset(8), 20);
         let bytes = states.encode(Offset(10));
         let (as_of, decoded) = ProducerStates::decode(&bytes).unwrap();
         assert_eq!((as_of, &decoded), (Offset(10), &states));
@@ -269,5 +283,8 @@ mod tests {
         states.forget_from(Offset(6));
         assert_eq!(states.check(&header(1, 0, 6, 1)), SequenceCheck::Append, "rolled back batch may be retried");
         assert_eq!(states.len(), 1);
+        states.record(&header(3, 0, 0, 1), Offset(20), 1_000);
+        states.expire(1_000 + 500, 1_000);
+        assert_eq!(states.len(), 1, "the idle producer expired, the recent one stays");
     }
 }

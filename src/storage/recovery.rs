@@ -165,7 +165,7 @@ async fn recover_tail(
     let outcome = scan(&file, tail.base, 0, tail.base, file_size, |header, position| {
         let relative = (header.base_offset - tail.base.value()) as u32;
         first_timestamp.get_or_insert(header.max_timestamp);
-        producers.record(header, Offset(header.base_offset));
+        producers.record(header, Offset(header.base_offset), now_ms);
         index.on_batch(relative, position as u32, header.total_bytes as u32, header.max_timestamp);
     })
     .await

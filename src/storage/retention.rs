@@ -35,7 +35,10 @@ impl PartitionLog {
     /// Deletes the closed segments that retention no longer keeps.
     pub async fn enforce_retention(&self) -> Result<RetentionReport, StorageError> {
         let mut report = RetentionReport::default();
+        self.check_not_closed()?;
+        self.expire_producers();
         loop {
+            self.check_not_closed()?;
             let verdict = self.retention_verdict();
             match verdict {
                 Verdict::Keep => return Ok(report),

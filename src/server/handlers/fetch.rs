@@ -12,7 +12,7 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use futures_util::future::{join_all, select, select_all, Either};
+use futures_util::future::{select, select_all, Either};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, FetchRequest};
 
@@ -24,6 +24,12 @@ use crate::shard::ShardContext;
 
 pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::Fetch, 4, 12);
 
+/// The most one Fetch response carries (Kafka's fetch.max.bytes default); larger
+/// `max_bytes` and `partition_max_bytes` are capped to it.
+pub const FETCH_BYTES_MAX: usize = 57_671_680;
+/// The longest a Fetch waits for data, whatever `max_wait_ms` asks.
+pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
+
 struct Wanted {
     topic: String,
     partition: i32,
@@ -31,33 +37,34 @@ struct Wanted {
     max_bytes: usize,
 }
 
+/// Reads the partitions in request order, each on its owning shard, within the
+/// response-wide budget: only the first non-empty partition may exceed it (KIP-74);
+/// partitions past the budget report their offsets without records.
 async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize) -> Vec<ReadOutcome> {
-    let reads = wanted.iter().map(|w| {
-        let ctx = ctx.clone();
-        let (topic, partition, offset) = (w.topic.clone(), w.partition, w.offset);
-        let limit = w.max_bytes.min(max_bytes);
-        async move {
-            let owner = ctx.owner(&topic, partition);
-            ctx.call(owner, move |reply| ShardRequest::Read { topic, partition, offset, max_bytes: limit, reply })
-                .await
-                .unwrap_or(ReadOutcome {
-                    error_code: ResponseError::NotLeaderOrFollower.code(),
-                    ..ReadOutcome::default()
-                })
-        }
-    });
-    let mut outcomes = join_all(reads).await;
-    // Enforce the response-wide limit in request order; the first batch always goes.
+    let mut outcomes = Vec::with_capacity(wanted.len());
     let mut total = 0usize;
-    for outcome in &mut outcomes {
+    for w in wanted {
+        let remaining = max_bytes.saturating_sub(total);
+        let limit = w.max_bytes.min(remaining);
+        let (topic, partition, offset) = (w.topic.clone(), w.partition, w.offset);
+        let owner = ctx.owner(&topic, partition);
+        let mut outcome = ctx
+            .call(owner, move |reply| ShardRequest::Read { topic, partition, offset, max_bytes: limit, reply })
+            .await
+            .unwrap_or(ReadOutcome { error_code: ResponseError::NotLeaderOrFollower.code(), ..ReadOutcome::default() });
         let size: usize = outcome.records.iter().map(Bytes::len).sum();
-        if total > 0 && total + size > max_bytes {
+        if total > 0 && size > remaining {
             outcome.records.clear();
         } else {
             total += size;
         }
+        outcomes.push(outcome);
     }
     outcomes
+}
+
+fn gathered(outcomes: &[ReadOutcome]) -> usize {
+    outcomes.iter().flat_map(|o| o.records.iter()).map(Bytes::len).sum()
 }
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Bytes>, FrameError> {
@@ -76,7 +83,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Byt
                 topic: name.clone(),
                 partition: partition.partition,
                 offset: partition.fetch_offset,
-                max_bytes: partition.partition_max_bytes.max(0) as usize,
+                max_bytes: (partition.partition_max_bytes.max(0) as usize).min(FETCH_BYTES_MAX),
             };
             if known {
                 wanted.push(entry);
@@ -85,15 +92,24 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Byt
             }
         }
     }
-    let max_bytes = if body.max_bytes <= 0 { usize::MAX } else { body.max_bytes as usize };
+    let max_bytes = if body.max_bytes <= 0 { FETCH_BYTES_MAX } else { (body.max_bytes as usize).min(FETCH_BYTES_MAX) };
+    let min_bytes = body.min_bytes.max(0) as usize;
+    let max_wait = std::time::Duration::from_millis((body.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MS_MAX));
+    let deadline = std::time::Instant::now() + max_wait;
     let mut outcomes = read_all(ctx, &wanted, max_bytes).await;
-    let gathered: usize = outcomes.iter().flat_map(|o| o.records.iter()).map(Bytes::len).sum();
-    let has_error = outcomes.iter().any(|o| o.error_code != 0);
-    if body.max_wait_ms > 0 && gathered < body.min_bytes.max(1) as usize && !has_error && !wanted.is_empty() {
-        let max_wait_ms = body.max_wait_ms as u64;
+    // Long polling: wait until new data could make up `min_bytes`, or the deadline.
+    loop {
+        let has_error = outcomes.iter().any(|o| o.error_code != 0);
+        let now = std::time::Instant::now();
+        if gathered(&outcomes) >= min_bytes || has_error || wanted.is_empty() || now >= deadline {
+            break;
+        }
+        let wait_ms = deadline.duration_since(now).as_millis().max(1) as u64;
         let mut by_shard: Vec<Vec<(String, i32, i64)>> = vec![Vec::new(); ctx.shard_count];
-        for w in &wanted {
-            by_shard[ctx.owner(&w.topic, w.partition)].push((w.topic.clone(), w.partition, w.offset));
+        for (w, outcome) in wanted.iter().zip(&outcomes) {
+            // New data means a high watermark past what this pass already saw.
+            let seen = outcome.high_watermark.max(w.offset);
+            by_shard[ctx.owner(&w.topic, w.partition)].push((w.topic.clone(), w.partition, seen));
         }
         let waits: Vec<_> = by_shard
             .into_iter()
@@ -102,12 +118,14 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Byt
             .map(|(shard, partitions)| {
                 let ctx = ctx.clone();
                 Box::pin(async move {
-                    ctx.call(shard, move |reply| ShardRequest::WaitForData { partitions, max_wait_ms, reply }).await;
+                    ctx.call(shard, move |reply| ShardRequest::WaitForData { partitions, max_wait_ms: wait_ms, reply })
+                        .await;
                 })
             })
             .collect();
-        let deadline = Box::pin(glommio::timer::sleep(std::time::Duration::from_millis(max_wait_ms)));
-        match select(select_all(waits), deadline).await {
+        let timeout = Box::pin(glommio::timer::sleep(deadline.duration_since(now)));
+        // Dropping the losing waits cancels them on their shards.
+        match select(select_all(waits), timeout).await {
             Either::Left(_) | Either::Right(_) => {}
         }
         outcomes = read_all(ctx, &wanted, max_bytes).await;

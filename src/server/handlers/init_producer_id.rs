@@ -1,8 +1,10 @@
 //! InitProducerId (key 22), versions 0-4, for idempotent producers (no transactions).
-//! A new producer gets a fresh id from the controller (persisted, never reused) and epoch
-//! 0; a producer that passes its current id and epoch (v3+, KIP-360) gets the epoch
-//! bumped, so it can reset its sequences without losing its id. Transactional ids are
-//! refused: Tern does not implement transactions.
+//! Every call gets a fresh producer id from the controller (persisted, never reused) with
+//! epoch 0, also when a producer passes its current id and epoch to reset its sequences
+//! (KIP-360): without tracking which epochs were issued, bumping a client-supplied epoch
+//! could hand a stale instance the live one's epoch, so a new id is the safe answer, as
+//! Kafka gives non-transactional producers. Transactional ids are refused: Tern does not
+//! implement transactions.
 
 use std::rc::Rc;
 
@@ -21,8 +23,6 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
     let body: InitProducerIdRequest = decode_body(request)?;
     let (error_code, producer_id, producer_epoch) = if body.transactional_id.is_some() {
         (ResponseError::TransactionalIdAuthorizationFailed.code(), -1, -1)
-    } else if body.producer_id.0 >= 0 && body.producer_epoch >= 0 && body.producer_epoch < i16::MAX - 1 {
-        (0, body.producer_id.0, body.producer_epoch + 1)
     } else {
         match ctx.call(0, |reply| ShardRequest::Controller(ControllerRequest::AllocateProducerId { reply })).await {
             Some(Ok(id)) => (0, id, 0),

@@ -1,8 +1,9 @@
 //! Produce (key 0), versions 3-9. Each partition's batch goes to the shard that owns the
 //! partition (`ShardContext::owner`, the call crosses the mesh when that is another
 //! shard); all partitions are appended concurrently and answered in one response.
-//! acks=0 gets no response; acks=1 and acks=-1 (all) are both answered once the batch is
-//! durable under the topic's flush policy (a single node is its own ISR).
+//! acks=0 gets no response (the append still completes before the next request slot
+//! frees up); acks=1 and acks=-1 (all) are both answered once the batch is durable under
+//! the topic's flush policy (a single node is its own ISR).
 
 use std::rc::Rc;
 
@@ -87,12 +88,12 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Option<
             });
         }
     }
+    let outcomes = join_all(calls).await;
     if acks == 0 {
-        // No response: the appends still happen, in request order.
-        glommio::spawn_local(join_all(calls)).detach();
+        // No response. The appends ran inside this request, so acks=0 producers are held
+        // to the connection's in-flight limit like everyone else.
         return Ok(None);
     }
-    let outcomes = join_all(calls).await;
     let mut topics: Vec<TopicProduceResponse> = Vec::new();
     let version = request.api_version;
     for (name, index, outcome) in outcomes {

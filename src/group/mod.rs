@@ -1,11 +1,13 @@
 //! Consumer groups (classic protocol).
 //!
 //! ```text
-//! state.rs   the sans-I/O group state machine: join, sync, heartbeat, leave, timeouts
+//! state.rs        the sans-I/O group state machine: join, sync, heartbeat, leave, timeouts
+//! coordinator.rs  per-shard glue: pending requests, timers, offsets, describe/list/delete
+//! offsets.rs      committed offsets in the internal `__consumer_offsets` log
 //! ```
-//!
-//! The coordinator glue (requests, timers, the `__consumer_offsets` log) builds on it.
 
+pub mod coordinator;
+pub mod offsets;
 pub mod state;
 
 #[cfg(test)]

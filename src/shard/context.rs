@@ -11,6 +11,9 @@ use futures_channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
 
 use crate::config::ServeConfig;
+use crate::group::coordinator::GroupCoordinator;
+use crate::group::offsets::{partition_for_group, OFFSETS_TOPIC};
+use crate::group::state::GroupConfig;
 use crate::metadata::topic_config::log_config;
 use crate::metadata::ClusterMetadata;
 use crate::storage::{PartitionLog, StorageEnv};
@@ -34,6 +37,8 @@ pub struct ShardContext {
     senders: Senders<ShardRequest>,
     /// Serializes controller operations (used on shard 0 only).
     pub(crate) controller_gate: glommio::sync::Semaphore,
+    /// Consumer groups coordinated by this shard.
+    pub groups: Rc<GroupCoordinator>,
 }
 
 impl ShardContext {
@@ -51,6 +56,7 @@ impl ShardContext {
             logs: RefCell::new(HashMap::new()),
             senders,
             controller_gate: glommio::sync::Semaphore::new(1),
+            groups: Rc::new(GroupCoordinator::new(GroupConfig::default())),
         }
     }
 
@@ -60,6 +66,12 @@ impl ShardContext {
 
     pub fn owner(&self, topic: &str, partition: i32) -> usize {
         shard_for(topic, partition, self.shard_count)
+    }
+
+    /// The shard coordinating a consumer group: the owner of the group's
+    /// `__consumer_offsets` partition.
+    pub fn group_shard(&self, group_id: &str) -> usize {
+        shard_for(OFFSETS_TOPIC, partition_for_group(group_id), self.shard_count)
     }
 
     /// Checked on arrival of every partition request: the routing rule must name us.
@@ -110,6 +122,7 @@ impl ShardContext {
                 }
             }
         }
+        let topics_removed = self.metadata.borrow().topics.keys().any(|t| !metadata.topics.contains_key(t));
         *self.metadata.borrow_mut() = metadata.clone();
 
         let removed: Vec<(TopicPartition, PartitionLog)> = {
@@ -138,6 +151,10 @@ impl ShardContext {
             tracing::info!(%topic, partition, "partition deleted");
         }
 
+        if topics_removed {
+            let live: Vec<String> = metadata.topics.keys().cloned().collect();
+            self.groups.forget_topics(&live).await;
+        }
         for (topic, partition) in wanted {
             let configs = &metadata.topics[&topic].configs;
             let config = match log_config(configs, self.config.flush) {

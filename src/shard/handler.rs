@@ -44,6 +44,7 @@ pub async fn execute(ctx: Rc<ShardContext>, request: ShardRequest) {
             assert_eq!(ctx.id, 0, "controller requests go to shard 0");
             controller::execute(&ctx, request).await;
         }
+        ShardRequest::Group(request) => ctx.groups.execute(request).await,
         ShardRequest::ApplyMetadata { metadata, reply } => {
             ctx.apply_metadata(metadata).await;
             let _ = reply.send(());

@@ -121,6 +121,8 @@ pub enum ShardRequest {
     },
     /// Partition sizes and offsets for DescribeLogDirs-style reporting.
     Controller(ControllerRequest),
+    /// Consumer group requests, executed by the group's coordinating shard.
+    Group(crate::group::coordinator::GroupRequest),
     /// A new metadata snapshot from the controller; the shard opens or removes logs.
     ApplyMetadata {
         metadata: Arc<ClusterMetadata>,

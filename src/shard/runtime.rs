@@ -150,6 +150,11 @@ async fn shard_main(
     let metadata = ClusterMetadata::load(&config.data_dir).await.map_err(|e| e.to_string())?;
     let ctx = Rc::new(ShardContext::new(id, config.clone(), Arc::new(metadata), senders));
     ctx.apply_metadata(ctx.metadata()).await;
+    let shards = ctx.shard_count;
+    ctx.groups
+        .load(&config.data_dir, |p| super::router::shard_for(crate::group::offsets::OFFSETS_TOPIC, p, shards) == id)
+        .await?;
+    glommio::spawn_local(ctx.groups.clone().run_timers()).detach();
     tracing::info!(shard = id, partitions = ctx.logs().len(), "shard recovered its logs");
 
     // Requests from other shards: each runs as its own task so a slow one (a long poll)
@@ -192,6 +197,7 @@ async fn shard_main(
     }
     drop(retention);
     ctx.close_logs().await;
+    ctx.groups.close().await;
     tracing::info!(shard = id, "shard stopped cleanly");
     Ok(())
 }

@@ -14,16 +14,26 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 
 /// An API and the inclusive version range Tern implements for it.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +64,16 @@ pub const SUPPORTED: &[ApiSupport] = &[
     create_partitions::SUPPORT,
     delete_records::SUPPORT,
     describe_cluster::SUPPORT,
+    find_coordinator::SUPPORT,
+    join_group::SUPPORT,
+    sync_group::SUPPORT,
+    heartbeat::SUPPORT,
+    leave_group::SUPPORT,
+    offset_commit::SUPPORT,
+    offset_fetch::SUPPORT,
+    list_groups::SUPPORT,
+    describe_groups::SUPPORT,
+    delete_groups::SUPPORT,
 ];
 
 pub fn support_for(key: ApiKey) -> Option<ApiSupport> {
@@ -84,6 +104,16 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, request: Request) -> Result<Respon
         ApiKey::CreatePartitions => create_partitions::handle(ctx, &request).await.map(one),
         ApiKey::DeleteRecords => delete_records::handle(ctx, &request).await.map(one),
         ApiKey::DescribeCluster => describe_cluster::handle(ctx, &request).await.map(one),
+        ApiKey::FindCoordinator => find_coordinator::handle(ctx, &request).await.map(one),
+        ApiKey::JoinGroup => join_group::handle(ctx, &request).await.map(one),
+        ApiKey::SyncGroup => sync_group::handle(ctx, &request).await.map(one),
+        ApiKey::Heartbeat => heartbeat::handle(ctx, &request).await.map(one),
+        ApiKey::LeaveGroup => leave_group::handle(ctx, &request).await.map(one),
+        ApiKey::OffsetCommit => offset_commit::handle(ctx, &request).await.map(one),
+        ApiKey::OffsetFetch => offset_fetch::handle(ctx, &request).await.map(one),
+        ApiKey::ListGroups => list_groups::handle(ctx, &request).await.map(one),
+        ApiKey::DescribeGroups => describe_groups::handle(ctx, &request).await.map(one),
+        ApiKey::DeleteGroups => delete_groups::handle(ctx, &request).await.map(one),
         other => unreachable!("{other:?} is in SUPPORTED without a handler"),
     }
 }
@@ -109,6 +139,16 @@ pub fn decode_any(request: &Request) -> Result<(), FrameError> {
         ApiKey::CreatePartitions => decode_body::<CreatePartitionsRequest>(request).map(drop),
         ApiKey::DeleteRecords => decode_body::<DeleteRecordsRequest>(request).map(drop),
         ApiKey::DescribeCluster => decode_body::<DescribeClusterRequest>(request).map(drop),
+        ApiKey::FindCoordinator => decode_body::<FindCoordinatorRequest>(request).map(drop),
+        ApiKey::JoinGroup => decode_body::<JoinGroupRequest>(request).map(drop),
+        ApiKey::SyncGroup => decode_body::<SyncGroupRequest>(request).map(drop),
+        ApiKey::Heartbeat => decode_body::<HeartbeatRequest>(request).map(drop),
+        ApiKey::LeaveGroup => decode_body::<LeaveGroupRequest>(request).map(drop),
+        ApiKey::OffsetCommit => decode_body::<OffsetCommitRequest>(request).map(drop),
+        ApiKey::OffsetFetch => decode_body::<OffsetFetchRequest>(request).map(drop),
+        ApiKey::ListGroups => decode_body::<ListGroupsRequest>(request).map(drop),
+        ApiKey::DescribeGroups => decode_body::<DescribeGroupsRequest>(request).map(drop),
+        ApiKey::DeleteGroups => decode_body::<DeleteGroupsRequest>(request).map(drop),
         _ => Ok(()),
     }
 }

@@ -1,0 +1,455 @@
+//! The group coordinator of one shard: the groups whose `__consumer_offsets` partition
+//! this shard owns, their pending JoinGroup/SyncGroup requests, and their committed
+//! offsets. The state machine (`state.rs`) decides; this file keeps requests waiting,
+//! delivers delayed answers, drives timers (a tick every `TICK`), and persists offsets.
+//!
+//! The coordinating shard for a group is `shard_for("__consumer_offsets",
+//! partition_for_group(group), shards)`; requests arriving elsewhere are forwarded there
+//! over the mesh (`GroupRequest`).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use kafka_protocol::error::ResponseError;
+
+use crate::storage::clock::{Clock, SystemClock};
+
+use super::offsets::{
+    append_entries, partition_for_group, CommittedOffset, OffsetKey, OffsetPartition, OFFSETS_PARTITIONS, OFFSETS_TOPIC,
+};
+use super::state::{
+    Effect, Group, GroupConfig, GroupState, JoinRequest, JoinResult, MemberDescription, Reply, SyncResult,
+};
+
+/// How often group timers (sessions, rebalance and sync timeouts) are checked.
+pub const TICK: Duration = Duration::from_millis(100);
+/// offsets.retention.minutes default (7 days): offsets of an empty group expire after it.
+pub const OFFSETS_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+
+type Sender<T> = oneshot::Sender<T>;
+
+/// A group as DescribeGroups / ListGroups show it.
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    pub error_code: i16,
+    pub group_id: String,
+    pub state: String,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
+/// One committed offset in an OffsetCommit or OffsetFetch.
+#[derive(Debug, Clone)]
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub error_code: i16,
+}
+
+#[derive(Debug)]
+pub enum GroupRequest {
+    Join {
+        group_id: String,
+        request: JoinRequest,
+        reply: Sender<JoinResult>,
+    },
+    Sync {
+        group_id: String,
+        member_id: String,
+        generation: i32,
+        instance_id: Option<String>,
+        assignments: Vec<(String, Bytes)>,
+        reply: Sender<SyncResult>,
+    },
+    Heartbeat {
+        group_id: String,
+        member_id: String,
+        generation: i32,
+        instance_id: Option<String>,
+        reply: Sender<i16>,
+    },
+    Leave {
+        group_id: String,
+        members: Vec<(String, Option<String>)>,
+        reply: Sender<Vec<i16>>,
+    },
+    Commit {
+        group_id: String,
+        member_id: String,
+        generation: i32,
+        instance_id: Option<String>,
+        offsets: Vec<PartitionOffset>,
+        reply: Sender<Vec<i16>>,
+    },
+    /// `None` partitions: every committed offset of the group.
+    FetchOffsets {
+        group_id: String,
+        partitions: Option<Vec<(String, i32)>>,
+        reply: Sender<Vec<PartitionOffset>>,
+    },
+    List {
+        reply: Sender<Vec<GroupDescription>>,
+    },
+    Describe {
+        group_id: String,
+        reply: Sender<GroupDescription>,
+    },
+    Delete {
+        group_id: String,
+        reply: Sender<i16>,
+    },
+}
+
+#[derive(Debug, Default)]
+pub struct GroupCoordinator {
+    groups: RefCell<HashMap<String, Group>>,
+    pending_joins: RefCell<HashMap<(String, String), Sender<JoinResult>>>,
+    pending_syncs: RefCell<HashMap<(String, String), Sender<SyncResult>>>,
+    offsets: RefCell<HashMap<i32, OffsetPartition>>,
+    config: GroupConfig,
+    clock: SystemClock,
+}
+
+impl GroupCoordinator {
+    pub fn new(config: GroupConfig) -> GroupCoordinator {
+        GroupCoordinator { config, ..GroupCoordinator::default() }
+    }
+
+    /// Opens and replays the offsets partitions `owns` says are this shard's.
+    pub async fn load(&self, data_dir: &Path, owns: impl Fn(i32) -> bool) -> Result<(), String> {
+        for partition in (0..OFFSETS_PARTITIONS).filter(|p| owns(*p)) {
+            let loaded = OffsetPartition::open(data_dir, partition)
+                .await
+                .map_err(|e| format!("cannot load {OFFSETS_TOPIC}-{partition}: {e}"))?;
+            self.offsets.borrow_mut().insert(partition, loaded);
+        }
+        Ok(())
+    }
+
+    /// Runs group timers forever (spawned once per shard).
+    pub async fn run_timers(self: Rc<Self>) {
+        loop {
+            glommio::timer::sleep(TICK).await;
+            let now = self.clock.now_ms();
+            let mut all = Vec::new();
+            for (id, group) in self.groups.borrow_mut().iter_mut() {
+                let effects = group.tick(now);
+                if !effects.is_empty() {
+                    all.push((id.clone(), effects));
+                }
+            }
+            for (id, effects) in all {
+                self.deliver(&id, effects);
+            }
+        }
+    }
+
+    fn deliver(&self, group_id: &str, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Join { member_id, result } => {
+                    if let Some(sender) = self.pending_joins.borrow_mut().remove(&(group_id.to_string(), member_id)) {
+                        let _ = sender.send(result);
+                    }
+                }
+                Effect::Sync { member_id, result } => {
+                    if let Some(sender) = self.pending_syncs.borrow_mut().remove(&(group_id.to_string(), member_id)) {
+                        let _ = sender.send(result);
+                    }
+                }
+            }
+        }
+    }
+
+    fn with_group<T>(&self, group_id: &str, create: bool, f: impl FnOnce(&mut Group) -> T) -> Option<T> {
+        let mut groups = self.groups.borrow_mut();
+        if !groups.contains_key(group_id) {
+            if !create {
+                return None;
+            }
+            groups.insert(group_id.to_string(), Group::new(group_id.to_string(), self.config));
+        }
+        groups.get_mut(group_id).map(f)
+    }
+
+    pub async fn execute(&self, request: GroupRequest) {
+        let now = self.clock.now_ms();
+        match request {
+            GroupRequest::Join { group_id, request, reply } => {
+                let (answer, effects) = self.with_group(&group_id, true, |g| g.join(now, request)).expect("created");
+                self.deliver(&group_id, effects);
+                match answer {
+                    Reply::Now(result) => {
+                        let _ = reply.send(result);
+                    }
+                    Reply::Later { member_id } => {
+                        if let Some(old) = self.pending_joins.borrow_mut().insert((group_id, member_id.clone()), reply)
+                        {
+                            let _ = old.send(error_join(ResponseError::RebalanceInProgress, &member_id));
+                        }
+                    }
+                }
+            }
+            GroupRequest::Sync { group_id, member_id, generation, instance_id, assignments, reply } => {
+                let outcome = self.with_group(&group_id, false, |g| {
+                    g.sync(now, &member_id, generation, instance_id.as_deref(), assignments)
+                });
+                match outcome {
+                    None => {
+                        let _ = reply.send(error_sync(ResponseError::UnknownMemberId));
+                    }
+                    Some((answer, effects)) => {
+                        self.deliver(&group_id, effects);
+                        match answer {
+                            Reply::Now(result) => {
+                                let _ = reply.send(result);
+                            }
+                            Reply::Later { member_id } => {
+                                self.pending_syncs.borrow_mut().insert((group_id, member_id), reply);
+                            }
+                        }
+                    }
+                }
+            }
+            GroupRequest::Heartbeat { group_id, member_id, generation, instance_id, reply } => {
+                let code = self
+                    .with_group(&group_id, false, |g| g.heartbeat(now, &member_id, generation, instance_id.as_deref()))
+                    .unwrap_or(ResponseError::UnknownMemberId.code());
+                let _ = reply.send(code);
+            }
+            GroupRequest::Leave { group_id, members, reply } => {
+                let outcome = self.with_group(&group_id, false, |g| g.leave(now, &members));
+                let codes = match outcome {
+                    None => vec![ResponseError::UnknownMemberId.code(); members.len()],
+                    Some((codes, effects)) => {
+                        self.deliver(&group_id, effects);
+                        codes
+                    }
+                };
+                let _ = reply.send(codes);
+            }
+            GroupRequest::Commit { group_id, member_id, generation, instance_id, offsets, reply } => {
+                let _ = reply
+                    .send(self.commit(now, &group_id, &member_id, generation, instance_id.as_deref(), offsets).await);
+            }
+            GroupRequest::FetchOffsets { group_id, partitions, reply } => {
+                let _ = reply.send(self.fetch_offsets(&group_id, partitions));
+            }
+            GroupRequest::List { reply } => {
+                let mut names: Vec<String> = self.groups.borrow().keys().cloned().collect();
+                for partition in self.offsets.borrow().values() {
+                    names.extend(partition.groups());
+                }
+                names.sort();
+                names.dedup();
+                let _ =
+                    reply.send(names.iter().map(|name| self.describe(name)).filter(|d| d.state != "Dead").collect());
+            }
+            GroupRequest::Describe { group_id, reply } => {
+                let _ = reply.send(self.describe(&group_id));
+            }
+            GroupRequest::Delete { group_id, reply } => {
+                let _ = reply.send(self.delete(&group_id).await);
+            }
+        }
+    }
+
+    fn offsets_log(&self, group_id: &str) -> Option<crate::storage::PartitionLog> {
+        self.offsets.borrow().get(&partition_for_group(group_id)).map(OffsetPartition::log)
+    }
+
+    async fn commit(
+        &self,
+        now: i64,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        instance_id: Option<&str>,
+        offsets: Vec<PartitionOffset>,
+    ) -> Vec<i16> {
+        let valid = self
+            .with_group(group_id, true, |g| g.validate_commit(member_id, generation, instance_id))
+            .expect("created");
+        if let Err(code) = valid {
+            return vec![code; offsets.len()];
+        }
+        let Some(log) = self.offsets_log(group_id) else {
+            return vec![ResponseError::NotCoordinator.code(); offsets.len()];
+        };
+        let entries: Vec<(OffsetKey, Option<CommittedOffset>)> = offsets
+            .iter()
+            .map(|o| {
+                let key = (group_id.to_string(), o.topic.clone(), o.partition);
+                let value = CommittedOffset {
+                    offset: o.offset,
+                    leader_epoch: o.leader_epoch,
+                    metadata: o.metadata.clone(),
+                    commit_ms: now,
+                };
+                (key, Some(value))
+            })
+            .collect();
+        match append_entries(&log, &entries).await {
+            Ok(()) => {
+                if let Some(partition) = self.offsets.borrow_mut().get_mut(&partition_for_group(group_id)) {
+                    partition.apply(entries);
+                }
+                vec![0; offsets.len()]
+            }
+            Err(error) => {
+                tracing::warn!(group = group_id, %error, "offset commit failed");
+                vec![ResponseError::CoordinatorNotAvailable.code(); offsets.len()]
+            }
+        }
+    }
+
+    fn fetch_offsets(&self, group_id: &str, partitions: Option<Vec<(String, i32)>>) -> Vec<PartitionOffset> {
+        let offsets = self.offsets.borrow();
+        let Some(partition) = offsets.get(&partition_for_group(group_id)) else { return Vec::new() };
+        let found = |topic: &str, p: i32| {
+            let key = (group_id.to_string(), topic.to_string(), p);
+            match partition.get(&key) {
+                Some(c) => PartitionOffset {
+                    topic: topic.to_string(),
+                    partition: p,
+                    offset: c.offset,
+                    leader_epoch: c.leader_epoch,
+                    metadata: c.metadata.clone(),
+                    error_code: 0,
+                },
+                None => PartitionOffset {
+                    topic: topic.to_string(),
+                    partition: p,
+                    offset: -1,
+                    leader_epoch: -1,
+                    metadata: None,
+                    error_code: 0,
+                },
+            }
+        };
+        match partitions {
+            Some(list) => list.iter().map(|(t, p)| found(t, *p)).collect(),
+            None => partition.group_offsets(group_id).into_iter().map(|((_, t, p), _)| found(&t, p)).collect(),
+        }
+    }
+
+    fn describe(&self, group_id: &str) -> GroupDescription {
+        let groups = self.groups.borrow();
+        match groups.get(group_id) {
+            Some(group) => GroupDescription {
+                error_code: 0,
+                group_id: group_id.to_string(),
+                state: group.state().name().to_string(),
+                protocol_type: group.protocol_type().unwrap_or("").to_string(),
+                protocol: group.protocol().unwrap_or("").to_string(),
+                members: group.describe(),
+            },
+            None => {
+                let has_offsets = self
+                    .offsets
+                    .borrow()
+                    .get(&partition_for_group(group_id))
+                    .is_some_and(|p| !p.group_offsets(group_id).is_empty());
+                GroupDescription {
+                    error_code: 0,
+                    group_id: group_id.to_string(),
+                    state: if has_offsets { "Empty" } else { "Dead" }.to_string(),
+                    protocol_type: if has_offsets { "consumer" } else { "" }.to_string(),
+                    protocol: String::new(),
+                    members: Vec::new(),
+                }
+            }
+        }
+    }
+
+    async fn delete(&self, group_id: &str) -> i16 {
+        let state = self.groups.borrow().get(group_id).map(Group::state);
+        let has_offsets = self
+            .offsets
+            .borrow()
+            .get(&partition_for_group(group_id))
+            .is_some_and(|p| !p.group_offsets(group_id).is_empty());
+        match state {
+            Some(GroupState::Empty) | Some(GroupState::Dead) => {}
+            Some(_) => return ResponseError::NonEmptyGroup.code(),
+            None if !has_offsets => return ResponseError::GroupIdNotFound.code(),
+            None => {}
+        }
+        let entries: Vec<(OffsetKey, Option<CommittedOffset>)> = self
+            .offsets
+            .borrow()
+            .get(&partition_for_group(group_id))
+            .map(|p| p.group_offsets(group_id).into_iter().map(|(k, _)| (k, None)).collect())
+            .unwrap_or_default();
+        if let Some(log) = self.offsets_log(group_id) {
+            if append_entries(&log, &entries).await.is_err() {
+                return ResponseError::CoordinatorNotAvailable.code();
+            }
+            if let Some(partition) = self.offsets.borrow_mut().get_mut(&partition_for_group(group_id)) {
+                partition.apply(entries);
+            }
+        }
+        if let Some(group) = self.groups.borrow_mut().get_mut(group_id) {
+            group.mark_dead();
+        }
+        self.groups.borrow_mut().remove(group_id);
+        0
+    }
+
+    /// Removes committed offsets of topics that no longer exist (after DeleteTopics).
+    pub async fn forget_topics(&self, live: &[String]) {
+        let partitions: Vec<i32> = self.offsets.borrow().keys().copied().collect();
+        for p in partitions {
+            let (log, entries) = {
+                let offsets = self.offsets.borrow();
+                let partition = &offsets[&p];
+                let orphaned = partition.orphaned(&|topic| live.iter().any(|t| t == topic));
+                (partition.log(), orphaned.into_iter().map(|k| (k, None)).collect::<Vec<_>>())
+            };
+            if entries.is_empty() {
+                continue;
+            }
+            match append_entries(&log, &entries).await {
+                Ok(()) => {
+                    if let Some(partition) = self.offsets.borrow_mut().get_mut(&p) {
+                        partition.apply(entries);
+                    }
+                }
+                Err(error) => tracing::warn!(partition = p, %error, "could not remove offsets of deleted topics"),
+            }
+        }
+    }
+
+    /// Closes the offsets logs (clean shutdown).
+    pub async fn close(&self) {
+        let logs: Vec<_> = self.offsets.borrow().values().map(OffsetPartition::log).collect();
+        for log in logs {
+            let _ = log.close().await;
+        }
+    }
+}
+
+fn error_join(error: ResponseError, member_id: &str) -> JoinResult {
+    JoinResult {
+        error_code: error.code(),
+        generation_id: -1,
+        protocol_type: None,
+        protocol_name: None,
+        leader: String::new(),
+        member_id: member_id.to_string(),
+        members: Vec::new(),
+    }
+}
+
+fn error_sync(error: ResponseError) -> SyncResult {
+    SyncResult { error_code: error.code(), protocol_type: None, protocol_name: None, assignment: Bytes::new() }
+}

@@ -1,0 +1,220 @@
+//! Committed offsets, stored in the internal `__consumer_offsets` log.
+//!
+//! The log has `OFFSETS_PARTITIONS` partitions, each a normal storage-engine log in
+//! `<data-dir>/__consumer_offsets-<p>/` with the durable flush policy. A group's offsets
+//! (and its coordinator) live in partition `fnv1a_32(group) mod OFFSETS_PARTITIONS`,
+//! owned by the shard the partition routing rule names, so the layout survives a change
+//! of `--cores`. A commit is one record batch, appended and fdatasync'ed before the
+//! OffsetCommit is answered; on startup each shard replays its partitions (latest value
+//! per group/topic/partition; a null value is a tombstone).
+//!
+//! Record format (internal; big-endian): key `[1u8][u16 len][group][u16 len][topic][i32
+//! partition]`; value `[i64 offset][i32 leader epoch][i64 commit ms][u16 len][metadata]`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bytes::BytesMut;
+
+use crate::protocol::record_batch::{build, iter_batches, records};
+use crate::storage::{AppendError, LogConfig, Offset, PartitionLog, StorageEnv, StorageError};
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+pub const OFFSETS_PARTITIONS: i32 = 16;
+
+/// Which `__consumer_offsets` partition holds a group.
+pub fn partition_for_group(group_id: &str) -> i32 {
+    (crate::shard::router::fnv1a_32(group_id.as_bytes()) % OFFSETS_PARTITIONS as u32) as i32
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_ms: i64,
+}
+
+/// (group, topic, partition)
+pub type OffsetKey = (String, String, i32);
+
+#[derive(Debug)]
+pub struct OffsetPartition {
+    log: PartitionLog,
+    offsets: HashMap<OffsetKey, CommittedOffset>,
+}
+
+fn put_str(out: &mut Vec<u8>, value: &str) {
+    out.extend_from_slice(&(value.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    out.extend_from_slice(&value.as_bytes()[..value.len().min(u16::MAX as usize)]);
+}
+
+fn encode_key((group, topic, partition): &OffsetKey) -> Vec<u8> {
+    let mut out = vec![1u8];
+    put_str(&mut out, group);
+    put_str(&mut out, topic);
+    out.extend_from_slice(&partition.to_be_bytes());
+    out
+}
+
+fn encode_value(value: &CommittedOffset) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24);
+    out.extend_from_slice(&value.offset.to_be_bytes());
+    out.extend_from_slice(&value.leader_epoch.to_be_bytes());
+    out.extend_from_slice(&value.commit_ms.to_be_bytes());
+    put_str(&mut out, value.metadata.as_deref().unwrap_or(""));
+    out
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn bytes(&mut self, n: usize) -> Option<&[u8]> {
+        let (head, rest) = self.0.split_at_checked(n)?;
+        self.0 = rest;
+        Some(head)
+    }
+    fn string(&mut self) -> Option<String> {
+        let len = u16::from_be_bytes(self.bytes(2)?.try_into().ok()?) as usize;
+        String::from_utf8(self.bytes(len)?.to_vec()).ok()
+    }
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_be_bytes(self.bytes(4)?.try_into().ok()?))
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_be_bytes(self.bytes(8)?.try_into().ok()?))
+    }
+}
+
+fn decode_key(bytes: &[u8]) -> Option<OffsetKey> {
+    let mut reader = Reader(bytes);
+    if reader.bytes(1)? != [1u8] {
+        return None;
+    }
+    Some((reader.string()?, reader.string()?, reader.i32()?))
+}
+
+fn decode_value(bytes: &[u8]) -> Option<CommittedOffset> {
+    let mut reader = Reader(bytes);
+    let offset = reader.i64()?;
+    let leader_epoch = reader.i32()?;
+    let commit_ms = reader.i64()?;
+    let metadata = reader.string()?;
+    Some(CommittedOffset { offset, leader_epoch, commit_ms, metadata: (!metadata.is_empty()).then_some(metadata) })
+}
+
+fn append_error(error: AppendError) -> StorageError {
+    match error {
+        AppendError::Storage(storage) => storage,
+        other => StorageError::InvalidConfig { reason: format!("offset commit batch refused: {other}") },
+    }
+}
+
+impl OffsetPartition {
+    /// Opens the partition's log and replays it.
+    pub async fn open(data_dir: &Path, partition: i32) -> Result<OffsetPartition, StorageError> {
+        let dir = data_dir.join(format!("{OFFSETS_TOPIC}-{partition}"));
+        let log =
+            PartitionLog::open(&dir, LogConfig { retention_ms: -1, ..LogConfig::default() }, StorageEnv::default())
+                .await?;
+        let mut offsets = HashMap::new();
+        let mut position = log.offsets().log_start.offset();
+        loop {
+            let read = log.read(position, 1 << 20).await.map_err(|e| match e {
+                crate::storage::ReadError::Storage(storage) => storage,
+                other => StorageError::InvalidConfig { reason: other.to_string() },
+            })?;
+            if read.records.is_empty() {
+                break;
+            }
+            for chunk in &read.records {
+                for (header, range) in iter_batches(chunk) {
+                    for record in records(&chunk[range], &header).unwrap_or_default() {
+                        let Some(key) = record.key.and_then(decode_key) else { continue };
+                        match record.value.and_then(decode_value) {
+                            Some(value) => offsets.insert(key, value),
+                            None => offsets.remove(&key),
+                        };
+                    }
+                    position = Offset(header.next_offset());
+                }
+            }
+        }
+        tracing::info!(partition, offsets = offsets.len(), "loaded committed offsets");
+        Ok(OffsetPartition { log, offsets })
+    }
+
+    /// Applies entries already written with [`append_entries`].
+    pub fn apply(&mut self, entries: Vec<(OffsetKey, Option<CommittedOffset>)>) {
+        for (key, value) in entries {
+            match value {
+                Some(value) => self.offsets.insert(key, value),
+                None => self.offsets.remove(&key),
+            };
+        }
+    }
+
+    pub fn get(&self, key: &OffsetKey) -> Option<&CommittedOffset> {
+        self.offsets.get(key)
+    }
+
+    /// Every committed offset of a group.
+    pub fn group_offsets(&self, group: &str) -> Vec<(OffsetKey, CommittedOffset)> {
+        let mut out: Vec<_> =
+            self.offsets.iter().filter(|(k, _)| k.0 == group).map(|(k, v)| (k.clone(), v.clone())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Keys whose topic is not in `live_topics` (the topic was deleted).
+    pub fn orphaned(&self, live_topics: &dyn Fn(&str) -> bool) -> Vec<OffsetKey> {
+        self.offsets.keys().filter(|(_, topic, _)| !live_topics(topic)).cloned().collect()
+    }
+
+    /// Groups with offsets in this partition.
+    pub fn groups(&self) -> Vec<String> {
+        let mut groups: Vec<String> = self.offsets.keys().map(|(g, _, _)| g.clone()).collect();
+        groups.sort();
+        groups.dedup();
+        groups
+    }
+
+    pub fn log(&self) -> PartitionLog {
+        self.log.clone()
+    }
+}
+
+/// Writes entries (value `None` deletes) to an offsets partition's log as one batch and
+/// waits until it is durable. Apply them with [`OffsetPartition::apply`] afterwards.
+pub async fn append_entries(
+    log: &PartitionLog,
+    entries: &[(OffsetKey, Option<CommittedOffset>)],
+) -> Result<(), StorageError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+        entries.iter().map(|(key, value)| (encode_key(key), value.as_ref().map(encode_value))).collect();
+    let now_ms = entries.iter().filter_map(|(_, v)| v.as_ref().map(|v| v.commit_ms)).max().unwrap_or(0);
+    let views: Vec<build::KeyValue<'_>> =
+        encoded.iter().map(|(key, value)| (Some(key.as_slice()), value.as_deref())).collect();
+    let batch = build::keyed_batch(&views, now_ms);
+    log.append(BytesMut::from(&batch[..])).await.map_err(append_error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_values_round_trip() {
+        let key = ("group".to_string(), "topic.a".to_string(), 7);
+        assert_eq!(decode_key(&encode_key(&key)), Some(key));
+        let value = CommittedOffset { offset: 42, leader_epoch: -1, metadata: Some("m".into()), commit_ms: 9 };
+        assert_eq!(decode_value(&encode_value(&value)), Some(value));
+        assert_eq!(decode_key(b"\x02junk"), None);
+        assert_eq!(decode_value(b"short"), None);
+        assert!((0..OFFSETS_PARTITIONS).contains(&partition_for_group("any-group")));
+    }
+}

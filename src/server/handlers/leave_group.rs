@@ -1,0 +1,54 @@
+//! LeaveGroup (key 13), versions 0-4 (a batch of members, with instance ids, from v3).
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::{ApiKey, LeaveGroupRequest, LeaveGroupResponse};
+
+use super::ApiSupport;
+use crate::group::coordinator::GroupRequest;
+use crate::server::frame::{decode_body, encode_response, FrameError, Request};
+use crate::shard::mesh::ShardRequest;
+use crate::shard::ShardContext;
+
+pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::LeaveGroup, 0, 4);
+
+pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
+    let body: LeaveGroupRequest = decode_body(request)?;
+    let group_id = body.group_id.0.to_string();
+    let batched = request.api_version >= 3;
+    let members: Vec<(String, Option<String>)> = if batched {
+        body.members
+            .iter()
+            .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
+            .collect()
+    } else {
+        vec![(body.member_id.to_string(), None)]
+    };
+    let shard = ctx.group_shard(&group_id);
+    let count = members.len();
+    let leaving = members.clone();
+    let codes = ctx
+        .call(shard, move |reply| ShardRequest::Group(GroupRequest::Leave { group_id, members: leaving, reply }))
+        .await
+        .unwrap_or_else(|| vec![ResponseError::CoordinatorNotAvailable.code(); count]);
+    let response = if batched {
+        LeaveGroupResponse::default().with_members(
+            body.members
+                .iter()
+                .zip(&codes)
+                .map(|(m, code)| {
+                    MemberResponse::default()
+                        .with_member_id(m.member_id.clone())
+                        .with_group_instance_id(m.group_instance_id.clone())
+                        .with_error_code(*code)
+                })
+                .collect(),
+        )
+    } else {
+        LeaveGroupResponse::default().with_error_code(codes.first().copied().unwrap_or(0))
+    };
+    encode_response(ApiKey::LeaveGroup, request.api_version, request.header.correlation_id, &response)
+}

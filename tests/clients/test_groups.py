@@ -83,3 +83,115 @@ def test_three_consumers_share_six_partitions(broker):
             got.append(int(m.value()))
     late.close()
     assert sorted(got) == list(range(6000, 6060)), "resumed from the committed offsets, nothing replayed"
+
+
+CHILD = r"""
+import sys, time
+from confluent_kafka import Consumer
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": sys.argv[2], "auto.offset.reset": "earliest",
+              "enable.auto.commit": False, "session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+c.subscribe([sys.argv[3]])
+while True:
+    m = c.poll(0.2)
+    if m is not None and not m.error():
+        print(m.value().decode(), flush=True)
+        c.commit(message=m, asynchronous=False)
+"""
+
+
+def test_killed_consumer_partitions_move_to_the_survivors(broker, tmp_path):
+    import subprocess
+    import sys
+
+    create_topic(broker.bootstrap, "failover", 6)
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    children = [subprocess.Popen([sys.executable, str(script), broker.bootstrap, "gk", "failover"],
+                                 stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    try:
+        produce_n(broker.bootstrap, "failover", 600)
+        time.sleep(8)  # all three joined and are consuming
+        children[0].kill()  # SIGKILL: no LeaveGroup, the session timeout must notice
+        killed_at = time.time()
+        produce_n(broker.bootstrap, "failover", 600, start=600)
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        deadline = time.time() + 40
+        members = None
+        while time.time() < deadline:
+            described = admin.describe_consumer_groups(["gk"])["gk"].result(timeout=10)
+            members = described.members
+            owned = sorted(tp.partition for m in members for tp in m.assignment.topic_partitions)
+            if len(members) == 2 and owned == list(range(6)) and str(described.state).endswith("STABLE"):
+                break
+            time.sleep(0.5)
+        rebalanced_after = time.time() - killed_at
+        assert members is not None and len(members) == 2, f"the dead member is gone: {members}"
+        time.sleep(3)
+    finally:
+        for child in children:
+            child.kill()
+    outputs = [int(line) for child in children for line in child.communicate(timeout=10)[0].split()]
+    assert set(outputs) >= set(range(1200)), "nothing lost"
+    duplicates = len(outputs) - len(set(outputs))
+    assert duplicates <= 50, f"{duplicates} duplicates: only the uncommitted window may be replayed"
+    assert rebalanced_after < 30, f"the group rebalanced {rebalanced_after:.1f}s after the kill"
+
+
+def test_kafka_python_group_consumer_interoperates(broker):
+    from kafka import KafkaConsumer
+
+    create_topic(broker.bootstrap, "kp-group", 2)
+    produce_n(broker.bootstrap, "kp-group", 500)
+    consumer = KafkaConsumer("kp-group", bootstrap_servers=broker.bootstrap, group_id="kp", auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=10000)
+    got = []
+    for message in consumer:
+        got.append(int(message.value))
+        if len(got) == 500:
+            break
+    consumer.commit()
+    consumer.close()
+    assert sorted(got) == list(range(500))
+    # librdkafka in the same group resumes where kafka-python committed.
+    produce_n(broker.bootstrap, "kp-group", 20, start=500)
+    c = group_consumer(broker.bootstrap, "kp")
+    c.subscribe(["kp-group"])
+    more = []
+    deadline = time.time() + 30
+    while len(more) < 20 and time.time() < deadline:
+        m = c.poll(0.2)
+        if m is not None and not m.error():
+            more.append(int(m.value()))
+    c.close()
+    assert sorted(more) == list(range(500, 520))
+
+
+def test_group_resumes_from_committed_offsets_after_broker_restart(broker_factory, tmp_path):
+    data = tmp_path / "groups-restart"
+    first = broker_factory(data_dir=data)
+    create_topic(first.bootstrap, "resume", 3)
+    produce_n(first.bootstrap, "resume", 300)
+    c = group_consumer(first.bootstrap, "gr")
+    c.subscribe(["resume"])
+    got = []
+    deadline = time.time() + 30
+    while len(got) < 150 and time.time() < deadline:
+        m = c.poll(0.2)
+        if m is not None and not m.error():
+            got.append(int(m.value()))
+            c.commit(message=m, asynchronous=False)
+    c.close()
+    assert first.stop() == 0
+    second = broker_factory(data_dir=data)
+    c = group_consumer(second.bootstrap, "gr")
+    c.subscribe(["resume"])
+    rest = []
+    deadline = time.time() + 30
+    while len(got) + len(rest) < 300 and time.time() < deadline:
+        m = c.poll(0.2)
+        if m is not None and not m.error():
+            rest.append(int(m.value()))
+    c.close()
+    assert not set(got) & set(rest), "committed messages are not consumed again after the restart"
+    assert sorted(got + rest) == list(range(300))
+    assert second.stop() == 0

@@ -30,6 +30,8 @@ use super::state::{
 pub const TICK: Duration = Duration::from_millis(100);
 /// offsets.retention.minutes default (7 days): offsets of an empty group expire after it.
 pub const OFFSETS_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Offsets maintenance runs every this many ticks (one minute).
+const MAINTENANCE_EVERY: u64 = 600;
 
 type Sender<T> = oneshot::Sender<T>;
 
@@ -135,10 +137,16 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    /// Runs group timers forever (spawned once per shard).
+    /// Runs group timers forever (spawned once per shard), and offsets maintenance
+    /// (retention of empty groups' offsets, compaction) every `MAINTENANCE_EVERY` ticks.
     pub async fn run_timers(self: Rc<Self>) {
+        let mut ticks = 0u64;
         loop {
             glommio::timer::sleep(TICK).await;
+            ticks += 1;
+            if ticks % MAINTENANCE_EVERY == 0 {
+                self.maintain_offsets().await;
+            }
             let now = self.clock.now_ms();
             let mut all = Vec::new();
             for (id, group) in self.groups.borrow_mut().iter_mut() {
@@ -263,8 +271,8 @@ impl GroupCoordinator {
         }
     }
 
-    fn offsets_log(&self, group_id: &str) -> Option<crate::storage::PartitionLog> {
-        self.offsets.borrow().get(&partition_for_group(group_id)).map(OffsetPartition::log)
+    fn offsets_log(&self, group_id: &str) -> Option<(crate::storage::PartitionLog, Rc<glommio::sync::Semaphore>)> {
+        self.offsets.borrow().get(&partition_for_group(group_id)).map(|p| (p.log(), p.gate()))
     }
 
     async fn commit(
@@ -282,9 +290,10 @@ impl GroupCoordinator {
         if let Err(code) = valid {
             return vec![code; offsets.len()];
         }
-        let Some(log) = self.offsets_log(group_id) else {
+        let Some((log, gate)) = self.offsets_log(group_id) else {
             return vec![ResponseError::NotCoordinator.code(); offsets.len()];
         };
+        let _permit = gate.acquire_permit(1).await.expect("offsets gate never closes");
         let entries: Vec<(OffsetKey, Option<CommittedOffset>)> = offsets
             .iter()
             .map(|o| {
@@ -384,13 +393,14 @@ impl GroupCoordinator {
             None if !has_offsets => return ResponseError::GroupIdNotFound.code(),
             None => {}
         }
-        let entries: Vec<(OffsetKey, Option<CommittedOffset>)> = self
-            .offsets
-            .borrow()
-            .get(&partition_for_group(group_id))
-            .map(|p| p.group_offsets(group_id).into_iter().map(|(k, _)| (k, None)).collect())
-            .unwrap_or_default();
-        if let Some(log) = self.offsets_log(group_id) {
+        if let Some((log, gate)) = self.offsets_log(group_id) {
+            let _permit = gate.acquire_permit(1).await.expect("offsets gate never closes");
+            let entries: Vec<(OffsetKey, Option<CommittedOffset>)> = self
+                .offsets
+                .borrow()
+                .get(&partition_for_group(group_id))
+                .map(|p| p.group_offsets(group_id).into_iter().map(|(k, _)| (k, None)).collect())
+                .unwrap_or_default();
             if append_entries(&log, &entries).await.is_err() {
                 return ResponseError::CoordinatorNotAvailable.code();
             }
@@ -409,6 +419,8 @@ impl GroupCoordinator {
     pub async fn forget_topics(&self, live: &[String]) {
         let partitions: Vec<i32> = self.offsets.borrow().keys().copied().collect();
         for p in partitions {
+            let gate = self.offsets.borrow()[&p].gate();
+            let _permit = gate.acquire_permit(1).await.expect("offsets gate never closes");
             let (log, entries) = {
                 let offsets = self.offsets.borrow();
                 let partition = &offsets[&p];
@@ -425,6 +437,44 @@ impl GroupCoordinator {
                     }
                 }
                 Err(error) => tracing::warn!(partition = p, %error, "could not remove offsets of deleted topics"),
+            }
+        }
+    }
+
+    /// Drops the offsets of groups that have been empty (no members) with no commit for
+    /// `OFFSETS_RETENTION_MS`, and compacts offsets logs that grew mostly stale.
+    pub async fn maintain_offsets(&self) {
+        let now = self.clock.now_ms();
+        let partitions: Vec<i32> = self.offsets.borrow().keys().copied().collect();
+        for p in partitions {
+            let gate = self.offsets.borrow()[&p].gate();
+            let _permit = gate.acquire_permit(1).await.expect("offsets gate never closes");
+            let (log, expired, compact_live) = {
+                let offsets = self.offsets.borrow();
+                let partition = &offsets[&p];
+                let groups = self.groups.borrow();
+                let expired: Vec<(OffsetKey, Option<CommittedOffset>)> = partition
+                    .stale_groups(now - OFFSETS_RETENTION_MS)
+                    .into_iter()
+                    .filter(|g| groups.get(g).is_none_or(|group| group.is_empty()))
+                    .flat_map(|g| partition.group_offsets(&g).into_iter().map(|(k, _)| (k, None)))
+                    .collect();
+                let log = partition.log();
+                let size = log.size_bytes();
+                let compact = size > super::offsets::OFFSETS_COMPACT_BYTES && size > 4 * partition.live_bytes();
+                (log, expired, compact.then(|| partition.live()))
+            };
+            if !expired.is_empty() && append_entries(&log, &expired).await.is_ok() {
+                tracing::info!(partition = p, offsets = expired.len(), "expired offsets of empty groups");
+                if let Some(partition) = self.offsets.borrow_mut().get_mut(&p) {
+                    partition.apply(expired);
+                }
+            }
+            if let Some(live) = compact_live {
+                match super::offsets::compact(&log, live).await {
+                    Ok(()) => tracing::info!(partition = p, bytes = log.size_bytes(), "compacted offsets log"),
+                    Err(error) => tracing::warn!(partition = p, %error, "offsets compaction failed"),
+                }
             }
         }
     }

@@ -21,6 +21,12 @@ use crate::storage::{AppendError, LogConfig, Offset, PartitionLog, StorageEnv, S
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub const OFFSETS_PARTITIONS: i32 = 16;
+/// Segment size of the offsets logs.
+pub const OFFSETS_SEGMENT_BYTES: u64 = 16 << 20;
+/// An offsets partition is compacted once its log is this large and mostly stale.
+pub const OFFSETS_COMPACT_BYTES: u64 = 64 << 20;
+/// Entries per batch when rewriting live offsets.
+const COMPACT_BATCH_ENTRIES: usize = 1000;
 
 /// Which `__consumer_offsets` partition holds a group.
 pub fn partition_for_group(group_id: &str) -> i32 {
@@ -42,6 +48,9 @@ pub type OffsetKey = (String, String, i32);
 pub struct OffsetPartition {
     log: PartitionLog,
     offsets: HashMap<OffsetKey, CommittedOffset>,
+    /// Serializes writers (commits, deletions, compaction) so the log's order is the
+    /// order in which entries are applied.
+    gate: std::rc::Rc<glommio::sync::Semaphore>,
 }
 
 fn put_str(out: &mut Vec<u8>, value: &str) {
@@ -114,9 +123,10 @@ impl OffsetPartition {
     /// Opens the partition's log and replays it.
     pub async fn open(data_dir: &Path, partition: i32) -> Result<OffsetPartition, StorageError> {
         let dir = data_dir.join(format!("{OFFSETS_TOPIC}-{partition}"));
-        let log =
-            PartitionLog::open(&dir, LogConfig { retention_ms: -1, ..LogConfig::default() }, StorageEnv::default())
-                .await?;
+        // Small segments, so compaction (rewriting the live offsets and moving the log
+        // start past the old ones) actually frees space and bounds the replay at startup.
+        let config = LogConfig { retention_ms: -1, segment_bytes: OFFSETS_SEGMENT_BYTES, ..LogConfig::default() };
+        let log = PartitionLog::open(&dir, config, StorageEnv::default()).await?;
         let mut offsets = HashMap::new();
         let mut position = log.offsets().log_start.offset();
         loop {
@@ -141,7 +151,7 @@ impl OffsetPartition {
             }
         }
         tracing::info!(partition, offsets = offsets.len(), "loaded committed offsets");
-        Ok(OffsetPartition { log, offsets })
+        Ok(OffsetPartition { log, offsets, gate: std::rc::Rc::new(glommio::sync::Semaphore::new(1)) })
     }
 
     /// Applies entries already written with [`append_entries`].
@@ -182,6 +192,53 @@ impl OffsetPartition {
     pub fn log(&self) -> PartitionLog {
         self.log.clone()
     }
+
+    pub fn gate(&self) -> std::rc::Rc<glommio::sync::Semaphore> {
+        self.gate.clone()
+    }
+
+    /// Every live entry (for compaction).
+    pub fn live(&self) -> Vec<(OffsetKey, Option<CommittedOffset>)> {
+        self.offsets.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect()
+    }
+
+    /// Groups whose every offset was committed before `cutoff_ms`.
+    pub fn stale_groups(&self, cutoff_ms: i64) -> Vec<String> {
+        let mut newest: HashMap<&str, i64> = HashMap::new();
+        for ((group, _, _), value) in &self.offsets {
+            let entry = newest.entry(group.as_str()).or_insert(i64::MIN);
+            *entry = (*entry).max(value.commit_ms);
+        }
+        let mut stale: Vec<String> =
+            newest.into_iter().filter(|(_, t)| *t < cutoff_ms).map(|(g, _)| g.to_string()).collect();
+        stale.sort();
+        stale
+    }
+
+    /// Rough bytes the live entries take when rewritten.
+    pub fn live_bytes(&self) -> u64 {
+        self.offsets
+            .iter()
+            .map(|((g, t, _), v)| (g.len() + t.len() + v.metadata.as_ref().map_or(0, String::len) + 40) as u64)
+            .sum()
+    }
+}
+
+/// Compacts an offsets partition's log: rewrites the live entries after the stale ones
+/// and moves the log start to where the rewrite begins; retention then deletes the old
+/// segments. Replaying from the log start gives the same map, from far fewer bytes.
+pub async fn compact(log: &PartitionLog, live: Vec<(OffsetKey, Option<CommittedOffset>)>) -> Result<(), StorageError> {
+    let start = log.offsets().log_end.offset();
+    for chunk in live.chunks(COMPACT_BATCH_ENTRIES) {
+        append_entries(log, chunk).await?;
+    }
+    log.delete_records(start).await.map_err(|e| match e {
+        crate::storage::ReadError::Storage(storage) => storage,
+        other => StorageError::InvalidConfig { reason: other.to_string() },
+    })?;
+    log.request_roll();
+    log.enforce_retention().await?;
+    Ok(())
 }
 
 /// Writes entries (value `None` deletes) to an offsets partition's log as one batch and

@@ -109,6 +109,12 @@ pub enum GroupRequest {
         group_id: String,
         reply: Sender<i16>,
     },
+    /// OffsetDelete: (group error, one code per partition).
+    DeleteOffsets {
+        group_id: String,
+        partitions: Vec<(String, i32)>,
+        reply: Sender<(i16, Vec<i16>)>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -268,6 +274,9 @@ impl GroupCoordinator {
             GroupRequest::Delete { group_id, reply } => {
                 let _ = reply.send(self.delete(&group_id).await);
             }
+            GroupRequest::DeleteOffsets { group_id, partitions, reply } => {
+                let _ = reply.send(self.delete_offsets(&group_id, partitions).await);
+            }
         }
     }
 
@@ -413,6 +422,37 @@ impl GroupCoordinator {
         }
         self.groups.borrow_mut().remove(group_id);
         0
+    }
+
+    async fn delete_offsets(&self, group_id: &str, partitions: Vec<(String, i32)>) -> (i16, Vec<i16>) {
+        let subscribed = self
+            .groups
+            .borrow()
+            .get(group_id)
+            .filter(|g| !g.is_empty())
+            .map(|g| g.subscribed_topics())
+            .unwrap_or_default();
+        let Some((log, gate)) = self.offsets_log(group_id) else {
+            return (ResponseError::NotCoordinator.code(), vec![0; partitions.len()]);
+        };
+        let _permit = gate.acquire_permit(1).await.expect("offsets gate never closes");
+        let codes: Vec<i16> = partitions
+            .iter()
+            .map(|(topic, _)| if subscribed.contains(topic) { ResponseError::GroupSubscribedToTopic.code() } else { 0 })
+            .collect();
+        let entries: Vec<(OffsetKey, Option<CommittedOffset>)> = partitions
+            .iter()
+            .zip(&codes)
+            .filter(|(_, code)| **code == 0)
+            .map(|((topic, partition), _)| ((group_id.to_string(), topic.clone(), *partition), None))
+            .collect();
+        if append_entries(&log, &entries).await.is_err() {
+            return (ResponseError::CoordinatorNotAvailable.code(), codes);
+        }
+        if let Some(partition) = self.offsets.borrow_mut().get_mut(&partition_for_group(group_id)) {
+            partition.apply(entries);
+        }
+        (0, codes)
     }
 
     /// Removes committed offsets of topics that no longer exist (after DeleteTopics).

@@ -250,6 +250,33 @@ impl Group {
         self.static_members.clear();
     }
 
+    /// Topics the members subscribe to, read from their "consumer" protocol metadata
+    /// (ConsumerProtocolSubscription); empty for other protocol types.
+    pub fn subscribed_topics(&self) -> Vec<String> {
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
+        use kafka_protocol::protocol::Decodable;
+        let mut topics = Vec::new();
+        if self.protocol_type.as_deref() != Some("consumer") {
+            return topics;
+        }
+        for member in self.members.values() {
+            for (_, metadata) in &member.protocols {
+                let mut bytes = metadata.clone();
+                if bytes.len() < 2 {
+                    continue;
+                }
+                let version = i16::from_be_bytes([bytes[0], bytes[1]]);
+                bytes = bytes.slice(2..);
+                if let Ok(subscription) = ConsumerProtocolSubscription::decode(&mut bytes, version.clamp(0, 3)) {
+                    topics.extend(subscription.topics.iter().map(|t| t.to_string()));
+                }
+            }
+        }
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+
     pub fn describe(&self) -> Vec<MemberDescription> {
         self.members
             .iter()

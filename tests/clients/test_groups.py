@@ -195,3 +195,71 @@ def test_group_resumes_from_committed_offsets_after_broker_restart(broker_factor
     assert not set(got) & set(rest), "committed messages are not consumed again after the restart"
     assert sorted(got + rest) == list(range(300))
     assert second.stop() == 0
+
+
+def test_static_member_restart_does_not_rebalance_and_offsets_can_be_deleted(broker):
+    from confluent_kafka import TopicPartition
+
+    create_topic(broker.bootstrap, "static", 2)
+    produce_n(broker.bootstrap, "static", 100)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+
+    def member():
+        c = group_consumer(broker.bootstrap, "gs", **{"group.instance.id": "instance-1", "session.timeout.ms": 10000})
+        c.subscribe(["static"])
+        got = 0
+        deadline = time.time() + 20
+        while got < 1 and time.time() < deadline:
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                got += 1
+                c.commit(message=m, asynchronous=False)
+        return c
+
+    first = member()
+    state_before = admin.describe_consumer_groups(["gs"])["gs"].result(timeout=10)
+    first.close()  # a static member's close does not leave the group
+    second = member()
+    state_after = admin.describe_consumer_groups(["gs"])["gs"].result(timeout=10)
+    assert len(state_after.members) == 1
+    assert state_after.members[0].group_instance_id == "instance-1"
+    assert [tp.partition for tp in state_before.members[0].assignment.topic_partitions] == \
+        [tp.partition for tp in state_after.members[0].assignment.topic_partitions]
+    second.close()
+
+    # Offsets of an empty group can be deleted (OffsetDelete through kafka-python's admin).
+    from kafka.admin import KafkaAdminClient
+    from kafka.structs import TopicPartition as KpTopicPartition
+
+    c = group_consumer(broker.bootstrap, "g-offsets")
+    c.commit(offsets=[TopicPartition("static", 0, 42)], asynchronous=False)
+    c.close()
+    kp_admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    result = kp_admin.delete_group_offsets("g-offsets", [KpTopicPartition("static", 0)])
+    kp_admin.close()
+    assert all(getattr(e, "errno", 0) in (0, None) for e in (result.values() if isinstance(result, dict) else [])), result
+    check = group_consumer(broker.bootstrap, "g-offsets")
+    committed = check.committed([TopicPartition("static", 0)], timeout=10)
+    check.close()
+    assert committed[0].offset < 0, "the committed offset is gone"
+
+
+def test_cooperative_sticky_assignor_works(broker):
+    create_topic(broker.bootstrap, "coop", 4)
+    produce_n(broker.bootstrap, "coop", 400)
+    consumers = [group_consumer(broker.bootstrap, "gc", **{"partition.assignment.strategy": "cooperative-sticky"})
+                 for _ in range(2)]
+    for c in consumers:
+        c.subscribe(["coop"])
+    seen = set()
+    deadline = time.time() + 30
+    while len(seen) < 400 and time.time() < deadline:
+        for c in consumers:
+            m = c.poll(0.1)
+            if m is not None and not m.error():
+                seen.add(int(m.value()))
+    owned = sorted(tp.partition for c in consumers for tp in c.assignment())
+    for c in consumers:
+        c.close()
+    assert seen == set(range(400))
+    assert owned == [0, 1, 2, 3], "incremental assignment covers every partition once"

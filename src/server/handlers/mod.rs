@@ -31,6 +31,7 @@ pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
+pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
@@ -74,6 +75,7 @@ pub const SUPPORTED: &[ApiSupport] = &[
     list_groups::SUPPORT,
     describe_groups::SUPPORT,
     delete_groups::SUPPORT,
+    offset_delete::SUPPORT,
 ];
 
 pub fn support_for(key: ApiKey) -> Option<ApiSupport> {
@@ -114,6 +116,7 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, request: Request) -> Result<Respon
         ApiKey::ListGroups => list_groups::handle(ctx, &request).await.map(one),
         ApiKey::DescribeGroups => describe_groups::handle(ctx, &request).await.map(one),
         ApiKey::DeleteGroups => delete_groups::handle(ctx, &request).await.map(one),
+        ApiKey::OffsetDelete => offset_delete::handle(ctx, &request).await.map(one),
         other => unreachable!("{other:?} is in SUPPORTED without a handler"),
     }
 }
@@ -149,6 +152,7 @@ pub fn decode_any(request: &Request) -> Result<(), FrameError> {
         ApiKey::ListGroups => decode_body::<ListGroupsRequest>(request).map(drop),
         ApiKey::DescribeGroups => decode_body::<DescribeGroupsRequest>(request).map(drop),
         ApiKey::DeleteGroups => decode_body::<DeleteGroupsRequest>(request).map(drop),
+        ApiKey::OffsetDelete => decode_body::<OffsetDeleteRequest>(request).map(drop),
         _ => Ok(()),
     }
 }

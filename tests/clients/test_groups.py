@@ -263,3 +263,23 @@ def test_cooperative_sticky_assignor_works(broker):
         c.close()
     assert seen == set(range(400))
     assert owned == [0, 1, 2, 3], "incremental assignment covers every partition once"
+
+
+def test_deleting_a_topic_deletes_its_committed_offsets(broker):
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    create_topic(broker.bootstrap, "doomed", 2)
+    create_topic(broker.bootstrap, "kept", 1)
+    c = group_consumer(broker.bootstrap, "gd")
+    c.commit(offsets=[TopicPartition("doomed", 0, 5), TopicPartition("doomed", 1, 6), TopicPartition("kept", 0, 7)],
+             asynchronous=False)
+    c.close()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+
+    def committed():
+        result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions("gd")])["gd"].result(timeout=10)
+        return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions}
+
+    assert committed() == {("doomed", 0): 5, ("doomed", 1): 6, ("kept", 0): 7}
+    admin.delete_topics(["doomed"])["doomed"].result(timeout=30)
+    assert committed() == {("kept", 0): 7}

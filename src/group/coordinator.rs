@@ -529,17 +529,9 @@ impl GroupCoordinator {
 }
 
 fn error_join(error: ResponseError, member_id: &str) -> JoinResult {
-    JoinResult {
-        error_code: error.code(),
-        generation_id: -1,
-        protocol_type: None,
-        protocol_name: None,
-        leader: String::new(),
-        member_id: member_id.to_string(),
-        members: Vec::new(),
-    }
+    JoinResult::error(error.code(), member_id)
 }
 
 fn error_sync(error: ResponseError) -> SyncResult {
-    SyncResult { error_code: error.code(), protocol_type: None, protocol_name: None, assignment: Bytes::new() }
+    SyncResult::error(error.code())
 }

@@ -101,7 +101,7 @@ pub struct JoinResult {
 }
 
 impl JoinResult {
-    fn error(code: i16, member_id: &str) -> JoinResult {
+    pub fn error(code: i16, member_id: &str) -> JoinResult {
         JoinResult {
             error_code: code,
             generation_id: -1,
@@ -123,7 +123,7 @@ pub struct SyncResult {
 }
 
 impl SyncResult {
-    fn error(code: i16) -> SyncResult {
+    pub fn error(code: i16) -> SyncResult {
         SyncResult { error_code: code, protocol_type: None, protocol_name: None, assignment: Bytes::new() }
     }
 }

@@ -84,7 +84,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
             }
             Either::Right(_) => break,
         };
-        let pending = match start_request(&ctx, frame) {
+        let pending = match start_request(&ctx, frame, peer) {
             Ok(pending) => pending,
             Err(error) => {
                 tracing::warn!(%peer, %error, "closing connection");
@@ -137,7 +137,7 @@ async fn read_more<R: futures_lite::AsyncRead + Unpin>(
 }
 
 /// Parses the header and starts the handler task; errors close the connection.
-fn start_request(ctx: &Rc<ShardContext>, frame: Bytes) -> Result<Pending, FrameError> {
+fn start_request(ctx: &Rc<ShardContext>, frame: Bytes, peer: SocketAddr) -> Result<Pending, FrameError> {
     let (key, version) = peek_api(&frame)?;
     let api = ApiKey::try_from(key).map_err(|_| FrameError::UnknownApiKey(key))?;
     let supported = handlers::support_for(api).is_some_and(|s| (s.min..=s.max).contains(&version));
@@ -149,7 +149,8 @@ fn start_request(ctx: &Rc<ShardContext>, frame: Bytes) -> Result<Pending, FrameE
         }
         return Err(FrameError::UnsupportedVersion { api, version });
     }
-    let request = parse_header(frame, api, version)?;
+    let mut request = parse_header(frame, api, version)?;
+    request.client_host = format!("/{}", peer.ip());
     let ctx = ctx.clone();
     Ok(glommio::spawn_local(async move { handlers::dispatch(&ctx, request).await }))
 }

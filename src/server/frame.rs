@@ -30,6 +30,8 @@ pub struct Request {
     pub api_version: i16,
     pub header: RequestHeader,
     pub body: Bytes,
+    /// The client's address as Kafka reports it ("/ip"), for group member descriptions.
+    pub client_host: String,
 }
 
 /// Reads the length prefix of a frame, if 4 bytes are present; checks the size limit.
@@ -60,7 +62,7 @@ pub fn parse_header(mut frame: Bytes, api_key: ApiKey, api_version: i16) -> Resu
         version: api_version,
         reason: e.to_string(),
     })?;
-    Ok(Request { api_key, api_version, header, body: frame })
+    Ok(Request { api_key, api_version, header, body: frame, client_host: String::new() })
 }
 
 /// Decodes a request body. Bytes after the body are ignored, as Kafka brokers do: some

@@ -42,6 +42,10 @@ pub struct ServeConfig {
     pub default_partitions: i32,
     /// Default flush policy for topics that do not set one.
     pub flush: FlushPolicy,
+    /// group.initial.rebalance.delay.ms
+    pub group_initial_rebalance_delay_ms: i64,
+    /// offsets.retention.minutes, in ms
+    pub offsets_retention_ms: i64,
 }
 
 /// Parses a CPU list such as `0-3,6` into sorted, unique CPU numbers.

@@ -62,6 +62,14 @@ struct ServeArgs {
     /// With --flush-interval-ms: also sync after this many unsynced bytes.
     #[arg(long, default_value = "1M", value_parser = parse_bytes)]
     flush_bytes: u64,
+    /// How long the first rebalance of an empty consumer group waits for more members
+    /// (Kafka's group.initial.rebalance.delay.ms).
+    #[arg(long, default_value_t = 3000)]
+    group_initial_rebalance_delay_ms: i64,
+    /// Committed offsets of a group that is empty and has not committed for this long
+    /// are deleted (Kafka's offsets.retention.minutes; default 7 days).
+    #[arg(long, default_value_t = 7 * 24 * 60 * 60 * 1000)]
+    offsets_retention_ms: i64,
 }
 
 fn parse_bytes(text: &str) -> Result<u64, String> {
@@ -122,6 +130,8 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.default_partitions,
         flush,
+        group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms.max(0),
+        offsets_retention_ms: args.offsets_retention_ms.max(1),
     })
 }
 

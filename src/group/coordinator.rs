@@ -28,10 +28,10 @@ use super::state::{
 
 /// How often group timers (sessions, rebalance and sync timeouts) are checked.
 pub const TICK: Duration = Duration::from_millis(100);
-/// offsets.retention.minutes default (7 days): offsets of an empty group expire after it.
-pub const OFFSETS_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
-/// Offsets maintenance runs every this many ticks (one minute).
-const MAINTENANCE_EVERY: u64 = 600;
+/// Offsets maintenance (retention, compaction) runs at most this often...
+const MAINTENANCE_INTERVAL_MS_MAX: i64 = 60_000;
+/// ...and at least this often relative to the retention, so a short retention is kept.
+const MAINTENANCE_PER_RETENTION: i64 = 4;
 
 type Sender<T> = oneshot::Sender<T>;
 
@@ -144,13 +144,17 @@ impl GroupCoordinator {
     }
 
     /// Runs group timers forever (spawned once per shard), and offsets maintenance
-    /// (retention of empty groups' offsets, compaction) every `MAINTENANCE_EVERY` ticks.
+    /// (retention of empty groups' offsets, compaction) every minute, or more often when
+    /// the offsets retention is short.
     pub async fn run_timers(self: Rc<Self>) {
         let mut ticks = 0u64;
+        let interval_ms = (self.config.offsets_retention_ms / MAINTENANCE_PER_RETENTION)
+            .clamp(TICK.as_millis() as i64, MAINTENANCE_INTERVAL_MS_MAX);
+        let maintenance_every = (interval_ms / TICK.as_millis() as i64).max(1) as u64;
         loop {
             glommio::timer::sleep(TICK).await;
             ticks += 1;
-            if ticks % MAINTENANCE_EVERY == 0 {
+            if ticks % maintenance_every == 0 {
                 self.maintain_offsets().await;
             }
             let now = self.clock.now_ms();
@@ -482,7 +486,7 @@ impl GroupCoordinator {
     }
 
     /// Drops the offsets of groups that have been empty (no members) with no commit for
-    /// `OFFSETS_RETENTION_MS`, and compacts offsets logs that grew mostly stale.
+    /// the configured offsets retention, and compacts offsets logs that grew mostly stale.
     pub async fn maintain_offsets(&self) {
         let now = self.clock.now_ms();
         let partitions: Vec<i32> = self.offsets.borrow().keys().copied().collect();
@@ -494,7 +498,7 @@ impl GroupCoordinator {
                 let partition = &offsets[&p];
                 let groups = self.groups.borrow();
                 let expired: Vec<(OffsetKey, Option<CommittedOffset>)> = partition
-                    .stale_groups(now - OFFSETS_RETENTION_MS)
+                    .stale_groups(now - self.config.offsets_retention_ms)
                     .into_iter()
                     .filter(|g| groups.get(g).is_none_or(|group| group.is_empty()))
                     .flat_map(|g| partition.group_offsets(&g).into_iter().map(|(k, _)| (k, None)))

@@ -53,6 +53,9 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: i64,
     pub min_session_timeout_ms: i32,
     pub max_session_timeout_ms: i32,
+    /// offsets.retention.minutes, in ms: offsets of a group that is empty and has not
+    /// committed for this long are deleted.
+    pub offsets_retention_ms: i64,
 }
 
 impl Default for GroupConfig {
@@ -61,6 +64,7 @@ impl Default for GroupConfig {
             initial_rebalance_delay_ms: 3_000,
             min_session_timeout_ms: 6_000,
             max_session_timeout_ms: 1_800_000,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
         }
     }
 }

@@ -48,6 +48,11 @@ impl ShardContext {
         metadata: Arc<ClusterMetadata>,
         senders: Senders<ShardRequest>,
     ) -> ShardContext {
+        let group_config = GroupConfig {
+            initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            offsets_retention_ms: config.offsets_retention_ms,
+            ..GroupConfig::default()
+        };
         ShardContext {
             id,
             shard_count: senders.nr_consumers(),
@@ -56,7 +61,7 @@ impl ShardContext {
             logs: RefCell::new(HashMap::new()),
             senders,
             controller_gate: glommio::sync::Semaphore::new(1),
-            groups: Rc::new(GroupCoordinator::new(GroupConfig::default())),
+            groups: Rc::new(GroupCoordinator::new(group_config)),
         }
     }
 

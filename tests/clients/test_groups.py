@@ -283,3 +283,25 @@ def test_deleting_a_topic_deletes_its_committed_offsets(broker):
     assert committed() == {("doomed", 0): 5, ("doomed", 1): 6, ("kept", 0): 7}
     admin.delete_topics(["doomed"])["doomed"].result(timeout=30)
     assert committed() == {("kept", 0): 7}
+
+
+def test_offsets_of_an_empty_group_expire_after_the_retention(broker_factory):
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+
+    broker = broker_factory(extra_args=["--offsets-retention-ms", "2000"])
+    create_topic(broker.bootstrap, "expiring", 1)
+    c = group_consumer(broker.bootstrap, "ge")
+    c.commit(offsets=[TopicPartition("expiring", 0, 3)], asynchronous=False)
+    c.close()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+
+    def committed():
+        result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions("ge")])["ge"].result(timeout=10)
+        return {(tp.topic, tp.partition): tp.offset for tp in result.topic_partitions}
+
+    assert committed() == {("expiring", 0): 3}
+    deadline = time.time() + 15
+    while committed() and time.time() < deadline:
+        time.sleep(0.5)
+    assert committed() == {}, "expired after offsets.retention with no members and no commits"
+    assert broker.stop() == 0

@@ -43,7 +43,7 @@ def test_help_documents_every_flag():
     out = subprocess.run([str(BINARY), "serve", "--help"], capture_output=True, text=True, check=True).stdout
     for flag in ["--listen", "--advertised-address", "--data-dir", "--cores", "--no-pin", "--node-id", "--memory",
                  "--max-request-bytes", "--auto-create-topics", "--default-partitions", "--flush-interval-ms",
-                 "--flush-bytes"]:
+                 "--flush-bytes", "--group-initial-rebalance-delay-ms", "--offsets-retention-ms"]:
         assert flag in out, flag
 
 

@@ -9,9 +9,6 @@ use crate::storage::FlushPolicy;
 
 /// Largest request frame accepted by default (Kafka's socket.request.max.bytes).
 pub const REQUEST_BYTES_MAX_DEFAULT: usize = 100 << 20;
-/// io_uring buffer memory per shard by default; fits the common 8 MiB memlock limit with
-/// two shards.
-pub const SHARD_IO_MEMORY_BYTES_DEFAULT: usize = 2 << 20;
 /// Requests one connection may have in flight before the broker stops reading from it.
 pub const CONNECTION_INFLIGHT_MAX: usize = 64;
 /// A response write that makes no progress for this long closes the connection.

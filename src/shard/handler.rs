@@ -19,7 +19,7 @@ const DUPLICATE_WAIT: Duration = Duration::from_secs(30);
 
 pub async fn execute(ctx: Rc<ShardContext>, request: ShardRequest) {
     match request {
-        ShardRequest::Produce { topic, partition, records, producer: _, reply } => {
+        ShardRequest::Produce { topic, partition, records, reply } => {
             let _ = reply.send(produce(&ctx, &topic, partition, records).await);
         }
         ShardRequest::Read { topic, partition, offset, max_bytes, reply } => {

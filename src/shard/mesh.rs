@@ -33,15 +33,6 @@ pub struct ReadOutcome {
     pub records: Vec<Bytes>,
 }
 
-/// Producer identity and sequence of an idempotent batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProducerBatchId {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub base_sequence: i32,
-    pub last_sequence: i32,
-}
-
 /// A topic to create: name, partitions (-1: broker default), configs.
 #[derive(Debug, Clone)]
 pub struct NewTopic {
@@ -89,7 +80,6 @@ pub enum ShardRequest {
         topic: String,
         partition: i32,
         records: Bytes,
-        producer: Option<ProducerBatchId>,
         reply: Reply<ProduceOutcome>,
     },
     Read {

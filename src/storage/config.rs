@@ -88,7 +88,7 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
-    /// Clamps values into the ranges the engine supports and reports what it changed.
+    /// Checks that every value is in the range the engine supports; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
             return Err(format!(

@@ -68,6 +68,43 @@ pub fn parse_cpu_list(list: &str) -> Result<Vec<usize>, String> {
     Ok(cpus)
 }
 
+/// Parses a byte size: a number with an optional K, M or G suffix (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, scale) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (text, 1u64),
+        Some((at, _)) => {
+            let scale = match text[at..].trim().to_ascii_uppercase().as_str() {
+                "K" | "KB" | "KIB" => 1 << 10,
+                "M" | "MB" | "MIB" => 1 << 20,
+                "G" | "GB" | "GIB" => 1 << 30,
+                other => return Err(format!("unknown size suffix {other:?}: use K, M or G")),
+            };
+            (&text[..at], scale)
+        }
+    };
+    let value: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size"))?;
+    value.checked_mul(scale).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Parses a duration: a number with a unit (`ms`, `s`, `m`, `h`); a bare number is
+/// seconds. Fractions are allowed (`1.5s`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 10s, 2m)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" => value / 1e6,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?}: use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?} is out of range"))
+}
+
 /// CPUs this process may run on.
 pub fn online_cpus() -> Vec<usize> {
     match core_affinity::get_core_ids() {
@@ -87,5 +124,19 @@ mod tests {
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("x").is_err());
         assert!(parse_cpu_list("").is_err());
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_with_units() {
+        assert_eq!(parse_size("16K").unwrap(), 16 << 10);
+        assert_eq!(parse_size("2 M").unwrap(), 2 << 20);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("1T").is_err());
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("5 years").is_err());
     }
 }

@@ -8,10 +8,14 @@
 //! - [`server`]: the Kafka protocol front end: listener, connections, one handler per API.
 //! - [`metadata`]: topics and configs (single writer on shard 0, persisted with rkyv).
 //! - [`config`]: `tern serve` settings and limits.
-//! - [`group`]: consumer groups (the sans-I/O state machine so far).
+//! - [`group`]: consumer groups: the sans-I/O state machine, coordinator, committed offsets.
+//! - [`client`]: a small Kafka client (glommio) for the load tool and the admin CLI.
+//! - [`bench`]: `tern bench`, the load tool.
 //!
 //! See `../shared/DESIGN.md` in the project workspace for the intended architecture.
 
+pub mod bench;
+pub mod client;
 pub mod config;
 pub mod group;
 pub mod metadata;

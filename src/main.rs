@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tern::config::{online_cpus, parse_cpu_list, ServeConfig, REQUEST_BYTES_MAX_DEFAULT};
+use tern::bench::options::{BenchArgs, Mode as BenchMode};
+use tern::config::{online_cpus, parse_cpu_list, parse_size, ServeConfig, REQUEST_BYTES_MAX_DEFAULT};
 use tern::storage::FlushPolicy;
 
 #[derive(Debug, Parser)]
@@ -20,6 +21,15 @@ struct Cli {
 enum Command {
     /// Run the broker.
     Serve(ServeArgs),
+    /// Load-test a Kafka-compatible broker (Tern, Apache Kafka, Redpanda).
+    Bench {
+        /// produce: producers only; consume: consumers only; e2e: both, with
+        /// produce-to-consume latency.
+        #[arg(value_enum)]
+        mode: BenchMode,
+        #[command(flatten)]
+        args: BenchArgs,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -44,10 +54,10 @@ struct ServeArgs {
     node_id: i32,
     /// io_uring buffer memory per shard, in bytes (suffixes K, M, G allowed). Counts
     /// against the locked-memory limit (ulimit -l).
-    #[arg(long, default_value = "2M", value_parser = parse_bytes)]
+    #[arg(long, default_value = "2M", value_parser = parse_size)]
     memory: u64,
     /// Largest request frame accepted; bigger ones close the connection.
-    #[arg(long, default_value_t = REQUEST_BYTES_MAX_DEFAULT as u64, value_parser = parse_bytes)]
+    #[arg(long, default_value_t = REQUEST_BYTES_MAX_DEFAULT as u64, value_parser = parse_size)]
     max_request_bytes: u64,
     /// Create topics on first Metadata request for them.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -60,7 +70,7 @@ struct ServeArgs {
     #[arg(long)]
     flush_interval_ms: Option<u64>,
     /// With --flush-interval-ms: also sync after this many unsynced bytes.
-    #[arg(long, default_value = "1M", value_parser = parse_bytes)]
+    #[arg(long, default_value = "1M", value_parser = parse_size)]
     flush_bytes: u64,
     /// How long the first rebalance of an empty consumer group waits for more members
     /// (Kafka's group.initial.rebalance.delay.ms).
@@ -70,24 +80,6 @@ struct ServeArgs {
     /// are deleted (Kafka's offsets.retention.minutes; default 7 days).
     #[arg(long, default_value_t = 7 * 24 * 60 * 60 * 1000)]
     offsets_retention_ms: i64,
-}
-
-fn parse_bytes(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let (digits, scale) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        None => (text, 1u64),
-        Some((at, _)) => {
-            let scale = match text[at..].trim().to_ascii_uppercase().as_str() {
-                "K" | "KB" | "KIB" => 1 << 10,
-                "M" | "MB" | "MIB" => 1 << 20,
-                "G" | "GB" | "GIB" => 1 << 30,
-                other => return Err(format!("unknown size suffix {other:?}: use K, M or G")),
-            };
-            (&text[..at], scale)
-        }
-    };
-    let value: u64 = digits.parse().map_err(|_| format!("{text:?} is not a size"))?;
-    value.checked_mul(scale).ok_or_else(|| format!("{text:?} is too large"))
 }
 
 fn resolve(address: &str) -> Result<SocketAddr, String> {
@@ -140,20 +132,19 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    // A panic on any shard is a bug, and a broker with a dead shard would hang every
-    // connection routed to it: report it and stop the whole process so a supervisor
-    // restarts it (recovery makes that safe).
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        default_hook(info);
-        eprintln!("tern: a shard panicked; aborting so the broker can be restarted cleanly");
-        std::process::abort();
-    }));
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve_config(args).and_then(|config| {
+            abort_on_shard_panic();
             tracing::info!(?config, "starting tern");
             tern::shard::runtime::run(config)
+        }),
+        Command::Bench { mode, args } => tern::bench::run(mode, args).and_then(|summary| {
+            if summary.failures.is_empty() && summary.errors.is_empty() {
+                Ok(())
+            } else {
+                Err("the run saw errors (listed above)".into())
+            }
         }),
     };
     match result {
@@ -163,4 +154,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A panic on any shard is a bug, and a broker with a dead shard would hang every
+/// connection routed to it: report it and stop the whole process so a supervisor
+/// restarts it (recovery makes that safe).
+fn abort_on_shard_panic() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        eprintln!("tern: a shard panicked; aborting so the broker can be restarted cleanly");
+        std::process::abort();
+    }));
 }

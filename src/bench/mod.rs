@@ -32,7 +32,7 @@ use consumer::{run_consumer, ConsumerPlan};
 use context::{RunControl, WorkerContext};
 use options::{BenchArgs, Mode};
 use producer::{run_producer, ProducerPlan};
-use report::{interval_line, interval_report, summary_text, Printer, Streams, Summary};
+use report::{interval_line, interval_report, summary_text, Phase, Printer, Streams, Summary};
 use stats::{drain, Probe, SharedProbe, Stream};
 
 const CLIENT_ID: &str = "tern-bench";
@@ -238,6 +238,7 @@ fn report_until_done(
             if elapsed >= stop_at {
                 control.stop.store(true, std::sync::atomic::Ordering::Relaxed);
                 stop_sent_at = Some(elapsed);
+                measured_end = Some(elapsed);
             }
         }
         let tick_due = elapsed >= next_tick || all_done || stop_sent_at == Some(elapsed);
@@ -246,18 +247,25 @@ fn report_until_done(
             for probe in probes {
                 interval.add(&drain(probe));
             }
-            let in_warmup = elapsed <= warmup_end && !warmup_end.is_zero() && last_tick < warmup_end;
-            let report = interval_report(elapsed, elapsed - last_tick, in_warmup, &interval, &streams);
+            let phase = if last_tick < warmup_end {
+                Phase::Warmup
+            } else if stop_sent_at.is_some_and(|stop| last_tick >= stop) {
+                Phase::Drain
+            } else {
+                Phase::Measured
+            };
+            let report = interval_report(elapsed, elapsed - last_tick, phase, &interval, &streams);
             printer.line(&interval_line(&report));
             timeline.push(report);
-            if in_warmup {
-                // Errors during warmup still count; throughput and latency do not.
+            if phase == Phase::Measured {
+                totals.add(&interval);
+            } else {
+                // Errors outside the measured window still count; throughput and latency
+                // do not.
                 for (name, count) in &interval.errors {
                     *totals.errors.entry(name.clone()).or_default() += count;
                 }
                 totals.failures.extend(interval.failures);
-            } else {
-                totals.add(&interval);
             }
             last_tick = elapsed;
             while next_tick <= elapsed {
@@ -268,8 +276,10 @@ fn report_until_done(
             }
         }
         if all_done {
-            // Requests still in flight at the stop count, so the span runs to the last answer.
-            measured_end = Some(elapsed);
+            // A run bounded by --records (or --to-end) is measured until its last answer.
+            if stop_sent_at.is_none() {
+                measured_end = Some(elapsed);
+            }
             break;
         }
         if let Some(sent) = stop_sent_at {

@@ -67,12 +67,23 @@ impl StreamSummary {
     }
 }
 
+/// Which part of the run an interval belongs to. Only `Measured` intervals count in the
+/// summary: the window is fixed (warmup end to stop), so answers to requests still in
+/// flight at the stop land in `Drain` and are left out, as those at the start are in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Warmup,
+    Measured,
+    Drain,
+}
+
 /// One interval of the timeline.
 #[derive(Debug, Clone, Serialize)]
 pub struct IntervalReport {
     /// Seconds since the start of the run (end of the interval).
     pub at_sec: f64,
-    pub warmup: bool,
+    pub phase: Phase,
     pub produce: Option<StreamSummary>,
     pub consume: Option<StreamSummary>,
     pub e2e: Option<Percentiles>,
@@ -100,11 +111,11 @@ pub struct Streams {
     pub e2e: bool,
 }
 
-pub fn interval_report(at: Duration, span: Duration, warmup: bool, probe: &Probe, streams: &Streams) -> IntervalReport {
+pub fn interval_report(at: Duration, span: Duration, phase: Phase, probe: &Probe, streams: &Streams) -> IntervalReport {
     let seconds = span.as_secs_f64();
     IntervalReport {
         at_sec: at.as_secs_f64(),
-        warmup,
+        phase,
         produce: streams.produce.then(|| StreamSummary::of(&probe.produce, seconds)),
         consume: streams.consume.then(|| StreamSummary::of(&probe.consume, seconds)),
         e2e: if streams.e2e { Percentiles::of(&probe.e2e.latency_us) } else { None },
@@ -114,7 +125,12 @@ pub fn interval_report(at: Duration, span: Duration, warmup: bool, probe: &Probe
 
 /// `  3.0s  produce 4,812,345 rec/s 481.2 MB/s p50 1.23 p99 2.34 p99.9 3.10 max 5.20 ms ...`
 pub fn interval_line(report: &IntervalReport) -> String {
-    let mut line = format!("{:>6.1}s{}", report.at_sec, if report.warmup { " (warmup)" } else { "" });
+    let phase = match report.phase {
+        Phase::Warmup => " (warmup)",
+        Phase::Measured => "",
+        Phase::Drain => " (drain)",
+    };
+    let mut line = format!("{:>6.1}s{phase}", report.at_sec);
     if let Some(produce) = &report.produce {
         line.push_str(&format!(
             "  produce {:>11} rec/s {:>8.1} MB/s",

@@ -142,6 +142,23 @@ impl SegmentIndex {
         out
     }
 
+    /// The in-memory state beyond the entries that an active segment's index needs to go
+    /// on growing exactly as before a clean shutdown.
+    pub fn encode_progress(&self) -> [u8; 20] {
+        let mut out = [0u8; 20];
+        out[..8].copy_from_slice(&self.bytes_since_entry.to_be_bytes());
+        out[8..16].copy_from_slice(&self.max_timestamp.to_be_bytes());
+        out[16..].copy_from_slice(&self.relative_offset_of_max_timestamp.to_be_bytes());
+        out
+    }
+
+    /// Restores what [`SegmentIndex::encode_progress`] saved (after [`SegmentIndex::decode`]).
+    pub fn restore_progress(&mut self, bytes: &[u8; 20]) {
+        self.bytes_since_entry = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+        self.max_timestamp = i64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"));
+        self.relative_offset_of_max_timestamp = u32::from_be_bytes(bytes[16..].try_into().expect("4 bytes"));
+    }
+
     /// Decodes and checks a sealed segment's index files against the segment's size and
     /// offset span. Any inconsistency is an error; the caller rebuilds from the log.
     pub fn decode(

@@ -579,25 +579,30 @@ impl PartitionLog {
     pub async fn close(&self) -> Result<(), StorageError> {
         self.shared.state.borrow_mut().closing = true;
         writer::drain(&self.shared).await?;
-        let active_file = {
+        let (active_file, was_healthy) = {
             let mut state = self.shared.state.borrow_mut();
             if matches!(state.health, Health::Closed) {
                 return Ok(());
             }
+            let was_healthy = matches!(state.health, Health::Healthy);
             let active = state.segments.back().expect("active segment");
             let file = active.file.clone().map(|f| (f, active.size));
             state.health = Health::Closed;
             wake_watchers(&mut state);
-            file
+            (file, was_healthy)
         };
         let (producers, log_end) = {
             let state = self.shared.state.borrow();
             (state.producers.encode(state.log_end), state.log_end)
         };
         let snapshot = self.shared.dir.join(super::recovery::PRODUCER_SNAPSHOT);
-        if let Err(error) = super::disk::write_file_atomic(&snapshot, &producers, &self.shared.env).await {
-            tracing::warn!(path = %snapshot.display(), %log_end, %error, "could not save producer state; it will be rebuilt");
-        }
+        let snapshot_saved = match super::disk::write_file_atomic(&snapshot, &producers, &self.shared.env).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(path = %snapshot.display(), %log_end, %error, "could not save producer state; it will be rebuilt");
+                false
+            }
+        };
         if let Some((file, size)) = active_file {
             let result = async {
                 file.sync_data().await?;
@@ -607,7 +612,31 @@ impl PartitionLog {
             .await;
             result.map_err(|e| StorageError::io(file.path(), e))?;
         }
+        if was_healthy && snapshot_saved {
+            self.write_clean_shutdown_marker().await;
+        }
         Ok(())
+    }
+
+    /// Lets the next open skip the tail scan (see `clean_shutdown`). Best effort: without
+    /// the marker the next open scans.
+    async fn write_clean_shutdown_marker(&self) {
+        let summary = {
+            let state = self.shared.state.borrow();
+            let active = state.segments.back().expect("active segment");
+            let Some(index) = active.index.as_ref() else { return };
+            super::clean_shutdown::TailSummary::of(
+                active.base_offset,
+                active.size,
+                active.next_offset,
+                active.created_ms,
+                index,
+            )
+        };
+        let path = self.shared.dir.join(super::clean_shutdown::CLEAN_SHUTDOWN_MARKER);
+        if let Err(error) = super::disk::write_file_atomic(&path, &summary.encode(), &self.shared.env).await {
+            tracing::warn!(path = %path.display(), %error, "could not write the clean-shutdown marker; the next open scans the tail");
+        }
     }
 }
 

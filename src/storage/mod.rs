@@ -19,6 +19,7 @@
 //!
 //! A log belongs to one shard and is used only there (`Rc`, not `Send`).
 
+pub mod clean_shutdown;
 pub mod clock;
 pub mod config;
 pub mod disk;

@@ -10,6 +10,9 @@
 //!   scanning the segment. A closed segment that fails that scan is corruption of
 //!   acknowledged data: the partition goes offline with the reason, other partitions
 //!   are unaffected.
+//! - After a clean close the tail is not scanned either: the clean-shutdown marker
+//!   (`clean_shutdown`) carries its size, next offset and index, and is checked against
+//!   the file. Producer state then comes from the snapshot written at the same close.
 //! - The log start offset is the larger of the first segment's base and the
 //!   `log-start-offset` checkpoint written by DeleteRecords and retention.
 
@@ -20,9 +23,10 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
+use super::clean_shutdown::{TailSummary, CLEAN_SHUTDOWN_MARKER};
 use super::config::{LogConfig, BLOCK_BYTES};
 use super::disk::{
-    align_down, prime_direct_io, read_small_file, remove_file, write_file_atomic, SegmentFile, StorageEnv,
+    align_down, prime_direct_io, read_small_file, remove_file, sync_dir, write_file_atomic, SegmentFile, StorageEnv,
 };
 use super::error::StorageError;
 use super::index::SegmentIndex;
@@ -74,7 +78,21 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
             for pair in found.windows(2) {
                 segments.push_back(Segment::new_closed(pair[0].base, pair[1].base, pair[0].size, pair[0].modified_ms));
             }
-            let active = recover_tail(dir, tail, &env, now_ms, &mut producers).await?;
+            let marker = take_clean_shutdown_marker(dir, &env).await.map_err(|e| StorageError::io(dir, e))?;
+            // The marker skips the scan that rebuilds producer state, so it is used only
+            // together with the snapshot written at the same close.
+            let snapshot_ends_at = read_small_file(&dir.join(PRODUCER_SNAPSHOT))
+                .await
+                .map_err(|e| StorageError::io(dir, e))?
+                .and_then(|bytes| ProducerStates::decode(&bytes).map(|(as_of, _)| as_of));
+            let active = match marker.filter(|m| snapshot_ends_at == Some(m.next_offset)) {
+                Some(summary) => match reopen_clean_tail(dir, tail, &env, summary).await {
+                    Ok(Some(segment)) => segment,
+                    Ok(None) => recover_tail(dir, tail, &env, now_ms, &mut producers).await?,
+                    Err(error) => return Err(StorageError::io(dir, error)),
+                },
+                None => recover_tail(dir, tail, &env, now_ms, &mut producers).await?,
+            };
             let end = active.next_offset;
             segments.push_back(active);
             (end, end)
@@ -146,6 +164,66 @@ async fn list_segments(dir: &Path) -> io::Result<Vec<FoundSegment>> {
     }
     found.sort_by_key(|s| s.base);
     Ok(found)
+}
+
+/// Reads and removes the clean-shutdown marker (removal is made durable before the log
+/// can take writes, so a later crash never trusts it).
+async fn take_clean_shutdown_marker(dir: &Path, env: &StorageEnv) -> io::Result<Option<TailSummary>> {
+    let path = dir.join(CLEAN_SHUTDOWN_MARKER);
+    let Some(bytes) = read_small_file(&path).await? else { return Ok(None) };
+    remove_file(&path).await?;
+    sync_dir(dir, env).await?;
+    let summary = TailSummary::decode(&bytes);
+    if summary.is_none() {
+        tracing::warn!(path = %path.display(), "clean-shutdown marker is damaged; scanning the tail segment");
+    }
+    Ok(summary)
+}
+
+/// Reopens the tail segment from a clean-shutdown marker without scanning it; `None`
+/// when the marker does not match the segment on disk (then the caller scans).
+async fn reopen_clean_tail(
+    dir: &Path,
+    tail: &FoundSegment,
+    env: &StorageEnv,
+    summary: TailSummary,
+) -> io::Result<Option<Segment>> {
+    let path = segment::segment_path(dir, tail.base, LOG_SUFFIX);
+    if summary.base != tail.base || summary.size != tail.size || summary.next_offset < tail.base {
+        tracing::info!(path = %path.display(), "clean-shutdown marker does not match the tail segment; scanning");
+        return Ok(None);
+    }
+    let relative_end = (summary.next_offset.value() - tail.base.value()) as u64;
+    let Ok(mut index) =
+        SegmentIndex::decode(&summary.offset_index, &summary.time_index, tail.size, relative_end.max(1))
+    else {
+        tracing::info!(path = %path.display(), "clean-shutdown index is inconsistent; scanning");
+        return Ok(None);
+    };
+    index.restore_progress(&summary.progress);
+    let file = Rc::new(SegmentFile::open(&path, env).await?);
+    if !last_entry_matches(&file, tail.base, &index, tail.size).await? {
+        tracing::info!(path = %path.display(), "clean-shutdown index does not match the segment; scanning");
+        return Ok(None);
+    }
+    let valid = tail.size;
+    let tail_start = align_down(valid);
+    let tail_block = if valid > tail_start {
+        file.read_at(tail_start, (valid - tail_start) as usize).await?.to_vec()
+    } else {
+        Vec::new()
+    };
+    let mut segment = Segment::new_active(tail.base, summary.created_ms);
+    segment.next_offset = summary.next_offset;
+    segment.size = valid;
+    segment.written_size = valid;
+    segment.modified_ms = tail.modified_ms;
+    segment.acknowledged_max_timestamp = (index.max_timestamp(), index.relative_offset_of_max_timestamp());
+    segment.index = Some(index);
+    segment.file = Some(file);
+    segment.writer = Some(TailWriter { tail_block, allocated_bytes: valid });
+    tracing::debug!(path = %path.display(), next_offset = %summary.next_offset, "tail reopened from the clean-shutdown marker");
+    Ok(Some(segment))
 }
 
 /// Scans the last segment, cuts a torn or corrupt tail and rebuilds its index in memory.

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Raw figures of the machine a perf run happens on, so results can be read against them.
+
+    python3 perf/machine.py DATA_DIR OUT.json
+
+Records nproc, CPU model, kernel, memory, the data dir's file system, raw O_DIRECT write
+bandwidth (dd, 1 MiB blocks, 2 GiB, median of 3), fdatasync latency of 4 KiB appends
+(5 s loop, percentiles: what one durable produce can cost at best) and loopback TCP
+bandwidth (two processes, 1 MiB sends, 3 s; Python on both ends, so a lower bound).
+"""
+
+import json
+import mmap
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def dd_mib_s(data_dir: Path) -> float:
+    target = data_dir / "dd.tmp"
+    try:
+        out = subprocess.run(
+            ["dd", "if=/dev/zero", f"of={target}", "bs=1M", "count=2048", "oflag=direct"],
+            capture_output=True, text=True, check=True,
+        ).stderr
+    finally:
+        target.unlink(missing_ok=True)
+    match = re.search(r"(\d+) bytes .* copied, ([\d.]+) s", out)
+    return int(match.group(1)) / float(match.group(2)) / 2**20
+
+
+def fdatasync_latency_ms(data_dir: Path, seconds: float = 5.0) -> dict:
+    target = data_dir / "fsync.tmp"
+    fd = os.open(target, os.O_CREAT | os.O_WRONLY | os.O_TRUNC | os.O_DIRECT)
+    block = mmap.mmap(-1, 4096)  # page-aligned, as O_DIRECT needs
+    samples, offset = [], 0
+    try:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            start = time.perf_counter()
+            os.pwrite(fd, block, offset)
+            os.fdatasync(fd)
+            samples.append((time.perf_counter() - start) * 1e3)
+            offset += 4096
+    finally:
+        os.close(fd)
+        target.unlink(missing_ok=True)
+    samples.sort()
+    pick = lambda q: round(samples[min(len(samples) - 1, int(q * len(samples)))], 3)
+    return {"samples": len(samples), "p50": pick(0.5), "p99": pick(0.99), "p999": pick(0.999),
+            "max": round(samples[-1], 3), "over_20ms": sum(1 for s in samples if s > 20)}
+
+
+def loopback_gb_s(seconds: float = 3.0) -> float:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    port = server.getsockname()[1]
+    pid = os.fork()
+    if pid == 0:  # sender
+        server.close()
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            chunk = b"\0" * (1 << 20)
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                s.sendall(chunk)
+        os._exit(0)
+    conn, _ = server.accept()
+    buffer = bytearray(1 << 20)
+    total, start = 0, time.monotonic()
+    while True:
+        n = conn.recv_into(buffer)
+        if n == 0:
+            break
+        total += n
+    elapsed = time.monotonic() - start
+    os.waitpid(pid, 0)
+    conn.close()
+    server.close()
+    return total / elapsed / 1e9
+
+
+def main():
+    data_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fs = subprocess.run(["df", "-T", str(data_dir)], capture_output=True, text=True).stdout.splitlines()[-1].split()
+    dd_runs = [round(dd_mib_s(data_dir), 1) for _ in range(3)]
+    facts = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "nproc": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "kernel": platform.release(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "data_dir_fs": f"{fs[1]} on {fs[0]}",
+        "dd_direct_mib_s": statistics.median(dd_runs),
+        "dd_direct_runs": dd_runs,
+        "fdatasync_4k_ms": fdatasync_latency_ms(data_dir),
+        "loopback_gb_s": round(loopback_gb_s(), 2),
+    }
+    out.write_text(json.dumps(facts, indent=2))
+    print(json.dumps(facts, indent=2))
+
+
+if __name__ == "__main__":
+    main()

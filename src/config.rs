@@ -17,6 +17,8 @@ pub const CONNECTION_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CONNECTION_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Capacity of each cross-shard channel; a full channel is backpressure.
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;
+/// Threads per shard for zero-copy (sendfile) sends.
+pub const SEND_POOL_THREADS: usize = 4;
 /// How often each shard runs retention over its logs (log.retention.check.interval.ms).
 pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(300);
 
@@ -43,6 +45,8 @@ pub struct ServeConfig {
     pub group_initial_rebalance_delay_ms: i64,
     /// offsets.retention.minutes, in ms
     pub offsets_retention_ms: i64,
+    /// Memory for recently appended batches, per shard (tailing consumers read from it).
+    pub batch_cache_bytes: usize,
 }
 
 /// Parses a CPU list such as `0-3,6` into sorted, unique CPU numbers.

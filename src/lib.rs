@@ -11,6 +11,7 @@
 //! - [`group`]: consumer groups: the sans-I/O state machine, coordinator, committed offsets.
 //! - [`client`]: a small Kafka client (glommio) for the load tool and the admin CLI.
 //! - [`bench`]: `tern bench`, the load tool.
+//! - [`metrics`]: per-shard probes.
 //!
 //! See `../shared/DESIGN.md` in the project workspace for the intended architecture.
 
@@ -19,6 +20,7 @@ pub mod client;
 pub mod config;
 pub mod group;
 pub mod metadata;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shard;

@@ -80,6 +80,10 @@ struct ServeArgs {
     /// are deleted (Kafka's offsets.retention.minutes; default 7 days).
     #[arg(long, default_value_t = 7 * 24 * 60 * 60 * 1000)]
     offsets_retention_ms: i64,
+    /// Memory per shard for recently appended batches, from which tailing consumers are
+    /// served (least recently used evicted first). Ordinary heap memory, not locked.
+    #[arg(long, default_value = "128M", value_parser = parse_size)]
+    batch_cache_bytes: u64,
 }
 
 fn resolve(address: &str) -> Result<SocketAddr, String> {
@@ -124,6 +128,7 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
         flush,
         group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms.max(0),
         offsets_retention_ms: args.offsets_retention_ms.max(1),
+        batch_cache_bytes: usize::try_from(args.batch_cache_bytes).map_err(|_| "--batch-cache-bytes is too large")?,
     })
 }
 

@@ -36,7 +36,7 @@ fn batch_for(seq: u64) -> BytesMut {
 
 fn config() -> LogConfig {
     // Small segments so crashes also land around rolls.
-    LogConfig { segment_bytes: 256 << 10, tail_cache_bytes: 64 << 10, ..LogConfig::default() }
+    LogConfig { segment_bytes: 256 << 10, ..LogConfig::default() }
 }
 
 #[test]

@@ -40,7 +40,7 @@ async fn read_all(log: &PartitionLog, from: Offset) -> Vec<(i64, Vec<u8>)> {
 }
 
 fn env_with_clock(clock: Rc<ManualClock>) -> StorageEnv {
-    StorageEnv { clock, faults: None }
+    StorageEnv { clock, ..StorageEnv::default() }
 }
 
 #[test]
@@ -77,7 +77,7 @@ fn read_returns_at_least_one_batch_and_respects_bounds() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let config = LogConfig { tail_cache_bytes: 0, ..LogConfig::default() };
+        let config = LogConfig { use_batch_cache: false, ..LogConfig::default() };
         let log = PartitionLog::open(&path, config, StorageEnv::default()).await.unwrap();
         log.append(batch(1, 200_000, 1, 1)).await.unwrap();
         log.append(batch(1, 10, 2, 2)).await.unwrap();
@@ -114,7 +114,7 @@ fn segments_roll_by_size_and_age_and_reads_cross_them() {
     let path = dir.path().join("t-0");
     run(move || async move {
         let clock = Rc::new(ManualClock::new(1_000_000));
-        let config = LogConfig { segment_bytes: 8192, tail_cache_bytes: 0, ..LogConfig::default() };
+        let config = LogConfig { segment_bytes: 8192, use_batch_cache: false, ..LogConfig::default() };
         let log = PartitionLog::open(&path, config.clone(), env_with_clock(clock.clone())).await.unwrap();
         for n in 0..20 {
             log.append(batch(3, 1000, n, 1_000_000)).await.unwrap();
@@ -143,7 +143,8 @@ fn retention_by_bytes_time_and_delete_records() {
     let path = dir.path().join("t-0");
     run(move || async move {
         let clock = Rc::new(ManualClock::new(10_000_000));
-        let config = LogConfig { segment_bytes: 4096, retention_ms: -1, tail_cache_bytes: 0, ..LogConfig::default() };
+        let config =
+            LogConfig { segment_bytes: 4096, retention_ms: -1, use_batch_cache: false, ..LogConfig::default() };
         let log = PartitionLog::open(&path, config.clone(), env_with_clock(clock.clone())).await.unwrap();
         for n in 0..30 {
             log.append(batch(1, 3000, n, 10_000_000 + n as i64 * 1000)).await.unwrap();
@@ -185,7 +186,7 @@ fn timestamp_lookup_finds_the_first_record_at_or_after() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let config = LogConfig { segment_bytes: 8192, tail_cache_bytes: 0, ..LogConfig::default() };
+        let config = LogConfig { segment_bytes: 8192, use_batch_cache: false, ..LogConfig::default() };
         let log = PartitionLog::open(&path, config.clone(), StorageEnv::default()).await.unwrap();
         // Batch n holds 4 records with timestamps 1000*n .. 1000*n+3.
         for n in 1..=40 {
@@ -226,7 +227,7 @@ fn damaged_index_is_rebuilt_and_corrupt_closed_segment_takes_only_that_log_offli
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
     run(move || async move {
-        let config = LogConfig { segment_bytes: 16384, tail_cache_bytes: 0, ..LogConfig::default() };
+        let config = LogConfig { segment_bytes: 16384, use_batch_cache: false, ..LogConfig::default() };
         let a = root.join("a-0");
         let b = root.join("b-0");
         for path in [&a, &b] {
@@ -438,7 +439,7 @@ fn idempotent_producer_duplicates_gaps_and_restarts() {
 fn a_wrong_middle_index_entry_is_rebuilt_not_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t-0");
-    let config = LogConfig { segment_bytes: 64 << 10, tail_cache_bytes: 0, ..LogConfig::default() };
+    let config = LogConfig { segment_bytes: 64 << 10, use_batch_cache: false, ..LogConfig::default() };
     let writer_path = path.clone();
     let writer_config = config.clone();
     let expected = run(move || async move {
@@ -475,7 +476,7 @@ fn clean_close_skips_the_tail_scan_and_a_stale_marker_is_never_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let config = LogConfig { tail_cache_bytes: 0, ..LogConfig::default() };
+        let config = LogConfig { use_batch_cache: false, ..LogConfig::default() };
         let log = PartitionLog::open(&path, config.clone(), StorageEnv::default()).await.unwrap();
         for n in 0..200u64 {
             log.append(batch(4, 300, n, 10_000 + 10 * n as i64)).await.unwrap();

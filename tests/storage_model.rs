@@ -57,10 +57,15 @@ fn concat(records: &[Bytes]) -> Vec<u8> {
     records.iter().flat_map(|b| b.iter().copied()).collect()
 }
 
+/// The shard-wide batch cache with a small budget, so eviction happens.
+fn env(cache_bytes: usize) -> StorageEnv {
+    StorageEnv { batch_cache: tern::storage::batch_cache::BatchCache::shared(cache_bytes), ..StorageEnv::default() }
+}
+
 fn config(segment_bytes: u64, cache_bytes: usize, retention_bytes: i64) -> LogConfig {
     LogConfig {
         segment_bytes,
-        tail_cache_bytes: cache_bytes,
+        use_batch_cache: cache_bytes > 0,
         retention_bytes,
         retention_ms: -1,
         ..LogConfig::default()
@@ -80,7 +85,7 @@ proptest! {
         let path = dir.path().join("model-0");
         let result: Result<(), String> = run(move || async move {
             let mut model = Model::default();
-            let mut log = PartitionLog::open(&path, config(segment_bytes, cache_bytes, -1), StorageEnv::default()).await.unwrap();
+            let mut log = PartitionLog::open(&path, config(segment_bytes, cache_bytes, -1), env(cache_bytes)).await.unwrap();
             let mut seq = 0u64;
             for (step, op) in ops.into_iter().enumerate() {
                 let context = format!("step {step} {op:?}");
@@ -148,7 +153,7 @@ proptest! {
                     Op::Reopen => {
                         let before = log.offsets();
                         log.close().await.unwrap();
-                        log = PartitionLog::open(&path, config(segment_bytes, cache_bytes, -1), StorageEnv::default()).await.unwrap();
+                        log = PartitionLog::open(&path, config(segment_bytes, cache_bytes, -1), env(cache_bytes)).await.unwrap();
                         if log.offsets() != before {
                             return Err(format!("{context}: offsets {:?} after reopen, {:?} before", log.offsets(), before));
                         }

@@ -11,6 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_channel::oneshot;
@@ -26,6 +27,8 @@ use super::error::ClientError;
 const RESPONSE_BYTES_MAX: usize = 512 << 20;
 const READ_CHUNK_BYTES: usize = 256 << 10;
 const READ_STEP_BYTES_MAX: usize = 1 << 20;
+/// Responses at least this large are read into recycled buffers (`BufferPool`).
+const LARGE_RESPONSE_BYTES: usize = 1 << 20;
 const OUTBOUND_QUEUE_DEPTH: usize = 1024;
 
 type Reply = oneshot::Sender<Result<Bytes, ClientError>>;
@@ -207,8 +210,9 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(
     address: String,
 ) {
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let pool = Arc::new(BufferPool::default());
     loop {
-        let frame = match read_frame(&mut reader, &mut buffer).await {
+        let frame = match read_frame(&mut reader, &mut buffer, &pool).await {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(reason) => {
@@ -252,6 +256,7 @@ fn fail_all(awaiting: &RefCell<VecDeque<Awaiting>>, address: &str) {
 async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     reader: &mut R,
     buffer: &mut BytesMut,
+    pool: &Arc<BufferPool>,
 ) -> Result<Option<Bytes>, String> {
     loop {
         if buffer.len() >= 4 {
@@ -263,7 +268,23 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
             if buffer.len() >= total {
                 return Ok(Some(buffer.split_to(total).freeze().slice(4..)));
             }
-            // Read in bounded steps so a large response is not zero-filled all at once.
+            if length as usize >= LARGE_RESPONSE_BYTES {
+                // Nothing past this frame is buffered yet (it is incomplete): read the
+                // rest straight into a recycled buffer.
+                let mut frame = pool.take(length as usize);
+                let have = buffer.len() - 4;
+                frame.data[..have].copy_from_slice(&buffer[4..]);
+                buffer.clear();
+                let mut filled = have;
+                while filled < frame.len {
+                    let n = reader.read(&mut frame.data[filled..frame.len]).await.map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        return Err("connection closed in the middle of a response".into());
+                    }
+                    filled += n;
+                }
+                return Ok(Some(Bytes::from_owner(frame)));
+            }
             let want = (total - buffer.len()).clamp(READ_CHUNK_BYTES, READ_STEP_BYTES_MAX);
             buffer.reserve(total - buffer.len());
             if read_more(reader, buffer, want).await? == 0 {
@@ -275,6 +296,48 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
             } else {
                 Err("connection closed in the middle of a response".into())
             };
+        }
+    }
+}
+
+/// Large responses (catch-up fetches of tens of MiB) are read into buffers that are
+/// recycled once the response is dropped: fresh allocations of that size are mmap'ed,
+/// page-faulted and zeroed by the kernel every time, which cost more than the copy.
+#[derive(Debug, Default)]
+struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+const POOLED_BUFFERS_MAX: usize = 4;
+
+impl BufferPool {
+    fn take(self: &Arc<BufferPool>, len: usize) -> PooledFrame {
+        let mut data = self.free.lock().expect("buffer pool").pop().unwrap_or_default();
+        if data.len() < len {
+            data.resize(len, 0);
+        }
+        PooledFrame { data, len, pool: self.clone() }
+    }
+}
+
+/// A response body in a recycled buffer; goes back to the pool when dropped.
+struct PooledFrame {
+    data: Vec<u8>,
+    len: usize,
+    pool: Arc<BufferPool>,
+}
+
+impl AsRef<[u8]> for PooledFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+}
+
+impl Drop for PooledFrame {
+    fn drop(&mut self) {
+        let mut free = self.pool.free.lock().expect("buffer pool");
+        if free.len() < POOLED_BUFFERS_MAX {
+            free.push(std::mem::take(&mut self.data));
         }
     }
 }

@@ -125,7 +125,13 @@ impl OffsetPartition {
         let dir = data_dir.join(format!("{OFFSETS_TOPIC}-{partition}"));
         // Small segments, so compaction (rewriting the live offsets and moving the log
         // start past the old ones) actually frees space and bounds the replay at startup.
-        let config = LogConfig { retention_ms: -1, segment_bytes: OFFSETS_SEGMENT_BYTES, ..LogConfig::default() };
+        // Read only by the replay at startup: no need for the shard's batch cache.
+        let config = LogConfig {
+            retention_ms: -1,
+            segment_bytes: OFFSETS_SEGMENT_BYTES,
+            use_batch_cache: false,
+            ..LogConfig::default()
+        };
         let log = PartitionLog::open(&dir, config, StorageEnv::default()).await?;
         let mut offsets = HashMap::new();
         let mut position = log.offsets().log_start.offset();

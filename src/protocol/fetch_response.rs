@@ -1,13 +1,16 @@
 //! Hand framing of Fetch responses (versions 4-12), so record bytes are never copied
 //! into a response buffer: the response is a list of chunks, small framing chunks
 //! written here and the record batches exactly as the log returned them (`Bytes`
-//! sharing the batch cache or a segment read).
+//! shared with the batch cache, or a segment file region the connection sends with
+//! sendfile).
 //!
 //! Field layout per version follows Kafka's FetchResponse schema; v12 is the first
 //! flexible version (compact arrays/strings/bytes and tagged fields). A unit test checks
 //! the output byte for byte against the `kafka-protocol` encoder for every version.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
+
+use crate::storage::RecordChunk;
 
 /// Record chunks smaller than this are copied into the framing buffer; one write of a
 /// few KiB is cheaper than an extra chunk.
@@ -22,7 +25,7 @@ pub struct FetchPartition {
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
     /// Whole batches, back to back once concatenated.
-    pub records: Vec<Bytes>,
+    pub records: Vec<RecordChunk>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -34,33 +37,45 @@ pub struct FetchTopic {
 /// A response as chunks to write in order; the first chunk starts with the length.
 #[derive(Debug, Default)]
 pub struct Chunks {
-    chunks: Vec<Bytes>,
+    chunks: Vec<RecordChunk>,
     current: BytesMut,
 }
 
 impl Chunks {
-    fn put_records(&mut self, records: &[Bytes]) {
-        for batch in records {
-            if batch.len() <= RECORDS_INLINE_BYTES_MAX {
-                self.current.extend_from_slice(batch);
-            } else {
-                if !self.current.is_empty() {
-                    self.chunks.push(self.current.split().freeze());
+    fn put_records(&mut self, records: &[RecordChunk]) {
+        for chunk in records {
+            match chunk {
+                RecordChunk::Memory(batch) if batch.len() <= RECORDS_INLINE_BYTES_MAX => {
+                    self.current.extend_from_slice(batch);
                 }
-                self.chunks.push(batch.clone());
+                other => {
+                    self.flush_current();
+                    self.chunks.push(other.clone());
+                }
             }
         }
     }
 
-    fn finish(mut self) -> Vec<Bytes> {
+    fn flush_current(&mut self) {
         if !self.current.is_empty() {
-            self.chunks.push(self.current.split().freeze());
+            self.chunks.push(RecordChunk::Memory(self.current.split().freeze()));
         }
-        let total: usize = self.chunks.iter().map(Bytes::len).sum();
-        let length = (total - 4) as i32;
-        let mut first = BytesMut::from(&self.chunks[0][..]);
-        first[..4].copy_from_slice(&length.to_be_bytes());
-        self.chunks[0] = first.freeze();
+    }
+
+    fn finish(mut self) -> Vec<RecordChunk> {
+        let length = (self.chunks.iter().map(RecordChunk::len).sum::<usize>() + self.current.len() - 4) as i32;
+        // The length prefix is the first bytes ever written, so it is in the first chunk
+        // (or still in `current`), which is always in memory.
+        match self.chunks.first_mut() {
+            Some(RecordChunk::Memory(first)) => {
+                let mut patched = BytesMut::from(&first[..]);
+                patched[..4].copy_from_slice(&length.to_be_bytes());
+                *first = patched.freeze();
+            }
+            Some(RecordChunk::File(_)) => unreachable!("a response starts with its framing"),
+            None => self.current[..4].copy_from_slice(&length.to_be_bytes()),
+        }
+        self.flush_current();
         self.chunks
     }
 }
@@ -93,7 +108,7 @@ fn put_string(out: &mut BytesMut, flexible: bool, value: &str) {
 /// Encodes `[length][header][FetchResponse body]` for `version` (4..=12), with
 /// throttle 0, top-level error 0, session id 0, no aborted transactions and no preferred
 /// read replica.
-pub fn encode(version: i16, correlation_id: i32, topics: &[FetchTopic]) -> Vec<Bytes> {
+pub fn encode(version: i16, correlation_id: i32, topics: &[FetchTopic]) -> Vec<RecordChunk> {
     assert!((4..=12).contains(&version), "fetch framing covers versions 4-12");
     let flexible = version >= 12;
     let mut out = Chunks { chunks: Vec::new(), current: BytesMut::with_capacity(512) };
@@ -125,7 +140,7 @@ pub fn encode(version: i16, correlation_id: i32, topics: &[FetchTopic]) -> Vec<B
             if version >= 11 {
                 buf.put_i32(-1); // preferred_read_replica
             }
-            let records_len: usize = partition.records.iter().map(Bytes::len).sum();
+            let records_len: usize = partition.records.iter().map(RecordChunk::len).sum();
             if flexible {
                 put_unsigned_varint(buf, records_len as u32 + 1);
             } else {
@@ -149,6 +164,7 @@ pub fn encode(version: i16, correlation_id: i32, topics: &[FetchTopic]) -> Vec<B
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
     use kafka_protocol::messages::{ApiKey, FetchResponse, ResponseHeader, TopicName};
     use kafka_protocol::protocol::{Encodable, StrBytes};
@@ -165,7 +181,8 @@ mod tests {
                             t.partitions
                                 .iter()
                                 .map(|p| {
-                                    let joined: Vec<u8> = p.records.iter().flat_map(|b| b.iter().copied()).collect();
+                                    let joined: Vec<u8> =
+                                        p.records.iter().flat_map(|c| c.to_bytes().unwrap().to_vec()).collect();
                                     let mut data = PartitionData::default()
                                         .with_partition_index(p.partition_index)
                                         .with_error_code(p.error_code)
@@ -203,7 +220,10 @@ mod tests {
                     high_watermark: hw,
                     last_stable_offset: hw,
                     log_start_offset: start,
-                    records: sizes.into_iter().map(|n| Bytes::from(vec![(n % 251) as u8; n])).collect(),
+                    records: sizes
+                        .into_iter()
+                        .map(|n| RecordChunk::Memory(Bytes::from(vec![(n % 251) as u8; n])))
+                        .collect(),
                 });
         let topic = ("[a-z]{1,20}", proptest::collection::vec(partition, 0..4))
             .prop_map(|(name, partitions)| FetchTopic { name, partitions });
@@ -215,7 +235,7 @@ mod tests {
         #[test]
         fn matches_the_reference_encoder(version in 4i16..=12, correlation_id in any::<i32>(), topics in topics_strategy()) {
             let chunks = encode(version, correlation_id, &topics);
-            let ours: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            let ours: Vec<u8> = chunks.iter().flat_map(|c| c.to_bytes().unwrap().to_vec()).collect();
             prop_assert_eq!(ours, reference(version, correlation_id, &topics));
         }
     }
@@ -225,9 +245,41 @@ mod tests {
         let big = Bytes::from(vec![7u8; 100_000]);
         let topics = vec![FetchTopic {
             name: "t".into(),
-            partitions: vec![FetchPartition { records: vec![big.clone()], ..Default::default() }],
+            partitions: vec![FetchPartition { records: vec![RecordChunk::Memory(big.clone())], ..Default::default() }],
         }];
         let chunks = encode(11, 1, &topics);
-        assert!(chunks.iter().any(|c| c.as_ptr() == big.as_ptr()), "the batch is sent from its own buffer, not copied");
+        let own_buffer = chunks.iter().any(|c| matches!(c, RecordChunk::Memory(b) if b.as_ptr() == big.as_ptr()));
+        assert!(own_buffer, "the batch is sent from its own buffer, not copied");
+    }
+
+    #[test]
+    fn file_regions_stay_separate_chunks_between_memory_framing() {
+        use std::io::Write;
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&[9u8; 300]).unwrap();
+        let region = crate::storage::FileRegion { file: std::sync::Arc::new(file), position: 100, len: 150 };
+        let topics = vec![FetchTopic {
+            name: "t".into(),
+            partitions: vec![
+                FetchPartition { records: vec![RecordChunk::File(region)], ..Default::default() },
+                FetchPartition { records: vec![RecordChunk::Memory(Bytes::from_static(b"abc"))], ..Default::default() },
+            ],
+        }];
+        let chunks = encode(12, 7, &topics);
+        assert!(matches!(chunks[0], RecordChunk::Memory(_)));
+        assert!(matches!(chunks[1], RecordChunk::File(ref r) if r.position == 100 && r.len == 150));
+        assert!(matches!(chunks[2], RecordChunk::Memory(_)));
+        let ours: Vec<u8> = chunks.iter().flat_map(|c| c.to_bytes().unwrap().to_vec()).collect();
+        let expected_topics = vec![FetchTopic {
+            name: "t".into(),
+            partitions: vec![
+                FetchPartition {
+                    records: vec![RecordChunk::Memory(Bytes::from(vec![9u8; 150]))],
+                    ..Default::default()
+                },
+                FetchPartition { records: vec![RecordChunk::Memory(Bytes::from_static(b"abc"))], ..Default::default() },
+            ],
+        }];
+        assert_eq!(ours, reference(12, 7, &expected_topics));
     }
 }

@@ -5,7 +5,8 @@
 //! writer sends their responses strictly in request order. At most
 //! `CONNECTION_INFLIGHT_MAX` requests are in flight: beyond that the reader stops reading
 //! (backpressure). A malformed frame, an unknown API key or an unsupported version closes
-//! this connection only, with a log line saying why.
+//! this connection only, with a log line saying why. Response chunks that are segment
+//! file regions go out with sendfile (`sendfile`), in order with the rest.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -20,10 +21,12 @@ use kafka_protocol::messages::ApiKey;
 
 use crate::config::CONNECTION_INFLIGHT_MAX;
 use crate::shard::ShardContext;
+use crate::storage::RecordChunk;
 
 use super::frame::{frame_length, parse_header, peek_api, FrameError};
 use super::handlers::{self, api_versions};
 use super::listener::ShutdownSignal;
+use super::sendfile::{send_region, SendSocket};
 
 const READ_CHUNK_BYTES: usize = 64 << 10;
 /// Largest single buffer growth while a big frame arrives.
@@ -36,6 +39,13 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
     // A client that stops reading cannot hold a response (or a shutdown) forever.
     let _ = stream.set_write_timeout(Some(crate::config::CONNECTION_WRITE_TIMEOUT));
     let fd = stream.as_raw_fd();
+    let send_socket = match SendSocket::new(fd) {
+        Ok(socket) => socket,
+        Err(error) => {
+            tracing::warn!(%peer, %error, "cannot prepare the socket for zero-copy sends; closing");
+            return;
+        }
+    };
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let (queue, responses) = local_channel::new_bounded::<Pending>(CONNECTION_INFLIGHT_MAX);
 
@@ -43,15 +53,8 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
         while let Some(pending) = responses.recv().await {
             match pending.await {
                 Ok(Some(chunks)) => {
-                    let mut failed = false;
-                    for chunk in &chunks {
-                        if let Err(error) = writer.write_all(chunk).await {
-                            tracing::debug!(%peer, %error, "client went away while we wrote");
-                            failed = true;
-                            break;
-                        }
-                    }
-                    if failed {
+                    if let Err(error) = write_response(&mut writer, &send_socket, &chunks).await {
+                        tracing::debug!(%peer, %error, "client went away while we wrote");
                         break;
                     }
                 }
@@ -97,6 +100,25 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
     }
     drop(queue);
     writer_task.await;
+}
+
+/// Writes a response's chunks in order: memory through the stream, file regions with
+/// sendfile on the same socket once everything before them has been handed to it.
+async fn write_response<W: futures_lite::AsyncWrite + Unpin>(
+    writer: &mut W,
+    socket: &SendSocket,
+    chunks: &[RecordChunk],
+) -> std::io::Result<()> {
+    for chunk in chunks {
+        match chunk {
+            RecordChunk::Memory(bytes) => writer.write_all(bytes).await?,
+            RecordChunk::File(region) => {
+                writer.flush().await?;
+                send_region(socket, region, crate::config::CONNECTION_WRITE_TIMEOUT).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads one whole frame (without its length prefix); `None` at a clean end of stream.
@@ -145,7 +167,7 @@ fn start_request(ctx: &Rc<ShardContext>, frame: Bytes, peer: SocketAddr) -> Resu
         if api == ApiKey::ApiVersions {
             let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
             let response = api_versions::unsupported_version_response(correlation_id);
-            return Ok(glommio::spawn_local(async move { Ok(Some(vec![response])) }));
+            return Ok(glommio::spawn_local(async move { Ok(Some(vec![RecordChunk::Memory(response)])) }));
         }
         return Err(FrameError::UnsupportedVersion { api, version });
     }

@@ -16,6 +16,7 @@ use crate::group::offsets::{partition_for_group, OFFSETS_TOPIC};
 use crate::group::state::GroupConfig;
 use crate::metadata::topic_config::log_config;
 use crate::metadata::ClusterMetadata;
+use crate::storage::batch_cache::BatchCache;
 use crate::storage::{PartitionLog, StorageEnv};
 
 use super::mesh::{Reply, ShardRequest};
@@ -39,6 +40,8 @@ pub struct ShardContext {
     pub(crate) controller_gate: glommio::sync::Semaphore,
     /// Consumer groups coordinated by this shard.
     pub groups: Rc<GroupCoordinator>,
+    /// What this shard's logs share: the clock and the one batch cache of the shard.
+    pub storage_env: StorageEnv,
 }
 
 impl ShardContext {
@@ -53,6 +56,7 @@ impl ShardContext {
             offsets_retention_ms: config.offsets_retention_ms,
             ..GroupConfig::default()
         };
+        let cache_bytes = config.batch_cache_bytes;
         ShardContext {
             id,
             shard_count: senders.nr_consumers(),
@@ -62,6 +66,7 @@ impl ShardContext {
             senders,
             controller_gate: glommio::sync::Semaphore::new(1),
             groups: Rc::new(GroupCoordinator::new(group_config)),
+            storage_env: StorageEnv { batch_cache: BatchCache::shared(cache_bytes), ..StorageEnv::default() },
         }
     }
 
@@ -178,7 +183,7 @@ impl ShardContext {
                 continue;
             }
             let dir = self.partition_dir(&topic, partition);
-            match PartitionLog::open(&dir, config, StorageEnv::default()).await {
+            match PartitionLog::open(&dir, config, self.storage_env.clone()).await {
                 Ok(log) => {
                     self.logs.borrow_mut().insert((topic, partition), log);
                 }

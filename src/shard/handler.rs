@@ -141,12 +141,12 @@ async fn read(ctx: &ShardContext, topic: &str, partition: i32, offset: i64, max_
             records: Vec::new(),
         };
     }
-    match log.read(Offset(offset), max_bytes).await {
+    match log.read_for_send(Offset(offset), max_bytes).await {
         Ok(read) => ReadOutcome {
             error_code: 0,
             high_watermark: read.offsets.high_watermark.value(),
             log_start_offset: read.offsets.log_start.value(),
-            records: read.records,
+            records: read.chunks,
         },
         Err(error) => {
             let offsets = log.offsets();

@@ -30,7 +30,8 @@ pub struct ReadOutcome {
     pub error_code: i16,
     pub high_watermark: i64,
     pub log_start_offset: i64,
-    pub records: Vec<Bytes>,
+    /// Whole batches: in memory (batch cache) or a segment region to send with sendfile.
+    pub records: Vec<crate::storage::RecordChunk>,
 }
 
 /// A topic to create: name, partitions (-1: broker default), configs.

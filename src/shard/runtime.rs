@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 
-use crate::config::{ServeConfig, MESH_CHANNEL_CAPACITY, RETENTION_CHECK_INTERVAL};
+use crate::config::{ServeConfig, MESH_CHANNEL_CAPACITY, RETENTION_CHECK_INTERVAL, SEND_POOL_THREADS};
 use crate::metadata::ClusterMetadata;
 use crate::server::listener::{accept_loop, ShutdownSignal};
 use crate::storage::spawn_retention_task;
@@ -98,6 +98,7 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("tern-shard-{index}"))
             .io_memory(config.shard_io_memory_bytes)
+            .blocking_thread_pool_placement(send_pool_placement(config.pin, cpu))
             .spawn(move || shard_main(config, mesh, drained))
             .map_err(|e| {
                 format!("cannot start shard on cpu {cpu}: {e}: io_uring may be unavailable (kernel 5.8+, not blocked by seccomp)")
@@ -200,4 +201,15 @@ async fn shard_main(
     ctx.groups.close().await;
     tracing::info!(shard = id, "shard stopped cleanly");
     Ok(())
+}
+
+/// The shard's blocking pool runs zero-copy sends (`server::sendfile`): a few threads,
+/// so one slow client's send does not queue the others', pinned to the shard's CPU so
+/// the shard's work (and its kernel copies) stays on its core.
+fn send_pool_placement(pin: bool, cpu: usize) -> PoolPlacement {
+    let online = if pin { CpuSet::online().ok() } else { None };
+    match online {
+        Some(set) => PoolPlacement::Custom(vec![set.filter(|l| l.cpu == cpu); SEND_POOL_THREADS]),
+        None => PoolPlacement::Unbound(SEND_POOL_THREADS),
+    }
 }

@@ -31,8 +31,6 @@ pub const DEFAULT_SEGMENT_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 /// Kafka's default message.max.bytes (1 MiB plus record-batch overhead).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
-/// Recent batches each log keeps in memory for tailing readers.
-pub const DEFAULT_TAIL_CACHE_BYTES: usize = 4 << 20;
 
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +66,9 @@ pub struct LogConfig {
     pub max_message_bytes: usize,
     pub timestamp_type: TimestampType,
     pub flush: FlushPolicy,
-    /// Memory budget for the recent-batch cache of this log.
-    pub tail_cache_bytes: usize,
+    /// Whether this log keeps its recent batches in the shard's batch cache (the budget
+    /// is per shard, see `batch_cache`); off, every read goes to the segments.
+    pub use_batch_cache: bool,
 }
 
 impl Default for LogConfig {
@@ -82,7 +81,7 @@ impl Default for LogConfig {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             timestamp_type: TimestampType::CreateTime,
             flush: FlushPolicy::Durable,
-            tail_cache_bytes: DEFAULT_TAIL_CACHE_BYTES,
+            use_batch_cache: true,
         }
     }
 }

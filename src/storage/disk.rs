@@ -16,6 +16,7 @@ use std::rc::Rc;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 use glommio::GlommioError;
 
+use super::batch_cache::{BatchCache, SharedBatchCache, DEFAULT_BATCH_CACHE_BYTES};
 use super::clock::{Clock, SystemClock};
 use super::config::BLOCK_BYTES;
 
@@ -67,16 +68,24 @@ impl FaultInjector for SimulatedDisk {
     }
 }
 
-/// What a log needs from its surroundings: a clock and, in tests, a fault injector.
+/// What a log needs from its surroundings: a clock, its shard's batch cache and, in
+/// tests, a fault injector.
 #[derive(Debug, Clone)]
 pub struct StorageEnv {
     pub clock: Rc<dyn Clock>,
     pub faults: Option<Rc<dyn FaultInjector>>,
+    pub batch_cache: SharedBatchCache,
 }
 
 impl Default for StorageEnv {
+    /// System clock, no faults, a cache of its own with the default budget (tests; a
+    /// shard passes the one cache all its logs share).
     fn default() -> Self {
-        StorageEnv { clock: Rc::new(SystemClock), faults: None }
+        StorageEnv {
+            clock: Rc::new(SystemClock),
+            faults: None,
+            batch_cache: BatchCache::shared(DEFAULT_BATCH_CACHE_BYTES),
+        }
     }
 }
 

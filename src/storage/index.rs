@@ -84,6 +84,16 @@ impl SegmentIndex {
         }
     }
 
+    /// The last offset-index entry `(relative offset, position)` with a position at or
+    /// before `position_max` and a relative offset below `relative_limit`: a batch
+    /// boundary that whole batches below the limit end at.
+    pub fn last_entry_within(&self, position_max: u64, relative_limit: u32) -> Option<(u32, u32)> {
+        let n = self
+            .offsets
+            .partition_point(|&(offset, position)| u64::from(position) <= position_max && offset < relative_limit);
+        n.checked_sub(1).map(|i| self.offsets[i])
+    }
+
     /// The relative offset to start scanning from for the first batch with a max
     /// timestamp `>= timestamp`.
     pub fn relative_offset_for_timestamp(&self, timestamp: i64) -> u32 {

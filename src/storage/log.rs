@@ -21,13 +21,13 @@ use futures_channel::oneshot;
 
 use crate::protocol::record_batch::{self, validate_batch, BatchHeader};
 
+use super::batch_cache::LogCache;
 use super::config::{LogConfig, TimestampType};
 use super::disk::{SegmentFile, StorageEnv};
 use super::error::{AppendError, ReadError, StorageError};
 use super::offset::{LogOffsets, LogStartOffset, Offset};
 use super::producer_state::{ProducerStates, SequenceCheck};
 use super::segment::{self, read_batches, Segment, SegmentReadError, LOG_SUFFIX};
-use super::tail_cache::{CachedBatch, TailCache};
 use super::writer::{self, PendingWrite, WriterQueue};
 
 /// Whether the log accepts work.
@@ -49,7 +49,7 @@ pub(crate) struct LogState {
     pub log_start: Offset,
     pub log_end: Offset,
     pub high_watermark: Offset,
-    pub cache: TailCache,
+    pub cache: LogCache,
     pub health: Health,
     pub writer: WriterQueue,
     /// Roll the active segment at the next append, whatever its size.
@@ -154,7 +154,7 @@ impl PartitionLog {
     pub fn set_config(&self, config: LogConfig) -> Result<(), StorageError> {
         config.validate().map_err(|reason| StorageError::InvalidConfig { reason })?;
         let mut state = self.shared.state.borrow_mut();
-        state.cache.set_budget(config.tail_cache_bytes);
+        state.cache.set_enabled(config.use_batch_cache);
         state.config = config;
         Ok(())
     }
@@ -243,7 +243,7 @@ impl PartitionLog {
         let segment_base = active.base_offset;
         state.log_end = next_offset;
 
-        state.cache.push(CachedBatch { base_offset, next_offset, bytes: bytes.clone() });
+        state.cache.push(base_offset, next_offset, bytes.clone());
         let done = state.writer.enqueue(PendingWrite::new(segment_base, bytes, next_offset, max_timestamp_after));
         let start_writer = state.writer.claim_writer();
         let info = AppendInfo {
@@ -313,7 +313,7 @@ impl PartitionLog {
 
     /// The file, start position and readable end for reading `offset` in a segment,
     /// opening the file and loading its index if this is the first use.
-    async fn prepare_segment_read(
+    pub(crate) async fn prepare_segment_read(
         &self,
         segment_base: Offset,
         offset: Offset,
@@ -348,7 +348,7 @@ impl PartitionLog {
 
     /// Like `ensure_index`; with `trust_files == false` the index files are ignored and
     /// the index is rebuilt by scanning the segment.
-    async fn ensure_index_from(&self, segment_base: Offset, trust_files: bool) -> Result<(), StorageError> {
+    pub(crate) async fn ensure_index_from(&self, segment_base: Offset, trust_files: bool) -> Result<(), StorageError> {
         if self.with_segment(segment_base, |s| s.index.is_some())? {
             return Ok(());
         }
@@ -705,7 +705,7 @@ fn check_writable(health: &Health) -> Result<(), StorageError> {
     }
 }
 
-fn check_readable(health: &Health) -> Result<(), ReadError> {
+pub(crate) fn check_readable(health: &Health) -> Result<(), ReadError> {
     match health {
         Health::Healthy | Health::Poisoned(_) => Ok(()),
         Health::Offline(error) => Err(error.clone().into()),

@@ -8,7 +8,11 @@
 //! producer_state.rs idempotent producers' sequences (duplicates, gaps, fencing)
 //! recovery.rs   open: torn-tail recovery, lazy index load/rebuild, log start checkpoint
 //! retention.rs  deleting closed segments by age / size / log start
-//! tail_cache.rs recent batches in memory for tailing readers
+//! batch_cache.rs per-shard LRU cache of recent batches for tailing readers
+//! file_region.rs record chunks for the network: memory, or a file region for sendfile
+//! send_read.rs read_for_send: cache hits in memory, cold reads as file regions
+//! send_plan.rs  finding a zero-copy region's batch boundaries from the index
+//! clean_shutdown.rs marker that lets a cleanly closed log skip the tail scan
 //! write_buffer.rs aligned, pooled DMA buffers for the writer's rounds
 //! disk.rs       O_DIRECT files via glommio, atomic small files, fault injection
 //! config.rs     per-log config (topic configs) and storage limits
@@ -19,11 +23,13 @@
 //!
 //! A log belongs to one shard and is used only there (`Rc`, not `Send`).
 
+pub mod batch_cache;
 pub mod clean_shutdown;
 pub mod clock;
 pub mod config;
 pub mod disk;
 pub mod error;
+pub mod file_region;
 pub mod index;
 pub mod log;
 pub mod offset;
@@ -31,7 +37,8 @@ pub mod producer_state;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
-pub mod tail_cache;
+pub mod send_plan;
+pub mod send_read;
 pub mod write_buffer;
 mod writer;
 
@@ -39,6 +46,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{FlushPolicy, LogConfig, TimestampType};
 pub use disk::{DiskOp, FaultInjector, SimulatedDisk, StorageEnv};
 pub use error::{AppendError, ReadError, StorageError};
+pub use file_region::{FileRegion, RecordChunk};
 pub use log::{AppendInfo, LogRead, PartitionLog, PendingAppend, TimestampMatch};
 pub use offset::{HighWatermark, LogEndOffset, LogOffsets, LogStartOffset, Offset};
 pub use retention::{spawn_retention_task, RetentionReport};
+pub use send_read::SendRead;

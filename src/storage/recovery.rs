@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
+use super::batch_cache::LogCache;
 use super::clean_shutdown::{TailSummary, CLEAN_SHUTDOWN_MARKER};
 use super::config::{LogConfig, BLOCK_BYTES};
 use super::disk::{
@@ -36,7 +37,6 @@ use super::producer_state::ProducerStates;
 use super::segment::{
     self, parse_segment_name, scan, Segment, TailWriter, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
 };
-use super::tail_cache::TailCache;
 use super::writer::WriterQueue;
 
 /// File holding the log start offset moved by DeleteRecords (8 bytes BE + CRC-32C).
@@ -118,7 +118,7 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
         log_start = high_watermark;
     }
     let state = LogState {
-        cache: TailCache::new(config.tail_cache_bytes),
+        cache: LogCache::new(env.batch_cache.clone(), config.use_batch_cache),
         config,
         segments,
         log_start,

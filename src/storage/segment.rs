@@ -66,6 +66,8 @@ pub struct Segment {
     pub file: Option<SharedSegmentFile>,
     /// `None` until loaded for a closed segment found at open.
     pub index: Option<SegmentIndex>,
+    /// Buffered descriptor for zero-copy sends (`file_region`), opened on first use.
+    pub send_file: Option<std::sync::Arc<std::fs::File>>,
     pub writer: Option<TailWriter>,
 }
 
@@ -83,6 +85,7 @@ impl Segment {
             closed: false,
             file: None,
             index: Some(SegmentIndex::new()),
+            send_file: None,
             writer: Some(TailWriter::default()),
         }
     }
@@ -100,6 +103,7 @@ impl Segment {
             closed: true,
             file: None,
             index: None,
+            send_file: None,
             writer: None,
         }
     }
@@ -247,6 +251,7 @@ pub async fn read_batches(
     while position < end {
         let len = ((end - position) as usize).min(want.max(BATCH_HEADER_BYTES));
         let chunk = file.read_at(position, len).await?;
+        crate::metrics::probes().segment_bytes_read.add(chunk.len() as u64);
         let bytes: &[u8] = &chunk;
         let mut at = 0usize;
         while bytes.len() - at >= BATCH_HEADER_BYTES {

@@ -242,6 +242,9 @@ async fn run_writes(shared: Rc<LogShared>) {
     }
 }
 
+/// An fdatasync slower than this is logged: it is produce latency the disk added.
+const SLOW_SYNC_WARNING: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The sync task: fdatasyncs the file holding the newest written data until everything
 /// written is synced. One fdatasync covers every write completed before it started.
 async fn run_syncs(shared: Rc<LogShared>) {
@@ -265,7 +268,13 @@ async fn run_syncs(shared: Rc<LogShared>) {
                 }
             }
         };
-        if let Err(cause) = file.sync_data().await {
+        let started = std::time::Instant::now();
+        let synced = file.sync_data().await;
+        let took = started.elapsed();
+        if took >= SLOW_SYNC_WARNING {
+            tracing::warn!(path = %file.path().display(), took_ms = took.as_millis() as u64, unsynced_bytes = unsynced, "slow fdatasync: produce acknowledgements waited on the disk");
+        }
+        if let Err(cause) = synced {
             // Any failed fdatasync poisons, ENOSPC included: the kernel may already have
             // dropped the dirty pages, so the written data cannot be trusted.
             poison(&shared, RoundError { path: file.path().to_path_buf(), cause, sync: true });

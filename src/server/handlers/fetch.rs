@@ -7,11 +7,11 @@
 //! `partition_max_bytes` per partition, except that the first batch is always returned.
 //! Fetch sessions (KIP-227) are answered with session id 0: every fetch is a full fetch.
 //! The response is framed by hand (`protocol::fetch_response`): record batches go out in
-//! the buffers the logs returned, never copied into the response.
+//! the buffers the batch cache holds, or as segment file regions the connection sends
+//! with sendfile (cold reads), never copied into the response.
 
 use std::rc::Rc;
 
-use bytes::Bytes;
 use futures_util::future::{select, select_all, Either};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, FetchRequest};
@@ -21,6 +21,7 @@ use crate::protocol::fetch_response::{self, FetchPartition, FetchTopic};
 use crate::server::frame::{decode_body, FrameError, Request};
 use crate::shard::mesh::{ReadOutcome, ShardRequest};
 use crate::shard::ShardContext;
+use crate::storage::RecordChunk;
 
 pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::Fetch, 4, 12);
 
@@ -52,7 +53,7 @@ async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize) -
             .call(owner, move |reply| ShardRequest::Read { topic, partition, offset, max_bytes: limit, reply })
             .await
             .unwrap_or(ReadOutcome { error_code: ResponseError::NotLeaderOrFollower.code(), ..ReadOutcome::default() });
-        let size: usize = outcome.records.iter().map(Bytes::len).sum();
+        let size: usize = outcome.records.iter().map(RecordChunk::len).sum();
         if total > 0 && size > remaining {
             outcome.records.clear();
         } else {
@@ -64,10 +65,10 @@ async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize) -
 }
 
 fn gathered(outcomes: &[ReadOutcome]) -> usize {
-    outcomes.iter().flat_map(|o| o.records.iter()).map(Bytes::len).sum()
+    outcomes.iter().flat_map(|o| o.records.iter()).map(RecordChunk::len).sum()
 }
 
-pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Bytes>, FrameError> {
+pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<RecordChunk>, FrameError> {
     let body: FetchRequest = decode_body(request)?;
     let metadata = ctx.metadata();
     let mut wanted = Vec::new();

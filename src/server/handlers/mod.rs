@@ -7,6 +7,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::*;
 
 use crate::shard::ShardContext;
+use crate::storage::RecordChunk;
 
 use super::frame::{decode_body, FrameError, Request};
 
@@ -83,8 +84,9 @@ pub fn support_for(key: ApiKey) -> Option<ApiSupport> {
 }
 
 /// A response as chunks written back to back (Fetch keeps record batches in their own
-/// buffers); `None` means no response (Produce with acks=0).
-pub type Response = Option<Vec<Bytes>>;
+/// buffers or sends them from segment files); `None` means no response (Produce with
+/// acks=0).
+pub type Response = Option<Vec<RecordChunk>>;
 
 /// Runs the handler for a parsed request.
 pub async fn dispatch(ctx: &Rc<ShardContext>, request: Request) -> Result<Response, FrameError> {
@@ -94,7 +96,7 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, request: Request) -> Result<Respon
     match support.key {
         ApiKey::ApiVersions => api_versions::handle(&request).map(one),
         ApiKey::Metadata => metadata::handle(ctx, &request).await.map(one),
-        ApiKey::Produce => produce::handle(ctx, &request).await.map(|r| r.map(|b| vec![b])),
+        ApiKey::Produce => produce::handle(ctx, &request).await.map(|r| r.map(|b| vec![RecordChunk::Memory(b)])),
         ApiKey::Fetch => fetch::handle(ctx, &request).await.map(Some),
         ApiKey::ListOffsets => list_offsets::handle(ctx, &request).await.map(one),
         ApiKey::CreateTopics => create_topics::handle(ctx, &request).await.map(one),
@@ -122,7 +124,7 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, request: Request) -> Result<Respon
 }
 
 fn one(bytes: Bytes) -> Response {
-    Some(vec![bytes])
+    Some(vec![RecordChunk::Memory(bytes)])
 }
 
 /// Decodes the body of any supported request (used by the decoder property test).

@@ -5,65 +5,18 @@
 //! SIGTERM, which must end it with exit code 0.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
 use chrono::{TimeZone, Utc};
 use rskafka::client::partition::{Compression, OffsetAt, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
 use rskafka::record::Record;
 
+use common::broker::TestBroker;
+
 const PARTITIONS: i32 = 8;
 const RECORDS: usize = 100_000;
 const BATCH: usize = 500;
-
-struct Broker {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let dir = tempfile::tempdir().unwrap();
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--cores", "0-1", "--no-pin", "--memory", "1M"])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tern");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tern did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker { child, port, _dir: dir }
-    }
-
-    fn stop(mut self) -> i32 {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < deadline, "tern did not stop after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn record(seq: usize) -> Record {
     Record {
@@ -76,7 +29,8 @@ fn record(seq: usize) -> Record {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rskafka_100k_keyed_records_over_8_partitions() {
-    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(&dir.path().join("data"), &[]);
     let client = ClientBuilder::new(vec![format!("127.0.0.1:{}", broker.port)]).build().await.expect("connect");
     client.controller_client().unwrap().create_topic("rs-keyed", PARTITIONS, 1, 10_000).await.expect("create topic");
 
@@ -135,7 +89,7 @@ async fn rskafka_100k_keyed_records_over_8_partitions() {
         seen += got.len();
     }
     assert_eq!(seen, RECORDS);
-    assert_eq!(broker.stop(), 0, "SIGTERM ends tern cleanly");
+    assert_eq!(broker.stop().0, 0, "SIGTERM ends tern cleanly");
 }
 
 /// A stable key -> partition mapping for the test (rskafka leaves partitioning to us).

@@ -199,6 +199,19 @@ async fn shard_main(
     drop(retention);
     ctx.close_logs().await;
     ctx.groups.close().await;
+    let probes = crate::metrics::probes();
+    let cache = ctx.storage_env.batch_cache.borrow().stats();
+    tracing::info!(
+        shard = id,
+        batch_cache_hits = cache.hits,
+        batch_cache_misses = cache.misses,
+        batch_cache_bytes_served = probes.batch_cache_bytes_served.get(),
+        sendfile_bytes = probes.sendfile_bytes.get(),
+        sendfile_calls = probes.sendfile_calls.get(),
+        segment_bytes_read = probes.segment_bytes_read.get(),
+        segment_header_bytes_read = probes.segment_header_bytes_read.get(),
+        "shard read statistics"
+    );
     tracing::info!(shard = id, "shard stopped cleanly");
     Ok(())
 }

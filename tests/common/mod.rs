@@ -1,6 +1,9 @@
-//! Helpers shared by the storage integration tests: running a future on a glommio
-//! executor sized for this machine's locked-memory limit, and building batches.
+//! Helpers shared by the integration tests: running a future on a glommio executor sized
+//! for this machine's locked-memory limit, building batches, and the real broker as a
+//! child process (`broker`).
 #![allow(dead_code)]
+
+pub mod broker;
 
 use std::future::Future;
 

@@ -30,10 +30,16 @@ fn produce_frame(record_size: usize) -> Bytes {
     let per_batch = records_per_batch(256 << 10, 0, record_size);
     let template = BatchTemplate::new(per_batch, 0, record_size, Compression::None, 1);
     let partitions = (0..8)
-        .map(|p| PartitionProduceData::default().with_index(p).with_records(Some(template.build(per_batch, 0, |_| 0).unwrap())))
+        .map(|p| {
+            PartitionProduceData::default()
+                .with_index(p)
+                .with_records(Some(template.build(per_batch, 0, |_| 0).unwrap()))
+        })
         .collect();
     let body = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![
-        TopicProduceData::default().with_name(TopicName(StrBytes::from_static_str("bench"))).with_partition_data(partitions),
+        TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("bench")))
+            .with_partition_data(partitions),
     ]);
     let version = 9;
     let header = RequestHeader::default()

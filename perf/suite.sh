@@ -5,6 +5,8 @@
 #   perf/suite.sh                                   # broker on cpu 0, load on cpu 1
 #   BROKER_CORES=0-3 LOAD_CORES=4-7 DURATION=30 RUNS=3 perf/suite.sh
 #   DATA_DIR=/mnt/nvme/tern perf/suite.sh           # put the log on the disk under test
+#   BROKER_BIN=/path/to/older/tern perf/suite.sh    # same load tool, another broker build
+#   SCENARIOS="consume e2e" perf/suite.sh           # a subset (produce, consume, e2e)
 #
 # Scenarios (each RUNS times; medians reported):
 #   produce-100b-acks-all   100-byte records, acks=all (durable: acknowledged after fdatasync)
@@ -31,6 +33,9 @@ data_dir=${DATA_DIR:-$PWD/target/perf-suite-data}
 port=${PORT:-19092}
 out=${OUT:-perf/results/suite-$(date -u +%Y%m%dT%H%M%SZ)}
 tern=$PWD/target/release/tern
+# The broker under test (default: this tree's); the load tool is always this tree's, so
+# two broker builds can be compared with the same client.
+broker_bin=${BROKER_BIN:-$tern}
 
 mkdir -p "$out"
 cargo build --release --quiet
@@ -60,16 +65,18 @@ stop_broker() {
 trap stop_broker EXIT
 
 start_broker() {
-  "$tern" serve --listen "127.0.0.1:$port" --data-dir "$data_dir/broker" --cores "$broker_cores" \
+  "$broker_bin" serve --listen "127.0.0.1:$port" --data-dir "$data_dir/broker" --cores "$broker_cores" \
     --memory 2M >>"$out/broker.log" 2>&1 &
   broker_pid=$!
-  for _ in $(seq 100); do
+  for _ in $(seq 600); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
     sleep 0.1
   done
   echo "broker did not start; see $out/broker.log" >&2
   exit 1
 }
+
+want() { [[ " ${SCENARIOS:-produce consume e2e} " == *" $1 "* ]]; }
 
 bench() { # scenario-name run-number bench-args...
   local name=$1 run=$2
@@ -89,25 +96,30 @@ for run in $(seq "$runs"); do
   echo "== run $run/$runs"
   fresh_broker
   common=(--duration "${duration}s" --warmup "${warmup}s" --partitions 8 --producers 4 --max-request-bytes 8M)
+  # The consume and e2e scenarios need the 100-byte and 1 KiB data and peak: always run
+  # those; the acks=1 scenario only when produce is selected.
   bench produce-100b-acks-all "$run" produce --topic p100 "${common[@]}" --record-size 100 --batch-bytes 256K --acks all
-  bench produce-100b-acks-1 "$run" produce --topic p100a1 "${common[@]}" --record-size 100 --batch-bytes 256K --acks 1
+  want produce && bench produce-100b-acks-1 "$run" produce --topic p100a1 "${common[@]}" --record-size 100 --batch-bytes 256K --acks 1
   bench produce-1k-acks-all "$run" produce --topic p1k "${common[@]}" --record-size 1024 --batch-bytes 1M --acks all
 
-  # Catch-up: everything the 1 KiB scenario wrote, read from disk by a restarted broker.
-  stop_broker
-  sync
-  echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || echo "  (cannot drop the page cache; reads may hit it)"
-  start_broker
-  bench consume-catchup-1 "$run" consume --topic p1k --consumers 1 --to-end --partition-fetch-bytes 8M
-  stop_broker
-  sync
-  echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
-  start_broker
-  bench consume-catchup-4 "$run" consume --topic p1k --consumers 4 --to-end --partition-fetch-bytes 8M
+  if want consume; then
+    # Catch-up: everything the 1 KiB scenario wrote, read from disk by a restarted broker.
+    stop_broker
+    sync
+    echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || echo "  (cannot drop the page cache; reads may hit it)"
+    start_broker
+    bench consume-catchup-1 "$run" consume --topic p1k --consumers 1 --to-end --partition-fetch-bytes 8M
+    stop_broker
+    sync
+    echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+    start_broker
+    bench consume-catchup-4 "$run" consume --topic p1k --consumers 4 --to-end --partition-fetch-bytes 8M
+  fi
 
   # Latency at fixed shares of this run's 100-byte peak.
   peak=$("$py" -c "import json,sys; print(int(json.load(open(sys.argv[1]))['produce']['records_per_sec']))" \
     "$out/produce-100b-acks-all.run$run.json")
+  want e2e || continue
   for share in 10 25 50 75; do
     rate=$((peak * share / 100))
     bench "e2e-rate-$share" "$run" e2e --topic "e2e$share" --duration "${duration}s" --warmup "${warmup}s" \

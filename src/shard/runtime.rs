@@ -31,7 +31,8 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
 const MEMLOCK_HEADROOM_BYTES: u64 = 512 << 10;
 
 /// Checks what commonly keeps a broker from starting and says what to do about it.
-pub fn startup_checks(config: &ServeConfig) -> Result<(), String> {
+/// Returns the data dir lock, held for the life of the broker.
+pub fn startup_checks(config: &ServeConfig) -> Result<std::fs::File, String> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         format!("cannot create data dir {}: {e}: check the path and its owner", config.data_dir.display())
     })?;
@@ -56,6 +57,7 @@ pub fn startup_checks(config: &ServeConfig) -> Result<(), String> {
         }
     }
 
+    let lock = lock_data_dir(&config.data_dir)?;
     remove_deleted_leftovers(&config.data_dir);
 
     std::net::TcpListener::bind(config.listen).map_err(|e| match e.kind() {
@@ -64,7 +66,28 @@ pub fn startup_checks(config: &ServeConfig) -> Result<(), String> {
         }
         _ => format!("cannot listen on {}: {e}", config.listen),
     })?;
-    Ok(())
+    Ok(lock)
+}
+
+/// Two brokers on one data dir would corrupt each other's logs: hold an exclusive lock
+/// on `<data-dir>/.lock` (released by the kernel when the process ends, however it ends).
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    let path = data_dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!(
+            "data dir {} is in use by another tern process: stop it, or pass another --data-dir",
+            data_dir.display()
+        ));
+    }
+    Ok(file)
 }
 
 /// Deletes partition directories whose deletion a crash interrupted.
@@ -81,7 +104,7 @@ fn remove_deleted_leftovers(data_dir: &std::path::Path) {
 
 /// Runs the broker until SIGTERM/SIGINT. Returns an error message for the operator.
 pub fn run(config: ServeConfig) -> Result<(), String> {
-    startup_checks(&config)?;
+    let _data_dir_lock = startup_checks(&config)?;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(libc::SIGTERM, on_stop_signal as *const () as libc::sighandler_t);

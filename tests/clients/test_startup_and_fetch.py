@@ -33,6 +33,13 @@ def test_port_in_use_and_bad_data_dir_are_reported(tmp_path):
     assert "data dir" in result.stderr
 
 
+def test_a_data_dir_in_use_is_refused(broker):
+    # Same data dir, another port: two brokers would corrupt each other's logs.
+    result = serve("--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(broker.data_dir), "--memory", "1M")
+    assert result.returncode != 0
+    assert "in use by another tern process" in result.stderr
+
+
 def test_locked_memory_limit_is_checked(tmp_path):
     result = serve("--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "d"), "--memory", "1G")
     assert result.returncode != 0
@@ -43,7 +50,8 @@ def test_help_documents_every_flag():
     out = subprocess.run([str(BINARY), "serve", "--help"], capture_output=True, text=True, check=True).stdout
     for flag in ["--listen", "--advertised-address", "--data-dir", "--cores", "--no-pin", "--node-id", "--memory",
                  "--max-request-bytes", "--auto-create-topics", "--default-partitions", "--flush-interval-ms",
-                 "--flush-bytes", "--group-initial-rebalance-delay-ms", "--offsets-retention-ms"]:
+                 "--flush-bytes", "--group-initial-rebalance-delay-ms", "--offsets-retention-ms",
+                 "--batch-cache-bytes"]:
         assert flag in out, flag
 
 

@@ -7,17 +7,19 @@
 //! - [`shard`]: thread-per-core runtime: executors, partition routing, cross-shard mesh.
 //! - [`server`]: the Kafka protocol front end: listener, connections, one handler per API.
 //! - [`metadata`]: topics and configs (single writer on shard 0, persisted with rkyv).
-//! - [`config`]: `tern serve` settings and limits.
+//! - [`config`]: `tern serve` settings and limits; [`config_file`]: `--config tern.toml`.
 //! - [`group`]: consumer groups: the sans-I/O state machine, coordinator, committed offsets.
 //! - [`client`]: a small Kafka client (glommio) for the load tool and the admin CLI.
 //! - [`bench`]: `tern bench`, the load tool.
 //! - [`metrics`]: per-shard probes.
+//! - [`tune`]: `tern tune`, host settings checked against the recommendations.
 //!
 //! See `../shared/DESIGN.md` in the project workspace for the intended architecture.
 
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod config_file;
 pub mod group;
 pub mod metadata;
 pub mod metrics;
@@ -25,3 +27,4 @@ pub mod protocol;
 pub mod server;
 pub mod shard;
 pub mod storage;
+pub mod tune;

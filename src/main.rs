@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use tern::bench::options::{BenchArgs, Mode as BenchMode};
 use tern::config::{online_cpus, parse_cpu_list, parse_size, ServeConfig, REQUEST_BYTES_MAX_DEFAULT};
 use tern::storage::FlushPolicy;
@@ -20,7 +20,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the broker.
+    #[command(args_override_self = true)]
     Serve(ServeArgs),
+    /// Compare host settings with the recommended ones (--check) or change them (--apply).
+    Tune(TuneArgs),
     /// Load-test a Kafka-compatible broker (Tern, Apache Kafka, Redpanda).
     Bench {
         /// produce: producers only; consume: consumers only; e2e: both, with
@@ -32,8 +35,17 @@ enum Command {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, serde::Serialize)]
 struct ServeArgs {
+    /// Read settings from this TOML file (keys are these flags' names); flags given
+    /// here override it.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Print the effective settings (file, flags and defaults merged) as TOML and exit.
+    #[arg(long)]
+    #[serde(skip)]
+    print_config: bool,
     /// Address to accept Kafka clients on; every shard binds it (SO_REUSEPORT).
     #[arg(long, default_value = "127.0.0.1:9092")]
     listen: String,
@@ -84,6 +96,63 @@ struct ServeArgs {
     /// served (least recently used evicted first). Ordinary heap memory, not locked.
     #[arg(long, default_value = "128M", value_parser = parse_size)]
     batch_cache_bytes: u64,
+}
+
+#[derive(Debug, Args)]
+struct TuneArgs {
+    /// Only read and report (the default); exit code 1 when anything differs.
+    #[arg(long, conflicts_with = "apply")]
+    check: bool,
+    /// Change what differs (needs root); one line per change.
+    #[arg(long)]
+    apply: bool,
+    /// CPUs the broker will run shards on (for the IRQ and memlock checks).
+    #[arg(long)]
+    cores: Option<String>,
+    /// The broker's data dir (for the disk scheduler check).
+    #[arg(long, default_value = "./tern-data")]
+    data_dir: PathBuf,
+    /// The broker's --memory per shard (for the memlock check).
+    #[arg(long, default_value = "2M", value_parser = parse_size)]
+    memory: u64,
+    /// Read /proc and /sys under this directory instead of / (tests).
+    #[arg(long, default_value = "/", hide = true)]
+    root: PathBuf,
+}
+
+fn tune(args: TuneArgs) -> Result<(), String> {
+    let cores = match &args.cores {
+        Some(list) => parse_cpu_list(list)?,
+        None => online_cpus(),
+    };
+    let fake_root = args.root != std::path::Path::new("/");
+    let target =
+        tern::tune::TuneTarget { data_dir: args.data_dir, cores, memory_per_shard: args.memory, root: args.root };
+    let findings = tern::tune::check(&target);
+    if !args.apply {
+        print!("{}", tern::tune::render(&findings));
+        let off = findings.iter().filter(|f| f.status == tern::tune::Status::Off).count();
+        return if off == 0 { Ok(()) } else { Err(format!("{off} setting(s) differ from the recommendation")) };
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 && !fake_root {
+        return Err("--apply changes kernel settings and needs root: run it with sudo".into());
+    }
+    let mut failed = 0;
+    for line in tern::tune::apply(&findings) {
+        match line {
+            Ok(change) => println!("{change}"),
+            Err(problem) => {
+                failed += 1;
+                println!("not changed: {problem}");
+            }
+        }
+    }
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("{failed} setting(s) could not be changed (see above)"))
+    }
 }
 
 fn resolve(address: &str) -> Result<SocketAddr, String> {
@@ -137,13 +206,28 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let argv = match tern::config_file::expand(std::env::args_os().collect(), &Cli::command()) {
+        Ok(argv) => argv,
+        Err(message) => {
+            eprintln!("tern: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     let result = match cli.command {
+        Command::Serve(args) if args.print_config => match toml::to_string(&args) {
+            Ok(text) => {
+                println!("{}", text.trim_end());
+                Ok(())
+            }
+            Err(error) => Err(format!("cannot print the configuration: {error}")),
+        },
         Command::Serve(args) => serve_config(args).and_then(|config| {
             abort_on_shard_panic();
             tracing::info!(?config, "starting tern");
             tern::shard::runtime::run(config)
         }),
+        Command::Tune(args) => tune(args),
         Command::Bench { mode, args } => tern::bench::run(mode, args).and_then(|summary| {
             if summary.failures.is_empty() && summary.errors.is_empty() {
                 Ok(())

@@ -23,6 +23,9 @@ cargo test --all-targets --no-fail-fast 2>&1 | tee "$log"
 echo "== building the release binary for client tests"
 cargo build --release --bin tern || status=1
 
+echo "== host settings (tern tune --check, read-only; differences are reported, not failures)"
+target/release/tern tune --check --cores 0 --data-dir target || true
+
 echo "== python venv with pinned Kafka clients"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv || status=1

@@ -57,7 +57,7 @@ def main(runs):
     data = tempfile.mkdtemp(prefix="tern-perf-groups-")
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
-    broker = subprocess.Popen([str(ROOT / "target/release/tern"), "serve", "--listen", bootstrap, "--data-dir", data,
+    broker = subprocess.Popen([str(ROOT / "target/release/tern"), "serve", "--admin-listen", "off", "--listen", bootstrap, "--data-dir", data,
                                "--cores", "0", "--memory", "1M"], stderr=subprocess.DEVNULL)
     time.sleep(1)
     admin = AdminClient({"bootstrap.servers": bootstrap})

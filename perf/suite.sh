@@ -65,7 +65,9 @@ stop_broker() {
 trap stop_broker EXIT
 
 start_broker() {
-  "$broker_bin" serve --listen "127.0.0.1:$port" --data-dir "$data_dir/broker" --cores "$broker_cores" \
+  local admin=()
+  "$broker_bin" serve --help | grep -q -- --admin-listen && admin=(--admin-listen off)
+  "$broker_bin" serve "${admin[@]}" --listen "127.0.0.1:$port" --data-dir "$data_dir/broker" --cores "$broker_cores" \
     --memory 2M >>"$out/broker.log" 2>&1 &
   broker_pid=$!
   for _ in $(seq 600); do

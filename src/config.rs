@@ -47,6 +47,8 @@ pub struct ServeConfig {
     pub offsets_retention_ms: i64,
     /// Memory for recently appended batches, per shard (tailing consumers read from it).
     pub batch_cache_bytes: usize,
+    /// Where `/metrics` and `/health` are served (`None`: not at all).
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// Parses a CPU list such as `0-3,6` into sorted, unique CPU numbers.

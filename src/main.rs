@@ -96,6 +96,10 @@ struct ServeArgs {
     /// served (least recently used evicted first). Ordinary heap memory, not locked.
     #[arg(long, default_value = "128M", value_parser = parse_size)]
     batch_cache_bytes: u64,
+    /// Address of the admin HTTP endpoint: Prometheus `/metrics` and readiness `/health`
+    /// (`off` disables it; port 0 picks a free port, logged at startup).
+    #[arg(long, default_value = "127.0.0.1:9644")]
+    admin_listen: String,
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +202,10 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
         group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms.max(0),
         offsets_retention_ms: args.offsets_retention_ms.max(1),
         batch_cache_bytes: usize::try_from(args.batch_cache_bytes).map_err(|_| "--batch-cache-bytes is too large")?,
+        admin_listen: match args.admin_listen.as_str() {
+            "off" | "" => None,
+            address => Some(resolve(address)?),
+        },
     })
 }
 

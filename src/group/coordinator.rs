@@ -132,6 +132,12 @@ impl GroupCoordinator {
         GroupCoordinator { config, ..GroupCoordinator::default() }
     }
 
+    /// Every committed offset this shard holds: ((group, topic, partition), offset).
+    pub fn committed_offsets(&self) -> Vec<(OffsetKey, i64)> {
+        let partitions = self.offsets.borrow();
+        partitions.values().flat_map(|p| p.live()).filter_map(|(key, value)| value.map(|v| (key, v.offset))).collect()
+    }
+
     /// Opens and replays the offsets partitions `owns` says are this shard's.
     pub async fn load(&self, data_dir: &Path, owns: impl Fn(i32) -> bool) -> Result<(), String> {
         for partition in (0..OFFSETS_PARTITIONS).filter(|p| owns(*p)) {

@@ -1,9 +1,28 @@
-//! Per-shard probes: counters each shard thread bumps without contention (relaxed atomics
-//! owned by that thread), registered in one process-wide list so a scrape can read every
-//! shard's values.
+//! Per-shard probes: counters and histograms each shard thread bumps without contention
+//! (relaxed atomics owned by that thread), plus a snapshot of its partitions, cache and
+//! committed offsets that the shard publishes every second. All are registered in one
+//! process-wide list, so the admin endpoint (`http`) merges every shard's values at scrape
+//! time without touching the shards.
+//!
+//! - [`histogram`]: fixed-bucket latency histograms.
+//! - [`publisher`]: the per-shard task that publishes snapshots and watches event-loop lag.
+//! - [`prometheus`]: the text exposition.
+//! - [`http`]: `/metrics` and `/health` on `--admin-listen`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+pub mod histogram;
+pub mod http;
+pub mod prometheus;
+pub mod publisher;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+
+pub use histogram::{Histogram, HistogramSnapshot};
+
+use crate::storage::batch_cache::CacheStats;
+
+/// API keys we keep counters for (Kafka's are below this).
+pub const API_KEYS: usize = 100;
 
 /// A monotonically increasing counter.
 #[derive(Debug, Default)]
@@ -19,11 +38,61 @@ impl Counter {
     }
 }
 
+/// One partition's offsets and size, as last published by its shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionGauge {
+    pub topic: String,
+    pub partition: i32,
+    pub log_start: i64,
+    pub high_watermark: i64,
+    pub log_end: i64,
+    pub size_bytes: u64,
+}
+
+/// A committed offset of a group coordinated by the shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedGauge {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// What a shard publishes every second.
+#[derive(Debug, Clone, Default)]
+pub struct ShardSnapshot {
+    pub shard: Option<usize>,
+    pub partitions: Vec<PartitionGauge>,
+    pub committed: Vec<CommittedGauge>,
+    pub cache: CacheStats,
+    pub tasks_executed: u64,
+    pub task_runtime_seconds: f64,
+}
+
 /// The counters of one shard (one thread).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ShardProbes {
     /// The thread's name (`tern-shard-N`), for labels.
     pub thread: String,
+    /// Requests received, by API key.
+    pub requests: [Counter; API_KEYS],
+    /// Requests that failed as a whole (malformed, unsupported, handler error), by API key.
+    pub request_errors: [Counter; API_KEYS],
+    pub bytes_received: Counter,
+    pub bytes_sent: Counter,
+    pub connections_opened: Counter,
+    pub connections_closed: Counter,
+    /// Request to response-ready time of Produce and Fetch (Fetch includes long polls).
+    pub produce_latency: Histogram,
+    pub fetch_latency: Histogram,
+    /// fdatasync durations of the shard's logs.
+    pub fsync_latency: Histogram,
+    /// Requests this shard sent to other shards.
+    pub cross_shard_calls: Counter,
+    /// How late the shard's 10 ms watchdog timer fired (time other tasks held the core).
+    pub event_loop_lag: Histogram,
+    /// Watchdog wakeups later than the stall threshold (each is also logged).
+    pub event_loop_stalls: Counter,
     /// Record bytes read from segments into memory by the copying read path.
     pub segment_bytes_read: Counter,
     /// Bytes read from segments only to find batch boundaries for zero-copy sends.
@@ -34,6 +103,47 @@ pub struct ShardProbes {
     pub sendfile_calls: Counter,
     /// Record bytes fetches got from the batch cache (memory).
     pub batch_cache_bytes_served: Counter,
+    /// Published by the shard every second.
+    pub snapshot: Mutex<ShardSnapshot>,
+}
+
+impl ShardProbes {
+    fn new(thread: String) -> ShardProbes {
+        ShardProbes {
+            thread,
+            requests: std::array::from_fn(|_| Counter::default()),
+            request_errors: std::array::from_fn(|_| Counter::default()),
+            bytes_received: Counter::default(),
+            bytes_sent: Counter::default(),
+            connections_opened: Counter::default(),
+            connections_closed: Counter::default(),
+            produce_latency: Histogram::default(),
+            fetch_latency: Histogram::default(),
+            fsync_latency: Histogram::default(),
+            cross_shard_calls: Counter::default(),
+            event_loop_lag: Histogram::default(),
+            event_loop_stalls: Counter::default(),
+            segment_bytes_read: Counter::default(),
+            segment_header_bytes_read: Counter::default(),
+            sendfile_bytes: Counter::default(),
+            sendfile_calls: Counter::default(),
+            batch_cache_bytes_served: Counter::default(),
+            snapshot: Mutex::default(),
+        }
+    }
+
+    /// Counts a request of API `key`.
+    pub fn count_request(&self, key: i16) {
+        if let Some(counter) = usize::try_from(key).ok().and_then(|k| self.requests.get(k)) {
+            counter.add(1);
+        }
+    }
+
+    pub fn count_request_error(&self, key: i16) {
+        if let Some(counter) = usize::try_from(key).ok().and_then(|k| self.request_errors.get(k)) {
+            counter.add(1);
+        }
+    }
 }
 
 fn registry() -> &'static Mutex<Vec<Arc<ShardProbes>>> {
@@ -43,10 +153,7 @@ fn registry() -> &'static Mutex<Vec<Arc<ShardProbes>>> {
 
 thread_local! {
     static PROBES: Arc<ShardProbes> = {
-        let probes = Arc::new(ShardProbes {
-            thread: std::thread::current().name().unwrap_or("unnamed").to_string(),
-            ..ShardProbes::default()
-        });
+        let probes = Arc::new(ShardProbes::new(std::thread::current().name().unwrap_or("unnamed").to_string()));
         registry().lock().expect("probe registry").push(probes.clone());
         probes
     };
@@ -60,4 +167,22 @@ pub fn probes() -> Arc<ShardProbes> {
 /// Every thread's probes (for scrapes and shutdown summaries).
 pub fn all_probes() -> Vec<Arc<ShardProbes>> {
     registry().lock().expect("probe registry").clone()
+}
+
+static SHARDS_TOTAL: AtomicUsize = AtomicUsize::new(usize::MAX);
+static SHARDS_READY: AtomicUsize = AtomicUsize::new(0);
+
+/// Called once at startup with the number of shards.
+pub fn expect_shards(total: usize) {
+    SHARDS_TOTAL.store(total, Ordering::SeqCst);
+}
+
+/// Called by a shard once its logs are recovered and it accepts connections.
+pub fn shard_ready() {
+    SHARDS_READY.fetch_add(1, Ordering::SeqCst);
+}
+
+/// (ready, total) shards.
+pub fn readiness() -> (usize, usize) {
+    (SHARDS_READY.load(Ordering::SeqCst), SHARDS_TOTAL.load(Ordering::SeqCst))
 }

@@ -46,6 +46,9 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
             return;
         }
     };
+    let probes = crate::metrics::probes();
+    probes.connections_opened.add(1);
+    let _closed = CountClose(probes.clone());
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let (queue, responses) = local_channel::new_bounded::<Pending>(CONNECTION_INFLIGHT_MAX);
 
@@ -53,6 +56,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
         while let Some(pending) = responses.recv().await {
             match pending.await {
                 Ok(Some(chunks)) => {
+                    probes.bytes_sent.add(chunks.iter().map(RecordChunk::len).sum::<usize>() as u64);
                     if let Err(error) = write_response(&mut writer, &send_socket, &chunks).await {
                         tracing::debug!(%peer, %error, "client went away while we wrote");
                         break;
@@ -158,10 +162,26 @@ async fn read_more<R: futures_lite::AsyncRead + Unpin>(
     read
 }
 
+/// Counts the connection as closed however `serve` ends.
+struct CountClose(std::sync::Arc<crate::metrics::ShardProbes>);
+
+impl Drop for CountClose {
+    fn drop(&mut self) {
+        self.0.connections_closed.add(1);
+    }
+}
+
 /// Parses the header and starts the handler task; errors close the connection.
 fn start_request(ctx: &Rc<ShardContext>, frame: Bytes, peer: SocketAddr) -> Result<Pending, FrameError> {
+    let probes = crate::metrics::probes();
+    probes.bytes_received.add(4 + frame.len() as u64);
     let (key, version) = peek_api(&frame)?;
-    let api = ApiKey::try_from(key).map_err(|_| FrameError::UnknownApiKey(key))?;
+    probes.count_request(key);
+    let counted = |error: FrameError| {
+        probes.count_request_error(key);
+        error
+    };
+    let api = ApiKey::try_from(key).map_err(|_| counted(FrameError::UnknownApiKey(key)))?;
     let supported = handlers::support_for(api).is_some_and(|s| (s.min..=s.max).contains(&version));
     if !supported {
         if api == ApiKey::ApiVersions {
@@ -169,12 +189,23 @@ fn start_request(ctx: &Rc<ShardContext>, frame: Bytes, peer: SocketAddr) -> Resu
             let response = api_versions::unsupported_version_response(correlation_id);
             return Ok(glommio::spawn_local(async move { Ok(Some(vec![RecordChunk::Memory(response)])) }));
         }
-        return Err(FrameError::UnsupportedVersion { api, version });
+        return Err(counted(FrameError::UnsupportedVersion { api, version }));
     }
-    let mut request = parse_header(frame, api, version)?;
+    let mut request = parse_header(frame, api, version).map_err(counted)?;
     request.client_host = format!("/{}", peer.ip());
     let ctx = ctx.clone();
-    Ok(glommio::spawn_local(async move { handlers::dispatch(&ctx, request).await }))
+    Ok(glommio::spawn_local(async move {
+        let started = std::time::Instant::now();
+        let result = handlers::dispatch(&ctx, request).await;
+        let probes = crate::metrics::probes();
+        match (&result, api) {
+            (Err(_), _) => probes.count_request_error(key),
+            (Ok(_), ApiKey::Produce) => probes.produce_latency.observe(started.elapsed()),
+            (Ok(_), ApiKey::Fetch) => probes.fetch_latency.observe(started.elapsed()),
+            _ => {}
+        }
+        result
+    }))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -93,6 +93,11 @@ impl ShardContext {
         self.logs.borrow().get(&(topic.to_string(), partition)).cloned()
     }
 
+    /// Every log of this shard with its topic and partition.
+    pub fn named_logs(&self) -> Vec<(TopicPartition, PartitionLog)> {
+        self.logs.borrow().iter().map(|(key, log)| (key.clone(), log.clone())).collect()
+    }
+
     pub fn logs(&self) -> Vec<PartitionLog> {
         self.logs.borrow().values().cloned().collect()
     }
@@ -112,8 +117,11 @@ impl ShardContext {
             // the caller goes away (client disconnects), work such as a controller commit
             // still runs to the end instead of being cancelled halfway.
             glommio::spawn_local(super::handler::execute(self.clone(), request)).detach();
-        } else if self.senders.send_to(shard, request).await.is_err() {
-            return None;
+        } else {
+            crate::metrics::probes().cross_shard_calls.add(1);
+            if self.senders.send_to(shard, request).await.is_err() {
+                return None;
+            }
         }
         receiver.await.ok()
     }

@@ -27,6 +27,9 @@ extern "C" fn on_stop_signal(_: libc::c_int) {
     STOP_REQUESTED.store(true, Ordering::SeqCst);
 }
 
+/// How long startup waits for a port held by a broker that is still exiting.
+const PORT_RELEASE_WAIT: Duration = Duration::from_secs(3);
+
 /// Locked memory glommio needs beyond the io_uring buffers (rings, bookkeeping).
 const MEMLOCK_HEADROOM_BYTES: u64 = 512 << 10;
 
@@ -60,12 +63,24 @@ pub fn startup_checks(config: &ServeConfig) -> Result<std::fs::File, String> {
     let lock = lock_data_dir(&config.data_dir)?;
     remove_deleted_leftovers(&config.data_dir);
 
-    std::net::TcpListener::bind(config.listen).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AddrInUse => {
-            format!("port {} is in use: stop the other process or pass --listen with another port", config.listen)
+    // A broker that was just killed may hold its listening socket for a moment after it
+    // exits (its io_uring instance is torn down asynchronously): wait a little.
+    let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        match std::net::TcpListener::bind(config.listen) {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(format!(
+                    "port {} is in use: stop the other process or pass --listen with another port",
+                    config.listen
+                ))
+            }
+            Err(e) => return Err(format!("cannot listen on {}: {e}", config.listen)),
         }
-        _ => format!("cannot listen on {}: {e}", config.listen),
-    })?;
+    }
     Ok(lock)
 }
 
@@ -109,6 +124,15 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
     unsafe {
         libc::signal(libc::SIGTERM, on_stop_signal as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_stop_signal as *const () as libc::sighandler_t);
+    }
+    crate::metrics::expect_shards(config.cores.len());
+    if let Some(address) = config.admin_listen {
+        let bound = crate::metrics::http::start(address).map_err(|e| {
+            format!(
+                "cannot serve /metrics and /health on {address}: {e}: pass --admin-listen with another address, or off"
+            )
+        })?;
+        tracing::info!(address = %bound, "admin endpoint: /metrics and /health");
     }
     let config = Arc::new(config);
     let shard_count = config.cores.len();
@@ -200,6 +224,8 @@ async fn shard_main(
     let listener =
         TcpListener::bind(config.listen).map_err(|e| format!("shard {id} cannot listen on {}: {e}", config.listen))?;
     tracing::info!(shard = id, listen = %config.listen, "accepting connections");
+    crate::metrics::publisher::spawn(ctx.clone());
+    crate::metrics::shard_ready();
     let shutdown = Rc::new(ShutdownSignal::default());
     {
         let shutdown = shutdown.clone();

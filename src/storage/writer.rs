@@ -271,6 +271,7 @@ async fn run_syncs(shared: Rc<LogShared>) {
         let started = std::time::Instant::now();
         let synced = file.sync_data().await;
         let took = started.elapsed();
+        crate::metrics::probes().fsync_latency.observe(took);
         if took >= SLOW_SYNC_WARNING {
             tracing::warn!(path = %file.path().display(), took_ms = took.as_millis() as u64, unsynced_bytes = unsynced, "slow fdatasync: produce acknowledgements waited on the disk");
         }

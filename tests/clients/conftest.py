@@ -29,6 +29,7 @@ class Broker:
     def __init__(self, data_dir: Path, extra_args=()):
         self.data_dir = data_dir
         self.port = free_port()
+        self.admin_port = free_port()
         self.extra_args = list(extra_args)
         self.process = None
         self.log_path = data_dir.parent / f"tern-{self.port}.log"
@@ -42,7 +43,8 @@ class Broker:
         self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [str(BINARY), "serve", "--listen", self.bootstrap, "--data-dir", str(self.data_dir),
-             "--cores", "0-1", "--no-pin", "--memory", "1M", *self.extra_args],
+             "--cores", "0-1", "--no-pin", "--memory", "1M", "--admin-listen", f"127.0.0.1:{self.admin_port}",
+             *self.extra_args],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + START_TIMEOUT_S

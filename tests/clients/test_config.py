@@ -50,7 +50,7 @@ def test_a_broker_runs_with_the_file_settings(tmp_path):
     port = free_port()
     config = tmp_path / "tern.toml"
     config.write_text(f'listen = "127.0.0.1:{port}"\ndata_dir = "{tmp_path / "data"}"\ncores = "0-1"\n'
-                      'no_pin = true\nmemory = "1M"\n')
+                      'no_pin = true\nmemory = "1M"\nadmin_listen = "off"\n')
     process = subprocess.Popen([str(BINARY), "serve", "--config", str(config)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

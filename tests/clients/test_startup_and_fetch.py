@@ -13,7 +13,7 @@ from helpers import create_topic, producer
 
 
 def serve(*args, timeout=20):
-    return subprocess.run([str(BINARY), "serve", "--cores", "0-1", "--no-pin", *args],
+    return subprocess.run([str(BINARY), "serve", "--cores", "0-1", "--no-pin", "--admin-listen", "off", *args],
                           capture_output=True, timeout=timeout, text=True)
 
 
@@ -51,7 +51,7 @@ def test_help_documents_every_flag():
     for flag in ["--listen", "--advertised-address", "--data-dir", "--cores", "--no-pin", "--node-id", "--memory",
                  "--max-request-bytes", "--auto-create-topics", "--default-partitions", "--flush-interval-ms",
                  "--flush-bytes", "--group-initial-rebalance-delay-ms", "--offsets-retention-ms",
-                 "--batch-cache-bytes"]:
+                 "--batch-cache-bytes", "--admin-listen", "--config", "--print-config"]:
         assert flag in out, flag
 
 

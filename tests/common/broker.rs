@@ -22,6 +22,7 @@ impl TestBroker {
         let output = std::fs::File::create(&log).expect("broker log file");
         let child = Command::new(env!("CARGO_BIN_EXE_tern"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--cores", "0-1", "--no-pin", "--memory", "1M"])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)

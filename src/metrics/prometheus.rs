@@ -1,0 +1,168 @@
+//! Prometheus text exposition (version 0.0.4) of every shard's probes, merged at scrape
+//! time: counters and histograms per shard (label `shard`), partition gauges and consumer
+//! group lag (committed offsets joined with the partitions' high watermarks).
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use kafka_protocol::messages::ApiKey;
+
+use super::histogram::{HistogramSnapshot, BUCKETS_SECONDS};
+use super::{readiness, ShardProbes, ShardSnapshot};
+
+fn shard_label(probes: &ShardProbes, snapshot: &ShardSnapshot) -> String {
+    match snapshot.shard {
+        Some(id) => id.to_string(),
+        None => probes.thread.clone(),
+    }
+}
+
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) {
+    for (bound, count) in BUCKETS_SECONDS.iter().zip(&h.cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {count}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", h.count);
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_seconds);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count);
+}
+
+/// Renders everything registered.
+pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
+    // Only shard threads publish snapshots; other threads (pools) have none worth showing.
+    let shards: Vec<(&ShardProbes, ShardSnapshot)> = all
+        .iter()
+        .map(|p| (p.as_ref(), p.snapshot.lock().expect("snapshot").clone()))
+        .filter(|(_, s)| s.shard.is_some())
+        .collect();
+    let mut out = String::with_capacity(16 << 10);
+    let (ready, total) = readiness();
+    header(&mut out, "tern_shards_ready", "gauge", "Shards that recovered their logs and accept connections.");
+    let _ = writeln!(out, "tern_shards_ready {ready}");
+    header(&mut out, "tern_shards", "gauge", "Shards configured (--cores).");
+    let _ = writeln!(out, "tern_shards {}", if total == usize::MAX { 0 } else { total });
+
+    type Get = fn(&ShardProbes) -> u64;
+    let counters: [(&str, &str, Get); 11] = [
+        ("tern_bytes_received_total", "Request bytes received.", |p| p.bytes_received.get()),
+        ("tern_bytes_sent_total", "Response bytes sent.", |p| p.bytes_sent.get()),
+        ("tern_connections_opened_total", "Client connections accepted.", |p| p.connections_opened.get()),
+        ("tern_connections_closed_total", "Client connections closed.", |p| p.connections_closed.get()),
+        ("tern_cross_shard_calls_total", "Requests sent to another shard over the mesh.", |p| {
+            p.cross_shard_calls.get()
+        }),
+        (
+            "tern_event_loop_stalls_total",
+            "Times a task kept the shard's event loop busy past the stall threshold.",
+            |p| p.event_loop_stalls.get(),
+        ),
+        ("tern_sendfile_bytes_total", "Record bytes sent with sendfile (zero-copy cold reads).", |p| {
+            p.sendfile_bytes.get()
+        }),
+        ("tern_sendfile_calls_total", "sendfile(2) calls.", |p| p.sendfile_calls.get()),
+        ("tern_segment_bytes_read_total", "Record bytes read from segments into memory (copying path).", |p| {
+            p.segment_bytes_read.get()
+        }),
+        ("tern_segment_header_bytes_read_total", "Bytes read to find batch boundaries for zero-copy sends.", |p| {
+            p.segment_header_bytes_read.get()
+        }),
+        ("tern_batch_cache_bytes_served_total", "Record bytes fetches got from the batch cache.", |p| {
+            p.batch_cache_bytes_served.get()
+        }),
+    ];
+    for (name, help, get) in counters {
+        header(&mut out, name, "counter", help);
+        for (probes, snapshot) in &shards {
+            let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", shard_label(probes, snapshot), get(probes));
+        }
+    }
+
+    header(&mut out, "tern_requests_total", "counter", "Requests received, by API.");
+    header(&mut out, "tern_request_errors_total", "counter", "Requests that failed as a whole, by API.");
+    for (probes, snapshot) in &shards {
+        let shard = shard_label(probes, snapshot);
+        for key in 0..super::API_KEYS {
+            let (requests, errors) = (probes.requests[key].get(), probes.request_errors[key].get());
+            if requests == 0 && errors == 0 {
+                continue;
+            }
+            let api = ApiKey::try_from(key as i16).map_or_else(|_| format!("key{key}"), |k| format!("{k:?}"));
+            let _ = writeln!(out, "tern_requests_total{{shard=\"{shard}\",api=\"{api}\"}} {requests}");
+            let _ = writeln!(out, "tern_request_errors_total{{shard=\"{shard}\",api=\"{api}\"}} {errors}");
+        }
+    }
+
+    type GetHistogram = fn(&ShardProbes) -> HistogramSnapshot;
+    let histograms: [(&str, &str, GetHistogram); 4] = [
+        ("tern_produce_latency_seconds", "Produce request to response, seconds.", |p| p.produce_latency.snapshot()),
+        ("tern_fetch_latency_seconds", "Fetch request to response (long polls included), seconds.", |p| {
+            p.fetch_latency.snapshot()
+        }),
+        ("tern_fsync_latency_seconds", "fdatasync duration of partition logs, seconds.", |p| {
+            p.fsync_latency.snapshot()
+        }),
+        ("tern_event_loop_lag_seconds", "Lateness of the shard's 10 ms watchdog timer, seconds.", |p| {
+            p.event_loop_lag.snapshot()
+        }),
+    ];
+    for (name, help, get) in histograms {
+        header(&mut out, name, "histogram", help);
+        for (probes, snapshot) in &shards {
+            histogram(&mut out, name, &format!("shard=\"{}\"", shard_label(probes, snapshot)), &get(probes));
+        }
+    }
+
+    header(&mut out, "tern_batch_cache_hits_total", "counter", "Batch cache reads that found the offset.");
+    header(&mut out, "tern_batch_cache_misses_total", "counter", "Batch cache reads that went to the segments.");
+    header(&mut out, "tern_batch_cache_evictions_total", "counter", "Batches evicted from the batch cache.");
+    header(&mut out, "tern_batch_cache_bytes", "gauge", "Bytes held by the batch cache.");
+    header(&mut out, "tern_batch_cache_budget_bytes", "gauge", "The batch cache's budget (--batch-cache-bytes).");
+    header(&mut out, "tern_tasks_executed_total", "counter", "glommio tasks the shard ran.");
+    header(&mut out, "tern_task_runtime_seconds_total", "counter", "Time the shard spent running tasks.");
+    for (probes, s) in &shards {
+        let shard = shard_label(probes, s);
+        let _ = writeln!(out, "tern_batch_cache_hits_total{{shard=\"{shard}\"}} {}", s.cache.hits);
+        let _ = writeln!(out, "tern_batch_cache_misses_total{{shard=\"{shard}\"}} {}", s.cache.misses);
+        let _ = writeln!(out, "tern_batch_cache_evictions_total{{shard=\"{shard}\"}} {}", s.cache.evictions);
+        let _ = writeln!(out, "tern_batch_cache_bytes{{shard=\"{shard}\"}} {}", s.cache.bytes);
+        let _ = writeln!(out, "tern_batch_cache_budget_bytes{{shard=\"{shard}\"}} {}", s.cache.budget_bytes);
+        let _ = writeln!(out, "tern_tasks_executed_total{{shard=\"{shard}\"}} {}", s.tasks_executed);
+        let _ = writeln!(out, "tern_task_runtime_seconds_total{{shard=\"{shard}\"}} {}", s.task_runtime_seconds);
+    }
+
+    let mut high_watermarks: HashMap<(String, i32), i64> = HashMap::new();
+    for name in ["log_start_offset", "high_watermark", "log_end_offset", "size_bytes"] {
+        header(&mut out, &format!("tern_partition_{name}"), "gauge", &format!("Partition {}.", name.replace('_', " ")));
+    }
+    for (_, s) in &shards {
+        for p in &s.partitions {
+            let labels = format!("topic=\"{}\",partition=\"{}\"", escape(&p.topic), p.partition);
+            let _ = writeln!(out, "tern_partition_log_start_offset{{{labels}}} {}", p.log_start);
+            let _ = writeln!(out, "tern_partition_high_watermark{{{labels}}} {}", p.high_watermark);
+            let _ = writeln!(out, "tern_partition_log_end_offset{{{labels}}} {}", p.log_end);
+            let _ = writeln!(out, "tern_partition_size_bytes{{{labels}}} {}", p.size_bytes);
+            high_watermarks.insert((p.topic.clone(), p.partition), p.high_watermark);
+        }
+    }
+    header(&mut out, "tern_consumer_group_committed_offset", "gauge", "A group's committed offset.");
+    header(&mut out, "tern_consumer_group_lag", "gauge", "High watermark minus the group's committed offset.");
+    for (_, s) in &shards {
+        for c in &s.committed {
+            let labels =
+                format!("group=\"{}\",topic=\"{}\",partition=\"{}\"", escape(&c.group), escape(&c.topic), c.partition);
+            let _ = writeln!(out, "tern_consumer_group_committed_offset{{{labels}}} {}", c.offset);
+            if let Some(hw) = high_watermarks.get(&(c.topic.clone(), c.partition)) {
+                let _ = writeln!(out, "tern_consumer_group_lag{{{labels}}} {}", (hw - c.offset).max(0));
+            }
+        }
+    }
+    out
+}

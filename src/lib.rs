@@ -11,11 +11,13 @@
 //! - [`group`]: consumer groups: the sans-I/O state machine, coordinator, committed offsets.
 //! - [`client`]: a small Kafka client (glommio) for the load tool and the admin CLI.
 //! - [`bench`]: `tern bench`, the load tool.
+//! - [`admin`]: operator commands against a running broker (`tern topic`).
 //! - [`metrics`]: per-shard probes.
 //! - [`tune`]: `tern tune`, host settings checked against the recommendations.
 //!
 //! See `../shared/DESIGN.md` in the project workspace for the intended architecture.
 
+pub mod admin;
 pub mod bench;
 pub mod client;
 pub mod config;

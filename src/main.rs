@@ -22,6 +22,8 @@ enum Command {
     /// Run the broker.
     #[command(args_override_self = true)]
     Serve(ServeArgs),
+    /// Create, list, describe, delete topics and change their configs.
+    Topic(tern::admin::topic::TopicArgs),
     /// Compare host settings with the recommended ones (--check) or change them (--apply).
     Tune(TuneArgs),
     /// Load-test a Kafka-compatible broker (Tern, Apache Kafka, Redpanda).
@@ -236,6 +238,7 @@ fn main() -> ExitCode {
             tern::shard::runtime::run(config)
         }),
         Command::Tune(args) => tune(args),
+        Command::Topic(args) => tern::admin::topic::run(args),
         Command::Bench { mode, args } => tern::bench::run(mode, args).and_then(|summary| {
             if summary.failures.is_empty() && summary.errors.is_empty() {
                 Ok(())

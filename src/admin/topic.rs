@@ -1,0 +1,207 @@
+//! `tern topic create | list | describe | delete | alter-config`, over the Kafka protocol
+//! (CreateTopics, Metadata, ListOffsets, DescribeConfigs, DeleteTopics,
+//! IncrementalAlterConfigs), so they work against any Kafka-compatible broker.
+
+use clap::{Args, Subcommand};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::{
+    DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{parse_key_value, run_with_client, ConnectArgs};
+use crate::client::{Client, ClientError};
+
+/// ConfigResource type of a topic.
+const RESOURCE_TOPIC: i8 = 2;
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        /// Partitions (-1: the broker's default).
+        #[arg(long, default_value_t = -1)]
+        partitions: i32,
+        /// Replication factor (-1: the broker's default).
+        #[arg(long, default_value_t = -1)]
+        replication_factor: i16,
+        /// A topic config, `key=value` (repeatable), e.g. --config retention.ms=3600000.
+        #[arg(long = "config", value_parser = parse_key_value)]
+        configs: Vec<(String, String)>,
+    },
+    /// List topics.
+    List {
+        /// Include internal topics (__consumer_offsets).
+        #[arg(long)]
+        internal: bool,
+    },
+    /// Partitions (leader, log start, high watermark) and configs of a topic.
+    Describe { name: String },
+    /// Delete a topic and its data.
+    Delete { name: String },
+    /// Change topic configs: --set key=value, --delete key (repeatable).
+    AlterConfig {
+        name: String,
+        #[arg(long = "set", value_parser = parse_key_value)]
+        set: Vec<(String, String)>,
+        #[arg(long = "delete")]
+        delete: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TopicArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    #[command(subcommand)]
+    pub command: TopicCommand,
+}
+
+pub fn run(args: TopicArgs) -> Result<(), String> {
+    run_with_client(&args.connect, move |client| async move {
+        match args.command {
+            TopicCommand::Create { name, partitions, replication_factor, configs } => {
+                if client.create_topic(&name, partitions, replication_factor, &configs).await? {
+                    println!("created topic {name}");
+                    Ok(())
+                } else {
+                    Err(ClientError::Usage(format!("topic {name} already exists")))
+                }
+            }
+            TopicCommand::List { internal } => list(&client, internal).await,
+            TopicCommand::Describe { name } => describe(&client, &name).await,
+            TopicCommand::Delete { name } => delete(&client, &name).await,
+            TopicCommand::AlterConfig { name, set, delete } => alter(&client, &name, set, delete).await,
+        }
+    })
+}
+
+async fn list(client: &Client, internal: bool) -> Result<(), ClientError> {
+    let metadata = client.metadata(None).await?;
+    let mut rows: Vec<(String, usize)> = metadata
+        .topics
+        .iter()
+        .filter(|t| internal || !t.is_internal)
+        .filter_map(|t| t.name.as_ref().map(|n| (n.to_string(), t.partitions.len())))
+        .collect();
+    rows.sort();
+    println!("{:<40} {:>10}", "TOPIC", "PARTITIONS");
+    for (name, partitions) in rows {
+        println!("{name:<40} {partitions:>10}");
+    }
+    Ok(())
+}
+
+async fn describe(client: &Client, name: &str) -> Result<(), ClientError> {
+    let partitions = client.partitions(name).await?.ok_or_else(|| {
+        ClientError::Usage(format!("topic {name} does not exist: `tern topic list` shows the topics"))
+    })?;
+    let starts = client.list_offsets(name, &partitions, -2).await?;
+    let ends = client.list_offsets(name, &partitions, -1).await?;
+    println!("topic {name}: {} partitions", partitions.len());
+    println!("{:>9} {:>7} {:>16} {:>16} {:>12}", "PARTITION", "LEADER", "LOG-START", "HIGH-WATERMARK", "RECORDS");
+    for p in &partitions {
+        let (start, end) =
+            (starts.get(&p.partition).copied().unwrap_or(-1), ends.get(&p.partition).copied().unwrap_or(-1));
+        println!("{:>9} {:>7} {:>16} {:>16} {:>12}", p.partition, p.leader, start, end, (end - start).max(0));
+    }
+    let request = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+        .with_resource_type(RESOURCE_TOPIC)
+        .with_resource_name(StrBytes::from_string(name.to_string()))]);
+    let response = client.call_any(&request).await?;
+    for result in response.results {
+        if result.error_code != 0 {
+            return Err(ClientError::broker(
+                format!("describing configs of {name}"),
+                result.error_code,
+                result.error_message.map(|m| m.to_string()),
+            ));
+        }
+        println!("configs:");
+        let mut configs: Vec<_> = result.configs.into_iter().collect();
+        configs.sort_by(|a, b| a.name.cmp(&b.name));
+        for config in configs {
+            let source = match config.config_source {
+                1 => "topic",
+                5 => "broker default",
+                _ => "default",
+            };
+            let value = config.value.map(|v| v.to_string()).unwrap_or_else(|| "(null)".into());
+            println!("  {}={value} ({source})", config.name);
+        }
+    }
+    Ok(())
+}
+
+async fn delete(client: &Client, name: &str) -> Result<(), ClientError> {
+    let version = client.version_for::<DeleteTopicsRequest>()?;
+    let mut request = DeleteTopicsRequest::default().with_timeout_ms(30_000);
+    if version >= 6 {
+        request.topics =
+            vec![DeleteTopicState::default().with_name(Some(TopicName(StrBytes::from_string(name.into()))))];
+    } else {
+        request.topic_names = vec![TopicName(StrBytes::from_string(name.into()))];
+    }
+    let response = client.any_connection().await?.call(version, &request).await?;
+    let result = response.responses.into_iter().next().ok_or_else(|| ClientError::Protocol("empty answer".into()))?;
+    match result.error_code {
+        0 => {
+            println!("deleted topic {name}");
+            Ok(())
+        }
+        3 => Err(ClientError::Usage(format!("topic {name} does not exist"))),
+        code => Err(ClientError::broker(
+            format!("deleting topic {name}"),
+            code,
+            result.error_message.map(|m| m.to_string()),
+        )),
+    }
+}
+
+async fn alter(
+    client: &Client,
+    name: &str,
+    set: Vec<(String, String)>,
+    delete: Vec<String>,
+) -> Result<(), ClientError> {
+    if set.is_empty() && delete.is_empty() {
+        return Err(ClientError::Usage("nothing to change: pass --set key=value and/or --delete key".into()));
+    }
+    let mut configs: Vec<AlterableConfig> = set
+        .iter()
+        .map(|(key, value)| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(key.clone()))
+                .with_config_operation(0) // SET
+                .with_value(Some(StrBytes::from_string(value.clone())))
+        })
+        .collect();
+    configs.extend(delete.iter().map(|key| {
+        AlterableConfig::default().with_name(StrBytes::from_string(key.clone())).with_config_operation(1)
+        // DELETE
+    }));
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+        .with_resource_type(RESOURCE_TOPIC)
+        .with_resource_name(StrBytes::from_string(name.to_string()))
+        .with_configs(configs)]);
+    let response = client.call_any(&request).await?;
+    for result in response.responses {
+        if result.error_code != 0 {
+            return Err(ClientError::broker(
+                format!("changing configs of {name}"),
+                result.error_code,
+                result.error_message.map(|m| m.to_string()),
+            ));
+        }
+    }
+    for (key, value) in &set {
+        println!("set {key}={value} on {name}");
+    }
+    for key in &delete {
+        println!("reset {key} on {name} to its default");
+    }
+    Ok(())
+}

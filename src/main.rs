@@ -24,6 +24,10 @@ enum Command {
     Serve(ServeArgs),
     /// Create, list, describe, delete topics and change their configs.
     Topic(tern::admin::topic::TopicArgs),
+    /// Produce the lines of stdin as records.
+    Produce(tern::admin::produce::ProduceArgs),
+    /// Print a topic's records.
+    Consume(tern::admin::consume::ConsumeArgs),
     /// Compare host settings with the recommended ones (--check) or change them (--apply).
     Tune(TuneArgs),
     /// Load-test a Kafka-compatible broker (Tern, Apache Kafka, Redpanda).
@@ -239,6 +243,8 @@ fn main() -> ExitCode {
         }),
         Command::Tune(args) => tune(args),
         Command::Topic(args) => tern::admin::topic::run(args),
+        Command::Produce(args) => tern::admin::produce::run(args),
+        Command::Consume(args) => tern::admin::consume::run(args),
         Command::Bench { mode, args } => tern::bench::run(mode, args).and_then(|summary| {
             if summary.failures.is_empty() && summary.errors.is_empty() {
                 Ok(())

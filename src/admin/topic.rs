@@ -61,7 +61,8 @@ pub struct TopicArgs {
 }
 
 pub fn run(args: TopicArgs) -> Result<(), String> {
-    run_with_client(&args.connect, move |client| async move {
+    let connect = args.connect.clone();
+    run_with_client(&connect, move |client| async move {
         match args.command {
             TopicCommand::Create { name, partitions, replication_factor, configs } => {
                 if client.create_topic(&name, partitions, replication_factor, &configs).await? {

@@ -6,15 +6,14 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
 
 use super::context::{within, SharedContext};
 use super::options::StartFrom;
 use super::payload::read_stamp;
 use super::stats::{now_ns, Probe};
 use crate::client::records::{decode_records, whole_batches_len};
+use crate::client::requests::{fetch_request, FetchLimits};
 use crate::client::{error_name, ClientError, Connection, PartitionLeader};
 use crate::protocol::record_batch::{records, BatchHeader};
 
@@ -75,32 +74,17 @@ async fn fetch_once(
     connection: &Connection,
     version: i16,
     partitions: &[i32],
-    positions: &mut HashMap<i32, i64>,
+    offsets: &mut HashMap<i32, i64>,
     e2e: bool,
 ) -> Result<(), ClientError> {
     let args = &ctx.args;
-    let request = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(args.fetch_max_wait_ms)
-        .with_min_bytes(1)
-        .with_max_bytes(args.fetch_max_bytes.min(i32::MAX as u64) as i32)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_string(args.topic.clone())))
-            .with_partitions(
-                partitions
-                    .iter()
-                    .map(|&partition| {
-                        FetchPartition::default()
-                            .with_partition(partition)
-                            .with_current_leader_epoch(-1)
-                            .with_fetch_offset(positions[&partition])
-                            .with_log_start_offset(-1)
-                            .with_partition_max_bytes(args.partition_fetch_bytes.min(i32::MAX as u64) as i32)
-                    })
-                    .collect(),
-            )]);
+    let positions: Vec<(i32, i64)> = partitions.iter().map(|&p| (p, offsets[&p])).collect();
+    let limits = FetchLimits {
+        max_wait_ms: args.fetch_max_wait_ms,
+        max_bytes: args.fetch_max_bytes.min(i32::MAX as u64) as i32,
+        partition_max_bytes: args.partition_fetch_bytes.min(i32::MAX as u64) as i32,
+    };
+    let request = fetch_request(&args.topic, &positions, limits);
     let wait = args.request_timeout + std::time::Duration::from_millis(args.fetch_max_wait_ms.max(0) as u64);
     let response: FetchResponse = match within(wait, connection.call(version, &request)).await {
         Some(result) => result?,
@@ -123,12 +107,12 @@ async fn fetch_once(
                 if partition.error_code == OFFSET_OUT_OF_RANGE {
                     // Retention moved the log start past us: count it and skip ahead, as
                     // auto.offset.reset=earliest would.
-                    positions.insert(index, partition.log_start_offset.max(0));
+                    offsets.insert(index, partition.log_start_offset.max(0));
                 }
                 continue;
             }
             let Some(records) = &partition.records else { continue };
-            let Some(position) = positions.get_mut(&index) else { continue };
+            let Some(position) = offsets.get_mut(&index) else { continue };
             consumed += take_batches(records, position, e2e.then_some(received_ns), &mut probe);
         }
     }

@@ -13,7 +13,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::records::Compression;
 
-use crate::client::records::compress_records;
+use crate::client::records::{compress_records, put_varint};
 use crate::client::ClientError;
 use crate::protocol::record_batch::{BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES, MAGIC_V2};
 
@@ -120,19 +120,6 @@ impl BatchTemplate {
 /// Reads the send stamp from a value written by [`BatchTemplate::build`].
 pub fn read_stamp(value: &[u8]) -> Option<u64> {
     value.get(..STAMP_BYTES).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-}
-
-/// Zigzag varint (Kafka's record field encoding).
-fn put_varint(out: &mut Vec<u8>, value: i64) {
-    let mut v = ((value << 1) ^ (value >> 63)) as u64;
-    loop {
-        if v < 0x80 {
-            out.push(v as u8);
-            return;
-        }
-        out.push((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
-    }
 }
 
 /// How many `key_size` + `value_size` records fit in a batch of `batch_bytes`.

@@ -17,13 +17,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use glommio::sync::Semaphore;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::context::{within, Schedule, SharedContext};
 use super::payload::{records_per_batch, BatchTemplate};
 use super::stats::now_ns;
+use crate::client::requests::produce_request;
 use crate::client::{error_name, ClientError, Connection};
 
 /// One lane's assignment.
@@ -109,7 +108,7 @@ async fn produce_loop(ctx: &SharedContext, plan: &ProducerPlan) -> Result<(), Cl
                 Some(s) => s.due_at(batch_first + i as u64),
                 None => first_due_ns,
             })?;
-            partition_data.push(PartitionProduceData::default().with_index(partition).with_records(Some(records)));
+            partition_data.push((partition, records));
             batches.push(SentBatch {
                 partition,
                 records: count,
@@ -119,11 +118,7 @@ async fn produce_loop(ctx: &SharedContext, plan: &ProducerPlan) -> Result<(), Cl
             taken += count;
         }
         scheduled += granted;
-        let request = ProduceRequest::default().with_acks(args.acks).with_timeout_ms(30_000).with_topic_data(vec![
-            TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(args.topic.clone())))
-                .with_partition_data(partition_data),
-        ]);
+        let request = produce_request(&args.topic, args.acks, 30_000, partition_data);
         let connection = connection.clone();
         let ctx = ctx.clone();
         glommio::spawn_local(async move {

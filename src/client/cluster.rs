@@ -13,8 +13,8 @@ use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableT
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, ListOffsetsRequest, MetadataRequest, MetadataResponse,
-    TopicName,
+    ApiKey, ApiVersionsRequest, BrokerId, CreateTopicsRequest, FindCoordinatorRequest, ListOffsetsRequest,
+    MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 
@@ -157,6 +157,27 @@ impl Client {
     pub async fn call_any<R: Request>(&self, body: &R) -> Result<R::Response, ClientError> {
         let version = self.version_for::<R>()?;
         self.any_connection().await?.call(version, body).await
+    }
+
+    /// Sends a group request to the group's coordinator (found with FindCoordinator).
+    pub async fn call_coordinator<R: Request>(&self, group: &str, body: &R) -> Result<R::Response, ClientError> {
+        let version = self.version_for::<FindCoordinatorRequest>()?;
+        let mut request = FindCoordinatorRequest::default().with_key_type(0);
+        if version >= 4 {
+            request.coordinator_keys = vec![StrBytes::from_string(group.to_string())];
+        } else {
+            request.key = StrBytes::from_string(group.to_string());
+        }
+        let response = self.any_connection().await?.call(version, &request).await?;
+        let (code, host, port) = match response.coordinators.first() {
+            Some(c) if version >= 4 => (c.error_code, c.host.to_string(), c.port),
+            _ => (response.error_code, response.host.to_string(), response.port),
+        };
+        if code != 0 {
+            return Err(ClientError::broker(format!("finding the coordinator of group {group}"), code, None));
+        }
+        let connection = self.shared_connection(&format!("{host}:{port}")).await?;
+        connection.call(self.version_for::<R>()?, body).await
     }
 
     /// Metadata for `topics` (all topics if `None`); remembers the broker addresses.

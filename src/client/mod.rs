@@ -6,12 +6,14 @@
 //! - [`connection`]: one pipelined connection (writer and reader tasks, in-order replies).
 //! - [`cluster`]: bootstrap, version negotiation, metadata, admin calls.
 //! - [`records`]: compression codecs and batch encode/decode.
+//! - [`requests`]: Produce and Fetch request builders.
 //! - [`error`]: [`ClientError`] and Kafka error names.
 
 pub mod cluster;
 pub mod connection;
 pub mod error;
 pub mod records;
+pub mod requests;
 
 pub use cluster::{Client, PartitionLeader};
 pub use connection::Connection;

@@ -1,12 +1,14 @@
 //! Record batches on the client side: the compression codecs (the codec implementations
-//! come from `kafka-protocol`), whole-batch encoding for the CLI, and decoding of fetched
-//! batches, compressed or not.
+//! come from `kafka-protocol`), whole-batch encoding for the CLI (by hand: the
+//! `kafka-protocol` encoder splits non-idempotent records into one batch each), and
+//! decoding of fetched batches, compressed or not.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
-use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 
 use super::error::ClientError;
+use crate::protocol::record_batch::{BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES, MAGIC_V2};
 
 /// Parses `none|gzip|snappy|lz4|zstd`.
 pub fn parse_compression(name: &str) -> Result<Compression, String> {
@@ -41,13 +43,76 @@ pub fn compress_records(codec: Compression, raw: &[u8]) -> Result<Bytes, ClientE
     Ok(out.freeze())
 }
 
-/// Encodes `records` as one v2 batch (base offset 0) compressed with `codec`.
-pub fn encode_batch(records: &[Record], codec: Compression) -> Result<Bytes, ClientError> {
-    let mut out = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: codec };
-    RecordBatchEncoder::encode(&mut out, records.iter(), &options)
-        .map_err(|e| ClientError::Protocol(format!("cannot encode records: {e}")))?;
+/// Encodes `records` as one v2 batch (base offset 0, no producer id, CreateTime)
+/// compressed with `codec`. Offsets are 0, 1, 2... in order; the records' own offset,
+/// sequence and producer fields are ignored.
+pub fn encode_batch(records: Vec<Record>, codec: Compression) -> Result<Bytes, ClientError> {
+    let count = records.len();
+    if count == 0 {
+        return Err(ClientError::Usage("a batch needs at least one record".into()));
+    }
+    let base_timestamp = records.iter().map(|r| r.timestamp).min().unwrap_or(0);
+    let max_timestamp = records.iter().map(|r| r.timestamp).max().unwrap_or(0);
+    let mut section = Vec::new();
+    let mut body = Vec::new();
+    for (index, record) in records.iter().enumerate() {
+        body.clear();
+        body.push(0); // attributes
+        put_varint(&mut body, record.timestamp - base_timestamp);
+        put_varint(&mut body, index as i64);
+        put_bytes(&mut body, record.key.as_deref());
+        put_bytes(&mut body, record.value.as_deref());
+        put_varint(&mut body, record.headers.len() as i64);
+        for (name, value) in &record.headers {
+            put_bytes(&mut body, Some(name.as_bytes()));
+            put_bytes(&mut body, value.as_deref());
+        }
+        put_varint(&mut section, body.len() as i64);
+        section.extend_from_slice(&body);
+    }
+    let section = compress_records(codec, &section)?;
+    let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + section.len());
+    out.put_i64(0); // base offset
+    out.put_i32((BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES + section.len()) as i32);
+    out.put_i32(-1); // partition leader epoch
+    out.put_i8(MAGIC_V2);
+    out.put_u32(0); // crc, below
+    out.put_i16(codec as i16);
+    out.put_i32(count as i32 - 1);
+    out.put_i64(base_timestamp);
+    out.put_i64(max_timestamp);
+    out.put_i64(-1); // producer id
+    out.put_i16(-1); // producer epoch
+    out.put_i32(-1); // base sequence
+    out.put_i32(count as i32);
+    out.put_slice(&section);
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
     Ok(out.freeze())
+}
+
+/// Zigzag varint (Kafka's record field encoding).
+pub fn put_varint(out: &mut Vec<u8>, value: i64) {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    loop {
+        if v < 0x80 {
+            out.push(v as u8);
+            return;
+        }
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+}
+
+/// Varint length then bytes; -1 for null.
+fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => put_varint(out, -1),
+        Some(bytes) => {
+            put_varint(out, bytes.len() as i64);
+            out.extend_from_slice(bytes);
+        }
+    }
 }
 
 /// Decodes every record of the whole batches in `bytes` (a fetch response's records).
@@ -95,9 +160,12 @@ mod tests {
             offset: 0,
             sequence: -1,
             timestamp: 1,
-            key: None,
+            key: Some(Bytes::from_static(b"k")),
             value: Some(Bytes::copy_from_slice(value.as_bytes())),
-            headers: IndexMap::new(),
+            headers: IndexMap::from([(
+                kafka_protocol::protocol::StrBytes::from_static_str("h"),
+                Some(Bytes::from_static(b"v")),
+            )]),
         }
     }
 
@@ -105,11 +173,14 @@ mod tests {
     fn batches_round_trip_through_every_codec() {
         for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
             let codec = parse_compression(codec).unwrap();
-            let batch = encode_batch(&[record("a"), record("bb")], codec).unwrap();
+            let batch = encode_batch(vec![record("a"), record("bb")], codec).unwrap();
+            crate::protocol::record_batch::validate_batch(&batch, 1 << 20).expect("a valid batch");
             let mut two = BytesMut::from(&batch[..]);
             two.extend_from_slice(&batch[..20]); // a cut batch at the end is ignored
             let records = decode_records(&two.freeze()).unwrap();
             let values: Vec<_> = records.iter().map(|r| r.value.clone().unwrap()).collect();
+            assert!(records.iter().all(|r| r.key.as_deref() == Some(&b"k"[..]) && r.headers.len() == 1));
+            assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![0, 1]);
             assert_eq!(values, vec![Bytes::from_static(b"a"), Bytes::from_static(b"bb")], "{codec:?}");
         }
     }

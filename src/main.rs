@@ -24,6 +24,8 @@ enum Command {
     Serve(ServeArgs),
     /// Create, list, describe, delete topics and change their configs.
     Topic(tern::admin::topic::TopicArgs),
+    /// List, describe (members, offsets, lag), delete groups and reset their offsets.
+    Group(tern::admin::group::GroupArgs),
     /// Produce the lines of stdin as records.
     Produce(tern::admin::produce::ProduceArgs),
     /// Print a topic's records.
@@ -243,6 +245,7 @@ fn main() -> ExitCode {
         }),
         Command::Tune(args) => tune(args),
         Command::Topic(args) => tern::admin::topic::run(args),
+        Command::Group(args) => tern::admin::group::run(args),
         Command::Produce(args) => tern::admin::produce::run(args),
         Command::Consume(args) => tern::admin::consume::run(args),
         Command::Bench { mode, args } => tern::bench::run(mode, args).and_then(|summary| {

@@ -79,7 +79,7 @@ async fn list(client: &Client) -> Result<(), ClientError> {
             groups.insert(g.group_id.to_string(), g.group_state.to_string());
         }
     }
-    println!("{:<40} {}", "GROUP", "STATE");
+    println!("{:<40} STATE", "GROUP");
     for (group, state) in groups {
         println!("{group:<40} {}", if state.is_empty() { "-" } else { &state });
     }

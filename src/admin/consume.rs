@@ -11,15 +11,12 @@ use std::io::Write;
 
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-use kafka_protocol::messages::{FetchRequest, GroupId, OffsetCommitRequest, OffsetFetchRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::records::Record;
 
 use super::{run_with_client, ConnectArgs};
 use crate::client::records::decode_records;
-use crate::client::requests::{fetch_request, FetchLimits};
+use crate::client::requests::{fetch_request, offset_commit_request, FetchLimits};
 use crate::client::{error_name, Client, ClientError, PartitionLeader};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,8 +94,10 @@ pub fn run(args: ConsumeArgs) -> Result<(), String> {
         }
         let mut positions = start_positions(&client, &args.topic, &partitions, &start).await?;
         if let Some(group) = &args.group {
-            for (partition, offset) in committed(&client, group, &args.topic, &partitions).await? {
-                positions.insert(partition, offset);
+            for ((topic, partition), offset) in super::group::committed_offsets(&client, group).await? {
+                if topic == args.topic && positions.contains_key(&partition) {
+                    positions.insert(partition, offset);
+                }
             }
         }
         let ends = client.list_offsets(&args.topic, &partitions, -1).await?;
@@ -216,47 +215,8 @@ fn render(args: &ConsumeArgs, partition: i32, record: &Record) -> String {
     }
 }
 
-/// The group's committed offsets for these partitions (absent ones are left out).
-async fn committed(
-    client: &Client,
-    group: &str,
-    topic: &str,
-    partitions: &[PartitionLeader],
-) -> Result<Vec<(i32, i64)>, ClientError> {
-    let request = OffsetFetchRequest::default()
-        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
-        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_indexes(partitions.iter().map(|p| p.partition).collect())]));
-    let response = client.call_coordinator(group, &request).await?;
-    if response.error_code != 0 {
-        return Err(ClientError::broker(format!("fetching offsets of group {group}"), response.error_code, None));
-    }
-    Ok(response
-        .topics
-        .iter()
-        .flat_map(|t| t.partitions.iter())
-        .filter(|p| p.error_code == 0 && p.committed_offset >= 0)
-        .map(|p| (p.partition_index, p.committed_offset))
-        .collect())
-}
-
 async fn commit(client: &Client, group: &str, topic: &str, positions: &BTreeMap<i32, i64>) -> Result<(), ClientError> {
-    let request = OffsetCommitRequest::default()
-        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
-        .with_generation_id_or_member_epoch(-1)
-        .with_topics(vec![OffsetCommitRequestTopic::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partitions(
-                positions
-                    .iter()
-                    .map(|(&partition, &offset)| {
-                        OffsetCommitRequestPartition::default()
-                            .with_partition_index(partition)
-                            .with_committed_offset(offset)
-                    })
-                    .collect(),
-            )]);
+    let request = offset_commit_request(group, topic, positions.iter().map(|(&p, &o)| (p, o)));
     let response = client.call_coordinator(group, &request).await?;
     for p in response.topics.iter().flat_map(|t| t.partitions.iter()) {
         if p.error_code != 0 {

@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 
 use bytes::Buf;
 use clap::{Args, Subcommand};
-use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::{
     ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest,
-    OffsetCommitRequest, OffsetFetchRequest, TopicName,
+    OffsetFetchRequest,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 
 use super::{run_with_client, ConnectArgs};
+use crate::client::requests::offset_commit_request;
 use crate::client::{error_name, Client, ClientError};
 
 #[derive(Debug, Subcommand)]
@@ -121,7 +121,7 @@ async fn group_state(client: &Client, group: &str) -> Result<(String, Members), 
 }
 
 /// Every committed offset of the group: (topic, partition) -> offset.
-async fn committed_offsets(client: &Client, group: &str) -> Result<BTreeMap<(String, i32), i64>, ClientError> {
+pub async fn committed_offsets(client: &Client, group: &str) -> Result<BTreeMap<(String, i32), i64>, ClientError> {
     let request = OffsetFetchRequest::default().with_group_id(group_id(group)).with_topics(None);
     let response = client.call_coordinator(group, &request).await?;
     if response.error_code != 0 {
@@ -238,19 +238,7 @@ async fn reset(client: &Client, group: &str, topic: &str, to: &str, execute: boo
         println!("dry run: pass --execute to commit these offsets");
         return Ok(());
     }
-    let request = OffsetCommitRequest::default()
-        .with_group_id(group_id(group))
-        .with_generation_id_or_member_epoch(-1)
-        .with_topics(vec![OffsetCommitRequestTopic::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partitions(
-                targets
-                    .iter()
-                    .map(|(&p, &o)| {
-                        OffsetCommitRequestPartition::default().with_partition_index(p).with_committed_offset(o)
-                    })
-                    .collect(),
-            )]);
+    let request = offset_commit_request(group, topic, targets.iter().map(|(&p, &o)| (p, o)));
     let response = client.call_coordinator(group, &request).await?;
     for p in response.topics.iter().flat_map(|t| t.partitions.iter()) {
         if p.error_code != 0 {

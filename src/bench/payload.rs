@@ -10,12 +10,12 @@
 //! hold the record's intended send time (ns on the bench clock, little-endian); the e2e
 //! consumer reads it back.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::records::Compression;
 
-use crate::client::records::{compress_records, put_varint};
+use crate::client::records::{compress_records, seal_batch};
 use crate::client::ClientError;
-use crate::protocol::record_batch::{BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES, MAGIC_V2};
+use crate::protocol::record_batch::{put_varint, BATCH_HEADER_BYTES};
 
 /// Bytes of the send stamp at the start of each value.
 pub const STAMP_BYTES: usize = 8;
@@ -96,24 +96,7 @@ impl BatchTemplate {
             Compression::None => Bytes::from(section),
             codec => compress_records(codec, &section)?,
         };
-        let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + section.len());
-        out.put_i64(0); // base offset
-        out.put_i32((BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES + section.len()) as i32);
-        out.put_i32(-1); // partition leader epoch
-        out.put_i8(MAGIC_V2);
-        out.put_u32(0); // crc, below
-        out.put_i16(self.codec as i16); // attributes: codec, CreateTime
-        out.put_i32(count as i32 - 1);
-        out.put_i64(timestamp_ms);
-        out.put_i64(timestamp_ms);
-        out.put_i64(-1); // producer id
-        out.put_i16(-1); // producer epoch
-        out.put_i32(-1); // base sequence
-        out.put_i32(count as i32);
-        out.put_slice(&section);
-        let crc = crc32c::crc32c(&out[21..]);
-        out[17..21].copy_from_slice(&crc.to_be_bytes());
-        Ok(out.freeze())
+        Ok(seal_batch(count, timestamp_ms, timestamp_ms, self.codec, &section))
     }
 }
 

@@ -8,7 +8,7 @@ use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder};
 
 use super::error::ClientError;
-use crate::protocol::record_batch::{BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES, MAGIC_V2};
+use crate::protocol::record_batch::{put_varint, BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES, MAGIC_V2};
 
 /// Parses `none|gzip|snappy|lz4|zstd`.
 pub fn parse_compression(name: &str) -> Result<Compression, String> {
@@ -71,6 +71,13 @@ pub fn encode_batch(records: Vec<Record>, codec: Compression) -> Result<Bytes, C
         section.extend_from_slice(&body);
     }
     let section = compress_records(codec, &section)?;
+    Ok(seal_batch(count, base_timestamp, max_timestamp, codec, &section))
+}
+
+/// Puts the v2 batch header (base offset 0, no producer id or sequence, CreateTime,
+/// `codec`) in front of an encoded (and possibly compressed) records section of `count`
+/// records and computes the CRC-32C.
+pub fn seal_batch(count: usize, base_timestamp: i64, max_timestamp: i64, codec: Compression, section: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + section.len());
     out.put_i64(0); // base offset
     out.put_i32((BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES + section.len()) as i32);
@@ -85,23 +92,10 @@ pub fn encode_batch(records: Vec<Record>, codec: Compression) -> Result<Bytes, C
     out.put_i16(-1); // producer epoch
     out.put_i32(-1); // base sequence
     out.put_i32(count as i32);
-    out.put_slice(&section);
+    out.put_slice(section);
     let crc = crc32c::crc32c(&out[21..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
-    Ok(out.freeze())
-}
-
-/// Zigzag varint (Kafka's record field encoding).
-pub fn put_varint(out: &mut Vec<u8>, value: i64) {
-    let mut v = ((value << 1) ^ (value >> 63)) as u64;
-    loop {
-        if v < 0x80 {
-            out.push(v as u8);
-            return;
-        }
-        out.push((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
-    }
+    out.freeze()
 }
 
 /// Varint length then bytes; -1 for null.

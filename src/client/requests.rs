@@ -1,9 +1,10 @@
-//! Builders for the data-path requests the load tool and the CLI both send.
+//! Builders for the requests the load tool and the CLI send from several places.
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, ProduceRequest, TopicName};
+use kafka_protocol::messages::{BrokerId, FetchRequest, GroupId, OffsetCommitRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 /// A Produce request carrying one batch per listed partition of `topic`.
@@ -50,6 +51,30 @@ pub fn fetch_request(topic: &str, positions: &[(i32, i64)], limits: FetchLimits)
                             .with_fetch_offset(offset)
                             .with_log_start_offset(-1)
                             .with_partition_max_bytes(limits.partition_max_bytes)
+                    })
+                    .collect(),
+            )])
+}
+
+/// An OffsetCommit outside any generation (generation -1: an admin commit, which the
+/// coordinator accepts only for a group without members), of `offsets` for `topic`.
+pub fn offset_commit_request(
+    group: &str,
+    topic: &str,
+    offsets: impl IntoIterator<Item = (i32, i64)>,
+) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(
+                offsets
+                    .into_iter()
+                    .map(|(partition, offset)| {
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(partition)
+                            .with_committed_offset(offset)
                     })
                     .collect(),
             )])

@@ -221,19 +221,6 @@ fn read_i64(bytes: &[u8], at: usize) -> i64 {
 pub mod build {
     use super::*;
 
-    /// Encodes a zigzag varint (Kafka's record field encoding).
-    fn put_varint(out: &mut Vec<u8>, value: i64) {
-        let mut v = ((value << 1) ^ (value >> 63)) as u64;
-        loop {
-            if v < 0x80 {
-                out.push(v as u8);
-                return;
-            }
-            out.push((v as u8 & 0x7f) | 0x80);
-            v >>= 7;
-        }
-    }
-
     /// A record's key and value, either of which may be null.
     pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
 
@@ -462,6 +449,19 @@ pub fn records<'a>(bytes: &'a [u8], header: &BatchHeader) -> Option<Vec<RecordVi
         at = record_end;
     }
     Some(out)
+}
+
+/// Encodes a zigzag varint (Kafka's record field encoding).
+pub fn put_varint(out: &mut Vec<u8>, value: i64) {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    loop {
+        if v < 0x80 {
+            out.push(v as u8);
+            return;
+        }
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
 }
 
 /// Decodes a zigzag varint; returns the value and the bytes used.

@@ -263,27 +263,10 @@ impl PartitionLog {
     /// KIP-74), all below the high watermark. An offset equal to the high watermark reads
     /// nothing; one outside `log_start..=high_watermark` is out of range.
     pub async fn read(&self, offset: Offset, max_bytes: usize) -> Result<LogRead, ReadError> {
-        let plan = {
-            let state = self.shared.state.borrow();
-            check_readable(&state.health)?;
-            let offsets = LogOffsets::new(state.log_start, state.high_watermark, state.log_end);
-            if offset < state.log_start || offset > state.high_watermark {
-                return Err(ReadError::OffsetOutOfRange {
-                    requested: offset,
-                    log_start: state.log_start,
-                    high_watermark: state.high_watermark,
-                });
-            }
-            if offset == state.high_watermark {
-                return Ok(LogRead { records: Vec::new(), offsets });
-            }
-            if let Some(records) = state.cache.read(offset, state.high_watermark, max_bytes) {
-                return Ok(LogRead { records, offsets });
-            }
-            let segment = segment_for(&state.segments, offset);
-            (segment.base_offset, state.high_watermark, offsets)
+        let (segment_base, high_watermark, offsets) = match self.start_read(offset, max_bytes)? {
+            ReadStart::Done(records, offsets) => return Ok(LogRead { records, offsets }),
+            ReadStart::Segment { base, high_watermark, offsets } => (base, high_watermark, offsets),
         };
-        let (segment_base, high_watermark, offsets) = plan;
         let mut rebuilt = false;
         loop {
             let (file, position, end) = self.prepare_segment_read(segment_base, offset).await?;
@@ -309,6 +292,32 @@ impl PartitionLog {
             self.ensure_index_from(segment_base, false).await?;
             rebuilt = true;
         }
+    }
+
+    /// The checks and the cache lookup every read starts with: an offset out of range is
+    /// an error; at the high watermark the answer is empty; a cache hit is the answer;
+    /// otherwise the read goes to the segment holding `offset`.
+    pub(crate) fn start_read(&self, offset: Offset, max_bytes: usize) -> Result<ReadStart, ReadError> {
+        let state = self.shared.state.borrow();
+        check_readable(&state.health)?;
+        let offsets = LogOffsets::new(state.log_start, state.high_watermark, state.log_end);
+        if offset < state.log_start || offset > state.high_watermark {
+            return Err(ReadError::OffsetOutOfRange {
+                requested: offset,
+                log_start: state.log_start,
+                high_watermark: state.high_watermark,
+            });
+        }
+        if offset == state.high_watermark {
+            return Ok(ReadStart::Done(Vec::new(), offsets));
+        }
+        if let Some(records) = state.cache.read(offset, state.high_watermark, max_bytes) {
+            let bytes: usize = records.iter().map(Bytes::len).sum();
+            crate::metrics::probes().batch_cache_bytes_served.add(bytes as u64);
+            return Ok(ReadStart::Done(records, offsets));
+        }
+        let base = segment_for(&state.segments, offset).base_offset;
+        Ok(ReadStart::Segment { base, high_watermark: state.high_watermark, offsets })
     }
 
     /// The file, start position and readable end for reading `offset` in a segment,
@@ -638,6 +647,14 @@ impl PartitionLog {
             tracing::warn!(path = %path.display(), %error, "could not write the clean-shutdown marker; the next open scans the tail");
         }
     }
+}
+
+/// How a read begins (`PartitionLog::start_read`).
+pub(crate) enum ReadStart {
+    /// Answered without the segments: nothing to read, or a batch cache hit.
+    Done(Vec<Bytes>, LogOffsets),
+    /// Read from the segment with this base offset, below `high_watermark`.
+    Segment { base: Offset, high_watermark: Offset, offsets: LogOffsets },
 }
 
 /// Future returned by [`PartitionLog::wait_for_high_watermark_beyond`].

@@ -213,15 +213,7 @@ async fn reopen_clean_tail(
     } else {
         Vec::new()
     };
-    let mut segment = Segment::new_active(tail.base, summary.created_ms);
-    segment.next_offset = summary.next_offset;
-    segment.size = valid;
-    segment.written_size = valid;
-    segment.modified_ms = tail.modified_ms;
-    segment.acknowledged_max_timestamp = (index.max_timestamp(), index.relative_offset_of_max_timestamp());
-    segment.index = Some(index);
-    segment.file = Some(file);
-    segment.writer = Some(TailWriter { tail_block, allocated_bytes: valid });
+    let segment = active_tail(tail, summary.created_ms, summary.next_offset, valid, index, file, tail_block);
     tracing::debug!(path = %path.display(), next_offset = %summary.next_offset, "tail reopened from the clean-shutdown marker");
     Ok(Some(segment))
 }
@@ -274,8 +266,22 @@ async fn recover_tail(
     } else {
         Vec::new()
     };
-    let mut segment = Segment::new_active(tail.base, first_timestamp.filter(|&t| t >= 0).unwrap_or(now_ms).min(now_ms));
-    segment.next_offset = outcome.next_offset;
+    let created_ms = first_timestamp.filter(|&t| t >= 0).unwrap_or(now_ms).min(now_ms);
+    Ok(active_tail(tail, created_ms, outcome.next_offset, valid, index, file, tail_block))
+}
+
+/// The active segment over a recovered tail file of `valid` bytes, ready for appends.
+fn active_tail(
+    tail: &FoundSegment,
+    created_ms: i64,
+    next_offset: Offset,
+    valid: u64,
+    index: SegmentIndex,
+    file: Rc<SegmentFile>,
+    tail_block: Vec<u8>,
+) -> Segment {
+    let mut segment = Segment::new_active(tail.base, created_ms);
+    segment.next_offset = next_offset;
     segment.size = valid;
     segment.written_size = valid;
     segment.modified_ms = tail.modified_ms;
@@ -283,7 +289,7 @@ async fn recover_tail(
     segment.index = Some(index);
     segment.file = Some(file);
     segment.writer = Some(TailWriter { tail_block, allocated_bytes: valid });
-    Ok(segment)
+    segment
 }
 
 /// Why a closed segment's index could not be produced.

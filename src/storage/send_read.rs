@@ -6,7 +6,7 @@
 
 use super::error::{ReadError, StorageError};
 use super::file_region::{open_for_send, FileRegion, RecordChunk};
-use super::log::{check_readable, segment_for, PartitionLog};
+use super::log::{PartitionLog, ReadStart};
 use super::offset::{LogOffsets, Offset};
 use super::segment::{self, SegmentReadError, LOG_SUFFIX};
 use super::send_plan::{boundary_before, find_batch_holding};
@@ -35,26 +35,11 @@ impl PartitionLog {
     /// KIP-74), below the high watermark: from the batch cache when it holds `offset`,
     /// otherwise as one region of the segment holding it.
     pub async fn read_for_send(&self, offset: Offset, max_bytes: usize) -> Result<SendRead, ReadError> {
-        let (segment_base, high_watermark, offsets) = {
-            let state = self.shared.state.borrow();
-            check_readable(&state.health)?;
-            let offsets = LogOffsets::new(state.log_start, state.high_watermark, state.log_end);
-            if offset < state.log_start || offset > state.high_watermark {
-                return Err(ReadError::OffsetOutOfRange {
-                    requested: offset,
-                    log_start: state.log_start,
-                    high_watermark: state.high_watermark,
-                });
+        let (segment_base, high_watermark, offsets) = match self.start_read(offset, max_bytes)? {
+            ReadStart::Done(records, offsets) => {
+                return Ok(SendRead { chunks: records.into_iter().map(RecordChunk::Memory).collect(), offsets })
             }
-            if offset == state.high_watermark {
-                return Ok(SendRead { chunks: Vec::new(), offsets });
-            }
-            if let Some(records) = state.cache.read(offset, state.high_watermark, max_bytes) {
-                let bytes: usize = records.iter().map(bytes::Bytes::len).sum();
-                crate::metrics::probes().batch_cache_bytes_served.add(bytes as u64);
-                return Ok(SendRead { chunks: records.into_iter().map(RecordChunk::Memory).collect(), offsets });
-            }
-            (segment_for(&state.segments, offset).base_offset, state.high_watermark, offsets)
+            ReadStart::Segment { base, high_watermark, offsets } => (base, high_watermark, offsets),
         };
         let mut rebuilt = false;
         loop {

@@ -280,18 +280,29 @@ impl PartitionLog {
                     format!("segment {segment_base} is corrupt at position {position}: {reason}")
                 }
             };
-            // A damaged index can point into the middle of the data. For a closed segment,
-            // rebuild the index from the segment once; if the data itself is bad, the
-            // rebuild's scan says so and the partition goes offline.
-            let closed = self.with_segment(segment_base, |s| s.closed)?;
-            if rebuilt || !closed {
-                return Err(self.take_offline(problem).into());
-            }
-            tracing::warn!(dir = %self.shared.dir.display(), %problem, "rebuilding the segment's index and retrying");
-            self.with_segment_mut(segment_base, |s| s.index = None)?;
-            self.ensure_index_from(segment_base, false).await?;
+            self.recover_from_bad_read(segment_base, problem, rebuilt).await?;
             rebuilt = true;
         }
+    }
+
+    /// After a segment read found no batch or a corrupt one: a damaged index can point
+    /// into the middle of the data, so a closed segment's index is rebuilt from the
+    /// segment once (the caller retries); if the data itself is bad, the rebuild's scan
+    /// says so, and a second failure or an active segment takes the partition offline.
+    pub(crate) async fn recover_from_bad_read(
+        &self,
+        segment_base: Offset,
+        problem: String,
+        already_rebuilt: bool,
+    ) -> Result<(), ReadError> {
+        let closed = self.with_segment(segment_base, |s| s.closed)?;
+        if already_rebuilt || !closed {
+            return Err(self.take_offline(problem).into());
+        }
+        tracing::warn!(dir = %self.shared.dir.display(), %problem, "rebuilding the segment's index and retrying");
+        self.with_segment_mut(segment_base, |s| s.index = None)?;
+        self.ensure_index_from(segment_base, false).await?;
+        Ok(())
     }
 
     /// The checks and the cache lookup every read starts with: an offset out of range is

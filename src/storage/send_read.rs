@@ -49,15 +49,7 @@ impl PartitionLog {
                 Err(PlanError::Storage(error)) => return Err(error.into()),
                 Err(PlanError::Corrupt(problem)) => problem,
             };
-            // As in `read`: a damaged index of a closed segment is rebuilt once; bad data
-            // takes the partition offline.
-            let closed = self.with_segment(segment_base, |s| s.closed)?;
-            if rebuilt || !closed {
-                return Err(self.take_offline(problem).into());
-            }
-            tracing::warn!(dir = %self.shared.dir.display(), %problem, "rebuilding the segment's index and retrying");
-            self.with_segment_mut(segment_base, |s| s.index = None)?;
-            self.ensure_index_from(segment_base, false).await?;
+            self.recover_from_bad_read(segment_base, problem, rebuilt).await?;
             rebuilt = true;
         }
     }

@@ -1,18 +1,21 @@
 //! `tern topic create | list | describe | delete | alter-config`, over the Kafka protocol
-//! (CreateTopics, Metadata, ListOffsets, DescribeConfigs, DeleteTopics,
+//! (CreateTopics, Metadata, ListOffsets, DescribeLogDirs, DescribeConfigs, DeleteTopics,
 //! IncrementalAlterConfigs), so they work against any Kafka-compatible broker.
+
+use std::collections::{BTreeMap, HashMap};
 
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
 use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use kafka_protocol::messages::{
-    DeleteTopicsRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest, TopicName,
+    DeleteTopicsRequest, DescribeConfigsRequest, DescribeLogDirsRequest, IncrementalAlterConfigsRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use super::{parse_key_value, run_with_client, ConnectArgs};
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, PartitionLeader};
 
 /// ConfigResource type of a topic.
 const RESOURCE_TOPIC: i8 = 2;
@@ -102,12 +105,31 @@ async fn describe(client: &Client, name: &str) -> Result<(), ClientError> {
     })?;
     let starts = client.list_offsets(name, &partitions, -2).await?;
     let ends = client.list_offsets(name, &partitions, -1).await?;
+    let sizes = log_sizes(client, name, &partitions).await?;
     println!("topic {name}: {} partitions", partitions.len());
-    println!("{:>9} {:>7} {:>16} {:>16} {:>12}", "PARTITION", "LEADER", "LOG-START", "HIGH-WATERMARK", "RECORDS");
+    println!(
+        "{:>9} {:>7} {:>16} {:>16} {:>12} {:>14}",
+        "PARTITION", "LEADER", "LOG-START", "HIGH-WATERMARK", "RECORDS", "SIZE-BYTES"
+    );
     for p in &partitions {
         let (start, end) =
             (starts.get(&p.partition).copied().unwrap_or(-1), ends.get(&p.partition).copied().unwrap_or(-1));
-        println!("{:>9} {:>7} {:>16} {:>16} {:>12}", p.partition, p.leader, start, end, (end - start).max(0));
+        let size = match sizes.as_ref().and_then(|s| s.get(&p.partition)) {
+            Some(size) => size.to_string(),
+            None => "-".to_string(),
+        };
+        println!(
+            "{:>9} {:>7} {:>16} {:>16} {:>12} {:>14}",
+            p.partition,
+            p.leader,
+            start,
+            end,
+            (end - start).max(0),
+            size
+        );
+    }
+    if sizes.is_none() {
+        println!("(sizes unavailable: the broker does not support DescribeLogDirs)");
     }
     let request = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
         .with_resource_type(RESOURCE_TOPIC)
@@ -135,6 +157,50 @@ async fn describe(client: &Client, name: &str) -> Result<(), ClientError> {
         }
     }
     Ok(())
+}
+
+/// Size in bytes of each partition's log on its leader, from DescribeLogDirs sent to every
+/// leader (summed over the leader's log directories, ignoring future replicas being moved).
+/// `None` when the cluster does not speak DescribeLogDirs.
+async fn log_sizes(
+    client: &Client,
+    topic: &str,
+    partitions: &[PartitionLeader],
+) -> Result<Option<HashMap<i32, i64>>, ClientError> {
+    let version = match client.version_for::<DescribeLogDirsRequest>() {
+        Ok(version) => version,
+        Err(ClientError::Unsupported { .. }) => return Ok(None),
+        Err(error) => return Err(error),
+    };
+    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for p in partitions {
+        by_leader.entry(p.leader).or_default().push(p.partition);
+    }
+    let mut sizes = HashMap::new();
+    for (leader, led) in by_leader {
+        let request = DescribeLogDirsRequest::default().with_topics(Some(vec![DescribableLogDirTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(led.clone())]));
+        let connection = client.shared_connection(&client.broker_address(leader)?).await?;
+        let response = connection.call(version, &request).await?;
+        if response.error_code != 0 {
+            return Err(ClientError::broker(
+                format!("describing the log dirs of broker {leader}"),
+                response.error_code,
+                None,
+            ));
+        }
+        for dir in response.results.iter().filter(|d| d.error_code == 0) {
+            for reported in dir.topics.iter().filter(|t| t.name.0.as_str() == topic) {
+                for partition in
+                    reported.partitions.iter().filter(|p| !p.is_future_key && led.contains(&p.partition_index))
+                {
+                    *sizes.entry(partition.partition_index).or_insert(0) += partition.partition_size;
+                }
+            }
+        }
+    }
+    Ok(Some(sizes))
 }
 
 async fn delete(client: &Client, name: &str) -> Result<(), ClientError> {

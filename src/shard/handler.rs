@@ -40,6 +40,10 @@ pub async fn execute(ctx: Rc<ShardContext>, request: ShardRequest) {
         ShardRequest::DeleteRecords { topic, partition, offset, reply } => {
             let _ = reply.send(delete_records(&ctx, &topic, partition, offset).await);
         }
+        ShardRequest::LogSizes { reply } => {
+            let sizes = ctx.named_logs().into_iter().map(|(key, log)| (key, log.size_bytes())).collect();
+            let _ = reply.send(sizes);
+        }
         ShardRequest::Controller(request) => {
             assert_eq!(ctx.id, 0, "controller requests go to shard 0");
             controller::execute(&ctx, request).await;

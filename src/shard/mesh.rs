@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 
 use crate::metadata::ClusterMetadata;
+use crate::shard::context::TopicPartition;
 
 pub type Reply<T> = oneshot::Sender<T>;
 
@@ -110,7 +111,10 @@ pub enum ShardRequest {
         offset: i64,
         reply: Reply<(i16, i64)>,
     },
-    /// Partition sizes and offsets for DescribeLogDirs-style reporting.
+    /// DescribeLogDirs: the size in bytes of every log this shard owns.
+    LogSizes {
+        reply: Reply<Vec<(TopicPartition, u64)>>,
+    },
     Controller(ControllerRequest),
     /// Consumer group requests, executed by the group's coordinating shard.
     Group(crate::group::coordinator::GroupRequest),

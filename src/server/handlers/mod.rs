@@ -21,6 +21,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -66,6 +67,7 @@ pub const SUPPORTED: &[ApiSupport] = &[
     create_partitions::SUPPORT,
     delete_records::SUPPORT,
     describe_cluster::SUPPORT,
+    describe_log_dirs::SUPPORT,
     find_coordinator::SUPPORT,
     join_group::SUPPORT,
     sync_group::SUPPORT,
@@ -108,6 +110,7 @@ pub async fn dispatch(ctx: &Rc<ShardContext>, request: Request) -> Result<Respon
         ApiKey::CreatePartitions => create_partitions::handle(ctx, &request).await.map(one),
         ApiKey::DeleteRecords => delete_records::handle(ctx, &request).await.map(one),
         ApiKey::DescribeCluster => describe_cluster::handle(ctx, &request).await.map(one),
+        ApiKey::DescribeLogDirs => describe_log_dirs::handle(ctx, &request).await.map(one),
         ApiKey::FindCoordinator => find_coordinator::handle(ctx, &request).await.map(one),
         ApiKey::JoinGroup => join_group::handle(ctx, &request).await.map(one),
         ApiKey::SyncGroup => sync_group::handle(ctx, &request).await.map(one),
@@ -144,6 +147,7 @@ pub fn decode_any(request: &Request) -> Result<(), FrameError> {
         ApiKey::CreatePartitions => decode_body::<CreatePartitionsRequest>(request).map(drop),
         ApiKey::DeleteRecords => decode_body::<DeleteRecordsRequest>(request).map(drop),
         ApiKey::DescribeCluster => decode_body::<DescribeClusterRequest>(request).map(drop),
+        ApiKey::DescribeLogDirs => decode_body::<DescribeLogDirsRequest>(request).map(drop),
         ApiKey::FindCoordinator => decode_body::<FindCoordinatorRequest>(request).map(drop),
         ApiKey::JoinGroup => decode_body::<JoinGroupRequest>(request).map(drop),
         ApiKey::SyncGroup => decode_body::<SyncGroupRequest>(request).map(drop),

@@ -304,7 +304,7 @@ impl GroupCoordinator {
         offsets: Vec<PartitionOffset>,
     ) -> Vec<i16> {
         let valid = self
-            .with_group(group_id, true, |g| g.validate_commit(member_id, generation, instance_id))
+            .with_group(group_id, true, |g| g.validate_commit(now, member_id, generation, instance_id))
             .expect("created");
         if let Err(code) = valid {
             return vec![code; offsets.len()];

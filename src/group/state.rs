@@ -301,19 +301,29 @@ impl Group {
     }
 
     /// Checks an OffsetCommit's member and generation (generation -1: a simple consumer
-    /// committing outside any group membership).
-    pub fn validate_commit(&self, member_id: &str, generation: i32, instance_id: Option<&str>) -> Result<(), i16> {
+    /// committing outside any group membership). As in Kafka, a member of the current
+    /// generation may commit while the group prepares a rebalance (that is when eager
+    /// consumers commit what they are about to give up) and the commit counts as a sign
+    /// of life; between the JoinGroup and SyncGroup answers (CompletingRebalance) it gets
+    /// REBALANCE_IN_PROGRESS.
+    pub fn validate_commit(
+        &mut self,
+        now_ms: i64,
+        member_id: &str,
+        generation: i32,
+        instance_id: Option<&str>,
+    ) -> Result<(), i16> {
         if generation < 0 && member_id.is_empty() {
             return if self.members.is_empty() { Ok(()) } else { Err(code(ResponseError::UnknownMemberId)) };
         }
-        let member = self.known_member(member_id, instance_id)?;
-        let _ = member;
+        self.known_member(member_id, instance_id)?;
         if generation != self.generation {
             return Err(code(ResponseError::IllegalGeneration));
         }
-        if self.state == GroupState::PreparingRebalance {
+        if self.state == GroupState::CompletingRebalance {
             return Err(code(ResponseError::RebalanceInProgress));
         }
+        self.members.get_mut(member_id).expect("known member").last_heartbeat_ms = now_ms;
         Ok(())
     }
 

@@ -219,10 +219,45 @@ fn protocol_vote_prefers_what_most_members_prefer() {
 fn commit_validation_follows_generation_and_membership() {
     let (mut group, ids, now) = stable_group_of_three();
     let generation = group.generation();
-    assert_eq!(group.validate_commit(&ids[0], generation, None), Ok(()));
-    assert_eq!(group.validate_commit(&ids[0], generation - 1, None), Err(ResponseError::IllegalGeneration.code()));
-    assert_eq!(group.validate_commit("", -1, None), Err(ResponseError::UnknownMemberId.code()));
-    let leaving: Vec<_> = ids.iter().map(|id| (id.clone(), None)).collect();
-    group.leave(now, &leaving);
-    assert_eq!(group.validate_commit("", -1, None), Ok(()), "an empty group accepts simple commits");
+    assert_eq!(group.validate_commit(now, &ids[0], generation, None), Ok(()));
+    assert_eq!(group.validate_commit(now, &ids[0], generation - 1, None), Err(ResponseError::IllegalGeneration.code()));
+    assert_eq!(group.validate_commit(now, "", -1, None), Err(ResponseError::UnknownMemberId.code()));
+    assert_eq!(group.validate_commit(now, "stranger", generation, None), Err(ResponseError::UnknownMemberId.code()));
+
+    // A fourth member arrives: while the group prepares the rebalance, members of the
+    // current generation may still commit what they are about to give up (as in Kafka).
+    let protocols = ["range", "roundrobin"];
+    let (newcomer, _, _) = join_new(&mut group, now + 1, &protocols);
+    assert_eq!(group.state(), GroupState::PreparingRebalance);
+    assert_eq!(group.validate_commit(now + 2, &ids[1], generation, None), Ok(()));
+    // Everyone rejoins: between the JoinGroup and SyncGroup answers commits are refused.
+    for id in &ids {
+        group.join(now + 3, join_request(id, None, &protocols));
+    }
+    assert_eq!(group.state(), GroupState::CompletingRebalance);
+    let next = group.generation();
+    assert_eq!(next, generation + 1);
+    assert_eq!(group.validate_commit(now + 4, &newcomer, next, None), Err(ResponseError::RebalanceInProgress.code()));
+    assert_eq!(group.validate_commit(now + 4, &ids[0], generation, None), Err(ResponseError::IllegalGeneration.code()));
+
+    let mut leaving: Vec<_> = ids.iter().map(|id| (id.clone(), None)).collect();
+    leaving.push((newcomer, None));
+    group.leave(now + 5, &leaving);
+    assert_eq!(group.validate_commit(now + 5, "", -1, None), Ok(()), "an empty group accepts simple commits");
+}
+
+#[test]
+fn a_commit_keeps_a_member_alive_like_a_heartbeat() {
+    let (mut group, ids, now) = stable_group_of_three();
+    let generation = group.generation();
+    let mut t = now;
+    while t < now + i64::from(SESSION_MS) * 2 {
+        t += 1000;
+        assert_eq!(group.heartbeat(t, &ids[0], generation, None), 0);
+        assert_eq!(group.heartbeat(t, &ids[1], generation, None), 0);
+        assert_eq!(group.validate_commit(t, &ids[2], generation, None), Ok(()));
+        group.tick(t);
+    }
+    assert_eq!(group.member_count(), 3);
+    assert_eq!(group.state(), GroupState::Stable);
 }

@@ -1,13 +1,14 @@
-//! `tern consume`: print a topic's records, like kafka-console-consumer or kcat -C. It
-//! reads every partition (or `--partition`) from `--from beginning | end | offset:N |
-//! timestamp:MS`, or, with `--group`, from the group's committed offsets (falling back
-//! to `--from`), committing what it printed when it stops. It stops after
-//! `--max-records`, at the end of every partition with `--exit-at-end`, or on Ctrl-C.
-//! This is a plain assigned consumer that commits for the group; it does not join the
-//! group (no rebalancing with other members).
+//! `tern consume`: print a topic's records, like kafka-console-consumer or kcat -C. Without
+//! `--group` it reads every partition (or `--partition`) from `--from beginning | end |
+//! offset:N | timestamp:MS`. With `--group` it is a full group member
+//! ([`super::consume_group`]): it reads the partitions the group assigns it, from the
+//! group's committed offsets (falling back to `--from`), and commits what it printed.
+//! It stops after `--max-records`, at the end of its partitions with `--exit-at-end`, on
+//! a closed stdout, or on Ctrl-C / SIGTERM (a second one exits at once).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
@@ -16,7 +17,7 @@ use kafka_protocol::records::Record;
 
 use super::{run_with_client, ConnectArgs};
 use crate::client::records::decode_records;
-use crate::client::requests::{fetch_request, offset_commit_request, FetchLimits};
+use crate::client::requests::{fetch_request, FetchLimits};
 use crate::client::{error_name, Client, ClientError, PartitionLeader};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -39,9 +40,16 @@ pub struct ConsumeArgs {
     /// beginning, end, offset:N or timestamp:MS (epoch milliseconds).
     #[arg(long, default_value = "beginning")]
     pub from: String,
-    /// Start from this group's committed offsets and commit what was printed on exit.
+    /// Join this consumer group: read the partitions it assigns, from its committed
+    /// offsets, and commit what was printed (every --commit-interval-ms and on exit).
     #[arg(long)]
     pub group: Option<String>,
+    /// With --group: the coordinator drops this member after this long without a heartbeat.
+    #[arg(long, default_value_t = 10_000)]
+    pub session_timeout_ms: i32,
+    /// With --group: how often printed positions are committed while running.
+    #[arg(long, default_value_t = 5_000)]
+    pub commit_interval_ms: u64,
     /// Stop after this many records.
     #[arg(long)]
     pub max_records: Option<u64>,
@@ -58,7 +66,8 @@ pub struct ConsumeArgs {
     pub key_separator: String,
 }
 
-enum Start {
+#[derive(Debug)]
+pub enum Start {
     Earliest,
     Latest,
     Offset(i64),
@@ -79,38 +88,77 @@ fn parse_from(text: &str) -> Result<Start, String> {
     }
 }
 
+/// Set by SIGINT/SIGTERM; the consume loops check it between fetches.
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    if STOP_REQUESTED.swap(true, Ordering::SeqCst) {
+        // The second Ctrl-C: do not wait for a commit or a rebalance.
+        unsafe { libc::_exit(130) };
+    }
+}
+
+pub fn stop_requested() -> bool {
+    STOP_REQUESTED.load(Ordering::SeqCst)
+}
+
 pub fn run(args: ConsumeArgs) -> Result<(), String> {
     let start = parse_from(&args.from)?;
+    if args.group.is_some() && args.partition.is_some() {
+        return Err("--partition and --group exclude each other: the group assigns the partitions".into());
+    }
+    // SAFETY: the handler only touches an atomic (and _exit, which is async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGINT, on_stop_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_stop_signal as *const () as libc::sighandler_t);
+    }
     let connect = args.connect.clone();
     run_with_client(&connect, move |client| async move {
-        let mut partitions = client.partitions(&args.topic).await?.ok_or_else(|| {
-            ClientError::Usage(format!("topic {} does not exist: `tern topic list` shows the topics", args.topic))
-        })?;
-        if let Some(only) = args.partition {
-            partitions.retain(|p| p.partition == only);
-            if partitions.is_empty() {
-                return Err(ClientError::Usage(format!("topic {} has no partition {only}", args.topic)));
-            }
+        let mut out = Output::new(&args);
+        if let Some(group) = args.group.clone() {
+            super::consume_group::consume(&client, &args, &group, &start, &mut out).await?;
+        } else {
+            consume_partitions(&client, &args, &start, &mut out).await?;
         }
-        let mut positions = start_positions(&client, &args.topic, &partitions, &start).await?;
-        if let Some(group) = &args.group {
-            for ((topic, partition), offset) in super::group::committed_offsets(&client, group).await? {
-                if topic == args.topic && positions.contains_key(&partition) {
-                    positions.insert(partition, offset);
-                }
-            }
-        }
-        let ends = client.list_offsets(&args.topic, &partitions, -1).await?;
-        let printed = consume(&client, &args, &partitions, &mut positions, &ends).await?;
-        if let Some(group) = &args.group {
-            commit(&client, group, &args.topic, &positions).await?;
-        }
-        eprintln!("consumed {printed} records from {}", args.topic);
+        eprintln!("consumed {} records from {}", out.printed, args.topic);
         Ok(())
     })
 }
 
-async fn start_positions(
+/// Reads every partition of the topic (or `--partition`) without a group.
+async fn consume_partitions(
+    client: &Client,
+    args: &ConsumeArgs,
+    start: &Start,
+    out: &mut Output<'_>,
+) -> Result<(), ClientError> {
+    let mut partitions = client.partitions(&args.topic).await?.ok_or_else(|| missing_topic(&args.topic))?;
+    if let Some(only) = args.partition {
+        partitions.retain(|p| p.partition == only);
+        if partitions.is_empty() {
+            return Err(ClientError::Usage(format!("topic {} has no partition {only}", args.topic)));
+        }
+    }
+    let mut positions = start_positions(client, &args.topic, &partitions, start).await?;
+    let ends = client.list_offsets(&args.topic, &partitions, -1).await?;
+    while !stop_requested() && !out.done() {
+        if args.exit_at_end && at_end(&partitions, &positions, &ends) {
+            break;
+        }
+        fetch_round(client, args, &partitions, &mut positions, out).await?;
+    }
+    Ok(())
+}
+
+pub fn missing_topic(topic: &str) -> ClientError {
+    ClientError::Usage(format!("topic {topic} does not exist: `tern topic list` shows the topics"))
+}
+
+pub fn at_end(partitions: &[PartitionLeader], positions: &BTreeMap<i32, i64>, ends: &HashMap<i32, i64>) -> bool {
+    partitions.iter().all(|p| positions[&p.partition] >= ends[&p.partition])
+}
+
+pub async fn start_positions(
     client: &Client,
     topic: &str,
     partitions: &[PartitionLeader],
@@ -135,54 +183,82 @@ async fn start_positions(
     Ok(offsets.into_iter().collect())
 }
 
-async fn consume(
+/// Where records go: stdout in the chosen format, counted against `--max-records`.
+#[derive(Debug)]
+pub struct Output<'a> {
+    args: &'a ConsumeArgs,
+    pub printed: u64,
+    closed: bool,
+}
+
+impl<'a> Output<'a> {
+    fn new(args: &'a ConsumeArgs) -> Output<'a> {
+        Output { args, printed: 0, closed: false }
+    }
+
+    /// True once `--max-records` were printed or stdout closed.
+    pub fn done(&self) -> bool {
+        self.closed || self.args.max_records.is_some_and(|max| self.printed >= max)
+    }
+
+    /// Prints one record; false if stdout is closed (e.g. `| head`): then the consumer
+    /// stops and commits only what was printed.
+    fn print(&mut self, out: &mut impl Write, partition: i32, record: &Record) -> bool {
+        if writeln!(out, "{}", render(self.args, partition, record)).and_then(|()| out.flush()).is_err() {
+            self.closed = true;
+            return false;
+        }
+        self.printed += 1;
+        true
+    }
+}
+
+/// One Fetch per leader of `partitions` (long polling up to 500 ms); prints the records
+/// and moves `positions` past each printed one.
+pub async fn fetch_round(
     client: &Client,
     args: &ConsumeArgs,
     partitions: &[PartitionLeader],
     positions: &mut BTreeMap<i32, i64>,
-    ends: &std::collections::HashMap<i32, i64>,
-) -> Result<u64, ClientError> {
+    out: &mut Output<'_>,
+) -> Result<(), ClientError> {
     let version = client.version_for::<FetchRequest>()?;
     let limits = FetchLimits { max_wait_ms: 500, max_bytes: 16 << 20, partition_max_bytes: 1 << 20 };
-    let mut printed = 0u64;
+    let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
+    for p in partitions {
+        by_leader.entry(p.leader).or_default().push((p.partition, positions[&p.partition]));
+    }
     let stdout = std::io::stdout();
-    loop {
-        if args.exit_at_end && partitions.iter().all(|p| positions[&p.partition] >= ends[&p.partition]) {
-            return Ok(printed);
-        }
-        let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
-        for p in partitions {
-            by_leader.entry(p.leader).or_default().push((p.partition, positions[&p.partition]));
-        }
-        for (leader, wanted) in by_leader {
-            let connection = client.shared_connection(&client.broker_address(leader)?).await?;
-            let response = connection.call(version, &fetch_request(&args.topic, &wanted, limits)).await?;
-            for data in response.responses.iter().flat_map(|t| t.partitions.iter()) {
-                if data.error_code != 0 {
-                    return Err(ClientError::Usage(format!(
-                        "reading {}-{} failed: {}",
-                        args.topic,
-                        data.partition_index,
-                        error_name(data.error_code)
-                    )));
+    for (leader, wanted) in by_leader {
+        let connection = client.shared_connection(&client.broker_address(leader)?).await?;
+        let response = connection.call(version, &fetch_request(&args.topic, &wanted, limits)).await?;
+        for data in response.responses.iter().flat_map(|t| t.partitions.iter()) {
+            if data.error_code != 0 {
+                return Err(ClientError::Usage(format!(
+                    "reading {}-{} failed: {}",
+                    args.topic,
+                    data.partition_index,
+                    error_name(data.error_code)
+                )));
+            }
+            let Some(records) = &data.records else { continue };
+            let position = positions.get_mut(&data.partition_index).expect("a requested partition");
+            let mut lock = stdout.lock();
+            for record in decode_records(records)? {
+                if record.offset < *position {
+                    continue;
                 }
-                let Some(records) = &data.records else { continue };
-                let position = positions.get_mut(&data.partition_index).expect("a requested partition");
-                let mut out = stdout.lock();
-                for record in decode_records(records)? {
-                    if record.offset < *position {
-                        continue;
-                    }
-                    *position = record.offset + 1;
-                    let _ = writeln!(out, "{}", render(args, data.partition_index, &record));
-                    printed += 1;
-                    if args.max_records.is_some_and(|max| printed >= max) {
-                        return Ok(printed);
-                    }
+                if !out.print(&mut lock, data.partition_index, &record) {
+                    return Ok(());
+                }
+                *position = record.offset + 1;
+                if out.done() {
+                    return Ok(());
                 }
             }
         }
     }
+    Ok(())
 }
 
 fn text(bytes: &Option<Bytes>) -> String {
@@ -213,15 +289,4 @@ fn render(args: &ConsumeArgs, partition: i32, record: &Record) -> String {
             .to_string()
         }
     }
-}
-
-async fn commit(client: &Client, group: &str, topic: &str, positions: &BTreeMap<i32, i64>) -> Result<(), ClientError> {
-    let request = offset_commit_request(group, topic, positions.iter().map(|(&p, &o)| (p, o)));
-    let response = client.call_coordinator(group, &request).await?;
-    for p in response.topics.iter().flat_map(|t| t.partitions.iter()) {
-        if p.error_code != 0 {
-            return Err(ClientError::broker(format!("committing offsets of group {group}"), p.error_code, None));
-        }
-    }
-    Ok(())
 }

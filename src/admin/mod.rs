@@ -5,6 +5,7 @@
 //! line saying what to do, and the exit code is non-zero.
 
 pub mod consume;
+pub mod consume_group;
 pub mod group;
 pub mod produce;
 pub mod topic;

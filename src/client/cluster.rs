@@ -161,6 +161,12 @@ impl Client {
 
     /// Sends a group request to the group's coordinator (found with FindCoordinator).
     pub async fn call_coordinator<R: Request>(&self, group: &str, body: &R) -> Result<R::Response, ClientError> {
+        let connection = self.shared_connection(&self.find_coordinator(group).await?).await?;
+        connection.call(self.version_for::<R>()?, body).await
+    }
+
+    /// The "host:port" of the broker coordinating `group` (FindCoordinator).
+    pub async fn find_coordinator(&self, group: &str) -> Result<String, ClientError> {
         let version = self.version_for::<FindCoordinatorRequest>()?;
         let mut request = FindCoordinatorRequest::default().with_key_type(0);
         if version >= 4 {
@@ -176,8 +182,7 @@ impl Client {
         if code != 0 {
             return Err(ClientError::broker(format!("finding the coordinator of group {group}"), code, None));
         }
-        let connection = self.shared_connection(&format!("{host}:{port}")).await?;
-        connection.call(self.version_for::<R>()?, body).await
+        Ok(format!("{host}:{port}"))
     }
 
     /// Metadata for `topics` (all topics if `None`); remembers the broker addresses.

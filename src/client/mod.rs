@@ -7,11 +7,15 @@
 //! - [`cluster`]: bootstrap, version negotiation, metadata, admin calls.
 //! - [`records`]: compression codecs and batch encode/decode.
 //! - [`requests`]: Produce and Fetch request builders.
+//! - [`group_member`]: consumer group membership (join, sync, heartbeat, commit, leave),
+//!   with the leader's [`assignor`]s.
 //! - [`error`]: [`ClientError`] and Kafka error names.
 
+pub mod assignor;
 pub mod cluster;
 pub mod connection;
 pub mod error;
+pub mod group_member;
 pub mod records;
 pub mod requests;
 

@@ -243,9 +243,18 @@ fn main() -> ExitCode {
             tracing::info!(?config, "starting tern");
             tern::shard::runtime::run(config)
         }),
-        Command::Tune(args) => tune(args),
-        Command::Topic(args) => tern::admin::topic::run(args),
-        Command::Group(args) => tern::admin::group::run(args),
+        Command::Tune(args) => {
+            exit_quietly_on_closed_stdout();
+            tune(args)
+        }
+        Command::Topic(args) => {
+            exit_quietly_on_closed_stdout();
+            tern::admin::topic::run(args)
+        }
+        Command::Group(args) => {
+            exit_quietly_on_closed_stdout();
+            tern::admin::group::run(args)
+        }
         Command::Produce(args) => tern::admin::produce::run(args),
         Command::Consume(args) => tern::admin::consume::run(args),
         Command::Bench { mode, args } => tern::bench::run(mode, args).and_then(|summary| {
@@ -262,6 +271,17 @@ fn main() -> ExitCode {
             eprintln!("tern: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Report commands piped into `head` or `grep -q` end like other Unix tools when the
+/// reader goes away (SIGPIPE) instead of panicking in `println!`. Rust ignores SIGPIPE by
+/// default, which the broker keeps (its sockets report EPIPE), and so does `tern consume`,
+/// which notices the closed stdout itself to commit what was printed before it exits.
+fn exit_quietly_on_closed_stdout() {
+    // SAFETY: restoring the default disposition of a signal has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -118,3 +118,15 @@ def test_describe_shows_partition_sizes_from_describe_log_dirs(broker):
         assert [p["partition_index"] for p in topics["sized"]["partitions"]] == [1]
     finally:
         admin.close()
+
+
+def test_a_closed_stdout_ends_report_commands_quietly(broker):
+    tern(broker, "create", "piped", "--partitions", "2")
+    # The reader exits before tern prints: like other Unix tools tern ends on SIGPIPE,
+    # without a panic message.
+    for command in (["topic", "describe", "piped"], ["topic", "list"], ["group", "list"]):
+        result = subprocess.run(
+            f"{BINARY} {' '.join(command)} --brokers {broker.bootstrap} | true; echo \"rc=${{PIPESTATUS[0]}}\"",
+            shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=60)
+        assert "panicked" not in result.stderr, result.stderr
+        assert result.stdout.strip() in ("rc=0", "rc=141"), (command, result.stdout, result.stderr)

@@ -6,19 +6,17 @@
 //! It stops after `--max-records`, at the end of its partitions with `--exit-at-end`, on
 //! a closed stdout, or on Ctrl-C / SIGTERM (a second one exits at once).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use kafka_protocol::messages::FetchRequest;
 use kafka_protocol::records::Record;
 
+use super::partition_reader::PartitionReader;
 use super::{run_with_client, ConnectArgs};
-use crate::client::records::decode_records;
-use crate::client::requests::{fetch_request, FetchLimits};
-use crate::client::{error_name, Client, ClientError, PartitionLeader};
+use crate::client::{Client, ClientError, PartitionLeader};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -72,6 +70,17 @@ pub enum Start {
     Latest,
     Offset(i64),
     Timestamp(i64),
+}
+
+impl Start {
+    /// Where a position that is out of range (deleted by retention) restarts, as a
+    /// ListOffsets timestamp: the latest offset for `--from end`, else the earliest.
+    pub fn reset_to(&self) -> i64 {
+        match self {
+            Start::Latest => -1,
+            _ => -2,
+        }
+    }
 }
 
 fn parse_from(text: &str) -> Result<Start, String> {
@@ -139,23 +148,20 @@ async fn consume_partitions(
             return Err(ClientError::Usage(format!("topic {} has no partition {only}", args.topic)));
         }
     }
-    let mut positions = start_positions(client, &args.topic, &partitions, start).await?;
+    let positions = start_positions(client, &args.topic, &partitions, start).await?;
     let ends = client.list_offsets(&args.topic, &partitions, -1).await?;
+    let mut reader = PartitionReader::new(&args.topic, partitions, positions, start.reset_to());
     while !stop_requested() && !out.done() {
-        if args.exit_at_end && at_end(&partitions, &positions, &ends) {
+        if args.exit_at_end && reader.at_end(&ends) {
             break;
         }
-        fetch_round(client, args, &partitions, &mut positions, out).await?;
+        reader.poll(client, out).await?;
     }
     Ok(())
 }
 
 pub fn missing_topic(topic: &str) -> ClientError {
     ClientError::Usage(format!("topic {topic} does not exist: `tern topic list` shows the topics"))
-}
-
-pub fn at_end(partitions: &[PartitionLeader], positions: &BTreeMap<i32, i64>, ends: &HashMap<i32, i64>) -> bool {
-    partitions.iter().all(|p| positions[&p.partition] >= ends[&p.partition])
 }
 
 pub async fn start_positions(
@@ -203,7 +209,7 @@ impl<'a> Output<'a> {
 
     /// Prints one record; false if stdout is closed (e.g. `| head`): then the consumer
     /// stops and commits only what was printed.
-    fn print(&mut self, out: &mut impl Write, partition: i32, record: &Record) -> bool {
+    pub fn print(&mut self, out: &mut impl Write, partition: i32, record: &Record) -> bool {
         if writeln!(out, "{}", render(self.args, partition, record)).and_then(|()| out.flush()).is_err() {
             self.closed = true;
             return false;
@@ -211,54 +217,6 @@ impl<'a> Output<'a> {
         self.printed += 1;
         true
     }
-}
-
-/// One Fetch per leader of `partitions` (long polling up to 500 ms); prints the records
-/// and moves `positions` past each printed one.
-pub async fn fetch_round(
-    client: &Client,
-    args: &ConsumeArgs,
-    partitions: &[PartitionLeader],
-    positions: &mut BTreeMap<i32, i64>,
-    out: &mut Output<'_>,
-) -> Result<(), ClientError> {
-    let version = client.version_for::<FetchRequest>()?;
-    let limits = FetchLimits { max_wait_ms: 500, max_bytes: 16 << 20, partition_max_bytes: 1 << 20 };
-    let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
-    for p in partitions {
-        by_leader.entry(p.leader).or_default().push((p.partition, positions[&p.partition]));
-    }
-    let stdout = std::io::stdout();
-    for (leader, wanted) in by_leader {
-        let connection = client.shared_connection(&client.broker_address(leader)?).await?;
-        let response = connection.call(version, &fetch_request(&args.topic, &wanted, limits)).await?;
-        for data in response.responses.iter().flat_map(|t| t.partitions.iter()) {
-            if data.error_code != 0 {
-                return Err(ClientError::Usage(format!(
-                    "reading {}-{} failed: {}",
-                    args.topic,
-                    data.partition_index,
-                    error_name(data.error_code)
-                )));
-            }
-            let Some(records) = &data.records else { continue };
-            let position = positions.get_mut(&data.partition_index).expect("a requested partition");
-            let mut lock = stdout.lock();
-            for record in decode_records(records)? {
-                if record.offset < *position {
-                    continue;
-                }
-                if !out.print(&mut lock, data.partition_index, &record) {
-                    return Ok(());
-                }
-                *position = record.offset + 1;
-                if out.done() {
-                    return Ok(());
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 fn text(bytes: &Option<Bytes>) -> String {

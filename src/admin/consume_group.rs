@@ -6,16 +6,18 @@
 //! rebalance commits what it printed, then rejoins. On exit it commits and leaves the
 //! group, so the others take over its partitions at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use super::consume::{at_end, fetch_round, missing_topic, start_positions, stop_requested, ConsumeArgs, Output, Start};
+use super::consume::{missing_topic, start_positions, stop_requested, ConsumeArgs, Output, Start};
 use super::group::committed_offsets;
+use super::partition_reader::{is_transport, PartitionReader, READ_RETRY_LIMIT};
 use crate::client::group_member::{GroupMember, MemberTimeouts, Membership};
 use crate::client::{Client, ClientError};
 
 /// How long a member with nothing assigned waits between heartbeat checks.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+const SETUP_RETRY_BACKOFF: Duration = Duration::from_millis(500);
 
 pub async fn consume(
     client: &Client,
@@ -43,6 +45,7 @@ async fn consume_as_member(
     member: &mut GroupMember<'_>,
 ) -> Result<(), ClientError> {
     let commit_interval = Duration::from_millis(args.commit_interval_ms);
+    let mut setup_failing_since: Option<Instant> = None;
     'generation: loop {
         if stop_requested() {
             return Ok(());
@@ -57,46 +60,78 @@ async fn consume_as_member(
             assigned,
             args.topic
         );
-        let leaders = client.partitions(&args.topic).await?.ok_or_else(|| missing_topic(&args.topic))?;
-        let partitions: Vec<_> = leaders.into_iter().filter(|p| assigned.contains(&p.partition)).collect();
-        let mut positions = start_positions(client, &args.topic, &partitions, start).await?;
-        let group = args.group.as_deref().unwrap_or_default();
-        for ((topic, partition), offset) in committed_offsets(client, group).await? {
-            if topic == args.topic && positions.contains_key(&partition) {
-                positions.insert(partition, offset);
+        let (mut reader, mut committed, ends) = match start_reading(client, args, start, &assigned).await {
+            Ok(setup) => {
+                setup_failing_since = None;
+                setup
             }
-        }
-        let ends = client.list_offsets(&args.topic, &partitions, -1).await?;
-        let mut committed = positions.clone();
+            Err(error) if is_transport(&error) => {
+                // A broker is down (restarting?): rejoin once it is back, within limits.
+                let since = *setup_failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > READ_RETRY_LIMIT {
+                    return Err(error);
+                }
+                eprintln!("retrying after: {error}");
+                glommio::timer::sleep(SETUP_RETRY_BACKOFF).await;
+                continue 'generation;
+            }
+            Err(error) => return Err(error),
+        };
         let mut last_commit = Instant::now();
 
         loop {
-            let finished =
-                stop_requested() || out.done() || (args.exit_at_end && at_end(&partitions, &positions, &ends));
+            let finished = stop_requested() || out.done() || (args.exit_at_end && reader.at_end(&ends));
             if finished {
                 // A commit refused because a rebalance is completing is lost with the
                 // membership; what was printed since the last commit may be read again.
-                commit(member, &args.topic, &positions, &mut committed).await?;
+                commit(member, &args.topic, reader.positions(), &mut committed).await?;
                 return Ok(());
             }
             if member.heartbeat_if_due().await? == Membership::Rejoin {
                 // Eager protocol: give up the partitions with their positions committed.
-                commit(member, &args.topic, &positions, &mut committed).await?;
+                commit(member, &args.topic, reader.positions(), &mut committed).await?;
                 continue 'generation;
             }
             if last_commit.elapsed() >= commit_interval {
                 last_commit = Instant::now();
-                if commit(member, &args.topic, &positions, &mut committed).await? == Membership::Rejoin {
+                if commit(member, &args.topic, reader.positions(), &mut committed).await? == Membership::Rejoin {
                     continue 'generation;
                 }
             }
-            if partitions.is_empty() {
+            if reader.is_empty() {
                 glommio::timer::sleep(IDLE_POLL).await;
                 continue;
             }
-            fetch_round(client, args, &partitions, &mut positions, out).await?;
+            reader.poll(client, out).await?;
         }
     }
+}
+
+/// For a new assignment: the reader of the assigned partitions, positioned at the
+/// group's committed offsets (else `--from`); what the group has committed; the end
+/// offsets for `--exit-at-end`.
+async fn start_reading(
+    client: &Client,
+    args: &ConsumeArgs,
+    start: &Start,
+    assigned: &[i32],
+) -> Result<(PartitionReader, BTreeMap<i32, i64>, HashMap<i32, i64>), ClientError> {
+    let leaders = client.partitions(&args.topic).await?.ok_or_else(|| missing_topic(&args.topic))?;
+    let partitions: Vec<_> = leaders.into_iter().filter(|p| assigned.contains(&p.partition)).collect();
+    let mut positions = start_positions(client, &args.topic, &partitions, start).await?;
+    let group = args.group.as_deref().unwrap_or_default();
+    // Only what the group has committed counts as committed: a position that comes from
+    // --from is committed at the next commit even if nothing is read, so a member taking
+    // the partition over later starts where this one started.
+    let mut committed = BTreeMap::new();
+    for ((topic, partition), offset) in committed_offsets(client, group).await? {
+        if topic == args.topic && positions.contains_key(&partition) {
+            positions.insert(partition, offset);
+            committed.insert(partition, offset);
+        }
+    }
+    let ends = client.list_offsets(&args.topic, &partitions, -1).await?;
+    Ok((PartitionReader::new(&args.topic, partitions, positions, start.reset_to()), committed, ends))
 }
 
 /// Commits the positions that moved since the last commit.

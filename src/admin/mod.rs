@@ -7,6 +7,7 @@
 pub mod consume;
 pub mod consume_group;
 pub mod group;
+pub mod partition_reader;
 pub mod produce;
 pub mod topic;
 

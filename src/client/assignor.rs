@@ -24,7 +24,8 @@ const CONSUMER_PROTOCOL_VERSION_MAX: i16 = 3;
 #[derive(Debug, Clone)]
 pub struct MemberSubscription {
     pub member_id: String,
-    /// Static members are ordered by instance id, as the Java client does.
+    /// Static members come first, ordered by instance id, as in the Java client
+    /// (librdkafka orders a group mixing static and dynamic members differently).
     pub instance_id: Option<String>,
     pub topics: Vec<String>,
 }
@@ -39,10 +40,8 @@ pub fn assign(
     partition_counts: &HashMap<String, i32>,
 ) -> Result<Assignment, ClientError> {
     let mut sorted: Vec<&MemberSubscription> = members.iter().collect();
-    sorted.sort_by(|a, b| match (&a.instance_id, &b.instance_id) {
-        (Some(x), Some(y)) => x.cmp(y),
-        _ => a.member_id.cmp(&b.member_id),
-    });
+    // Java's MemberInfo order: static members by instance id, then dynamic ones by id.
+    sorted.sort_by_key(|m| (m.instance_id.is_none(), m.instance_id.as_deref().unwrap_or(&m.member_id)));
     let mut assignment: Assignment = members.iter().map(|m| (m.member_id.clone(), Vec::new())).collect();
     let mut topics: Vec<&String> = members.iter().flat_map(|m| &m.topics).collect();
     topics.sort();
@@ -220,6 +219,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn static_members_come_first_in_instance_id_order() {
+        let mut members = vec![member("a", &["t"]), member("b", &["t"]), member("c", &["t"])];
+        members[0].instance_id = Some("z".into());
+        members[2].instance_id = Some("y".into());
+        let assignment = assign("range", &members, &HashMap::from([("t".to_string(), 3)])).unwrap();
+        // Order: c (static "y"), a (static "z"), then b (dynamic).
+        assert_eq!(partitions(&assignment, "c"), tp("t", 0..1));
+        assert_eq!(partitions(&assignment, "a"), tp("t", 1..2));
+        assert_eq!(partitions(&assignment, "b"), tp("t", 2..3));
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub const VERSION_CAPS: &[(ApiKey, i16)] = &[
     (ApiKey::CreateTopics, 7),
     (ApiKey::DeleteTopics, 5),
     (ApiKey::ApiVersions, 3),
+    // v8 moves the group into a `groups` array (batched OffsetFetch).
+    (ApiKey::OffsetFetch, 7),
 ];
 
 /// Leader and index of one partition.

@@ -65,6 +65,8 @@ const COORDINATOR_MOVED: [ResponseError; 3] =
     [ResponseError::CoordinatorLoadInProgress, ResponseError::CoordinatorNotAvailable, ResponseError::NotCoordinator];
 const COORDINATOR_RETRIES: u32 = 50;
 const COORDINATOR_BACKOFF: Duration = Duration::from_millis(200);
+/// Pause before re-sending a JoinGroup the coordinator answered with a retriable error.
+const JOIN_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Debug)]
 pub struct GroupMember<'c> {
@@ -76,6 +78,8 @@ pub struct GroupMember<'c> {
     generation: i32,
     coordinator: Option<Rc<Connection>>,
     next_heartbeat: Instant,
+    /// When the coordinator last answered a heartbeat (or the join).
+    last_heartbeat_ok: Instant,
 }
 
 impl<'c> GroupMember<'c> {
@@ -90,6 +94,7 @@ impl<'c> GroupMember<'c> {
             generation: -1,
             coordinator: None,
             next_heartbeat: Instant::now(),
+            last_heartbeat_ok: Instant::now(),
         }
     }
 
@@ -106,27 +111,22 @@ impl<'c> GroupMember<'c> {
     pub async fn join(&mut self) -> Result<Vec<(String, i32)>, ClientError> {
         let mut coordinator_retries = 0;
         loop {
-            let outcome = self.join_and_sync().await;
-            match outcome {
-                Ok(Some(assignment)) => {
+            match self.join_and_sync().await {
+                Ok(JoinStep::Assigned(assignment)) => {
                     self.next_heartbeat = Instant::now() + self.timeouts.heartbeat_interval;
+                    self.last_heartbeat_ok = Instant::now();
                     return Ok(assignment);
                 }
-                Ok(None) => {} // the rebalance moved on under us: join again
-                Err(ClientError::Broker { code, .. }) if is_coordinator_moved(code) => {
-                    self.forget_coordinator(&mut coordinator_retries).await?;
-                }
-                Err(ClientError::Disconnected(_) | ClientError::Io { .. }) => {
-                    self.forget_coordinator(&mut coordinator_retries).await?;
-                }
+                Ok(JoinStep::RetryNow) => {}
+                Ok(JoinStep::RetryLater) => glommio::timer::sleep(JOIN_BACKOFF).await,
+                Err(error) if is_retriable(&error) => self.forget_coordinator(&mut coordinator_retries).await?,
                 Err(error) => return Err(error),
             }
         }
     }
 
-    /// One JoinGroup + SyncGroup round. `Ok(None)`: retry the join (MEMBER_ID_REQUIRED,
-    /// UNKNOWN_MEMBER_ID, or a rebalance that started again before the sync).
-    async fn join_and_sync(&mut self) -> Result<Option<Vec<(String, i32)>>, ClientError> {
+    /// One JoinGroup + SyncGroup round.
+    async fn join_and_sync(&mut self) -> Result<JoinStep, ClientError> {
         let subscription = assignor::encode_subscription(&self.topics)?;
         let request = JoinGroupRequest::default()
             .with_group_id(self.group_id())
@@ -149,13 +149,13 @@ impl<'c> GroupMember<'c> {
             None => {}
             Some(ResponseError::MemberIdRequired) => {
                 self.member_id = joined.member_id.to_string();
-                return Ok(None);
+                return Ok(JoinStep::RetryNow);
             }
             Some(ResponseError::UnknownMemberId) => {
                 self.member_id.clear();
-                return Ok(None);
+                return Ok(JoinStep::RetryNow);
             }
-            Some(ResponseError::RebalanceInProgress) => return Ok(None),
+            Some(ResponseError::RebalanceInProgress) => return Ok(JoinStep::RetryLater),
             Some(_) => return Err(self.error("joining", joined.error_code)),
         }
         self.member_id = joined.member_id.to_string();
@@ -176,11 +176,11 @@ impl<'c> GroupMember<'c> {
         }
         let synced = self.call(&sync).await?;
         match ResponseError::try_from_code(synced.error_code) {
-            None => Ok(Some(assignor::decode_assignment(synced.assignment)?)),
-            Some(ResponseError::RebalanceInProgress | ResponseError::IllegalGeneration) => Ok(None),
+            None => Ok(JoinStep::Assigned(assignor::decode_assignment(synced.assignment)?)),
+            Some(ResponseError::RebalanceInProgress | ResponseError::IllegalGeneration) => Ok(JoinStep::RetryNow),
             Some(ResponseError::UnknownMemberId) => {
                 self.member_id.clear();
-                Ok(None)
+                Ok(JoinStep::RetryNow)
             }
             Some(_) => Err(self.error("syncing", synced.error_code)),
         }
@@ -219,8 +219,10 @@ impl<'c> GroupMember<'c> {
             .collect()
     }
 
-    /// Sends a heartbeat when one is due. A lost coordinator connection is retried at the
-    /// next heartbeat (the session timeout is the limit).
+    /// Sends a heartbeat when one is due. When the coordinator moved or cannot be
+    /// reached, it is looked up again shortly; once no heartbeat has gone through for a
+    /// whole session timeout, the membership counts as lost (the coordinator has dropped
+    /// us and reassigned our partitions) and the answer is [`Membership::Rejoin`].
     pub async fn heartbeat_if_due(&mut self) -> Result<Membership, ClientError> {
         if Instant::now() < self.next_heartbeat {
             return Ok(Membership::Current);
@@ -230,15 +232,22 @@ impl<'c> GroupMember<'c> {
             .with_group_id(self.group_id())
             .with_generation_id(self.generation)
             .with_member_id(StrBytes::from_string(self.member_id.clone()));
-        let answer = match self.call(&request).await {
-            Ok(answer) => answer.error_code,
-            Err(ClientError::Disconnected(_) | ClientError::Io { .. }) => {
-                self.coordinator = None;
-                return Ok(Membership::Current);
+        let lost = match self.call(&request).await {
+            Ok(answer) if is_coordinator_moved(answer.error_code) => true,
+            Ok(answer) => {
+                self.last_heartbeat_ok = Instant::now();
+                return self.membership_after("heartbeating", answer.error_code);
             }
+            Err(error) if is_retriable(&error) => true,
             Err(error) => return Err(error),
         };
-        self.membership_after("heartbeating", answer)
+        debug_assert!(lost);
+        self.coordinator = None;
+        self.next_heartbeat = Instant::now() + COORDINATOR_BACKOFF;
+        if self.last_heartbeat_ok.elapsed() > self.session_timeout() {
+            return Ok(Membership::Rejoin);
+        }
+        Ok(Membership::Current)
     }
 
     /// Commits `offsets` ((topic, partition, next offset to read)) for this generation.
@@ -249,7 +258,23 @@ impl<'c> GroupMember<'c> {
         let request: OffsetCommitRequest = offset_commit_request(&self.group, topic, offsets.iter().copied())
             .with_generation_id_or_member_epoch(self.generation)
             .with_member_id(StrBytes::from_string(self.member_id.clone()));
-        let response = self.call(&request).await?;
+        // A moved or unreachable coordinator is found again and the commit re-sent, for
+        // up to a session timeout (as the Java client retries a synchronous commit).
+        let deadline = Instant::now() + self.session_timeout();
+        let response = loop {
+            let outcome = self.call(&request).await;
+            let retry = match &outcome {
+                Ok(response) => {
+                    response.topics.iter().flat_map(|t| t.partitions.iter()).any(|p| is_coordinator_moved(p.error_code))
+                }
+                Err(error) => is_retriable(error),
+            };
+            if !retry || Instant::now() >= deadline {
+                break outcome?;
+            }
+            self.coordinator = None;
+            glommio::timer::sleep(COORDINATOR_BACKOFF).await;
+        };
         let mut membership = Membership::Current;
         for code in response.topics.iter().flat_map(|t| t.partitions.iter()).map(|p| p.error_code) {
             if self.membership_after("committing offsets", code)? == Membership::Rejoin {
@@ -274,7 +299,10 @@ impl<'c> GroupMember<'c> {
             request = request.with_member_id(member_id);
         }
         let response = self.call(&request).await?;
-        let code = response.members.first().map_or(response.error_code, |m| m.error_code).max(response.error_code);
+        let code = match response.error_code {
+            0 => response.members.first().map_or(0, |m| m.error_code),
+            code => code,
+        };
         match ResponseError::try_from_code(code) {
             None | Some(ResponseError::UnknownMemberId) => Ok(()),
             Some(_) => Err(self.error("leaving", code)),
@@ -287,10 +315,6 @@ impl<'c> GroupMember<'c> {
             Some(ResponseError::RebalanceInProgress | ResponseError::IllegalGeneration) => Ok(Membership::Rejoin),
             Some(ResponseError::UnknownMemberId) => {
                 self.member_id.clear();
-                Ok(Membership::Rejoin)
-            }
-            Some(_) if is_coordinator_moved(code) => {
-                self.coordinator = None;
                 Ok(Membership::Rejoin)
             }
             Some(_) => Err(self.error(action, code)),
@@ -324,6 +348,10 @@ impl<'c> GroupMember<'c> {
         Ok(())
     }
 
+    fn session_timeout(&self) -> Duration {
+        Duration::from_millis(self.timeouts.session_timeout_ms.max(0) as u64)
+    }
+
     fn group_id(&self) -> GroupId {
         GroupId(StrBytes::from_string(self.group.clone()))
     }
@@ -335,4 +363,22 @@ impl<'c> GroupMember<'c> {
 
 fn is_coordinator_moved(code: i16) -> bool {
     COORDINATOR_MOVED.iter().any(|e| e.code() == code)
+}
+
+/// Errors after which the request goes again to a freshly found coordinator.
+fn is_retriable(error: &ClientError) -> bool {
+    match error {
+        ClientError::Disconnected(_) | ClientError::Io { .. } | ClientError::Connect { .. } => true,
+        ClientError::Broker { code, .. } => is_coordinator_moved(*code),
+        _ => false,
+    }
+}
+
+/// What one JoinGroup + SyncGroup round ended with.
+enum JoinStep {
+    Assigned(Vec<(String, i32)>),
+    /// MEMBER_ID_REQUIRED, UNKNOWN_MEMBER_ID, or a rebalance that moved on before the sync.
+    RetryNow,
+    /// REBALANCE_IN_PROGRESS on the join itself: back off before asking again.
+    RetryLater,
 }

@@ -64,11 +64,15 @@ pub fn startup_checks(config: &ServeConfig) -> Result<std::fs::File, String> {
     remove_deleted_leftovers(&config.data_dir);
 
     // A broker that was just killed may hold its listening socket for a moment after it
-    // exits (its io_uring instance is torn down asynchronously): wait a little.
+    // exits (its io_uring instance is torn down asynchronously): wait a little. A port
+    // held only by closing connections of an earlier broker (TIME_WAIT, or FIN_WAIT2
+    // while a client has not closed its end yet) fails this plain bind too, but not the
+    // shards' SO_REUSEPORT binds: nobody accepting connections means the port is free.
     let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
     loop {
         match std::net::TcpListener::bind(config.listen) {
             Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && !someone_listens(config.listen) => break,
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -82,6 +86,18 @@ pub fn startup_checks(config: &ServeConfig) -> Result<std::fs::File, String> {
         }
     }
     Ok(lock)
+}
+
+/// True when a connection to `address` is accepted (a listening socket exists).
+fn someone_listens(address: std::net::SocketAddr) -> bool {
+    let mut target = address;
+    if target.ip().is_unspecified() {
+        target.set_ip(match address {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok()
 }
 
 /// Two brokers on one data dir would corrupt each other's logs: hold an exclusive lock

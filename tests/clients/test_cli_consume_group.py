@@ -44,6 +44,11 @@ class TernMember:
             self.process.wait(timeout=30)
 
 
+def create_topic(broker, name, partitions):
+    subprocess.run([str(BINARY), "topic", "create", name, "--partitions", str(partitions),
+                    "--brokers", broker.bootstrap], check=True, timeout=30)
+
+
 def produce(broker, topic, values, partitions):
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
     for n, value in enumerate(values):
@@ -83,8 +88,7 @@ def committed_total(broker, group, topic, partitions):
 
 
 def test_two_tern_members_split_the_topic_and_hand_over_on_leave(broker, tmp_path):
-    subprocess.run([str(BINARY), "topic", "create", "work", "--partitions", "6", "--brokers", broker.bootstrap],
-                   check=True, timeout=30)
+    create_topic(broker, "work", 6)
     first = [f"first {n}" for n in range(600)]
     produce(broker, "work", first, 6)
     a = TernMember(broker, tmp_path, "a", "work", "crew")
@@ -134,8 +138,7 @@ def test_two_tern_members_split_the_topic_and_hand_over_on_leave(broker, tmp_pat
 
 
 def test_tern_and_librdkafka_share_a_group_and_survive_a_killed_member(broker, tmp_path):
-    subprocess.run([str(BINARY), "topic", "create", "mixed", "--partitions", "4", "--brokers", broker.bootstrap],
-                   check=True, timeout=30)
+    create_topic(broker, "mixed", 4)
     rdkafka = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "mix",
                         "partition.assignment.strategy": "range", "session.timeout.ms": 6000,
                         "auto.offset.reset": "earliest", "enable.auto.commit": True,
@@ -186,8 +189,7 @@ def test_a_member_starting_at_the_end_commits_that_position(broker, tmp_path):
     """--from end is committed even before anything is read, so the next owner of the
     partitions starts there too instead of at the beginning (nothing is skipped or
     replayed around a hand-over)."""
-    subprocess.run([str(BINARY), "topic", "create", "tail", "--partitions", "2", "--brokers", broker.bootstrap],
-                   check=True, timeout=30)
+    create_topic(broker, "tail", 2)
     produce(broker, "tail", [f"old {n}" for n in range(50)], 2)
     member = subprocess.Popen(
         [str(BINARY), "consume", "--brokers", broker.bootstrap, "--topic", "tail", "--group", "late",
@@ -209,8 +211,7 @@ def test_a_member_starting_at_the_end_commits_that_position(broker, tmp_path):
 
 
 def test_a_member_rides_out_a_broker_restart(broker, tmp_path):
-    subprocess.run([str(BINARY), "topic", "create", "steady", "--partitions", "3", "--brokers", broker.bootstrap],
-                   check=True, timeout=30)
+    create_topic(broker, "steady", 3)
     before = [f"before {n}" for n in range(300)]
     produce(broker, "steady", before, 3)
     member = TernMember(broker, tmp_path, "steady", "steady", "survivors")

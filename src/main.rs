@@ -230,6 +230,9 @@ fn main() -> ExitCode {
         }
     };
     let cli = Cli::parse_from(argv);
+    if matches!(cli.command, Command::Tune(_) | Command::Topic(_) | Command::Group(_)) {
+        exit_quietly_on_closed_stdout();
+    }
     let result = match cli.command {
         Command::Serve(args) if args.print_config => match toml::to_string(&args) {
             Ok(text) => {
@@ -243,18 +246,9 @@ fn main() -> ExitCode {
             tracing::info!(?config, "starting tern");
             tern::shard::runtime::run(config)
         }),
-        Command::Tune(args) => {
-            exit_quietly_on_closed_stdout();
-            tune(args)
-        }
-        Command::Topic(args) => {
-            exit_quietly_on_closed_stdout();
-            tern::admin::topic::run(args)
-        }
-        Command::Group(args) => {
-            exit_quietly_on_closed_stdout();
-            tern::admin::group::run(args)
-        }
+        Command::Tune(args) => tune(args),
+        Command::Topic(args) => tern::admin::topic::run(args),
+        Command::Group(args) => tern::admin::group::run(args),
         Command::Produce(args) => tern::admin::produce::run(args),
         Command::Consume(args) => tern::admin::consume::run(args),
         Command::Bench { mode, args } => tern::bench::run(mode, args).and_then(|summary| {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::consume::{missing_topic, start_positions, stop_requested, ConsumeArgs, Output, Start};
 use super::group::committed_offsets;
-use super::partition_reader::{is_transport, PartitionReader, READ_RETRY_LIMIT};
+use super::partition_reader::{PartitionReader, READ_RETRY_LIMIT};
 use crate::client::group_member::{GroupMember, MemberTimeouts, Membership};
 use crate::client::{Client, ClientError};
 
@@ -65,7 +65,7 @@ async fn consume_as_member(
                 setup_failing_since = None;
                 setup
             }
-            Err(error) if is_transport(&error) => {
+            Err(error) if error.is_transport() => {
                 // A broker is down (restarting?): rejoin once it is back, within limits.
                 let since = *setup_failing_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > READ_RETRY_LIMIT {

@@ -74,7 +74,7 @@ impl PartitionReader {
                 Ok(())
             }
             Ok(Some(reason)) => self.recover(client, reason).await,
-            Err(error) if is_transport(&error) => self.recover(client, error.to_string()).await,
+            Err(error) if error.is_transport() => self.recover(client, error.to_string()).await,
             Err(error) => Err(error),
         }
     }
@@ -174,13 +174,8 @@ impl PartitionReader {
                 Ok(())
             }
             Ok(None) => Err(missing_topic(&self.topic)),
-            Err(error) if is_transport(&error) => Ok(()), // still down: the next poll retries
+            Err(error) if error.is_transport() => Ok(()), // still down: the next poll retries
             Err(error) => Err(error),
         }
     }
-}
-
-/// A broker that could not be reached or dropped the connection.
-pub fn is_transport(error: &ClientError) -> bool {
-    matches!(error, ClientError::Disconnected(_) | ClientError::Io { .. } | ClientError::Connect { .. })
 }

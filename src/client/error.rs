@@ -27,6 +27,12 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// A broker that could not be reached, or a connection that broke: worth retrying
+    /// (after fresh metadata) rather than reporting at once.
+    pub fn is_transport(&self) -> bool {
+        matches!(self, ClientError::Disconnected(_) | ClientError::Io { .. } | ClientError::Connect { .. })
+    }
+
     /// Wraps a non-zero error code from a response.
     pub fn broker(context: impl Into<String>, code: i16, message: Option<String>) -> ClientError {
         ClientError::Broker { context: context.into(), code, message }

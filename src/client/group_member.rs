@@ -232,16 +232,14 @@ impl<'c> GroupMember<'c> {
             .with_group_id(self.group_id())
             .with_generation_id(self.generation)
             .with_member_id(StrBytes::from_string(self.member_id.clone()));
-        let lost = match self.call(&request).await {
-            Ok(answer) if is_coordinator_moved(answer.error_code) => true,
-            Ok(answer) => {
+        match self.call(&request).await {
+            Ok(answer) if !is_coordinator_moved(answer.error_code) => {
                 self.last_heartbeat_ok = Instant::now();
                 return self.membership_after("heartbeating", answer.error_code);
             }
-            Err(error) if is_retriable(&error) => true,
-            Err(error) => return Err(error),
-        };
-        debug_assert!(lost);
+            Err(error) if !is_retriable(&error) => return Err(error),
+            Ok(_) | Err(_) => {} // the coordinator moved or is unreachable
+        }
         self.coordinator = None;
         self.next_heartbeat = Instant::now() + COORDINATOR_BACKOFF;
         if self.last_heartbeat_ok.elapsed() > self.session_timeout() {
@@ -368,9 +366,8 @@ fn is_coordinator_moved(code: i16) -> bool {
 /// Errors after which the request goes again to a freshly found coordinator.
 fn is_retriable(error: &ClientError) -> bool {
     match error {
-        ClientError::Disconnected(_) | ClientError::Io { .. } | ClientError::Connect { .. } => true,
         ClientError::Broker { code, .. } => is_coordinator_moved(*code),
-        _ => false,
+        other => other.is_transport(),
     }
 }
 

@@ -43,6 +43,9 @@ pub struct ServeConfig {
     pub flush: FlushPolicy,
     /// group.initial.rebalance.delay.ms
     pub group_initial_rebalance_delay_ms: i64,
+    /// group.min.session.timeout.ms and group.max.session.timeout.ms
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
     /// offsets.retention.minutes, in ms
     pub offsets_retention_ms: i64,
     /// Memory for recently appended batches, per shard (tailing consumers read from it).

@@ -96,6 +96,14 @@ struct ServeArgs {
     /// (Kafka's group.initial.rebalance.delay.ms).
     #[arg(long, default_value_t = 3000)]
     group_initial_rebalance_delay_ms: i64,
+    /// Smallest session timeout a consumer group member may ask for (Kafka's
+    /// group.min.session.timeout.ms); test setups often lower it.
+    #[arg(long, default_value_t = 6000)]
+    group_min_session_timeout_ms: i32,
+    /// Largest session timeout a consumer group member may ask for (Kafka's
+    /// group.max.session.timeout.ms).
+    #[arg(long, default_value_t = 1_800_000)]
+    group_max_session_timeout_ms: i32,
     /// Committed offsets of a group that is empty and has not committed for this long
     /// are deleted (Kafka's offsets.retention.minutes; default 7 days).
     #[arg(long, default_value_t = 7 * 24 * 60 * 60 * 1000)]
@@ -185,6 +193,12 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
         Some(list) => parse_cpu_list(list)?,
         None => online_cpus(),
     };
+    if args.group_min_session_timeout_ms < 1 || args.group_min_session_timeout_ms > args.group_max_session_timeout_ms {
+        return Err(format!(
+            "--group-min-session-timeout-ms {} must be at least 1 and at most --group-max-session-timeout-ms {}",
+            args.group_min_session_timeout_ms, args.group_max_session_timeout_ms
+        ));
+    }
     if args.default_partitions < 1 {
         return Err("--default-partitions must be at least 1".into());
     }
@@ -198,7 +212,10 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
         listen,
         advertised_host: host.trim_matches(|c| c == '[' || c == ']').to_string(),
         advertised_port: port,
-        data_dir: args.data_dir,
+        // glommio opens directories with openat(-1, path), which fails with EBADF for a
+        // relative path: every path the broker is given is made absolute here, once.
+        data_dir: std::path::absolute(&args.data_dir)
+            .map_err(|e| format!("cannot resolve --data-dir {}: {e}", args.data_dir.display()))?,
         cores,
         pin: !args.no_pin,
         node_id: args.node_id,
@@ -208,6 +225,8 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
         default_partitions: args.default_partitions,
         flush,
         group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms.max(0),
+        group_min_session_timeout_ms: args.group_min_session_timeout_ms,
+        group_max_session_timeout_ms: args.group_max_session_timeout_ms,
         offsets_retention_ms: args.offsets_retention_ms.max(1),
         batch_cache_bytes: usize::try_from(args.batch_cache_bytes).map_err(|_| "--batch-cache-bytes is too large")?,
         admin_listen: match args.admin_listen.as_str() {

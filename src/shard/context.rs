@@ -53,8 +53,9 @@ impl ShardContext {
     ) -> ShardContext {
         let group_config = GroupConfig {
             initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
+            min_session_timeout_ms: config.group_min_session_timeout_ms,
+            max_session_timeout_ms: config.group_max_session_timeout_ms,
             offsets_retention_ms: config.offsets_retention_ms,
-            ..GroupConfig::default()
         };
         let cache_bytes = config.batch_cache_bytes;
         ShardContext {

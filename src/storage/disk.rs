@@ -273,7 +273,10 @@ pub async fn read_small_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
 /// fsync on a directory, so created, renamed and removed entries are durable.
 pub async fn sync_dir(dir: &Path, env: &StorageEnv) -> io::Result<()> {
     env.check(DiskOp::Sync, dir)?;
-    let directory = glommio::io::Directory::open(dir).await.map_err(to_io_error)?;
+    // glommio opens directories with openat(-1, path): a relative path would fail with
+    // EBADF, so resolve it against the working directory first.
+    let dir = std::path::absolute(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?;
+    let directory = glommio::io::Directory::open(&dir).await.map_err(to_io_error)?;
     directory.sync().await.map_err(to_io_error)?;
     directory.close().await.map_err(to_io_error)
 }

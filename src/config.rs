@@ -1,6 +1,7 @@
 //! `tern serve` configuration: flags, validated limits (units last), and the CPU list
 //! syntax of `--cores`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -52,6 +53,13 @@ pub struct ServeConfig {
     pub batch_cache_bytes: usize,
     /// Where `/metrics` and `/health` are served (`None`: not at all).
     pub admin_listen: Option<SocketAddr>,
+    /// Broker defaults of topic configs set at startup, by Kafka name
+    /// (`--broker-config`, and flags such as `--flush-interval-ms`): DescribeConfigs
+    /// reports them as STATIC_BROKER_CONFIG.
+    pub static_broker_configs: BTreeMap<String, String>,
+    /// The `tern serve` flags given explicitly (command line or config file), by long
+    /// name: the broker configs they set are reported as static, the rest as defaults.
+    pub explicit_flags: BTreeSet<String>,
 }
 
 /// Parses a CPU list such as `0-3,6` into sorted, unique CPU numbers.

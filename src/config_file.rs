@@ -2,7 +2,7 @@
 //! the flag's name (`data-dir` or `data_dir`). The file's settings become command-line
 //! arguments placed before the real ones, so clap validates them exactly like flags and
 //! a flag given on the command line overrides the file. Unknown keys are errors that
-//! name the key and the file.
+//! name the key and the file. A repeatable flag takes a list of strings.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -68,6 +68,22 @@ fn file_args(path: &Path, serve: &Command) -> Result<Vec<OsString>, String> {
             (toml::Value::Integer(n), true) => args.push(OsString::from(format!("--{flag}={n}"))),
             (toml::Value::Float(n), true) => args.push(OsString::from(format!("--{flag}={n}"))),
             (toml::Value::Boolean(b), true) => args.push(OsString::from(format!("--{flag}={b}"))),
+            // A repeatable flag (`broker-config = ["a=1", "b=2"]`): one argument per item.
+            (toml::Value::Array(items), true)
+                if arg.get_action().takes_values() && matches!(arg.get_action(), clap::ArgAction::Append) =>
+            {
+                for item in items {
+                    match item {
+                        toml::Value::String(s) => args.push(OsString::from(format!("--{flag}={s}"))),
+                        other => {
+                            return Err(format!(
+                                "key `{key}` in config file {} has an unusable list item {other}: use strings",
+                                path.display()
+                            ))
+                        }
+                    }
+                }
+            }
             (other, _) => {
                 return Err(format!(
                     "key `{key}` in config file {} has an unusable value {other}: use {}",

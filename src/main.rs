@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tern::bench::options::{BenchArgs, Mode as BenchMode};
 use tern::config::{online_cpus, parse_cpu_list, parse_size, ServeConfig, REQUEST_BYTES_MAX_DEFAULT};
 use tern::storage::FlushPolicy;
@@ -116,6 +116,16 @@ struct ServeArgs {
     /// (`off` disables it; port 0 picks a free port, logged at startup).
     #[arg(long, default_value = "127.0.0.1:9644")]
     admin_listen: String,
+    /// A broker default for topic configs, by its Kafka name (repeatable):
+    /// `--broker-config log.retention.hours=24 --broker-config compression.type=zstd`.
+    /// Topics that do not set the config get this value; DescribeConfigs reports it as
+    /// STATIC_BROKER_CONFIG. In the config file: `broker-config = ["log.retention.hours=24"]`.
+    #[arg(long = "broker-config", value_name = "NAME=VALUE")]
+    broker_config: Vec<String>,
+    /// The flags given explicitly (filled in after parsing, not a flag).
+    #[arg(skip)]
+    #[serde(skip)]
+    explicit_flags: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +218,13 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
             FlushPolicy::Interval { interval: Duration::from_millis(ms.max(1)), bytes: args.flush_bytes.max(1) }
         }
     };
+    let mut static_broker_configs = tern::metadata::broker_config::parse_static(&args.broker_config)?;
+    if let Some(ms) = args.flush_interval_ms {
+        static_broker_configs.insert("log.flush.interval.ms".into(), ms.to_string());
+    }
+    if args.explicit_flags.contains("flush-bytes") {
+        static_broker_configs.insert("log.flush.interval.bytes".into(), args.flush_bytes.to_string());
+    }
     Ok(ServeConfig {
         listen,
         advertised_host: host.trim_matches(|c| c == '[' || c == ']').to_string(),
@@ -233,6 +250,8 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
             "off" | "" => None,
             address => Some(resolve(address)?),
         },
+        static_broker_configs,
+        explicit_flags: args.explicit_flags,
     })
 }
 
@@ -248,7 +267,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cli = Cli::parse_from(argv);
+    let matches = Cli::command().get_matches_from(argv);
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    if let (Command::Serve(args), Some(serve)) = (&mut cli.command, matches.subcommand_matches("serve")) {
+        args.explicit_flags = explicit_flags(serve, Cli::command().find_subcommand("serve"));
+    }
     if matches!(cli.command, Command::Tune(_) | Command::Topic(_) | Command::Group(_)) {
         exit_quietly_on_closed_stdout();
     }
@@ -285,6 +311,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Long names of the flags given on the command line (the config file's settings are
+/// command-line arguments too, see `config_file`).
+fn explicit_flags(matches: &clap::ArgMatches, serve: Option<&clap::Command>) -> std::collections::BTreeSet<String> {
+    let Some(serve) = serve else { return Default::default() };
+    serve
+        .get_arguments()
+        .filter(|arg| matches.value_source(arg.get_id().as_str()) == Some(clap::parser::ValueSource::CommandLine))
+        .filter_map(|arg| arg.get_long().map(str::to_string))
+        .collect()
 }
 
 /// Report commands piped into `head` or `grep -q` end like other Unix tools when the

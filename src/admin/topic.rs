@@ -146,7 +146,9 @@ async fn describe(client: &Client, name: &str) -> Result<(), ClientError> {
         for config in configs {
             let source = match config.config_source {
                 1 => "topic",
-                5 => "broker default",
+                2 => "dynamic broker config",
+                3 => "dynamic cluster default",
+                4 => "static broker config",
                 _ => "default",
             };
             let value = config.value.map(|v| v.to_string()).unwrap_or_else(|| "(null)".into());

@@ -10,10 +10,12 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 
-use crate::shard::mesh::{ControllerRequest, NewTopic, ShardRequest};
+use crate::shard::mesh::{ConfigResource, ControllerRequest, NewTopic, ShardRequest};
 use crate::shard::ShardContext;
 
-use super::topic_config::log_config;
+use super::broker_config::{broker_resource, validate_dynamic, BrokerResource};
+use super::config_catalog::{topic_config_for_broker_synonym, ConfigType};
+use super::topic_config::{apply_changes, log_config, topic_kind_and_default, BrokerLayers, ConfigChange, ConfigError};
 use super::{ClusterMetadata, TopicMetadata};
 
 /// Kafka's limit on topic name length.
@@ -30,8 +32,8 @@ pub async fn execute(ctx: &Rc<ShardContext>, request: ControllerRequest) {
         ControllerRequest::DeleteTopics { names, reply } => {
             let _ = reply.send(delete_topics(ctx, names).await);
         }
-        ControllerRequest::AlterConfigs { topic, changes, incremental, validate_only, reply } => {
-            let _ = reply.send(alter_configs(ctx, topic, changes, incremental, validate_only).await);
+        ControllerRequest::AlterConfigs { resource, changes, incremental, validate_only, reply } => {
+            let _ = reply.send(alter_configs(ctx, resource, changes, incremental, validate_only).await);
         }
         ControllerRequest::CreatePartitions { topic, count, validate_only, reply } => {
             let _ = reply.send(create_partitions(ctx, topic, count, validate_only).await);
@@ -86,7 +88,9 @@ async fn create_topics(
             (ResponseError::TopicAlreadyExists.code(), Some(format!("topic {name:?} already exists")))
         } else if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
             (ResponseError::InvalidPartitions.code(), Some(format!("partitions must be 1..={TOPIC_PARTITIONS_MAX}")))
-        } else if let Err(reason) = log_config(&configs, ctx.config.flush) {
+        } else if let Err(reason) =
+            log_config(&configs, next.broker_layers(ctx.config.node_id, &ctx.config.static_broker_configs))
+        {
             (ResponseError::InvalidConfig.code(), Some(reason))
         } else {
             if !validate_only {
@@ -126,30 +130,73 @@ async fn delete_topics(ctx: &Rc<ShardContext>, names: Vec<String>) -> Vec<i16> {
 
 async fn alter_configs(
     ctx: &Rc<ShardContext>,
-    topic: String,
-    changes: Vec<(String, Option<String>)>,
+    resource: ConfigResource,
+    changes: Vec<ConfigChange>,
     incremental: bool,
     validate_only: bool,
 ) -> (i16, Option<String>) {
-    let mut next = (*ctx.metadata()).clone();
-    let Some(info) = next.topics.get_mut(&topic) else {
-        return (ResponseError::UnknownTopicOrPartition.code(), Some(format!("unknown topic {topic:?}")));
+    let current = ctx.metadata();
+    let mut next = (*current).clone();
+    let refused = |error: ConfigError| match error {
+        ConfigError::Invalid(message) => (ResponseError::InvalidConfig.code(), Some(message)),
+        ConfigError::Request(message) => (ResponseError::InvalidRequest.code(), Some(message)),
     };
-    if !incremental {
-        info.configs.clear();
-    }
-    for (key, value) in changes {
-        match value {
-            Some(value) => {
-                info.configs.insert(key, value);
+    match resource {
+        ConfigResource::Topic(topic) => {
+            let Some(info) = next.topics.get_mut(&topic) else {
+                return (ResponseError::UnknownTopicOrPartition.code(), Some(format!("unknown topic {topic:?}")));
+            };
+            let base = if incremental { info.configs.clone() } else { BTreeMap::new() };
+            let updated = match apply_changes(&base, &changes, topic_kind_and_default) {
+                Ok(updated) => updated,
+                Err(error) => return refused(error),
+            };
+            let layers = current.broker_layers(ctx.config.node_id, &ctx.config.static_broker_configs);
+            if let Err(reason) = log_config(&updated, layers) {
+                return (ResponseError::InvalidConfig.code(), Some(reason));
             }
-            None => {
-                info.configs.remove(&key);
+            info.configs = updated;
+        }
+        ConfigResource::Broker(name) => {
+            let key = match broker_resource(&name, ctx.config.node_id) {
+                Ok(BrokerResource::ClusterDefault) => String::new(),
+                Ok(BrokerResource::ThisBroker) => ctx.config.node_id.to_string(),
+                Err(error) => return refused(error),
+            };
+            let base =
+                if incremental { next.broker_configs.get(&key).cloned().unwrap_or_default() } else { BTreeMap::new() };
+            let updated = match apply_changes(&base, &changes, broker_kind_and_default) {
+                Ok(updated) => updated,
+                Err(error) => return refused(error),
+            };
+            if let Err(error) = validate_dynamic(&updated) {
+                return refused(error);
+            }
+            // Every topic must still get a config the storage engine can run with.
+            let (per_broker, cluster_default) = if key.is_empty() {
+                (next.broker_configs.get(&ctx.config.node_id.to_string()), Some(&updated))
+            } else {
+                (Some(&updated), next.broker_configs.get(""))
+            };
+            let layers =
+                BrokerLayers { per_broker, cluster_default, static_configs: &ctx.config.static_broker_configs };
+            for (topic, info) in std::iter::once((&String::new(), &BTreeMap::new()))
+                .chain(next.topics.iter().map(|(t, i)| (t, &i.configs)))
+            {
+                if let Err(reason) = log_config(info, layers) {
+                    let whom = if topic.is_empty() { "topics".to_string() } else { format!("topic {topic}") };
+                    return (
+                        ResponseError::InvalidConfig.code(),
+                        Some(format!("{whom} would get an invalid config: {reason}")),
+                    );
+                }
+            }
+            if updated.is_empty() {
+                next.broker_configs.remove(&key);
+            } else {
+                next.broker_configs.insert(key, updated);
             }
         }
-    }
-    if let Err(reason) = log_config(&info.configs, ctx.config.flush) {
-        return (ResponseError::InvalidConfig.code(), Some(reason));
     }
     if validate_only {
         return (0, None);
@@ -158,6 +205,12 @@ async fn alter_configs(
         Ok(()) => (0, None),
         Err(reason) => (ResponseError::KafkaStorageError.code(), Some(reason)),
     }
+}
+
+/// `apply_changes`' lookup for broker configs: the topic config a broker config defaults.
+fn broker_kind_and_default(name: &str) -> Option<(ConfigType, String)> {
+    topic_config_for_broker_synonym(name)
+        .map(|(def, synonym)| (def.kind, synonym.default.unwrap_or(def.default).to_string()))
 }
 
 async fn create_partitions(

@@ -5,8 +5,14 @@
 //! CRC-32C, replaced atomically) and then sends the new snapshot to every shard; shards
 //! hold read-only `Arc` copies. On restart every shard loads the persisted snapshot.
 
+//!
+//! Configs: `config_catalog` is the table of Kafka's topic configs, `topic_config`
+//! resolves and validates them, `broker_config` describes the broker's own.
+
+pub mod broker_config;
+pub mod config_catalog;
+pub mod controller;
 pub mod registry;
 pub mod topic_config;
 
 pub use registry::{ClusterMetadata, TopicMetadata};
-pub mod controller;

@@ -6,7 +6,10 @@ use std::path::Path;
 
 use crate::storage::disk::{read_small_file, write_file_atomic, StorageEnv};
 
-const MAGIC: &[u8; 8] = b"TERNMETA";
+/// Format 1 (round 1): topics and the producer id counter.
+const MAGIC_V1: &[u8; 8] = b"TERNMETA";
+/// Format 2: adds the dynamic broker configs.
+const MAGIC: &[u8; 8] = b"TERNMD02";
 pub const METADATA_FILE: &str = "cluster-metadata";
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -25,9 +28,34 @@ pub struct ClusterMetadata {
     pub topics: BTreeMap<String, TopicMetadata>,
     /// Next producer id InitProducerId hands out.
     pub next_producer_id: i64,
+    /// Dynamic broker configs set with AlterConfigs on a BROKER resource, by resource
+    /// name: "" for the cluster-wide default, a node id for one broker.
+    pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// The format-1 layout, read once and converted when an older data dir is opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct ClusterMetadataV1 {
+    version: u64,
+    topics: BTreeMap<String, TopicMetadata>,
+    next_producer_id: i64,
 }
 
 impl ClusterMetadata {
+    /// The broker-level config layers topic defaults come from, as broker `node_id` sees
+    /// them (`static_configs`: the ones it was started with).
+    pub fn broker_layers<'a>(
+        &'a self,
+        node_id: i32,
+        static_configs: &'a BTreeMap<String, String>,
+    ) -> super::topic_config::BrokerLayers<'a> {
+        super::topic_config::BrokerLayers {
+            per_broker: self.broker_configs.get(&node_id.to_string()),
+            cluster_default: self.broker_configs.get(""),
+            static_configs,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let archived = rkyv::to_bytes::<rkyv::rancor::Error>(self).expect("metadata serializes");
         let mut out = Vec::with_capacity(archived.len() + 12);
@@ -38,7 +66,7 @@ impl ClusterMetadata {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<ClusterMetadata, String> {
-        if bytes.len() < 12 || &bytes[..8] != MAGIC {
+        if bytes.len() < 12 || (&bytes[..8] != MAGIC && &bytes[..8] != MAGIC_V1) {
             return Err("not a tern metadata file".into());
         }
         let stored = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
@@ -48,6 +76,16 @@ impl ClusterMetadata {
         }
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
         aligned.extend_from_slice(body);
+        if &bytes[..8] == MAGIC_V1 {
+            let old =
+                rkyv::from_bytes::<ClusterMetadataV1, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())?;
+            return Ok(ClusterMetadata {
+                version: old.version,
+                topics: old.topics,
+                next_producer_id: old.next_producer_id,
+                broker_configs: BTreeMap::new(),
+            });
+        }
         rkyv::from_bytes::<ClusterMetadata, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())
     }
 
@@ -79,6 +117,7 @@ mod tests {
     #[test]
     fn round_trips_and_detects_damage() {
         let mut metadata = ClusterMetadata { version: 3, next_producer_id: 77, ..ClusterMetadata::default() };
+        metadata.broker_configs.insert(String::new(), [("log.retention.ms".into(), "5".into())].into());
         metadata.topics.insert(
             "orders".into(),
             TopicMetadata { id: [7; 16], partitions: 8, configs: [("retention.ms".into(), "1000".into())].into() },
@@ -90,5 +129,24 @@ mod tests {
         damaged[last] ^= 1;
         assert!(ClusterMetadata::decode(&damaged).is_err());
         assert!(ClusterMetadata::decode(b"nope").is_err());
+    }
+
+    #[test]
+    fn format_1_files_are_read_and_upgraded() {
+        let old = ClusterMetadataV1 {
+            version: 9,
+            topics: [("t".to_string(), TopicMetadata { id: [1; 16], partitions: 2, configs: BTreeMap::new() })].into(),
+            next_producer_id: 1234,
+        };
+        let archived = rkyv::to_bytes::<rkyv::rancor::Error>(&old).unwrap();
+        let mut bytes = MAGIC_V1.to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(&archived).to_be_bytes());
+        bytes.extend_from_slice(&archived);
+        let upgraded = ClusterMetadata::decode(&bytes).unwrap();
+        assert_eq!(upgraded.version, 9);
+        assert_eq!(upgraded.next_producer_id, 1234);
+        assert_eq!(upgraded.topics["t"].partitions, 2);
+        assert!(upgraded.broker_configs.is_empty());
+        assert_eq!(&upgraded.encode()[..8], MAGIC, "written back in the new format");
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Control-plane messages use the `kafka-protocol` crate; record batches are validated
 //! and patched here without decoding their records, so a produced batch is stored and
-//! served byte for byte as the client sent it.
+//! served byte for byte as the client sent it, unless the topic asks for another
+//! compression codec (`compression`: bounded decompression and re-encoding).
 
+pub mod compression;
 pub mod fetch_response;
 pub mod record_batch;

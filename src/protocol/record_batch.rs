@@ -404,6 +404,28 @@ pub fn first_record_at_or_after(bytes: &[u8], header: &BatchHeader, timestamp: i
     None
 }
 
+/// The smallest and largest record timestamp in an uncompressed records section of
+/// `count` records whose batch has `base_timestamp` (Kafka checks every record's
+/// timestamp against message.timestamp.before/after.max.ms, not only the header's).
+/// `None` when the section is malformed.
+pub fn record_timestamp_range(section: &[u8], base_timestamp: i64, count: i32) -> Option<(i64, i64)> {
+    let mut at = 0usize;
+    let (mut min, mut max) = (i64::MAX, i64::MIN);
+    for _ in 0..count {
+        let (length, used) = read_varint(section.get(at..)?)?;
+        let record_start = at + used;
+        let record_end = record_start.checked_add(usize::try_from(length).ok()?)?;
+        let record = section.get(record_start..record_end)?;
+        // attributes (1 byte), then timestampDelta (varlong)
+        let (timestamp_delta, _) = read_varint(record.get(1..)?)?;
+        let timestamp = base_timestamp.checked_add(timestamp_delta)?;
+        min = min.min(timestamp);
+        max = max.max(timestamp);
+        at = record_end;
+    }
+    (count > 0).then_some((min, max))
+}
+
 /// A record of an uncompressed batch: its offset, key and value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordView<'a> {

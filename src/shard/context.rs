@@ -176,7 +176,8 @@ impl ShardContext {
         }
         for (topic, partition) in wanted {
             let configs = &metadata.topics[&topic].configs;
-            let config = match log_config(configs, self.config.flush) {
+            let layers = metadata.broker_layers(self.config.node_id, &self.config.static_broker_configs);
+            let config = match log_config(configs, layers) {
                 Ok(config) => config,
                 Err(reason) => {
                     tracing::error!(%topic, %reason, "topic config rejected by storage; using defaults");

@@ -19,8 +19,8 @@ const DUPLICATE_WAIT: Duration = Duration::from_secs(30);
 
 pub async fn execute(ctx: Rc<ShardContext>, request: ShardRequest) {
     match request {
-        ShardRequest::Produce { topic, partition, records, reply } => {
-            let _ = reply.send(produce(&ctx, &topic, partition, records).await);
+        ShardRequest::Produce { topic, partition, acks, records, reply } => {
+            let _ = reply.send(produce(&ctx, &topic, partition, acks, records).await);
         }
         ShardRequest::Read { topic, partition, offset, max_bytes, reply } => {
             let _ = reply.send(read(&ctx, &topic, partition, offset, max_bytes).await);
@@ -63,7 +63,10 @@ pub fn storage_error_code(error: &StorageError) -> i16 {
     }
 }
 
-async fn produce(ctx: &ShardContext, topic: &str, partition: i32, records: bytes::Bytes) -> ProduceOutcome {
+/// Replicas in sync with the leader. A single node is its own and only in-sync replica.
+const IN_SYNC_REPLICAS: i32 = 1;
+
+async fn produce(ctx: &ShardContext, topic: &str, partition: i32, acks: i16, records: bytes::Bytes) -> ProduceOutcome {
     ctx.assert_owner(topic, partition);
     let mut outcome = ProduceOutcome {
         error_code: 0,
@@ -76,6 +79,15 @@ async fn produce(ctx: &ShardContext, topic: &str, partition: i32, records: bytes
         outcome.error_code = ResponseError::UnknownTopicOrPartition.code();
         return outcome;
     };
+    let min_insync_replicas = log.config().min_insync_replicas;
+    if acks == -1 && IN_SYNC_REPLICAS < min_insync_replicas {
+        // Kafka refuses acks=all before appending when the ISR is below min.insync.replicas.
+        outcome.error_code = ResponseError::NotEnoughReplicas.code();
+        outcome.error_message = Some(format!(
+            "{IN_SYNC_REPLICAS} replica(s) in sync, fewer than min.insync.replicas={min_insync_replicas}"
+        ));
+        return outcome;
+    }
     // The storage engine patches the base offset in place, so it needs its own copy of
     // the batch (the request buffer is shared by all partitions of the request).
     let batch = BytesMut::from(&records[..]);
@@ -119,6 +131,14 @@ async fn produce(ctx: &ShardContext, topic: &str, partition: i32, records: bytes
         }
         Err(error @ AppendError::ProducerFenced { .. }) => {
             outcome.error_code = ResponseError::InvalidProducerEpoch.code();
+            outcome.error_message = Some(error.to_string());
+        }
+        Err(error @ AppendError::InvalidTimestamp { .. }) => {
+            outcome.error_code = ResponseError::InvalidTimestamp.code();
+            outcome.error_message = Some(error.to_string());
+        }
+        Err(error @ AppendError::Compression(_)) => {
+            outcome.error_code = ResponseError::CorruptMessage.code();
             outcome.error_message = Some(error.to_string());
         }
     }

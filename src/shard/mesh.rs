@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_channel::oneshot;
 
+use crate::metadata::topic_config::ConfigChange;
 use crate::metadata::ClusterMetadata;
 use crate::shard::context::TopicPartition;
 
@@ -43,6 +44,14 @@ pub struct NewTopic {
     pub configs: Vec<(String, String)>,
 }
 
+/// The owner of a set of configs (DescribeConfigs / AlterConfigs resource).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigResource {
+    Topic(String),
+    /// A broker by node id, or "" for the cluster-wide broker default.
+    Broker(String),
+}
+
 /// Changes to cluster metadata; executed by the controller (shard 0) only.
 #[derive(Debug)]
 pub enum ControllerRequest {
@@ -56,10 +65,10 @@ pub enum ControllerRequest {
         names: Vec<String>,
         reply: Reply<Vec<i16>>,
     },
-    /// Replace (`incremental == false`) or patch a topic's configs; `None` deletes a key.
+    /// Replace (`incremental == false`) or patch a topic's or a broker's configs.
     AlterConfigs {
-        topic: String,
-        changes: Vec<(String, Option<String>)>,
+        resource: ConfigResource,
+        changes: Vec<ConfigChange>,
         incremental: bool,
         validate_only: bool,
         reply: Reply<(i16, Option<String>)>,
@@ -81,6 +90,8 @@ pub enum ShardRequest {
     Produce {
         topic: String,
         partition: i32,
+        /// The request's acks (-1 = all, checked against min.insync.replicas).
+        acks: i16,
         records: Bytes,
         reply: Reply<ProduceOutcome>,
     },

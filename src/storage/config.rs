@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use crate::protocol::compression::Codec;
+
 /// Direct I/O block size. Writes start and end on this boundary; the device's logical
 /// block (often 512) divides it.
 pub const BLOCK_BYTES: u64 = 4096;
@@ -31,6 +33,24 @@ pub const DEFAULT_SEGMENT_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 /// Kafka's default message.max.bytes (1 MiB plus record-batch overhead).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+/// Kafka's default segment.index.bytes (10 MiB per index file).
+pub const DEFAULT_SEGMENT_INDEX_BYTES: u64 = 10 << 20;
+/// Bytes of one time-index entry, the larger of the two index entries: a segment rolls
+/// before either index outgrows segment.index.bytes.
+pub const INDEX_ENTRY_BYTES_MAX: u64 = 12;
+/// Largest records section a batch may decompress to when the broker has to look inside
+/// it (recompression to the topic's codec, per-record timestamp checks).
+pub const DECOMPRESSED_SECTION_BYTES_MAX: usize = 64 << 20;
+
+/// What the log does with a batch's compression (Kafka's compression.type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionPolicy {
+    /// `producer`: keep the batch as the producer compressed it (the default; no CPU).
+    Producer,
+    /// Store every batch with this codec, re-encoding batches that use another one;
+    /// `level` is compression.<codec>.level (`None`: the codec's default).
+    Codec { codec: Codec, level: Option<i32> },
+}
 
 /// When an append is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +85,25 @@ pub struct LogConfig {
     /// max.message.bytes: the largest batch accepted.
     pub max_message_bytes: usize,
     pub timestamp_type: TimestampType,
+    /// message.timestamp.before.max.ms / after.max.ms: CreateTime batches with a record
+    /// older than now - before or newer than now + after are refused (i64::MAX: off).
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
+    /// compression.type with its level.
+    pub compression: CompressionPolicy,
+    /// cleanup.policy includes `delete`: retention.ms / retention.bytes delete closed
+    /// segments. A compact-only topic keeps its segments (Kafka's semantics).
+    pub delete_by_retention: bool,
+    /// index.interval.bytes: one index entry per this many bytes of log.
+    pub index_interval_bytes: u64,
+    /// segment.index.bytes: the active segment rolls before its index would outgrow this.
+    pub segment_index_bytes: u64,
+    /// segment.jitter.ms: each segment rolls up to this much before segment.ms, so that
+    /// segments of many partitions do not all roll at once.
+    pub segment_jitter_ms: i64,
+    /// min.insync.replicas: not used by the log itself; the produce path refuses
+    /// acks=all when fewer replicas are in sync (NOT_ENOUGH_REPLICAS).
+    pub min_insync_replicas: i32,
     pub flush: FlushPolicy,
     /// Whether this log keeps its recent batches in the shard's batch cache (the budget
     /// is per shard, see `batch_cache`); off, every read goes to the segments.
@@ -80,6 +119,14 @@ impl Default for LogConfig {
             retention_bytes: -1,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: i64::MAX,
+            compression: CompressionPolicy::Producer,
+            delete_by_retention: true,
+            index_interval_bytes: INDEX_INTERVAL_BYTES,
+            segment_index_bytes: DEFAULT_SEGMENT_INDEX_BYTES,
+            segment_jitter_ms: 0,
+            min_insync_replicas: 1,
             flush: FlushPolicy::Durable,
             use_batch_cache: true,
         }
@@ -103,6 +150,25 @@ impl LogConfig {
         }
         if self.max_message_bytes < crate::protocol::record_batch::BATCH_HEADER_BYTES {
             return Err(format!("max.message.bytes {} is smaller than a batch header", self.max_message_bytes));
+        }
+        if self.timestamp_before_max_ms < 0 || self.timestamp_after_max_ms < 0 {
+            return Err("message.timestamp.before.max.ms and after.max.ms must not be negative".into());
+        }
+        if self.index_interval_bytes == 0 || self.index_interval_bytes > i32::MAX as u64 {
+            return Err(format!("index.interval.bytes {} must be 1..={}", self.index_interval_bytes, i32::MAX));
+        }
+        if self.segment_index_bytes < 4 * INDEX_ENTRY_BYTES_MAX {
+            return Err(format!(
+                "segment.index.bytes {} is too small: at least {}",
+                self.segment_index_bytes,
+                4 * INDEX_ENTRY_BYTES_MAX
+            ));
+        }
+        if self.segment_jitter_ms < 0 {
+            return Err(format!("segment.jitter.ms {} must not be negative", self.segment_jitter_ms));
+        }
+        if self.min_insync_replicas < 1 {
+            return Err(format!("min.insync.replicas {} must be at least 1", self.min_insync_replicas));
         }
         if let FlushPolicy::Interval { interval, bytes } = self.flush {
             if interval.is_zero() || bytes == 0 {

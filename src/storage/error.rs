@@ -58,6 +58,13 @@ pub enum AppendError {
     OutOfOrderSequence { expected: i32, received: i32 },
     #[error("producer epoch is older than the current epoch {current_epoch}: fenced")]
     ProducerFenced { current_epoch: i16 },
+    /// A record timestamp outside the topic's message.timestamp.before/after.max.ms.
+    #[error("record timestamp {timestamp} {reason}")]
+    InvalidTimestamp { timestamp: i64, reason: String },
+    /// The records section could not be decompressed or re-encoded for the topic's
+    /// compression.type.
+    #[error(transparent)]
+    Compression(#[from] crate::protocol::compression::CompressionError),
 }
 
 /// Why a read failed.

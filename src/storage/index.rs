@@ -38,11 +38,24 @@ pub struct SegmentIndex {
     bytes_since_entry: u64,
     max_timestamp: i64,
     relative_offset_of_max_timestamp: u32,
+    /// Bytes of log between entries (index.interval.bytes of the log's config for the
+    /// active segment; the default for indexes rebuilt by a scan).
+    interval_bytes: u64,
 }
 
 impl SegmentIndex {
     pub fn new() -> SegmentIndex {
-        SegmentIndex { max_timestamp: -1, ..SegmentIndex::default() }
+        SegmentIndex { max_timestamp: -1, interval_bytes: INDEX_INTERVAL_BYTES, ..SegmentIndex::default() }
+    }
+
+    /// Changes the spacing of entries added from now on (index.interval.bytes).
+    pub fn set_interval_bytes(&mut self, interval_bytes: u64) {
+        self.interval_bytes = interval_bytes.max(1);
+    }
+
+    /// Size of the larger of the two index files this index would write.
+    pub fn file_bytes_max(&self) -> u64 {
+        ((self.offsets.len() * OFFSET_ENTRY_BYTES).max(self.times.len() * TIME_ENTRY_BYTES)) as u64
     }
 
     /// Records a batch appended (or found by a scan) at `position`.
@@ -51,7 +64,7 @@ impl SegmentIndex {
             self.max_timestamp = max_timestamp;
             self.relative_offset_of_max_timestamp = relative_offset;
         }
-        if self.bytes_since_entry >= INDEX_INTERVAL_BYTES {
+        if self.bytes_since_entry >= self.interval_bytes {
             self.push_offset(relative_offset, position);
             if self.times.last().is_none_or(|&(ts, _)| self.max_timestamp > ts) {
                 self.times.push((self.max_timestamp, relative_offset));

@@ -22,12 +22,13 @@ use futures_channel::oneshot;
 use crate::protocol::record_batch::{self, validate_batch, BatchHeader};
 
 use super::batch_cache::LogCache;
-use super::config::{LogConfig, TimestampType};
+use super::config::{LogConfig, TimestampType, INDEX_ENTRY_BYTES_MAX};
 use super::disk::{SegmentFile, StorageEnv};
 use super::error::{AppendError, ReadError, StorageError};
 use super::offset::{LogOffsets, LogStartOffset, Offset};
 use super::producer_state::{ProducerStates, SequenceCheck};
 use super::segment::{self, read_batches, Segment, SegmentReadError, LOG_SUFFIX};
+use super::validate;
 use super::writer::{self, PendingWrite, WriterQueue};
 
 /// Whether the log accepts work.
@@ -186,7 +187,7 @@ impl PartitionLog {
     /// Validates the batch, assigns its offsets, stamps it and queues it for the writer.
     /// Returns at once; the returned [`PendingAppend`] resolves when it is durable.
     /// Appends are written in the order this is called.
-    pub fn append_nowait(&self, mut batch: BytesMut) -> Result<PendingAppend, AppendError> {
+    pub fn append_nowait(&self, batch: BytesMut) -> Result<PendingAppend, AppendError> {
         let now_ms = self.shared.env.clock.now_ms();
         let mut guard = self.shared.state.borrow_mut();
         let state = &mut *guard;
@@ -195,6 +196,7 @@ impl PartitionLog {
             return Err(StorageError::Closed.into());
         }
         let header = validate_batch(&batch, state.config.max_message_bytes)?;
+        let (mut batch, header) = validate::apply_topic_policy(batch, header, &state.config, now_ms)?;
         match state.producers.check(&header) {
             SequenceCheck::Append => {}
             SequenceCheck::Duplicate(original) => {
@@ -236,6 +238,7 @@ impl PartitionLog {
             active.created_ms = now_ms;
         }
         let index = active.index.as_mut().expect("the active segment's index is in memory");
+        index.set_interval_bytes(state.config.index_interval_bytes);
         index.on_batch(relative, position, bytes.len() as u32, max_timestamp);
         let max_timestamp_after = (index.max_timestamp(), index.relative_offset_of_max_timestamp());
         active.size += bytes.len() as u64;
@@ -719,10 +722,27 @@ fn should_roll(state: &LogState, header: &BatchHeader, now_ms: i64) -> bool {
         return false;
     }
     let relative_end = state.log_end.value() + i64::from(header.last_offset_delta) - active.base_offset.value();
+    let index_full = active
+        .index
+        .as_ref()
+        .is_some_and(|index| index.file_bytes_max() + INDEX_ENTRY_BYTES_MAX > state.config.segment_index_bytes);
     state.roll_requested
         || active.size + header.total_bytes as u64 > state.config.segment_bytes
-        || now_ms.saturating_sub(active.created_ms) >= state.config.segment_ms
+        || now_ms.saturating_sub(active.created_ms) >= roll_after_ms(&state.config, active.base_offset)
         || relative_end > i64::from(i32::MAX)
+        || index_full
+}
+
+/// segment.ms less this segment's share of segment.jitter.ms. Kafka draws the jitter at
+/// random when a segment is created; here it is a hash of the segment's base offset, so
+/// it is the same after a restart and needs no storing.
+fn roll_after_ms(config: &LogConfig, base_offset: Offset) -> i64 {
+    if config.segment_jitter_ms <= 0 {
+        return config.segment_ms;
+    }
+    let spread = (base_offset.value() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 1;
+    let jitter = (spread % config.segment_jitter_ms.min(config.segment_ms) as u64) as i64;
+    config.segment_ms - jitter
 }
 
 fn check_writable(health: &Health) -> Result<(), StorageError> {

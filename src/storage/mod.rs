@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! log.rs        PartitionLog: append (validate, assign offsets, queue), read, offsets
+//! validate.rs   the topic's policy on a batch: timestamp bounds, compression.type
 //! writer.rs     group commit: one DMA write + one fdatasync per round of appends
 //! segment.rs    a segment file: naming, scanning, reading whole batches
 //! index.rs      sparse offset and time indexes
@@ -39,11 +40,12 @@ pub mod retention;
 pub mod segment;
 pub mod send_plan;
 pub mod send_read;
+pub mod validate;
 pub mod write_buffer;
 mod writer;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{FlushPolicy, LogConfig, TimestampType};
+pub use config::{CompressionPolicy, FlushPolicy, LogConfig, TimestampType};
 pub use disk::{DiskOp, FaultInjector, SimulatedDisk, StorageEnv};
 pub use error::{AppendError, ReadError, StorageError};
 pub use file_region::{FileRegion, RecordChunk};

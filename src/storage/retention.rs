@@ -82,6 +82,10 @@ impl PartitionLog {
             return Verdict::Delete;
         }
         let config = &state.config;
+        if !config.delete_by_retention {
+            // cleanup.policy=compact without delete: time and size never delete segments.
+            return Verdict::Keep;
+        }
         if config.retention_bytes >= 0 {
             let total: u64 = state.segments.iter().map(|s| s.size).sum();
             if total.saturating_sub(oldest.size) >= config.retention_bytes as u64 {

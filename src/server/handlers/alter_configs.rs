@@ -1,6 +1,8 @@
-//! AlterConfigs (key 33), versions 0-2: replaces a topic's configs with the given set.
-//! Values are validated by the controller against what the storage engine honours;
-//! unknown keys fail with INVALID_CONFIG. Broker configs are flags, not alterable.
+//! AlterConfigs (key 33), versions 0-2: replaces a topic's configs, or a broker's
+//! dynamic configs (resource name = node id, or "" for the cluster-wide default), with
+//! the given set. The controller validates against the config catalogue: unknown names
+//! and bad values fail with INVALID_CONFIG, read-only broker configs with
+//! INVALID_REQUEST, as in Kafka.
 
 use std::rc::Rc;
 
@@ -10,35 +12,42 @@ use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceRespon
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse, ApiKey};
 use kafka_protocol::protocol::StrBytes;
 
-use super::describe_configs::RESOURCE_TOPIC;
+use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::ApiSupport;
+use crate::metadata::topic_config::{ConfigChange, ConfigOp};
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
-use crate::shard::mesh::{ControllerRequest, ShardRequest};
+use crate::shard::mesh::{ConfigResource, ControllerRequest, ShardRequest};
 use crate::shard::ShardContext;
 
 pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::AlterConfigs, 0, 2);
 
-/// Sends one topic's config change to the controller; (error code, message).
-pub async fn alter_topic(
+/// Sends one resource's config change to the controller; (error code, message).
+pub async fn alter_resource(
     ctx: &Rc<ShardContext>,
     resource_type: i8,
-    topic: String,
-    changes: Result<Vec<(String, Option<String>)>, String>,
+    resource_name: String,
+    changes: Vec<ConfigChange>,
     incremental: bool,
     validate_only: bool,
 ) -> (i16, Option<String>) {
-    if resource_type != RESOURCE_TOPIC {
-        return (
-            ResponseError::InvalidRequest.code(),
-            Some("only topic configs can be altered; broker settings are flags".into()),
-        );
-    }
-    let changes = match changes {
-        Ok(changes) => changes,
-        Err(reason) => return (ResponseError::InvalidConfig.code(), Some(reason)),
+    let resource = match resource_type {
+        RESOURCE_TOPIC => ConfigResource::Topic(resource_name),
+        RESOURCE_BROKER => ConfigResource::Broker(resource_name),
+        other => {
+            return (
+                ResponseError::InvalidRequest.code(),
+                Some(format!("resource type {other} cannot be altered: only topics (2) and brokers (4)")),
+            )
+        }
     };
     ctx.call(0, move |reply| {
-        ShardRequest::Controller(ControllerRequest::AlterConfigs { topic, changes, incremental, validate_only, reply })
+        ShardRequest::Controller(ControllerRequest::AlterConfigs {
+            resource,
+            changes,
+            incremental,
+            validate_only,
+            reply,
+        })
     })
     .await
     .unwrap_or((ResponseError::NotController.code(), Some("controller unavailable".into())))
@@ -48,12 +57,17 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
     let body: AlterConfigsRequest = decode_body(request)?;
     let mut responses = Vec::with_capacity(body.resources.len());
     for resource in &body.resources {
-        let changes = Ok(resource
+        // Legacy AlterConfigs replaces the whole set: every listed key is SET (a null
+        // value leaves the key unset), every other key goes back to its default.
+        let changes = resource
             .configs
             .iter()
-            .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
-            .collect());
-        let (code, message) = alter_topic(
+            .map(|c| ConfigChange {
+                name: c.name.to_string(),
+                op: c.value.as_ref().map_or(ConfigOp::Delete, |v| ConfigOp::Set(v.to_string())),
+            })
+            .collect();
+        let (code, message) = alter_resource(
             ctx,
             resource.resource_type,
             resource.resource_name.to_string(),

@@ -1,11 +1,13 @@
-//! CreateTopics (key 19), versions 2-7: partitions (-1 = broker default), configs
-//! (validated; unknown keys fail with INVALID_CONFIG), validate-only. Replication factor
+//! CreateTopics (key 19), versions 2-7: partitions (-1 = broker default) or a manual
+//! replica assignment naming only existing brokers, configs (validated against the
+//! catalogue; unknown keys fail with INVALID_CONFIG), validate-only. Replication factor
 //! must be -1 or 1 on a single node. Executed by the controller on shard 0.
 
 use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -17,6 +19,52 @@ use crate::shard::mesh::{ControllerRequest, NewTopic, ShardRequest};
 use crate::shard::ShardContext;
 
 pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::CreateTopics, 2, 7);
+
+/// The partition count of a topic, checking a manual replica assignment the way Kafka's
+/// controller does: with assignments, num_partitions and replication_factor must be -1,
+/// partition indexes run 0, 1, 2, ... and every replica list names registered brokers
+/// (on a single node: this one), once each.
+fn manual_partitions(topic: &CreatableTopic, node_id: i32) -> Result<i32, (i16, Option<String>)> {
+    if topic.assignments.is_empty() {
+        return Ok(topic.num_partitions);
+    }
+    let invalid_request = |message: String| (ResponseError::InvalidRequest.code(), Some(message));
+    let invalid_assignment = |message: String| (ResponseError::InvalidReplicaAssignment.code(), Some(message));
+    if topic.num_partitions != -1 {
+        return Err(invalid_request(
+            "A manual partition assignment was specified, but numPartitions was not set to -1.".into(),
+        ));
+    }
+    if topic.replication_factor != -1 {
+        return Err(invalid_request(
+            "A manual partition assignment was specified, but replicationFactor was not set to -1.".into(),
+        ));
+    }
+    let mut indexes: Vec<i32> = topic.assignments.iter().map(|a| a.partition_index).collect();
+    indexes.sort_unstable();
+    if indexes.iter().enumerate().any(|(i, &index)| index != i as i32) {
+        return Err(invalid_assignment("partitions should be a consecutive 0-based integer sequence".into()));
+    }
+    for assignment in &topic.assignments {
+        let brokers: Vec<i32> = assignment.broker_ids.iter().map(|b| b.0).collect();
+        if brokers.is_empty() {
+            return Err(invalid_assignment(format!("partition {} has no replicas", assignment.partition_index)));
+        }
+        if let Some(unknown) = brokers.iter().find(|&&b| b != node_id) {
+            return Err(invalid_assignment(format!(
+                "The manual partition assignment includes broker {unknown}, but no such broker is registered \
+                 (this cluster has one broker, {node_id})."
+            )));
+        }
+        if brokers.len() > 1 {
+            return Err(invalid_assignment(format!(
+                "partition {} lists broker {node_id} more than once",
+                assignment.partition_index
+            )));
+        }
+    }
+    Ok(topic.assignments.len() as i32)
+}
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
     let body: CreateTopicsRequest = decode_body(request)?;
@@ -31,19 +79,19 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
             )));
             continue;
         }
-        if !topic.assignments.is_empty() {
-            results.push(Some((
-                ResponseError::InvalidRequest.code(),
-                Some("manual replica assignment is not supported".into()),
-            )));
-            continue;
-        }
+        let partitions = match manual_partitions(topic, ctx.config.node_id) {
+            Ok(partitions) => partitions,
+            Err(refused) => {
+                results.push(Some(refused));
+                continue;
+            }
+        };
         let configs = topic
             .configs
             .iter()
             .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()).unwrap_or_default()))
             .collect();
-        to_create.push(NewTopic { name, partitions: topic.num_partitions, configs });
+        to_create.push(NewTopic { name, partitions, configs });
         results.push(None);
     }
     let validate_only = body.validate_only;

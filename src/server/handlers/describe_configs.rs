@@ -1,17 +1,25 @@
-//! DescribeConfigs (key 32), versions 1-4: a topic's effective configs (explicit values
-//! with source TOPIC_CONFIG, the rest with their defaults as DEFAULT_CONFIG), optionally
-//! filtered by key. Broker resources list the broker-wide settings, read-only.
+//! DescribeConfigs (key 32), versions 1-4 (v0 was removed by Kafka 4.0, KIP-896). TOPIC resources: every Kafka topic config
+//! with its effective value and source (topic override, dynamic per-broker, dynamic
+//! cluster default, static broker, default), its synonyms when asked (v1+), its type
+//! (v3+) and documentation saying what it does on Tern (v3+, when asked). BROKER
+//! resources: this broker's configs (resource name = node id) or the cluster-wide
+//! dynamic defaults (resource name ""). Resolution lives in `metadata::topic_config`
+//! and `metadata::broker_config`; this file only encodes it.
 
 use std::rc::Rc;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::describe_configs_response::{DescribeConfigsResourceResult, DescribeConfigsResult};
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
 use kafka_protocol::messages::{ApiKey, DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::ApiSupport;
-use crate::metadata::topic_config::describe;
+use crate::group::offsets::OFFSETS_PARTITIONS;
+use crate::metadata::broker_config::{broker_resource, describe_broker};
+use crate::metadata::topic_config::{describe, ConfigError, DescribedConfig};
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::ShardContext;
 
@@ -19,37 +27,43 @@ pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::DescribeConfigs, 1, 4);
 
 pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
-const SOURCE_TOPIC_CONFIG: i8 = 1;
-const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
-const SOURCE_DEFAULT_CONFIG: i8 = 5;
-const TYPE_STRING: i8 = 2;
-const TYPE_INT: i8 = 3;
-const TYPE_LONG: i8 = 5;
 
-fn config_type(key: &str) -> i8 {
-    match key {
-        "max.message.bytes" | "segment.bytes" => TYPE_INT,
-        "retention.ms" | "retention.bytes" | "segment.ms" | "flush.ms" | "flush.bytes" => TYPE_LONG,
-        _ => TYPE_STRING,
+fn encode_entry(
+    config: DescribedConfig,
+    version: i16,
+    synonyms: bool,
+    documentation: bool,
+) -> DescribeConfigsResourceResult {
+    let mut result = DescribeConfigsResourceResult::default()
+        .with_name(StrBytes::from_string(config.name))
+        .with_value(config.value.map(StrBytes::from_string))
+        .with_read_only(config.read_only)
+        .with_is_sensitive(false);
+    result.config_source = config.source as i8;
+    if version >= 1 && synonyms {
+        result.synonyms = config
+            .synonyms
+            .into_iter()
+            .map(|s| {
+                DescribeConfigsSynonym::default()
+                    .with_name(StrBytes::from_string(s.name))
+                    .with_value(s.value.map(StrBytes::from_string))
+                    .with_source(s.source as i8)
+            })
+            .collect();
     }
+    if version >= 3 {
+        result.config_type = config.kind as i8;
+        result.documentation = documentation.then(|| StrBytes::from_string(config.documentation));
+    }
+    result
 }
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
     let body: DescribeConfigsRequest = decode_body(request)?;
     let metadata = ctx.metadata();
+    let layers = metadata.broker_layers(ctx.config.node_id, &ctx.config.static_broker_configs);
     let version = request.api_version;
-    let entry = |key: String, value: String, source: i8, read_only: bool| {
-        let mut result = DescribeConfigsResourceResult::default()
-            .with_config_type(if version >= 3 { config_type(&key) } else { 0 })
-            .with_name(StrBytes::from_string(key))
-            .with_value(Some(StrBytes::from_string(value)))
-            .with_read_only(read_only)
-            .with_config_source(source);
-        if version >= 3 {
-            result.documentation = None;
-        }
-        result
-    };
     let results = body
         .resources
         .iter()
@@ -64,42 +78,30 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
             let result = DescribeConfigsResult::default()
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name.clone());
-            match resource.resource_type {
+            let configs = match resource.resource_type {
                 RESOURCE_TOPIC => match metadata.topics.get(&name) {
-                    None => result
-                        .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                        .with_error_message(Some(StrBytes::from_string(format!("unknown topic {name:?}")))),
-                    Some(topic) => result.with_configs(
-                        describe(&topic.configs, ctx.config.flush)
-                            .into_iter()
-                            .filter(|(key, _, _)| wanted(key))
-                            .map(|(key, value, default)| {
-                                let source = if default { SOURCE_DEFAULT_CONFIG } else { SOURCE_TOPIC_CONFIG };
-                                entry(key, value, source, false)
-                            })
-                            .collect(),
-                    ),
+                    None => Err((ResponseError::UnknownTopicOrPartition, format!("unknown topic {name:?}"))),
+                    Some(topic) => Ok(describe(&topic.configs, layers)),
                 },
-                RESOURCE_BROKER => {
-                    let config = &ctx.config;
-                    let settings = [
-                        ("broker.id", config.node_id.to_string()),
-                        ("log.dirs", config.data_dir.display().to_string()),
-                        ("auto.create.topics.enable", config.auto_create_topics.to_string()),
-                        ("num.partitions", config.default_partitions.to_string()),
-                        ("socket.request.max.bytes", config.request_bytes_max.to_string()),
-                    ];
-                    result.with_configs(
-                        settings
-                            .into_iter()
-                            .filter(|(key, _)| wanted(key))
-                            .map(|(key, value)| entry(key.to_string(), value, SOURCE_STATIC_BROKER_CONFIG, true))
-                            .collect(),
-                    )
+                RESOURCE_BROKER => match broker_resource(&name, ctx.config.node_id) {
+                    Ok(which) => Ok(describe_broker(&ctx.config, layers, which, OFFSETS_PARTITIONS)),
+                    Err(error @ (ConfigError::Request(_) | ConfigError::Invalid(_))) => {
+                        Err((ResponseError::InvalidRequest, error.message().to_string()))
+                    }
+                },
+                other => Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported"))),
+            };
+            match configs {
+                Ok(configs) => result.with_configs(
+                    configs
+                        .into_iter()
+                        .filter(|c| wanted(&c.name))
+                        .map(|c| encode_entry(c, version, body.include_synonyms, body.include_documentation))
+                        .collect(),
+                ),
+                Err((error, message)) => {
+                    result.with_error_code(error.code()).with_error_message(Some(StrBytes::from_string(message)))
                 }
-                other => result
-                    .with_error_code(ResponseError::InvalidRequest.code())
-                    .with_error_message(Some(StrBytes::from_string(format!("resource type {other} is not supported")))),
             }
         })
         .collect();

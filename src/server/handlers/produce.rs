@@ -73,9 +73,15 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Option<
                     Ok(records) => {
                         let owner = ctx.owner(&name, index);
                         let topic = name.clone();
-                        ctx.call(owner, move |reply| ShardRequest::Produce { topic, partition: index, records, reply })
-                            .await
-                            .unwrap_or_else(|| failed(ResponseError::NotLeaderOrFollower, "broker is shutting down"))
+                        ctx.call(owner, move |reply| ShardRequest::Produce {
+                            topic,
+                            partition: index,
+                            acks,
+                            records,
+                            reply,
+                        })
+                        .await
+                        .unwrap_or_else(|| failed(ResponseError::NotLeaderOrFollower, "broker is shutting down"))
                     }
                 };
                 (name, index, outcome)

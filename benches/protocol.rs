@@ -85,6 +85,7 @@ fn fetch_framing(c: &mut Criterion) {
     for partitions in [1i32, 8, 64] {
         let topics = vec![FetchTopic {
             name: "bench".into(),
+            topic_id: [1; 16],
             partitions: (0..partitions)
                 .map(|p| FetchPartition {
                     partition_index: p,

@@ -108,6 +108,7 @@ mod tests {
                 .arg(Arg::new("listen").long("listen"))
                 .arg(Arg::new("data_dir").long("data-dir"))
                 .arg(Arg::new("no_pin").long("no-pin").action(ArgAction::SetTrue))
+                .arg(Arg::new("broker_config").long("broker-config").action(ArgAction::Append))
                 .arg(Arg::new("config").long("config")),
         )
     }
@@ -128,6 +129,23 @@ mod tests {
         assert_eq!(serve.get_one::<String>("listen").unwrap(), "1.2.3.4:1", "the flag wins");
         assert_eq!(serve.get_one::<String>("data_dir").unwrap(), "/data", "the file sets the rest");
         assert!(serve.get_flag("no_pin"));
+    }
+
+    #[test]
+    fn lists_become_repeated_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tern.toml");
+        std::fs::write(&path, "broker_config = [\"log.retention.hours=24\", \"compression.type=zstd\"]\n").unwrap();
+        let config = path.to_str().unwrap();
+        let expanded = expand(argv(&["tern", "serve", "--config", config]), &cli()).unwrap();
+        let matches = cli().try_get_matches_from(&expanded).unwrap();
+        let values: Vec<&String> =
+            matches.subcommand_matches("serve").unwrap().get_many::<String>("broker_config").unwrap().collect();
+        assert_eq!(values, ["log.retention.hours=24", "compression.type=zstd"]);
+        std::fs::write(&path, "listen = [\"a\", \"b\"]\n").unwrap();
+        assert!(expand(argv(&["tern", "serve", "--config", config]), &cli()).unwrap_err().contains("unusable value"));
+        std::fs::write(&path, "broker_config = [1]\n").unwrap();
+        assert!(expand(argv(&["tern", "serve", "--config", config]), &cli()).unwrap_err().contains("list item"));
     }
 
     #[test]

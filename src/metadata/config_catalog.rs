@@ -575,6 +575,28 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_documents_every_config_and_its_effect() {
+        let readme = include_str!("../../README.md");
+        for def in TOPIC_CONFIGS {
+            let row = readme
+                .lines()
+                .find(|line| line.starts_with(&format!("| `{}` |", def.name)))
+                .unwrap_or_else(|| panic!("README's Configs table has no row for {}", def.name));
+            let expected = match def.effect {
+                Effect::Honoured => "**honoured**",
+                Effect::Stored(_) => "stored, for",
+                Effect::NoEffect(_) => "no effect:",
+            };
+            assert!(row.contains(expected), "README row of {} should say {expected:?}: {row}", def.name);
+            assert!(
+                row.contains(&format!("| `{}` |", def.default)),
+                "README row of {} shows another default",
+                def.name
+            );
+        }
+    }
+
+    #[test]
     fn values_are_checked_like_kafka_checks_them() {
         let def = topic_config("cleanup.policy").unwrap();
         assert!(check_value(def.name, def.kind, def.check, "compact,delete").is_ok());

@@ -1,11 +1,13 @@
-//! Hand framing of Fetch responses (versions 4-12), so record bytes are never copied
+//! Hand framing of Fetch responses (versions 4-17), so record bytes are never copied
 //! into a response buffer: the response is a list of chunks, small framing chunks
 //! written here and the record batches exactly as the log returned them (`Bytes`
 //! shared with the batch cache, or a segment file region the connection sends with
 //! sendfile).
 //!
 //! Field layout per version follows Kafka's FetchResponse schema; v12 is the first
-//! flexible version (compact arrays/strings/bytes and tagged fields). A unit test checks
+//! flexible version (compact arrays/strings/bytes and tagged fields); from v13 a topic is
+//! named by its topic id (KIP-516); v14-17 add only tagged fields, none of which Tern
+//! sends (no fetch from followers, no moved leaders). A unit test checks
 //! the output byte for byte against the `kafka-protocol` encoder for every version.
 
 use bytes::{BufMut, BytesMut};
@@ -31,6 +33,8 @@ pub struct FetchPartition {
 #[derive(Debug, Clone, Default)]
 pub struct FetchTopic {
     pub name: String,
+    /// Topic id (KIP-516); responses of v13+ name the topic by it.
+    pub topic_id: [u8; 16],
     pub partitions: Vec<FetchPartition>,
 }
 
@@ -105,11 +109,11 @@ fn put_string(out: &mut BytesMut, flexible: bool, value: &str) {
     out.extend_from_slice(value.as_bytes());
 }
 
-/// Encodes `[length][header][FetchResponse body]` for `version` (4..=12), with
+/// Encodes `[length][header][FetchResponse body]` for `version` (4..=17), with
 /// throttle 0, top-level error 0, session id 0, no aborted transactions and no preferred
 /// read replica.
 pub fn encode(version: i16, correlation_id: i32, topics: &[FetchTopic]) -> Vec<RecordChunk> {
-    assert!((4..=12).contains(&version), "fetch framing covers versions 4-12");
+    assert!((4..=17).contains(&version), "fetch framing covers versions 4-17");
     let flexible = version >= 12;
     let mut out = Chunks { chunks: Vec::new(), current: BytesMut::with_capacity(512) };
     let buf = &mut out.current;
@@ -125,7 +129,11 @@ pub fn encode(version: i16, correlation_id: i32, topics: &[FetchTopic]) -> Vec<R
     }
     put_array_len(buf, flexible, topics.len());
     for topic in topics {
-        put_string(&mut out.current, flexible, &topic.name);
+        if version >= 13 {
+            out.current.extend_from_slice(&topic.topic_id);
+        } else {
+            put_string(&mut out.current, flexible, &topic.name);
+        }
         put_array_len(&mut out.current, flexible, topic.partitions.len());
         for partition in &topic.partitions {
             let buf = &mut out.current;
@@ -177,6 +185,7 @@ mod tests {
                 .map(|t| {
                     FetchableTopicResponse::default()
                         .with_topic(TopicName(StrBytes::from_string(t.name.clone())))
+                        .with_topic_id(uuid::Uuid::from_bytes(t.topic_id))
                         .with_partitions(
                             t.partitions
                                 .iter()
@@ -225,15 +234,15 @@ mod tests {
                         .map(|n| RecordChunk::Memory(Bytes::from(vec![(n % 251) as u8; n])))
                         .collect(),
                 });
-        let topic = ("[a-z]{1,20}", proptest::collection::vec(partition, 0..4))
-            .prop_map(|(name, partitions)| FetchTopic { name, partitions });
+        let topic = ("[a-z]{1,20}", any::<[u8; 16]>(), proptest::collection::vec(partition, 0..4))
+            .prop_map(|(name, topic_id, partitions)| FetchTopic { name, topic_id, partitions });
         proptest::collection::vec(topic, 0..3)
     }
 
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
         #[test]
-        fn matches_the_reference_encoder(version in 4i16..=12, correlation_id in any::<i32>(), topics in topics_strategy()) {
+        fn matches_the_reference_encoder(version in 4i16..=17, correlation_id in any::<i32>(), topics in topics_strategy()) {
             let chunks = encode(version, correlation_id, &topics);
             let ours: Vec<u8> = chunks.iter().flat_map(|c| c.to_bytes().unwrap().to_vec()).collect();
             prop_assert_eq!(ours, reference(version, correlation_id, &topics));
@@ -245,6 +254,7 @@ mod tests {
         let big = Bytes::from(vec![7u8; 100_000]);
         let topics = vec![FetchTopic {
             name: "t".into(),
+            topic_id: [7; 16],
             partitions: vec![FetchPartition { records: vec![RecordChunk::Memory(big.clone())], ..Default::default() }],
         }];
         let chunks = encode(11, 1, &topics);
@@ -260,6 +270,7 @@ mod tests {
         let region = crate::storage::FileRegion { file: std::sync::Arc::new(file), position: 100, len: 150 };
         let topics = vec![FetchTopic {
             name: "t".into(),
+            topic_id: [7; 16],
             partitions: vec![
                 FetchPartition { records: vec![RecordChunk::File(region)], ..Default::default() },
                 FetchPartition { records: vec![RecordChunk::Memory(Bytes::from_static(b"abc"))], ..Default::default() },
@@ -272,6 +283,7 @@ mod tests {
         let ours: Vec<u8> = chunks.iter().flat_map(|c| c.to_bytes().unwrap().to_vec()).collect();
         let expected_topics = vec![FetchTopic {
             name: "t".into(),
+            topic_id: [7; 16],
             partitions: vec![
                 FetchPartition {
                     records: vec![RecordChunk::Memory(Bytes::from(vec![9u8; 150]))],

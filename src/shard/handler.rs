@@ -214,7 +214,10 @@ async fn list_offset(ctx: &ShardContext, topic: &str, partition: i32, timestamp:
     let offsets = log.offsets();
     match timestamp {
         -1 => (0, -1, offsets.high_watermark.value()),
-        -2 => (0, -1, offsets.log_start.value()),
+        // -4: earliest local offset (KIP-405); with no tiered storage, the log start.
+        -2 | -4 => (0, -1, offsets.log_start.value()),
+        // -5: latest tiered offset (KIP-1005); nothing is tiered.
+        -5 => (0, -1, -1),
         -3 => match log.max_timestamp().await {
             Ok(Some((timestamp, offset))) => (0, timestamp, offset.value()),
             Ok(None) => (0, -1, -1),

@@ -109,7 +109,8 @@ pub enum ShardRequest {
         max_wait_ms: u64,
         reply: Reply<()>,
     },
-    /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, else by timestamp.
+    /// ListOffsets: -1 latest, -2 earliest, -3 max timestamp, -4 earliest local, -5 latest
+    /// tiered, else by timestamp.
     ListOffset {
         topic: String,
         partition: i32,

@@ -70,7 +70,7 @@ pub fn startup_checks(config: &ServeConfig) -> Result<std::fs::File, String> {
     // shards' SO_REUSEPORT binds: nobody accepting connections means the port is free.
     let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
     loop {
-        match std::net::TcpListener::bind(config.listen) {
+        match bind_without_listening(config.listen) {
             Ok(_) => break,
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && !someone_listens(config.listen) => break,
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
@@ -86,6 +86,51 @@ pub fn startup_checks(config: &ServeConfig) -> Result<std::fs::File, String> {
         }
     }
     Ok(lock)
+}
+
+/// Binds a TCP socket to `address` and closes it without listening: tells whether the
+/// port is free without ever accepting a connection. (A listening probe would let a
+/// client that is waiting for the broker connect to it for a moment, find nobody and be
+/// refused on its next connection.)
+fn bind_without_listening(address: std::net::SocketAddr) -> std::io::Result<()> {
+    let (domain, storage, len) = match address {
+        std::net::SocketAddr::V4(v4) => {
+            // SAFETY: sockaddr_in is plain old data; zeroed is a valid value.
+            let mut raw: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            raw.sin_family = libc::AF_INET as libc::sa_family_t;
+            raw.sin_port = v4.port().to_be();
+            raw.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) };
+            // SAFETY: sockaddr_storage is large enough for any sockaddr and plain old data.
+            let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            // SAFETY: copying a sockaddr_in into the larger, suitably aligned storage.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, raw) };
+            (libc::AF_INET, storage, std::mem::size_of::<libc::sockaddr_in>())
+        }
+        std::net::SocketAddr::V6(v6) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let mut raw: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            raw.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            raw.sin6_port = v6.port().to_be();
+            raw.sin6_addr = libc::in6_addr { s6_addr: v6.ip().octets() };
+            raw.sin6_scope_id = v6.scope_id();
+            // SAFETY: as above.
+            let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, raw) };
+            (libc::AF_INET6, storage, std::mem::size_of::<libc::sockaddr_in6>())
+        }
+    };
+    // SAFETY: plain socket(2) call; the descriptor is closed below on every path.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes for `domain`.
+    let bound = unsafe { libc::bind(fd, &storage as *const _ as *const libc::sockaddr, len as libc::socklen_t) };
+    let result = if bound == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+    // SAFETY: closing the descriptor we opened.
+    unsafe { libc::close(fd) };
+    result
 }
 
 /// True when a connection to `address` is accepted (a listening socket exists).

@@ -1,4 +1,6 @@
-//! Fetch (key 1), versions 4-12, with long polling.
+//! Fetch (key 1), versions 4-17, with long polling. From v13 topics are named by topic
+//! id (KIP-516): ids are looked up in the metadata, an unknown one is answered with
+//! UNKNOWN_TOPIC_ID. Versions 0-3 (message formats 0/1) were removed by Kafka 4.0.
 //!
 //! Pass one reads every requested partition on its owning shard (concurrently). If that
 //! gathered fewer than `min_bytes` and `max_wait_ms > 0`, the owners are asked to wait
@@ -23,7 +25,7 @@ use crate::shard::mesh::{ReadOutcome, ShardRequest};
 use crate::shard::ShardContext;
 use crate::storage::RecordChunk;
 
-pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::Fetch, 4, 12);
+pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::Fetch, 4, 17);
 
 /// The most one Fetch response carries (Kafka's fetch.max.bytes default); larger
 /// `max_bytes` and `partition_max_bytes` are capped to it.
@@ -33,6 +35,7 @@ pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
 
 struct Wanted {
     topic: String,
+    topic_id: [u8; 16],
     partition: i32,
     offset: i64,
     max_bytes: usize,
@@ -73,15 +76,25 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Rec
     let metadata = ctx.metadata();
     let mut wanted = Vec::new();
     let mut unknown = Vec::new();
+    let by_id = request.api_version >= 13;
     for topic in &body.topics {
-        let name = topic.topic.0.to_string();
+        let (name, info) = if by_id {
+            let id = topic.topic_id.into_bytes();
+            match metadata.topics.iter().find(|(_, info)| info.id == id) {
+                Some((name, info)) => (name.clone(), Some(info)),
+                None => (String::new(), None),
+            }
+        } else {
+            let name = topic.topic.0.to_string();
+            let info = metadata.topics.get(&name);
+            (name, info)
+        };
+        let topic_id = info.map_or(topic.topic_id.into_bytes(), |info| info.id);
         for partition in &topic.partitions {
-            let known = metadata
-                .topics
-                .get(&name)
-                .is_some_and(|t| partition.partition < t.partitions && partition.partition >= 0);
+            let known = info.is_some_and(|t| partition.partition < t.partitions && partition.partition >= 0);
             let entry = Wanted {
                 topic: name.clone(),
+                topic_id,
                 partition: partition.partition,
                 offset: partition.fetch_offset,
                 max_bytes: (partition.partition_max_bytes.max(0) as usize).min(FETCH_BYTES_MAX),
@@ -133,13 +146,13 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Rec
     }
 
     let mut topics: Vec<FetchTopic> = Vec::new();
-    let mut push = |topic: &str, data: FetchPartition| match topics.last_mut() {
-        Some(last) if last.name == topic => last.partitions.push(data),
-        _ => topics.push(FetchTopic { name: topic.to_string(), partitions: vec![data] }),
+    let mut push = |w: &Wanted, data: FetchPartition| match topics.last_mut() {
+        Some(last) if last.name == w.topic && last.topic_id == w.topic_id => last.partitions.push(data),
+        _ => topics.push(FetchTopic { name: w.topic.clone(), topic_id: w.topic_id, partitions: vec![data] }),
     };
     for (w, outcome) in wanted.iter().zip(outcomes) {
         push(
-            &w.topic,
+            w,
             FetchPartition {
                 partition_index: w.partition,
                 error_code: outcome.error_code,
@@ -151,11 +164,16 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Rec
         );
     }
     for w in &unknown {
+        let unknown_id = by_id && !metadata.topics.values().any(|info| info.id == w.topic_id);
         push(
-            &w.topic,
+            w,
             FetchPartition {
                 partition_index: w.partition,
-                error_code: ResponseError::UnknownTopicOrPartition.code(),
+                error_code: if unknown_id {
+                    ResponseError::UnknownTopicId.code()
+                } else {
+                    ResponseError::UnknownTopicOrPartition.code()
+                },
                 high_watermark: -1,
                 last_stable_offset: -1,
                 log_start_offset: -1,

@@ -1,4 +1,4 @@
-//! FindCoordinator (key 10), versions 0-4: this node coordinates every group (v4 answers
+//! FindCoordinator (key 10), versions 0-6: this node coordinates every group (v4+ answers
 //! a batch of keys). Transaction coordinators are not offered: Tern has no transactions.
 
 use std::rc::Rc;
@@ -13,7 +13,7 @@ use super::ApiSupport;
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::ShardContext;
 
-pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::FindCoordinator, 0, 4);
+pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::FindCoordinator, 0, 6);
 
 const KEY_TYPE_GROUP: i8 = 0;
 

@@ -1,4 +1,4 @@
-//! InitProducerId (key 22), versions 0-4, for idempotent producers (no transactions).
+//! InitProducerId (key 22), versions 0-5, for idempotent producers (no transactions).
 //! Every call gets a fresh producer id from the controller (persisted, never reused) with
 //! epoch 0, also when a producer passes its current id and epoch to reset its sequences
 //! (KIP-360): without tracking which epochs were issued, bumping a client-supplied epoch
@@ -17,7 +17,7 @@ use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::mesh::{ControllerRequest, ShardRequest};
 use crate::shard::ShardContext;
 
-pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::InitProducerId, 0, 4);
+pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::InitProducerId, 0, 5);
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
     let body: InitProducerIdRequest = decode_body(request)?;

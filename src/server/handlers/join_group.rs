@@ -1,5 +1,6 @@
-//! JoinGroup (key 11), versions 0-7: forwarded to the group's coordinating shard; the
-//! answer may wait for the rebalance to complete (MEMBER_ID_REQUIRED from v4).
+//! JoinGroup (key 11), versions 0-9 (v8 adds a reason; v9 the skip_assignment flag, never
+//! set here): forwarded to the group's coordinating shard; the answer may wait for the
+//! rebalance to complete (MEMBER_ID_REQUIRED from v4).
 
 use std::rc::Rc;
 
@@ -16,7 +17,7 @@ use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::mesh::ShardRequest;
 use crate::shard::ShardContext;
 
-pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::JoinGroup, 0, 7);
+pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::JoinGroup, 0, 9);
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
     let body: JoinGroupRequest = decode_body(request)?;

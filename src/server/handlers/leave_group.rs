@@ -1,4 +1,5 @@
-//! LeaveGroup (key 13), versions 0-4 (a batch of members, with instance ids, from v3).
+//! LeaveGroup (key 13), versions 0-5 (a batch of members, with instance ids, from v3; v5
+//! adds a reason, which is logged by nobody and ignored).
 
 use std::rc::Rc;
 
@@ -13,7 +14,7 @@ use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::mesh::ShardRequest;
 use crate::shard::ShardContext;
 
-pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::LeaveGroup, 0, 4);
+pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::LeaveGroup, 0, 5);
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
     let body: LeaveGroupRequest = decode_body(request)?;

@@ -1,6 +1,8 @@
-//! ListOffsets (key 2), versions 1-7: latest (-1, the high watermark), earliest (-2, the
-//! log start), max timestamp (-3, KIP-734) and by timestamp (the first record at or
-//! after it), each answered by the shard that owns the partition.
+//! ListOffsets (key 2), versions 1-9: latest (-1, the high watermark), earliest (-2, the
+//! log start), max timestamp (-3, KIP-734), earliest local (-4, KIP-405: the log start,
+//! every segment being local), latest tiered (-5, KIP-1005: none, -1) and by timestamp
+//! (the first record at or after it), each answered by the shard that owns the partition.
+//! v0 (several offsets per partition) was removed by Kafka 4.0.
 
 use std::rc::Rc;
 
@@ -15,7 +17,7 @@ use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::mesh::ShardRequest;
 use crate::shard::ShardContext;
 
-pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::ListOffsets, 1, 7);
+pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::ListOffsets, 1, 9);
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
     let body: ListOffsetsRequest = decode_body(request)?;

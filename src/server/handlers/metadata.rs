@@ -1,5 +1,6 @@
-//! Metadata (key 3), versions 1-12: brokers (this node), topics and partitions (this node
-//! leads every partition, leader epoch 0), and auto topic creation.
+//! Metadata (key 3), versions 0-12: brokers (this node), topics and partitions (this node
+//! leads every partition, leader epoch 0), and auto topic creation. In v0 the topic list
+//! is not nullable and an empty one means every topic (v1+: null means every topic).
 
 use std::rc::Rc;
 
@@ -17,7 +18,7 @@ use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::mesh::{ControllerRequest, NewTopic, ShardRequest};
 use crate::shard::ShardContext;
 
-pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::Metadata, 1, 12);
+pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::Metadata, 0, 12);
 pub const CLUSTER_ID: &str = "tern-cluster";
 
 /// Creates missing topics with the broker's default partition count (auto creation).
@@ -33,7 +34,10 @@ pub async fn auto_create(ctx: &Rc<ShardContext>, names: Vec<String>) {
 }
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
-    let body: MetadataRequest = decode_body(request)?;
+    let mut body: MetadataRequest = decode_body(request)?;
+    if request.api_version == 0 && body.topics.as_ref().is_some_and(|t| t.is_empty()) {
+        body.topics = None;
+    }
     let existing = ctx.metadata();
     let requested: Option<Vec<(Option<String>, Uuid)>> = body
         .topics

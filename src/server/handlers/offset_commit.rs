@@ -1,6 +1,7 @@
-//! OffsetCommit (key 8), versions 2-8: validated against the group's generation and
-//! member, written durably to `__consumer_offsets` before the answer. Offsets for
-//! unknown topics or partitions fail with UNKNOWN_TOPIC_OR_PARTITION.
+//! OffsetCommit (key 8), versions 2-9 (v9 has KIP-848 semantics, with the same fields
+//! for classic groups): validated against the group's generation and member, written
+//! durably to `__consumer_offsets` before the answer. Offsets for unknown topics or
+//! partitions fail with UNKNOWN_TOPIC_OR_PARTITION.
 
 use std::rc::Rc;
 
@@ -15,7 +16,7 @@ use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::mesh::ShardRequest;
 use crate::shard::ShardContext;
 
-pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::OffsetCommit, 2, 8);
+pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::OffsetCommit, 2, 9);
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
     let body: OffsetCommitRequest = decode_body(request)?;

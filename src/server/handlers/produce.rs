@@ -1,4 +1,6 @@
-//! Produce (key 0), versions 3-9. Each partition's batch goes to the shard that owns the
+//! Produce (key 0), versions 3-11 (v10-11 add only tagged fields for a moved leader,
+//! KIP-951, which a single node never sends; v0-2 carry message formats 0/1, removed by
+//! Kafka 4.0). Each partition's batch goes to the shard that owns the
 //! partition (`ShardContext::owner`, the call crosses the mesh when that is another
 //! shard); all partitions are appended concurrently and answered in one response.
 //! acks=0 gets no response (the append still completes before the next request slot
@@ -20,7 +22,7 @@ use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::mesh::{ProduceOutcome, ShardRequest};
 use crate::shard::ShardContext;
 
-pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::Produce, 3, 9);
+pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::Produce, 3, 11);
 
 fn failed(error: ResponseError, message: &str) -> ProduceOutcome {
     ProduceOutcome {

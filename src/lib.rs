@@ -1,24 +1,29 @@
 //! Tern: a Kafka-compatible event streaming broker, thread-per-core on io_uring.
 //!
-//! Module map:
-//! - [`protocol`]: Kafka wire pieces handled by hand on the hot path (record batches).
-//! - [`storage`]: durable partition logs on direct I/O with group commit, recovery and
-//!   retention.
-//! - [`shard`]: thread-per-core runtime: executors, partition routing, cross-shard mesh.
-//! - [`server`]: the Kafka protocol front end: listener, connections, one handler per API.
-//! - [`metadata`]: topics and configs (single writer on shard 0, persisted with rkyv).
-//! - [`config`]: `tern serve` settings and limits; [`config_file`]: `--config tern.toml`.
-//! - [`group`]: consumer groups: the sans-I/O state machine, coordinator, committed offsets.
-//! - [`client`]: a small Kafka client (glommio) for the load tool and the admin CLI.
-//! - [`bench`]: `tern bench`, the load tool.
-//! - [`admin`]: operator commands against a running broker (`tern topic`).
-//! - [`metrics`]: per-shard probes.
-//! - [`tune`]: `tern tune`, host settings checked against the recommendations.
+//! Module map, in layers: a module imports only from the layers below it
+//! (`python3 ../shared/tools/module-cycles.py` checks there is no cycle). The whole map,
+//! with the path of a request from socket to disk, is in `ARCHITECTURE.md`.
 //!
-//! See `../shared/DESIGN.md` in the project workspace for the intended architecture.
+//! ```text
+//! broker                      startup and shutdown: config -> shards -> listeners  (top)
+//! server                      listener, connection, frames, handlers/<api>.rs (one list)
+//! shard                       ShardContext, routing rule, mesh (typed cross-shard calls),
+//!                             controller (metadata writer), request execution
+//! group                       consumer groups: sans-I/O state machine, coordinator, offsets
+//! metadata                    cluster metadata, config catalogue, topic/broker configs
+//! config                      `tern serve` settings and limits
+//! storage                     partition logs: segments, indexes, writer, recovery, retention
+//! protocol  metrics  stable_hash   record batches, codecs, fetch framing, response
+//!                             chunks; per-shard probes; placement hash            (bottom)
+//! ```
+//!
+//! Tools built on the bottom layers, never imported by the broker's modules: [`client`]
+//! (a small Kafka client), [`bench`] (`tern bench`), [`admin`] (`tern topic | group |
+//! produce | consume`), [`tune`] (`tern tune`), [`config_file`] (`--config tern.toml`).
 
 pub mod admin;
 pub mod bench;
+pub mod broker;
 pub mod client;
 pub mod config;
 pub mod config_file;
@@ -28,5 +33,6 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shard;
+pub mod stable_hash;
 pub mod storage;
 pub mod tune;

@@ -289,7 +289,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve_config(args).and_then(|config| {
             abort_on_shard_panic();
             tracing::info!(?config, "starting tern");
-            tern::shard::runtime::run(config)
+            tern::broker::run(config)
         }),
         Command::Tune(args) => tune(args),
         Command::Topic(args) => tern::admin::topic::run(args),

@@ -30,7 +30,7 @@ const COMPACT_BATCH_ENTRIES: usize = 1000;
 
 /// Which `__consumer_offsets` partition holds a group.
 pub fn partition_for_group(group_id: &str) -> i32 {
-    (crate::shard::router::fnv1a_32(group_id.as_bytes()) % OFFSETS_PARTITIONS as u32) as i32
+    (crate::stable_hash::fnv1a_32(group_id.as_bytes()) % OFFSETS_PARTITIONS as u32) as i32
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,6 +7,24 @@ use std::path::Path;
 use crate::storage::disk::{read_small_file, write_file_atomic, StorageEnv};
 
 /// Format 1 (round 1): topics and the producer id counter.
+/// Kafka's limit on topic name length.
+const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// Checks a topic name against Kafka's rules: 1..=249 of `[a-zA-Z0-9._-]`, not `.`/`..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(format!("topic name {name:?} is not allowed"));
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return Err(format!("topic name is longer than {TOPIC_NAME_BYTES_MAX} characters"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return Err(format!("topic name {name:?} may only contain ASCII letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
+/// Format 1 (round 1): topics and the producer id counter.
 const MAGIC_V1: &[u8; 8] = b"TERNMETA";
 /// Format 2: adds the dynamic broker configs.
 const MAGIC: &[u8; 8] = b"TERNMD02";

@@ -5,21 +5,20 @@
 //! time without touching the shards.
 //!
 //! - [`histogram`]: fixed-bucket latency histograms.
-//! - [`publisher`]: the per-shard task that publishes snapshots and watches event-loop lag.
 //! - [`prometheus`]: the text exposition.
 //! - [`http`]: `/metrics` and `/health` on `--admin-listen`.
+//!
+//! The per-shard task that publishes the snapshots and watches event-loop lag lives with
+//! the shard (`shard::metrics_publisher`): metrics sit below every other module.
 
 pub mod histogram;
 pub mod http;
 pub mod prometheus;
-pub mod publisher;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use histogram::{Histogram, HistogramSnapshot};
-
-use crate::storage::batch_cache::CacheStats;
 
 /// API keys we keep counters for (Kafka's are below this).
 pub const API_KEYS: usize = 100;
@@ -56,6 +55,17 @@ pub struct CommittedGauge {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
+}
+
+/// The batch cache's counters since the shard started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub bytes: usize,
+    pub batches: usize,
+    pub budget_bytes: usize,
 }
 
 /// What a shard publishes every second.

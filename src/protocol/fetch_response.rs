@@ -12,7 +12,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use crate::storage::RecordChunk;
+use super::record_chunk::RecordChunk;
 
 /// Record chunks smaller than this are copied into the framing buffer; one write of a
 /// few KiB is cheaper than an extra chunk.
@@ -267,7 +267,8 @@ mod tests {
         use std::io::Write;
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(&[9u8; 300]).unwrap();
-        let region = crate::storage::FileRegion { file: std::sync::Arc::new(file), position: 100, len: 150 };
+        let region =
+            super::super::record_chunk::FileRegion { file: std::sync::Arc::new(file), position: 100, len: 150 };
         let topics = vec![FetchTopic {
             name: "t".into(),
             topic_id: [7; 16],

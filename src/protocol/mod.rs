@@ -8,3 +8,4 @@
 pub mod compression;
 pub mod fetch_response;
 pub mod record_batch;
+pub mod record_chunk;

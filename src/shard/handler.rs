@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use futures_util::future::{select, select_all, Either};
 use kafka_protocol::error::ResponseError;
 
-use crate::metadata::controller;
+use super::controller;
 use crate::storage::{AppendError, Offset, ReadError, StorageError};
 
 use super::context::ShardContext;

@@ -5,13 +5,18 @@
 //! mesh.rs     typed cross-shard requests with reply channels (glommio channel mesh)
 //! context.rs  ShardContext: a shard's state (metadata copy, owned logs, mesh senders)
 //! handler.rs  executes ShardRequests on the owning shard
-//! runtime.rs  starting the executors, recovery, listeners, shutdown
+//! controller.rs the single writer of cluster metadata (shard 0): validate, persist, apply
+//! metrics_publisher.rs publishes the shard's gauges every second, watches event-loop lag
 //! ```
+//!
+//! Starting the executors, recovery, listeners and shutdown is the `broker` module's job,
+//! one layer up: nothing here knows about sockets.
 
 pub mod context;
+pub mod controller;
 pub mod handler;
 pub mod mesh;
+pub mod metrics_publisher;
 pub mod router;
-pub mod runtime;
 
 pub use context::ShardContext;

@@ -28,16 +28,7 @@ struct Entry {
     tick: u64,
 }
 
-/// Counters since the shard started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CacheStats {
-    pub hits: u64,
-    pub misses: u64,
-    pub evictions: u64,
-    pub bytes: usize,
-    pub batches: usize,
-    pub budget_bytes: usize,
-}
+pub use crate::metrics::CacheStats;
 
 #[derive(Debug)]
 pub struct BatchCache {

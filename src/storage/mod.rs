@@ -10,7 +10,6 @@
 //! recovery.rs   open: torn-tail recovery, lazy index load/rebuild, log start checkpoint
 //! retention.rs  deleting closed segments by age / size / log start
 //! batch_cache.rs per-shard LRU cache of recent batches for tailing readers
-//! file_region.rs record chunks for the network: memory, or a file region for sendfile
 //! send_read.rs read_for_send: cache hits in memory, cold reads as file regions
 //! send_plan.rs  finding a zero-copy region's batch boundaries from the index
 //! clean_shutdown.rs marker that lets a cleanly closed log skip the tail scan
@@ -30,7 +29,6 @@ pub mod clock;
 pub mod config;
 pub mod disk;
 pub mod error;
-pub mod file_region;
 pub mod index;
 pub mod log;
 pub mod offset;
@@ -44,11 +42,11 @@ pub mod validate;
 pub mod write_buffer;
 mod writer;
 
+pub use crate::protocol::record_chunk::{FileRegion, RecordChunk};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CompressionPolicy, FlushPolicy, LogConfig, TimestampType};
 pub use disk::{DiskOp, FaultInjector, SimulatedDisk, StorageEnv};
 pub use error::{AppendError, ReadError, StorageError};
-pub use file_region::{FileRegion, RecordChunk};
 pub use log::{AppendInfo, LogRead, PartitionLog, PendingAppend, TimestampMatch};
 pub use offset::{HighWatermark, LogEndOffset, LogOffsets, LogStartOffset, Offset};
 pub use retention::{spawn_retention_task, RetentionReport};

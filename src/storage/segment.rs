@@ -66,7 +66,7 @@ pub struct Segment {
     pub file: Option<SharedSegmentFile>,
     /// `None` until loaded for a closed segment found at open.
     pub index: Option<SegmentIndex>,
-    /// Buffered descriptor for zero-copy sends (`file_region`), opened on first use.
+    /// Buffered descriptor for zero-copy sends (`protocol::record_chunk`), opened on first use.
     pub send_file: Option<std::sync::Arc<std::fs::File>>,
     pub writer: Option<TailWriter>,
 }

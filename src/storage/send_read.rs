@@ -5,11 +5,11 @@
 //! `send_plan`).
 
 use super::error::{ReadError, StorageError};
-use super::file_region::{open_for_send, FileRegion, RecordChunk};
 use super::log::{PartitionLog, ReadStart};
 use super::offset::{LogOffsets, Offset};
 use super::segment::{self, SegmentReadError, LOG_SUFFIX};
 use super::send_plan::{boundary_before, find_batch_holding};
+use crate::protocol::record_chunk::{open_for_send, FileRegion, RecordChunk};
 
 /// What [`PartitionLog::read_for_send`] returns.
 #[derive(Debug)]

@@ -43,7 +43,7 @@ def test_unsupported_api_versions_version_gets_kip511_answer(broker):
     assert correlation_id == 1234
     assert error_code == 35, "UNSUPPORTED_VERSION"
     ranges = {struct.unpack(">hhh", data[10 + 6 * i: 16 + 6 * i])[0]: struct.unpack(">hhh", data[10 + 6 * i: 16 + 6 * i])[1:] for i in range(count)}
-    assert ranges[18] == (0, 4) and ranges[0] == (3, 9) and ranges[1] == (4, 12)
+    assert ranges[18] == (0, 4) and ranges[0] == (3, 11) and ranges[1] == (4, 17)
     s.close()
 
 

@@ -8,7 +8,10 @@ use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::protocol::Encodable;
 
+use std::rc::Rc;
+
 use super::{ApiSupport, SUPPORTED};
+use crate::shard::ShardContext;
 use crate::server::frame::{encode_response, FrameError, Request};
 
 pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::ApiVersions, 0, 4);
@@ -22,7 +25,7 @@ fn response(error_code: i16) -> ApiVersionsResponse {
     )
 }
 
-pub fn handle(request: &Request) -> Result<Bytes, FrameError> {
+pub async fn handle(_ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
     // The body carries only the client's software name/version (v3+); nothing to check
     // beyond it being well formed.
     let _: kafka_protocol::messages::ApiVersionsRequest = crate::server::frame::decode_body(request)?;

@@ -50,7 +50,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
                 .iter()
                 .filter_map(|(name, _)| name.clone())
                 .filter(|name| !existing.topics.contains_key(name))
-                .filter(|name| crate::metadata::controller::validate_topic_name(name).is_ok())
+                .filter(|name| crate::metadata::registry::validate_topic_name(name).is_ok())
                 .collect();
             auto_create(ctx, missing).await;
         }
@@ -96,7 +96,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
                     Some((name, info)) => describe(name, 0, id_if_supported(Uuid::from_bytes(info.id))),
                     None => {
                         let code = match &name {
-                            Some(n) if crate::metadata::controller::validate_topic_name(n).is_err() => {
+                            Some(n) if crate::metadata::registry::validate_topic_name(n).is_err() => {
                                 ResponseError::InvalidTopicException.code()
                             }
                             Some(_) => ResponseError::UnknownTopicOrPartition.code(),

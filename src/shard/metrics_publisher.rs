@@ -7,8 +7,8 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::{probes, CommittedGauge, PartitionGauge, ShardSnapshot};
-use crate::shard::ShardContext;
+use super::ShardContext;
+use crate::metrics::{probes, CommittedGauge, PartitionGauge, ShardSnapshot};
 
 pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 const WATCHDOG_TICK: Duration = Duration::from_millis(10);

@@ -10,16 +10,17 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 
-use crate::shard::mesh::{ConfigResource, ControllerRequest, NewTopic, ShardRequest};
-use crate::shard::ShardContext;
+use crate::metadata::broker_config::{broker_resource, validate_dynamic, BrokerResource};
+use crate::metadata::config_catalog::{topic_config_for_broker_synonym, ConfigType};
+use crate::metadata::registry::validate_topic_name;
+use crate::metadata::topic_config::{
+    apply_changes, log_config, topic_kind_and_default, BrokerLayers, ConfigChange, ConfigError,
+};
+use crate::metadata::{ClusterMetadata, TopicMetadata};
 
-use super::broker_config::{broker_resource, validate_dynamic, BrokerResource};
-use super::config_catalog::{topic_config_for_broker_synonym, ConfigType};
-use super::topic_config::{apply_changes, log_config, topic_kind_and_default, BrokerLayers, ConfigChange, ConfigError};
-use super::{ClusterMetadata, TopicMetadata};
+use super::mesh::{ConfigResource, ControllerRequest, NewTopic, ShardRequest};
+use super::ShardContext;
 
-/// Kafka's limit on topic name length.
-const TOPIC_NAME_BYTES_MAX: usize = 249;
 /// Partitions per topic accepted by CreateTopics / CreatePartitions.
 const TOPIC_PARTITIONS_MAX: i32 = 10_000;
 
@@ -48,25 +49,11 @@ pub async fn execute(ctx: &Rc<ShardContext>, request: ControllerRequest) {
     }
 }
 
-/// Checks a topic name against Kafka's rules: 1..=249 of `[a-zA-Z0-9._-]`, not `.`/`..`.
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name == "." || name == ".." {
-        return Err(format!("topic name {name:?} is not allowed"));
-    }
-    if name.len() > TOPIC_NAME_BYTES_MAX {
-        return Err(format!("topic name is longer than {TOPIC_NAME_BYTES_MAX} characters"));
-    }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
-        return Err(format!("topic name {name:?} may only contain ASCII letters, digits, '.', '_' and '-'"));
-    }
-    Ok(())
-}
-
 fn new_topic_id(name: &str, version: u64) -> [u8; 16] {
     let mut id = [0u8; 16];
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     id[..8].copy_from_slice(&(nanos as u64).to_be_bytes());
-    id[8..12].copy_from_slice(&crate::shard::router::fnv1a_32(name.as_bytes()).to_be_bytes());
+    id[8..12].copy_from_slice(&crate::stable_hash::fnv1a_32(name.as_bytes()).to_be_bytes());
     id[12..].copy_from_slice(&(version as u32).to_be_bytes());
     id
 }

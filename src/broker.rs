@@ -17,9 +17,10 @@ use crate::metadata::ClusterMetadata;
 use crate::server::listener::{accept_loop, ShutdownSignal};
 use crate::storage::spawn_retention_task;
 
-use super::context::ShardContext;
-use super::handler;
-use super::mesh::ShardRequest;
+use crate::shard::context::DELETED_MARKER;
+use crate::shard::mesh::ShardRequest;
+use crate::shard::router::shard_for;
+use crate::shard::{handler, metrics_publisher, ShardContext};
 
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
@@ -170,7 +171,7 @@ fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, String> {
 fn remove_deleted_leftovers(data_dir: &std::path::Path) {
     let Ok(entries) = std::fs::read_dir(data_dir) else { return };
     for entry in entries.flatten() {
-        if entry.file_name().to_str().is_some_and(|name| name.contains(super::context::DELETED_MARKER)) {
+        if entry.file_name().to_str().is_some_and(|name| name.contains(DELETED_MARKER)) {
             if let Err(error) = std::fs::remove_dir_all(entry.path()) {
                 tracing::warn!(path = %entry.path().display(), %error, "could not remove a deleted partition's leftovers");
             }
@@ -260,9 +261,7 @@ async fn shard_main(
     let ctx = Rc::new(ShardContext::new(id, config.clone(), Arc::new(metadata), senders));
     ctx.apply_metadata(ctx.metadata()).await;
     let shards = ctx.shard_count;
-    ctx.groups
-        .load(&config.data_dir, |p| super::router::shard_for(crate::group::offsets::OFFSETS_TOPIC, p, shards) == id)
-        .await?;
+    ctx.groups.load(&config.data_dir, |p| shard_for(crate::group::offsets::OFFSETS_TOPIC, p, shards) == id).await?;
     glommio::spawn_local(ctx.groups.clone().run_timers()).detach();
     tracing::info!(shard = id, partitions = ctx.logs().len(), "shard recovered its logs");
 
@@ -285,7 +284,7 @@ async fn shard_main(
     let listener =
         TcpListener::bind(config.listen).map_err(|e| format!("shard {id} cannot listen on {}: {e}", config.listen))?;
     tracing::info!(shard = id, listen = %config.listen, "accepting connections");
-    crate::metrics::publisher::spawn(ctx.clone());
+    metrics_publisher::spawn(ctx.clone());
     crate::metrics::shard_ready();
     let shutdown = Rc::new(ShutdownSignal::default());
     {

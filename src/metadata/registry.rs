@@ -109,7 +109,7 @@ impl ClusterMetadata {
 
     /// Loads the registry from `data_dir`, or an empty one if there is none yet.
     pub async fn load(data_dir: &Path) -> io::Result<ClusterMetadata> {
-        match read_small_file(&data_dir.join(METADATA_FILE)).await? {
+        match read_small_file(&data_dir.join(METADATA_FILE), &StorageEnv::default()).await? {
             None => Ok(ClusterMetadata { next_producer_id: 1000, ..ClusterMetadata::default() }),
             Some(bytes) => ClusterMetadata::decode(&bytes).map_err(|reason| {
                 io::Error::new(

@@ -1,9 +1,13 @@
-//! The storage engine's only door to the disk: segment files opened with O_DIRECT through
-//! glommio (io_uring), small metadata files replaced atomically, and directory syncs.
+//! The storage engine's only door to the disk: segment files, small metadata files
+//! replaced atomically, directory listings and syncs. Two disks sit behind it
+//! ([`Disk`]):
+//! - `Direct`, production: files opened with O_DIRECT through glommio (io_uring);
+//! - `Memory`, tests: a [`MemoryDisk`] that can tear writes, fail or delay syncs, fill up
+//!   and crash, driven by a seed (see `memory_disk`).
 //!
-//! Every write and fsync passes a [`FaultInjector`] first when one is installed. Tests
-//! install a [`SimulatedDisk`] to make writes, fsyncs or allocations fail (EIO, ENOSPC)
-//! and prove that the log poisons itself or fails cleanly; production runs without one.
+//! Every write and fsync also passes a [`FaultInjector`] first when one is installed:
+//! tests install a [`SimulatedDisk`] to make writes, fsyncs or allocations of real files
+//! fail (EIO, ENOSPC) and prove that the log poisons itself or fails cleanly.
 //!
 //! Runs on the shard that owns the log; nothing here is `Send`.
 
@@ -13,12 +17,30 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use bytes::Bytes;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, ReadResult};
 use glommio::GlommioError;
 
 use super::batch_cache::{BatchCache, SharedBatchCache, DEFAULT_BATCH_CACHE_BYTES};
 use super::clock::{Clock, SystemClock};
 use super::config::BLOCK_BYTES;
+use super::memory_disk::{MemoryFile, MemorySession};
+
+/// The disk a log's files live on.
+#[derive(Debug, Clone, Default)]
+pub enum Disk {
+    /// Real files, O_DIRECT, through io_uring.
+    #[default]
+    Direct,
+    /// The simulated disk of tests, as one incarnation of the broker sees it.
+    Memory(MemorySession),
+}
+
+impl Disk {
+    pub fn is_memory(&self) -> bool {
+        matches!(self, Disk::Memory(_))
+    }
+}
 
 /// The operations a simulated disk can intercept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +97,7 @@ pub struct StorageEnv {
     pub clock: Rc<dyn Clock>,
     pub faults: Option<Rc<dyn FaultInjector>>,
     pub batch_cache: SharedBatchCache,
+    pub disk: Disk,
 }
 
 impl Default for StorageEnv {
@@ -85,6 +108,7 @@ impl Default for StorageEnv {
             clock: Rc::new(SystemClock),
             faults: None,
             batch_cache: BatchCache::shared(DEFAULT_BATCH_CACHE_BYTES),
+            disk: Disk::Direct,
         }
     }
 }
@@ -120,7 +144,10 @@ thread_local! {
 /// read succeeds trivially, the poll ring is chosen, and every later read on a device
 /// without polled I/O (virtio, most cloud disks) fails with EOPNOTSUPP. Opening a file
 /// with one block of data first makes the probe answer truthfully.
-pub async fn prime_direct_io(dir: &Path) -> io::Result<()> {
+pub async fn prime_direct_io(dir: &Path, env: &StorageEnv) -> io::Result<()> {
+    if env.disk.is_memory() {
+        return Ok(());
+    }
     use std::os::unix::fs::MetadataExt;
     let device = std::fs::metadata(dir)?.dev();
     if PRIMED_DEVICES.with(|primed| primed.borrow().contains(&device)) {
@@ -137,10 +164,70 @@ pub async fn prime_direct_io(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// A segment file opened for direct I/O.
+/// A block-aligned write buffer: DMA memory for direct files, plain memory for the
+/// simulated disk.
+#[derive(Debug)]
+pub enum IoBuffer {
+    Direct(DmaBuffer),
+    Heap(Vec<u8>),
+}
+
+impl IoBuffer {
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn is_direct(&self) -> bool {
+        matches!(self, IoBuffer::Direct(_))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            IoBuffer::Direct(buffer) => buffer.as_bytes(),
+            IoBuffer::Heap(buffer) => buffer,
+        }
+    }
+
+    pub fn as_bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            IoBuffer::Direct(buffer) => buffer.as_bytes_mut(),
+            IoBuffer::Heap(buffer) => buffer,
+        }
+    }
+}
+
+/// Bytes read from a segment file.
+#[derive(Debug)]
+pub enum ReadBytes {
+    Direct(ReadResult),
+    Heap(Bytes),
+}
+
+impl std::ops::Deref for ReadBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadBytes::Direct(read) => read,
+            ReadBytes::Heap(bytes) => bytes,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum FileImpl {
+    Direct(DmaFile),
+    Memory(MemoryFile),
+}
+
+/// A segment file: O_DIRECT on the real disk, or a file of the simulated one.
 #[derive(Debug)]
 pub struct SegmentFile {
-    file: DmaFile,
+    file: FileImpl,
     path: PathBuf,
     env: StorageEnv,
 }
@@ -148,14 +235,23 @@ pub struct SegmentFile {
 impl SegmentFile {
     /// Creates a new, empty file; fails if it exists.
     pub async fn create(path: &Path, env: &StorageEnv) -> io::Result<SegmentFile> {
-        let file =
-            OpenOptions::new().read(true).write(true).create_new(true).dma_open(path).await.map_err(to_io_error)?;
+        let file = match &env.disk {
+            Disk::Direct => FileImpl::Direct(
+                OpenOptions::new().read(true).write(true).create_new(true).dma_open(path).await.map_err(to_io_error)?,
+            ),
+            Disk::Memory(disk) => FileImpl::Memory(disk.create(path, true)?),
+        };
         Ok(SegmentFile { file, path: path.to_path_buf(), env: env.clone() })
     }
 
     /// Opens an existing file for reading and writing.
     pub async fn open(path: &Path, env: &StorageEnv) -> io::Result<SegmentFile> {
-        let file = OpenOptions::new().read(true).write(true).dma_open(path).await.map_err(to_io_error)?;
+        let file = match &env.disk {
+            Disk::Direct => {
+                FileImpl::Direct(OpenOptions::new().read(true).write(true).dma_open(path).await.map_err(to_io_error)?)
+            }
+            Disk::Memory(disk) => FileImpl::Memory(disk.open(path)?),
+        };
         Ok(SegmentFile { file, path: path.to_path_buf(), env: env.clone() })
     }
 
@@ -163,72 +259,101 @@ impl SegmentFile {
         &self.path
     }
 
+    pub fn is_direct(&self) -> bool {
+        matches!(self.file, FileImpl::Direct(_))
+    }
+
     /// An aligned buffer of at least `len` bytes, rounded up to whole blocks.
-    pub fn alloc_block_buffer(&self, len: usize) -> DmaBuffer {
-        self.file.alloc_dma_buffer(align_up(len as u64) as usize)
+    pub fn alloc_block_buffer(&self, len: usize) -> IoBuffer {
+        let len = align_up(len as u64) as usize;
+        match &self.file {
+            FileImpl::Direct(file) => IoBuffer::Direct(file.alloc_dma_buffer(len)),
+            FileImpl::Memory(_) => IoBuffer::Heap(vec![0; len]),
+        }
     }
 
     /// Writes the whole buffer at `position` (both block aligned). A short write is an
     /// error: the caller treats the file state as unknown.
-    pub async fn write_all_at(&self, buffer: DmaBuffer, position: u64) -> io::Result<()> {
-        debug_assert_eq!(position % BLOCK_BYTES, 0);
-        debug_assert_eq!(buffer.len() as u64 % BLOCK_BYTES, 0);
-        self.env.check(DiskOp::Write, &self.path)?;
-        let expected = buffer.len();
-        let written = self.file.write_at(buffer, position).await.map_err(to_io_error)?;
-        if written != expected {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short direct write: {written} of {expected} bytes at {position}"),
-            ));
-        }
-        Ok(())
+    pub async fn write_all_at(&self, buffer: IoBuffer, position: u64) -> io::Result<()> {
+        self.write_chunk_at(buffer, position).await.map(drop)
     }
 
     /// Like [`SegmentFile::write_all_at`], handing the buffer back after the write so it
     /// can be reused.
-    pub async fn write_chunk_at(&self, buffer: DmaBuffer, position: u64) -> io::Result<DmaBuffer> {
+    pub async fn write_chunk_at(&self, buffer: IoBuffer, position: u64) -> io::Result<IoBuffer> {
         debug_assert_eq!(position % BLOCK_BYTES, 0);
+        debug_assert_eq!(buffer.len() as u64 % BLOCK_BYTES, 0);
         self.env.check(DiskOp::Write, &self.path)?;
         let expected = buffer.len();
-        let shared = Rc::new(buffer);
-        let written = self.file.write_rc_at(shared.clone(), position).await.map_err(to_io_error)?;
-        if written != expected {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                format!("short direct write: {written} of {expected} bytes at {position}"),
-            ));
+        match (&self.file, buffer) {
+            (FileImpl::Direct(file), IoBuffer::Direct(buffer)) => {
+                let shared = Rc::new(buffer);
+                let written = file.write_rc_at(shared.clone(), position).await.map_err(to_io_error)?;
+                if written != expected {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("short direct write: {written} of {expected} bytes at {position}"),
+                    ));
+                }
+                Rc::try_unwrap(shared)
+                    .map(IoBuffer::Direct)
+                    .map_err(|_| io::Error::other("write buffer still shared after its write completed"))
+            }
+            (FileImpl::Memory(file), buffer) => {
+                file.write_at(position, buffer.as_bytes())?;
+                Ok(buffer)
+            }
+            (FileImpl::Direct(_), IoBuffer::Heap(_)) => {
+                Err(io::Error::other("a heap buffer cannot be written to a direct file"))
+            }
         }
-        Rc::try_unwrap(shared).map_err(|_| io::Error::other("write buffer still shared after its write completed"))
     }
 
     /// Reads up to `len` bytes at any position (glommio aligns internally).
-    pub async fn read_at(&self, position: u64, len: usize) -> io::Result<ReadResult> {
-        self.file.read_at(position, len).await.map_err(to_io_error)
+    pub async fn read_at(&self, position: u64, len: usize) -> io::Result<ReadBytes> {
+        match &self.file {
+            FileImpl::Direct(file) => file.read_at(position, len).await.map(ReadBytes::Direct).map_err(to_io_error),
+            FileImpl::Memory(file) => file.read_at(position, len).map(ReadBytes::Heap),
+        }
     }
 
     pub async fn sync_data(&self) -> io::Result<()> {
         self.env.check(DiskOp::Sync, &self.path)?;
-        self.file.fdatasync().await.map_err(to_io_error)
+        match &self.file {
+            FileImpl::Direct(file) => file.fdatasync().await.map_err(to_io_error),
+            FileImpl::Memory(file) => file.sync_data().await,
+        }
     }
 
     /// Extends the file to `len` bytes with allocated, zero-reading blocks (fallocate).
     pub async fn allocate(&self, len: u64) -> io::Result<()> {
         self.env.check(DiskOp::Allocate, &self.path)?;
-        self.file.pre_allocate(len, false).await.map_err(to_io_error)
+        match &self.file {
+            FileImpl::Direct(file) => file.pre_allocate(len, false).await.map_err(to_io_error),
+            FileImpl::Memory(file) => file.allocate(len),
+        }
     }
 
     pub async fn truncate(&self, len: u64) -> io::Result<()> {
         self.env.check(DiskOp::Write, &self.path)?;
-        self.file.truncate(len).await.map_err(to_io_error)
+        match &self.file {
+            FileImpl::Direct(file) => file.truncate(len).await.map_err(to_io_error),
+            FileImpl::Memory(file) => file.truncate(len),
+        }
     }
 
     pub async fn size(&self) -> io::Result<u64> {
-        self.file.file_size().await.map_err(to_io_error)
+        match &self.file {
+            FileImpl::Direct(file) => file.file_size().await.map_err(to_io_error),
+            FileImpl::Memory(file) => file.size(),
+        }
     }
 
     pub async fn close(self) -> io::Result<()> {
-        self.file.close().await.map_err(to_io_error)
+        match self.file {
+            FileImpl::Direct(file) => file.close().await.map_err(to_io_error),
+            FileImpl::Memory(_) => Ok(()),
+        }
     }
 }
 
@@ -253,12 +378,22 @@ pub async fn write_file_atomic(path: &Path, bytes: &[u8], env: &StorageEnv) -> i
     file.truncate(bytes.len() as u64).await?;
     file.sync_data().await?;
     file.close().await?;
-    glommio::io::rename(&tmp, path).await.map_err(to_io_error)?;
+    match &env.disk {
+        Disk::Direct => glommio::io::rename(&tmp, path).await.map_err(to_io_error)?,
+        Disk::Memory(disk) => disk.rename(&tmp, path)?,
+    }
     sync_dir(path.parent().unwrap_or(Path::new(".")), env).await
 }
 
 /// Reads a whole small file, or `None` when it does not exist.
-pub async fn read_small_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
+pub async fn read_small_file(path: &Path, env: &StorageEnv) -> io::Result<Option<Vec<u8>>> {
+    if let Disk::Memory(disk) = &env.disk {
+        return match disk.open(path) {
+            Ok(file) => Ok(Some(file.read_at(0, usize::MAX)?.to_vec())),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        };
+    }
     let file = match DmaFile::open(path).await.map_err(to_io_error) {
         Ok(file) => file,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -273,6 +408,9 @@ pub async fn read_small_file(path: &Path) -> io::Result<Option<Vec<u8>>> {
 /// fsync on a directory, so created, renamed and removed entries are durable.
 pub async fn sync_dir(dir: &Path, env: &StorageEnv) -> io::Result<()> {
     env.check(DiskOp::Sync, dir)?;
+    if let Disk::Memory(disk) = &env.disk {
+        return disk.sync_dir(dir).await;
+    }
     // glommio opens directories with openat(-1, path): a relative path would fail with
     // EBADF, so resolve it against the working directory first.
     let dir = std::path::absolute(if dir.as_os_str().is_empty() { Path::new(".") } else { dir })?;
@@ -281,11 +419,56 @@ pub async fn sync_dir(dir: &Path, env: &StorageEnv) -> io::Result<()> {
     directory.close().await.map_err(to_io_error)
 }
 
-pub async fn remove_file(path: &Path) -> io::Result<()> {
-    match glommio::io::remove(path).await.map_err(to_io_error) {
+/// Removes a file; a missing one is not an error.
+pub async fn remove_file(path: &Path, env: &StorageEnv) -> io::Result<()> {
+    let removed = match &env.disk {
+        Disk::Direct => glommio::io::remove(path).await.map_err(to_io_error),
+        Disk::Memory(disk) => disk.remove(path),
+    };
+    match removed {
         Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
         other => other,
     }
+}
+
+/// Creates a directory and its parents (the simulated disk's directories always exist).
+pub fn create_dir_all(dir: &Path, env: &StorageEnv) -> io::Result<()> {
+    match env.disk {
+        Disk::Direct => std::fs::create_dir_all(dir),
+        Disk::Memory(_) => Ok(()),
+    }
+}
+
+/// A file in a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub size: u64,
+    pub modified_ms: i64,
+}
+
+/// The files of `dir`.
+pub fn list_dir(dir: &Path, env: &StorageEnv) -> io::Result<Vec<DirEntry>> {
+    if let Disk::Memory(disk) = &env.disk {
+        return Ok(disk
+            .list_dir(dir)?
+            .into_iter()
+            .map(|(name, size, modified_ms)| DirEntry { name, size, modified_ms })
+            .collect());
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+        let metadata = entry.metadata()?;
+        let modified_ms = metadata
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as i64);
+        out.push(DirEntry { name, size: metadata.len(), modified_ms });
+    }
+    Ok(out)
 }
 
 pub fn align_down(value: u64) -> u64 {

@@ -14,7 +14,9 @@
 //! send_plan.rs  finding a zero-copy region's batch boundaries from the index
 //! clean_shutdown.rs marker that lets a cleanly closed log skip the tail scan
 //! write_buffer.rs aligned, pooled DMA buffers for the writer's rounds
-//! disk.rs       O_DIRECT files via glommio, atomic small files, fault injection
+//! disk.rs       the disk interface: O_DIRECT files via glommio, or the simulated disk;
+//!               atomic small files, directory listing and sync, fault injection
+//! memory_disk.rs the simulated disk: tears, failed and slow syncs, full disk, crashes
 //! config.rs     per-log config (topic configs) and storage limits
 //! offset.rs     Offset, LogStartOffset, HighWatermark, LogEndOffset
 //! clock.rs      wall clock behind a trait
@@ -28,6 +30,7 @@ pub mod clean_shutdown;
 pub mod clock;
 pub mod config;
 pub mod disk;
+pub mod memory_disk;
 pub mod error;
 pub mod index;
 pub mod log;
@@ -45,7 +48,8 @@ mod writer;
 pub use crate::protocol::record_chunk::{FileRegion, RecordChunk};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CompressionPolicy, FlushPolicy, LogConfig, TimestampType};
-pub use disk::{DiskOp, FaultInjector, SimulatedDisk, StorageEnv};
+pub use disk::{Disk, DiskOp, FaultInjector, SimulatedDisk, StorageEnv};
+pub use memory_disk::{MemoryDisk, MemoryFaults, MemorySession, SeededRng};
 pub use error::{AppendError, ReadError, StorageError};
 pub use log::{AppendInfo, LogRead, PartitionLog, PendingAppend, TimestampMatch};
 pub use offset::{HighWatermark, LogEndOffset, LogOffsets, LogStartOffset, Offset};

@@ -21,13 +21,13 @@ use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
 
 use super::batch_cache::LogCache;
 use super::clean_shutdown::{TailSummary, CLEAN_SHUTDOWN_MARKER};
 use super::config::{LogConfig, BLOCK_BYTES};
 use super::disk::{
-    align_down, prime_direct_io, read_small_file, remove_file, sync_dir, write_file_atomic, SegmentFile, StorageEnv,
+    align_down, create_dir_all, list_dir, prime_direct_io, read_small_file, remove_file, sync_dir, write_file_atomic,
+    SegmentFile, StorageEnv,
 };
 use super::error::StorageError;
 use super::index::SegmentIndex;
@@ -52,17 +52,17 @@ struct FoundSegment {
 
 pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Result<PartitionLog, StorageError> {
     config.validate().map_err(|reason| StorageError::InvalidConfig { reason })?;
-    std::fs::create_dir_all(dir).map_err(|e| StorageError::io(dir, e))?;
-    prime_direct_io(dir).await.map_err(|e| StorageError::io(dir, e))?;
-    let mut found = list_segments(dir).await.map_err(|e| StorageError::io(dir, e))?;
-    let checkpoint = read_log_start_checkpoint(dir).await.map_err(|e| StorageError::io(dir, e))?;
+    create_dir_all(dir, &env).map_err(|e| StorageError::io(dir, e))?;
+    prime_direct_io(dir, &env).await.map_err(|e| StorageError::io(dir, e))?;
+    let mut found = list_segments(dir, &env).await.map_err(|e| StorageError::io(dir, e))?;
+    let checkpoint = read_log_start_checkpoint(dir, &env).await.map_err(|e| StorageError::io(dir, e))?;
     let now_ms = env.clock.now_ms();
 
     // Segments wholly below the checkpointed log start were being deleted by retention.
     if let Some(checkpoint) = checkpoint {
         while found.len() > 1 && found[1].base <= checkpoint {
             let doomed = found.remove(0);
-            remove_segment_files(dir, doomed.base).await.map_err(|e| StorageError::io(dir, e))?;
+            remove_segment_files(dir, doomed.base, &env).await.map_err(|e| StorageError::io(dir, e))?;
         }
     }
 
@@ -81,7 +81,7 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
             let marker = take_clean_shutdown_marker(dir, &env).await.map_err(|e| StorageError::io(dir, e))?;
             // The marker skips the scan that rebuilds producer state, so it is used only
             // together with the snapshot written at the same close.
-            let snapshot_ends_at = read_small_file(&dir.join(PRODUCER_SNAPSHOT))
+            let snapshot_ends_at = read_small_file(&dir.join(PRODUCER_SNAPSHOT), &env)
                 .await
                 .map_err(|e| StorageError::io(dir, e))?
                 .and_then(|bytes| ProducerStates::decode(&bytes).map(|(as_of, _)| as_of));
@@ -100,7 +100,7 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
     };
     // A snapshot from a clean close that ends exactly at the recovered log end covers
     // every producer; otherwise keep what the tail scan rebuilt.
-    if let Some(bytes) = read_small_file(&dir.join(PRODUCER_SNAPSHOT)).await.map_err(|e| StorageError::io(dir, e))? {
+    if let Some(bytes) = read_small_file(&dir.join(PRODUCER_SNAPSHOT), &env).await.map_err(|e| StorageError::io(dir, e))? {
         match ProducerStates::decode(&bytes) {
             Some((as_of, snapshot)) if as_of == log_end => producers = snapshot,
             Some(_) => {
@@ -138,29 +138,20 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
 }
 
 /// Segment files in `dir` ordered by base offset; removes leftover temporary files.
-async fn list_segments(dir: &Path) -> io::Result<Vec<FoundSegment>> {
+async fn list_segments(dir: &Path, env: &StorageEnv) -> io::Result<Vec<FoundSegment>> {
     let mut found = Vec::new();
     let mut leftovers: Vec<PathBuf> = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if name.ends_with(".tmp") {
-            leftovers.push(entry.path());
+    for entry in list_dir(dir, env)? {
+        if entry.name.ends_with(".tmp") {
+            leftovers.push(dir.join(&entry.name));
             continue;
         }
-        if let Some(base) = parse_segment_name(name) {
-            let metadata = entry.metadata()?;
-            let modified_ms = metadata
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_millis() as i64);
-            found.push(FoundSegment { base, size: metadata.len(), modified_ms });
+        if let Some(base) = parse_segment_name(&entry.name) {
+            found.push(FoundSegment { base, size: entry.size, modified_ms: entry.modified_ms });
         }
     }
     for path in leftovers {
-        remove_file(&path).await?;
+        remove_file(&path, env).await?;
     }
     found.sort_by_key(|s| s.base);
     Ok(found)
@@ -170,8 +161,8 @@ async fn list_segments(dir: &Path) -> io::Result<Vec<FoundSegment>> {
 /// can take writes, so a later crash never trusts it).
 async fn take_clean_shutdown_marker(dir: &Path, env: &StorageEnv) -> io::Result<Option<TailSummary>> {
     let path = dir.join(CLEAN_SHUTDOWN_MARKER);
-    let Some(bytes) = read_small_file(&path).await? else { return Ok(None) };
-    remove_file(&path).await?;
+    let Some(bytes) = read_small_file(&path, env).await? else { return Ok(None) };
+    remove_file(&path, env).await?;
     sync_dir(dir, env).await?;
     let summary = TailSummary::decode(&bytes);
     if summary.is_none() {
@@ -315,8 +306,8 @@ pub(crate) async fn load_index(
     let relative_end = (next_offset.value() - base.value()) as u64;
     let (offsets, times) = if trust_files {
         (
-            read_small_file(&offset_path).await.map_err(IndexLoadError::Io)?,
-            read_small_file(&time_path).await.map_err(IndexLoadError::Io)?,
+            read_small_file(&offset_path, env).await.map_err(IndexLoadError::Io)?,
+            read_small_file(&time_path, env).await.map_err(IndexLoadError::Io)?,
         )
     } else {
         (None, None)
@@ -373,9 +364,9 @@ async fn last_entry_matches(file: &Rc<SegmentFile>, base: Offset, index: &Segmen
         .is_ok_and(|header| header.base_offset == base.value() + i64::from(relative)))
 }
 
-pub(crate) async fn remove_segment_files(dir: &Path, base: Offset) -> io::Result<()> {
+pub(crate) async fn remove_segment_files(dir: &Path, base: Offset, env: &StorageEnv) -> io::Result<()> {
     for suffix in [OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX] {
-        remove_file(&segment::segment_path(dir, base, suffix)).await?;
+        remove_file(&segment::segment_path(dir, base, suffix), env).await?;
     }
     Ok(())
 }
@@ -387,9 +378,9 @@ pub(crate) async fn write_log_start_checkpoint(dir: &Path, offset: Offset, env: 
     write_file_atomic(&dir.join(LOG_START_CHECKPOINT), &bytes, env).await
 }
 
-async fn read_log_start_checkpoint(dir: &Path) -> io::Result<Option<Offset>> {
+async fn read_log_start_checkpoint(dir: &Path, env: &StorageEnv) -> io::Result<Option<Offset>> {
     let path = dir.join(LOG_START_CHECKPOINT);
-    let Some(bytes) = read_small_file(&path).await? else { return Ok(None) };
+    let Some(bytes) = read_small_file(&path, env).await? else { return Ok(None) };
     if bytes.len() != 12 || crc32c::crc32c(&bytes[..8]).to_be_bytes() != bytes[8..12] {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,

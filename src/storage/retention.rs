@@ -57,7 +57,7 @@ impl PartitionLog {
                     let dir = self.shared.dir.clone();
                     let env = &self.shared.env;
                     self.persist_log_start().await?;
-                    remove_segment_files(&dir, base).await.map_err(|e| StorageError::io(&dir, e))?;
+                    remove_segment_files(&dir, base, env).await.map_err(|e| StorageError::io(&dir, e))?;
                     sync_dir(&dir, env).await.map_err(|e| StorageError::io(&dir, e))?;
                     tracing::info!(dir = %dir.display(), segment = %base, bytes = size, log_start = %new_start, "retention deleted segment");
                     report.segments_deleted += 1;

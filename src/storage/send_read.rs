@@ -35,6 +35,11 @@ impl PartitionLog {
     /// KIP-74), below the high watermark: from the batch cache when it holds `offset`,
     /// otherwise as one region of the segment holding it.
     pub async fn read_for_send(&self, offset: Offset, max_bytes: usize) -> Result<SendRead, ReadError> {
+        if self.shared.env.disk.is_memory() {
+            // The simulated disk has no file descriptors to sendfile from: copy.
+            let read = self.read(offset, max_bytes).await?;
+            return Ok(SendRead { chunks: read.records.into_iter().map(RecordChunk::Memory).collect(), offsets: read.offsets });
+        }
         let (segment_base, high_watermark, offsets) = match self.start_read(offset, max_bytes)? {
             ReadStart::Done(records, offsets) => {
                 return Ok(SendRead { chunks: records.into_iter().map(RecordChunk::Memory).collect(), offsets })

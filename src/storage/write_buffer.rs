@@ -9,9 +9,7 @@
 use std::cell::RefCell;
 
 use bytes::Bytes;
-use glommio::io::DmaBuffer;
-
-use super::disk::{align_down, align_up, SegmentFile};
+use super::disk::{align_down, align_up, IoBuffer, SegmentFile};
 
 /// Size of one pooled write buffer and the largest single DMA write.
 pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
@@ -19,13 +17,13 @@ pub const WRITE_CHUNK_BYTES: usize = 1 << 20;
 const POOLED_CHUNKS_MAX: usize = 16;
 
 thread_local! {
-    static POOL: RefCell<Vec<DmaBuffer>> = const { RefCell::new(Vec::new()) };
+    static POOL: RefCell<Vec<IoBuffer>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Block-aligned buffers covering `[start, start + padded length)` of a segment file.
 #[derive(Debug)]
 pub struct ChunkedWrite {
-    pub chunks: Vec<(u64, DmaBuffer)>,
+    pub chunks: Vec<(u64, IoBuffer)>,
     /// The bytes of the new partial last block (rewritten by the next round).
     pub new_tail: Vec<u8>,
 }
@@ -75,8 +73,8 @@ pub fn build(file: &SegmentFile, start: u64, tail_block: &[u8], batches: &[Bytes
     ChunkedWrite { chunks, new_tail }
 }
 
-fn take_buffer(file: &SegmentFile, len: usize) -> DmaBuffer {
-    if len == WRITE_CHUNK_BYTES {
+fn take_buffer(file: &SegmentFile, len: usize) -> IoBuffer {
+    if len == WRITE_CHUNK_BYTES && file.is_direct() {
         if let Some(buffer) = POOL.with(|pool| pool.borrow_mut().pop()) {
             return buffer;
         }
@@ -85,8 +83,8 @@ fn take_buffer(file: &SegmentFile, len: usize) -> DmaBuffer {
 }
 
 /// Returns a full-size chunk to the pool once its write has completed.
-pub fn recycle(buffer: DmaBuffer) {
-    if buffer.len() == WRITE_CHUNK_BYTES {
+pub fn recycle(buffer: IoBuffer) {
+    if buffer.len() == WRITE_CHUNK_BYTES && buffer.is_direct() {
         POOL.with(|pool| {
             let mut pool = pool.borrow_mut();
             if pool.len() < POOLED_CHUNKS_MAX {

@@ -36,6 +36,9 @@ fn env_number(name: &str) -> Option<u64> {
 /// Batches in offset order: base offset -> bytes as stored (base offset patched).
 type Batches = BTreeMap<i64, Vec<u8>>;
 
+/// (base offset, bytes) of acknowledged appends.
+type Acknowledged = Vec<(i64, Vec<u8>)>;
+
 /// What the test knows about the log.
 #[derive(Debug, Default)]
 struct Model {
@@ -47,6 +50,9 @@ struct Model {
     candidates: BTreeMap<i64, Vec<Vec<u8>>>,
     /// (base offset, bytes) of the batches whose append was acknowledged.
     acknowledged: Vec<(i64, Vec<u8>)>,
+    /// The log start offset must be at least this after recovery (DeleteRecords
+    /// acknowledged).
+    log_start_min: i64,
 }
 
 impl Model {
@@ -62,7 +68,19 @@ impl Model {
     }
 
     /// Checks a recovered log against the model; on success it becomes the durable part.
-    fn check_recovered(&mut self, recovered: Batches) -> Result<(), String> {
+    fn check_recovered(&mut self, log_start: i64, recovered: Batches) -> Result<(), String> {
+        if log_start < self.log_start_min {
+            return Err(format!(
+                "log start {log_start} is below the acknowledged DeleteRecords {}",
+                self.log_start_min
+            ));
+        }
+        if let Some(&first) = recovered.keys().next() {
+            if first != log_start {
+                return Err(format!("the log starts at {log_start} but its first batch is at {first}"));
+            }
+        }
+        self.durable = self.durable.split_off(&log_start);
         for (base, bytes) in &self.durable {
             match recovered.get(base) {
                 Some(got) if got == bytes => {}
@@ -153,13 +171,26 @@ async fn check_seed(seed: u64, cycles: u64) -> Result<(), String> {
         }
         let log = PartitionLog::open(&dir, config, env).await.map_err(|e| fail(format!("open: {e}")))?;
         let recovered = read_everything(&log).await.map_err(&fail)?;
-        model.check_recovered(recovered).map_err(&fail)?;
+        model.check_recovered(log.offsets().log_start.value(), recovered).map_err(&fail)?;
         let expected_end = model.durable.iter().next_back().map_or(0, |(base, bytes)| {
             let header = tern::protocol::record_batch::BatchHeader::parse(bytes).expect("stored batches parse");
             base + i64::from(header.last_offset_delta) + 1
         });
         if log.offsets().log_end.value() != expected_end {
-            return Err(fail(format!("log end {} after recovery, but the batches end at {expected_end}", log.offsets().log_end)));
+            return Err(fail(format!(
+                "log end {} after recovery, but the batches end at {expected_end}",
+                log.offsets().log_end
+            )));
+        }
+
+        // Keep the log short (so a cycle stays cheap) the way an operator would: move the
+        // log start with DeleteRecords and let retention delete whole segments. Both
+        // must survive later crashes too.
+        if model.durable.len() > 150 {
+            let target = *model.durable.keys().nth(model.durable.len() - 60).expect("long enough");
+            let start = log.delete_records(Offset(target)).await.map_err(|e| fail(format!("delete records: {e}")))?;
+            model.log_start_min = start.value();
+            log.enforce_retention().await.map_err(|e| fail(format!("retention: {e}")))?;
         }
 
         let mut faults = random_faults(&mut rng);
@@ -169,7 +200,7 @@ async fn check_seed(seed: u64, cycles: u64) -> Result<(), String> {
             faults.capacity_bytes = Some(stored + 64 * 1024 + rng.below(256 * 1024));
         }
         disk.set_faults(faults);
-        let acknowledged: Rc<RefCell<Vec<(i64, Vec<u8>)>>> = Rc::default();
+        let acknowledged: Rc<RefCell<Acknowledged>> = Rc::default();
         let appends = 1 + rng.below(60);
         for _ in 0..appends {
             tag += 1;
@@ -178,22 +209,19 @@ async fn check_seed(seed: u64, cycles: u64) -> Result<(), String> {
             let value: Vec<u8> = (0..value_bytes).map(|i| (tag as usize * 31 + i) as u8).collect();
             let values: Vec<&[u8]> = (0..records).map(|_| value.as_slice()).collect();
             let batch = BytesMut::from(&build::batch(&values, 1_700_000_000_000 + tag as i64)[..]);
-            match log.append_nowait(batch.clone()) {
-                Ok(pending) => {
-                    let base = pending.info.base_offset.value();
-                    let mut stored = batch.to_vec();
-                    set_base_offset(&mut stored, base);
-                    model.assign(base, stored).map_err(&fail)?;
-                    let acknowledged = acknowledged.clone();
-                    let stored = model.candidates[&base].last().cloned().expect("just assigned");
-                    glommio::spawn_local(async move {
-                        if pending.durable().await.is_ok() {
-                            acknowledged.borrow_mut().push((base, stored));
-                        }
-                    })
-                    .detach();
-                }
-                Err(_) => {} // poisoned, closed or full: nothing assigned
+            // An append refused at once (poisoned, closed, disk full) assigns nothing.
+            if let Ok(pending) = log.append_nowait(batch.clone()) {
+                let base = pending.info.base_offset.value();
+                let mut stored = batch.to_vec();
+                set_base_offset(&mut stored, base);
+                model.assign(base, stored.clone()).map_err(&fail)?;
+                let acknowledged = acknowledged.clone();
+                glommio::spawn_local(async move {
+                    if pending.durable().await.is_ok() {
+                        acknowledged.borrow_mut().push((base, stored));
+                    }
+                })
+                .detach();
             }
             for _ in 0..rng.below(4) {
                 futures_lite::future::yield_now().await;
@@ -252,7 +280,9 @@ fn acknowledged_records_survive_every_simulated_crash() {
         let mut failures = Vec::new();
         for seed in seeds {
             if let Err(problem) = check_seed(seed, cycles).await {
-                failures.push(format!("seed {seed}: {problem} (replay: TERN_SIM_SEED={seed} cargo test --test storage_sim_crash)"));
+                failures.push(format!(
+                    "seed {seed}: {problem} (replay: TERN_SIM_SEED={seed} cargo test --test storage_sim_crash)"
+                ));
             }
         }
         failures

@@ -100,7 +100,9 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
     };
     // A snapshot from a clean close that ends exactly at the recovered log end covers
     // every producer; otherwise keep what the tail scan rebuilt.
-    if let Some(bytes) = read_small_file(&dir.join(PRODUCER_SNAPSHOT), &env).await.map_err(|e| StorageError::io(dir, e))? {
+    if let Some(bytes) =
+        read_small_file(&dir.join(PRODUCER_SNAPSHOT), &env).await.map_err(|e| StorageError::io(dir, e))?
+    {
         match ProducerStates::decode(&bytes) {
             Some((as_of, snapshot)) if as_of == log_end => producers = snapshot,
             Some(_) => {

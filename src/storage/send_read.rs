@@ -38,7 +38,10 @@ impl PartitionLog {
         if self.shared.env.disk.is_memory() {
             // The simulated disk has no file descriptors to sendfile from: copy.
             let read = self.read(offset, max_bytes).await?;
-            return Ok(SendRead { chunks: read.records.into_iter().map(RecordChunk::Memory).collect(), offsets: read.offsets });
+            return Ok(SendRead {
+                chunks: read.records.into_iter().map(RecordChunk::Memory).collect(),
+                offsets: read.offsets,
+            });
         }
         let (segment_base, high_watermark, offsets) = match self.start_read(offset, max_bytes)? {
             ReadStart::Done(records, offsets) => {

@@ -8,8 +8,8 @@
 
 use std::cell::RefCell;
 
-use bytes::Bytes;
 use super::disk::{align_down, align_up, IoBuffer, SegmentFile};
+use bytes::Bytes;
 
 /// Size of one pooled write buffer and the largest single DMA write.
 pub const WRITE_CHUNK_BYTES: usize = 1 << 20;

@@ -25,7 +25,7 @@ use super::batch_cache::LogCache;
 use super::config::{LogConfig, TimestampType, INDEX_ENTRY_BYTES_MAX};
 use super::disk::{SegmentFile, StorageEnv};
 use super::error::{AppendError, ReadError, StorageError};
-use super::offset::{LogOffsets, LogStartOffset, Offset};
+use super::offset::{LogOffsets, LogStartOffset, Offset, OffsetTracker};
 use super::producer_state::{ProducerStates, SequenceCheck};
 use super::segment::{self, read_batches, Segment, SegmentReadError, LOG_SUFFIX};
 use super::validate;
@@ -47,9 +47,8 @@ pub(crate) struct LogState {
     pub config: LogConfig,
     /// Ordered by base offset; the last one is active.
     pub segments: VecDeque<Segment>,
-    pub log_start: Offset,
-    pub log_end: Offset,
-    pub high_watermark: Offset,
+    /// log start, high watermark and log end, changed only through their methods.
+    pub offsets: OffsetTracker,
     pub cache: LogCache,
     pub health: Health,
     pub writer: WriterQueue,
@@ -144,7 +143,7 @@ impl PartitionLog {
 
     pub fn offsets(&self) -> LogOffsets {
         let state = self.shared.state.borrow();
-        LogOffsets::new(state.log_start, state.high_watermark, state.log_end)
+        state.offsets.snapshot()
     }
 
     pub fn config(&self) -> LogConfig {
@@ -212,12 +211,12 @@ impl PartitionLog {
         }
 
         if should_roll(state, &header, now_ms) {
-            let base = state.log_end;
+            let base = state.offsets.log_end();
             state.segments.push_back(Segment::new_active(base, now_ms));
             state.roll_requested = false;
         }
 
-        let base_offset = state.log_end;
+        let base_offset = state.offsets.log_end();
         state.producers.record(&header, base_offset, now_ms);
         record_batch::set_base_offset(&mut batch, base_offset.value());
         let log_append_time_ms = match state.config.timestamp_type {
@@ -244,7 +243,7 @@ impl PartitionLog {
         active.size += bytes.len() as u64;
         active.next_offset = next_offset;
         let segment_base = active.base_offset;
-        state.log_end = next_offset;
+        state.offsets.assign_through(next_offset);
 
         state.cache.push(base_offset, next_offset, bytes.clone());
         let done = state.writer.enqueue(PendingWrite::new(segment_base, bytes, next_offset, max_timestamp_after));
@@ -253,7 +252,7 @@ impl PartitionLog {
             base_offset,
             last_offset: Offset(next_offset.value() - 1),
             log_append_time_ms,
-            log_start: LogStartOffset(state.log_start),
+            log_start: LogStartOffset(state.offsets.log_start()),
         };
         drop(guard);
         if start_writer {
@@ -314,24 +313,24 @@ impl PartitionLog {
     pub(crate) fn start_read(&self, offset: Offset, max_bytes: usize) -> Result<ReadStart, ReadError> {
         let state = self.shared.state.borrow();
         check_readable(&state.health)?;
-        let offsets = LogOffsets::new(state.log_start, state.high_watermark, state.log_end);
-        if offset < state.log_start || offset > state.high_watermark {
+        let offsets = state.offsets.snapshot();
+        if offset < state.offsets.log_start() || offset > state.offsets.high_watermark() {
             return Err(ReadError::OffsetOutOfRange {
                 requested: offset,
-                log_start: state.log_start,
-                high_watermark: state.high_watermark,
+                log_start: state.offsets.log_start(),
+                high_watermark: state.offsets.high_watermark(),
             });
         }
-        if offset == state.high_watermark {
+        if offset == state.offsets.high_watermark() {
             return Ok(ReadStart::Done(Vec::new(), offsets));
         }
-        if let Some(records) = state.cache.read(offset, state.high_watermark, max_bytes) {
+        if let Some(records) = state.cache.read(offset, state.offsets.high_watermark(), max_bytes) {
             let bytes: usize = records.iter().map(Bytes::len).sum();
             crate::metrics::probes().batch_cache_bytes_served.add(bytes as u64);
             return Ok(ReadStart::Done(records, offsets));
         }
         let base = segment_for(&state.segments, offset).base_offset;
-        Ok(ReadStart::Segment { base, high_watermark: state.high_watermark, offsets })
+        Ok(ReadStart::Segment { base, high_watermark: state.offsets.high_watermark(), offsets })
     }
 
     /// The file, start position and readable end for reading `offset` in a segment,
@@ -470,10 +469,10 @@ impl PartitionLog {
                 let start = Offset(base.value() + i64::from(index.relative_offset_for_timestamp(timestamp)));
                 (
                     index.max_timestamp(),
-                    start.max(state.log_start),
+                    start.max(state.offsets.log_start()),
                     segment.written_size,
-                    state.high_watermark,
-                    state.log_start,
+                    state.offsets.high_watermark(),
+                    state.offsets.log_start(),
                 )
             };
             if max_timestamp < timestamp || start >= high_watermark || end_position == 0 {
@@ -546,26 +545,26 @@ impl PartitionLog {
         {
             let state = self.shared.state.borrow();
             check_writable(&state.health).map_err(ReadError::Storage)?;
-            if offset > state.high_watermark || offset < Offset(0) {
+            if offset > state.offsets.high_watermark() || offset < Offset(0) {
                 return Err(ReadError::OffsetOutOfRange {
                     requested: offset,
-                    log_start: state.log_start,
-                    high_watermark: state.high_watermark,
+                    log_start: state.offsets.log_start(),
+                    high_watermark: state.offsets.high_watermark(),
                 });
             }
-            if offset <= state.log_start {
-                return Ok(LogStartOffset(state.log_start));
+            if offset <= state.offsets.log_start() {
+                return Ok(LogStartOffset(state.offsets.log_start()));
             }
         }
         {
             let mut state = self.shared.state.borrow_mut();
-            if offset > state.log_start {
-                state.log_start = offset;
+            if offset > state.offsets.log_start() {
+                state.offsets.advance_start(offset);
                 state.cache.drop_before(offset);
             }
         }
         self.persist_log_start().await?;
-        Ok(LogStartOffset(self.shared.state.borrow().log_start))
+        Ok(LogStartOffset(self.shared.state.borrow().offsets.log_start()))
     }
 
     /// Forgets idempotent producers idle longer than `PRODUCER_ID_EXPIRATION_MS`.
@@ -580,7 +579,7 @@ impl PartitionLog {
         self.check_not_closed()?;
         let gate = self.shared.state.borrow().checkpoint_gate.clone();
         let _permit = gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
-        let start = self.shared.state.borrow().log_start;
+        let start = self.shared.state.borrow().offsets.log_start();
         super::recovery::write_log_start_checkpoint(&self.shared.dir, start, &self.shared.env)
             .await
             .map_err(|e| StorageError::io(&self.shared.dir, e))
@@ -616,7 +615,7 @@ impl PartitionLog {
         };
         let (producers, log_end) = {
             let state = self.shared.state.borrow();
-            (state.producers.encode(state.log_end), state.log_end)
+            (state.producers.encode(state.offsets.log_end()), state.offsets.log_end())
         };
         let snapshot = self.shared.dir.join(super::recovery::PRODUCER_SNAPSHOT);
         let snapshot_saved = match super::disk::write_file_atomic(&snapshot, &producers, &self.shared.env).await {
@@ -692,7 +691,7 @@ impl Future for HighWatermarkWait {
         let mut state = self.log.shared.state.borrow_mut();
         // A poisoned log's high watermark never moves again, but it stays readable: the
         // waiter simply runs into its own timeout.
-        if state.high_watermark > self.offset || matches!(state.health, Health::Offline(_) | Health::Closed) {
+        if state.offsets.high_watermark() > self.offset || matches!(state.health, Health::Offline(_) | Health::Closed) {
             return Poll::Ready(());
         }
         let id = self.id;
@@ -721,7 +720,8 @@ fn should_roll(state: &LogState, header: &BatchHeader, now_ms: i64) -> bool {
     if active.size == 0 {
         return false;
     }
-    let relative_end = state.log_end.value() + i64::from(header.last_offset_delta) - active.base_offset.value();
+    let relative_end =
+        state.offsets.log_end().value() + i64::from(header.last_offset_delta) - active.base_offset.value();
     let index_full = active
         .index
         .as_ref()

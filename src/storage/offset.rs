@@ -85,9 +85,122 @@ impl LogOffsets {
     }
 }
 
+/// A log's three offsets and the only ways they change. Every change asserts
+/// `log_start <= high_watermark <= log_end`:
+/// - appends move the log end up ([`OffsetTracker::assign_through`]);
+/// - a completed fdatasync moves the high watermark up, never past the log end
+///   ([`OffsetTracker::mark_durable`]);
+/// - a write that failed for lack of space rolls the unacknowledged tail back, never
+///   below the high watermark ([`OffsetTracker::roll_back`]);
+/// - DeleteRecords and retention move the log start up, never past the high watermark
+///   ([`OffsetTracker::advance_start`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetTracker {
+    log_start: Offset,
+    high_watermark: Offset,
+    log_end: Offset,
+}
+
+impl OffsetTracker {
+    /// A recovered log: everything found on disk is durable.
+    pub fn recovered(log_start: Offset, log_end: Offset) -> OffsetTracker {
+        let tracker = OffsetTracker { log_start, high_watermark: log_end, log_end };
+        tracker.check("recovered");
+        tracker
+    }
+
+    pub fn log_start(&self) -> Offset {
+        self.log_start
+    }
+
+    pub fn high_watermark(&self) -> Offset {
+        self.high_watermark
+    }
+
+    pub fn log_end(&self) -> Offset {
+        self.log_end
+    }
+
+    pub fn snapshot(&self) -> LogOffsets {
+        LogOffsets::new(self.log_start, self.high_watermark, self.log_end)
+    }
+
+    /// Offsets up to `end` (exclusive) have been given to appended batches.
+    pub fn assign_through(&mut self, end: Offset) {
+        assert!(end > self.log_end, "appends move the log end forward: {} -> {end}", self.log_end);
+        self.log_end = end;
+        self.check("assign");
+    }
+
+    /// Everything below `offset` is durable. Returns false when the high watermark was
+    /// already there.
+    pub fn mark_durable(&mut self, offset: Offset) -> bool {
+        if offset <= self.high_watermark {
+            return false;
+        }
+        self.high_watermark = offset;
+        self.check("mark durable");
+        true
+    }
+
+    /// The unacknowledged tail from `end` on was never written: the log end goes back.
+    pub fn roll_back(&mut self, end: Offset) {
+        assert!(end <= self.log_end, "a rollback never moves the log end forward: {} -> {end}", self.log_end);
+        self.log_end = end;
+        self.check("roll back");
+    }
+
+    /// Records below `start` are deleted. Returns false when the log start was already
+    /// there or past it.
+    pub fn advance_start(&mut self, start: Offset) -> bool {
+        if start <= self.log_start {
+            return false;
+        }
+        self.log_start = start;
+        self.check("advance log start");
+        true
+    }
+
+    fn check(&self, change: &str) {
+        assert!(
+            self.log_start <= self.high_watermark && self.high_watermark <= self.log_end,
+            "offset invariant broken by {change}: log_start {} high_watermark {} log_end {}",
+            self.log_start,
+            self.high_watermark,
+            self.log_end
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tracker_moves_by_its_rules() {
+        let mut offsets = OffsetTracker::recovered(Offset(0), Offset(10));
+        offsets.assign_through(Offset(15));
+        assert!(offsets.mark_durable(Offset(12)));
+        assert!(!offsets.mark_durable(Offset(11)), "never back");
+        offsets.roll_back(Offset(12));
+        assert!(offsets.advance_start(Offset(5)));
+        assert_eq!(offsets.snapshot(), LogOffsets::new(Offset(5), Offset(12), Offset(12)));
+    }
+
+    #[test]
+    #[should_panic(expected = "offset invariant broken by roll back")]
+    fn rolling_back_acknowledged_records_is_a_bug() {
+        let mut offsets = OffsetTracker::recovered(Offset(0), Offset(10));
+        offsets.roll_back(Offset(9));
+    }
+
+    #[test]
+    #[should_panic(expected = "offset invariant broken by advance log start")]
+    fn deleting_past_the_high_watermark_is_a_bug() {
+        let mut offsets = OffsetTracker::recovered(Offset(0), Offset(10));
+        offsets.assign_through(Offset(20));
+        offsets.advance_start(Offset(11));
+    }
 
     #[test]
     fn ordered_offsets_are_accepted() {

@@ -32,7 +32,7 @@ use super::disk::{
 use super::error::StorageError;
 use super::index::SegmentIndex;
 use super::log::{Health, LogShared, LogState, PartitionLog};
-use super::offset::Offset;
+use super::offset::{Offset, OffsetTracker};
 use super::producer_state::ProducerStates;
 use super::segment::{
     self, parse_segment_name, scan, Segment, TailWriter, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
@@ -123,9 +123,7 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
         cache: LogCache::new(env.batch_cache.clone(), config.use_batch_cache),
         config,
         segments,
-        log_start,
-        log_end,
-        high_watermark,
+        offsets: OffsetTracker::recovered(log_start, log_end),
         health: Health::Healthy,
         writer: WriterQueue::new(log_end),
         roll_requested: false,

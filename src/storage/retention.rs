@@ -48,11 +48,10 @@ impl PartitionLog {
                         let mut state = self.shared.state.borrow_mut();
                         let doomed = state.segments.pop_front().expect("verdict checked there are two segments");
                         let new_start = state.segments.front().expect("active segment remains").base_offset;
-                        if new_start > state.log_start {
-                            state.log_start = new_start;
+                        if state.offsets.advance_start(new_start) {
                             state.cache.drop_before(new_start);
                         }
-                        (doomed.base_offset, doomed.size, state.log_start)
+                        (doomed.base_offset, doomed.size, state.offsets.log_start())
                     };
                     let dir = self.shared.dir.clone();
                     let env = &self.shared.env;
@@ -75,10 +74,10 @@ impl PartitionLog {
         let oldest = &state.segments[0];
         // A segment the writer has not sealed yet (the log just rolled past it) may still
         // have unwritten, unacknowledged batches: never delete it.
-        if !oldest.closed || oldest.next_offset > state.high_watermark {
+        if !oldest.closed || oldest.next_offset > state.offsets.high_watermark() {
             return Verdict::Keep;
         }
-        if oldest.next_offset <= state.log_start {
+        if oldest.next_offset <= state.offsets.log_start() {
             return Verdict::Delete;
         }
         let config = &state.config;

@@ -385,7 +385,7 @@ async fn write_round(shared: &Rc<LogShared>, round: &PendingWrite) -> Result<(),
             writer.tail_block = new_tail;
         }
     }
-    assert!(round.end_offset <= state.log_end, "wrote past the log end");
+    assert!(round.end_offset <= state.offsets.log_end(), "wrote past the log end");
     let writer = &mut state.writer;
     writer.rounds += 1;
     writer.bytes_written += round.bytes as u64;
@@ -418,10 +418,9 @@ async fn write_round(shared: &Rc<LogShared>, round: &PendingWrite) -> Result<(),
 
 /// Publishes `offset` as the high watermark and resolves the appends below it.
 fn acknowledge(state: &mut LogState, offset: Offset) {
-    if offset <= state.high_watermark {
+    if !state.offsets.mark_durable(offset) {
         return;
     }
-    state.high_watermark = offset;
     state.writer.acknowledge_through(offset);
     wake_watchers(state);
 }
@@ -569,7 +568,7 @@ fn roll_back_to(state: &mut LogState, written: Offset) {
     if let Some(index) = active.index.as_mut() {
         index.truncate_to(active.written_size as u32, relative_end, max_timestamp, relative_of_max);
     }
-    state.log_end = written;
+    state.offsets.roll_back(written);
     state.cache.truncate_from(written);
     state.producers.forget_from(written);
 }

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,7 +20,7 @@ use crate::metadata::ClusterMetadata;
 use crate::storage::batch_cache::BatchCache;
 use crate::storage::{PartitionLog, StorageEnv};
 
-use super::mesh::{Reply, ShardRequest};
+use super::mesh::{Reply, ShardRequest, ShardTask};
 use super::router::shard_for;
 
 pub type TopicPartition = (String, i32);
@@ -125,6 +126,45 @@ impl ShardContext {
             }
         }
         receiver.await.ok()
+    }
+
+    /// Runs `work` on `shard` with that shard's context and returns its result (`None`
+    /// when the shard is gone). `work` is built here and must be `Send`; the future it
+    /// makes is built and polled on the target shard, so it may use that shard's `Rc`
+    /// state freely.
+    pub async fn run_on<T, F, Fut>(self: &Rc<Self>, shard: usize, work: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<ShardContext>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        self.call(shard, move |reply| {
+            ShardRequest::Run(ShardTask(Box::new(move |ctx| {
+                Box::pin(async move {
+                    let _ = reply.send(work(ctx).await);
+                })
+            })))
+        })
+        .await
+    }
+
+    /// Runs `work` on the shard that owns the partition (`shard_for`), with the
+    /// partition's log there (`None`: this broker has no such partition). The owner
+    /// asserts the routing rule names it before the work starts.
+    pub async fn on_partition<T, F, Fut>(self: &Rc<Self>, topic: &str, partition: i32, work: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<ShardContext>, Option<PartitionLog>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        let owner = self.owner(topic, partition);
+        let topic = topic.to_string();
+        self.run_on(owner, move |ctx| {
+            ctx.assert_owner(&topic, partition);
+            let log = ctx.log(&topic, partition);
+            work(ctx, log)
+        })
+        .await
     }
 
     /// Installs a new metadata snapshot: opens logs for partitions this shard now owns,

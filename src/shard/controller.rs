@@ -18,7 +18,7 @@ use crate::metadata::topic_config::{
 };
 use crate::metadata::{ClusterMetadata, TopicMetadata};
 
-use super::mesh::{ConfigResource, ControllerRequest, NewTopic, ShardRequest};
+use super::mesh::{ConfigResource, ControllerReply, ControllerRequest, NewTopic, ShardRequest};
 use super::ShardContext;
 
 /// Partitions per topic accepted by CreateTopics / CreatePartitions.
@@ -58,11 +58,7 @@ fn new_topic_id(name: &str, version: u64) -> [u8; 16] {
     id
 }
 
-async fn create_topics(
-    ctx: &Rc<ShardContext>,
-    topics: Vec<NewTopic>,
-    validate_only: bool,
-) -> Vec<(i16, Option<String>)> {
+async fn create_topics(ctx: &Rc<ShardContext>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<ControllerReply> {
     let mut next = (*ctx.metadata()).clone();
     let mut results = Vec::with_capacity(topics.len());
     let mut changed = false;
@@ -70,28 +66,32 @@ async fn create_topics(
         let partitions = if partitions == -1 { ctx.config.default_partitions } else { partitions };
         let configs: BTreeMap<String, String> = configs.into_iter().collect();
         let outcome = if let Err(reason) = validate_topic_name(&name) {
-            (ResponseError::InvalidTopicException.code(), Some(reason))
+            ControllerReply::error(ResponseError::InvalidTopicException.code(), reason)
         } else if next.topics.contains_key(&name) {
-            (ResponseError::TopicAlreadyExists.code(), Some(format!("topic {name:?} already exists")))
+            ControllerReply::error(ResponseError::TopicAlreadyExists.code(), format!("topic {name:?} already exists"))
         } else if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
-            (ResponseError::InvalidPartitions.code(), Some(format!("partitions must be 1..={TOPIC_PARTITIONS_MAX}")))
+            ControllerReply::error(
+                ResponseError::InvalidPartitions.code(),
+                format!("partitions must be 1..={TOPIC_PARTITIONS_MAX}"),
+            )
         } else if let Err(reason) =
             log_config(&configs, next.broker_layers(ctx.config.node_id, &ctx.config.static_broker_configs))
         {
-            (ResponseError::InvalidConfig.code(), Some(reason))
+            ControllerReply::error(ResponseError::InvalidConfig.code(), reason)
         } else {
             if !validate_only {
                 let id = new_topic_id(&name, next.version);
                 next.topics.insert(name, TopicMetadata { id, partitions, configs });
                 changed = true;
             }
-            (0, None)
+            ControllerReply::ok()
         };
         results.push(outcome);
     }
     if changed && commit(ctx, next).await.is_err() {
-        for result in results.iter_mut().filter(|r| r.0 == 0) {
-            *result = (ResponseError::KafkaStorageError.code(), Some("could not persist cluster metadata".into()));
+        for result in results.iter_mut().filter(|r| r.error_code == 0) {
+            *result =
+                ControllerReply::error(ResponseError::KafkaStorageError.code(), "could not persist cluster metadata");
         }
     }
     results
@@ -121,17 +121,20 @@ async fn alter_configs(
     changes: Vec<ConfigChange>,
     incremental: bool,
     validate_only: bool,
-) -> (i16, Option<String>) {
+) -> ControllerReply {
     let current = ctx.metadata();
     let mut next = (*current).clone();
     let refused = |error: ConfigError| match error {
-        ConfigError::Invalid(message) => (ResponseError::InvalidConfig.code(), Some(message)),
-        ConfigError::Request(message) => (ResponseError::InvalidRequest.code(), Some(message)),
+        ConfigError::Invalid(message) => ControllerReply::error(ResponseError::InvalidConfig.code(), message),
+        ConfigError::Request(message) => ControllerReply::error(ResponseError::InvalidRequest.code(), message),
     };
     match resource {
         ConfigResource::Topic(topic) => {
             let Some(info) = next.topics.get_mut(&topic) else {
-                return (ResponseError::UnknownTopicOrPartition.code(), Some(format!("unknown topic {topic:?}")));
+                return ControllerReply::error(
+                    ResponseError::UnknownTopicOrPartition.code(),
+                    format!("unknown topic {topic:?}"),
+                );
             };
             let base = if incremental { info.configs.clone() } else { BTreeMap::new() };
             let updated = match apply_changes(&base, &changes, topic_kind_and_default) {
@@ -140,7 +143,7 @@ async fn alter_configs(
             };
             let layers = current.broker_layers(ctx.config.node_id, &ctx.config.static_broker_configs);
             if let Err(reason) = log_config(&updated, layers) {
-                return (ResponseError::InvalidConfig.code(), Some(reason));
+                return ControllerReply::error(ResponseError::InvalidConfig.code(), reason);
             }
             info.configs = updated;
         }
@@ -172,9 +175,9 @@ async fn alter_configs(
             {
                 if let Err(reason) = log_config(info, layers) {
                     let whom = if topic.is_empty() { "topics".to_string() } else { format!("topic {topic}") };
-                    return (
+                    return ControllerReply::error(
                         ResponseError::InvalidConfig.code(),
-                        Some(format!("{whom} would get an invalid config: {reason}")),
+                        format!("{whom} would get an invalid config: {reason}"),
                     );
                 }
             }
@@ -186,11 +189,11 @@ async fn alter_configs(
         }
     }
     if validate_only {
-        return (0, None);
+        return ControllerReply::ok();
     }
     match commit(ctx, next).await {
-        Ok(()) => (0, None),
-        Err(reason) => (ResponseError::KafkaStorageError.code(), Some(reason)),
+        Ok(()) => ControllerReply::ok(),
+        Err(reason) => ControllerReply::error(ResponseError::KafkaStorageError.code(), reason),
     }
 }
 
@@ -200,32 +203,30 @@ fn broker_kind_and_default(name: &str) -> Option<(ConfigType, String)> {
         .map(|(def, synonym)| (def.kind, synonym.default.unwrap_or(def.default).to_string()))
 }
 
-async fn create_partitions(
-    ctx: &Rc<ShardContext>,
-    topic: String,
-    count: i32,
-    validate_only: bool,
-) -> (i16, Option<String>) {
+async fn create_partitions(ctx: &Rc<ShardContext>, topic: String, count: i32, validate_only: bool) -> ControllerReply {
     let mut next = (*ctx.metadata()).clone();
     let Some(info) = next.topics.get_mut(&topic) else {
-        return (ResponseError::UnknownTopicOrPartition.code(), Some(format!("unknown topic {topic:?}")));
+        return ControllerReply::error(
+            ResponseError::UnknownTopicOrPartition.code(),
+            format!("unknown topic {topic:?}"),
+        );
     };
     if count <= info.partitions || count > TOPIC_PARTITIONS_MAX {
-        return (
+        return ControllerReply::error(
             ResponseError::InvalidPartitions.code(),
-            Some(format!(
+            format!(
                 "topic has {} partitions; the new count must be larger and at most {TOPIC_PARTITIONS_MAX}",
                 info.partitions
-            )),
+            ),
         );
     }
     if validate_only {
-        return (0, None);
+        return ControllerReply::ok();
     }
     info.partitions = count;
     match commit(ctx, next).await {
-        Ok(()) => (0, None),
-        Err(reason) => (ResponseError::KafkaStorageError.code(), Some(reason)),
+        Ok(()) => ControllerReply::ok(),
+        Err(reason) => ControllerReply::error(ResponseError::KafkaStorageError.code(), reason),
     }
 }
 

@@ -16,7 +16,7 @@ use super::describe_configs::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::ApiSupport;
 use crate::metadata::topic_config::{ConfigChange, ConfigOp};
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
-use crate::shard::mesh::{ConfigResource, ControllerRequest, ShardRequest};
+use crate::shard::mesh::{ConfigResource, ControllerReply, ControllerRequest, ShardRequest};
 use crate::shard::ShardContext;
 
 pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::AlterConfigs, 0, 2);
@@ -29,14 +29,14 @@ pub async fn alter_resource(
     changes: Vec<ConfigChange>,
     incremental: bool,
     validate_only: bool,
-) -> (i16, Option<String>) {
+) -> ControllerReply {
     let resource = match resource_type {
         RESOURCE_TOPIC => ConfigResource::Topic(resource_name),
         RESOURCE_BROKER => ConfigResource::Broker(resource_name),
         other => {
-            return (
+            return ControllerReply::error(
                 ResponseError::InvalidRequest.code(),
-                Some(format!("resource type {other} cannot be altered: only topics (2) and brokers (4)")),
+                format!("resource type {other} cannot be altered: only topics (2) and brokers (4)"),
             )
         }
     };
@@ -50,7 +50,7 @@ pub async fn alter_resource(
         })
     })
     .await
-    .unwrap_or((ResponseError::NotController.code(), Some("controller unavailable".into())))
+    .unwrap_or_else(|| ControllerReply::error(ResponseError::NotController.code(), "controller unavailable"))
 }
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
@@ -67,7 +67,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
                 op: c.value.as_ref().map_or(ConfigOp::Delete, |v| ConfigOp::Set(v.to_string())),
             })
             .collect();
-        let (code, message) = alter_resource(
+        let ControllerReply { error_code: code, message } = alter_resource(
             ctx,
             resource.resource_type,
             resource.resource_name.to_string(),

@@ -11,7 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::ApiSupport;
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
-use crate::shard::mesh::{ControllerRequest, ShardRequest};
+use crate::shard::mesh::{ControllerReply, ControllerRequest, ShardRequest};
 use crate::shard::ShardContext;
 
 pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::CreatePartitions, 0, 3);
@@ -25,8 +25,8 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
             .assignments
             .as_ref()
             .is_some_and(|assignments| assignments.iter().flat_map(|a| a.broker_ids.iter()).any(|b| b.0 != node));
-        let (code, message) = if foreign {
-            (ResponseError::InvalidReplicaAssignment.code(), Some(format!("this cluster has one broker, {node}")))
+        let ControllerReply { error_code: code, message } = if foreign {
+            ControllerReply::error(ResponseError::InvalidReplicaAssignment.code(), format!("this cluster has one broker, {node}"))
         } else {
             let (name, count, validate_only) = (topic.name.0.to_string(), topic.count, body.validate_only);
             ctx.call(0, move |reply| {
@@ -38,7 +38,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
                 })
             })
             .await
-            .unwrap_or((ResponseError::NotController.code(), Some("controller unavailable".into())))
+            .unwrap_or_else(|| ControllerReply::error(ResponseError::NotController.code(), "controller unavailable"))
         };
         results.push(
             CreatePartitionsTopicResult::default()

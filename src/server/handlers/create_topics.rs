@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::ApiSupport;
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
-use crate::shard::mesh::{ControllerRequest, NewTopic, ShardRequest};
+use crate::shard::mesh::{ControllerReply, ControllerRequest, NewTopic, ShardRequest};
 use crate::shard::ShardContext;
 
 pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::CreateTopics, 2, 7);
@@ -24,12 +24,13 @@ pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::CreateTopics, 2, 7);
 /// controller does: with assignments, num_partitions and replication_factor must be -1,
 /// partition indexes run 0, 1, 2, ... and every replica list names registered brokers
 /// (on a single node: this one), once each.
-fn manual_partitions(topic: &CreatableTopic, node_id: i32) -> Result<i32, (i16, Option<String>)> {
+fn manual_partitions(topic: &CreatableTopic, node_id: i32) -> Result<i32, ControllerReply> {
     if topic.assignments.is_empty() {
         return Ok(topic.num_partitions);
     }
-    let invalid_request = |message: String| (ResponseError::InvalidRequest.code(), Some(message));
-    let invalid_assignment = |message: String| (ResponseError::InvalidReplicaAssignment.code(), Some(message));
+    let invalid_request = |message: String| ControllerReply::error(ResponseError::InvalidRequest.code(), message);
+    let invalid_assignment =
+        |message: String| ControllerReply::error(ResponseError::InvalidReplicaAssignment.code(), message);
     if topic.num_partitions != -1 {
         return Err(invalid_request(
             "A manual partition assignment was specified, but numPartitions was not set to -1.".into(),
@@ -68,14 +69,14 @@ fn manual_partitions(topic: &CreatableTopic, node_id: i32) -> Result<i32, (i16, 
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
     let body: CreateTopicsRequest = decode_body(request)?;
-    let mut results: Vec<Option<(i16, Option<String>)>> = Vec::with_capacity(body.topics.len());
+    let mut results: Vec<Option<ControllerReply>> = Vec::with_capacity(body.topics.len());
     let mut to_create = Vec::new();
     for topic in &body.topics {
         let name = topic.name.0.to_string();
         if !matches!(topic.replication_factor, -1 | 1) {
-            results.push(Some((
+            results.push(Some(ControllerReply::error(
                 ResponseError::InvalidReplicationFactor.code(),
-                Some(format!("replication factor {} is not possible on a single broker", topic.replication_factor)),
+                format!("replication factor {} is not possible on a single broker", topic.replication_factor),
             )));
             continue;
         }
@@ -111,9 +112,9 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
         .iter()
         .zip(results)
         .map(|(topic, precheck)| {
-            let (error_code, message) = precheck
+            let ControllerReply { error_code, message } = precheck
                 .or_else(|| created.next())
-                .unwrap_or((ResponseError::NotController.code(), Some("controller unavailable".to_string())));
+                .unwrap_or_else(|| ControllerReply::error(ResponseError::NotController.code(), "controller unavailable"));
             let info = metadata.topics.get(topic.name.0.as_str());
             let mut result = CreatableTopicResult::default()
                 .with_name(topic.name.clone())

@@ -18,7 +18,6 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::ApiSupport;
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
-use crate::shard::mesh::ShardRequest;
 use crate::shard::ShardContext;
 
 pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::DescribeLogDirs, 1, 4);
@@ -29,7 +28,12 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
     let wanted: Option<HashMap<String, Vec<i32>>> =
         body.topics.map(|topics| topics.into_iter().map(|t| (t.topic.0.to_string(), t.partitions)).collect());
 
-    let calls = (0..ctx.shard_count).map(|shard| ctx.call(shard, |reply| ShardRequest::LogSizes { reply }));
+    // One call per shard: each answers with the size of every log it owns.
+    let calls = (0..ctx.shard_count).map(|shard| {
+        ctx.run_on(shard, |ctx| async move {
+            ctx.named_logs().into_iter().map(|(key, log)| (key, log.size_bytes())).collect::<Vec<_>>()
+        })
+    });
     let mut sizes = HashMap::new();
     let mut complete = true;
     for answer in join_all(calls).await {

@@ -14,16 +14,19 @@
 
 use std::rc::Rc;
 
+use std::time::Duration;
+
 use futures_util::future::{select, select_all, Either};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, FetchRequest};
 
+use super::partition_errors::storage_error_code;
 use super::ApiSupport;
 use crate::protocol::fetch_response::{self, FetchPartition, FetchTopic};
+use crate::protocol::record_chunk::RecordChunk;
 use crate::server::frame::{decode_body, FrameError, Request};
-use crate::shard::mesh::{ReadOutcome, ShardRequest};
 use crate::shard::ShardContext;
-use crate::storage::RecordChunk;
+use crate::storage::{Offset, PartitionLog, ReadError};
 
 pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::Fetch, 4, 17);
 
@@ -32,6 +35,86 @@ pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::Fetch, 4, 17);
 pub const FETCH_BYTES_MAX: usize = 57_671_680;
 /// The longest a Fetch waits for data, whatever `max_wait_ms` asks.
 pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
+
+/// One partition's answer, as the Fetch response needs it.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOutcome {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    /// Whole batches: in memory (batch cache) or a segment region to send with sendfile.
+    pub records: Vec<RecordChunk>,
+}
+
+/// Reads one partition from `offset`, at most `max_bytes` (at least one batch);
+/// runs on the shard that owns the partition.
+pub async fn read(log: Option<PartitionLog>, offset: i64, max_bytes: usize) -> ReadOutcome {
+    let Some(log) = log else {
+        return ReadOutcome {
+            error_code: ResponseError::UnknownTopicOrPartition.code(),
+            high_watermark: -1,
+            log_start_offset: -1,
+            records: Vec::new(),
+        };
+    };
+    if max_bytes == 0 {
+        // No budget left in this response: offsets only.
+        let offsets = log.offsets();
+        return ReadOutcome {
+            error_code: 0,
+            high_watermark: offsets.high_watermark.value(),
+            log_start_offset: offsets.log_start.value(),
+            records: Vec::new(),
+        };
+    }
+    match log.read_for_send(Offset(offset), max_bytes).await {
+        Ok(read) => ReadOutcome {
+            error_code: 0,
+            high_watermark: read.offsets.high_watermark.value(),
+            log_start_offset: read.offsets.log_start.value(),
+            records: read.chunks,
+        },
+        Err(error) => {
+            let offsets = log.offsets();
+            let code = match &error {
+                ReadError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange.code(),
+                ReadError::Storage(storage) => storage_error_code(storage),
+            };
+            ReadOutcome {
+                error_code: code,
+                high_watermark: offsets.high_watermark.value(),
+                log_start_offset: offsets.log_start.value(),
+                records: Vec::new(),
+            }
+        }
+    }
+}
+
+/// A partition a long poll waits on: data past `seen` wakes it.
+#[derive(Debug, Clone)]
+struct Watched {
+    topic: String,
+    partition: i32,
+    seen: i64,
+}
+
+/// Resolves when any of this shard's listed partitions gets a high watermark past what
+/// the fetch saw, or after `max_wait`; runs on the shard that owns them. When the fetch
+/// finishes first (data elsewhere, its own deadline) it drops the call and this ends too.
+async fn wait_for_data(ctx: &ShardContext, partitions: Vec<Watched>, max_wait: Duration) {
+    let waits: Vec<_> = partitions
+        .iter()
+        .filter_map(|w| ctx.log(&w.topic, w.partition).map(|log| Box::pin(log.wait_for_high_watermark_beyond(Offset(w.seen)))))
+        .collect();
+    let timeout = Box::pin(glommio::timer::sleep(max_wait));
+    if waits.is_empty() {
+        timeout.await;
+        return;
+    }
+    match select(select_all(waits), timeout).await {
+        Either::Left(_) | Either::Right(_) => {}
+    }
+}
 
 struct Wanted {
     topic: String,
@@ -50,10 +133,9 @@ async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize) -
     for w in wanted {
         let remaining = max_bytes.saturating_sub(total);
         let limit = w.max_bytes.min(remaining);
-        let (topic, partition, offset) = (w.topic.clone(), w.partition, w.offset);
-        let owner = ctx.owner(&topic, partition);
+        let offset = w.offset;
         let mut outcome = ctx
-            .call(owner, move |reply| ShardRequest::Read { topic, partition, offset, max_bytes: limit, reply })
+            .on_partition(&w.topic, w.partition, move |_, log| read(log, offset, limit))
             .await
             .unwrap_or(ReadOutcome { error_code: ResponseError::NotLeaderOrFollower.code(), ..ReadOutcome::default() });
         let size: usize = outcome.records.iter().map(RecordChunk::len).sum();
@@ -118,12 +200,16 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Rec
         if gathered(&outcomes) >= min_bytes || has_error || wanted.is_empty() || now >= deadline {
             break;
         }
-        let wait_ms = deadline.duration_since(now).as_millis().max(1) as u64;
-        let mut by_shard: Vec<Vec<(String, i32, i64)>> = vec![Vec::new(); ctx.shard_count];
+        let wait = deadline.duration_since(now).max(Duration::from_millis(1));
+        let mut by_shard: Vec<Vec<Watched>> = vec![Vec::new(); ctx.shard_count];
         for (w, outcome) in wanted.iter().zip(&outcomes) {
             // New data means a high watermark past what this pass already saw.
             let seen = outcome.high_watermark.max(w.offset);
-            by_shard[ctx.owner(&w.topic, w.partition)].push((w.topic.clone(), w.partition, seen));
+            by_shard[ctx.owner(&w.topic, w.partition)].push(Watched {
+                topic: w.topic.clone(),
+                partition: w.partition,
+                seen,
+            });
         }
         let waits: Vec<_> = by_shard
             .into_iter()
@@ -132,8 +218,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Rec
             .map(|(shard, partitions)| {
                 let ctx = ctx.clone();
                 Box::pin(async move {
-                    ctx.call(shard, move |reply| ShardRequest::WaitForData { partitions, max_wait_ms: wait_ms, reply })
-                        .await;
+                    ctx.run_on(shard, move |ctx| async move { wait_for_data(&ctx, partitions, wait).await }).await;
                 })
             })
             .collect();

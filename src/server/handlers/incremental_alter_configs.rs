@@ -14,6 +14,7 @@ use kafka_protocol::protocol::StrBytes;
 use super::alter_configs::alter_resource;
 use super::ApiSupport;
 use crate::metadata::topic_config::{ConfigChange, ConfigOp};
+use crate::shard::mesh::ControllerReply;
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::ShardContext;
 
@@ -46,7 +47,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
                 Ok(ConfigChange { name: c.name.to_string(), op })
             })
             .collect::<Result<Vec<_>, _>>();
-        let (code, message) = match changes {
+        let ControllerReply { error_code: code, message } = match changes {
             Ok(changes) => {
                 alter_resource(
                     ctx,
@@ -58,7 +59,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
                 )
                 .await
             }
-            Err(reason) => (ResponseError::InvalidRequest.code(), Some(reason)),
+            Err(reason) => ControllerReply::error(ResponseError::InvalidRequest.code(), reason),
         };
         responses.push(
             AlterConfigsResourceResponse::default()

@@ -12,12 +12,58 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
+use super::partition_errors::storage_error_code;
 use super::ApiSupport;
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
-use crate::shard::mesh::ShardRequest;
 use crate::shard::ShardContext;
+use crate::storage::PartitionLog;
 
 pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::ListOffsets, 1, 9);
+
+/// One partition's answer: the offset found and its timestamp (-1 when none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetLookup {
+    pub error_code: i16,
+    pub timestamp: i64,
+    pub offset: i64,
+}
+
+impl OffsetLookup {
+    fn found(timestamp: i64, offset: i64) -> OffsetLookup {
+        OffsetLookup { error_code: 0, timestamp, offset }
+    }
+
+    fn failed(error_code: i16) -> OffsetLookup {
+        OffsetLookup { error_code, timestamp: -1, offset: -1 }
+    }
+}
+
+/// Looks up one partition's offset for `timestamp` (or a special value); runs on the
+/// shard that owns the partition.
+pub async fn lookup(log: Option<PartitionLog>, timestamp: i64) -> OffsetLookup {
+    let Some(log) = log else {
+        return OffsetLookup::failed(ResponseError::UnknownTopicOrPartition.code());
+    };
+    let offsets = log.offsets();
+    match timestamp {
+        -1 => OffsetLookup::found(-1, offsets.high_watermark.value()),
+        // -4: earliest local offset (KIP-405); with no tiered storage, the log start.
+        -2 | -4 => OffsetLookup::found(-1, offsets.log_start.value()),
+        // -5: latest tiered offset (KIP-1005); nothing is tiered.
+        -5 => OffsetLookup::found(-1, -1),
+        -3 => match log.max_timestamp().await {
+            Ok(Some((timestamp, offset))) => OffsetLookup::found(timestamp, offset.value()),
+            Ok(None) => OffsetLookup::found(-1, -1),
+            Err(error) => OffsetLookup::failed(storage_error_code(&error)),
+        },
+        timestamp if timestamp < 0 => OffsetLookup::failed(ResponseError::InvalidRequest.code()),
+        timestamp => match log.offset_for_timestamp(timestamp).await {
+            Ok(Some(found)) => OffsetLookup::found(found.timestamp, found.offset.value()),
+            Ok(None) => OffsetLookup::found(-1, -1),
+            Err(error) => OffsetLookup::failed(storage_error_code(&error)),
+        },
+    }
+}
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
     let body: ListOffsetsRequest = decode_body(request)?;
@@ -29,14 +75,13 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
             let ctx = ctx.clone();
             let (topic, partition, timestamp) = (name.clone(), p.partition_index, p.timestamp);
             async move {
-                let owner = ctx.owner(&topic, partition);
                 let known = ctx.metadata().topics.get(&topic).is_some_and(|t| (0..t.partitions).contains(&partition));
-                let (error_code, timestamp, offset) = if !known {
-                    (ResponseError::UnknownTopicOrPartition.code(), -1, -1)
+                let OffsetLookup { error_code, timestamp, offset } = if !known {
+                    OffsetLookup::failed(ResponseError::UnknownTopicOrPartition.code())
                 } else {
-                    ctx.call(owner, move |reply| ShardRequest::ListOffset { topic, partition, timestamp, reply })
+                    ctx.on_partition(&topic, partition, move |_, log| lookup(log, timestamp))
                         .await
-                        .unwrap_or((ResponseError::NotLeaderOrFollower.code(), -1, -1))
+                        .unwrap_or(OffsetLookup::failed(ResponseError::NotLeaderOrFollower.code()))
                 };
                 let response = ListOffsetsPartitionResponse::default()
                     .with_partition_index(partition)

@@ -56,7 +56,7 @@ impl IntoResponse for Vec<RecordChunk> {
 }
 
 /// Registers the APIs: `module: RequestType`, one line each. Generates the `mod` lines,
-/// `SUPPORTED`, the dispatch to each module's `handle` and `decode_any`.
+/// `SUPPORTED`, `dispatch` to each module's `handle` and `decode_any`.
 macro_rules! kafka_apis {
     ($($module:ident: $body:ty),* $(,)?) => {
         $(pub mod $module;)*
@@ -64,13 +64,15 @@ macro_rules! kafka_apis {
         /// Every implemented API with its versions, in the order ApiVersions lists them.
         pub const SUPPORTED: &[ApiSupport] = &[$($module::SUPPORT),*];
 
-        async fn run(ctx: &Rc<ShardContext>, request: &Request, key: ApiKey) -> Result<Response, FrameError> {
+        /// Runs the handler for a parsed request. The connection has already checked the
+        /// version against `SUPPORTED` (`support_for`), once.
+        pub async fn dispatch(ctx: &Rc<ShardContext>, request: Request) -> Result<Response, FrameError> {
             $(
-                if key == $module::SUPPORT.key {
-                    return $module::handle(ctx, request).await.map(IntoResponse::into_response);
+                if request.api_key == $module::SUPPORT.key {
+                    return $module::handle(ctx, &request).await.map(IntoResponse::into_response);
                 }
             )*
-            unreachable!("{key:?} is in SUPPORTED without a handler")
+            Err(FrameError::UnsupportedVersion { api: request.api_key, version: request.api_version })
         }
 
         /// Decodes the body of any supported request (used by the decoder property test).
@@ -84,6 +86,9 @@ macro_rules! kafka_apis {
         }
     };
 }
+
+/// Kafka error codes for storage failures, shared by the partition APIs.
+pub mod partition_errors;
 
 kafka_apis! {
     api_versions: ApiVersionsRequest,
@@ -116,14 +121,6 @@ kafka_apis! {
 
 pub fn support_for(key: ApiKey) -> Option<ApiSupport> {
     SUPPORTED.iter().copied().find(|s| s.key == key)
-}
-
-/// Runs the handler for a parsed request.
-pub async fn dispatch(ctx: &Rc<ShardContext>, request: Request) -> Result<Response, FrameError> {
-    let support = support_for(request.api_key)
-        .filter(|s| (s.min..=s.max).contains(&request.api_version))
-        .ok_or(FrameError::UnsupportedVersion { api: request.api_key, version: request.api_version })?;
-    run(ctx, &request, support.key).await
 }
 
 #[cfg(test)]

@@ -1,90 +1,163 @@
 //! Produce (key 0), versions 3-11 (v10-11 add only tagged fields for a moved leader,
 //! KIP-951, which a single node never sends; v0-2 carry message formats 0/1, removed by
-//! Kafka 4.0). Each partition's batch goes to the shard that owns the
-//! partition (`ShardContext::owner`, the call crosses the mesh when that is another
-//! shard); all partitions are appended concurrently and answered in one response.
-//! acks=0 gets no response (the append still completes before the next request slot
-//! frees up); acks=1 and acks=-1 (all) are both answered once the batch is durable under
-//! the topic's flush policy (a single node is its own ISR).
+//! Kafka 4.0).
+//!
+//! The whole path of one produce request: decoded here once, each partition's batch is
+//! sent to the shard that owns the partition (`ShardContext::on_partition`, crossing the
+//! mesh when that is another shard), where [`append`] runs: acks and
+//! `min.insync.replicas`, then one storage call (`PartitionLog::append`, which validates
+//! the batch, applies the topic's policy and waits for durability), then the storage
+//! outcome as Kafka error codes. All partitions are appended concurrently and answered in
+//! one response. acks=0 gets no response (the append still completes before the next
+//! request slot frees up); acks=1 and acks=-1 (all) are both answered once the batch is
+//! durable under the topic's flush policy (a single node is its own ISR).
 
 use std::rc::Rc;
+use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::future::join_all;
+use bytes::{Bytes, BytesMut};
+use futures_util::future::{join_all, select};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use super::partition_errors::{batch_error_code, storage_error_code};
 use super::ApiSupport;
-use crate::protocol::record_batch::BatchHeader;
+use crate::protocol::record_batch::BatchError;
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
-use crate::shard::mesh::{ProduceOutcome, ShardRequest};
 use crate::shard::ShardContext;
+use crate::storage::{AppendError, PartitionLog};
 
 pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::Produce, 3, 11);
 
-fn failed(error: ResponseError, message: &str) -> ProduceOutcome {
-    ProduceOutcome {
-        error_code: error.code(),
-        error_message: Some(message.to_string()),
-        base_offset: -1,
-        log_append_time_ms: -1,
-        log_start_offset: -1,
+/// Replicas in sync with the leader. A single node is its own and only in-sync replica.
+const IN_SYNC_REPLICAS: i32 = 1;
+/// How long a retried duplicate waits for its original to become durable.
+const DUPLICATE_WAIT: Duration = Duration::from_secs(30);
+
+/// One partition's answer, as the Produce response needs it.
+#[derive(Debug, Clone)]
+pub struct ProduceOutcome {
+    pub error_code: i16,
+    pub error_message: Option<String>,
+    pub base_offset: i64,
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+impl ProduceOutcome {
+    fn failed(error_code: i16, message: impl Into<String>) -> ProduceOutcome {
+        ProduceOutcome {
+            error_code,
+            error_message: Some(message.into()),
+            base_offset: -1,
+            log_append_time_ms: -1,
+            log_start_offset: -1,
+        }
     }
 }
 
-/// Checks what can be checked before routing: one batch per partition (v3+).
-fn precheck(records: &Option<Bytes>) -> Result<Bytes, ProduceOutcome> {
-    let Some(records) = records else {
-        return Err(failed(ResponseError::InvalidRecord, "produce request carries no records"));
+/// Appends one partition's batch; runs on the shard that owns the partition.
+pub async fn append(log: Option<PartitionLog>, acks: i16, records: Bytes) -> ProduceOutcome {
+    let Some(log) = log else {
+        return ProduceOutcome::failed(ResponseError::UnknownTopicOrPartition.code(), "unknown topic or partition");
     };
-    if let Ok(header) = BatchHeader::parse(records) {
-        if header.total_bytes < records.len() {
-            return Err(failed(
-                ResponseError::InvalidRecord,
+    let min_insync_replicas = log.config().min_insync_replicas;
+    if acks == -1 && IN_SYNC_REPLICAS < min_insync_replicas {
+        // Kafka refuses acks=all before appending when the ISR is below min.insync.replicas.
+        return ProduceOutcome::failed(
+            ResponseError::NotEnoughReplicas.code(),
+            format!("{IN_SYNC_REPLICAS} replica(s) in sync, fewer than min.insync.replicas={min_insync_replicas}"),
+        );
+    }
+    // The storage engine patches the base offset in place, so it needs its own copy of
+    // the batch (the request buffer is shared by all partitions of the request).
+    let batch = BytesMut::from(&records[..]);
+    match log.append(batch).await {
+        Ok(info) => ProduceOutcome {
+            error_code: 0,
+            error_message: None,
+            base_offset: info.base_offset.value(),
+            log_append_time_ms: info.log_append_time_ms.unwrap_or(-1),
+            log_start_offset: info.log_start.value(),
+        },
+        Err(AppendError::InvalidBatch(BatchError::LengthMismatch { declared, available }))
+            if (declared as usize) < available =>
+        {
+            ProduceOutcome::failed(
+                ResponseError::InvalidRecord.code(),
                 "produce requests of version 3 and above must carry exactly one record batch per partition",
-            ));
+            )
+        }
+        Err(AppendError::InvalidBatch(error)) => ProduceOutcome::failed(batch_error_code(&error), error.to_string()),
+        Err(AppendError::Storage(error)) => ProduceOutcome::failed(storage_error_code(&error), error.to_string()),
+        Err(AppendError::Duplicate { base_offset, last_offset }) => {
+            // A retry of a batch already in the log: answer with its original offsets
+            // once it is durable (the original may still be in flight).
+            let durable = log.wait_for_high_watermark_beyond(last_offset);
+            let timeout = glommio::timer::sleep(DUPLICATE_WAIT);
+            let _ = select(Box::pin(durable), Box::pin(timeout)).await;
+            if log.offsets().high_watermark.offset() > last_offset {
+                ProduceOutcome {
+                    error_code: 0,
+                    error_message: None,
+                    base_offset: base_offset.value(),
+                    log_append_time_ms: -1,
+                    log_start_offset: log.offsets().log_start.value(),
+                }
+            } else {
+                ProduceOutcome::failed(
+                    ResponseError::RequestTimedOut.code(),
+                    "the original of this retried batch is not durable yet",
+                )
+            }
+        }
+        Err(error @ AppendError::OutOfOrderSequence { .. }) => {
+            ProduceOutcome::failed(ResponseError::OutOfOrderSequenceNumber.code(), error.to_string())
+        }
+        Err(error @ AppendError::ProducerFenced { .. }) => {
+            ProduceOutcome::failed(ResponseError::InvalidProducerEpoch.code(), error.to_string())
+        }
+        Err(error @ AppendError::InvalidTimestamp { .. }) => {
+            ProduceOutcome::failed(ResponseError::InvalidTimestamp.code(), error.to_string())
+        }
+        Err(error @ AppendError::Compression(_)) => {
+            ProduceOutcome::failed(ResponseError::CorruptMessage.code(), error.to_string())
         }
     }
-    Ok(records.clone())
 }
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Option<Bytes>, FrameError> {
     let body: ProduceRequest = decode_body(request)?;
     let acks = body.acks;
-    let bad_acks = !(-1..=1).contains(&acks);
-    let transactional = body.transactional_id.is_some();
+    let refusal = if !(-1..=1).contains(&acks) {
+        Some((ResponseError::InvalidRequiredAcks, "acks must be 0, 1 or -1"))
+    } else if body.transactional_id.is_some() {
+        Some((ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported"))
+    } else {
+        None
+    };
     let mut calls = Vec::new();
     for topic in &body.topic_data {
         let name = topic.name.0.to_string();
         for partition in &topic.partition_data {
             let index = partition.index;
-            let precheck = if bad_acks {
-                Err(failed(ResponseError::InvalidRequiredAcks, "acks must be 0, 1 or -1"))
-            } else if transactional {
-                Err(failed(ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported"))
-            } else {
-                precheck(&partition.records)
-            };
+            let records = partition.records.clone();
             let ctx = ctx.clone();
             let name = name.clone();
             calls.push(async move {
-                let outcome = match precheck {
-                    Err(outcome) => outcome,
-                    Ok(records) => {
-                        let owner = ctx.owner(&name, index);
-                        let topic = name.clone();
-                        ctx.call(owner, move |reply| ShardRequest::Produce {
-                            topic,
-                            partition: index,
-                            acks,
-                            records,
-                            reply,
-                        })
-                        .await
-                        .unwrap_or_else(|| failed(ResponseError::NotLeaderOrFollower, "broker is shutting down"))
+                let outcome = match (refusal, records) {
+                    (Some((error, message)), _) => ProduceOutcome::failed(error.code(), message),
+                    (None, None) => {
+                        ProduceOutcome::failed(ResponseError::InvalidRecord.code(), "produce request carries no records")
                     }
+                    (None, Some(records)) => ctx
+                        .on_partition(&name, index, move |_, log| append(log, acks, records))
+                        .await
+                        .unwrap_or_else(|| {
+                            ProduceOutcome::failed(ResponseError::NotLeaderOrFollower.code(), "broker is shutting down")
+                        }),
                 };
                 (name, index, outcome)
             });

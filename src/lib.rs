@@ -2,7 +2,7 @@
 //!
 //! Module map, in layers: a module imports only from the layers below it
 //! (`python3 ../shared/tools/module-cycles.py` checks there is no cycle). The whole map,
-//! with the path of a request from socket to disk, is in `ARCHITECTURE.md`.
+//! with the path of a request from socket to disk, is in README.md (Architecture).
 //!
 //! ```text
 //! broker                      startup and shutdown: config -> shards -> listeners  (top)

@@ -10,6 +10,8 @@
 //!   8 logs' recent batches.
 //! - `bench_payload/build_256KiB`: the load tool building one 256 KiB batch of 100-byte
 //!   records from its template (the client-side cost per batch).
+//! - `recompress_16KiB/none_to_<codec>`: the broker re-encoding a 16 KiB batch for a
+//!   topic's `compression.type` (the cost a codec other than the producer's adds).
 
 use std::sync::Arc;
 
@@ -20,6 +22,7 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName}
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use kafka_protocol::records::Compression;
 use tern::bench::payload::{records_per_batch, BatchTemplate};
+use tern::protocol::compression::{recompress_batch, Codec};
 use tern::protocol::fetch_response::{encode, FetchPartition, FetchTopic};
 use tern::protocol::record_batch::validate_batch;
 use tern::server::frame::{decode_body, parse_header, peek_api};
@@ -131,5 +134,22 @@ fn bench_payload(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, produce_decode_validate, fetch_framing, batch_cache, bench_payload);
+/// What `compression.type` costs the broker: one 16 KiB batch of 100-byte records (the
+/// Java client's default batch size) stored in another codec than the producer's.
+fn recompression(c: &mut Criterion) {
+    let per_batch = records_per_batch(16 << 10, 0, 100);
+    let template = BatchTemplate::new(per_batch, 0, 100, Compression::None, 1);
+    let batch = template.build(per_batch, 0, |i| i as u64).unwrap();
+    let header = validate_batch(&batch, usize::MAX).unwrap();
+    let mut group = c.benchmark_group("recompress_16KiB");
+    group.throughput(Throughput::Bytes(batch.len() as u64));
+    for codec in [Codec::Lz4, Codec::Zstd, Codec::Snappy, Codec::Gzip] {
+        group.bench_function(format!("none_to_{}", codec.config_name()), |b| {
+            b.iter(|| recompress_batch(&batch, &header, codec, None, 1 << 20).unwrap().len())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, produce_decode_validate, fetch_framing, batch_cache, bench_payload, recompression);
 criterion_main!(benches);

@@ -13,17 +13,18 @@ use std::path::Path;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_channel::oneshot;
 use kafka_protocol::error::ResponseError;
 
+use crate::protocol::topic_partition::TopicPartition;
 use crate::storage::clock::{Clock, SystemClock};
 
 use super::offsets::{
     append_entries, partition_for_group, CommittedOffset, OffsetKey, OffsetPartition, OFFSETS_PARTITIONS, OFFSETS_TOPIC,
 };
 use super::state::{
-    Effect, Group, GroupConfig, GroupState, JoinRequest, JoinResult, MemberDescription, Reply, SyncResult,
+    Effect, Group, GroupConfig, GroupState, JoinRequest, JoinResult, LeavingMember, MemberAssignment,
+    MemberDescription, Reply, SyncResult,
 };
 
 /// How often group timers (sessions, rebalance and sync timeouts) are checked.
@@ -57,6 +58,13 @@ pub struct PartitionOffset {
     pub error_code: i16,
 }
 
+/// OffsetDelete's answer: the group's error, and one code per partition asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetDeletion {
+    pub error_code: i16,
+    pub partition_codes: Vec<i16>,
+}
+
 #[derive(Debug)]
 pub enum GroupRequest {
     Join {
@@ -69,7 +77,7 @@ pub enum GroupRequest {
         member_id: String,
         generation: i32,
         instance_id: Option<String>,
-        assignments: Vec<(String, Bytes)>,
+        assignments: Vec<MemberAssignment>,
         reply: Sender<SyncResult>,
     },
     Heartbeat {
@@ -81,7 +89,7 @@ pub enum GroupRequest {
     },
     Leave {
         group_id: String,
-        members: Vec<(String, Option<String>)>,
+        members: Vec<LeavingMember>,
         reply: Sender<Vec<i16>>,
     },
     Commit {
@@ -95,7 +103,7 @@ pub enum GroupRequest {
     /// `None` partitions: every committed offset of the group.
     FetchOffsets {
         group_id: String,
-        partitions: Option<Vec<(String, i32)>>,
+        partitions: Option<Vec<TopicPartition>>,
         reply: Sender<Vec<PartitionOffset>>,
     },
     List {
@@ -109,11 +117,10 @@ pub enum GroupRequest {
         group_id: String,
         reply: Sender<i16>,
     },
-    /// OffsetDelete: (group error, one code per partition).
     DeleteOffsets {
         group_id: String,
-        partitions: Vec<(String, i32)>,
-        reply: Sender<(i16, Vec<i16>)>,
+        partitions: Vec<TopicPartition>,
+        reply: Sender<OffsetDeletion>,
     },
 }
 
@@ -340,7 +347,7 @@ impl GroupCoordinator {
         }
     }
 
-    fn fetch_offsets(&self, group_id: &str, partitions: Option<Vec<(String, i32)>>) -> Vec<PartitionOffset> {
+    fn fetch_offsets(&self, group_id: &str, partitions: Option<Vec<TopicPartition>>) -> Vec<PartitionOffset> {
         let offsets = self.offsets.borrow();
         let Some(partition) = offsets.get(&partition_for_group(group_id)) else { return Vec::new() };
         let found = |topic: &str, p: i32| {
@@ -365,7 +372,7 @@ impl GroupCoordinator {
             }
         };
         match partitions {
-            Some(list) => list.iter().map(|(t, p)| found(t, *p)).collect(),
+            Some(list) => list.iter().map(|tp| found(&tp.topic, tp.partition)).collect(),
             None => partition.group_offsets(group_id).into_iter().map(|((_, t, p), _)| found(&t, p)).collect(),
         }
     }
@@ -434,7 +441,7 @@ impl GroupCoordinator {
         0
     }
 
-    async fn delete_offsets(&self, group_id: &str, partitions: Vec<(String, i32)>) -> (i16, Vec<i16>) {
+    async fn delete_offsets(&self, group_id: &str, partitions: Vec<TopicPartition>) -> OffsetDeletion {
         let subscribed = self
             .groups
             .borrow()
@@ -443,26 +450,32 @@ impl GroupCoordinator {
             .map(|g| g.subscribed_topics())
             .unwrap_or_default();
         let Some((log, gate)) = self.offsets_log(group_id) else {
-            return (ResponseError::NotCoordinator.code(), vec![0; partitions.len()]);
+            return OffsetDeletion {
+                error_code: ResponseError::NotCoordinator.code(),
+                partition_codes: vec![0; partitions.len()],
+            };
         };
         let _permit = gate.acquire_permit(1).await.expect("offsets gate never closes");
         let codes: Vec<i16> = partitions
             .iter()
-            .map(|(topic, _)| if subscribed.contains(topic) { ResponseError::GroupSubscribedToTopic.code() } else { 0 })
+            .map(|tp| if subscribed.contains(&tp.topic) { ResponseError::GroupSubscribedToTopic.code() } else { 0 })
             .collect();
         let entries: Vec<(OffsetKey, Option<CommittedOffset>)> = partitions
             .iter()
             .zip(&codes)
             .filter(|(_, code)| **code == 0)
-            .map(|((topic, partition), _)| ((group_id.to_string(), topic.clone(), *partition), None))
+            .map(|(tp, _)| ((group_id.to_string(), tp.topic.clone(), tp.partition), None))
             .collect();
         if append_entries(&log, &entries).await.is_err() {
-            return (ResponseError::CoordinatorNotAvailable.code(), codes);
+            return OffsetDeletion {
+                error_code: ResponseError::CoordinatorNotAvailable.code(),
+                partition_codes: codes,
+            };
         }
         if let Some(partition) = self.offsets.borrow_mut().get_mut(&partition_for_group(group_id)) {
             partition.apply(entries);
         }
-        (0, codes)
+        OffsetDeletion { error_code: 0, partition_codes: codes }
     }
 
     /// Removes committed offsets of topics that no longer exist (after DeleteTopics).

@@ -45,6 +45,26 @@ impl GroupState {
     }
 }
 
+/// The leader's assignment for one member (SyncGroup).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberAssignment {
+    pub member_id: String,
+    pub assignment: Bytes,
+}
+
+/// A member leaving (LeaveGroup): by member id, or by static instance id (v3+).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeavingMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+}
+
+impl LeavingMember {
+    pub fn new(member_id: impl Into<String>, instance_id: Option<String>) -> LeavingMember {
+        LeavingMember { member_id: member_id.into(), instance_id }
+    }
+}
+
 /// Coordinator-wide settings (Kafka's group.* broker configs).
 #[derive(Debug, Clone, Copy)]
 pub struct GroupConfig {
@@ -628,7 +648,7 @@ impl Group {
         member_id: &str,
         generation: i32,
         instance_id: Option<&str>,
-        assignments: Vec<(String, Bytes)>,
+        assignments: Vec<MemberAssignment>,
     ) -> (Reply<SyncResult>, Vec<Effect>) {
         let mut effects = Vec::new();
         if self.state == GroupState::Dead || self.state == GroupState::Empty {
@@ -662,7 +682,8 @@ impl Group {
                     member.last_heartbeat_ms = now_ms;
                 }
                 if self.leader.as_deref() == Some(member_id) {
-                    let mut by_member: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    let mut by_member: HashMap<String, Bytes> =
+                        assignments.into_iter().map(|a| (a.member_id, a.assignment)).collect();
                     for (id, member) in self.members.iter_mut() {
                         member.assignment = by_member.remove(id).unwrap_or_default();
                     }
@@ -713,11 +734,11 @@ impl Group {
     }
 
     /// LeaveGroup for members by id and/or instance id; one error code per member.
-    pub fn leave(&mut self, now_ms: i64, leaving: &[(String, Option<String>)]) -> (Vec<i16>, Vec<Effect>) {
+    pub fn leave(&mut self, now_ms: i64, leaving: &[LeavingMember]) -> (Vec<i16>, Vec<Effect>) {
         let mut effects = Vec::new();
         let mut codes = Vec::with_capacity(leaving.len());
         let mut removed_any = false;
-        for (member_id, instance_id) in leaving {
+        for LeavingMember { member_id, instance_id } in leaving {
             let id = match instance_id {
                 Some(instance) => match self.static_members.get(instance) {
                     Some(current) if member_id.is_empty() || current == member_id => current.clone(),

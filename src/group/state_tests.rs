@@ -3,7 +3,9 @@
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 
-use super::state::{Effect, Group, GroupConfig, GroupState, JoinRequest, JoinResult, Reply};
+use super::state::{
+    Effect, Group, GroupConfig, GroupState, JoinRequest, JoinResult, LeavingMember, MemberAssignment, Reply,
+};
 
 const SESSION_MS: i32 = 10_000;
 const REBALANCE_MS: i32 = 30_000;
@@ -74,7 +76,10 @@ fn stable_group_of_three() -> (Group, Vec<String>, i64) {
         let (reply, _) = group.sync(210, id, generation, None, Vec::new());
         assert!(matches!(reply, Reply::Later { .. }), "followers wait for the leader");
     }
-    let assignments = ids.iter().map(|id| (id.clone(), Bytes::from(format!("assign-{id}")))).collect();
+    let assignments = ids
+        .iter()
+        .map(|id| MemberAssignment { member_id: id.clone(), assignment: Bytes::from(format!("assign-{id}")) })
+        .collect();
     let (reply, effects) = group.sync(220, &leader, generation, None, assignments);
     let Reply::Now(own) = reply else { panic!("the leader's sync completes at once") };
     assert_eq!(own.assignment, Bytes::from(format!("assign-{leader}")));
@@ -153,7 +158,7 @@ fn a_dead_member_is_removed_after_its_session_and_the_group_rebalances() {
 #[test]
 fn members_that_miss_the_rebalance_are_dropped_at_the_timeout() {
     let (mut group, ids, now) = stable_group_of_three();
-    let (_, effects) = group.leave(now, &[(ids[2].clone(), None)]);
+    let (_, effects) = group.leave(now, &[LeavingMember::new(ids[2].clone(), None)]);
     assert!(effects.is_empty());
     assert_eq!(group.state(), GroupState::PreparingRebalance);
     group.join(now, join_request(&ids[0], None, &["range"]));
@@ -166,11 +171,11 @@ fn members_that_miss_the_rebalance_are_dropped_at_the_timeout() {
 #[test]
 fn leave_of_the_last_member_empties_the_group() {
     let (mut group, ids, now) = stable_group_of_three();
-    let leaving: Vec<_> = ids.iter().map(|id| (id.clone(), None)).collect();
+    let leaving: Vec<_> = ids.iter().map(|id| LeavingMember::new(id.clone(), None)).collect();
     let (codes, _) = group.leave(now, &leaving);
     assert_eq!(codes, vec![0, 0, 0]);
     assert_eq!(group.state(), GroupState::Empty);
-    let (codes, _) = group.leave(now, &[(ids[0].clone(), None)]);
+    let (codes, _) = group.leave(now, &[LeavingMember::new(ids[0].clone(), None)]);
     assert_eq!(codes, vec![ResponseError::UnknownMemberId.code()]);
 }
 
@@ -186,7 +191,7 @@ fn static_member_rejoin_keeps_its_assignment_without_rebalance() {
         old_id,
         result.generation_id,
         Some("instance-a"),
-        vec![(old_id.clone(), Bytes::from_static(b"p0,p1"))],
+        vec![MemberAssignment { member_id: old_id.clone(), assignment: Bytes::from_static(b"p0,p1") }],
     );
     assert!(matches!(reply, Reply::Now(ref r) if r.assignment == Bytes::from_static(b"p0,p1")));
     let generation = group.generation();
@@ -240,8 +245,8 @@ fn commit_validation_follows_generation_and_membership() {
     assert_eq!(group.validate_commit(now + 4, &newcomer, next, None), Err(ResponseError::RebalanceInProgress.code()));
     assert_eq!(group.validate_commit(now + 4, &ids[0], generation, None), Err(ResponseError::IllegalGeneration.code()));
 
-    let mut leaving: Vec<_> = ids.iter().map(|id| (id.clone(), None)).collect();
-    leaving.push((newcomer, None));
+    let mut leaving: Vec<_> = ids.iter().map(|id| LeavingMember::new(id.clone(), None)).collect();
+    leaving.push(LeavingMember::new(newcomer, None));
     group.leave(now + 5, &leaving);
     assert_eq!(group.validate_commit(now + 5, "", -1, None), Ok(()), "an empty group accepts simple commits");
 }

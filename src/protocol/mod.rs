@@ -9,3 +9,4 @@ pub mod compression;
 pub mod fetch_response;
 pub mod record_batch;
 pub mod record_chunk;
+pub mod topic_partition;

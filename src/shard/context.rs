@@ -17,13 +17,12 @@ use crate::group::offsets::{partition_for_group, OFFSETS_TOPIC};
 use crate::group::state::GroupConfig;
 use crate::metadata::topic_config::log_config;
 use crate::metadata::ClusterMetadata;
+use crate::protocol::topic_partition::TopicPartition;
 use crate::storage::batch_cache::BatchCache;
 use crate::storage::{PartitionLog, StorageEnv};
 
 use super::mesh::{Reply, ShardRequest, ShardTask};
 use super::router::shard_for;
-
-pub type TopicPartition = (String, i32);
 
 /// Directory name infix of a deleted partition whose removal had not finished; such
 /// leftovers are removed at startup.
@@ -92,7 +91,7 @@ impl ShardContext {
     }
 
     pub fn log(&self, topic: &str, partition: i32) -> Option<PartitionLog> {
-        self.logs.borrow().get(&(topic.to_string(), partition)).cloned()
+        self.logs.borrow().get(&TopicPartition::new(topic, partition)).cloned()
     }
 
     /// Every log of this shard with its topic and partition.
@@ -187,14 +186,14 @@ impl ShardContext {
         let removed: Vec<(TopicPartition, PartitionLog)> = {
             let logs = self.logs.borrow();
             logs.iter()
-                .filter(|((topic, partition), _)| {
+                .filter(|(TopicPartition { topic, partition }, _)| {
                     metadata.topics.get(topic).is_none_or(|info| *partition >= info.partitions)
                 })
                 .map(|(key, log)| (key.clone(), log.clone()))
                 .collect()
         };
-        for ((topic, partition), log) in removed {
-            self.logs.borrow_mut().remove(&(topic.clone(), partition));
+        for (TopicPartition { topic, partition }, log) in removed {
+            self.logs.borrow_mut().remove(&TopicPartition::new(topic.clone(), partition));
             if let Err(error) = log.close().await {
                 tracing::warn!(%topic, partition, %error, "closing deleted partition");
             }
@@ -235,7 +234,7 @@ impl ShardContext {
             let dir = self.partition_dir(&topic, partition);
             match PartitionLog::open(&dir, config, self.storage_env.clone()).await {
                 Ok(log) => {
-                    self.logs.borrow_mut().insert((topic, partition), log);
+                    self.logs.borrow_mut().insert(TopicPartition::new(topic, partition), log);
                 }
                 Err(error) => tracing::error!(%topic, partition, %error, "partition offline: could not open its log"),
             }
@@ -245,7 +244,7 @@ impl ShardContext {
     /// Closes every log (clean shutdown): queued writes are flushed and synced.
     pub async fn close_logs(&self) {
         let logs: Vec<_> = self.logs.borrow_mut().drain().collect();
-        for ((topic, partition), log) in logs {
+        for (TopicPartition { topic, partition }, log) in logs {
             if let Err(error) = log.close().await {
                 tracing::warn!(%topic, partition, %error, "closing log");
             }

@@ -48,7 +48,7 @@ pub fn publish(ctx: &ShardContext) {
     let partitions = ctx
         .named_logs()
         .into_iter()
-        .map(|((topic, partition), log)| {
+        .map(|(crate::protocol::topic_partition::TopicPartition { topic, partition }, log)| {
             let offsets = log.offsets();
             PartitionGauge {
                 topic,

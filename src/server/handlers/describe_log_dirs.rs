@@ -17,6 +17,7 @@ use kafka_protocol::messages::{ApiKey, DescribeLogDirsRequest, DescribeLogDirsRe
 use kafka_protocol::protocol::StrBytes;
 
 use super::ApiSupport;
+use crate::protocol::topic_partition::TopicPartition;
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::ShardContext;
 
@@ -56,7 +57,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
         for partition in partitions {
             // A partition whose log is not open (offline after corruption, or being
             // created) has no size to report; Kafka leaves it out too.
-            let Some(&size) = sizes.get(&(name.clone(), partition)) else { continue };
+            let Some(&size) = sizes.get(&TopicPartition::new(name.clone(), partition)) else { continue };
             topics.entry(name.clone()).or_default().push(
                 DescribeLogDirsPartition::default()
                     .with_partition_index(partition)

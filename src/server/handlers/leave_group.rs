@@ -10,6 +10,7 @@ use kafka_protocol::messages::{ApiKey, LeaveGroupRequest, LeaveGroupResponse};
 
 use super::ApiSupport;
 use crate::group::coordinator::GroupRequest;
+use crate::group::state::LeavingMember;
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::mesh::ShardRequest;
 use crate::shard::ShardContext;
@@ -20,13 +21,13 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
     let body: LeaveGroupRequest = decode_body(request)?;
     let group_id = body.group_id.0.to_string();
     let batched = request.api_version >= 3;
-    let members: Vec<(String, Option<String>)> = if batched {
+    let members: Vec<LeavingMember> = if batched {
         body.members
             .iter()
-            .map(|m| (m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
+            .map(|m| LeavingMember::new(m.member_id.to_string(), m.group_instance_id.as_ref().map(|s| s.to_string())))
             .collect()
     } else {
-        vec![(body.member_id.to_string(), None)]
+        vec![LeavingMember::new(body.member_id.to_string(), None)]
     };
     let shard = ctx.group_shard(&group_id);
     let count = members.len();

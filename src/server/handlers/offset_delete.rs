@@ -10,7 +10,8 @@ use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponseParti
 use kafka_protocol::messages::{ApiKey, OffsetDeleteRequest, OffsetDeleteResponse};
 
 use super::ApiSupport;
-use crate::group::coordinator::GroupRequest;
+use crate::group::coordinator::{GroupRequest, OffsetDeletion};
+use crate::protocol::topic_partition::TopicPartition;
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::mesh::ShardRequest;
 use crate::shard::ShardContext;
@@ -20,20 +21,20 @@ pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::OffsetDelete, 0, 0);
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
     let body: OffsetDeleteRequest = decode_body(request)?;
     let group_id = body.group_id.0.to_string();
-    let partitions: Vec<(String, i32)> = body
+    let partitions: Vec<TopicPartition> = body
         .topics
         .iter()
-        .flat_map(|t| t.partitions.iter().map(move |p| (t.name.0.to_string(), p.partition_index)))
+        .flat_map(|t| t.partitions.iter().map(move |p| TopicPartition::new(t.name.0.to_string(), p.partition_index)))
         .collect();
     let shard = ctx.group_shard(&group_id);
     let count = partitions.len();
     let asked = partitions.clone();
-    let (group_error, codes) = ctx
+    let OffsetDeletion { error_code: group_error, partition_codes: codes } = ctx
         .call(shard, move |reply| {
             ShardRequest::Group(GroupRequest::DeleteOffsets { group_id, partitions: asked, reply })
         })
         .await
-        .unwrap_or((ResponseError::CoordinatorNotAvailable.code(), vec![0; count]));
+        .unwrap_or(OffsetDeletion { error_code: ResponseError::CoordinatorNotAvailable.code(), partition_codes: vec![0; count] });
     let mut codes = codes.into_iter();
     let topics = body
         .topics

@@ -17,6 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::ApiSupport;
 use crate::group::coordinator::{GroupRequest, PartitionOffset};
+use crate::protocol::topic_partition::TopicPartition;
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::mesh::ShardRequest;
 use crate::shard::ShardContext;
@@ -27,7 +28,7 @@ pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::OffsetFetch, 1, 9);
 async fn group_offsets(
     ctx: &Rc<ShardContext>,
     group_id: String,
-    partitions: Option<Vec<(String, i32)>>,
+    partitions: Option<Vec<TopicPartition>>,
 ) -> Option<Vec<PartitionOffset>> {
     let shard = ctx.group_shard(&group_id);
     ctx.call(shard, move |reply| ShardRequest::Group(GroupRequest::FetchOffsets { group_id, partitions, reply })).await
@@ -51,10 +52,10 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
     let mut response = OffsetFetchResponse::default();
     if version >= 8 {
         let lookups = body.groups.iter().map(|group| {
-            let partitions: Option<Vec<(String, i32)>> = group.topics.as_ref().map(|topics| {
+            let partitions: Option<Vec<TopicPartition>> = group.topics.as_ref().map(|topics| {
                 topics
                     .iter()
-                    .flat_map(|t| t.partition_indexes.iter().map(move |p| (t.name.0.to_string(), *p)))
+                    .flat_map(|t| t.partition_indexes.iter().map(move |p| TopicPartition::new(t.name.0.to_string(), *p)))
                     .collect()
             });
             group_offsets(ctx, group.group_id.0.to_string(), partitions)
@@ -97,8 +98,8 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
             .collect();
         return encode_response(ApiKey::OffsetFetch, version, request.header.correlation_id, &response);
     }
-    let partitions: Option<Vec<(String, i32)>> = body.topics.as_ref().map(|topics| {
-        topics.iter().flat_map(|t| t.partition_indexes.iter().map(move |p| (t.name.0.to_string(), *p))).collect()
+    let partitions: Option<Vec<TopicPartition>> = body.topics.as_ref().map(|topics| {
+        topics.iter().flat_map(|t| t.partition_indexes.iter().map(move |p| TopicPartition::new(t.name.0.to_string(), *p))).collect()
     });
     match group_offsets(ctx, body.group_id.0.to_string(), partitions).await {
         None => {

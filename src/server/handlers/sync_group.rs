@@ -9,6 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::ApiSupport;
 use crate::group::coordinator::GroupRequest;
+use crate::group::state::MemberAssignment;
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::mesh::ShardRequest;
 use crate::shard::ShardContext;
@@ -20,7 +21,11 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
     let group_id = body.group_id.0.to_string();
     let member_id = body.member_id.to_string();
     let instance_id = body.group_instance_id.as_ref().map(|s| s.to_string());
-    let assignments = body.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect();
+    let assignments = body
+        .assignments
+        .iter()
+        .map(|a| MemberAssignment { member_id: a.member_id.to_string(), assignment: a.assignment.clone() })
+        .collect();
     let generation = body.generation_id;
     let shard = ctx.group_shard(&group_id);
     let result = ctx

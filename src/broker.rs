@@ -34,6 +34,37 @@ const PORT_RELEASE_WAIT: Duration = Duration::from_secs(3);
 /// Locked memory glommio needs beyond the io_uring buffers (rings, bookkeeping).
 const MEMLOCK_HEADROOM_BYTES: u64 = 512 << 10;
 
+/// Descriptors kept out of `max.connections`' default for segment files, index files,
+/// the admin endpoint and startup.
+const RESERVED_DESCRIPTORS: u64 = 1024;
+
+/// Raises the soft open-files limit to the hard limit (a broker holds a descriptor per
+/// connection and per open segment file) and returns the limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write only the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// max.connections when not given: the open-files limit (raised) less a reserve for
+/// files, so new connections are refused cleanly before descriptors run out.
+pub fn default_max_connections() -> usize {
+    let limit = raise_open_files_limit();
+    let reserve = RESERVED_DESCRIPTORS.max(limit / 10);
+    usize::try_from(limit.saturating_sub(reserve).max(64)).unwrap_or(usize::MAX)
+}
+
 /// Checks what commonly keeps a broker from starting and says what to do about it.
 /// Returns the data dir lock, held for the life of the broker.
 pub fn startup_checks(config: &ServeConfig) -> Result<std::fs::File, String> {
@@ -181,6 +212,13 @@ fn remove_deleted_leftovers(data_dir: &std::path::Path) {
 
 /// Runs the broker until SIGTERM/SIGINT. Returns an error message for the operator.
 pub fn run(config: ServeConfig) -> Result<(), String> {
+    let open_files = raise_open_files_limit();
+    tracing::info!(
+        open_files,
+        max_connections = config.max_connections,
+        max_connections_per_ip = config.max_connections_per_ip,
+        "descriptor limits"
+    );
     let _data_dir_lock = startup_checks(&config)?;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {

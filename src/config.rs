@@ -53,6 +53,16 @@ pub struct ServeConfig {
     pub batch_cache_bytes: usize,
     /// Where `/metrics` and `/health` are served (`None`: not at all).
     pub admin_listen: Option<SocketAddr>,
+    /// connections.max.idle.ms: a connection with no bytes read and no request in flight
+    /// for this long is closed.
+    pub connections_max_idle: Duration,
+    /// A request whose bytes stop arriving (a frame started but not finished) is closed
+    /// after this long.
+    pub request_read_timeout: Duration,
+    /// max.connections: client connections over all shards; more are closed on accept.
+    pub max_connections: usize,
+    /// max.connections.per.ip: client connections from one address.
+    pub max_connections_per_ip: usize,
     /// Broker defaults of topic configs set at startup, by Kafka name
     /// (`--broker-config`, and flags such as `--flush-interval-ms`): DescribeConfigs
     /// reports them as STATIC_BROKER_CONFIG.

@@ -116,6 +116,21 @@ struct ServeArgs {
     /// (`off` disables it; port 0 picks a free port, logged at startup).
     #[arg(long, default_value = "127.0.0.1:9644")]
     admin_listen: String,
+    /// Close a connection that has sent nothing and has no request in flight for this
+    /// long (Kafka's connections.max.idle.ms).
+    #[arg(long, default_value_t = 600_000)]
+    connections_max_idle_ms: u64,
+    /// Close a connection whose request stops arriving halfway for this long.
+    #[arg(long, default_value_t = 30_000)]
+    request_read_timeout_ms: u64,
+    /// Client connections accepted over all shards (Kafka's max.connections); more are
+    /// closed at once, so descriptors never run out. Default: 90% of the open-files limit
+    /// (raised to its hard limit at startup) divided by 2 descriptors of headroom.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Client connections accepted from one IP address (Kafka's max.connections.per.ip).
+    #[arg(long, default_value_t = usize::MAX)]
+    max_connections_per_ip: usize,
     /// A broker default for topic configs, by its Kafka name (repeatable):
     /// `--broker-config log.retention.hours=24 --broker-config compression.type=zstd`.
     /// Topics that do not set the config get this value; DescribeConfigs reports it as
@@ -250,6 +265,10 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
             "off" | "" => None,
             address => Some(resolve(address)?),
         },
+        connections_max_idle: Duration::from_millis(args.connections_max_idle_ms.max(1)),
+        request_read_timeout: Duration::from_millis(args.request_read_timeout_ms.max(1)),
+        max_connections: args.max_connections.unwrap_or_else(tern::broker::default_max_connections).max(1),
+        max_connections_per_ip: args.max_connections_per_ip.max(1),
         static_broker_configs,
         explicit_flags: args.explicit_flags,
     })

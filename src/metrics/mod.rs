@@ -92,6 +92,10 @@ pub struct ShardProbes {
     pub bytes_sent: Counter,
     pub connections_opened: Counter,
     pub connections_closed: Counter,
+    /// Connections closed at accept: max.connections or max.connections.per.ip reached.
+    pub connections_refused: Counter,
+    /// Connections closed for idleness or a request that stopped arriving.
+    pub connections_timed_out: Counter,
     /// Request to response-ready time of Produce and Fetch (Fetch includes long polls).
     pub produce_latency: Histogram,
     pub fetch_latency: Histogram,
@@ -127,6 +131,8 @@ impl ShardProbes {
             bytes_sent: Counter::default(),
             connections_opened: Counter::default(),
             connections_closed: Counter::default(),
+            connections_refused: Counter::default(),
+            connections_timed_out: Counter::default(),
             produce_latency: Histogram::default(),
             fetch_latency: Histogram::default(),
             fsync_latency: Histogram::default(),

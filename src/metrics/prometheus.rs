@@ -51,11 +51,21 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
     let _ = writeln!(out, "tern_shards {}", if total == usize::MAX { 0 } else { total });
 
     type Get = fn(&ShardProbes) -> u64;
-    let counters: [(&str, &str, Get); 11] = [
+    let counters: [(&str, &str, Get); 13] = [
         ("tern_bytes_received_total", "Request bytes received.", |p| p.bytes_received.get()),
         ("tern_bytes_sent_total", "Response bytes sent.", |p| p.bytes_sent.get()),
         ("tern_connections_opened_total", "Client connections accepted.", |p| p.connections_opened.get()),
         ("tern_connections_closed_total", "Client connections closed.", |p| p.connections_closed.get()),
+        (
+            "tern_connections_refused_total",
+            "Connections closed at accept (max.connections or max.connections.per.ip).",
+            |p| p.connections_refused.get(),
+        ),
+        (
+            "tern_connections_timed_out_total",
+            "Connections closed idle (connections.max.idle.ms) or mid-request (request-read timeout).",
+            |p| p.connections_timed_out.get(),
+        ),
         ("tern_cross_shard_calls_total", "Requests sent to another shard over the mesh.", |p| {
             p.cross_shard_calls.get()
         }),

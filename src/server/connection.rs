@@ -8,9 +8,11 @@
 //! this connection only, with a log line saying why. Response chunks that are segment
 //! file regions go out with sendfile (`sendfile`), in order with the rest.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
@@ -26,11 +28,11 @@ use crate::storage::RecordChunk;
 use super::frame::{frame_length, parse_header, peek_api, FrameError};
 use super::handlers::{self, api_versions};
 use super::listener::ShutdownSignal;
-use super::sendfile::{send_region, SendSocket};
+use super::sendfile::{send_region, LazySendSocket};
 
-const READ_CHUNK_BYTES: usize = 64 << 10;
-/// Largest single buffer growth while a big frame arrives.
-const READ_STEP_BYTES_MAX: usize = 1 << 20;
+/// The first read of a request. Reads within a frame double from here up to what the
+/// frame still needs, so a large request takes few reads and a stalled one holds little.
+const READ_CHUNK_BYTES: usize = 16 << 10;
 
 type Pending = glommio::Task<Result<handlers::Response, FrameError>>;
 
@@ -38,8 +40,16 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
     let _ = stream.set_nodelay(true);
     // A client that stops reading cannot hold a response (or a shutdown) forever.
     let _ = stream.set_write_timeout(Some(crate::config::CONNECTION_WRITE_TIMEOUT));
+    // Reads wake up at least this often, so the idle and request-read timeouts are
+    // checked without a timer per read (glommio links the timeout to the read itself).
+    let limits = ReadLimits {
+        request_bytes_max: ctx.config.request_bytes_max,
+        idle: ctx.config.connections_max_idle,
+        request: ctx.config.request_read_timeout,
+    };
+    let _ = stream.set_read_timeout(Some(limits.idle.min(limits.request)));
     let fd = stream.as_raw_fd();
-    let send_socket = match SendSocket::new(fd) {
+    let send_socket = match LazySendSocket::new(fd) {
         Ok(socket) => socket,
         Err(error) => {
             tracing::warn!(%peer, %error, "cannot prepare the socket for zero-copy sends; closing");
@@ -51,10 +61,16 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
     let _closed = CountClose(probes.clone());
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let (queue, responses) = local_channel::new_bounded::<Pending>(CONNECTION_INFLIGHT_MAX);
+    // Requests read and not yet answered: a connection waiting on its own requests (a
+    // long poll, a slow append) is not idle.
+    let in_flight = Rc::new(Cell::new(0usize));
+    let answered = in_flight.clone();
 
     let writer_task = glommio::spawn_local(async move {
         while let Some(pending) = responses.recv().await {
-            match pending.await {
+            let result = pending.await;
+            answered.set(answered.get().saturating_sub(1));
+            match result {
                 Ok(Some(chunks)) => {
                     probes.bytes_sent.add(chunks.iter().map(RecordChunk::len).sum::<usize>() as u64);
                     if let Err(error) = write_response(&mut writer, &send_socket, &chunks).await {
@@ -77,20 +93,23 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
 
     let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
-        let frame = match select(
-            Box::pin(read_frame(&mut reader, &mut buffer, ctx.config.request_bytes_max)),
-            Box::pin(shutdown.wait()),
-        )
-        .await
-        {
-            Either::Left((Ok(Some(frame)), _)) => frame,
-            Either::Left((Ok(None), _)) => break,
-            Either::Left((Err(error), _)) => {
-                tracing::warn!(%peer, %error, "closing connection");
-                break;
-            }
-            Either::Right(_) => break,
-        };
+        let frame =
+            match select(Box::pin(read_frame(&mut reader, &mut buffer, limits, &in_flight)), Box::pin(shutdown.wait()))
+                .await
+            {
+                Either::Left((Ok(Some(frame)), _)) => frame,
+                Either::Left((Ok(None), _)) => break,
+                Either::Left((Err(error @ (ConnectionError::Idle(_) | ConnectionError::RequestReadTimeout(_))), _)) => {
+                    crate::metrics::probes().connections_timed_out.add(1);
+                    tracing::debug!(%peer, %error, "closing connection");
+                    break;
+                }
+                Either::Left((Err(error), _)) => {
+                    tracing::warn!(%peer, %error, "closing connection");
+                    break;
+                }
+                Either::Right(_) => break,
+            };
         let pending = match start_request(&ctx, frame, peer) {
             Ok(pending) => pending,
             Err(error) => {
@@ -98,6 +117,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
                 break;
             }
         };
+        in_flight.set(in_flight.get() + 1);
         if queue.send(pending).await.is_err() {
             break;
         }
@@ -110,7 +130,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
 /// sendfile on the same socket once everything before them has been handed to it.
 async fn write_response<W: futures_lite::AsyncWrite + Unpin>(
     writer: &mut W,
-    socket: &SendSocket,
+    socket: &LazySendSocket,
     chunks: &[RecordChunk],
 ) -> std::io::Result<()> {
     for chunk in chunks {
@@ -118,48 +138,80 @@ async fn write_response<W: futures_lite::AsyncWrite + Unpin>(
             RecordChunk::Memory(bytes) => writer.write_all(bytes).await?,
             RecordChunk::File(region) => {
                 writer.flush().await?;
-                send_region(socket, region, crate::config::CONNECTION_WRITE_TIMEOUT).await?;
+                send_region(socket.get()?, region, crate::config::CONNECTION_WRITE_TIMEOUT).await?;
             }
         }
     }
     Ok(())
 }
 
+/// What a connection's reader allows.
+#[derive(Debug, Clone, Copy)]
+struct ReadLimits {
+    request_bytes_max: usize,
+    /// No byte read and no request in flight for this long closes the connection.
+    idle: Duration,
+    /// A frame started and not finished within this long closes the connection.
+    request: Duration,
+}
+
 /// Reads one whole frame (without its length prefix); `None` at a clean end of stream.
+///
+/// The buffer grows with the bytes that actually arrive (doubling, from one read chunk),
+/// never with what a length prefix announces: a client that sends a 100 MB prefix and
+/// stops holds one read chunk of memory, and is closed after the request-read timeout.
 async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     reader: &mut R,
     buffer: &mut BytesMut,
-    request_bytes_max: usize,
+    limits: ReadLimits,
+    in_flight: &Cell<usize>,
 ) -> Result<Option<Bytes>, ConnectionError> {
+    let mut frame_started = (!buffer.is_empty()).then(Instant::now);
+    let mut idle_since = Instant::now();
     loop {
-        if let Some(length) = frame_length(buffer, request_bytes_max)? {
-            if buffer.len() >= 4 + length {
+        let want = match frame_length(buffer, limits.request_bytes_max)? {
+            Some(length) if buffer.len() >= 4 + length => {
                 let frame = buffer.split_to(4 + length).freeze().slice(4..);
                 return Ok(Some(frame));
             }
-            // Grow with the data that actually arrives, not with what the length prefix
-            // claims: a 4-byte header must not make us allocate the whole frame up front.
-            let missing = 4 + length - buffer.len();
-            if read_more(reader, buffer, missing.clamp(READ_CHUNK_BYTES, READ_STEP_BYTES_MAX)).await? == 0 {
-                return Err(ConnectionError::Truncated);
+            Some(length) => (4 + length - buffer.len()).min(READ_CHUNK_BYTES.max(buffer.len())),
+            None => READ_CHUNK_BYTES,
+        };
+        match read_more(reader, buffer, want).await? {
+            Some(0) => return if buffer.is_empty() { Ok(None) } else { Err(ConnectionError::Truncated) },
+            Some(_) => {
+                frame_started.get_or_insert_with(Instant::now);
             }
-        } else if read_more(reader, buffer, READ_CHUNK_BYTES).await? == 0 {
-            return if buffer.is_empty() { Ok(None) } else { Err(ConnectionError::Truncated) };
+            None => match frame_started {
+                Some(started) if started.elapsed() >= limits.request => {
+                    return Err(ConnectionError::RequestReadTimeout(limits.request));
+                }
+                Some(_) => {}
+                None if in_flight.get() > 0 => idle_since = Instant::now(),
+                None if idle_since.elapsed() >= limits.idle => return Err(ConnectionError::Idle(limits.idle)),
+                None => {}
+            },
         }
     }
 }
 
+/// Reads up to `want` more bytes onto the end of `buffer`: the count (0 at the end of the
+/// stream), or `None` when the socket's read timeout passed with nothing to read.
 async fn read_more<R: futures_lite::AsyncRead + Unpin>(
     reader: &mut R,
     buffer: &mut BytesMut,
     want: usize,
-) -> std::io::Result<usize> {
+) -> std::io::Result<Option<usize>> {
     let start = buffer.len();
     buffer.resize(start + want, 0);
     let read = reader.read(&mut buffer[start..]).await;
     let n = *read.as_ref().unwrap_or(&0);
     buffer.truncate(start + n);
-    read
+    match read {
+        Ok(n) => Ok(Some(n)),
+        Err(error) if error.kind() == std::io::ErrorKind::TimedOut => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 /// Counts the connection as closed however `serve` ends.
@@ -216,4 +268,8 @@ enum ConnectionError {
     Io(#[from] std::io::Error),
     #[error("connection closed in the middle of a request")]
     Truncated,
+    #[error("request not complete after {0:?} (request-read timeout)")]
+    RequestReadTimeout(Duration),
+    #[error("idle for {0:?} (connections.max.idle.ms)")]
+    Idle(Duration),
 }

@@ -2,14 +2,19 @@
 //! spreads incoming connections over the shards) and accepts its own connections.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use futures_util::future::{select, Either};
 use glommio::net::TcpListener;
 
+use crate::config::ServeConfig;
 use crate::shard::ShardContext;
 
 /// A shard-local, one-shot "stop now" event.
@@ -66,7 +71,56 @@ impl Future for ShutdownWait<'_> {
     }
 }
 
+/// Client connections open over all shards, and by peer address: max.connections and
+/// max.connections.per.ip are limits of the whole broker, so the shards share them.
+static OPEN_CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+static OPEN_BY_ADDRESS: LazyLock<Mutex<HashMap<IpAddr, usize>>> = LazyLock::new(Mutex::default);
+
+/// A connection's place under the limits, given back when the connection ends.
+#[derive(Debug)]
+struct ConnectionSlot {
+    address: Option<IpAddr>,
+}
+
+impl ConnectionSlot {
+    /// Takes a place for a connection from `address`, or says which limit is reached.
+    fn take(address: IpAddr, config: &ServeConfig) -> Result<ConnectionSlot, &'static str> {
+        if OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed) >= config.max_connections {
+            OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+            return Err("max.connections");
+        }
+        if config.max_connections_per_ip == usize::MAX {
+            return Ok(ConnectionSlot { address: None });
+        }
+        let mut open = OPEN_BY_ADDRESS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = open.entry(address).or_default();
+        if *count >= config.max_connections_per_ip {
+            OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+            return Err("max.connections.per.ip");
+        }
+        *count += 1;
+        Ok(ConnectionSlot { address: Some(address) })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+        if let Some(address) = self.address {
+            let mut open = OPEN_BY_ADDRESS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(count) = open.get_mut(&address) {
+                *count -= 1;
+                if *count == 0 {
+                    open.remove(&address);
+                }
+            }
+        }
+    }
+}
+
 /// Accepts connections until shutdown; returns once every connection has finished.
+/// A connection over max.connections or max.connections.per.ip is closed at once (its
+/// descriptor given back), counted in `tern_connections_refused_total`.
 pub async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener, shutdown: Rc<ShutdownSignal>) {
     let active = Rc::new(Cell::new(0usize));
     loop {
@@ -83,11 +137,21 @@ pub async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener, shutdown:
             }
         };
         let peer = stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+        let slot = match ConnectionSlot::take(peer.ip(), &ctx.config) {
+            Ok(slot) => slot,
+            Err(limit) => {
+                crate::metrics::probes().connections_refused.add(1);
+                tracing::debug!(shard = ctx.id, %peer, limit, "connection refused: limit reached");
+                drop(stream);
+                continue;
+            }
+        };
         let (ctx, shutdown, active) = (ctx.clone(), shutdown.clone(), active.clone());
         active.set(active.get() + 1);
         glommio::spawn_local(async move {
             tracing::debug!(shard = ctx.id, %peer, "connection accepted");
             super::connection::serve(ctx, stream, peer, shutdown).await;
+            drop(slot);
             active.set(active.get() - 1);
         })
         .detach();

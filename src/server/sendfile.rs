@@ -38,6 +38,43 @@ const SENDFILE_CALL_BYTES_MAX: usize = 64 << 20;
 #[derive(Debug, Clone)]
 pub struct SendSocket(Arc<OwnedFd>);
 
+/// The connection's socket for sendfile jobs, duplicated on first use: a connection that
+/// never gets a cold read (producers, tailing consumers, idle clients) holds one
+/// descriptor, not two. The socket is made non-blocking when the connection starts, so
+/// the descriptor behaves the same before and after the duplicate exists.
+#[derive(Debug)]
+pub struct LazySendSocket {
+    fd: RawFd,
+    socket: std::cell::OnceCell<SendSocket>,
+}
+
+impl LazySendSocket {
+    /// Makes `fd` non-blocking (sendfile jobs must never block a pool thread forever).
+    pub fn new(fd: RawFd) -> io::Result<LazySendSocket> {
+        set_nonblocking(fd)?;
+        Ok(LazySendSocket { fd, socket: std::cell::OnceCell::new() })
+    }
+
+    pub fn get(&self) -> io::Result<&SendSocket> {
+        if let Some(socket) = self.socket.get() {
+            return Ok(socket);
+        }
+        let socket = SendSocket::new(self.fd)?;
+        Ok(self.socket.get_or_init(|| socket))
+    }
+}
+
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain fcntl calls on a descriptor the connection owns for its whole life.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 impl SendSocket {
     /// Duplicates `fd` and makes the socket non-blocking.
     pub fn new(fd: RawFd) -> io::Result<SendSocket> {

@@ -129,8 +129,9 @@ struct ServeArgs {
     #[arg(long)]
     max_connections: Option<usize>,
     /// Client connections accepted from one IP address (Kafka's max.connections.per.ip).
-    #[arg(long, default_value_t = usize::MAX)]
-    max_connections_per_ip: usize,
+    /// Default: no limit per address.
+    #[arg(long)]
+    max_connections_per_ip: Option<usize>,
     /// A broker default for topic configs, by its Kafka name (repeatable):
     /// `--broker-config log.retention.hours=24 --broker-config compression.type=zstd`.
     /// Topics that do not set the config get this value; DescribeConfigs reports it as
@@ -268,7 +269,7 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
         connections_max_idle: Duration::from_millis(args.connections_max_idle_ms.max(1)),
         request_read_timeout: Duration::from_millis(args.request_read_timeout_ms.max(1)),
         max_connections: args.max_connections.unwrap_or_else(tern::broker::default_max_connections).max(1),
-        max_connections_per_ip: args.max_connections_per_ip.max(1),
+        max_connections_per_ip: args.max_connections_per_ip.unwrap_or(usize::MAX).max(1),
         static_broker_configs,
         explicit_flags: args.explicit_flags,
     })

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{batch, run};
+use common::{batch, env_with_clock, run};
 use tern::protocol::record_batch::{iter_batches, validate_batch};
 use tern::storage::{
     AppendError, FlushPolicy, LogConfig, ManualClock, Offset, PartitionLog, ReadError, SimulatedDisk, StorageEnv,
@@ -37,10 +37,6 @@ async fn read_all(log: &PartitionLog, from: Offset) -> Vec<(i64, Vec<u8>)> {
             offset = Offset(header.next_offset());
         }
     }
-}
-
-fn env_with_clock(clock: Rc<ManualClock>) -> StorageEnv {
-    StorageEnv { clock, ..StorageEnv::default() }
 }
 
 #[test]

@@ -13,14 +13,10 @@ mod common;
 
 use std::rc::Rc;
 
-use common::{batch, run};
+use common::{batch, env_with_clock as env, run};
 use tern::protocol::compression::{records_section, Codec};
 use tern::protocol::record_batch::{iter_batches, validate_batch, BATCH_HEADER_BYTES};
 use tern::storage::{AppendError, Clock, CompressionPolicy, LogConfig, ManualClock, Offset, PartitionLog, StorageEnv};
-
-fn env(clock: Rc<ManualClock>) -> StorageEnv {
-    StorageEnv { clock, ..StorageEnv::default() }
-}
 
 #[test]
 fn batches_are_stored_in_the_topic_codec() {

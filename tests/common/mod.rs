@@ -34,6 +34,11 @@ where
         .expect("executor thread")
 }
 
+/// A storage environment with a manual clock (and the defaults for the rest).
+pub fn env_with_clock(clock: std::rc::Rc<tern::storage::ManualClock>) -> tern::storage::StorageEnv {
+    tern::storage::StorageEnv { clock, ..tern::storage::StorageEnv::default() }
+}
+
 /// A valid batch of `records` records with `value_bytes`-byte values tagged by `tag`.
 pub fn batch(records: usize, value_bytes: usize, tag: u64, timestamp_ms: i64) -> BytesMut {
     let mut value = vec![0u8; value_bytes.max(8)];

@@ -7,7 +7,9 @@
 - `--max-connections-per-ip` / `--max-connections` close connections over the limit at
   once, and a place freed is usable again;
 - the broker raises its soft open-files limit to the hard one and holds one descriptor
-  per idle connection (the duplicate for sendfile is made only when a cold read needs it).
+  per idle connection (the duplicate for sendfile is made only when a cold read needs it):
+  8,000 idle connections take 8,000 descriptors, a normal producer still works beside
+  them, and connections past `--max-connections` are closed at once.
 Each waits on the broker with bounded timeouts; sockets are closed by the test."""
 
 import os
@@ -163,4 +165,46 @@ def test_open_files_limit_is_raised_and_idle_connections_cost_one_descriptor(bro
         assert 100 <= grown <= 105, f"{grown} descriptors for 100 connections"
     finally:
         for s in sockets:
+            s.close()
+
+
+def test_thousands_of_idle_connections_leave_room_for_real_clients(broker_factory):
+    """8,000 idle connections take about 8,000 descriptors; a connection past
+    --max-connections is closed at once instead of exhausting descriptors, and a normal
+    producer still connects and works."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 8_000
+    if hard != resource.RLIM_INFINITY and hard < wanted + 1_000:
+        pytest.skip(f"open-files hard limit {hard} is too low for {wanted} test connections: NOT run")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    broker = broker_factory(extra_args=["--max-connections", str(wanted + 20)])
+    pid = broker.process.pid
+    time.sleep(0.5)
+    before = descriptors(pid)
+    held = []
+    try:
+        for _ in range(wanted):
+            held.append(connect(broker))
+        deadline = time.time() + 30
+        while descriptors(pid) - before < wanted and time.time() < deadline:
+            time.sleep(0.2)
+        grown = descriptors(pid) - before
+        print(f"{wanted} idle connections: +{grown} descriptors")
+        assert wanted <= grown <= wanted + 60, f"{grown} descriptors for {wanted} idle connections"
+
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+        producer.produce("room-left", value=b"still served")
+        assert producer.flush(30) == 0, "a normal client connects and produces"
+
+        # Past the limit: refused at once, not accepted until descriptors run out.
+        over = [connect(broker) for _ in range(100)]
+        time.sleep(2)
+        refused = sum(closed_within(s, 0.01) for s in over)
+        for s in over:
+            s.close()
+        assert refused >= 75, f"only {refused} of 100 connections past --max-connections were closed"
+    finally:
+        for s in held:
             s.close()

@@ -407,7 +407,9 @@ pub fn first_record_at_or_after(bytes: &[u8], header: &BatchHeader, timestamp: i
 /// The smallest and largest record timestamp in an uncompressed records section of
 /// `count` records whose batch has `base_timestamp` (Kafka checks every record's
 /// timestamp against message.timestamp.before/after.max.ms, not only the header's).
-/// `None` when the section is malformed.
+/// Records without a timestamp (-1) are left out, as Kafka does not check them; with
+/// none left the range is empty (`i64::MAX, i64::MIN`). `None` when the section is
+/// malformed.
 pub fn record_timestamp_range(section: &[u8], base_timestamp: i64, count: i32) -> Option<(i64, i64)> {
     let mut at = 0usize;
     let (mut min, mut max) = (i64::MAX, i64::MIN);
@@ -419,12 +421,17 @@ pub fn record_timestamp_range(section: &[u8], base_timestamp: i64, count: i32) -
         // attributes (1 byte), then timestampDelta (varlong)
         let (timestamp_delta, _) = read_varint(record.get(1..)?)?;
         let timestamp = base_timestamp.checked_add(timestamp_delta)?;
-        min = min.min(timestamp);
-        max = max.max(timestamp);
+        if timestamp != NO_TIMESTAMP {
+            min = min.min(timestamp);
+            max = max.max(timestamp);
+        }
         at = record_end;
     }
     (count > 0).then_some((min, max))
 }
+
+/// A record timestamp of -1: the producer set none.
+pub const NO_TIMESTAMP: i64 = -1;
 
 /// A record of an uncompressed batch: its offset, key and value.
 #[derive(Debug, Clone, PartialEq, Eq)]

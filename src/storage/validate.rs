@@ -118,6 +118,10 @@ mod tests {
         assert!(matches!(apply_topic_policy(batch, header, &config, NOW), Err(AppendError::InvalidTimestamp { .. })));
         let (batch, header) = batch_at(NOW + 501);
         assert!(matches!(apply_topic_policy(batch, header, &config, NOW), Err(AppendError::InvalidTimestamp { .. })));
+        let untimed = build::batch(&[b"no timestamp"], -1);
+        let header = validate_batch(&untimed, 1 << 20).unwrap();
+        let result = apply_topic_policy(BytesMut::from(&untimed[..]), header, &config, NOW);
+        assert!(result.is_ok(), "records without a timestamp are not checked");
         let append_time = LogConfig { timestamp_type: TimestampType::LogAppendTime, ..config };
         let (batch, header) = batch_at(NOW - 10_000);
         assert!(apply_topic_policy(batch, header, &append_time, NOW).is_ok(), "LogAppendTime replaces them");

@@ -8,7 +8,10 @@
 //! snappy-java does), LZ4 frames, zstd frames. Decompression never produces more than
 //! the caller's limit, so a small "compression bomb" cannot take the broker's memory.
 
+use std::borrow::Cow;
 use std::io::{Read, Write};
+
+use bytes::BytesMut;
 
 use thiserror::Error;
 
@@ -173,9 +176,17 @@ pub fn compress(codec: Codec, raw: &[u8], level: Option<i32>) -> Result<Vec<u8>,
 }
 
 /// The uncompressed records section of a complete, validated batch.
-pub fn records_section(batch: &[u8], header: &BatchHeader, limit: usize) -> Result<Vec<u8>, CompressionError> {
-    let codec = Codec::from_attributes(header.attributes)?;
-    decompress(codec, &batch[BATCH_HEADER_BYTES..header.total_bytes], limit)
+/// Borrowed when the batch is uncompressed (no copy), decoded otherwise.
+pub fn records_section<'a>(
+    batch: &'a [u8],
+    header: &BatchHeader,
+    limit: usize,
+) -> Result<Cow<'a, [u8]>, CompressionError> {
+    let section = &batch[BATCH_HEADER_BYTES..header.total_bytes];
+    match Codec::from_attributes(header.attributes)? {
+        Codec::None if section.len() <= limit => Ok(Cow::Borrowed(section)),
+        codec => decompress(codec, section, limit).map(Cow::Owned),
+    }
 }
 
 /// Rebuilds a complete, validated batch with its records section re-encoded as `codec`.
@@ -187,7 +198,7 @@ pub fn recompress_batch(
     codec: Codec,
     level: Option<i32>,
     limit: usize,
-) -> Result<Vec<u8>, CompressionError> {
+) -> Result<BytesMut, CompressionError> {
     let raw = records_section(batch, header, limit)?;
     let section = compress(codec, &raw, level)?;
     Ok(recompress_batch_from_section(batch, header, codec, &section))
@@ -195,8 +206,8 @@ pub fn recompress_batch(
 
 /// The batch's header (with new length, codec bits and CRC) in front of `section`, a
 /// records section already encoded with `codec`.
-pub fn recompress_batch_from_section(batch: &[u8], header: &BatchHeader, codec: Codec, section: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + section.len());
+pub fn recompress_batch_from_section(batch: &[u8], header: &BatchHeader, codec: Codec, section: &[u8]) -> BytesMut {
+    let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + section.len());
     out.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
     out.extend_from_slice(section);
     let batch_length = (out.len() - BATCH_LOG_OVERHEAD_BYTES) as i32;

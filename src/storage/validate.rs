@@ -47,7 +47,7 @@ pub fn apply_topic_policy(
     let encoded = compression::compress(codec, &section, level).map_err(compression_error)?;
     let rebuilt = compression::recompress_batch_from_section(&batch, &header, codec, &encoded);
     let header = validate_batch(&rebuilt, config.max_message_bytes)?;
-    Ok((BytesMut::from(&rebuilt[..]), header))
+    Ok((rebuilt, header))
 }
 
 fn check_record_timestamps(

@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use futures_channel::oneshot;
+use futures_util::future::{select, Either};
 use glommio::channels::channel_mesh::Senders;
 
 use crate::config::ServeConfig;
@@ -144,6 +145,31 @@ impl ShardContext {
             ShardRequest::Run(ShardTask(Box::new(move |ctx| {
                 Box::pin(async move {
                     let _ = reply.send(work(ctx).await);
+                })
+            })))
+        })
+        .await
+    }
+
+    /// Like [`ShardContext::run_on`], for work that only matters while the caller waits
+    /// for it (a long poll's wait for data): when the caller goes away, the work is
+    /// dropped on its shard instead of running to its own end. Work with effects (an
+    /// append, a metadata change) uses `run_on`, which always finishes.
+    pub async fn run_on_while_awaited<T, F, Fut>(self: &Rc<Self>, shard: usize, work: F) -> Option<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<ShardContext>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        self.call(shard, move |mut reply| {
+            ShardRequest::Run(ShardTask(Box::new(move |ctx| {
+                Box::pin(async move {
+                    let work = Box::pin(work(ctx));
+                    let value = match select(work, reply.cancellation()).await {
+                        Either::Left((value, _)) => value,
+                        Either::Right(_) => return, // the caller is gone
+                    };
+                    let _ = reply.send(value);
                 })
             })))
         })

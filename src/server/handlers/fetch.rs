@@ -218,7 +218,8 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Rec
             .map(|(shard, partitions)| {
                 let ctx = ctx.clone();
                 Box::pin(async move {
-                    ctx.run_on(shard, move |ctx| async move { wait_for_data(&ctx, partitions, wait).await }).await;
+                    ctx.run_on_while_awaited(shard, move |ctx| async move { wait_for_data(&ctx, partitions, wait).await })
+                        .await;
                 })
             })
             .collect();

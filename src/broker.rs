@@ -4,7 +4,7 @@
 //! in-flight requests, flush and close every log, exit 0).
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,12 +21,6 @@ use crate::shard::context::DELETED_MARKER;
 use crate::shard::mesh::ShardRequest;
 use crate::shard::router::shard_for;
 use crate::shard::{handler, metrics_publisher, ShardContext};
-
-static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    STOP_REQUESTED.store(true, Ordering::SeqCst);
-}
 
 /// How long startup waits for a port held by a broker that is still exiting.
 const PORT_RELEASE_WAIT: Duration = Duration::from_secs(3);
@@ -220,11 +214,7 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
         "descriptor limits"
     );
     let _data_dir_lock = startup_checks(&config)?;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGTERM, on_stop_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_stop_signal as *const () as libc::sighandler_t);
-    }
+    crate::stop::install_signal_handlers();
     crate::metrics::expect_shards(config.cores.len());
     if let Some(address) = config.admin_listen {
         let bound = crate::metrics::http::start(address).map_err(|e| {
@@ -281,7 +271,7 @@ impl DrainGuard {
 impl Drop for DrainGuard {
     fn drop(&mut self) {
         if !self.counted {
-            STOP_REQUESTED.store(true, Ordering::SeqCst);
+            crate::stop::request_stop();
             self.count();
         }
     }
@@ -327,10 +317,9 @@ async fn shard_main(
     let shutdown = Rc::new(ShutdownSignal::default());
     {
         let shutdown = shutdown.clone();
+        let mut stop = crate::stop::StopWaiter::register().map_err(|e| format!("shard {id}: {e}"))?;
         glommio::spawn_local(async move {
-            while !STOP_REQUESTED.load(Ordering::SeqCst) {
-                glommio::timer::sleep(Duration::from_millis(100)).await;
-            }
+            stop.wait().await;
             shutdown.fire();
         })
         .detach();

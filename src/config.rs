@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::storage::FlushPolicy;
+use crate::storage::{FlushPolicy, SyncMode};
 
 /// Largest request frame accepted by default (Kafka's socket.request.max.bytes).
 pub const REQUEST_BYTES_MAX_DEFAULT: usize = 100 << 20;
@@ -42,6 +42,8 @@ pub struct ServeConfig {
     pub default_partitions: i32,
     /// Default flush policy for topics that do not set one.
     pub flush: FlushPolicy,
+    /// How the durable policy makes writes durable.
+    pub sync_mode: SyncMode,
     /// group.initial.rebalance.delay.ms
     pub group_initial_rebalance_delay_ms: i64,
     /// group.min.session.timeout.ms and group.max.session.timeout.ms

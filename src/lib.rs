@@ -13,7 +13,7 @@
 //! metadata                    cluster metadata, config catalogue, topic/broker configs
 //! config                      `tern serve` settings and limits
 //! storage                     partition logs: segments, indexes, writer, recovery, retention
-//! protocol  metrics  stable_hash   record batches, codecs, fetch framing, response
+//! protocol  metrics  stable_hash  stop   record batches, codecs, fetch framing, response
 //!                             chunks; per-shard probes; placement hash            (bottom)
 //! ```
 //!
@@ -34,5 +34,6 @@ pub mod protocol;
 pub mod server;
 pub mod shard;
 pub mod stable_hash;
+pub mod stop;
 pub mod storage;
 pub mod tune;

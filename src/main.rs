@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tern::bench::options::{BenchArgs, Mode as BenchMode};
 use tern::config::{online_cpus, parse_cpu_list, parse_size, ServeConfig, REQUEST_BYTES_MAX_DEFAULT};
-use tern::storage::FlushPolicy;
+use tern::storage::{FlushPolicy, SyncMode};
 
 #[derive(Debug, Parser)]
 #[command(name = "tern", version, about = "Kafka-compatible event streaming broker, thread-per-core on io_uring")]
@@ -41,6 +41,14 @@ enum Command {
         #[command(flatten)]
         args: BenchArgs,
     },
+}
+
+/// `--sync-mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+enum SyncModeArg {
+    Dsync,
+    Fdatasync,
 }
 
 #[derive(Debug, Args, serde::Serialize)]
@@ -89,6 +97,11 @@ struct ServeArgs {
     /// (relaxed durability; default: acknowledge after fdatasync).
     #[arg(long)]
     flush_interval_ms: Option<u64>,
+    /// How an acknowledged write is made durable: `dsync` opens the active segment with
+    /// O_DSYNC (one io_uring write that returns once the data is on stable storage);
+    /// `fdatasync` writes, then syncs each log with fdatasync (group commit).
+    #[arg(long, value_enum, default_value_t = SyncModeArg::Dsync)]
+    sync_mode: SyncModeArg,
     /// With --flush-interval-ms: also sync after this many unsynced bytes.
     #[arg(long, default_value = "1M", value_parser = parse_size)]
     flush_bytes: u64,
@@ -257,6 +270,10 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
         auto_create_topics: args.auto_create_topics,
         default_partitions: args.default_partitions,
         flush,
+        sync_mode: match args.sync_mode {
+            SyncModeArg::Dsync => SyncMode::WriteThrough,
+            SyncModeArg::Fdatasync => SyncMode::Fdatasync,
+        },
         group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms.max(0),
         group_min_session_timeout_ms: args.group_min_session_timeout_ms,
         group_max_session_timeout_ms: args.group_max_session_timeout_ms,

@@ -1,7 +1,8 @@
 //! The partition log on the simulated disk (`MemoryDisk`), crashed and recovered thousands
 //! of times, checked against a model of what was assigned and acknowledged.
 //!
-//! Each seed drives one disk and one workload: cycles of open (recover), concurrent
+//! Each seed drives one disk and one workload: cycles of open (recover, with the durable
+//! policy's sync mode drawn at random: write-through or fdatasync), concurrent
 //! appends of random batches while faults fire (EIO on writes and syncs, syncs that take
 //! several scheduler turns, a disk that fills up), then a crash at a random moment (or,
 //! sometimes, a clean close). The crash keeps, drops or tears every write since the last
@@ -26,7 +27,7 @@ use bytes::BytesMut;
 use common::run;
 use tern::protocol::record_batch::{build, iter_batches, set_base_offset};
 use tern::storage::{
-    Disk, LogConfig, ManualClock, MemoryDisk, MemoryFaults, Offset, PartitionLog, SeededRng, StorageEnv,
+    Disk, LogConfig, ManualClock, MemoryDisk, MemoryFaults, Offset, PartitionLog, SeededRng, StorageEnv, SyncMode,
 };
 
 fn env_number(name: &str) -> Option<u64> {
@@ -162,6 +163,9 @@ async fn check_seed(seed: u64, cycles: u64) -> Result<(), String> {
             clock: clock.clone(),
             disk: Disk::Memory(disk.session()),
             batch_cache: tern::storage::batch_cache::BatchCache::shared(1 << 20),
+            // Both ways of making a durable write durable: O_DSYNC writes (the default)
+            // and writes followed by fdatasync.
+            sync_mode: if rng.chance(500) { SyncMode::WriteThrough } else { SyncMode::Fdatasync },
             ..StorageEnv::default()
         };
         // Recovery runs on a healthy disk: a fault while opening is a different test.

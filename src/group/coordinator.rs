@@ -11,9 +11,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
+use futures_util::future::select;
 use kafka_protocol::error::ResponseError;
 
 use crate::protocol::topic_partition::TopicPartition;
@@ -132,6 +133,8 @@ pub struct GroupCoordinator {
     offsets: RefCell<HashMap<i32, OffsetPartition>>,
     config: GroupConfig,
     clock: SystemClock,
+    /// Set while the timer loop sleeps with no group needing ticks.
+    wake_timers: RefCell<Option<oneshot::Sender<()>>>,
 }
 
 impl GroupCoordinator {
@@ -158,16 +161,26 @@ impl GroupCoordinator {
 
     /// Runs group timers forever (spawned once per shard), and offsets maintenance
     /// (retention of empty groups' offsets, compaction) every minute, or more often when
-    /// the offsets retention is short.
+    /// the offsets retention is short. While no group has members or a phase under way
+    /// the loop sleeps until the next maintenance or the next group request, so an idle
+    /// shard does not wake ten times a second for nothing.
     pub async fn run_timers(self: Rc<Self>) {
-        let mut ticks = 0u64;
         let interval_ms = (self.config.offsets_retention_ms / MAINTENANCE_PER_RETENTION)
             .clamp(TICK.as_millis() as i64, MAINTENANCE_INTERVAL_MS_MAX);
-        let maintenance_every = (interval_ms / TICK.as_millis() as i64).max(1) as u64;
+        let maintenance_interval = Duration::from_millis(interval_ms as u64);
+        let mut next_maintenance = Instant::now() + maintenance_interval;
         loop {
-            glommio::timer::sleep(TICK).await;
-            ticks += 1;
-            if ticks % maintenance_every == 0 {
+            if self.groups.borrow().values().any(Group::needs_ticks) {
+                glommio::timer::sleep(TICK).await;
+            } else {
+                let (wake, woken) = oneshot::channel();
+                *self.wake_timers.borrow_mut() = Some(wake);
+                let rest = next_maintenance.saturating_duration_since(Instant::now());
+                let _ = select(Box::pin(glommio::timer::sleep(rest)), woken).await;
+                self.wake_timers.borrow_mut().take();
+            }
+            if Instant::now() >= next_maintenance {
+                next_maintenance = Instant::now() + maintenance_interval;
                 self.maintain_offsets().await;
             }
             let now = self.clock.now_ms();
@@ -213,6 +226,10 @@ impl GroupCoordinator {
     }
 
     pub async fn execute(&self, request: GroupRequest) {
+        // The request may start a group's timers: let the timer loop tick again.
+        if let Some(wake) = self.wake_timers.borrow_mut().take() {
+            let _ = wake.send(());
+        }
         let now = self.clock.now_ms();
         match request {
             GroupRequest::Join { group_id, request, reply } => {

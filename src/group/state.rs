@@ -263,6 +263,13 @@ impl Group {
         self.members.is_empty()
     }
 
+    /// The group has something for [`Group::tick`] to expire or complete.
+    pub fn needs_ticks(&self) -> bool {
+        !self.members.is_empty()
+            || !self.pending_member_ids.is_empty()
+            || !matches!(self.state, GroupState::Empty | GroupState::Dead)
+    }
+
     pub fn member_count(&self) -> usize {
         self.members.len()
     }

@@ -101,6 +101,16 @@ pub struct ShardProbes {
     pub fetch_latency: Histogram,
     /// fdatasync durations of the shard's logs.
     pub fsync_latency: Histogram,
+    /// Produce stages inside the storage engine (see perf/README.md): how long the
+    /// oldest append of a write round waited for the writer, the round's write (for a
+    /// write-through file this includes the flush), and how long written data waited
+    /// for the fdatasync that covers it (files that are not write-through).
+    pub log_queue_wait: Histogram,
+    pub log_write: Histogram,
+    pub log_sync_wait: Histogram,
+    /// From a produce response being ready to its last byte handed to the socket
+    /// (waiting behind earlier responses of the connection included).
+    pub produce_response_write: Histogram,
     /// Requests this shard sent to other shards.
     pub cross_shard_calls: Counter,
     /// How late the shard's 10 ms watchdog timer fired (time other tasks held the core).
@@ -136,6 +146,10 @@ impl ShardProbes {
             produce_latency: Histogram::default(),
             fetch_latency: Histogram::default(),
             fsync_latency: Histogram::default(),
+            log_queue_wait: Histogram::default(),
+            log_write: Histogram::default(),
+            log_sync_wait: Histogram::default(),
+            produce_response_write: Histogram::default(),
             cross_shard_calls: Counter::default(),
             event_loop_lag: Histogram::default(),
             event_loop_stalls: Counter::default(),

@@ -111,7 +111,7 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
     }
 
     type GetHistogram = fn(&ShardProbes) -> HistogramSnapshot;
-    let histograms: [(&str, &str, GetHistogram); 4] = [
+    let histograms: [(&str, &str, GetHistogram); 8] = [
         ("tern_produce_latency_seconds", "Produce request to response, seconds.", |p| p.produce_latency.snapshot()),
         ("tern_fetch_latency_seconds", "Fetch request to response (long polls included), seconds.", |p| {
             p.fetch_latency.snapshot()
@@ -119,9 +119,29 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
         ("tern_fsync_latency_seconds", "fdatasync duration of partition logs, seconds.", |p| {
             p.fsync_latency.snapshot()
         }),
-        ("tern_event_loop_lag_seconds", "Lateness of the shard's 10 ms watchdog timer, seconds.", |p| {
-            p.event_loop_lag.snapshot()
+        (
+            "tern_log_queue_wait_seconds",
+            "Time the oldest append of a write round waited for the log's writer, seconds.",
+            |p| p.log_queue_wait.snapshot(),
+        ),
+        (
+            "tern_log_write_seconds",
+            "Duration of a write round (with the flush for write-through segments), seconds.",
+            |p| p.log_write.snapshot(),
+        ),
+        ("tern_log_sync_wait_seconds", "Time written data waited for the fdatasync that covers it, seconds.", |p| {
+            p.log_sync_wait.snapshot()
         }),
+        (
+            "tern_produce_response_write_seconds",
+            "From a produce response being ready to its last byte handed to the socket, seconds.",
+            |p| p.produce_response_write.snapshot(),
+        ),
+        (
+            "tern_event_loop_lag_seconds",
+            "Lateness of the shard watchdog timer (10 ms while busy, 1 s while idle), seconds.",
+            |p| p.event_loop_lag.snapshot(),
+        ),
     ];
     for (name, help, get) in histograms {
         header(&mut out, name, "histogram", help);

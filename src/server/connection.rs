@@ -34,7 +34,22 @@ use super::sendfile::{send_region, LazySendSocket};
 /// frame still needs, so a large request takes few reads and a stalled one holds little.
 const READ_CHUNK_BYTES: usize = 16 << 10;
 
-type Pending = glommio::Task<Result<handlers::Response, FrameError>>;
+type Pending = glommio::Task<Answer>;
+
+/// A request's outcome, as the connection's writer takes it.
+struct Answer {
+    result: Result<handlers::Response, FrameError>,
+    /// When the handler finished (the response's time in the connection's queue and on
+    /// the socket is measured from here).
+    ready_at: std::time::Instant,
+    produce: bool,
+}
+
+impl Answer {
+    fn ready(result: Result<handlers::Response, FrameError>, produce: bool) -> Answer {
+        Answer { result, ready_at: std::time::Instant::now(), produce }
+    }
+}
 
 pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, shutdown: Rc<ShutdownSignal>) {
     let _ = stream.set_nodelay(true);
@@ -68,7 +83,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
 
     let writer_task = glommio::spawn_local(async move {
         while let Some(pending) = responses.recv().await {
-            let result = pending.await;
+            let Answer { result, ready_at, produce } = pending.await;
             answered.set(answered.get().saturating_sub(1));
             match result {
                 Ok(Some(chunks)) => {
@@ -76,6 +91,9 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
                     if let Err(error) = write_response(&mut writer, &send_socket, &chunks).await {
                         tracing::debug!(%peer, %error, "client went away while we wrote");
                         break;
+                    }
+                    if produce {
+                        probes.produce_response_write.observe(ready_at.elapsed());
                     }
                 }
                 Ok(None) => {}
@@ -239,7 +257,9 @@ fn start_request(ctx: &Rc<ShardContext>, frame: Bytes, peer: SocketAddr) -> Resu
         if api == ApiKey::ApiVersions {
             let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
             let response = api_versions::unsupported_version_response(correlation_id);
-            return Ok(glommio::spawn_local(async move { Ok(Some(vec![RecordChunk::Memory(response)])) }));
+            return Ok(glommio::spawn_local(async move {
+                Answer::ready(Ok(Some(vec![RecordChunk::Memory(response)])), false)
+            }));
         }
         return Err(counted(FrameError::UnsupportedVersion { api, version }));
     }
@@ -256,7 +276,7 @@ fn start_request(ctx: &Rc<ShardContext>, frame: Bytes, peer: SocketAddr) -> Resu
             (Ok(_), ApiKey::Fetch) => probes.fetch_latency.observe(started.elapsed()),
             _ => {}
         }
-        result
+        Answer::ready(result, api == ApiKey::Produce)
     }))
 }
 

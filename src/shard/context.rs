@@ -62,6 +62,7 @@ impl ShardContext {
             offsets_retention_ms: config.offsets_retention_ms,
         };
         let cache_bytes = config.batch_cache_bytes;
+        let sync_mode = config.sync_mode;
         ShardContext {
             id,
             shard_count: senders.nr_consumers(),
@@ -71,7 +72,11 @@ impl ShardContext {
             senders,
             controller_gate: glommio::sync::Semaphore::new(1),
             groups: Rc::new(GroupCoordinator::new(group_config)),
-            storage_env: StorageEnv { batch_cache: BatchCache::shared(cache_bytes), ..StorageEnv::default() },
+            storage_env: StorageEnv {
+                batch_cache: BatchCache::shared(cache_bytes),
+                sync_mode,
+                ..StorageEnv::default()
+            },
         }
     }
 

@@ -1,8 +1,12 @@
 //! The per-shard side of the metrics: a task that publishes the shard's partition
 //! offsets and sizes, batch cache statistics, committed offsets of the groups it
 //! coordinates and executor statistics every second, and a watchdog that measures how
-//! late a 10 ms timer fires (time other tasks kept the event loop) and logs a warning
-//! when a task blocks the shard longer than [`STALL_THRESHOLD`].
+//! late its timer fires (time other tasks kept the event loop) and logs a warning when a
+//! task blocks the shard longer than [`STALL_THRESHOLD`].
+//!
+//! The watchdog ticks every 10 ms while the shard runs tasks and every second once a
+//! tick finds that nothing but the shard's own timers ran: an idle shard wakes about
+//! twice a second (this publisher and the watchdog), not a hundred times.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -12,6 +16,11 @@ use crate::metrics::{probes, CommittedGauge, PartitionGauge, ShardSnapshot};
 
 pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 const WATCHDOG_TICK: Duration = Duration::from_millis(10);
+/// The watchdog's tick while the shard is idle.
+const WATCHDOG_IDLE_TICK: Duration = Duration::from_secs(1);
+/// Tasks a tick may see executed and still call the shard idle (the watchdog itself and
+/// the publisher).
+const IDLE_TASKS_MAX: u64 = 2;
 /// A task that keeps the shard's core longer than this is logged.
 pub const STALL_THRESHOLD: Duration = Duration::from_millis(50);
 
@@ -29,10 +38,15 @@ pub fn spawn(ctx: Rc<ShardContext>) {
     let shard = ctx.id;
     glommio::spawn_local(async move {
         let probes = probes();
+        let mut tick = WATCHDOG_TICK;
+        let mut tasks_before = glommio::executor().executor_stats().tasks_executed();
         loop {
             let started = Instant::now();
-            glommio::timer::sleep(WATCHDOG_TICK).await;
-            let late = started.elapsed().saturating_sub(WATCHDOG_TICK);
+            glommio::timer::sleep(tick).await;
+            let late = started.elapsed().saturating_sub(tick);
+            let tasks = glommio::executor().executor_stats().tasks_executed();
+            tick = if tasks - tasks_before <= IDLE_TASKS_MAX { WATCHDOG_IDLE_TICK } else { WATCHDOG_TICK };
+            tasks_before = tasks;
             probes.event_loop_lag.observe(late);
             if late >= STALL_THRESHOLD {
                 probes.event_loop_stalls.add(1);

@@ -63,6 +63,18 @@ pub enum FlushPolicy {
     Interval { interval: Duration, bytes: u64 },
 }
 
+/// How the durable flush policy makes a write durable (`tern serve --sync-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// The active segment is opened with O_DSYNC: a write completes once durable, with
+    /// the cache flush done by the kernel in the write's completion (the default).
+    #[default]
+    WriteThrough,
+    /// Plain O_DIRECT writes, then an fdatasync per log that covers every completed
+    /// write (group commit with write and sync overlapping).
+    Fdatasync,
+}
+
 /// Which timestamp a batch keeps (Kafka's message.timestamp.type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimestampType {

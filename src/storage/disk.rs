@@ -23,7 +23,7 @@ use glommio::GlommioError;
 
 use super::batch_cache::{BatchCache, SharedBatchCache, DEFAULT_BATCH_CACHE_BYTES};
 use super::clock::{Clock, SystemClock};
-use super::config::BLOCK_BYTES;
+use super::config::{SyncMode, BLOCK_BYTES};
 use super::memory_disk::{MemoryFile, MemorySession};
 
 /// The disk a log's files live on.
@@ -98,6 +98,8 @@ pub struct StorageEnv {
     pub faults: Option<Rc<dyn FaultInjector>>,
     pub batch_cache: SharedBatchCache,
     pub disk: Disk,
+    /// How durable-policy logs make writes durable.
+    pub sync_mode: SyncMode,
 }
 
 impl Default for StorageEnv {
@@ -109,6 +111,7 @@ impl Default for StorageEnv {
             faults: None,
             batch_cache: BatchCache::shared(DEFAULT_BATCH_CACHE_BYTES),
             disk: Disk::Direct,
+            sync_mode: SyncMode::default(),
         }
     }
 }
@@ -225,34 +228,68 @@ enum FileImpl {
 }
 
 /// A segment file: O_DIRECT on the real disk, or a file of the simulated one.
+///
+/// A *write-through* file is opened with O_DSYNC as well: a write completes only once
+/// its data, and the metadata needed to read it back, are on stable storage. The kernel
+/// does the cache flush in the write's own completion (a FUA write where the device
+/// has it), so one io_uring operation replaces a write followed by an fdatasync, and no
+/// io_uring worker thread is woken for a separate sync (see perf/README.md).
 #[derive(Debug)]
 pub struct SegmentFile {
     file: FileImpl,
     path: PathBuf,
     env: StorageEnv,
+    write_through: bool,
+}
+
+fn dsync_flag(write_through: bool) -> libc::c_int {
+    if write_through {
+        libc::O_DSYNC
+    } else {
+        0
+    }
 }
 
 impl SegmentFile {
-    /// Creates a new, empty file; fails if it exists.
-    pub async fn create(path: &Path, env: &StorageEnv) -> io::Result<SegmentFile> {
+    /// Creates a new, empty file; fails if it exists. With `write_through`, every write
+    /// returns only once its data is on stable storage (O_DSYNC; see [`SegmentFile`]).
+    pub async fn create(path: &Path, env: &StorageEnv, write_through: bool) -> io::Result<SegmentFile> {
         let file = match &env.disk {
             Disk::Direct => FileImpl::Direct(
-                OpenOptions::new().read(true).write(true).create_new(true).dma_open(path).await.map_err(to_io_error)?,
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(dsync_flag(write_through))
+                    .dma_open(path)
+                    .await
+                    .map_err(to_io_error)?,
             ),
             Disk::Memory(disk) => FileImpl::Memory(disk.create(path, true)?),
         };
-        Ok(SegmentFile { file, path: path.to_path_buf(), env: env.clone() })
+        Ok(SegmentFile { file, path: path.to_path_buf(), env: env.clone(), write_through })
     }
 
     /// Opens an existing file for reading and writing.
-    pub async fn open(path: &Path, env: &StorageEnv) -> io::Result<SegmentFile> {
+    pub async fn open(path: &Path, env: &StorageEnv, write_through: bool) -> io::Result<SegmentFile> {
         let file = match &env.disk {
-            Disk::Direct => {
-                FileImpl::Direct(OpenOptions::new().read(true).write(true).dma_open(path).await.map_err(to_io_error)?)
-            }
+            Disk::Direct => FileImpl::Direct(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(dsync_flag(write_through))
+                    .dma_open(path)
+                    .await
+                    .map_err(to_io_error)?,
+            ),
             Disk::Memory(disk) => FileImpl::Memory(disk.open(path)?),
         };
-        Ok(SegmentFile { file, path: path.to_path_buf(), env: env.clone() })
+        Ok(SegmentFile { file, path: path.to_path_buf(), env: env.clone(), write_through })
+    }
+
+    /// Writes return only once durable (opened with O_DSYNC).
+    pub fn is_write_through(&self) -> bool {
+        self.write_through
     }
 
     pub fn path(&self) -> &Path {
@@ -284,6 +321,10 @@ impl SegmentFile {
         debug_assert_eq!(position % BLOCK_BYTES, 0);
         debug_assert_eq!(buffer.len() as u64 % BLOCK_BYTES, 0);
         self.env.check(DiskOp::Write, &self.path)?;
+        if self.write_through {
+            // The write carries the flush: a failing flush fails the write.
+            self.env.check(DiskOp::Sync, &self.path)?;
+        }
         let expected = buffer.len();
         match (&self.file, buffer) {
             (FileImpl::Direct(file), IoBuffer::Direct(buffer)) => {
@@ -301,6 +342,9 @@ impl SegmentFile {
             }
             (FileImpl::Memory(file), buffer) => {
                 file.write_at(position, buffer.as_bytes())?;
+                if self.write_through {
+                    file.sync_now()?;
+                }
                 Ok(buffer)
             }
             (FileImpl::Direct(_), IoBuffer::Heap(_)) => {
@@ -370,7 +414,7 @@ pub async fn write_file_atomic(path: &Path, bytes: &[u8], env: &StorageEnv) -> i
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
         path.with_file_name(format!("{name}.{}-{n}.tmp", std::process::id()))
     };
-    let file = SegmentFile::create(&tmp, env).await?;
+    let file = SegmentFile::create(&tmp, env, false).await?;
     let mut buffer = file.alloc_block_buffer(bytes.len().max(1));
     buffer.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
     buffer.as_bytes_mut()[bytes.len()..].fill(0);

@@ -358,7 +358,8 @@ impl PartitionLog {
             return Ok(file);
         }
         let path = segment::segment_path(&self.shared.dir, segment_base, LOG_SUFFIX);
-        let file = Rc::new(SegmentFile::open(&path, &self.shared.env).await.map_err(|e| StorageError::io(&path, e))?);
+        let file =
+            Rc::new(SegmentFile::open(&path, &self.shared.env, false).await.map_err(|e| StorageError::io(&path, e))?);
         // Another task may have opened it meanwhile; keep whichever is stored.
         self.with_segment_mut(segment_base, |s| s.file.get_or_insert(file).clone())
     }

@@ -400,9 +400,15 @@ impl MemoryFile {
     }
 
     pub async fn sync_data(&self) -> io::Result<()> {
-        let disk = &self.disk;
         self.with_inode(|_, _| Ok(()))?;
-        disk.sync_delay().await;
+        self.disk.sync_delay().await;
+        self.sync_now()
+    }
+
+    /// The durable part of a sync, at once: what an O_DSYNC write does after its data
+    /// (every completed write of the file becomes durable, as a cache flush makes it).
+    pub fn sync_now(&self) -> io::Result<()> {
+        let disk = &self.disk;
         if disk.roll(disk.faults.get().sync_error_per_mille) {
             disk.count(|s| s.sync_errors += 1);
             return Err(io::Error::from_raw_os_error(libc::EIO));

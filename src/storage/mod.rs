@@ -47,7 +47,7 @@ mod writer;
 
 pub use crate::protocol::record_chunk::{FileRegion, RecordChunk};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{CompressionPolicy, FlushPolicy, LogConfig, TimestampType};
+pub use config::{CompressionPolicy, FlushPolicy, LogConfig, SyncMode, TimestampType};
 pub use disk::{Disk, DiskOp, FaultInjector, SimulatedDisk, StorageEnv};
 pub use error::{AppendError, ReadError, StorageError};
 pub use log::{AppendInfo, LogRead, PartitionLog, PendingAppend, TimestampMatch};

@@ -192,7 +192,7 @@ async fn reopen_clean_tail(
         return Ok(None);
     };
     index.restore_progress(&summary.progress);
-    let file = Rc::new(SegmentFile::open(&path, env).await?);
+    let file = Rc::new(SegmentFile::open(&path, env, false).await?);
     if !last_entry_matches(&file, tail.base, &index, tail.size).await? {
         tracing::info!(path = %path.display(), "clean-shutdown index does not match the segment; scanning");
         return Ok(None);
@@ -219,7 +219,7 @@ async fn recover_tail(
 ) -> Result<Segment, StorageError> {
     let path = segment::segment_path(dir, tail.base, LOG_SUFFIX);
     let io_error = |e| StorageError::io(&path, e);
-    let file = Rc::new(SegmentFile::open(&path, env).await.map_err(io_error)?);
+    let file = Rc::new(SegmentFile::open(&path, env, false).await.map_err(io_error)?);
     let file_size = file.size().await.map_err(io_error)?;
     let mut index = SegmentIndex::new();
     let mut first_timestamp = None;

@@ -3,11 +3,22 @@
 //! Appends queue [`PendingWrite`]s and a completion; whoever finds the writer idle spawns
 //! it. The write task takes everything queued for the active segment (up to
 //! [`WRITE_BYTES_MAX`]) as one *round*: one DMA write that starts with the partial last
-//! block already on disk (O_DIRECT writes whole blocks). A separate sync task runs
-//! fdatasync for whatever has been written; one fdatasync acknowledges every round
-//! written before it started. Writes and syncs overlap: while round N syncs, round N+1
-//! is written, and appends arriving meanwhile form round N+2. Under load one fsync
-//! acknowledges many produce requests.
+//! block already on disk (O_DIRECT writes whole blocks). Appends arriving during a
+//! round's write form the next round, so under load one round carries many produce
+//! requests.
+//!
+//! How a round becomes durable depends on the file:
+//! - under the durable policy (the default) the active segment is *write-through*
+//!   (O_DSYNC, [`SegmentFile`]): the round is durable when its write completes, one
+//!   io_uring operation for write and flush, acknowledged at once;
+//! - otherwise (the interval policy, or a file written before the policy changed) a
+//!   separate sync task runs fdatasync for whatever has been written; one fdatasync
+//!   acknowledges every round written before it started, and while round N syncs,
+//!   round N+1 is written.
+//!
+//! The writer switches the active file's mode on its next round when the topic's flush
+//! policy changes. `tern serve --sync-mode fdatasync` keeps the second way for the
+//! durable policy too.
 //!
 //! Rounds never span segments. The first round of a new segment seals the previous one
 //! (sync, trim preallocated space, write its index files) and creates the new file.
@@ -24,12 +35,12 @@
 use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_channel::oneshot;
 
-use super::config::{FlushPolicy, PREALLOCATE_STEP_BYTES, WRITE_BYTES_MAX};
+use super::config::{FlushPolicy, SyncMode, PREALLOCATE_STEP_BYTES, WRITE_BYTES_MAX};
 use super::disk::{align_down, align_up, sync_dir, write_file_atomic, SegmentFile};
 use super::error::{is_disk_full, StorageError};
 use super::log::{wake_watchers, Health, LogShared, LogState};
@@ -50,6 +61,8 @@ pub(crate) struct PendingWrite {
     /// The segment's (max timestamp, relative offset of it) once these batches are in:
     /// restored if a later round fails with disk full.
     max_timestamp_after: (i64, u32),
+    /// When the oldest of these batches was queued.
+    enqueued_at: Instant,
 }
 
 impl PendingWrite {
@@ -59,7 +72,14 @@ impl PendingWrite {
         end_offset: Offset,
         max_timestamp_after: (i64, u32),
     ) -> PendingWrite {
-        PendingWrite { segment_base, bytes: batch.len(), batches: vec![batch], end_offset, max_timestamp_after }
+        PendingWrite {
+            segment_base,
+            bytes: batch.len(),
+            batches: vec![batch],
+            end_offset,
+            max_timestamp_after,
+            enqueued_at: Instant::now(),
+        }
     }
 }
 
@@ -81,6 +101,8 @@ pub(crate) struct WriterQueue {
     synced_offset: Offset,
     /// Bytes written since the last fdatasync (interval policy triggers).
     unsynced_bytes: u64,
+    /// When the oldest write not yet covered by a started fdatasync completed.
+    unsynced_since: Option<Instant>,
     sync_timer_armed: bool,
     /// Tasks waiting for both tasks to go idle (close).
     idle_waiters: Vec<oneshot::Sender<()>>,
@@ -102,6 +124,7 @@ impl WriterQueue {
             written_file: None,
             synced_offset: durable_end,
             unsynced_bytes: 0,
+            unsynced_since: None,
             sync_timer_armed: false,
             idle_waiters: Vec::new(),
             rounds: 0,
@@ -255,10 +278,16 @@ async fn run_syncs(shared: Rc<LogShared>) {
             let writer = &state.writer;
             let work = match &writer.written_file {
                 Some(file) if writer.written_offset > writer.synced_offset && healthy => {
+                    if let Some(since) = writer.unsynced_since {
+                        crate::metrics::probes().log_sync_wait.observe(since.elapsed());
+                    }
                     Some((file.clone(), writer.written_offset, writer.unsynced_bytes))
                 }
                 _ => None,
             };
+            if work.is_some() {
+                state.writer.unsynced_since = None;
+            }
             match work {
                 Some(work) => work,
                 None => {
@@ -337,6 +366,9 @@ fn at_sync(path: &std::path::Path) -> impl FnOnce(io::Error) -> RoundError + '_ 
 }
 
 async fn write_round(shared: &Rc<LogShared>, round: &PendingWrite) -> Result<(), RoundError> {
+    let probes = crate::metrics::probes();
+    probes.log_queue_wait.observe(round.enqueued_at.elapsed());
+    let write_started = Instant::now();
     let file = prepare_segment_file(shared, round.segment_base).await?;
     let (chunks, new_written, new_tail, need_allocation, policy) = {
         let state = shared.state.borrow();
@@ -376,6 +408,7 @@ async fn write_round(shared: &Rc<LogShared>, round: &PendingWrite) -> Result<(),
     if let Some(error) = failure {
         return Err(at(file.path())(error));
     }
+    probes.log_write.observe(write_started.elapsed());
     let mut guard = shared.state.borrow_mut();
     let state = &mut *guard;
     if let Some(segment) = state.segments.iter_mut().find(|s| s.base_offset == round.segment_base) {
@@ -389,9 +422,20 @@ async fn write_round(shared: &Rc<LogShared>, round: &PendingWrite) -> Result<(),
     let writer = &mut state.writer;
     writer.rounds += 1;
     writer.bytes_written += round.bytes as u64;
-    writer.unsynced_bytes += round.bytes as u64;
+    // A write-through round is durable now, provided everything before it already was
+    // (otherwise a file just switched to write-through still owes a sync).
+    let durable_now = file.is_write_through() && writer.synced_offset >= writer.written_offset;
     writer.written_offset = round.end_offset;
     writer.written_file = Some(file.clone());
+    if durable_now {
+        writer.synced_offset = round.end_offset;
+        if matches!(state.health, Health::Healthy) {
+            acknowledge(state, round.end_offset);
+        }
+        return Ok(());
+    }
+    writer.unsynced_bytes += round.bytes as u64;
+    writer.unsynced_since.get_or_insert_with(Instant::now);
     let (sync, timer) = match policy {
         FlushPolicy::Durable => (claim_sync(state), None),
         FlushPolicy::Interval { interval, bytes } => {
@@ -453,24 +497,34 @@ fn with_writer(shared: &Rc<LogShared>, base: Offset, f: impl FnOnce(&mut super::
 /// The file for a round's segment: for a segment's first round, seals the previous
 /// segment and creates this one's file.
 async fn prepare_segment_file(shared: &Rc<LogShared>, base: Offset) -> Result<Rc<SegmentFile>, RoundError> {
-    let (existing, previous_open) = {
+    let (existing, previous_open, write_through) = {
         let state = shared.state.borrow();
         let position = state.segments.iter().position(|s| s.base_offset == base).expect("round's segment exists");
         let previous = position.checked_sub(1).map(|p| &state.segments[p]).filter(|p| !p.closed).map(|p| p.base_offset);
-        (state.segments[position].file.clone(), previous)
+        let write_through =
+            matches!(state.config.flush, FlushPolicy::Durable) && shared.env.sync_mode == SyncMode::WriteThrough;
+        (state.segments[position].file.clone(), previous, write_through)
     };
     if let Some(file) = existing {
-        return Ok(file);
+        if file.is_write_through() == write_through {
+            return Ok(file);
+        }
+        // The flush policy changed (or recovery opened the file for reading): reopen in
+        // the mode the policy wants. Readers holding the old handle keep it.
+        let path = file.path().to_path_buf();
+        let reopened = Rc::new(SegmentFile::open(&path, &shared.env, write_through).await.map_err(at(&path))?);
+        with_writer(shared, base, |segment| segment.file = Some(reopened.clone()));
+        return Ok(reopened);
     }
     if let Some(previous) = previous_open {
         seal(shared, previous).await?;
     }
     let path = segment_path(&shared.dir, base, LOG_SUFFIX);
-    let file = match SegmentFile::create(&path, &shared.env).await {
+    let file = match SegmentFile::create(&path, &shared.env, write_through).await {
         Ok(file) => file,
         // Left by an earlier attempt whose first write failed: start it over.
         Err(error) if error.kind() == io::ErrorKind::AlreadyExists => {
-            let file = SegmentFile::open(&path, &shared.env).await.map_err(at(&path))?;
+            let file = SegmentFile::open(&path, &shared.env, write_through).await.map_err(at(&path))?;
             file.truncate(0).await.map_err(at(&path))?;
             file
         }

@@ -2,6 +2,15 @@
 """Raw figures of the machine a perf run happens on, so results can be read against them.
 
     python3 perf/machine.py DATA_DIR OUT.json
+    python3 perf/machine.py disk-pattern DATA_DIR OUT.json --files 8 --write-bytes 16384 \
+        --rate-bytes 10000000 --seconds 10 [--mode fdatasync|dsync]
+
+The second form is the raw-disk baseline of one broker scenario: the same number of files
+(partitions), write size and bandwidth, each file appended by its own thread with
+O_DIRECT and made durable after every write (fdatasync, or O_DSYNC writes as Tern's
+default does), paced like the load tool (latency from each write's scheduled time, so a
+stall is not hidden). It reports p50/p99/p99.9/max and the CPU the process spent per
+write, which is the floor of what one durable write costs on this machine.
 
 Records nproc, CPU model, kernel, memory, the data dir's file system, raw O_DIRECT write
 bandwidth (dd, 1 MiB blocks, 2 GiB, median of 3), fdatasync latency of 4 KiB appends
@@ -93,7 +102,84 @@ def loopback_gb_s(seconds: float = 3.0) -> float:
     return total / elapsed / 1e9
 
 
+def disk_pattern(data_dir: Path, files: int, write_bytes: int, rate_bytes: float, seconds: float,
+                 mode: str = "fdatasync") -> dict:
+    """Appends `write_bytes` per write to `files` files at `rate_bytes` in total."""
+    import threading
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    per_file_interval = files * write_bytes / rate_bytes if rate_bytes > 0 else 0.0
+    flags = os.O_CREAT | os.O_WRONLY | os.O_TRUNC | os.O_DIRECT | (os.O_DSYNC if mode == "dsync" else 0)
+    samples: list[list[float]] = [[] for _ in range(files)]
+    start_at = time.monotonic() + 0.2
+    end_at = start_at + seconds
+
+    def run(index: int) -> None:
+        path = data_dir / f"disk-pattern-{index}.tmp"
+        fd = os.open(path, flags, 0o644)
+        block = mmap.mmap(-1, write_bytes)  # page-aligned, as O_DIRECT needs
+        block.write(b"x" * write_bytes)
+        offset = 0
+        # Stagger the files across one interval, as partitions' batches are.
+        scheduled = start_at + per_file_interval * index / files
+        mine = samples[index]
+        try:
+            while scheduled < end_at:
+                now = time.monotonic()
+                if now < scheduled:
+                    time.sleep(scheduled - now)
+                os.pwrite(fd, block, offset)
+                if mode == "fdatasync":
+                    os.fdatasync(fd)
+                mine.append((time.monotonic() - scheduled) * 1e3)
+                offset += write_bytes
+                scheduled = scheduled + per_file_interval if per_file_interval else time.monotonic()
+        finally:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+
+    cpu_before = os.times()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(files)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    cpu_after = os.times()
+    cpu_seconds = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+    all_samples = sorted(x for mine in samples for x in mine)
+    n = len(all_samples)
+    pick = lambda q: round(all_samples[min(n - 1, int(q * n))], 3) if n else None
+    return {
+        "files": files, "write_bytes": write_bytes, "mode": mode, "seconds": seconds,
+        "offered_mb_s": round(rate_bytes / 1e6, 2), "achieved_mb_s": round(n * write_bytes / seconds / 1e6, 2),
+        "writes": n, "p50": pick(0.5), "p99": pick(0.99), "p999": pick(0.999),
+        "max": round(all_samples[-1], 3) if n else None,
+        "cpu_percent": round(cpu_seconds / seconds * 100, 1),
+        "cpu_us_per_write": round(cpu_seconds / n * 1e6, 1) if n else None,
+    }
+
+
+def disk_pattern_main(argv: list[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="machine.py disk-pattern")
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--files", type=int, default=8)
+    parser.add_argument("--write-bytes", type=int, default=16384)
+    parser.add_argument("--rate-bytes", type=float, required=True)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--mode", choices=["fdatasync", "dsync"], default="fdatasync")
+    args = parser.parse_args(argv)
+    result = disk_pattern(args.data_dir, args.files, args.write_bytes, args.rate_bytes, args.seconds, args.mode)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result))
+
+
 def main():
+    if sys.argv[1] == "disk-pattern":
+        disk_pattern_main(sys.argv[2:])
+        return
     data_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
     data_dir.mkdir(parents=True, exist_ok=True)
     fs = subprocess.run(["df", "-T", str(data_dir)], capture_output=True, text=True).stdout.splitlines()[-1].split()

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# The durable-latency and CPU suite (issue 14): produce latency at fixed shares of the
+# peak, each beside a raw-disk baseline with the same pattern measured in the same run,
+# per-stage latency from the broker's /metrics, broker CPU per record, the relaxed mode
+# at the same rates, produce latency while a consumer catches up from cold disk, and the
+# idle broker with 100 partitions and 10 connected clients.
+#
+#   perf/latency.sh                      # broker on cpu 0, load on cpu 1, 3 runs of 10 s
+#   RUNS=1 DURATION=5 perf/latency.sh    # a quick look
+#   BROKER_BIN=/path/to/tern perf/latency.sh
+#
+# Scenarios (100-byte records, acks=all, 8 partitions, 2 producers, default 16 KiB
+# batches, as a Java client sends them):
+#   peak                  as fast as possible: the peak the shares are taken of
+#   e2e-{10,25,50,75}     fixed rate at that share of the peak, 1 consumer tailing
+#   disk-{10,...}         raw disk (perf/machine.py disk-pattern) with the broker's own
+#                         pattern in that scenario: 8 files, its average write size
+#                         (rounded up to 4 KiB, as O_DIRECT writes whole blocks), its
+#                         write rate; once with fdatasync after each write, once O_DSYNC
+#   relaxed-peak, relaxed-e2e-*   the same with --flush-interval-ms 1000 (acknowledged
+#                         before fsync, Kafka's default durability)
+#   catchup-alone, catchup-during  e2e at 10% alone / while one consumer reads 1 KiB
+#                         records from cold disk (broker restarted, page cache dropped)
+#   catchup-read, dd-buffered      that consumer's throughput, and a buffered `dd` read
+#                         of the same segment files after a page-cache drop
+#   idle                  broker CPU over 10 s with 100 partitions and 10 idle clients
+#
+# Writes perf/results/latency-<UTC time>/ and prints the summary (perf/latency_report.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+broker_cores=${BROKER_CORES:-0}
+load_cores=${LOAD_CORES:-1}
+duration=${DURATION:-10}
+warmup=${WARMUP:-2}
+runs=${RUNS:-3}
+data_dir=${DATA_DIR:-$PWD/target/perf-latency-data}
+port=${PORT:-19092}
+admin_port=$((port + 1))
+out=${OUT:-perf/results/latency-$(date -u +%Y%m%dT%H%M%SZ)}
+tern=$PWD/target/release/tern
+broker_bin=${BROKER_BIN:-$tern}
+
+mkdir -p "$out"
+cargo build --release --quiet
+ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -Hl)" 2>/dev/null || true
+
+python3 perf/machine.py "$data_dir/machine" "$out/machine.json" >/dev/null
+
+broker_pid=""
+stop_broker() {
+  if [ -n "$broker_pid" ] && kill -0 "$broker_pid" 2>/dev/null; then
+    kill -TERM "$broker_pid"
+    wait "$broker_pid" || true
+  fi
+  broker_pid=""
+}
+trap stop_broker EXIT
+
+start_broker() { # extra flags...
+  taskset -c "$broker_cores" "$broker_bin" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
+    --data-dir "$data_dir/broker" --cores "$broker_cores" --memory 2M "$@" >>"$out/broker.log" 2>&1 &
+  broker_pid=$!
+  for _ in $(seq 600); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "broker did not start; see $out/broker.log" >&2
+  exit 1
+}
+
+fresh_broker() {
+  stop_broker
+  rm -rf "$data_dir/broker"
+  start_broker "$@"
+}
+
+ticks() { awk '{print $14 + $15}' "/proc/$broker_pid/stat"; }
+scrape() { curl -s "http://127.0.0.1:$admin_port/metrics" >"$1"; }
+
+# bench NAME RUN ARGS...: one measured scenario, with broker CPU and /metrics around it.
+bench() {
+  local name=$1 run=$2
+  shift 2
+  echo "-- $name (run $run/$runs)"
+  scrape "$out/$name.run$run.before.metrics"
+  local t0 c0 t1 c1
+  t0=$(date +%s.%N)
+  c0=$(ticks)
+  taskset -c "$load_cores" "$tern" bench "$@" --brokers "127.0.0.1:$port" --cores "$load_cores" --memory 512K \
+    --json "$out/$name.run$run.json" | tail -n 1 | sed 's/^/  /'
+  c1=$(ticks)
+  t1=$(date +%s.%N)
+  scrape "$out/$name.run$run.after.metrics"
+  python3 -c "import json,sys; w=float(sys.argv[4])-float(sys.argv[3]); json.dump({'cpu_percent': (int(sys.argv[2])-int(sys.argv[1]))/int(sys.argv[5])/w*100, 'seconds': w}, open(sys.argv[6],'w'))" \
+    "$c0" "$c1" "$t0" "$t1" "$(getconf CLK_TCK)" "$out/$name.run$run.cpu.json"
+}
+
+# disk_baseline SCENARIO RUN: the raw disk with the pattern the broker had in SCENARIO.
+disk_baseline() {
+  local name=$1 run=$2 pattern
+  pattern=$(python3 perf/latency_report.py --pattern "$out/$name.run$run.before.metrics" "$out/$name.run$run.after.metrics" "$out/$name.run$run.cpu.json")
+  read -r write_bytes rate_bytes <<<"$pattern"
+  for mode in fdatasync dsync; do
+    taskset -c "$broker_cores" python3 perf/machine.py disk-pattern "$data_dir/disk" \
+      "$out/disk-${name#e2e-}-$mode.run$run.json" --files 8 --write-bytes "$write_bytes" --rate-bytes "$rate_bytes" \
+      --seconds 5 --mode "$mode" | sed 's/^/  disk: /'
+  done
+}
+
+e2e_args=(--partitions 8 --producers 2 --consumers 1 --record-size 100 --acks all)
+
+for run in $(seq "$runs"); do
+  echo "== run $run/$runs: durable (default)"
+  fresh_broker
+  bench peak "$run" produce --topic peak --duration "${duration}s" --warmup "${warmup}s" --partitions 8 --producers 2 \
+    --record-size 100 --acks all
+  peak=$(python3 -c "import json,sys; print(int(json.load(open(sys.argv[1]))['produce']['records_per_sec']))" "$out/peak.run$run.json")
+  for share in 10 25 50 75; do
+    bench "e2e-$share" "$run" e2e --topic "e2e$share" --duration "${duration}s" --warmup "${warmup}s" "${e2e_args[@]}" \
+      --rate $((peak * share / 100))
+    disk_baseline "e2e-$share" "$run"
+  done
+
+  echo "== run $run/$runs: relaxed (--flush-interval-ms 1000)"
+  fresh_broker --flush-interval-ms 1000
+  bench relaxed-peak "$run" produce --topic peak --duration "${duration}s" --warmup "${warmup}s" --partitions 8 \
+    --producers 2 --record-size 100 --acks all
+  for share in 10 25 50 75; do
+    bench "relaxed-e2e-$share" "$run" e2e --topic "e2e$share" --duration "${duration}s" --warmup "${warmup}s" \
+      "${e2e_args[@]}" --rate $((peak * share / 100))
+  done
+
+  echo "== run $run/$runs: catch-up from cold disk"
+  fresh_broker
+  # About 4 GB of 1 KiB records to read back.
+  taskset -c "$load_cores" "$tern" bench produce --brokers "127.0.0.1:$port" --cores "$load_cores" --memory 512K \
+    --topic cold --partitions 8 --producers 4 --record-size 1024 --batch-bytes 1M --max-request-bytes 8M \
+    --records 4000000 | tail -n 1 | sed 's/^/  /'
+  # Right after producing: O_DIRECT writes left nothing in the page cache.
+  bench catchup-read-fresh "$run" consume --topic cold --consumers 1 --to-end --partition-fetch-bytes 8M
+  bench catchup-alone "$run" e2e --topic alone --duration "${duration}s" --warmup "${warmup}s" "${e2e_args[@]}" \
+    --rate $((peak / 10))
+  stop_broker
+  sync
+  echo 3 >/proc/sys/vm/drop_caches
+  cat "$data_dir"/broker/cold-*/*.log | dd of=/dev/null bs=1M 2>"$out/dd-buffered.run$run.txt"
+  tail -n 1 "$out/dd-buffered.run$run.txt" | sed 's/^/  dd buffered: /'
+  echo 3 >/proc/sys/vm/drop_caches
+  start_broker
+  taskset -c "$load_cores" "$tern" bench consume --brokers "127.0.0.1:$port" --cores "$load_cores" --memory 512K \
+    --topic cold --consumers 1 --to-end --partition-fetch-bytes 8M --json "$out/catchup-read.run$run.json" \
+    | tail -n 1 | sed 's/^/  catch-up: /' &
+  reader=$!
+  sleep 1
+  bench catchup-during "$run" e2e --topic during --duration "${duration}s" --warmup 0s "${e2e_args[@]}" \
+    --rate $((peak / 10))
+  wait "$reader" || true
+done
+
+echo "== idle: 100 partitions, 10 idle clients"
+fresh_broker
+"$tern" topic create idle --partitions 100 --brokers "127.0.0.1:$port" >/dev/null
+python3 - "$port" "$out/idle.json" "$broker_pid" <<'EOF'
+import json, os, socket, struct, sys, time
+port, out, pid = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+clients = []
+for i in range(10):
+    s = socket.create_connection(("127.0.0.1", port))
+    # ApiVersions v0, then stay connected and silent.
+    body = struct.pack(">hhih", 18, 0, i, 4) + b"idle"
+    s.sendall(struct.pack(">i", len(body)) + body)
+    s.recv(65536)
+    clients.append(s)
+time.sleep(2)
+ticks = lambda: sum(int(x) for x in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11:13])
+before = ticks()
+time.sleep(10)
+after = ticks()
+hz = os.sysconf("SC_CLK_TCK")
+json.dump({"cpu_percent": (after - before) / hz / 10 * 100, "clients": len(clients), "partitions": 100}, open(out, "w"))
+print(f"  idle: {(after - before) / hz / 10 * 100:.2f}% of a core")
+EOF
+stop_broker
+
+python3 perf/latency_report.py "$out"
+echo "results in $out"

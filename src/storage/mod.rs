@@ -55,3 +55,4 @@ pub use memory_disk::{MemoryDisk, MemoryFaults, MemorySession, SeededRng};
 pub use offset::{HighWatermark, LogEndOffset, LogOffsets, LogStartOffset, Offset};
 pub use retention::{spawn_retention_task, RetentionReport};
 pub use send_read::SendRead;
+pub use writer::wrote_within;

@@ -50,6 +50,17 @@ use super::write_buffer;
 
 type Completion = oneshot::Sender<Result<(), StorageError>>;
 
+thread_local! {
+    /// When a log of this shard (this thread) last started a write round.
+    static LAST_WRITE_ROUND: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// A log of the calling shard started a write round less than `window` ago: cold reads
+/// are paced while this holds, so they do not queue in front of produce writes.
+pub fn wrote_within(window: Duration) -> bool {
+    LAST_WRITE_ROUND.with(|last| last.get().is_some_and(|at| at.elapsed() < window))
+}
+
 /// Batches appended to one segment, waiting to be written.
 #[derive(Debug)]
 pub(crate) struct PendingWrite {
@@ -369,6 +380,7 @@ async fn write_round(shared: &Rc<LogShared>, round: &PendingWrite) -> Result<(),
     let probes = crate::metrics::probes();
     probes.log_queue_wait.observe(round.enqueued_at.elapsed());
     let write_started = Instant::now();
+    LAST_WRITE_ROUND.with(|last| last.set(Some(write_started)));
     let file = prepare_segment_file(shared, round.segment_base).await?;
     let (chunks, new_written, new_tail, need_allocation, policy) = {
         let state = shared.state.borrow();

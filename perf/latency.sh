@@ -87,13 +87,16 @@ bench() {
   local t0 c0 t1 c1
   t0=$(date +%s.%N)
   c0=$(ticks)
-  taskset -c "$load_cores" "$tern" bench "$@" --brokers "127.0.0.1:$port" --cores "$load_cores" --memory 512K \
-    --json "$out/$name.run$run.json" | tail -n 1 | sed 's/^/  /'
+  # The load tool's own CPU (user + system seconds) tells whether the load core, not the
+  # broker, bounds a scenario.
+  local TIMEFORMAT="%U %S"
+  { time taskset -c "$load_cores" "$tern" bench "$@" --brokers "127.0.0.1:$port" --cores "$load_cores" --memory 512K \
+    --json "$out/$name.run$run.json" | tail -n 1 | sed 's/^/  /' ; } 2>"$out/$name.run$run.loadcpu"
   c1=$(ticks)
   t1=$(date +%s.%N)
   scrape "$out/$name.run$run.after.metrics"
-  python3 -c "import json,sys; w=float(sys.argv[4])-float(sys.argv[3]); json.dump({'cpu_percent': (int(sys.argv[2])-int(sys.argv[1]))/int(sys.argv[5])/w*100, 'seconds': w}, open(sys.argv[6],'w'))" \
-    "$c0" "$c1" "$t0" "$t1" "$(getconf CLK_TCK)" "$out/$name.run$run.cpu.json"
+  python3 -c "import json,sys; w=float(sys.argv[4])-float(sys.argv[3]); load=sum(float(x) for x in open(sys.argv[7]).read().split()[-2:]); json.dump({'cpu_percent': (int(sys.argv[2])-int(sys.argv[1]))/int(sys.argv[5])/w*100, 'load_cpu_percent': load/w*100, 'seconds': w}, open(sys.argv[6],'w'))" \
+    "$c0" "$c1" "$t0" "$t1" "$(getconf CLK_TCK)" "$out/$name.run$run.cpu.json" "$out/$name.run$run.loadcpu"
 }
 
 # disk_baseline SCENARIO RUN: the raw disk with the pattern the broker had in SCENARIO.
@@ -121,6 +124,12 @@ for run in $(seq "$runs"); do
       --rate $((peak * share / 100))
     disk_baseline "e2e-$share" "$run"
   done
+  # CPU at a fixed 100 k records/s (10 MB/s): linger.ms 0 (a request per batch) and 5
+  # (librdkafka's and Kafka 4.0's default).
+  for linger in 0 5; do
+    bench "cpu100k-l$linger" "$run" produce --topic "cpu$linger" --duration "${duration}s" --warmup "${warmup}s" \
+      --partitions 8 --producers 2 --record-size 100 --acks all --rate 100000 --linger-ms "$linger"
+  done
 
   echo "== run $run/$runs: relaxed (--flush-interval-ms 1000)"
   fresh_broker --flush-interval-ms 1000
@@ -129,6 +138,10 @@ for run in $(seq "$runs"); do
   for share in 10 25 50 75; do
     bench "relaxed-e2e-$share" "$run" e2e --topic "e2e$share" --duration "${duration}s" --warmup "${warmup}s" \
       "${e2e_args[@]}" --rate $((peak * share / 100))
+  done
+  for linger in 0 5; do
+    bench "relaxed-cpu100k-l$linger" "$run" produce --topic "cpu$linger" --duration "${duration}s" \
+      --warmup "${warmup}s" --partitions 8 --producers 2 --record-size 100 --acks all --rate 100000 --linger-ms "$linger"
   done
 
   echo "== run $run/$runs: catch-up from cold disk"

@@ -113,7 +113,10 @@ def load(folder: Path):
         entry = {"bench": json.loads(path.read_text())}
         cpu = folder / f"{name}.run{run}.cpu.json"
         if cpu.exists():
-            entry["cpu"] = json.loads(cpu.read_text())["cpu_percent"]
+            facts = json.loads(cpu.read_text())
+            entry["cpu"] = facts["cpu_percent"]
+            entry["load_cpu"] = facts.get("load_cpu_percent")
+            entry["seconds"] = facts.get("seconds")
         before, after = folder / f"{name}.run{run}.before.metrics", folder / f"{name}.run{run}.after.metrics"
         if after.exists():
             values, buckets = delta(parse_metrics(before), parse_metrics(after))
@@ -140,6 +143,9 @@ def row(runs, name):
         "p50": med([l.get("p50_ms") for l in latency]), "p99": med([l.get("p99_ms") for l in latency]),
         "p999": med([l.get("p999_ms") for l in latency]), "max": med([l.get("max_ms") for l in latency]),
         "e2e_p99": med([l.get("p99_ms") for l in e2e]), "cpu": cpu,
+        "load_cpu": med([e.get("load_cpu") for e in entries]),
+        # Requests counted between the scrapes, over the wall time between them.
+        "requests_per_sec": med([e["requests"] / e["seconds"] for e in entries if e.get("requests") and e.get("seconds")]),
         "cpu_s_per_m": cpu / 100 / rate * 1e6 if cpu is not None and rate else None,
         "errors": sum(sum((e["bench"].get("errors") or {}).values()) for e in entries),
         "stages": {label: {q: med([(e.get("stages") or {}).get(label, {}).get(q) for e in entries]) for q in ("p50", "p99")}
@@ -168,9 +174,10 @@ def report(folder: Path):
     lines += [f"Peak (16 KiB batches, 2 producers, 8 partitions): durable {fmt(peak['records_per_sec'])} records/s "
               f"(runs {peak['runs_records_per_sec']}), p99 {fmt(peak['p99'])} ms, broker CPU {fmt(peak['cpu'], 0)}%; "
               f"relaxed {fmt(relaxed_peak['records_per_sec'])} records/s (runs {relaxed_peak['runs_records_per_sec']}).", ""]
-    lines += ["| share of peak | records/s | produce p50 | p99 | p99.9 | max | e2e p99 | raw disk p99 (fdatasync / O_DSYNC) | "
-              "p99 ratio Tern/disk (fdatasync / O_DSYNC) | disk write, bytes | broker CPU | CPU s per M records | relaxed p99 | relaxed CPU |",
-              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += ["| share of peak | records/s | produce p50 | p99 | p99.9 | max | e2e p99 | in-broker request p99 | raw disk p99 / p99.9 (fdatasync) | "
+              "raw disk p99 / p99.9 (O_DSYNC) | p99 ratio Tern/disk (fdatasync / O_DSYNC) | disk write, bytes | broker CPU | load-tool CPU | "
+              "CPU s per M records | relaxed p99 | relaxed CPU |",
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     summary = {"peak": peak, "relaxed_peak": relaxed_peak, "shares": {}}
     for share in SHARES:
         r, relaxed = row(runs, f"e2e-{share}"), row(runs, f"relaxed-e2e-{share}")
@@ -178,15 +185,28 @@ def report(folder: Path):
         ratio = lambda d: r["p99"] / d["p99"] if d and r["p99"] and d["p99"] else None
         lines.append(
             f"| {share}% | {fmt(r['records_per_sec'])} | {fmt(r['p50'])} | {fmt(r['p99'])} | {fmt(r['p999'])} | "
-            f"{fmt(r['max'])} | {fmt(r['e2e_p99'])} | {fmt(fd and fd['p99'])} / {fmt(ds and ds['p99'])} | "
+            f"{fmt(r['max'])} | {fmt(r['e2e_p99'])} | {fmt(r['stages']['request']['p99'])} | "
+            f"{fmt(fd and fd['p99'])} / {fmt(fd and fd['p999'])} | {fmt(ds and ds['p99'])} / {fmt(ds and ds['p999'])} | "
             f"{fmt(ratio(fd))} / {fmt(ratio(ds))} | {fmt(fd and fd['write_bytes'], 0)} | {fmt(r['cpu'], 0)}% | "
-            f"{fmt(r['cpu_s_per_m'])} | {fmt(relaxed['p99'])} | {fmt(relaxed['cpu'], 0)}% |")
+            f"{fmt(r['load_cpu'], 0)}% | {fmt(r['cpu_s_per_m'])} | {fmt(relaxed['p99'])} | {fmt(relaxed['cpu'], 0)}% |")
         summary["shares"][share] = {"durable": r, "relaxed": relaxed, "disk_fdatasync": fd, "disk_dsync": ds}
+    lines += ["", "CPU at 100 k records/s of 100 bytes (10 MB/s), 2 producers, 8 partitions:", "",
+              "| mode | linger.ms | produce requests/s | broker CPU | CPU µs per request | produce p50 | p99 |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for mode, prefix in [("durable", "cpu100k"), ("relaxed", "relaxed-cpu100k")]:
+        for linger in (0, 5):
+            r = row(runs, f"{prefix}-l{linger}")
+            if not r["runs"]:
+                continue
+            per_request = r["cpu"] / 100 / r["requests_per_sec"] * 1e6 if r["cpu"] and r["requests_per_sec"] else None
+            lines.append(f"| {mode} | {linger} | {fmt(r['requests_per_sec'])} | {fmt(r['cpu'], 1)}% | {fmt(per_request, 0)} | "
+                         f"{fmt(r['p50'])} | {fmt(r['p99'])} |")
+            summary.setdefault("cpu100k", {})[f"{mode}-l{linger}"] = r
     lines += ["", "Per-stage latency inside the broker (medians over runs of each scenario's p50 / p99, ms, "
               "interpolated in the histogram buckets):", "",
               "| scenario | " + " | ".join(label for _, label in STAGES) + " |",
               "| --- |" + " ---: |" * len(STAGES)]
-    for name in ["peak"] + [f"e2e-{s}" for s in SHARES] + ["catchup-alone", "catchup-during"]:
+    for name in ["peak"] + [f"e2e-{s}" for s in SHARES] + ["cpu100k-l0", "cpu100k-l5", "catchup-alone", "catchup-during"]:
         r = row(runs, name)
         if not r["runs"]:
             continue
@@ -195,9 +215,13 @@ def report(folder: Path):
     alone, during = row(runs, "catchup-alone"), row(runs, "catchup-during")
     read, fresh = row_consume(runs, "catchup-read"), row_consume(runs, "catchup-read-fresh")
     dd = dd_buffered(folder)
+    in_alone, in_during = alone["stages"]["request"]["p99"], during["stages"]["request"]["p99"]
     lines += ["", f"Catch-up: produce at 10% of peak alone p99 {fmt(alone['p99'])} ms, while one consumer reads 1 KiB "
               f"records from cold disk p99 {fmt(during['p99'])} ms (ratio "
-              f"{fmt(during['p99'] / alone['p99'] if alone['p99'] and during['p99'] else None)}). That consumer: "
+              f"{fmt(during['p99'] / alone['p99'] if alone['p99'] and during['p99'] else None)}; load-tool CPU "
+              f"{fmt(alone['load_cpu'], 0)}% alone, {fmt(during['load_cpu'], 0)}% during). Inside the broker: request p99 "
+              f"{fmt(in_alone)} ms alone, {fmt(in_during)} ms during (ratio "
+              f"{fmt(in_during / in_alone if in_alone and in_during else None)}). That consumer: "
               f"{fmt(read)} MB/s after a restart and drop_caches, {fmt(fresh)} MB/s right after producing; buffered dd "
               f"of the same files after drop_caches {fmt(dd)} MB/s (ratio {fmt(read / dd if read and dd else None)})."]
     summary.update({"catchup_alone": alone, "catchup_during": during, "catchup_read_mb_s": read,

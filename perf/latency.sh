@@ -29,33 +29,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-broker_cores=${BROKER_CORES:-0}
-load_cores=${LOAD_CORES:-1}
-duration=${DURATION:-10}
-warmup=${WARMUP:-2}
-runs=${RUNS:-3}
 data_dir=${DATA_DIR:-$PWD/target/perf-latency-data}
-port=${PORT:-19092}
-admin_port=$((port + 1))
 out=${OUT:-perf/results/latency-$(date -u +%Y%m%dT%H%M%SZ)}
-tern=$PWD/target/release/tern
-broker_bin=${BROKER_BIN:-$tern}
-
-mkdir -p "$out"
-cargo build --release --quiet
-ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -Hl)" 2>/dev/null || true
+admin_port=$((${PORT:-19092} + 1))
+source perf/common.sh
 
 python3 perf/machine.py "$data_dir/machine" "$out/machine.json" >/dev/null
-
-broker_pid=""
-stop_broker() {
-  if [ -n "$broker_pid" ] && kill -0 "$broker_pid" 2>/dev/null; then
-    kill -TERM "$broker_pid"
-    wait "$broker_pid" || true
-  fi
-  broker_pid=""
-}
-trap stop_broker EXIT
 
 start_broker() { # extra flags...
   taskset -c "$broker_cores" "$broker_bin" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \

@@ -24,45 +24,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-broker_cores=${BROKER_CORES:-0}
-load_cores=${LOAD_CORES:-1}
-duration=${DURATION:-10}
-warmup=${WARMUP:-2}
-runs=${RUNS:-3}
 data_dir=${DATA_DIR:-$PWD/target/perf-suite-data}
-port=${PORT:-19092}
 out=${OUT:-perf/results/suite-$(date -u +%Y%m%dT%H%M%SZ)}
-tern=$PWD/target/release/tern
-# The broker under test (default: this tree's); the load tool is always this tree's, so
-# two broker builds can be compared with the same client.
-broker_bin=${BROKER_BIN:-$tern}
-
-mkdir -p "$out"
-cargo build --release --quiet
+source perf/common.sh
 if [ ! -x target/perf-venv/bin/python ]; then
   python3 -m venv target/perf-venv
   target/perf-venv/bin/pip install --quiet -r perf/requirements.txt
 fi
 py=target/perf-venv/bin/python
-
-# glommio registers its io_uring buffers as locked memory.
-ulimit -l unlimited 2>/dev/null || ulimit -l "$(ulimit -Hl)" 2>/dev/null || true
 echo "locked memory limit: $(ulimit -l) KiB"
 
 echo "== machine"
 rm -rf "$data_dir"
 mkdir -p "$data_dir"
 python3 perf/machine.py "$data_dir" "$out/machine.json" | sed 's/^/  /'
-
-broker_pid=""
-stop_broker() {
-  if [ -n "$broker_pid" ] && kill -0 "$broker_pid" 2>/dev/null; then
-    kill -TERM "$broker_pid"
-    wait "$broker_pid" || true
-  fi
-  broker_pid=""
-}
-trap stop_broker EXIT
 
 start_broker() {
   local admin=()

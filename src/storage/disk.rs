@@ -242,12 +242,16 @@ pub struct SegmentFile {
     write_through: bool,
 }
 
-fn dsync_flag(write_through: bool) -> libc::c_int {
-    if write_through {
-        libc::O_DSYNC
-    } else {
-        0
-    }
+/// Opens a segment file for O_DIRECT reads and writes (O_DSYNC too when write-through).
+async fn open_direct(path: &Path, create_new: bool, write_through: bool) -> io::Result<DmaFile> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(create_new)
+        .custom_flags(if write_through { libc::O_DSYNC } else { 0 })
+        .dma_open(path)
+        .await
+        .map_err(to_io_error)
 }
 
 impl SegmentFile {
@@ -255,16 +259,7 @@ impl SegmentFile {
     /// returns only once its data is on stable storage (O_DSYNC; see [`SegmentFile`]).
     pub async fn create(path: &Path, env: &StorageEnv, write_through: bool) -> io::Result<SegmentFile> {
         let file = match &env.disk {
-            Disk::Direct => FileImpl::Direct(
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(dsync_flag(write_through))
-                    .dma_open(path)
-                    .await
-                    .map_err(to_io_error)?,
-            ),
+            Disk::Direct => FileImpl::Direct(open_direct(path, true, write_through).await?),
             Disk::Memory(disk) => FileImpl::Memory(disk.create(path, true)?),
         };
         Ok(SegmentFile { file, path: path.to_path_buf(), env: env.clone(), write_through })
@@ -273,15 +268,7 @@ impl SegmentFile {
     /// Opens an existing file for reading and writing.
     pub async fn open(path: &Path, env: &StorageEnv, write_through: bool) -> io::Result<SegmentFile> {
         let file = match &env.disk {
-            Disk::Direct => FileImpl::Direct(
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .custom_flags(dsync_flag(write_through))
-                    .dma_open(path)
-                    .await
-                    .map_err(to_io_error)?,
-            ),
+            Disk::Direct => FileImpl::Direct(open_direct(path, false, write_through).await?),
             Disk::Memory(disk) => FileImpl::Memory(disk.open(path)?),
         };
         Ok(SegmentFile { file, path: path.to_path_buf(), env: env.clone(), write_through })

@@ -1,5 +1,6 @@
 //! The `tern` binary: parse flags, start, wait for shutdown.
 
+use std::io::Write;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -296,11 +297,15 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // A log that cannot be written (its disk is full) must not stop the broker:
+        // tracing-subscriber would report the failure with `eprintln!`, which panics
+        // when stderr fails too, and a panic aborts the broker.
+        .log_internal_errors(false)
         .init();
     let argv = match tern::config_file::expand(std::env::args_os().collect(), &Cli::command()) {
         Ok(argv) => argv,
         Err(message) => {
-            eprintln!("tern: {message}");
+            let _ = writeln!(std::io::stderr(), "tern: {message}");
             return ExitCode::from(2);
         }
     };
@@ -344,7 +349,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("tern: {message}");
+            let _ = writeln!(std::io::stderr(), "tern: {message}");
             ExitCode::FAILURE
         }
     }
@@ -379,7 +384,9 @@ fn abort_on_shard_panic() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         default_hook(info);
-        eprintln!("tern: a shard panicked; aborting so the broker can be restarted cleanly");
+        // Not `eprintln!`: it panics when stderr fails (a full disk), and a panic
+        // inside the panic hook loses this message too.
+        let _ = writeln!(std::io::stderr(), "tern: a shard panicked; aborting so the broker can be restarted cleanly");
         std::process::abort();
     }));
 }

@@ -4,9 +4,9 @@
 //! late its timer fires (time other tasks kept the event loop) and logs a warning when a
 //! task blocks the shard longer than [`STALL_THRESHOLD`].
 //!
-//! The watchdog ticks every 10 ms while the shard runs tasks and every second once a
-//! tick finds that nothing but the shard's own timers ran: an idle shard wakes about
-//! twice a second (this publisher and the watchdog), not a hundred times.
+//! The watchdog ticks every 10 ms while the shard is busy and every second once a tick
+//! finds no request and no new connection since the previous one: an idle shard wakes
+//! about twice a second (this publisher and the watchdog), not a hundred times.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -18,9 +18,6 @@ pub const PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 const WATCHDOG_TICK: Duration = Duration::from_millis(10);
 /// The watchdog's tick while the shard is idle.
 const WATCHDOG_IDLE_TICK: Duration = Duration::from_secs(1);
-/// Tasks a tick may see executed and still call the shard idle (the watchdog itself and
-/// the publisher).
-const IDLE_TASKS_MAX: u64 = 2;
 /// A task that keeps the shard's core longer than this is logged.
 pub const STALL_THRESHOLD: Duration = Duration::from_millis(50);
 
@@ -39,14 +36,15 @@ pub fn spawn(ctx: Rc<ShardContext>) {
     glommio::spawn_local(async move {
         let probes = probes();
         let mut tick = WATCHDOG_TICK;
-        let mut tasks_before = glommio::executor().executor_stats().tasks_executed();
+        let mut activity_before = activity(&probes);
         loop {
             let started = Instant::now();
             glommio::timer::sleep(tick).await;
             let late = started.elapsed().saturating_sub(tick);
-            let tasks = glommio::executor().executor_stats().tasks_executed();
-            tick = if tasks - tasks_before <= IDLE_TASKS_MAX { WATCHDOG_IDLE_TICK } else { WATCHDOG_TICK };
-            tasks_before = tasks;
+            // Idle: no request arrived and no connection opened since the last tick.
+            let now_activity = activity(&probes);
+            tick = if now_activity == activity_before { WATCHDOG_IDLE_TICK } else { WATCHDOG_TICK };
+            activity_before = now_activity;
             probes.event_loop_lag.observe(late);
             if late >= STALL_THRESHOLD {
                 probes.event_loop_stalls.add(1);
@@ -55,6 +53,19 @@ pub fn spawn(ctx: Rc<ShardContext>) {
         }
     })
     .detach();
+}
+
+/// Requests received and connections opened by this shard so far: the watchdog's measure
+/// of whether the shard is doing anything. (Not glommio's executor statistics: reading
+/// those resets them.)
+fn activity(probes: &crate::metrics::ShardProbes) -> u64 {
+    probes.requests.iter().map(crate::metrics::Counter::get).sum::<u64>() + probes.connections_opened.get()
+}
+
+thread_local! {
+    /// glommio hands out its executor statistics as deltas (reading them resets them):
+    /// the totals since the shard started, for the `_total` metrics.
+    static EXECUTOR_TOTALS: std::cell::Cell<(u64, f64)> = const { std::cell::Cell::new((0, 0.0)) };
 }
 
 /// Publishes the shard's snapshot now.
@@ -81,13 +92,19 @@ pub fn publish(ctx: &ShardContext) {
         .map(|((group, topic, partition), offset)| CommittedGauge { group, topic, partition, offset })
         .collect();
     let stats = glommio::executor().executor_stats();
+    let (tasks_executed, task_runtime_seconds) = EXECUTOR_TOTALS.with(|totals| {
+        let (tasks, runtime) = totals.get();
+        let updated = (tasks + stats.tasks_executed(), runtime + stats.total_runtime().as_secs_f64());
+        totals.set(updated);
+        updated
+    });
     let snapshot = ShardSnapshot {
         shard: Some(ctx.id),
         partitions,
         committed,
         cache: ctx.storage_env.batch_cache.borrow().stats(),
-        tasks_executed: stats.tasks_executed(),
-        task_runtime_seconds: stats.total_runtime().as_secs_f64(),
+        tasks_executed,
+        task_runtime_seconds,
     };
     *probes().snapshot.lock().expect("snapshot") = snapshot;
 }

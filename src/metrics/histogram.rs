@@ -74,14 +74,15 @@ mod tests {
     #[test]
     fn buckets_are_cumulative_and_sums_add_up() {
         let h = Histogram::default();
-        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_micros(5));
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_secs(30));
         let s = h.snapshot();
         assert_eq!(s.count, 3);
-        assert_eq!(s.cumulative[0], 1, "50 µs is in the first bucket");
-        assert_eq!(s.cumulative[5], 2, "3 ms is at or below 5 ms");
+        assert_eq!(s.cumulative[0], 1, "5 µs is in the first bucket (10 µs)");
+        assert_eq!(s.cumulative[7], 1, "3 ms is above 2.5 ms");
+        assert_eq!(s.cumulative[8], 2, "3 ms is at or below 5 ms");
         assert_eq!(*s.cumulative.last().unwrap(), 3, "+Inf holds everything");
-        assert!((s.sum_seconds - 30.00305).abs() < 1e-6);
+        assert!((s.sum_seconds - 30.003005).abs() < 1e-6);
     }
 }

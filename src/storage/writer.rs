@@ -115,6 +115,8 @@ pub(crate) struct WriterQueue {
     /// When the oldest write not yet covered by a started fdatasync completed.
     unsynced_since: Option<Instant>,
     sync_timer_armed: bool,
+    /// A full disk fails every append: warn once per interval, not once per append.
+    disk_full_warnings: WarningLimiter,
     /// Tasks waiting for both tasks to go idle (close).
     idle_waiters: Vec<oneshot::Sender<()>>,
     /// Counters for the log's probe.
@@ -137,6 +139,7 @@ impl WriterQueue {
             unsynced_bytes: 0,
             unsynced_since: None,
             sync_timer_armed: false,
+            disk_full_warnings: WarningLimiter::new(DISK_FULL_WARNING_INTERVAL),
             idle_waiters: Vec::new(),
             rounds: 0,
             syncs: 0,
@@ -212,6 +215,37 @@ impl WriterQueue {
         if !self.writing && !self.syncing {
             for waiter in self.idle_waiters.drain(..) {
                 let _ = waiter.send(());
+            }
+        }
+    }
+}
+
+/// How often a log warns that its disk is full while appends keep failing.
+const DISK_FULL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Lets one warning through per interval and counts the ones it held back.
+#[derive(Debug)]
+pub(crate) struct WarningLimiter {
+    interval: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl WarningLimiter {
+    pub fn new(interval: Duration) -> WarningLimiter {
+        WarningLimiter { interval, last: None, suppressed: 0 }
+    }
+
+    /// `Some(held back since the last one)` when a warning may be logged at `now`.
+    pub fn admit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.interval => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
             }
         }
     }
@@ -595,7 +629,9 @@ fn fail(shared: &Rc<LogShared>, error: RoundError) {
     let mut state = shared.state.borrow_mut();
     if is_disk_full(&error.cause) && !error.sync {
         let storage_error = StorageError::DiskFull { dir: shared.dir.clone(), cause: std::sync::Arc::new(error.cause) };
-        tracing::warn!(dir = %shared.dir.display(), path = %error.path.display(), error = %storage_error, "append failed: disk full");
+        if let Some(suppressed) = state.writer.disk_full_warnings.admit(Instant::now()) {
+            tracing::warn!(dir = %shared.dir.display(), path = %error.path.display(), error = %storage_error, suppressed, "append failed: disk full (one warning per log every 10 s; `suppressed` counts the failures since the last one)");
+        }
         let written = state.writer.written_offset;
         state.writer.fail_beyond(written, &storage_error);
         roll_back_to(&mut state, written);
@@ -637,4 +673,22 @@ fn roll_back_to(state: &mut LogState, written: Offset) {
     state.offsets.roll_back(written);
     state.cache.truncate_from(written);
     state.producers.forget_from(written);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warning_limiter_lets_one_through_per_interval_and_counts_the_rest() {
+        let start = Instant::now();
+        let mut limiter = WarningLimiter::new(Duration::from_secs(10));
+        assert_eq!(limiter.admit(start), Some(0));
+        for n in 1..=1000u64 {
+            assert_eq!(limiter.admit(start + Duration::from_millis(n)), None);
+        }
+        assert_eq!(limiter.admit(start + Duration::from_secs(10)), Some(1000));
+        assert_eq!(limiter.admit(start + Duration::from_secs(11)), None);
+        assert_eq!(limiter.admit(start + Duration::from_secs(25)), Some(1));
+    }
 }

@@ -223,7 +223,8 @@ def report(folder: Path):
               f"{fmt(in_alone)} ms alone, {fmt(in_during)} ms during (ratio "
               f"{fmt(in_during / in_alone if in_alone and in_during else None)}). That consumer: "
               f"{fmt(read)} MB/s after a restart and drop_caches, {fmt(fresh)} MB/s right after producing; buffered dd "
-              f"of the same files after drop_caches {fmt(dd)} MB/s (ratio {fmt(read / dd if read and dd else None)})."]
+              f"of a third such topic after drop_caches {fmt(dd)} MB/s (ratio {fmt(read / dd if read and dd else None)}; "
+              f"every read is the first read of its files)."]
     summary.update({"catchup_alone": alone, "catchup_during": during, "catchup_read_mb_s": read,
                     "catchup_read_fresh_mb_s": fresh, "dd_buffered_mb_s": dd})
     idle = folder / "idle.json"

@@ -28,6 +28,16 @@ stop_broker() {
   broker_pid=""
 }
 
+# Waits until the broker just started accepts connections on $port (at most 60 s).
+wait_for_broker() {
+  for _ in $(seq 600); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "broker did not start; see $out/broker.log" >&2
+  exit 1
+}
+
 # The scenarios write tens of GB: remove the data when done (KEEP_DATA=1 keeps it).
 cleanup() {
   stop_broker

@@ -42,12 +42,7 @@ start_broker() { # extra flags...
   taskset -c "$broker_cores" "$broker_bin" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
     --data-dir "$data_dir/broker" --cores "$broker_cores" --memory 2M "$@" >>"$out/broker.log" 2>&1 &
   broker_pid=$!
-  for _ in $(seq 600); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "broker did not start; see $out/broker.log" >&2
-  exit 1
+  wait_for_broker
 }
 
 fresh_broker() {

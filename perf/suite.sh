@@ -45,12 +45,7 @@ start_broker() {
   "$broker_bin" serve "${admin[@]}" --listen "127.0.0.1:$port" --data-dir "$data_dir/broker" --cores "$broker_cores" \
     --memory 2M >>"$out/broker.log" 2>&1 &
   broker_pid=$!
-  for _ in $(seq 600); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "broker did not start; see $out/broker.log" >&2
-  exit 1
+  wait_for_broker
 }
 
 want() { [[ " ${SCENARIOS:-produce consume e2e} " == *" $1 "* ]]; }

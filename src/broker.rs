@@ -207,10 +207,15 @@ fn remove_deleted_leftovers(data_dir: &std::path::Path) {
 /// Runs the broker until SIGTERM/SIGINT. Returns an error message for the operator.
 pub fn run(config: ServeConfig) -> Result<(), String> {
     let open_files = raise_open_files_limit();
+    // An unset per-address limit is stored as usize::MAX; say "unlimited" instead.
+    let per_ip = match config.max_connections_per_ip {
+        usize::MAX => "unlimited".to_string(),
+        limit => limit.to_string(),
+    };
     tracing::info!(
         open_files,
         max_connections = config.max_connections,
-        max_connections_per_ip = config.max_connections_per_ip,
+        max_connections_per_ip = %per_ip,
         "descriptor limits"
     );
     let _data_dir_lock = startup_checks(&config)?;

@@ -15,7 +15,7 @@ use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 use crate::config::{ServeConfig, MESH_CHANNEL_CAPACITY, RETENTION_CHECK_INTERVAL, SEND_POOL_THREADS};
 use crate::metadata::ClusterMetadata;
 use crate::server::listener::{accept_loop, ShutdownSignal};
-use crate::storage::spawn_retention_task;
+use crate::storage::{spawn_cleaner_task, spawn_retention_task};
 
 use crate::shard::context::DELETED_MARKER;
 use crate::shard::mesh::ShardRequest;
@@ -313,6 +313,10 @@ async fn shard_main(
         let ctx = ctx.clone();
         spawn_retention_task(RETENTION_CHECK_INTERVAL, Rc::new(move || ctx.logs()))
     };
+    let cleaner = config.cleaner.enabled.then(|| {
+        let ctx = ctx.clone();
+        spawn_cleaner_task(config.cleaner, Rc::new(move || ctx.logs()))
+    });
 
     let listener =
         TcpListener::bind(config.listen).map_err(|e| format!("shard {id} cannot listen on {}: {e}", config.listen))?;
@@ -338,6 +342,7 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
     drop(retention);
+    drop(cleaner);
     ctx.close_logs().await;
     ctx.groups.close().await;
     let probes = crate::metrics::probes();

@@ -65,6 +65,8 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// max.connections.per.ip: client connections from one address.
     pub max_connections_per_ip: usize,
+    /// The log cleaner (compaction), per shard.
+    pub cleaner: crate::storage::CleanerConfig,
     /// Broker defaults of topic configs set at startup, by Kafka name
     /// (`--broker-config`, and flags such as `--flush-interval-ms`): DescribeConfigs
     /// reports them as STATIC_BROKER_CONFIG.

@@ -152,6 +152,24 @@ struct ServeArgs {
     /// STATIC_BROKER_CONFIG. In the config file: `broker-config = ["log.retention.hours=24"]`.
     #[arg(long = "broker-config", value_name = "NAME=VALUE")]
     broker_config: Vec<String>,
+    /// Run the log cleaner, which compacts cleanup.policy=compact topics (Kafka's
+    /// log.cleaner.enable).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    log_cleaner_enable: bool,
+    /// Pause between the cleaner's rounds over a shard's compacted partitions (Kafka's
+    /// log.cleaner.backoff.ms).
+    #[arg(long, default_value_t = 15_000)]
+    log_cleaner_backoff_ms: u64,
+    /// Memory for the cleaner's key -> latest offset map, for the whole broker (split
+    /// evenly over the shards; Kafka's log.cleaner.dedupe.buffer.size). A pass whose
+    /// keys do not fit cleans part of the dirty range and the next pass goes on.
+    #[arg(long, default_value = "128M", value_parser = parse_size)]
+    log_cleaner_dedupe_buffer_size: u64,
+    /// Disk bytes (read + written) per second the cleaner may use, for the whole broker
+    /// (split over the shards; Kafka's log.cleaner.io.max.bytes.per.second; 0: no limit),
+    /// so compaction does not take the disk from produce and fetch.
+    #[arg(long, default_value = "100M", value_parser = parse_size)]
+    log_cleaner_io_max_bytes_per_second: u64,
     /// The flags given explicitly (filled in after parsing, not a flag).
     #[arg(skip)]
     #[serde(skip)]
@@ -255,7 +273,17 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
     if args.explicit_flags.contains("flush-bytes") {
         static_broker_configs.insert("log.flush.interval.bytes".into(), args.flush_bytes.to_string());
     }
+    let shard_count = cores.len().max(1) as u64;
+    let cleaner = tern::storage::CleanerConfig {
+        enabled: args.log_cleaner_enable,
+        backoff: Duration::from_millis(args.log_cleaner_backoff_ms.max(1)),
+        map_bytes: usize::try_from(args.log_cleaner_dedupe_buffer_size / shard_count)
+            .map_err(|_| "--log-cleaner-dedupe-buffer-size is too large")?
+            .max(1 << 20),
+        io_bytes_per_second: args.log_cleaner_io_max_bytes_per_second.div_ceil(shard_count),
+    };
     Ok(ServeConfig {
+        cleaner,
         listen,
         advertised_host: host.trim_matches(|c| c == '[' || c == ']').to_string(),
         advertised_port: port,

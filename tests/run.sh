@@ -31,6 +31,8 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv || status=1
 fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt || status=1
+# quixstreams declares confluent-kafka<2.13 (pinned 2.16.1 above): its locked closure, without deps.
+.venv/bin/pip install --quiet --disable-pip-version-check --no-deps -r tests/clients/requirements-quix.txt || status=1
 if ! command -v kcat >/dev/null 2>&1 && ! command -v kafkacat >/dev/null 2>&1; then
   echo "!!!! WARNING: kcat is not installed: the kcat tests are SKIPPED, not passed (apt-get install kcat)"
 fi

@@ -67,6 +67,21 @@ fn flag_configs(config: &ServeConfig, offsets_topic_partitions: i32) -> Vec<Flag
         entry("inter.broker.listener.name", Str, "PLAINTEXT".into(), ""),
         entry("listener.security.protocol.map", Str, "PLAINTEXT:PLAINTEXT".into(), ""),
         entry("listeners", Str, listener, "listen"),
+        entry("log.cleaner.backoff.ms", Long, config.cleaner.backoff.as_millis().to_string(), "log-cleaner-backoff-ms"),
+        entry(
+            "log.cleaner.dedupe.buffer.size",
+            Long,
+            (config.cleaner.map_bytes as u64 * config.cores.len() as u64).to_string(),
+            "log-cleaner-dedupe-buffer-size",
+        ),
+        entry("log.cleaner.enable", Boolean, config.cleaner.enabled.to_string(), "log-cleaner-enable"),
+        entry(
+            "log.cleaner.io.max.bytes.per.second",
+            ConfigType::Double,
+            (config.cleaner.io_bytes_per_second * config.cores.len() as u64).to_string(),
+            "log-cleaner-io-max-bytes-per-second",
+        ),
+        entry("log.cleaner.threads", Int, shards.clone(), "cores"),
         entry("log.dir", Str, config.data_dir.display().to_string(), "data-dir"),
         entry("log.dirs", Str, config.data_dir.display().to_string(), "data-dir"),
         entry(

@@ -4,7 +4,7 @@
 //! DescribeConfigs all read this one table, so a config is added in one place.
 //!
 //! Every Kafka topic config is accepted. Those that have a meaning on a single Tern node
-//! are honoured; those that belong to features still to come (compaction, replication)
+//! are honoured; those that belong to features still to come (replication)
 //! are validated and stored so they take effect when the feature lands; the rest are
 //! accepted and described with the reason they have no effect (`Effect`). Unknown names
 //! are refused with INVALID_CONFIG, as Kafka does.
@@ -84,7 +84,6 @@ const LONG_MAX: &str = "9223372036854775807";
 const I32_MAX: i64 = i32::MAX as i64;
 const NO_TIERED_STORAGE: &str = "Tern has no tiered storage: every segment stays local";
 const SINGLE_NODE: &str = "replication (partitions are not replicated yet)";
-const COMPACTION: &str = "the log cleaner (compaction is not built yet)";
 
 /// Every topic config of Apache Kafka 3.9, plus Tern's own `flush.bytes`.
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
@@ -95,8 +94,8 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         check: Check::ListOf(&["compact", "delete"]),
         synonyms: &[syn("log.cleanup.policy", 1, Some("delete"))],
         effect: Effect::Honoured,
-        doc: "delete: retention.ms/retention.bytes delete old segments. compact: segments are never deleted by \
-              retention; they are not cleaned yet (every record is kept until the log cleaner lands)",
+        doc: "delete: retention.ms/retention.bytes delete old segments. compact: the log cleaner keeps the latest \
+              record per key in closed segments (and refuses keyless records); compact,delete: both",
     },
     TopicConfigDef {
         name: "compression.gzip.level",
@@ -141,8 +140,8 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         default: "86400000",
         check: Check::Range(0, i64::MAX),
         synonyms: &[syn("log.cleaner.delete.retention.ms", 1, Some("86400000"))],
-        effect: Effect::Stored(COMPACTION),
-        doc: "how long tombstones are kept by compaction",
+        effect: Effect::Honoured,
+        doc: "how long a tombstone is kept after its timestamp once the cleaner has seen it",
     },
     TopicConfigDef {
         name: "file.delete.delay.ms",
@@ -237,8 +236,8 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         default: LONG_MAX,
         check: Check::Range(1, i64::MAX),
         synonyms: &[syn("log.cleaner.max.compaction.lag.ms", 1, Some(LONG_MAX))],
-        effect: Effect::Stored(COMPACTION),
-        doc: "longest time a record stays uncompacted",
+        effect: Effect::Honoured,
+        doc: "a log whose oldest uncleaned record is older than this is cleaned whatever its dirty ratio; its active segment rolls",
     },
     TopicConfigDef {
         name: "max.message.bytes",
@@ -313,8 +312,8 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         default: "0.5",
         check: Check::Fraction(0.0, 1.0),
         synonyms: &[syn("log.cleaner.min.cleanable.ratio", 1, Some("0.5"))],
-        effect: Effect::Stored(COMPACTION),
-        doc: "dirty share of the log that triggers compaction",
+        effect: Effect::Honoured,
+        doc: "dirty share of the cleanable log (uncleaned bytes / bytes below the active segment) that triggers cleaning",
     },
     TopicConfigDef {
         name: "min.compaction.lag.ms",
@@ -322,8 +321,8 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         default: "0",
         check: Check::Range(0, i64::MAX),
         synonyms: &[syn("log.cleaner.min.compaction.lag.ms", 1, Some("0"))],
-        effect: Effect::Stored(COMPACTION),
-        doc: "shortest time a record stays uncompacted",
+        effect: Effect::Honoured,
+        doc: "segments with a record newer than this are not cleaned yet",
     },
     TopicConfigDef {
         name: "min.insync.replicas",

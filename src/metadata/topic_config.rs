@@ -254,6 +254,19 @@ pub fn log_config_from(values: &BTreeMap<&'static str, String>) -> Result<LogCon
         timestamp_after_max_ms: bound("message.timestamp.after.max.ms")?,
         compression,
         delete_by_retention: list_items(get("cleanup.policy")).contains(&"delete"),
+        compact: list_items(get("cleanup.policy")).contains(&"compact"),
+        min_cleanable_dirty_ratio_ppm: {
+            let ratio = parse::<f64>("min.cleanable.dirty.ratio", get("min.cleanable.dirty.ratio"))?;
+            if !(0.0..=1.0).contains(&ratio) {
+                return Err(format!(
+                    "Invalid value {ratio} for configuration min.cleanable.dirty.ratio: must be 0..=1"
+                ));
+            }
+            (ratio * 1e6).round() as u32
+        },
+        min_compaction_lag_ms: long("min.compaction.lag.ms")?,
+        max_compaction_lag_ms: long("max.compaction.lag.ms")?,
+        delete_retention_ms: long("delete.retention.ms")?,
         index_interval_bytes: parse("index.interval.bytes", get("index.interval.bytes"))?,
         segment_index_bytes: parse("segment.index.bytes", get("segment.index.bytes"))?,
         segment_jitter_ms: long("segment.jitter.ms")?,

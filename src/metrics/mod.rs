@@ -38,7 +38,7 @@ impl Counter {
 }
 
 /// One partition's offsets and size, as last published by its shard.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PartitionGauge {
     pub topic: String,
     pub partition: i32,
@@ -46,6 +46,24 @@ pub struct PartitionGauge {
     pub high_watermark: i64,
     pub log_end: i64,
     pub size_bytes: u64,
+    /// Set for compacted (cleanup.policy=compact) partitions only.
+    pub cleaner: Option<CleanerGauge>,
+}
+
+/// A compacted partition's cleaner state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CleanerGauge {
+    /// Dirty bytes over cleanable bytes, 0..=1.
+    pub dirty_ratio: f64,
+    pub dirty_bytes: u64,
+    pub first_dirty_offset: i64,
+    pub passes: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub records_removed: u64,
+    /// Wall-clock ms when the last pass started (0: never).
+    pub last_run_ms: i64,
+    pub last_duration_ms: u64,
 }
 
 /// A committed offset of a group coordinated by the shard.
@@ -127,6 +145,11 @@ pub struct ShardProbes {
     pub sendfile_calls: Counter,
     /// Record bytes fetches got from the batch cache (memory).
     pub batch_cache_bytes_served: Counter,
+    /// The log cleaner: passes run, bytes it read and wrote, records it removed.
+    pub cleaner_passes: Counter,
+    pub cleaner_bytes_read: Counter,
+    pub cleaner_bytes_written: Counter,
+    pub cleaner_records_removed: Counter,
     /// Published by the shard every second.
     pub snapshot: Mutex<ShardSnapshot>,
 }
@@ -158,6 +181,10 @@ impl ShardProbes {
             sendfile_bytes: Counter::default(),
             sendfile_calls: Counter::default(),
             batch_cache_bytes_served: Counter::default(),
+            cleaner_passes: Counter::default(),
+            cleaner_bytes_read: Counter::default(),
+            cleaner_bytes_written: Counter::default(),
+            cleaner_records_removed: Counter::default(),
             snapshot: Mutex::default(),
         }
     }

@@ -51,7 +51,7 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
     let _ = writeln!(out, "tern_shards {}", if total == usize::MAX { 0 } else { total });
 
     type Get = fn(&ShardProbes) -> u64;
-    let counters: [(&str, &str, Get); 13] = [
+    let counters: [(&str, &str, Get); 17] = [
         ("tern_bytes_received_total", "Request bytes received.", |p| p.bytes_received.get()),
         ("tern_bytes_sent_total", "Response bytes sent.", |p| p.bytes_sent.get()),
         ("tern_connections_opened_total", "Client connections accepted.", |p| p.connections_opened.get()),
@@ -87,6 +87,16 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
         ("tern_batch_cache_bytes_served_total", "Record bytes fetches got from the batch cache.", |p| {
             p.batch_cache_bytes_served.get()
         }),
+        ("tern_cleaner_passes_total", "Log cleaner passes run (compacted partitions).", |p| p.cleaner_passes.get()),
+        ("tern_cleaner_bytes_read_total", "Bytes the log cleaner read from segments.", |p| p.cleaner_bytes_read.get()),
+        ("tern_cleaner_bytes_written_total", "Bytes of cleaned segments the log cleaner wrote.", |p| {
+            p.cleaner_bytes_written.get()
+        }),
+        (
+            "tern_cleaner_records_removed_total",
+            "Records the log cleaner removed (superseded, expired tombstones).",
+            |p| p.cleaner_records_removed.get(),
+        ),
     ];
     for (name, help, get) in counters {
         header(&mut out, name, "counter", help);
@@ -180,6 +190,37 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
             let _ = writeln!(out, "tern_partition_log_end_offset{{{labels}}} {}", p.log_end);
             let _ = writeln!(out, "tern_partition_size_bytes{{{labels}}} {}", p.size_bytes);
             high_watermarks.insert((p.topic.clone(), p.partition), p.high_watermark);
+        }
+    }
+    header(
+        &mut out,
+        "tern_partition_dirty_ratio",
+        "gauge",
+        "Compacted partition: uncleaned share of its cleanable bytes.",
+    );
+    header(
+        &mut out,
+        "tern_partition_cleaner_last_run_timestamp_seconds",
+        "gauge",
+        "Compacted partition: start of the last cleaner pass (0: never).",
+    );
+    header(
+        &mut out,
+        "tern_partition_cleaner_bytes_written_total",
+        "counter",
+        "Compacted partition: bytes of cleaned segments written.",
+    );
+    for (_, s) in &shards {
+        for p in &s.partitions {
+            let Some(cleaner) = &p.cleaner else { continue };
+            let labels = format!("topic=\"{}\",partition=\"{}\"", escape(&p.topic), p.partition);
+            let _ = writeln!(out, "tern_partition_dirty_ratio{{{labels}}} {}", cleaner.dirty_ratio);
+            let _ = writeln!(
+                out,
+                "tern_partition_cleaner_last_run_timestamp_seconds{{{labels}}} {}",
+                cleaner.last_run_ms as f64 / 1e3
+            );
+            let _ = writeln!(out, "tern_partition_cleaner_bytes_written_total{{{labels}}} {}", cleaner.bytes_written);
         }
     }
     header(&mut out, "tern_consumer_group_committed_offset", "gauge", "A group's committed offset.");

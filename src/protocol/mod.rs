@@ -5,6 +5,7 @@
 //! served byte for byte as the client sent it, unless the topic asks for another
 //! compression codec (`compression`: bounded decompression and re-encoding).
 
+pub mod batch_filter;
 pub mod compression;
 pub mod fetch_response;
 pub mod record_batch;

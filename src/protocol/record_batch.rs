@@ -41,6 +41,10 @@ const OFFSET_RECORD_COUNT: usize = 57;
 pub const ATTRIBUTE_LOG_APPEND_TIME: i16 = 1 << 3;
 /// Attribute bits 0..=2: the compression codec (0 = none).
 pub const ATTRIBUTE_COMPRESSION_MASK: i16 = 0b111;
+/// Attribute bit 4: the batch belongs to a transaction.
+pub const ATTRIBUTE_TRANSACTIONAL: i16 = 1 << 4;
+/// Attribute bit 5: a control batch (transaction markers).
+pub const ATTRIBUTE_CONTROL: i16 = 1 << 5;
 
 /// Why a batch was refused. Each maps to one Kafka error code at the broker edge.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -129,6 +133,10 @@ impl BatchHeader {
 
     pub fn is_log_append_time(&self) -> bool {
         self.attributes & ATTRIBUTE_LOG_APPEND_TIME != 0
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTRIBUTE_CONTROL != 0
     }
 }
 
@@ -430,6 +438,31 @@ pub fn record_timestamp_range(section: &[u8], base_timestamp: i64, count: i32) -
     (count > 0).then_some((min, max))
 }
 
+/// Whether every one of the `count` records of an uncompressed records section has a
+/// key (false too when the section is malformed).
+pub fn record_keys_present(section: &[u8], count: i32) -> bool {
+    let mut at = 0usize;
+    for _ in 0..count {
+        let Some((length, used)) = section.get(at..).and_then(read_varint) else { return false };
+        let start = at + used;
+        let Some(end) = usize::try_from(length).ok().and_then(|l| start.checked_add(l)) else { return false };
+        let Some(record) = section.get(start..end) else { return false };
+        // attributes (1 byte), timestampDelta, offsetDelta, then keyLength (-1: null)
+        let key_length = (|| {
+            let mut pos = 1;
+            for _ in 0..2 {
+                pos += read_varint(record.get(pos..)?)?.1;
+            }
+            Some(read_varint(record.get(pos..)?)?.0)
+        })();
+        if key_length.is_none_or(|len| len < 0) {
+            return false;
+        }
+        at = end;
+    }
+    true
+}
+
 /// A record timestamp of -1: the producer set none.
 pub const NO_TIMESTAMP: i64 = -1;
 
@@ -494,7 +527,7 @@ pub fn put_varint(out: &mut Vec<u8>, value: i64) {
 }
 
 /// Decodes a zigzag varint; returns the value and the bytes used.
-fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
+pub(crate) fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
     let mut raw = 0u64;
     for (n, &byte) in bytes.iter().enumerate().take(10) {
         raw |= u64::from(byte & 0x7f) << (7 * n);

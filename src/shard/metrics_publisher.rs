@@ -68,6 +68,22 @@ thread_local! {
     static EXECUTOR_TOTALS: std::cell::Cell<(u64, f64)> = const { std::cell::Cell::new((0, 0.0)) };
 }
 
+fn cleaner_gauge(log: &crate::storage::PartitionLog) -> crate::metrics::CleanerGauge {
+    let view = log.dirty_view();
+    let state = log.clean_state();
+    crate::metrics::CleanerGauge {
+        dirty_ratio: f64::from(view.ratio_ppm()) / 1e6,
+        dirty_bytes: view.dirty_bytes,
+        first_dirty_offset: view.first_dirty.value(),
+        passes: state.stats.passes,
+        bytes_read: state.stats.bytes_read,
+        bytes_written: state.stats.bytes_written,
+        records_removed: state.stats.records_removed,
+        last_run_ms: state.stats.last_run_ms.unwrap_or(0),
+        last_duration_ms: state.stats.last_duration_ms,
+    }
+}
+
 /// Publishes the shard's snapshot now.
 pub fn publish(ctx: &ShardContext) {
     let partitions = ctx
@@ -82,6 +98,7 @@ pub fn publish(ctx: &ShardContext) {
                 high_watermark: offsets.high_watermark.value(),
                 log_end: offsets.log_end.value(),
                 size_bytes: log.size_bytes(),
+                cleaner: log.config().compact.then(|| cleaner_gauge(&log)),
             }
         })
         .collect();

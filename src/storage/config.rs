@@ -31,6 +31,8 @@ const _: () = assert!(PREALLOCATE_STEP_BYTES % BLOCK_BYTES == 0);
 pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
 pub const DEFAULT_SEGMENT_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 pub const DEFAULT_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Kafka's default delete.retention.ms (one day).
+pub const DEFAULT_DELETE_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 /// Kafka's default message.max.bytes (1 MiB plus record-batch overhead).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 /// Kafka's default segment.index.bytes (10 MiB per index file).
@@ -106,6 +108,20 @@ pub struct LogConfig {
     /// cleanup.policy includes `delete`: retention.ms / retention.bytes delete closed
     /// segments. A compact-only topic keeps its segments (Kafka's semantics).
     pub delete_by_retention: bool,
+    /// cleanup.policy includes `compact`: the log cleaner keeps the latest record per key
+    /// in closed segments (see `storage::cleaner`).
+    pub compact: bool,
+    /// min.cleanable.dirty.ratio in parts per million: a compacted log is cleaned once
+    /// its dirty bytes are this share of its cleanable bytes.
+    pub min_cleanable_dirty_ratio_ppm: u32,
+    /// min.compaction.lag.ms: a record stays uncompacted at least this long.
+    pub min_compaction_lag_ms: i64,
+    /// max.compaction.lag.ms: a record is compacted within about this long, whatever
+    /// the dirty ratio (i64::MAX: no bound).
+    pub max_compaction_lag_ms: i64,
+    /// delete.retention.ms: a tombstone is kept this long after its timestamp once it
+    /// has been cleaned, so a reader from the start sees the deletion.
+    pub delete_retention_ms: i64,
     /// index.interval.bytes: one index entry per this many bytes of log.
     pub index_interval_bytes: u64,
     /// segment.index.bytes: the active segment rolls before its index would outgrow this.
@@ -135,6 +151,11 @@ impl Default for LogConfig {
             timestamp_after_max_ms: i64::MAX,
             compression: CompressionPolicy::Producer,
             delete_by_retention: true,
+            compact: false,
+            min_cleanable_dirty_ratio_ppm: 500_000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
             index_interval_bytes: INDEX_INTERVAL_BYTES,
             segment_index_bytes: DEFAULT_SEGMENT_INDEX_BYTES,
             segment_jitter_ms: 0,
@@ -178,6 +199,24 @@ impl LogConfig {
         }
         if self.segment_jitter_ms < 0 {
             return Err(format!("segment.jitter.ms {} must not be negative", self.segment_jitter_ms));
+        }
+        if self.min_cleanable_dirty_ratio_ppm > 1_000_000 {
+            return Err(format!(
+                "min.cleanable.dirty.ratio {} must be within 0..=1",
+                f64::from(self.min_cleanable_dirty_ratio_ppm) / 1e6
+            ));
+        }
+        if self.min_compaction_lag_ms < 0 || self.delete_retention_ms < 0 {
+            return Err("min.compaction.lag.ms and delete.retention.ms must not be negative".into());
+        }
+        if self.max_compaction_lag_ms < 1 {
+            return Err(format!("max.compaction.lag.ms {} must be positive", self.max_compaction_lag_ms));
+        }
+        if self.max_compaction_lag_ms < self.min_compaction_lag_ms {
+            return Err(format!(
+                "max.compaction.lag.ms {} must not be below min.compaction.lag.ms {}",
+                self.max_compaction_lag_ms, self.min_compaction_lag_ms
+            ));
         }
         if self.min_insync_replicas < 1 {
             return Err(format!("min.insync.replicas {} must be at least 1", self.min_insync_replicas));

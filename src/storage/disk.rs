@@ -450,6 +450,15 @@ pub async fn sync_dir(dir: &Path, env: &StorageEnv) -> io::Result<()> {
     directory.close().await.map_err(to_io_error)
 }
 
+/// Renames a file (atomically replacing `to`); durable once the directory is synced.
+pub async fn rename_file(from: &Path, to: &Path, env: &StorageEnv) -> io::Result<()> {
+    env.check(DiskOp::Write, from)?;
+    match &env.disk {
+        Disk::Direct => glommio::io::rename(from, to).await.map_err(to_io_error),
+        Disk::Memory(disk) => disk.rename(from, to),
+    }
+}
+
 /// Removes a file; a missing one is not an error.
 pub async fn remove_file(path: &Path, env: &StorageEnv) -> io::Result<()> {
     let removed = match &env.disk {

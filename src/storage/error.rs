@@ -61,6 +61,9 @@ pub enum AppendError {
     /// A record timestamp outside the topic's message.timestamp.before/after.max.ms.
     #[error("record timestamp {timestamp} {reason}")]
     InvalidTimestamp { timestamp: i64, reason: String },
+    /// A record the topic refuses (a compacted topic takes only keyed records).
+    #[error("{reason}")]
+    InvalidRecord { reason: String },
     /// The records section could not be decompressed or re-encoded for the topic's
     /// compression.type.
     #[error(transparent)]

@@ -22,12 +22,13 @@ use futures_channel::oneshot;
 use crate::protocol::record_batch::{self, validate_batch, BatchHeader};
 
 use super::batch_cache::LogCache;
+use super::clean_state::CleanState;
 use super::config::{LogConfig, TimestampType, INDEX_ENTRY_BYTES_MAX};
 use super::disk::{SegmentFile, StorageEnv};
 use super::error::{AppendError, ReadError, StorageError};
 use super::offset::{LogOffsets, LogStartOffset, Offset, OffsetTracker};
 use super::producer_state::{ProducerStates, SequenceCheck};
-use super::segment::{self, read_batches, Segment, SegmentReadError, LOG_SUFFIX};
+use super::segment::{self, read_batches, OffsetRule, Segment, SegmentReadError, LOG_SUFFIX};
 use super::validate;
 use super::writer::{self, PendingWrite, WriterQueue};
 
@@ -63,6 +64,11 @@ pub(crate) struct LogState {
     pub producers: ProducerStates,
     /// Serializes writes of the log-start checkpoint (DeleteRecords, retention).
     pub checkpoint_gate: Rc<glommio::sync::Semaphore>,
+    /// Held by whatever replaces or deletes closed segments (retention, the cleaner), so
+    /// one never works on segments the other is removing.
+    pub maintenance_gate: Rc<glommio::sync::Semaphore>,
+    /// Compaction: dirty offset, gapped segments, cleaner counters.
+    pub clean: CleanState,
 }
 
 #[derive(Debug)]
@@ -265,25 +271,59 @@ impl PartitionLog {
     /// KIP-74), all below the high watermark. An offset equal to the high watermark reads
     /// nothing; one outside `log_start..=high_watermark` is out of range.
     pub async fn read(&self, offset: Offset, max_bytes: usize) -> Result<LogRead, ReadError> {
-        let (segment_base, high_watermark, offsets) = match self.start_read(offset, max_bytes)? {
-            ReadStart::Done(records, offsets) => return Ok(LogRead { records, offsets }),
-            ReadStart::Segment { base, high_watermark, offsets } => (base, high_watermark, offsets),
-        };
-        let mut rebuilt = false;
-        loop {
-            let (file, position, end) = self.prepare_segment_read(segment_base, offset).await?;
-            let problem = match read_batches(&file, position, end, offset, high_watermark, max_bytes).await {
-                Ok(bytes) if bytes.is_empty() => {
-                    format!("segment {segment_base} has no batch for offset {offset} below its end")
-                }
-                Ok(bytes) => return Ok(LogRead { records: vec![bytes], offsets }),
-                Err(SegmentReadError::Io(error)) => return Err(StorageError::io(file.path(), error).into()),
-                Err(SegmentReadError::Corrupt { position, reason }) => {
-                    format!("segment {segment_base} is corrupt at position {position}: {reason}")
-                }
+        let mut restarts = 0;
+        'restart: loop {
+            let (mut segment_base, high_watermark, offsets) = match self.start_read(offset, max_bytes)? {
+                ReadStart::Done(records, offsets) => return Ok(LogRead { records, offsets }),
+                ReadStart::Segment { base, high_watermark, offsets } => (base, high_watermark, offsets),
             };
-            self.recover_from_bad_read(segment_base, problem, rebuilt).await?;
-            rebuilt = true;
+            let mut from = offset;
+            let mut rebuilt = false;
+            loop {
+                let plan = match self.prepare_segment_read(segment_base, from).await {
+                    Err(error) if is_segment_gone(&error) && restarts < SEGMENT_GONE_RESTARTS => {
+                        restarts += 1;
+                        continue 'restart;
+                    }
+                    other => other?,
+                };
+                let read =
+                    read_batches(&plan.file, plan.position, plan.end, from, high_watermark, max_bytes, plan.rule);
+                let problem = match read.await {
+                    Ok(bytes) if bytes.is_empty() => match self.after_gap(segment_base, plan.rule, high_watermark) {
+                        GapStep::Next(next) => {
+                            (segment_base, from) = (next, from.max(next));
+                            continue;
+                        }
+                        GapStep::Nothing => return Ok(LogRead { records: Vec::new(), offsets }),
+                        GapStep::Missing => {
+                            format!("segment {segment_base} has no batch for offset {from} below its end")
+                        }
+                    },
+                    Ok(bytes) => return Ok(LogRead { records: vec![bytes], offsets }),
+                    Err(SegmentReadError::Io(error)) => return Err(StorageError::io(plan.file.path(), error).into()),
+                    Err(SegmentReadError::Corrupt { position, reason }) => {
+                        format!("segment {segment_base} is corrupt at position {position}: {reason}")
+                    }
+                };
+                self.recover_from_bad_read(segment_base, problem, rebuilt).await?;
+                rebuilt = true;
+            }
+        }
+    }
+
+    /// Where a read goes after a segment held nothing at or after its offset. In a
+    /// cleaned segment that is a gap left by compaction: go on with the next segment
+    /// (or stop at the high watermark). In any other segment it is an error.
+    pub(crate) fn after_gap(&self, segment_base: Offset, rule: OffsetRule, high_watermark: Offset) -> GapStep {
+        if rule != OffsetRule::Increasing {
+            return GapStep::Missing;
+        }
+        let state = self.shared.state.borrow();
+        match state.segments.iter().find(|s| s.base_offset > segment_base) {
+            Some(next) if next.base_offset < high_watermark => GapStep::Next(next.base_offset),
+            Some(_) => GapStep::Nothing,
+            None => GapStep::Missing,
         }
     }
 
@@ -339,15 +379,23 @@ impl PartitionLog {
         &self,
         segment_base: Offset,
         offset: Offset,
-    ) -> Result<(Rc<SegmentFile>, u64, u64), StorageError> {
-        let file = self.segment_file(segment_base).await?;
+    ) -> Result<SegmentReadPlan, StorageError> {
+        let opened = self.segment_file(segment_base).await?;
         self.ensure_index(segment_base).await?;
-        // Look the segment up again by base: retention may have removed it meanwhile.
-        self.with_segment(segment_base, |segment| {
-            assert!(offset >= segment.base_offset, "reads start inside or after the segment");
-            let index = segment.index.as_ref().expect("index loaded above");
-            let relative = (offset.value() - segment.base_offset.value()).min(i64::from(u32::MAX)) as u32;
-            (file.clone(), u64::from(index.position_for(relative)), segment.written_size)
+        // Look the segment up again by base: retention may have removed it meanwhile, or
+        // the cleaner replaced it (then its file, index and size are all the new ones).
+        let state = self.shared.state.borrow();
+        let Some(segment) = state.segments.iter().find(|s| s.base_offset == segment_base) else {
+            return Err(self.gone(segment_base));
+        };
+        assert!(offset >= segment.base_offset, "reads start inside or after the segment");
+        let Some(index) = segment.index.as_ref() else { return Err(self.gone(segment_base)) };
+        let relative = (offset.value() - segment.base_offset.value()).min(i64::from(u32::MAX)) as u32;
+        Ok(SegmentReadPlan {
+            file: segment.file.clone().unwrap_or(opened),
+            position: u64::from(index.position_for(relative)),
+            end: segment.written_size,
+            rule: state.clean.rule_for(segment),
         })
     }
 
@@ -376,13 +424,17 @@ impl PartitionLog {
             return Ok(());
         }
         let file = self.segment_file(segment_base).await?;
-        let (size, next_offset) = self.with_segment(segment_base, |s| (s.size, s.next_offset))?;
+        let (size, next_offset, rule) = {
+            let state = self.shared.state.borrow();
+            match state.segments.iter().find(|s| s.base_offset == segment_base) {
+                Some(s) => (s.size, s.next_offset, state.clean.rule_for(s)),
+                None => return Err(self.gone(segment_base)),
+            }
+        };
         match super::recovery::load_index(
             &self.shared.dir,
             &file,
-            segment_base,
-            next_offset,
-            size,
+            super::recovery::SegmentExtent { base: segment_base, next_offset, size, rule },
             &self.shared.env,
             trust_files,
         )
@@ -428,7 +480,7 @@ impl PartitionLog {
         }
     }
 
-    fn gone(&self, base: Offset) -> StorageError {
+    pub(crate) fn gone(&self, base: Offset) -> StorageError {
         StorageError::Io {
             path: segment::segment_path(&self.shared.dir, base, LOG_SUFFIX),
             cause: std::sync::Arc::new(std::io::Error::new(
@@ -481,17 +533,18 @@ impl PartitionLog {
             }
             let mut offset = start.max(log_start);
             while offset < high_watermark {
-                let (file, position, end) = self.prepare_segment_read(base, offset).await?;
-                if position >= end {
+                let plan = self.prepare_segment_read(base, offset).await?;
+                if plan.position >= plan.end {
                     break;
                 }
-                let chunk =
-                    read_batches(&file, position, end, offset, high_watermark, 1 << 20).await.map_err(|e| match e {
-                        SegmentReadError::Io(error) => StorageError::io(file.path(), error),
-                        SegmentReadError::Corrupt { position, reason } => {
-                            self.take_offline(format!("segment {base} is corrupt at position {position}: {reason}"))
-                        }
-                    })?;
+                let read =
+                    read_batches(&plan.file, plan.position, plan.end, offset, high_watermark, 1 << 20, plan.rule);
+                let chunk = read.await.map_err(|e| match e {
+                    SegmentReadError::Io(error) => StorageError::io(plan.file.path(), error),
+                    SegmentReadError::Corrupt { position, reason } => {
+                        self.take_offline(format!("segment {base} is corrupt at position {position}: {reason}"))
+                    }
+                })?;
                 if chunk.is_empty() {
                     break;
                 }
@@ -661,6 +714,35 @@ impl PartitionLog {
             tracing::warn!(path = %path.display(), %error, "could not write the clean-shutdown marker; the next open scans the tail");
         }
     }
+}
+
+/// Restarts of a read whose segment was replaced (by the cleaner) or deleted (by
+/// retention) while it was being read.
+pub(crate) const SEGMENT_GONE_RESTARTS: u32 = 3;
+
+/// The segment a read was planned on is no longer in the log.
+pub(crate) fn is_segment_gone(error: &StorageError) -> bool {
+    matches!(error, StorageError::Io { cause, .. } if cause.kind() == std::io::ErrorKind::NotFound)
+}
+
+/// A consistent view of one segment for a read: file, start position, readable end and
+/// offset rule, all taken from the segment at the same moment.
+#[derive(Debug)]
+pub(crate) struct SegmentReadPlan {
+    pub file: Rc<SegmentFile>,
+    pub position: u64,
+    pub end: u64,
+    pub rule: OffsetRule,
+}
+
+/// What follows a segment that held nothing for a read (`PartitionLog::after_gap`).
+pub(crate) enum GapStep {
+    /// Go on at this segment.
+    Next(Offset),
+    /// Nothing below the high watermark: an empty answer.
+    Nothing,
+    /// Not a gap: the batch should have been there.
+    Missing,
 }
 
 /// How a read begins (`PartitionLog::start_read`).

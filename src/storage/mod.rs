@@ -9,6 +9,8 @@
 //! producer_state.rs idempotent producers' sequences (duplicates, gaps, fencing)
 //! recovery.rs   open: torn-tail recovery, lazy index load/rebuild, log start checkpoint
 //! retention.rs  deleting closed segments by age / size / log start
+//! cleaner/      compaction (cleanup.policy=compact): the per-shard log cleaner
+//! clean_state.rs a log's first dirty offset, gapped segments, cleaner counters
 //! batch_cache.rs per-shard LRU cache of recent batches for tailing readers
 //! send_read.rs read_for_send: cache hits in memory, cold reads as file regions
 //! send_plan.rs  finding a zero-copy region's batch boundaries from the index
@@ -27,6 +29,8 @@
 
 pub mod batch_cache;
 pub mod clean_shutdown;
+pub mod clean_state;
+pub mod cleaner;
 pub mod clock;
 pub mod config;
 pub mod disk;
@@ -46,6 +50,7 @@ pub mod write_buffer;
 mod writer;
 
 pub use crate::protocol::record_chunk::{FileRegion, RecordChunk};
+pub use cleaner::{spawn_cleaner_task, CleanReport, CleanerConfig, DirtyView};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CompressionPolicy, FlushPolicy, LogConfig, SyncMode, TimestampType};
 pub use disk::{Disk, DiskOp, FaultInjector, SimulatedDisk, StorageEnv};

@@ -24,6 +24,7 @@ use std::rc::Rc;
 
 use super::batch_cache::LogCache;
 use super::clean_shutdown::{TailSummary, CLEAN_SHUTDOWN_MARKER};
+use super::clean_state::CleanState;
 use super::config::{LogConfig, BLOCK_BYTES};
 use super::disk::{
     align_down, create_dir_all, list_dir, prime_direct_io, read_small_file, remove_file, sync_dir, write_file_atomic,
@@ -35,7 +36,7 @@ use super::log::{Health, LogShared, LogState, PartitionLog};
 use super::offset::{Offset, OffsetTracker};
 use super::producer_state::ProducerStates;
 use super::segment::{
-    self, parse_segment_name, scan, Segment, TailWriter, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
+    self, parse_segment_name, scan, OffsetRule, Segment, TailWriter, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
 };
 use super::writer::WriterQueue;
 
@@ -54,6 +55,11 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
     config.validate().map_err(|reason| StorageError::InvalidConfig { reason })?;
     create_dir_all(dir, &env).map_err(|e| StorageError::io(dir, e))?;
     prime_direct_io(dir, &env).await.map_err(|e| StorageError::io(dir, e))?;
+    // A cleaner swap cut short by a crash is finished (or undone) before anything looks
+    // at the segments.
+    super::cleaner::swap::finish_interrupted(dir, &env).await.map_err(|e| StorageError::io(dir, e))?;
+    let cleaner_checkpoint =
+        super::clean_state::read_checkpoint(dir, &env).await.map_err(|e| StorageError::io(dir, e))?;
     let mut found = list_segments(dir, &env).await.map_err(|e| StorageError::io(dir, e))?;
     let checkpoint = read_log_start_checkpoint(dir, &env).await.map_err(|e| StorageError::io(dir, e))?;
     let now_ms = env.clock.now_ms();
@@ -132,6 +138,8 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
         next_watcher_id: 0,
         closing: false,
         checkpoint_gate: Rc::new(glommio::sync::Semaphore::new(1)),
+        maintenance_gate: Rc::new(glommio::sync::Semaphore::new(1)),
+        clean: CleanState { checkpoint: cleaner_checkpoint, ..CleanState::default() },
     };
     tracing::info!(dir = %dir.display(), %log_start, %log_end, segments = state.segments.len(), "log opened");
     Ok(PartitionLog { shared: Rc::new(LogShared { dir: dir.to_path_buf(), env, state: RefCell::new(state) }) })
@@ -223,7 +231,7 @@ async fn recover_tail(
     let file_size = file.size().await.map_err(io_error)?;
     let mut index = SegmentIndex::new();
     let mut first_timestamp = None;
-    let outcome = scan(&file, tail.base, 0, tail.base, file_size, |header, position| {
+    let outcome = scan(&file, tail.base, 0, tail.base, file_size, OffsetRule::Contiguous, |header, position| {
         let relative = (header.base_offset - tail.base.value()) as u32;
         first_timestamp.get_or_insert(header.max_timestamp);
         producers.record(header, Offset(header.base_offset), now_ms);
@@ -283,6 +291,16 @@ fn active_tail(
     segment
 }
 
+/// A closed segment as the log knows it: where it starts, where the next one starts, its
+/// size, and how its offsets are checked (a cleaned segment may have gaps).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SegmentExtent {
+    pub base: Offset,
+    pub next_offset: Offset,
+    pub size: u64,
+    pub rule: OffsetRule,
+}
+
 /// Why a closed segment's index could not be produced.
 #[derive(Debug)]
 pub(crate) enum IndexLoadError {
@@ -295,12 +313,11 @@ pub(crate) enum IndexLoadError {
 pub(crate) async fn load_index(
     dir: &Path,
     file: &Rc<SegmentFile>,
-    base: Offset,
-    next_offset: Offset,
-    size: u64,
+    extent: SegmentExtent,
     env: &StorageEnv,
     trust_files: bool,
 ) -> Result<SegmentIndex, IndexLoadError> {
+    let SegmentExtent { base, next_offset, size, rule } = extent;
     let offset_path = segment::segment_path(dir, base, OFFSET_INDEX_SUFFIX);
     let time_path = segment::segment_path(dir, base, TIME_INDEX_SUFFIX);
     let relative_end = (next_offset.value() - base.value()) as u64;
@@ -325,7 +342,7 @@ pub(crate) async fn load_index(
     }
 
     let mut index = SegmentIndex::new();
-    let outcome = scan(file, base, 0, base, size, |header, position| {
+    let outcome = scan(file, base, 0, base, size, rule, |header, position| {
         index.on_batch(
             (header.base_offset - base.value()) as u32,
             position as u32,
@@ -335,7 +352,11 @@ pub(crate) async fn load_index(
     })
     .await
     .map_err(IndexLoadError::Io)?;
-    if outcome.valid_bytes != size || outcome.next_offset != next_offset {
+    let offsets_fit = match rule {
+        OffsetRule::Contiguous => outcome.next_offset == next_offset,
+        OffsetRule::Increasing => outcome.next_offset <= next_offset,
+    };
+    if outcome.valid_bytes != size || !offsets_fit {
         return Err(IndexLoadError::Corrupt(format!(
             "closed segment {base} is corrupt: valid batches end at byte {} of {size} (offset {} of {next_offset}): {}",
             outcome.valid_bytes,

@@ -139,8 +139,19 @@ pub struct ScanOutcome {
     pub stopped: Option<String>,
 }
 
+/// What a scan accepts between and inside batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetRule {
+    /// Every batch starts where the previous one ended and holds
+    /// `last_offset_delta + 1` records: a segment as appended.
+    Contiguous,
+    /// Offsets only increase: a segment rewritten by the log cleaner, where batches and
+    /// records may have been removed (a batch keeps its last offset delta).
+    Increasing,
+}
+
 /// Walks batches from `position` (where the batch with base offset `offset` starts) up
-/// to `end`, checking length, magic, CRC-32C, record counts and offset contiguity; calls
+/// to `end`, checking length, magic, CRC-32C, record counts and offsets (`rule`); calls
 /// `on_batch` for each valid one. Stops at the first invalid batch and says why.
 pub async fn scan(
     file: &SharedSegmentFile,
@@ -148,6 +159,7 @@ pub async fn scan(
     mut position: u64,
     mut offset: Offset,
     end: u64,
+    rule: OffsetRule,
     mut on_batch: impl FnMut(&BatchHeader, u64),
 ) -> io::Result<ScanOutcome> {
     let mut stopped = None;
@@ -181,7 +193,11 @@ pub async fn scan(
                 position += at as u64;
                 break 'chunks;
             }
-            if header.base_offset != offset.value() {
+            let in_order = match rule {
+                OffsetRule::Contiguous => header.base_offset == offset.value(),
+                OffsetRule::Increasing => header.base_offset >= offset.value(),
+            };
+            if !in_order {
                 stopped = Some(format!("batch base offset {} where {offset} was expected", header.base_offset));
                 position += at as u64;
                 break 'chunks;
@@ -196,7 +212,7 @@ pub async fn scan(
                 if at == 0 {
                     // A batch larger than the chunk: read exactly it.
                     let whole = file.read_at(position, header.total_bytes).await?;
-                    if let Err(reason) = check_whole_batch(&whole, &header) {
+                    if let Err(reason) = check_whole_batch(&whole, &header, rule) {
                         stopped = Some(reason);
                         break 'chunks;
                     }
@@ -207,7 +223,7 @@ pub async fn scan(
                 }
                 break;
             }
-            if let Err(reason) = check_whole_batch(&remaining[..header.total_bytes], &header) {
+            if let Err(reason) = check_whole_batch(&remaining[..header.total_bytes], &header, rule) {
                 stopped = Some(reason);
                 position += at as u64;
                 break 'chunks;
@@ -222,9 +238,15 @@ pub async fn scan(
     Ok(ScanOutcome { valid_bytes: position, next_offset: offset, stopped })
 }
 
-fn check_whole_batch(bytes: &[u8], header: &BatchHeader) -> Result<(), String> {
+fn check_whole_batch(bytes: &[u8], header: &BatchHeader, rule: OffsetRule) -> Result<(), String> {
     check_crc(bytes, header).map_err(|e| e.to_string())?;
-    if header.record_count <= 0 || i64::from(header.last_offset_delta) + 1 != i64::from(header.record_count) {
+    let span = i64::from(header.last_offset_delta) + 1;
+    let count = i64::from(header.record_count);
+    let counts_fit = match rule {
+        OffsetRule::Contiguous => count == span,
+        OffsetRule::Increasing => count <= span,
+    };
+    if count <= 0 || !counts_fit {
         return Err(format!(
             "record count {} does not match last offset delta {}",
             header.record_count, header.last_offset_delta
@@ -236,7 +258,8 @@ fn check_whole_batch(bytes: &[u8], header: &BatchHeader) -> Result<(), String> {
 /// Reads whole batches from a segment file: starts at `position` (at or before the batch
 /// holding `offset`), skips batches that end before `offset`, stops before `limit_offset`,
 /// at `end` (exclusive file position) or when `max_bytes` is reached, returning at least
-/// one batch. Every returned batch has been checked (header, CRC) after reading.
+/// one batch. Every returned batch has been checked (header, CRC) after reading. In a
+/// segment with gaps (`rule`), the first batch may start after `offset`.
 pub async fn read_batches(
     file: &SharedSegmentFile,
     mut position: u64,
@@ -244,6 +267,7 @@ pub async fn read_batches(
     offset: Offset,
     limit_offset: Offset,
     max_bytes: usize,
+    rule: OffsetRule,
 ) -> Result<Bytes, SegmentReadError> {
     let mut out = BytesMut::new();
     // Enough for the skipped prefix (up to one index interval plus a batch) and the answer.
@@ -276,7 +300,7 @@ pub async fn read_batches(
                 break;
             }
             if header.next_offset() > offset.value() {
-                if out.is_empty() && header.base_offset > offset.value() {
+                if out.is_empty() && header.base_offset > offset.value() && rule == OffsetRule::Contiguous {
                     // The index pointed past the batch holding `offset`: never skip records silently.
                     return Err(SegmentReadError::Corrupt {
                         position: position + at as u64,

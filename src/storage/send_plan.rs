@@ -13,7 +13,7 @@
 
 use super::disk::SegmentFile;
 use super::offset::Offset;
-use super::segment::SegmentReadError;
+use super::segment::{OffsetRule, SegmentReadError};
 use crate::protocol::record_batch::{BatchHeader, BATCH_HEADER_BYTES};
 
 /// Bytes read per header lookup (one or two blocks; holds many small batches' headers).
@@ -30,12 +30,14 @@ pub struct FoundBatch {
 
 /// Walks batch headers from `position` (a batch start) to the batch that holds `offset`.
 /// `None` when there is none below `limit` before `end`.
+/// In a segment with gaps (`OffsetRule::Increasing`) that is the first batch after `offset`.
 pub async fn find_batch_holding(
     file: &SegmentFile,
     mut position: u64,
     end: u64,
     offset: Offset,
     limit: Offset,
+    rule: OffsetRule,
 ) -> Result<Option<FoundBatch>, SegmentReadError> {
     let mut headers = HeaderReader::default();
     let mut first = true;
@@ -45,7 +47,7 @@ pub async fn find_batch_holding(
             return Ok(None);
         }
         if batch.next_offset > offset.value() {
-            if batch.base_offset > offset.value() && first {
+            if batch.base_offset > offset.value() && first && rule == OffsetRule::Contiguous {
                 // An index entry pointed past the batch holding `offset`.
                 return Err(SegmentReadError::Corrupt {
                     position: batch.position,

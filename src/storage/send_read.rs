@@ -5,9 +5,12 @@
 //! `send_plan`).
 
 use super::error::{ReadError, StorageError};
-use super::log::{PartitionLog, ReadStart};
+use std::rc::Rc;
+
+use super::disk::SegmentFile;
+use super::log::{is_segment_gone, GapStep, PartitionLog, ReadStart, SEGMENT_GONE_RESTARTS};
 use super::offset::{LogOffsets, Offset};
-use super::segment::{self, SegmentReadError, LOG_SUFFIX};
+use super::segment::{self, OffsetRule, SegmentReadError, LOG_SUFFIX};
 use super::send_plan::{boundary_before, find_batch_holding};
 use crate::protocol::record_chunk::{open_for_send, FileRegion, RecordChunk};
 
@@ -23,6 +26,13 @@ impl SendRead {
     pub fn bytes(&self) -> usize {
         self.chunks.iter().map(RecordChunk::len).sum()
     }
+}
+
+/// What planning a region in one segment found.
+enum Planned {
+    Region(FileRegion),
+    /// No batch at or after the offset below the limit (with the segment's offset rule).
+    NoBatch(OffsetRule),
 }
 
 enum PlanError {
@@ -43,22 +53,41 @@ impl PartitionLog {
                 offsets: read.offsets,
             });
         }
-        let (segment_base, high_watermark, offsets) = match self.start_read(offset, max_bytes)? {
-            ReadStart::Done(records, offsets) => {
-                return Ok(SendRead { chunks: records.into_iter().map(RecordChunk::Memory).collect(), offsets })
-            }
-            ReadStart::Segment { base, high_watermark, offsets } => (base, high_watermark, offsets),
-        };
-        let mut rebuilt = false;
-        loop {
-            let problem = match self.plan_region(segment_base, offset, high_watermark, max_bytes).await {
-                Ok(Some(region)) => return Ok(SendRead { chunks: vec![RecordChunk::File(region)], offsets }),
-                Ok(None) => format!("segment {segment_base} has no batch for offset {offset} below its end"),
-                Err(PlanError::Storage(error)) => return Err(error.into()),
-                Err(PlanError::Corrupt(problem)) => problem,
+        let mut restarts = 0;
+        'restart: loop {
+            let (mut segment_base, high_watermark, offsets) = match self.start_read(offset, max_bytes)? {
+                ReadStart::Done(records, offsets) => {
+                    return Ok(SendRead { chunks: records.into_iter().map(RecordChunk::Memory).collect(), offsets })
+                }
+                ReadStart::Segment { base, high_watermark, offsets } => (base, high_watermark, offsets),
             };
-            self.recover_from_bad_read(segment_base, problem, rebuilt).await?;
-            rebuilt = true;
+            let mut from = offset;
+            let mut rebuilt = false;
+            loop {
+                let problem = match self.plan_region(segment_base, from, high_watermark, max_bytes).await {
+                    Ok(Planned::Region(region)) => {
+                        return Ok(SendRead { chunks: vec![RecordChunk::File(region)], offsets })
+                    }
+                    Ok(Planned::NoBatch(rule)) => match self.after_gap(segment_base, rule, high_watermark) {
+                        GapStep::Next(next) => {
+                            (segment_base, from) = (next, from.max(next));
+                            continue;
+                        }
+                        GapStep::Nothing => return Ok(SendRead { chunks: Vec::new(), offsets }),
+                        GapStep::Missing => {
+                            format!("segment {segment_base} has no batch for offset {from} below its end")
+                        }
+                    },
+                    Err(PlanError::Storage(error)) if is_segment_gone(&error) && restarts < SEGMENT_GONE_RESTARTS => {
+                        restarts += 1;
+                        continue 'restart;
+                    }
+                    Err(PlanError::Storage(error)) => return Err(error.into()),
+                    Err(PlanError::Corrupt(problem)) => problem,
+                };
+                self.recover_from_bad_read(segment_base, problem, rebuilt).await?;
+                rebuilt = true;
+            }
         }
     }
 
@@ -68,16 +97,17 @@ impl PartitionLog {
         offset: Offset,
         limit: Offset,
         max_bytes: usize,
-    ) -> Result<Option<FileRegion>, PlanError> {
-        let (file, hint, end) = self.prepare_segment_read(segment_base, offset).await.map_err(PlanError::Storage)?;
+    ) -> Result<Planned, PlanError> {
+        let plan = self.prepare_segment_read(segment_base, offset).await.map_err(PlanError::Storage)?;
+        let (file, hint, end, rule) = (plan.file, plan.position, plan.end, plan.rule);
         let corrupt = |error: SegmentReadError| match error {
             SegmentReadError::Io(cause) => PlanError::Storage(StorageError::io(file.path(), cause)),
             SegmentReadError::Corrupt { position, reason } => {
                 PlanError::Corrupt(format!("segment {segment_base} is corrupt at position {position}: {reason}"))
             }
         };
-        let Some(first) = find_batch_holding(&file, hint, end, offset, limit).await.map_err(corrupt)? else {
-            return Ok(None);
+        let Some(first) = find_batch_holding(&file, hint, end, offset, limit, rule).await.map_err(corrupt)? else {
+            return Ok(Planned::NoBatch(rule));
         };
         let first_end = first.position + first.total_bytes;
         let target_end = first.position + max_bytes as u64;
@@ -93,15 +123,30 @@ impl PartitionLog {
             let from = entry.map_or(0, |(_, position)| u64::from(position)).max(first_end);
             boundary_before(&file, from, end, target_end, limit).await.map_err(corrupt)?
         };
-        let send_file = self.segment_send_file(segment_base).map_err(PlanError::Storage)?;
-        Ok(Some(FileRegion { file: send_file, position: first.position, len: (stop - first.position) as usize }))
+        let send_file = self.segment_send_file(segment_base, &file).map_err(PlanError::Storage)?;
+        Ok(Planned::Region(FileRegion {
+            file: send_file,
+            position: first.position,
+            len: (stop - first.position) as usize,
+        }))
     }
 
-    /// The segment's buffered descriptor for sendfile, opened on first use.
-    fn segment_send_file(&self, segment_base: Offset) -> Result<std::sync::Arc<std::fs::File>, StorageError> {
-        if let Some(file) = self.with_segment(segment_base, |s| s.send_file.clone())? {
+    /// The segment's buffered descriptor for sendfile, opened on first use. The region
+    /// was planned on `planned`: if the cleaner has replaced the segment's file since,
+    /// the segment counts as gone and the read starts over.
+    fn segment_send_file(
+        &self,
+        segment_base: Offset,
+        planned: &Rc<SegmentFile>,
+    ) -> Result<std::sync::Arc<std::fs::File>, StorageError> {
+        let (current, cached) = self.with_segment(segment_base, |s| (s.file.clone(), s.send_file.clone()))?;
+        if !current.is_some_and(|current| Rc::ptr_eq(&current, planned)) {
+            return Err(self.gone(segment_base));
+        }
+        if let Some(file) = cached {
             return Ok(file);
         }
+        // No await between the check above and the open: the path is still this file.
         let path = segment::segment_path(&self.shared.dir, segment_base, LOG_SUFFIX);
         let file = open_for_send(&path).map_err(|e| StorageError::io(&path, e))?;
         self.with_segment_mut(segment_base, |s| s.send_file.get_or_insert(file).clone())

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 
 use crate::protocol::compression::{self, Codec, CompressionError};
 use crate::protocol::record_batch::{
-    record_timestamp_range, validate_batch, BatchError, BatchHeader, BATCH_HEADER_BYTES,
+    record_keys_present, record_timestamp_range, validate_batch, BatchError, BatchHeader, BATCH_HEADER_BYTES,
 };
 
 use super::config::{CompressionPolicy, LogConfig, TimestampType, DECOMPRESSED_SECTION_BYTES_MAX};
@@ -33,11 +33,17 @@ pub fn apply_topic_policy(
         CompressionPolicy::Codec { codec, level } if codec != source => Some((codec, level)),
         _ => None,
     };
-    if !check_timestamps && target.is_none() {
+    let check_keys = config.compact && !header.is_control();
+    if !check_timestamps && target.is_none() && !check_keys {
         return Ok((batch, header));
     }
     let section =
         compression::records_section(&batch, &header, DECOMPRESSED_SECTION_BYTES_MAX).map_err(compression_error)?;
+    if check_keys && !record_keys_present(&section, header.record_count) {
+        return Err(AppendError::InvalidRecord {
+            reason: "Compacted topic cannot accept message without key (cleanup.policy=compact)".into(),
+        });
+    }
     if check_timestamps {
         check_record_timestamps(&section, &header, config, now_ms)?;
     }

@@ -119,6 +119,9 @@ pub async fn append(log: Option<PartitionLog>, acks: i16, records: Bytes) -> Pro
         Err(error @ AppendError::ProducerFenced { .. }) => {
             ProduceOutcome::failed(ResponseError::InvalidProducerEpoch.code(), error.to_string())
         }
+        Err(error @ AppendError::InvalidRecord { .. }) => {
+            ProduceOutcome::failed(ResponseError::InvalidRecord.code(), error.to_string())
+        }
         Err(error @ AppendError::InvalidTimestamp { .. }) => {
             ProduceOutcome::failed(ResponseError::InvalidTimestamp.code(), error.to_string())
         }

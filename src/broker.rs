@@ -315,7 +315,10 @@ async fn shard_main(
     };
     let cleaner = config.cleaner.enabled.then(|| {
         let ctx = ctx.clone();
-        spawn_cleaner_task(config.cleaner, Rc::new(move || ctx.logs()))
+        spawn_cleaner_task(
+            config.cleaner,
+            Rc::new(move || ctx.logs().into_iter().chain(ctx.groups.offset_logs()).collect()),
+        )
     });
 
     let listener =

@@ -30,7 +30,7 @@ use super::state::{
 
 /// How often group timers (sessions, rebalance and sync timeouts) are checked.
 pub const TICK: Duration = Duration::from_millis(100);
-/// Offsets maintenance (retention, compaction) runs at most this often...
+/// Offsets maintenance (retention of empty groups' offsets) runs at most this often...
 const MAINTENANCE_INTERVAL_MS_MAX: i64 = 60_000;
 /// ...and at least this often relative to the retention, so a short retention is kept.
 const MAINTENANCE_PER_RETENTION: i64 = 4;
@@ -145,7 +145,7 @@ impl GroupCoordinator {
     /// Every committed offset this shard holds: ((group, topic, partition), offset).
     pub fn committed_offsets(&self) -> Vec<(OffsetKey, i64)> {
         let partitions = self.offsets.borrow();
-        partitions.values().flat_map(|p| p.live()).filter_map(|(key, value)| value.map(|v| (key, v.offset))).collect()
+        partitions.values().flat_map(|p| p.all().map(|(key, value)| (key.clone(), value.offset))).collect()
     }
 
     /// Opens and replays the offsets partitions `owns` says are this shard's.
@@ -160,7 +160,7 @@ impl GroupCoordinator {
     }
 
     /// Runs group timers forever (spawned once per shard), and offsets maintenance
-    /// (retention of empty groups' offsets, compaction) every minute, or more often when
+    /// (retention of empty groups' offsets) every minute, or more often when
     /// the offsets retention is short. While no group has members or a phase under way
     /// the loop sleeps until the next maintenance or the next group request, so an idle
     /// shard does not wake ten times a second for nothing.
@@ -522,14 +522,14 @@ impl GroupCoordinator {
     }
 
     /// Drops the offsets of groups that have been empty (no members) with no commit for
-    /// the configured offsets retention, and compacts offsets logs that grew mostly stale.
+    /// the configured offsets retention (tombstones; the log cleaner compacts the logs).
     pub async fn maintain_offsets(&self) {
         let now = self.clock.now_ms();
         let partitions: Vec<i32> = self.offsets.borrow().keys().copied().collect();
         for p in partitions {
             let gate = self.offsets.borrow()[&p].gate();
             let _permit = gate.acquire_permit(1).await.expect("offsets gate never closes");
-            let (log, expired, compact_live) = {
+            let (log, expired) = {
                 let offsets = self.offsets.borrow();
                 let partition = &offsets[&p];
                 let groups = self.groups.borrow();
@@ -539,10 +539,7 @@ impl GroupCoordinator {
                     .filter(|g| groups.get(g).is_none_or(|group| group.is_empty()))
                     .flat_map(|g| partition.group_offsets(&g).into_iter().map(|(k, _)| (k, None)))
                     .collect();
-                let log = partition.log();
-                let size = log.size_bytes();
-                let compact = size > super::offsets::OFFSETS_COMPACT_BYTES && size > 4 * partition.live_bytes();
-                (log, expired, compact.then(|| partition.live()))
+                (partition.log(), expired)
             };
             if !expired.is_empty() && append_entries(&log, &expired).await.is_ok() {
                 tracing::info!(partition = p, offsets = expired.len(), "expired offsets of empty groups");
@@ -550,13 +547,12 @@ impl GroupCoordinator {
                     partition.apply(expired);
                 }
             }
-            if let Some(live) = compact_live {
-                match super::offsets::compact(&log, live).await {
-                    Ok(()) => tracing::info!(partition = p, bytes = log.size_bytes(), "compacted offsets log"),
-                    Err(error) => tracing::warn!(partition = p, %error, "offsets compaction failed"),
-                }
-            }
         }
+    }
+
+    /// The logs of the offsets partitions this shard owns (the log cleaner compacts them).
+    pub fn offset_logs(&self) -> Vec<crate::storage::PartitionLog> {
+        self.offsets.borrow().values().map(OffsetPartition::log).collect()
     }
 
     /// Closes the offsets logs (clean shutdown).

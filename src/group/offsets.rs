@@ -6,7 +6,9 @@
 //! owned by the shard the partition routing rule names, so the layout survives a change
 //! of `--cores`. A commit is one record batch, appended and fdatasync'ed before the
 //! OffsetCommit is answered; on startup each shard replays its partitions (latest value
-//! per group/topic/partition; a null value is a tombstone).
+//! per group/topic/partition; a null value is a tombstone). The logs are compacted
+//! (`cleanup.policy=compact`, as in Kafka) by the shard's general log cleaner
+//! (`storage::cleaner`), so replay reads about one record per live key.
 //!
 //! Record format (internal; big-endian): key `[1u8][u16 len][group][u16 len][topic][i32
 //! partition]`; value `[i64 offset][i32 leader epoch][i64 commit ms][u16 len][metadata]`.
@@ -23,10 +25,6 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub const OFFSETS_PARTITIONS: i32 = 16;
 /// Segment size of the offsets logs.
 pub const OFFSETS_SEGMENT_BYTES: u64 = 16 << 20;
-/// An offsets partition is compacted once its log is this large and mostly stale.
-pub const OFFSETS_COMPACT_BYTES: u64 = 64 << 20;
-/// Entries per batch when rewriting live offsets.
-const COMPACT_BATCH_ENTRIES: usize = 1000;
 
 /// Which `__consumer_offsets` partition holds a group.
 pub fn partition_for_group(group_id: &str) -> i32 {
@@ -48,7 +46,7 @@ pub type OffsetKey = (String, String, i32);
 pub struct OffsetPartition {
     log: PartitionLog,
     offsets: HashMap<OffsetKey, CommittedOffset>,
-    /// Serializes writers (commits, deletions, compaction) so the log's order is the
+    /// Serializes writers (commits, deletions) so the log's order is the
     /// order in which entries are applied.
     gate: std::rc::Rc<glommio::sync::Semaphore>,
 }
@@ -123,13 +121,15 @@ impl OffsetPartition {
     /// Opens the partition's log and replays it.
     pub async fn open(data_dir: &Path, partition: i32) -> Result<OffsetPartition, StorageError> {
         let dir = data_dir.join(format!("{OFFSETS_TOPIC}-{partition}"));
-        // Small segments, so compaction (rewriting the live offsets and moving the log
-        // start past the old ones) actually frees space and bounds the replay at startup.
+        // Compacted like Kafka's (offsets.topic.segment.bytes is smaller than a topic's
+        // default, so superseded commits become cleanable soon and replay stays short).
         // Read only by the replay at startup: no need for the shard's batch cache.
         let config = LogConfig {
             retention_ms: -1,
             segment_bytes: OFFSETS_SEGMENT_BYTES,
             use_batch_cache: false,
+            compact: true,
+            delete_by_retention: false,
             ..LogConfig::default()
         };
         let log = PartitionLog::open(&dir, config, StorageEnv::default()).await?;
@@ -203,9 +203,9 @@ impl OffsetPartition {
         self.gate.clone()
     }
 
-    /// Every live entry (for compaction).
-    pub fn live(&self) -> Vec<(OffsetKey, Option<CommittedOffset>)> {
-        self.offsets.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect()
+    /// Every committed offset of the partition.
+    pub fn all(&self) -> impl Iterator<Item = (&OffsetKey, &CommittedOffset)> {
+        self.offsets.iter()
     }
 
     /// Groups whose every offset was committed before `cutoff_ms`.
@@ -220,31 +220,6 @@ impl OffsetPartition {
         stale.sort();
         stale
     }
-
-    /// Rough bytes the live entries take when rewritten.
-    pub fn live_bytes(&self) -> u64 {
-        self.offsets
-            .iter()
-            .map(|((g, t, _), v)| (g.len() + t.len() + v.metadata.as_ref().map_or(0, String::len) + 40) as u64)
-            .sum()
-    }
-}
-
-/// Compacts an offsets partition's log: rewrites the live entries after the stale ones
-/// and moves the log start to where the rewrite begins; retention then deletes the old
-/// segments. Replaying from the log start gives the same map, from far fewer bytes.
-pub async fn compact(log: &PartitionLog, live: Vec<(OffsetKey, Option<CommittedOffset>)>) -> Result<(), StorageError> {
-    let start = log.offsets().log_end.offset();
-    for chunk in live.chunks(COMPACT_BATCH_ENTRIES) {
-        append_entries(log, chunk).await?;
-    }
-    log.delete_records(start).await.map_err(|e| match e {
-        crate::storage::ReadError::Storage(storage) => storage,
-        other => StorageError::InvalidConfig { reason: other.to_string() },
-    })?;
-    log.request_roll();
-    log.enforce_retention().await?;
-    Ok(())
 }
 
 /// Writes entries (value `None` deletes) to an offsets partition's log as one batch and

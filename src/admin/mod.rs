@@ -4,6 +4,7 @@
 //! on a short-lived glommio executor on the calling thread; errors are one lowercase
 //! line saying what to do, and the exit code is non-zero.
 
+pub mod cleaner_status;
 pub mod consume;
 pub mod consume_group;
 pub mod group;

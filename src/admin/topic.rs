@@ -41,8 +41,15 @@ pub enum TopicCommand {
         #[arg(long)]
         internal: bool,
     },
-    /// Partitions (leader, log start, high watermark) and configs of a topic.
-    Describe { name: String },
+    /// Partitions (leader, log start, high watermark), configs and, for a compacted
+    /// topic, the log cleaner's state of each partition.
+    Describe {
+        name: String,
+        /// The broker's admin endpoint (`tern serve --admin-listen`), where the cleaner's
+        /// figures are read from (`off`: skip them).
+        #[arg(long, default_value = "127.0.0.1:9644")]
+        admin_address: String,
+    },
     /// Delete a topic and its data.
     Delete { name: String },
     /// Change topic configs: --set key=value, --delete key (repeatable).
@@ -76,7 +83,7 @@ pub fn run(args: TopicArgs) -> Result<(), String> {
                 }
             }
             TopicCommand::List { internal } => list(&client, internal).await,
-            TopicCommand::Describe { name } => describe(&client, &name).await,
+            TopicCommand::Describe { name, admin_address } => describe(&client, &name, &admin_address).await,
             TopicCommand::Delete { name } => delete(&client, &name).await,
             TopicCommand::AlterConfig { name, set, delete } => alter(&client, &name, set, delete).await,
         }
@@ -99,7 +106,7 @@ async fn list(client: &Client, internal: bool) -> Result<(), ClientError> {
     Ok(())
 }
 
-async fn describe(client: &Client, name: &str) -> Result<(), ClientError> {
+async fn describe(client: &Client, name: &str, admin_address: &str) -> Result<(), ClientError> {
     let partitions = client.partitions(name).await?.ok_or_else(|| {
         ClientError::Usage(format!("topic {name} does not exist: `tern topic list` shows the topics"))
     })?;
@@ -132,6 +139,7 @@ async fn describe(client: &Client, name: &str) -> Result<(), ClientError> {
         .with_resource_type(RESOURCE_TOPIC)
         .with_resource_name(StrBytes::from_string(name.to_string()))]);
     let response = client.call_any(&request).await?;
+    let mut compacted = false;
     for result in response.results {
         if result.error_code != 0 {
             return Err(ClientError::broker(
@@ -152,10 +160,63 @@ async fn describe(client: &Client, name: &str) -> Result<(), ClientError> {
                 _ => "default",
             };
             let value = config.value.map(|v| v.to_string()).unwrap_or_else(|| "(null)".into());
+            if config.name.as_str() == "cleanup.policy" && value.contains("compact") {
+                compacted = true;
+            }
             println!("  {}={value} ({source})", config.name);
         }
     }
+    if compacted && admin_address != "off" {
+        print_cleaner_state(name, admin_address);
+    }
     Ok(())
+}
+
+/// The cleaner's figures of a compacted topic's partitions, from the admin endpoint.
+fn print_cleaner_state(name: &str, admin_address: &str) {
+    let metrics = match super::cleaner_status::fetch_metrics(admin_address) {
+        Ok(metrics) => metrics,
+        Err(error) => {
+            eprintln!("cleaner state unavailable ({error}); pass --admin-address of the broker's --admin-listen");
+            return;
+        }
+    };
+    let rows = super::cleaner_status::cleaner_rows(&metrics, name);
+    println!("log cleaner (from http://{admin_address}/metrics):");
+    println!(
+        "{:>9} {:>11} {:>12} {:>12} {:>7} {:>15} {:>12} {:>13} {:>20}",
+        "PARTITION",
+        "DIRTY-RATIO",
+        "DIRTY-BYTES",
+        "FIRST-DIRTY",
+        "PASSES",
+        "RECORDS-REMOVED",
+        "BYTES-READ",
+        "BYTES-WRITTEN",
+        "LAST-RUN"
+    );
+    for (partition, row) in rows {
+        let last_run = if row.last_run_seconds > 0.0 {
+            let ago = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |now| now.as_secs_f64() - row.last_run_seconds);
+            format!("{ago:.1} s ago")
+        } else {
+            "never".to_string()
+        };
+        println!(
+            "{:>9} {:>11.3} {:>12} {:>12} {:>7} {:>15} {:>12} {:>13} {:>20}",
+            partition,
+            row.dirty_ratio,
+            row.dirty_bytes as u64,
+            row.first_dirty_offset as i64,
+            row.passes as u64,
+            row.records_removed as u64,
+            row.bytes_read as u64,
+            row.bytes_written as u64,
+            last_run
+        );
+    }
 }
 
 /// Size in bytes of each partition's log on its leader, from DescribeLogDirs sent to every

@@ -192,35 +192,36 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
             high_watermarks.insert((p.topic.clone(), p.partition), p.high_watermark);
         }
     }
-    header(
-        &mut out,
-        "tern_partition_dirty_ratio",
-        "gauge",
-        "Compacted partition: uncleaned share of its cleanable bytes.",
-    );
-    header(
-        &mut out,
-        "tern_partition_cleaner_last_run_timestamp_seconds",
-        "gauge",
-        "Compacted partition: start of the last cleaner pass (0: never).",
-    );
-    header(
-        &mut out,
-        "tern_partition_cleaner_bytes_written_total",
-        "counter",
-        "Compacted partition: bytes of cleaned segments written.",
-    );
-    for (_, s) in &shards {
-        for p in &s.partitions {
-            let Some(cleaner) = &p.cleaner else { continue };
-            let labels = format!("topic=\"{}\",partition=\"{}\"", escape(&p.topic), p.partition);
-            let _ = writeln!(out, "tern_partition_dirty_ratio{{{labels}}} {}", cleaner.dirty_ratio);
-            let _ = writeln!(
-                out,
-                "tern_partition_cleaner_last_run_timestamp_seconds{{{labels}}} {}",
-                cleaner.last_run_ms as f64 / 1e3
-            );
-            let _ = writeln!(out, "tern_partition_cleaner_bytes_written_total{{{labels}}} {}", cleaner.bytes_written);
+    type GetCleaner = fn(&super::CleanerGauge) -> f64;
+    let cleaner_series: [(&str, &str, &str, GetCleaner); 9] = [
+        ("tern_partition_dirty_ratio", "gauge", "uncleaned share of its cleanable bytes", |c| c.dirty_ratio),
+        ("tern_partition_dirty_bytes", "gauge", "bytes of closed segments not cleaned yet", |c| c.dirty_bytes as f64),
+        ("tern_partition_first_dirty_offset", "gauge", "where its uncleaned part starts", |c| {
+            c.first_dirty_offset as f64
+        }),
+        ("tern_partition_cleaner_last_run_timestamp_seconds", "gauge", "start of the last pass (0: never)", |c| {
+            c.last_run_ms as f64 / 1e3
+        }),
+        ("tern_partition_cleaner_last_duration_seconds", "gauge", "duration of the last pass", |c| {
+            c.last_duration_ms as f64 / 1e3
+        }),
+        ("tern_partition_cleaner_passes_total", "counter", "cleaner passes", |c| c.passes as f64),
+        ("tern_partition_cleaner_bytes_read_total", "counter", "bytes the cleaner read", |c| c.bytes_read as f64),
+        ("tern_partition_cleaner_bytes_written_total", "counter", "bytes of cleaned segments written", |c| {
+            c.bytes_written as f64
+        }),
+        ("tern_partition_cleaner_records_removed_total", "counter", "records the cleaner removed", |c| {
+            c.records_removed as f64
+        }),
+    ];
+    for (name, kind, help, get) in cleaner_series {
+        header(&mut out, name, kind, &format!("Compacted partition: {help}."));
+        for (_, s) in &shards {
+            for p in &s.partitions {
+                let Some(cleaner) = &p.cleaner else { continue };
+                let labels = format!("topic=\"{}\",partition=\"{}\"", escape(&p.topic), p.partition);
+                let _ = writeln!(out, "{name}{{{labels}}} {}", get(cleaner));
+            }
         }
     }
     header(&mut out, "tern_consumer_group_committed_offset", "gauge", "A group's committed offset.");

@@ -438,3 +438,33 @@ fn compacted_logs_refuse_keyless_records() {
         log.append(keyed(&[("k", Some("v"))], START_MS)).await.expect("keyed records are accepted");
     });
 }
+
+#[test]
+fn closing_a_log_stops_a_pass_in_progress() {
+    run(|| async {
+        let disk = MemoryDisk::new(4);
+        let clock = Rc::new(ManualClock::new(START_MS));
+        let mut rng = SeededRng::new(4);
+        let config =
+            LogConfig { segment_bytes: 4096, compact: true, min_cleanable_dirty_ratio_ppm: 0, ..LogConfig::default() };
+        let log = open_compacted(Path::new("/sim/close"), &disk, &clock, config).await;
+        let mut model = Model::new();
+        fill(&log, &mut model, &mut rng, &clock, 300, 20).await;
+        let slow = CleanerConfig { io_bytes_per_second: 64 << 10, ..cleaner(64 << 20) };
+        let pass = {
+            let log = log.clone();
+            glommio::spawn_local(async move { log.clean(&slow).await })
+        };
+        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        log.close().await.expect("close");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "close waited {:?} for the pass",
+            started.elapsed()
+        );
+        assert!(matches!(pass.await, Err(tern::storage::StorageError::Closed)), "the pass stops with Closed");
+        let reopened = open_compacted(Path::new("/sim/close"), &disk, &clock, log.config()).await;
+        check_invariants(&reopened, &model, &[]).await.unwrap();
+    });
+}

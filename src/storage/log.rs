@@ -451,6 +451,16 @@ impl PartitionLog {
         }
     }
 
+    /// Background work (the cleaner) stops once `close` has begun.
+    pub(crate) fn check_not_closing(&self) -> Result<(), StorageError> {
+        let state = self.shared.state.borrow();
+        match state.health {
+            Health::Closed => Err(StorageError::Closed),
+            _ if state.closing => Err(StorageError::Closed),
+            _ => Ok(()),
+        }
+    }
+
     /// A closed log does no more file work: its directory may already be gone, or reused
     /// by a topic of the same name.
     pub(crate) fn check_not_closed(&self) -> Result<(), StorageError> {
@@ -655,6 +665,10 @@ impl PartitionLog {
     pub async fn close(&self) -> Result<(), StorageError> {
         self.shared.state.borrow_mut().closing = true;
         writer::drain(&self.shared).await?;
+        // A cleaner pass or retention in progress stops at its next batch (it checks
+        // `closing`) or finishes its swap: no file work on this log after close returns.
+        let gate = self.shared.state.borrow().maintenance_gate.clone();
+        let _permit = gate.acquire_permit(1).await;
         let (active_file, was_healthy) = {
             let mut state = self.shared.state.borrow_mut();
             if matches!(state.health, Health::Closed) {

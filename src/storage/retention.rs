@@ -36,6 +36,9 @@ impl PartitionLog {
     pub async fn enforce_retention(&self) -> Result<RetentionReport, StorageError> {
         let mut report = RetentionReport::default();
         self.check_not_closed()?;
+        // Not while the cleaner is replacing segments (and never both deleting).
+        let gate = self.shared.state.borrow().maintenance_gate.clone();
+        let _permit = gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
         self.expire_producers();
         loop {
             self.check_not_closed()?;

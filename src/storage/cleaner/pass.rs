@@ -173,7 +173,7 @@ impl PartitionLog {
     pub async fn clean(&self, config: &CleanerConfig) -> Result<CleanReport, StorageError> {
         let gate = self.shared.state.borrow().maintenance_gate.clone();
         let _permit = gate.acquire_permit(1).await.map_err(|_| StorageError::Closed)?;
-        self.check_not_closed()?;
+        self.check_not_closing()?;
         let started_ms = self.shared.env.clock.now_ms();
         let started = std::time::Instant::now();
         let throttle = IoThrottle::new(config.io_bytes_per_second);
@@ -217,7 +217,7 @@ impl PartitionLog {
             keyless: 0,
         };
         for group in &groups {
-            self.check_not_closed()?;
+            self.check_not_closing()?;
             report.bytes_before += group.bytes();
             match self.clean_group(group, &mut rules, throttle, rewrite_end, &mut report).await? {
                 Some(size) => {
@@ -275,6 +275,7 @@ impl PartitionLog {
             let file = self.segment_file(base).await?;
             let mut reader = BatchReader::new(file.clone(), size);
             while let Some((header, batch)) = reader.next(throttle).await.map_err(|e| self.read_failure(&file, e))? {
+                self.check_not_closing()?;
                 if header.next_offset() <= map_end.value() {
                     continue;
                 }
@@ -395,7 +396,7 @@ impl PartitionLog {
             }
         }
         self.raise_gaps_below(rewrite_end).await?;
-        self.check_not_closed()?;
+        self.check_not_closing()?;
         let intent = SwapIntent { base: group.base(), end: group.next_offset };
         if let Err(error) = swap_in(&dir, intent, &group.bases, &env).await {
             // The old segments may be partly gone on disk; the next open finishes the swap.
@@ -445,6 +446,7 @@ impl PartitionLog {
             let file = self.segment_file(base).await?;
             let mut reader = BatchReader::new(file.clone(), size);
             while let Some((header, batch)) = reader.next(throttle).await.map_err(|e| self.read_failure(&file, e))? {
+                self.check_not_closing()?;
                 let filtered = if header.is_control() {
                     Ok(Filtered::Unchanged)
                 } else {

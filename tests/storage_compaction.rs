@@ -369,6 +369,10 @@ fn tombstones_stay_for_delete_retention_then_go() {
         };
         let report = log.clean(&cleaner(1 << 20)).await.unwrap();
         assert_eq!(report.records_removed, 1, "a=1 is superseded; the fresh tombstone stays");
+        assert_eq!(report.groups_rewritten, 1);
+        assert_eq!(report.bytes_written, report.bytes_after, "the cleaned segment is all that was written");
+        assert!(report.bytes_written > 0 && report.bytes_read >= report.bytes_before, "{report:?}");
+        assert_eq!(log.clean_state().stats.bytes_written, report.bytes_written);
         assert_eq!(
             keys(log.clone()).await[..3],
             [(1, "b".into(), false), (2, "a".into(), true), (3, "c".into(), false)]

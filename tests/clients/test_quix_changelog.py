@@ -4,19 +4,28 @@ changelog topic after the local state directory is deleted.
 
 Run 1 consumes 3 keys x 10 increments and emits a running total per key; Quix creates
 the changelog topic itself (cleanup.policy=compact) and writes every State update to it.
+The changelog is then given 4 KiB segments and min.cleanable.dirty.ratio=0.01
+(IncrementalAlterConfigs), and a second run on the same state dir processes 3 x 60 more
+increments committing after every message, so every update is its own changelog record
+and the changelog rolls several segments; the broker's cleaner (every 200 ms here)
+compacts them, which the test checks in the metrics and by reading the changelog.
 The local state dir is then deleted, 3 x 5 more increments are produced and a new
-Application with the same consumer group runs: its totals must continue from run 1's
-(the only place they can come from is the changelog), and it must not reprocess run 1's
-input (committed offsets).
+Application with the same consumer group runs: its totals must continue from the
+earlier runs' (the only place they can come from is the compacted changelog), and it
+must not reprocess their input (committed offsets).
 """
 
 import json
+import re
 import shutil
 import signal
 import threading
+import time
+import urllib.request
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from quixstreams import Application
 
@@ -25,9 +34,21 @@ from helpers import create_topic, producer
 INPUT = "quix-input"
 GROUP = "quix-sums"
 KEYS = ["a", "b", "c"]
-FIRST = range(1, 11)    # run 1: 1..10 per key -> total 55
-SECOND = range(11, 16)  # run 2: 11..15 per key -> 66, 78, 91, 105, 120
-RUN_DEADLINE_S = 25     # hard bound per Application run (a watchdog calls app.stop())
+FIRST = range(1, 11)     # run 1: 1..10 per key -> total 55
+MIDDLE = range(11, 71)   # run 1b, same state dir, one changelog record per message -> 2485
+SECOND = range(71, 76)   # run 2, restored: 2556, 2628, 2701, 2775, 2850
+RUN_DEADLINE_S = 25      # hard bound per Application run (a watchdog calls app.stop())
+CLEANER_WAIT_S = 20
+COMPACT_CONFIGS = {"segment.bytes": "4096", "min.cleanable.dirty.ratio": "0.01"}
+
+
+@pytest.fixture
+def broker(broker_factory):
+    """This test's broker runs the log cleaner every 200 ms (default: 15 s)."""
+    b = broker_factory(extra_args=["--log-cleaner-backoff-ms", "200"])
+    yield b
+    code = b.stop()
+    assert code == 0, f"clean shutdown must exit 0, got {code}:\n{b.log_text()}"
 
 
 def produce(bootstrap, values):
@@ -45,7 +66,7 @@ def add(value, state):
     return {"k": value["k"], "n": value["n"], "total": total}
 
 
-def run_app(bootstrap, state_dir, expected):
+def run_app(bootstrap, state_dir, expected, commit_every=0):
     """Runs a fresh Application until it emitted `expected` outputs (or went idle for
     10 s, or RUN_DEADLINE_S passed); returns the collected outputs."""
     app = Application(
@@ -54,6 +75,7 @@ def run_app(bootstrap, state_dir, expected):
         auto_offset_reset="earliest",
         state_dir=str(state_dir),
         commit_interval=1.0,
+        commit_every=commit_every,
         consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 500,
                                "fetch.wait.max.ms": 100},
         broker_availability_timeout=30,
@@ -89,6 +111,59 @@ def changelog_end_offsets(bootstrap, topic):
         consumer.close()
 
 
+def expected_totals(values, start=0):
+    running = start
+    return [(n, running := running + n) for n in values]
+
+
+def metric(text, name, **labels):
+    """Sum of a metric's samples whose labels include `labels`; None if there is none."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        match = re.match(r"^([a-z_]+)(\{(.*)\})? (\S+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', match.group(3) or ""))
+        if all(have.get(k) == str(v) for k, v in labels.items()):
+            total += float(match.group(4))
+            found = True
+    return total if found else None
+
+
+def scrape(broker):
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def records_removed(text, topic, partitions):
+    """Records the cleaner removed from the topic's partitions: the per-partition counter
+    where the broker publishes it, else the broker-wide one (the changelog is then the
+    only compacted topic with data)."""
+    per_partition = [metric(text, "tern_partition_cleaner_records_removed_total", topic=topic, partition=p)
+                     for p in partitions]
+    if all(v is not None for v in per_partition):
+        return min(per_partition)
+    return metric(text, "tern_cleaner_records_removed_total") or 0
+
+
+def read_changelog(bootstrap, topic, partition, end, timeout_s=15):
+    """Offsets of the changelog partition's records below `end`."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused-changelog-reader",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+    offsets = []
+    try:
+        consumer.assign([TopicPartition(topic, partition, 0)])
+        deadline = time.time() + timeout_s
+        while (not offsets or offsets[-1] < end - 1) and time.time() < deadline:
+            for m in consumer.consume(num_messages=10_000, timeout=0.5):
+                assert not m.error(), f"changelog read error: {m.error()}"
+                offsets.append(m.offset())
+    finally:
+        consumer.close()
+    assert offsets and offsets[-1] == end - 1, f"changelog {topic}/{partition} read to {offsets[-1:]} of {end}"
+    return offsets
+
+
 def test_state_restored_from_changelog_after_state_dir_deleted(broker, tmp_path):
     create_topic(broker.bootstrap, INPUT, 2)
     state_dir = tmp_path / "quix-state"
@@ -111,13 +186,45 @@ def test_state_restored_from_changelog_after_state_dir_deleted(broker, tmp_path)
     assert len(ends) == 2, "changelog has as many partitions as the input topic"
     assert all(end > 0 for end in ends), f"both changelog partitions hold State updates: {ends}"
 
+    # Small segments and an eager cleaner for the changelog; then many more updates on
+    # the same state dir, one changelog record each, roll several segments.
+    alter = ConfigResource(ConfigResource.Type.TOPIC, changelog, incremental_configs=[
+        ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+        for name, value in COMPACT_CONFIGS.items()])
+    admin.incremental_alter_configs([alter])[alter].result(timeout=15)
+    configs = admin.describe_configs([resource])[resource].result(timeout=15)
+    assert {name: configs[name].value for name in COMPACT_CONFIGS} == COMPACT_CONFIGS
+
+    produce(broker.bootstrap, MIDDLE)
+    out1b = run_app(broker.bootstrap, state_dir, expected=len(KEYS) * len(MIDDLE), commit_every=1)
+    assert totals_by_key(out1b) == {k: expected_totals(MIDDLE, sum(FIRST)) for k in KEYS}, out1b
+    ends = changelog_end_offsets(broker.bootstrap, changelog)
+
+    # The cleaner compacts both changelog partitions (every segment but the active one).
+    deadline = time.time() + CLEANER_WAIT_S
+    while True:
+        text = scrape(broker)
+        removed = records_removed(text, changelog, range(len(ends)))
+        last_runs = [metric(text, "tern_partition_cleaner_last_run_timestamp_seconds", topic=changelog, partition=p)
+                     for p in range(len(ends))]
+        if removed > 0 and all(last_runs):
+            break
+        assert time.time() < deadline, (
+            f"the changelog was not compacted in {CLEANER_WAIT_S}s (ends {ends}):\n"
+            + "\n".join(line for line in text.splitlines() if "cleaner" in line or "dirty" in line or "size" in line)
+            + "\n" + broker.log_text())
+        time.sleep(0.2)
+    for p, end in enumerate(ends):
+        offsets = read_changelog(broker.bootstrap, changelog, p, end)
+        assert len(offsets) < end, f"changelog partition {p} has no gaps after compaction: {len(offsets)} of {end}"
+
     assert state_dir.exists()
     shutil.rmtree(state_dir)
 
     produce(broker.bootstrap, SECOND)
     out2 = run_app(broker.bootstrap, state_dir, expected=len(KEYS) * len(SECOND))
-    running = sum(FIRST)
-    expected2 = [(n, running := running + n) for n in SECOND]
-    # Totals start from 55 (restored), not from 0; and run 1's input is not reprocessed.
+    expected2 = expected_totals(SECOND, sum(FIRST) + sum(MIDDLE))
+    # Totals continue from 2485 (restored from the compacted changelog), not from 0;
+    # and the earlier runs' input is not reprocessed.
     assert totals_by_key(out2) == {k: expected2 for k in KEYS}, out2
-    assert all(totals_by_key(out2)[k][-1][1] == sum(FIRST) + sum(SECOND) for k in KEYS)
+    assert all(totals_by_key(out2)[k][-1][1] == sum(FIRST) + sum(MIDDLE) + sum(SECOND) for k in KEYS)

@@ -13,6 +13,7 @@
 //! clean_state.rs a log's first dirty offset, gapped segments, cleaner counters
 //! batch_cache.rs per-shard LRU cache of recent batches for tailing readers
 //! send_read.rs read_for_send: cache hits in memory, cold reads as file regions
+//! timestamp_lookup.rs ListOffsets by time and by max timestamp
 //! send_plan.rs  finding a zero-copy region's batch boundaries from the index
 //! clean_shutdown.rs marker that lets a cleanly closed log skip the tail scan
 //! write_buffer.rs aligned, pooled DMA buffers for the writer's rounds
@@ -45,6 +46,7 @@ pub mod retention;
 pub mod segment;
 pub mod send_plan;
 pub mod send_read;
+pub mod timestamp_lookup;
 pub mod validate;
 pub mod write_buffer;
 mod writer;

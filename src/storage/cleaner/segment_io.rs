@@ -54,10 +54,16 @@ impl BatchReader {
             if position + need as u64 > self.end {
                 return Err(corrupt(&self.file, position, "batch runs past the end of the segment"));
             }
-            let len = ((self.end - position) as usize).min(SCAN_CHUNK_BYTES.max(need));
-            let read = self.file.read_at(position, len).await?;
+            // Keep the bytes already read of this batch and read only what follows them.
+            let kept = &self.chunk[self.at..];
+            let from = position + kept.len() as u64;
+            let len = ((self.end - from) as usize).min(SCAN_CHUNK_BYTES.max(need - kept.len()));
+            let read = self.file.read_at(from, len).await?;
             throttle.read(read.len() as u64).await;
-            self.chunk = Bytes::copy_from_slice(&read);
+            let mut chunk = Vec::with_capacity(kept.len() + read.len());
+            chunk.extend_from_slice(kept);
+            chunk.extend_from_slice(&read);
+            self.chunk = Bytes::from(chunk);
             self.chunk_start = position;
             self.at = 0;
             if self.chunk.len() < need {

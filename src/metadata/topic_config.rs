@@ -353,6 +353,35 @@ mod tests {
     }
 
     #[test]
+    fn compaction_configs_map_and_bad_values_are_refused_with_the_key() {
+        let empty = BTreeMap::new();
+        let overrides = map(&[
+            ("cleanup.policy", "compact,delete"),
+            ("min.cleanable.dirty.ratio", "0.25"),
+            ("min.compaction.lag.ms", "1000"),
+            ("max.compaction.lag.ms", "60000"),
+            ("delete.retention.ms", "5000"),
+        ]);
+        let config = log_config(&overrides, no_broker(&empty)).unwrap();
+        assert!(config.compact && config.delete_by_retention);
+        assert_eq!(config.min_cleanable_dirty_ratio_ppm, 250_000);
+        assert_eq!((config.min_compaction_lag_ms, config.max_compaction_lag_ms), (1000, 60_000));
+        assert_eq!(config.delete_retention_ms, 5000);
+        for (key, value, says) in [
+            ("min.cleanable.dirty.ratio", "1.5", "min.cleanable.dirty.ratio"),
+            ("max.compaction.lag.ms", "0", "max.compaction.lag.ms"),
+            ("delete.retention.ms", "-1", "delete.retention.ms"),
+            ("cleanup.policy", "compact,shred", "cleanup.policy"),
+        ] {
+            let error = log_config(&map(&[(key, value)]), no_broker(&empty)).unwrap_err();
+            assert!(error.contains(says), "{key}={value}: {error}");
+        }
+        let inverted = map(&[("min.compaction.lag.ms", "10000"), ("max.compaction.lag.ms", "5000")]);
+        let error = log_config(&inverted, no_broker(&empty)).unwrap_err();
+        assert!(error.contains("must not be below min.compaction.lag.ms"), "{error}");
+    }
+
+    #[test]
     fn known_keys_map_and_unknown_keys_fail() {
         let empty = BTreeMap::new();
         let overrides = map(&[

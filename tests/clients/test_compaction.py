@@ -12,6 +12,7 @@ away stays a valid position, and a restart reads the same compacted log.
 """
 
 import re
+import subprocess
 import time
 import urllib.request
 
@@ -21,6 +22,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
 from kafka.errors import InvalidRecordError
+
+from conftest import BINARY
 
 TOPIC = "compacted"
 KEYS = [f"key-{i:03d}" for i in range(50)]
@@ -255,6 +258,18 @@ def test_compaction_keeps_latest_value_per_key(compact_broker):
     assert written is not None and written < read
     assert size < 0.2 * produced_bytes, f"partition is {size} bytes after compaction of {produced_bytes}"
     assert metric(text, "tern_cleaner_bytes_read_total") >= read
+
+    # `tern topic describe` shows the same figures for a compacted topic.
+    described = subprocess.run(
+        [str(BINARY), "topic", "--brokers", compact_broker.bootstrap, "describe", TOPIC,
+         "--admin-address", f"127.0.0.1:{compact_broker.admin_port}"],
+        capture_output=True, text=True, timeout=30, check=True).stdout
+    assert "cleanup.policy=compact" in described, described
+    header = next(line for line in described.splitlines() if "DIRTY-RATIO" in line)
+    row = described.splitlines()[described.splitlines().index(header) + 1].split()
+    columns = dict(zip(header.split(), row))
+    assert columns["PARTITION"] == "0" and int(columns["PASSES"]) >= 1, described
+    assert int(columns["RECORDS-REMOVED"]) > 0 and int(columns["BYTES-READ"]) == int(read), described
 
 
 def test_tombstones_removed_after_delete_retention(compact_broker):

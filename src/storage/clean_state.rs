@@ -30,25 +30,36 @@ pub struct CleanerCheckpoint {
 
 impl CleanerCheckpoint {
     fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(20);
-        bytes.extend_from_slice(&self.first_dirty.value().to_be_bytes());
-        bytes.extend_from_slice(&self.gaps_below.value().to_be_bytes());
-        let crc = crc32c::crc32c(&bytes);
-        bytes.extend_from_slice(&crc.to_be_bytes());
-        bytes
+        encode_offset_pair(self.first_dirty, self.gaps_below)
     }
 
     fn decode(bytes: &[u8]) -> Option<CleanerCheckpoint> {
-        if bytes.len() != 20 || crc32c::crc32c(&bytes[..16]).to_be_bytes() != bytes[16..20] {
-            return None;
-        }
-        let read = |at: usize| {
-            let mut raw = [0u8; 8];
-            raw.copy_from_slice(&bytes[at..at + 8]);
-            Offset(i64::from_be_bytes(raw))
-        };
-        Some(CleanerCheckpoint { first_dirty: read(0), gaps_below: read(8) })
+        let (first_dirty, gaps_below) = decode_offset_pair(bytes)?;
+        Some(CleanerCheckpoint { first_dirty, gaps_below })
     }
+}
+
+/// Two offsets and a CRC-32C of them (20 bytes, big-endian): the cleaner's small files.
+pub(crate) fn encode_offset_pair(first: Offset, second: Offset) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(20);
+    bytes.extend_from_slice(&first.value().to_be_bytes());
+    bytes.extend_from_slice(&second.value().to_be_bytes());
+    let crc = crc32c::crc32c(&bytes);
+    bytes.extend_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+/// The pair [`encode_offset_pair`] wrote; `None` when the bytes are damaged.
+pub(crate) fn decode_offset_pair(bytes: &[u8]) -> Option<(Offset, Offset)> {
+    if bytes.len() != 20 || crc32c::crc32c(&bytes[..16]).to_be_bytes() != bytes[16..20] {
+        return None;
+    }
+    let read = |at: usize| {
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(&bytes[at..at + 8]);
+        Offset(i64::from_be_bytes(raw))
+    };
+    Some((read(0), read(8)))
 }
 
 /// Reads a log's checkpoint. A damaged file costs work, never data: everything is

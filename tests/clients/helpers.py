@@ -1,6 +1,8 @@
 """Small helpers shared by the client tests."""
 
+import re
 import time
+import urllib.request
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -65,3 +67,23 @@ def consume_to_end(bootstrap, topic, partitions, timeout_s=60):
         consumer.close()
     assert all(positions[p] >= ends[p] for p in ends), f"did not reach the end: {positions} vs {ends}"
     return messages
+
+
+def metric(text, name, **labels):
+    """/metrics: the sum of a metric's samples whose labels include `labels`; None if there is none."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        match = re.match(r"^([a-z_]+)(\{(.*)\})? (\S+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', match.group(3) or ""))
+        if all(have.get(k) == str(v) for k, v in labels.items()):
+            total += float(match.group(4))
+            found = True
+    return total if found else None
+
+
+def scrape(broker):
+    """The broker's /metrics text (its admin endpoint)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics", timeout=5) as response:
+        return response.read().decode()

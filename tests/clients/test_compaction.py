@@ -11,10 +11,8 @@ keyless records are refused with INVALID_RECORD, a committed offset that was com
 away stays a valid position, and a restart reads the same compacted log.
 """
 
-import re
 import subprocess
 import time
-import urllib.request
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -24,6 +22,7 @@ from kafka import TopicPartition as KpTopicPartition
 from kafka.errors import InvalidRecordError
 
 from conftest import BINARY
+from helpers import metric, scrape
 
 TOPIC = "compacted"
 KEYS = [f"key-{i:03d}" for i in range(50)]
@@ -48,25 +47,6 @@ def compact_broker(broker_factory):
     yield b
     code = b.stop()
     assert code == 0, f"clean shutdown must exit 0, got {code}:\n{b.log_text()}"
-
-
-def scrape(broker) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics", timeout=5) as response:
-        return response.read().decode()
-
-
-def metric(text, name, **labels):
-    """Sum of a metric's samples whose labels include `labels`; None if there is none."""
-    total, found = 0.0, False
-    for line in text.splitlines():
-        match = re.match(r"^([a-z_]+)(\{(.*)\})? (\S+)$", line)
-        if not match or match.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="([^"]*)"', match.group(3) or ""))
-        if all(have.get(k) == str(v) for k, v in labels.items()):
-            total += float(match.group(4))
-            found = True
-    return total if found else None
 
 
 def partition_records_removed(text, topic, partition=0):

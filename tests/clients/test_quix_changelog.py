@@ -16,12 +16,10 @@ must not reprocess their input (committed offsets).
 """
 
 import json
-import re
 import shutil
 import signal
 import threading
 import time
-import urllib.request
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -29,7 +27,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 
 from quixstreams import Application
 
-from helpers import create_topic, producer
+from helpers import create_topic, metric, producer, scrape
 
 INPUT = "quix-input"
 GROUP = "quix-sums"
@@ -114,25 +112,6 @@ def changelog_end_offsets(bootstrap, topic):
 def expected_totals(values, start=0):
     running = start
     return [(n, running := running + n) for n in values]
-
-
-def metric(text, name, **labels):
-    """Sum of a metric's samples whose labels include `labels`; None if there is none."""
-    total, found = 0.0, False
-    for line in text.splitlines():
-        match = re.match(r"^([a-z_]+)(\{(.*)\})? (\S+)$", line)
-        if not match or match.group(1) != name:
-            continue
-        have = dict(re.findall(r'(\w+)="([^"]*)"', match.group(3) or ""))
-        if all(have.get(k) == str(v) for k, v in labels.items()):
-            total += float(match.group(4))
-            found = True
-    return total if found else None
-
-
-def scrape(broker):
-    with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics", timeout=5) as response:
-        return response.read().decode()
 
 
 def records_removed(text, topic, partitions):

@@ -23,6 +23,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::super::clean_state::{decode_offset_pair, encode_offset_pair};
 use super::super::disk::{
     list_dir, read_small_file, remove_file, rename_file, sync_dir, write_file_atomic, StorageEnv,
 };
@@ -49,24 +50,12 @@ pub struct SwapIntent {
 
 impl SwapIntent {
     fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(20);
-        bytes.extend_from_slice(&self.base.value().to_be_bytes());
-        bytes.extend_from_slice(&self.end.value().to_be_bytes());
-        let crc = crc32c::crc32c(&bytes);
-        bytes.extend_from_slice(&crc.to_be_bytes());
-        bytes
+        encode_offset_pair(self.base, self.end)
     }
 
     fn decode(bytes: &[u8]) -> Option<SwapIntent> {
-        if bytes.len() != 20 || crc32c::crc32c(&bytes[..16]).to_be_bytes() != bytes[16..20] {
-            return None;
-        }
-        let read = |at: usize| {
-            let mut raw = [0u8; 8];
-            raw.copy_from_slice(&bytes[at..at + 8]);
-            Offset(i64::from_be_bytes(raw))
-        };
-        Some(SwapIntent { base: read(0), end: read(8) })
+        let (base, end) = decode_offset_pair(bytes)?;
+        Some(SwapIntent { base, end })
     }
 }
 

@@ -234,25 +234,49 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
     let mesh = MeshBuilder::<ShardRequest, _>::full(shard_count, MESH_CHANNEL_CAPACITY);
     let drained = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::with_capacity(shard_count);
+    // Each shard reports here once its logs are closed, before its executor tears down.
+    let (finished, outcomes) = std::sync::mpsc::channel::<Result<(), String>>();
     for (index, &cpu) in config.cores.iter().enumerate() {
         let placement = if config.pin { Placement::Fixed(cpu) } else { Placement::Unbound };
-        let (config, mesh, drained) = (config.clone(), mesh.clone(), drained.clone());
+        let (config, mesh, drained, finished) = (config.clone(), mesh.clone(), drained.clone(), finished.clone());
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("tern-shard-{index}"))
             .io_memory(config.shard_io_memory_bytes)
             .blocking_thread_pool_placement(send_pool_placement(config.pin, cpu))
-            .spawn(move || shard_main(config, mesh, drained))
+            .spawn(move || async move {
+                let outcome = shard_main(config, mesh, drained).await;
+                let _ = finished.send(outcome.clone());
+                outcome
+            })
             .map_err(|e| {
                 format!("cannot start shard on cpu {cpu}: {e}: io_uring may be unavailable (kernel 5.8+, not blocked by seccomp)")
             })?;
         handles.push(handle);
     }
+    drop(finished);
+    // Once every shard has closed its logs, the broker is done: the process exit releases
+    // the shards' memory and descriptors at once, where tearing the executors down (every
+    // partition's handles, indexes and tasks, one by one) took 1.2 s with 5,000
+    // partitions. A shard that fails without reporting (a panic) is joined for its error.
     let mut failure = None;
-    for handle in handles {
-        match handle.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(message)) => failure = failure.or(Some(message)),
-            Err(error) => failure = failure.or(Some(format!("shard thread failed: {error}"))),
+    let mut reported = 0;
+    while reported < shard_count {
+        match outcomes.recv() {
+            Ok(Ok(())) => reported += 1,
+            Ok(Err(message)) => {
+                reported += 1;
+                failure = failure.or(Some(message));
+            }
+            Err(_) => break,
+        }
+    }
+    if reported < shard_count {
+        for handle in handles {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(message)) => failure = failure.or(Some(message)),
+                Err(error) => failure = failure.or(Some(format!("shard thread failed: {error}"))),
+            }
         }
     }
     failure.map_or(Ok(()), Err)
@@ -362,6 +386,10 @@ async fn shard_main(
         "shard read statistics"
     );
     tracing::info!(shard = id, "shard stopped cleanly");
+    // Every log is closed and synced. What is left (every partition's handles, indexes
+    // and caches) the process exit releases at once; `run` returns without waiting for
+    // the executors to tear down.
+    std::mem::forget(ctx);
     Ok(())
 }
 

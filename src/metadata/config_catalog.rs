@@ -341,7 +341,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         check: Check::Boolean,
         synonyms: &[syn("log.preallocate", 1, Some("false"))],
         effect: Effect::NoEffect(
-            "Tern always preallocates segment files in 32 MiB steps so that fdatasync rarely writes metadata",
+            "Tern always preallocates segment files (steps doubling from 1 MiB to 32 MiB) so that fdatasync rarely writes metadata",
         ),
         doc: "preallocate segment files",
     },

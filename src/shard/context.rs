@@ -26,7 +26,7 @@ use super::mesh::{Reply, ShardRequest, ShardTask};
 use super::router::shard_for;
 
 /// Logs a shard closes at the same time on shutdown.
-const LOGS_CLOSED_AT_ONCE: usize = 64;
+const LOGS_CLOSED_AT_ONCE: usize = 1024;
 
 /// Directory name infix of a deleted partition whose removal had not finished; such
 /// leftovers are removed at startup.

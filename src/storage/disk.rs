@@ -391,6 +391,21 @@ impl SegmentFile {
 /// Writes `bytes` to `path` atomically: a temporary file is written and synced, renamed
 /// over `path`, and the directory is synced.
 pub async fn write_file_atomic(path: &Path, bytes: &[u8], env: &StorageEnv) -> io::Result<()> {
+    write_file_replacing(path, bytes, env, true).await
+}
+
+/// Like [`write_file_atomic`] without any sync: for *hint* files, whose loss or damage in
+/// a power failure only costs time: the clean-shutdown marker and the producer-state
+/// snapshot, without which the next open scans the tail. Both carry a CRC-32C and are
+/// checked against the segment they describe (size, next offset, last index entry), so
+/// a file whose content did not reach the disk, or an older one, is ignored. The kernel
+/// writes them back within seconds anyway. A clean shutdown of 5,000 partitions spent
+/// most of its time in these files' syncs (2 per file, 4 per partition: 3.3 s).
+pub async fn write_hint_file(path: &Path, bytes: &[u8], env: &StorageEnv) -> io::Result<()> {
+    write_file_replacing(path, bytes, env, false).await
+}
+
+async fn write_file_replacing(path: &Path, bytes: &[u8], env: &StorageEnv, durable: bool) -> io::Result<()> {
     // A unique name per write, so concurrent replacements of related files never share
     // a temporary file. Leftovers end in ".tmp" and are removed when a log is opened.
     let tmp = {
@@ -401,19 +416,60 @@ pub async fn write_file_atomic(path: &Path, bytes: &[u8], env: &StorageEnv) -> i
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
         path.with_file_name(format!("{name}.{}-{n}.tmp", std::process::id()))
     };
+    if let Disk::Direct = env.disk {
+        env.check(DiskOp::Write, &tmp)?;
+        env.check(DiskOp::Sync, &tmp)?;
+        // One job on the shard's blocking pool for the whole sequence: a clean shutdown
+        // writes two small files per partition, and handing each step (create, truncate,
+        // rename, directory sync) to the pool separately cost ~0.4 ms of thread handoffs
+        // per step (5,000 partitions: 4 s).
+        let (tmp, path, bytes) = (tmp.clone(), path.to_path_buf(), bytes.to_vec());
+        return glommio::executor()
+            .spawn_blocking(move || write_file_atomic_blocking(&tmp, &path, &bytes, durable))
+            .await;
+    }
     let file = SegmentFile::create(&tmp, env, false).await?;
     let mut buffer = file.alloc_block_buffer(bytes.len().max(1));
     buffer.as_bytes_mut()[..bytes.len()].copy_from_slice(bytes);
     buffer.as_bytes_mut()[bytes.len()..].fill(0);
     file.write_all_at(buffer, 0).await?;
     file.truncate(bytes.len() as u64).await?;
-    file.sync_data().await?;
+    if durable {
+        file.sync_data().await?;
+    }
     file.close().await?;
     match &env.disk {
         Disk::Direct => glommio::io::rename(&tmp, path).await.map_err(to_io_error)?,
         Disk::Memory(disk) => disk.rename(&tmp, path)?,
     }
+    if !durable {
+        return Ok(());
+    }
     sync_dir(path.parent().unwrap_or(Path::new(".")), env).await
+}
+
+/// `write_file_atomic` on the real disk, as plain blocking calls (buffered writes: the
+/// file is small and read back at most once, at the next open).
+fn write_file_atomic_blocking(tmp: &Path, path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+    use std::io::Write;
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(tmp)?;
+        file.write_all(bytes)?;
+        if durable {
+            file.sync_data()?;
+        }
+        Ok(())
+    })();
+    if let Err(error) = written {
+        let _ = std::fs::remove_file(tmp);
+        return Err(error);
+    }
+    std::fs::rename(tmp, path)?;
+    if !durable {
+        return Ok(());
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Reads a whole small file, or `None` when it does not exist.

@@ -585,7 +585,7 @@ impl PartitionLog {
             }
             let was_healthy = matches!(state.health, Health::Healthy);
             let active = state.segments.back().expect("active segment");
-            let file = active.file.clone().map(|f| (f, active.size));
+            let file = active.file.clone().map(|f| (f, active.size, state.writer.all_written_is_synced()));
             state.health = Health::Closed;
             wake_watchers(&mut state);
             (file, was_healthy)
@@ -595,18 +595,24 @@ impl PartitionLog {
             (state.producers.encode(state.offsets.log_end()), state.offsets.log_end())
         };
         let snapshot = self.shared.dir.join(super::recovery::PRODUCER_SNAPSHOT);
-        let snapshot_saved = match super::disk::write_file_atomic(&snapshot, &producers, &self.shared.env).await {
+        // The snapshot and the marker are hints: lost in a power failure right after the
+        // close, they only make the next open scan the tail (so no directory sync).
+        let snapshot_saved = match super::disk::write_hint_file(&snapshot, &producers, &self.shared.env).await {
             Ok(()) => true,
             Err(error) => {
                 tracing::warn!(path = %snapshot.display(), %log_end, %error, "could not save producer state; it will be rebuilt");
                 false
             }
         };
-        if let Some((file, size)) = active_file {
+        if let Some((file, size, synced)) = active_file {
+            // The data is synced; the truncation of the preallocated tail is not: if a power
+            // failure loses it, the tail's zeros are cut by the next open's scan (the
+            // marker, which names the exact size, then does not match and is ignored).
             let result = async {
-                file.sync_data().await?;
-                file.truncate(size).await?;
-                file.sync_data().await
+                if !synced {
+                    file.sync_data().await?;
+                }
+                file.truncate(size).await
             }
             .await;
             result.map_err(|e| StorageError::io(file.path(), e))?;
@@ -633,7 +639,7 @@ impl PartitionLog {
             )
         };
         let path = self.shared.dir.join(super::clean_shutdown::CLEAN_SHUTDOWN_MARKER);
-        if let Err(error) = super::disk::write_file_atomic(&path, &summary.encode(), &self.shared.env).await {
+        if let Err(error) = super::disk::write_hint_file(&path, &summary.encode(), &self.shared.env).await {
             tracing::warn!(path = %path.display(), %error, "could not write the clean-shutdown marker; the next open scans the tail");
         }
     }

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 
-use super::config::{FlushPolicy, SyncMode, PREALLOCATE_STEP_BYTES, WRITE_BYTES_MAX};
+use super::config::{FlushPolicy, SyncMode, PREALLOCATE_STEP_BYTES, PREALLOCATE_STEP_MIN_BYTES, WRITE_BYTES_MAX};
 use super::disk::{align_down, align_up, sync_dir, write_file_atomic, SegmentFile};
 use super::error::{is_disk_full, StorageError};
 use super::log::{wake_watchers, Health, LogShared, LogState};
@@ -126,6 +126,11 @@ pub(crate) struct WriterQueue {
 }
 
 impl WriterQueue {
+    /// Everything written so far is also durable (nothing for a final sync to do).
+    pub(crate) fn all_written_is_synced(&self) -> bool {
+        self.synced_offset >= self.written_offset
+    }
+
     /// A queue for a log whose data up to `durable_end` is on disk.
     pub fn new(durable_end: Offset) -> WriterQueue {
         WriterQueue {
@@ -428,7 +433,10 @@ async fn write_round(shared: &Rc<LogShared>, round: &PendingWrite) -> Result<(),
         let write = write_buffer::build(&file, start, &writer.tail_block, &round.batches);
         let need = align_up(end);
         let allocation = (need > writer.allocated_bytes).then(|| {
-            let step = PREALLOCATE_STEP_BYTES.min(align_up(state.config.segment_bytes));
+            let step = writer
+                .allocated_bytes
+                .clamp(PREALLOCATE_STEP_MIN_BYTES, PREALLOCATE_STEP_BYTES)
+                .min(align_up(state.config.segment_bytes));
             need.max(writer.allocated_bytes + step)
         });
         (write.chunks, end, write.new_tail, allocation, state.config.flush)

@@ -12,8 +12,13 @@ use crate::storage::{FlushPolicy, SyncMode};
 pub const REQUEST_BYTES_MAX_DEFAULT: usize = 100 << 20;
 /// Requests one connection may have in flight before the broker stops reading from it.
 pub const CONNECTION_INFLIGHT_MAX: usize = 64;
-/// A response write that makes no progress for this long closes the connection.
+/// A response write that makes no progress for this long closes the connection (the
+/// default of `--response-write-timeout-ms`).
 pub const CONNECTION_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Once shutdown begins, a connection still writing responses gets this long; then it is
+/// closed and its remaining responses dropped (a client that stopped reading must not
+/// hold the shutdown for the whole write timeout).
+pub const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(2);
 /// On shutdown, connections get this long to finish their in-flight requests.
 pub const CONNECTION_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Capacity of each cross-shard channel; a full channel is backpressure.
@@ -61,6 +66,8 @@ pub struct ServeConfig {
     /// A request whose bytes stop arriving (a frame started but not finished) is closed
     /// after this long.
     pub request_read_timeout: Duration,
+    /// A response write that makes no progress for this long closes the connection.
+    pub response_write_timeout: Duration,
     /// max.connections: client connections over all shards; more are closed on accept.
     pub max_connections: usize,
     /// max.connections.per.ip: client connections from one address.

@@ -137,6 +137,10 @@ struct ServeArgs {
     /// Close a connection whose request stops arriving halfway for this long.
     #[arg(long, default_value_t = 30_000)]
     request_read_timeout_ms: u64,
+    /// Close a connection whose responses make no progress for this long (a client that
+    /// pipelines requests and stops reading); its pending responses are dropped.
+    #[arg(long, default_value_t = 30_000)]
+    response_write_timeout_ms: u64,
     /// Client connections accepted over all shards (Kafka's max.connections); more are
     /// closed at once, so descriptors never run out. Default: 90% of the open-files limit
     /// (raised to its hard limit at startup) divided by 2 descriptors of headroom.
@@ -314,6 +318,7 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
         },
         connections_max_idle: Duration::from_millis(args.connections_max_idle_ms.max(1)),
         request_read_timeout: Duration::from_millis(args.request_read_timeout_ms.max(1)),
+        response_write_timeout: Duration::from_millis(args.response_write_timeout_ms.max(1)),
         max_connections: args.max_connections.unwrap_or_else(tern::broker::default_max_connections).max(1),
         max_connections_per_ip: args.max_connections_per_ip.unwrap_or(usize::MAX).max(1),
         static_broker_configs,

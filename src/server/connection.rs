@@ -54,7 +54,8 @@ impl Answer {
 pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, shutdown: Rc<ShutdownSignal>) {
     let _ = stream.set_nodelay(true);
     // A client that stops reading cannot hold a response (or a shutdown) forever.
-    let _ = stream.set_write_timeout(Some(crate::config::CONNECTION_WRITE_TIMEOUT));
+    let write_timeout = ctx.config.response_write_timeout;
+    let _ = stream.set_write_timeout(Some(write_timeout));
     // Reads wake up at least this often, so the idle and request-read timeouts are
     // checked without a timer per read (glommio links the timeout to the read itself).
     let limits = ReadLimits {
@@ -88,7 +89,11 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
             match result {
                 Ok(Some(chunks)) => {
                     probes.bytes_sent.add(chunks.iter().map(RecordChunk::len).sum::<usize>() as u64);
-                    if let Err(error) = write_response(&mut writer, &send_socket, &chunks).await {
+                    if let Err(error) = write_response(&mut writer, &send_socket, &chunks, write_timeout).await {
+                        if matches!(error.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock) {
+                            // A client that stopped reading its responses.
+                            probes.connections_timed_out.add(1);
+                        }
                         tracing::debug!(%peer, %error, "client went away while we wrote");
                         break;
                     }
@@ -103,17 +108,23 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
                 }
             }
         }
-        let _ = writer.close().await;
+        // Bounded: a client that stopped reading cannot hold the close (nor, through a
+        // full request queue, the reader) either.
+        let _ = select(writer.close(), Box::pin(glommio::timer::sleep(write_timeout))).await;
         // Make the reader see the end too (it may be parked in a read).
         // SAFETY: `fd` belongs to the stream, which both halves keep open until dropped.
         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
     });
 
-    let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    loop {
-        let frame =
-            match select(Box::pin(read_frame(&mut reader, &mut buffer, limits, &in_flight)), Box::pin(shutdown.wait()))
-                .await
+    let reading = shutdown.clone();
+    let run = async move {
+        let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
+        loop {
+            let frame = match select(
+                Box::pin(read_frame(&mut reader, &mut buffer, limits, &in_flight)),
+                Box::pin(reading.wait()),
+            )
+            .await
             {
                 Either::Left((Ok(Some(frame)), _)) => frame,
                 Either::Left((Ok(None), _)) => break,
@@ -128,20 +139,34 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
                 }
                 Either::Right(_) => break,
             };
-        let pending = match start_request(&ctx, frame, peer) {
-            Ok(pending) => pending,
-            Err(error) => {
-                tracing::warn!(%peer, %error, "closing connection");
+            let pending = match start_request(&ctx, frame, peer) {
+                Ok(pending) => pending,
+                Err(error) => {
+                    tracing::warn!(%peer, %error, "closing connection");
+                    break;
+                }
+            };
+            in_flight.set(in_flight.get() + 1);
+            if queue.send(pending).await.is_err() {
                 break;
             }
-        };
-        in_flight.set(in_flight.get() + 1);
-        if queue.send(pending).await.is_err() {
-            break;
         }
+        drop(queue);
+        writer_task.await;
+    };
+    // The responses to requests already read still go out, unless the broker is
+    // shutting down and the client is not taking them (or not sending the rest of a
+    // request): then the connection gets `SHUTDOWN_WRITE_GRACE` and is closed; dropping
+    // `run` drops its reader and cancels its writer task.
+    let grace = async {
+        shutdown.wait().await;
+        glommio::timer::sleep(crate::config::SHUTDOWN_WRITE_GRACE).await;
+    };
+    if let Either::Right(_) = select(Box::pin(run), Box::pin(grace)).await {
+        tracing::debug!(%peer, "closing a connection still busy at the end of the shutdown grace");
+        // SAFETY: `fd` belongs to the stream, open until the halves are dropped.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
     }
-    drop(queue);
-    writer_task.await;
 }
 
 /// Writes a response's chunks in order: memory through the stream, file regions with
@@ -150,13 +175,14 @@ async fn write_response<W: futures_lite::AsyncWrite + Unpin>(
     writer: &mut W,
     socket: &LazySendSocket,
     chunks: &[RecordChunk],
+    write_timeout: std::time::Duration,
 ) -> std::io::Result<()> {
     for chunk in chunks {
         match chunk {
             RecordChunk::Memory(bytes) => writer.write_all(bytes).await?,
             RecordChunk::File(region) => {
                 writer.flush().await?;
-                send_region(socket.get()?, region, crate::config::CONNECTION_WRITE_TIMEOUT).await?;
+                send_region(socket.get()?, region, write_timeout).await?;
             }
         }
     }

@@ -13,8 +13,9 @@
 //! metadata                    cluster metadata, config catalogue, topic/broker configs
 //! config                      `tern serve` settings and limits
 //! storage                     partition logs: segments, indexes, writer, recovery, retention
-//! protocol  metrics  stable_hash  stop   record batches, codecs, fetch framing, response
-//!                             chunks; per-shard probes; placement hash            (bottom)
+//! protocol  metrics  stable_hash  stop  warn_limit   record batches, codecs, fetch
+//!                             framing, response chunks; per-shard probes; placement
+//!                             hash; stop signal; rate-limited warnings          (bottom)
 //! ```
 //!
 //! Tools built on the bottom layers, never imported by the broker's modules: [`client`]
@@ -37,3 +38,4 @@ pub mod stable_hash;
 pub mod stop;
 pub mod storage;
 pub mod tune;
+pub mod warn_limit;

@@ -114,6 +114,8 @@ pub struct ShardProbes {
     pub connections_refused: Counter,
     /// Connections closed for idleness or a request that stopped arriving.
     pub connections_timed_out: Counter,
+    /// Connections closed for bad input (malformed frames, refused requests).
+    pub connections_bad: Counter,
     /// Request to response-ready time of Produce and Fetch (Fetch includes long polls).
     pub produce_latency: Histogram,
     pub fetch_latency: Histogram,
@@ -166,6 +168,7 @@ impl ShardProbes {
             connections_closed: Counter::default(),
             connections_refused: Counter::default(),
             connections_timed_out: Counter::default(),
+            connections_bad: Counter::default(),
             produce_latency: Histogram::default(),
             fetch_latency: Histogram::default(),
             fsync_latency: Histogram::default(),

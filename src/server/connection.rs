@@ -103,7 +103,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
                 }
                 Ok(None) => {}
                 Err(error) => {
-                    tracing::warn!(%peer, %error, "closing connection");
+                    warn_bad_connection(peer, &error);
                     break;
                 }
             }
@@ -134,7 +134,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
                     break;
                 }
                 Either::Left((Err(error), _)) => {
-                    tracing::warn!(%peer, %error, "closing connection");
+                    warn_bad_connection(peer, &error);
                     break;
                 }
                 Either::Right(_) => break,
@@ -142,7 +142,7 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
             let pending = match start_request(&ctx, frame, peer) {
                 Ok(pending) => pending,
                 Err(error) => {
-                    tracing::warn!(%peer, %error, "closing connection");
+                    warn_bad_connection(peer, &error);
                     break;
                 }
             };
@@ -166,6 +166,24 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
         tracing::debug!(%peer, "closing a connection still busy at the end of the shutdown grace");
         // SAFETY: `fd` belongs to the stream, open until the halves are dropped.
         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+    }
+}
+
+/// Bad connections (malformed frames, refused requests) logged per shard: one line a
+/// second with the count held back; every one is counted in
+/// `tern_connections_bad_total`. A storm of them must not turn into a storm of log lines.
+const BAD_CONNECTION_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+thread_local! {
+    static BAD_CONNECTION_WARNINGS: std::cell::RefCell<crate::warn_limit::WarningLimiter> =
+        std::cell::RefCell::new(crate::warn_limit::WarningLimiter::new(BAD_CONNECTION_LOG_INTERVAL));
+}
+
+fn warn_bad_connection(peer: SocketAddr, error: &dyn std::fmt::Display) {
+    crate::metrics::probes().connections_bad.add(1);
+    let admitted = BAD_CONNECTION_WARNINGS.with(|limiter| limiter.borrow_mut().admit(std::time::Instant::now()));
+    if let Some(held_back) = admitted {
+        tracing::warn!(%peer, %error, similar_held_back = held_back, "closing connection");
     }
 }
 

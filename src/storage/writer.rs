@@ -40,6 +40,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_channel::oneshot;
 
+use crate::warn_limit::WarningLimiter;
+
 use super::config::{FlushPolicy, SyncMode, PREALLOCATE_STEP_BYTES, PREALLOCATE_STEP_MIN_BYTES, WRITE_BYTES_MAX};
 use super::disk::{align_down, align_up, sync_dir, write_file_atomic, SegmentFile};
 use super::error::{is_disk_full, StorageError};
@@ -227,34 +229,6 @@ impl WriterQueue {
 
 /// How often a log warns that its disk is full while appends keep failing.
 const DISK_FULL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Lets one warning through per interval and counts the ones it held back.
-#[derive(Debug)]
-pub(crate) struct WarningLimiter {
-    interval: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl WarningLimiter {
-    pub fn new(interval: Duration) -> WarningLimiter {
-        WarningLimiter { interval, last: None, suppressed: 0 }
-    }
-
-    /// `Some(held back since the last one)` when a warning may be logged at `now`.
-    pub fn admit(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.saturating_duration_since(last) < self.interval => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
 
 /// Starts the write task for a log whose writer was idle.
 pub(crate) fn spawn(shared: Rc<LogShared>) {
@@ -681,22 +655,4 @@ fn roll_back_to(state: &mut LogState, written: Offset) {
     state.offsets.roll_back(written);
     state.cache.truncate_from(written);
     state.producers.forget_from(written);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn warning_limiter_lets_one_through_per_interval_and_counts_the_rest() {
-        let start = Instant::now();
-        let mut limiter = WarningLimiter::new(Duration::from_secs(10));
-        assert_eq!(limiter.admit(start), Some(0));
-        for n in 1..=1000u64 {
-            assert_eq!(limiter.admit(start + Duration::from_millis(n)), None);
-        }
-        assert_eq!(limiter.admit(start + Duration::from_secs(10)), Some(1000));
-        assert_eq!(limiter.admit(start + Duration::from_secs(11)), None);
-        assert_eq!(limiter.admit(start + Duration::from_secs(25)), Some(1));
-    }
 }

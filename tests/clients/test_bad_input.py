@@ -69,3 +69,29 @@ def test_oversized_unknown_garbage_and_truncated_frames_close_only_that_connecti
     s.close()
     still_serves(broker)
     assert broker.stop() == 0
+
+
+def test_a_storm_of_bad_connections_is_counted_not_logged_line_by_line(broker):
+    """2,000 connections that each send garbage are all closed and counted in
+    tern_connections_bad_total; the log keeps about one line a second per shard."""
+    from helpers import metric, scrape
+    import time
+
+    started = time.time()
+    for n in range(2000):
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=5) as s:
+            s.sendall(struct.pack(">i", -5))  # a negative frame length
+            s.settimeout(5)
+            assert closed(s), f"connection {n} was not closed"
+    seconds = time.time() - started
+    deadline = time.time() + 5
+    bad = 0
+    while time.time() < deadline and bad < 2000:
+        bad = metric(scrape(broker), "tern_connections_bad_total") or 0
+        time.sleep(0.2)
+    assert bad >= 2000, f"tern_connections_bad_total is {bad}"
+    lines = [line for line in broker.log_path.read_text(errors="replace").splitlines() if "closing connection" in line]
+    # At most one line per shard per second of storm (and a little slack for the edges).
+    assert len(lines) <= 2 * (seconds + 2), f"{len(lines)} 'closing connection' lines for {seconds:.1f} s of storm"
+    assert any("similar_held_back" in line for line in lines)
+    still_serves(broker)

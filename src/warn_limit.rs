@@ -33,7 +33,6 @@ impl WarningLimiter {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

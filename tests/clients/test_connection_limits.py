@@ -104,6 +104,35 @@ def test_stalled_requests_hold_little_memory_and_are_closed(broker_factory):
     fresh.close()
 
 
+def test_memory_is_given_back_after_a_wave_of_connections(broker_factory):
+    """2,000 stalled connections come and go: the memory they held goes back to the
+    system (the shards trim the allocator after a wave of closes), RSS returns near
+    where it started."""
+    broker = broker_factory()
+    pid = broker.process.pid
+    time.sleep(0.5)
+    before = rss_kib(pid)
+    stalled = []
+    try:
+        for _ in range(2000):
+            s = connect(broker)
+            s.sendall(struct.pack(">i", 100 * 1024 * 1024) + struct.pack(">hhih", 0, 9, 1, 0))
+            stalled.append(s)
+        time.sleep(1.0)
+        peak = rss_kib(pid)
+    finally:
+        for s in stalled:
+            s.close()
+    deadline = time.time() + 10
+    after = rss_kib(pid)
+    while time.time() < deadline and after - before > 0.2 * (peak - before):
+        time.sleep(0.5)
+        after = rss_kib(pid)
+    print(f"RSS {before} KiB, with 2000 connections {peak} KiB, after they closed {after} KiB")
+    assert peak - before > 10_000, "the connections should have held memory for this test to mean anything"
+    assert after - before <= 0.2 * (peak - before), f"RSS stayed at {after} KiB after the peak {peak} (from {before})"
+
+
 def test_idle_connections_are_closed_and_busy_ones_are_not(broker_factory):
     broker = broker_factory(extra_args=["--connections-max-idle-ms", "1000"])
     idle = connect(broker)

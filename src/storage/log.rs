@@ -292,7 +292,7 @@ impl PartitionLog {
                 let problem = match read.await {
                     Ok(bytes) if bytes.is_empty() => match self.after_gap(segment_base, plan.rule, high_watermark) {
                         GapStep::Next(next) => {
-                            (segment_base, from) = (next, from.max(next));
+                            (segment_base, from, rebuilt) = (next, from.max(next), false);
                             continue;
                         }
                         GapStep::Nothing => return Ok(LogRead { records: Vec::new(), offsets }),
@@ -424,10 +424,10 @@ impl PartitionLog {
             return Ok(());
         }
         let file = self.segment_file(segment_base).await?;
-        let (size, next_offset, rule) = {
+        let (size, next_offset, rule, closed) = {
             let state = self.shared.state.borrow();
             match state.segments.iter().find(|s| s.base_offset == segment_base) {
-                Some(s) => (s.size, s.next_offset, state.clean.rule_for(s)),
+                Some(s) => (s.size, s.next_offset, state.clean.rule_for(s), s.closed),
                 None => return Err(self.gone(segment_base)),
             }
         };
@@ -447,6 +447,9 @@ impl PartitionLog {
                 Ok(())
             }
             Err(super::recovery::IndexLoadError::Io(error)) => Err(StorageError::io(file.path(), error)),
+            Err(super::recovery::IndexLoadError::Corrupt(reason)) if rule == OffsetRule::Contiguous && closed => {
+                self.load_index_of_unrecorded_cleaned_segment(&file, segment_base, next_offset, size, reason).await
+            }
             Err(super::recovery::IndexLoadError::Corrupt(reason)) => Err(self.take_offline(reason)),
         }
     }
@@ -458,6 +461,44 @@ impl PartitionLog {
             Health::Closed => Err(StorageError::Closed),
             _ if state.closing => Err(StorageError::Closed),
             _ => Ok(()),
+        }
+    }
+
+    /// A closed segment failed the strict (contiguous) scan. If it reads as a cleaned
+    /// segment (every batch intact, offsets increasing with gaps) and the cleaner
+    /// checkpoint that should have said so was lost, it is one: the checkpoint's
+    /// `gaps_below` is raised past it (and saved, best effort) so reads use the gap-aware
+    /// rules. Anything else is corruption and takes the partition offline.
+    async fn load_index_of_unrecorded_cleaned_segment(
+        &self,
+        file: &Rc<SegmentFile>,
+        segment_base: Offset,
+        next_offset: Offset,
+        size: u64,
+        strict_failure: String,
+    ) -> Result<(), StorageError> {
+        let extent =
+            super::recovery::SegmentExtent { base: segment_base, next_offset, size, rule: OffsetRule::Increasing };
+        match super::recovery::load_index(&self.shared.dir, file, extent, &self.shared.env, false).await {
+            Ok(index) => {
+                tracing::warn!(dir = %self.shared.dir.display(), segment = %segment_base, "segment has compaction gaps the cleaner checkpoint does not record; reading it as a cleaned segment");
+                let checkpoint = {
+                    let mut state = self.shared.state.borrow_mut();
+                    state.clean.checkpoint.gaps_below = state.clean.checkpoint.gaps_below.max(next_offset);
+                    state.clean.checkpoint
+                };
+                self.with_segment_mut(segment_base, |s| {
+                    s.index.get_or_insert(index);
+                })?;
+                if let Err(error) =
+                    super::clean_state::write_checkpoint(&self.shared.dir, checkpoint, &self.shared.env).await
+                {
+                    tracing::warn!(dir = %self.shared.dir.display(), %error, "could not save the cleaner checkpoint");
+                }
+                Ok(())
+            }
+            Err(super::recovery::IndexLoadError::Io(error)) => Err(StorageError::io(file.path(), error)),
+            Err(super::recovery::IndexLoadError::Corrupt(_)) => Err(self.take_offline(strict_failure)),
         }
     }
 

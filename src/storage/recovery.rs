@@ -84,6 +84,11 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
             for pair in found.windows(2) {
                 segments.push_back(Segment::new_closed(pair[0].base, pair[1].base, pair[0].size, pair[0].modified_ms));
             }
+            // The tail is scanned strictly (a torn write must not let stale bytes after it
+            // through), unless it is a segment the cleaner rewrote: that happens only when
+            // the segments after it are gone.
+            let tail_rule =
+                if tail.base < cleaner_checkpoint.gaps_below { OffsetRule::Increasing } else { OffsetRule::Contiguous };
             let marker = take_clean_shutdown_marker(dir, &env).await.map_err(|e| StorageError::io(dir, e))?;
             // The marker skips the scan that rebuilds producer state, so it is used only
             // together with the snapshot written at the same close.
@@ -94,10 +99,10 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
             let active = match marker.filter(|m| snapshot_ends_at == Some(m.next_offset)) {
                 Some(summary) => match reopen_clean_tail(dir, tail, &env, summary).await {
                     Ok(Some(segment)) => segment,
-                    Ok(None) => recover_tail(dir, tail, &env, now_ms, &mut producers).await?,
+                    Ok(None) => recover_tail(dir, tail, &env, now_ms, &mut producers, tail_rule).await?,
                     Err(error) => return Err(StorageError::io(dir, error)),
                 },
-                None => recover_tail(dir, tail, &env, now_ms, &mut producers).await?,
+                None => recover_tail(dir, tail, &env, now_ms, &mut producers, tail_rule).await?,
             };
             let end = active.next_offset;
             segments.push_back(active);
@@ -224,6 +229,7 @@ async fn recover_tail(
     env: &StorageEnv,
     now_ms: i64,
     producers: &mut ProducerStates,
+    rule: OffsetRule,
 ) -> Result<Segment, StorageError> {
     let path = segment::segment_path(dir, tail.base, LOG_SUFFIX);
     let io_error = |e| StorageError::io(&path, e);
@@ -231,7 +237,7 @@ async fn recover_tail(
     let file_size = file.size().await.map_err(io_error)?;
     let mut index = SegmentIndex::new();
     let mut first_timestamp = None;
-    let outcome = scan(&file, tail.base, 0, tail.base, file_size, OffsetRule::Contiguous, |header, position| {
+    let outcome = scan(&file, tail.base, 0, tail.base, file_size, rule, |header, position| {
         let relative = (header.base_offset - tail.base.value()) as u32;
         first_timestamp.get_or_insert(header.max_timestamp);
         producers.record(header, Offset(header.base_offset), now_ms);

@@ -70,7 +70,7 @@ impl PartitionLog {
                     }
                     Ok(Planned::NoBatch(rule)) => match self.after_gap(segment_base, rule, high_watermark) {
                         GapStep::Next(next) => {
-                            (segment_base, from) = (next, from.max(next));
+                            (segment_base, from, rebuilt) = (next, from.max(next), false);
                             continue;
                         }
                         GapStep::Nothing => return Ok(SendRead { chunks: Vec::new(), offsets }),

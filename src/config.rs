@@ -68,6 +68,9 @@ pub struct ServeConfig {
     pub request_read_timeout: Duration,
     /// A response write that makes no progress for this long closes the connection.
     pub response_write_timeout: Duration,
+    /// Bytes of requests one shard holds being read or handled (queued.max.request.bytes
+    /// divided over the shards).
+    pub queued_request_bytes_per_shard: u64,
     /// max.connections: client connections over all shards; more are closed on accept.
     pub max_connections: usize,
     /// max.connections.per.ip: client connections from one address.

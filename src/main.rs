@@ -141,6 +141,11 @@ struct ServeArgs {
     /// pipelines requests and stops reading); its pending responses are dropped.
     #[arg(long, default_value_t = 30_000)]
     response_write_timeout_ms: u64,
+    /// Bytes of requests the broker holds being read or handled, split over the shards
+    /// (Kafka's queued.max.request.bytes): past it, connections are not read until
+    /// earlier requests finish. A request larger than a shard's share waits for all of it.
+    #[arg(long, default_value = "512M", value_parser = parse_size)]
+    queued_max_request_bytes: u64,
     /// Client connections accepted over all shards (Kafka's max.connections); more are
     /// closed at once, so descriptors never run out. Default: 90% of the open-files limit
     /// (raised to its hard limit at startup) divided by 2 descriptors of headroom.
@@ -319,6 +324,7 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
         connections_max_idle: Duration::from_millis(args.connections_max_idle_ms.max(1)),
         request_read_timeout: Duration::from_millis(args.request_read_timeout_ms.max(1)),
         response_write_timeout: Duration::from_millis(args.response_write_timeout_ms.max(1)),
+        queued_request_bytes_per_shard: (args.queued_max_request_bytes / shard_count).max(1 << 20),
         max_connections: args.max_connections.unwrap_or_else(tern::broker::default_max_connections).max(1),
         max_connections_per_ip: args.max_connections_per_ip.unwrap_or(usize::MAX).max(1),
         static_broker_configs,

@@ -51,7 +51,7 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
     let _ = writeln!(out, "tern_shards {}", if total == usize::MAX { 0 } else { total });
 
     type Get = fn(&ShardProbes) -> u64;
-    let counters: [(&str, &str, Get); 18] = [
+    let counters: [(&str, &str, Get); 19] = [
         ("tern_bytes_received_total", "Request bytes received.", |p| p.bytes_received.get()),
         ("tern_bytes_sent_total", "Response bytes sent.", |p| p.bytes_sent.get()),
         ("tern_connections_opened_total", "Client connections accepted.", |p| p.connections_opened.get()),
@@ -69,6 +69,11 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
         ("tern_connections_bad_total", "Connections closed for bad input (malformed frames, refused requests).", |p| {
             p.connections_bad.get()
         }),
+        (
+            "tern_request_budget_waits_total",
+            "Requests that waited for the shard's share of --queued-max-request-bytes (connections not read meanwhile).",
+            |p| p.request_budget_waits.get(),
+        ),
         ("tern_cross_shard_calls_total", "Requests sent to another shard over the mesh.", |p| {
             p.cross_shard_calls.get()
         }),

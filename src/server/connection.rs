@@ -117,17 +117,18 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
     });
 
     let reading = shutdown.clone();
+    let budget = RequestBudget::of(&ctx);
     let run = async move {
         let mut buffer = BytesMut::with_capacity(READ_CHUNK_BYTES);
         loop {
             let frame = match select(
-                Box::pin(read_frame(&mut reader, &mut buffer, limits, &in_flight)),
+                Box::pin(read_frame(&mut reader, &mut buffer, limits, &in_flight, &budget)),
                 Box::pin(reading.wait()),
             )
             .await
             {
                 Either::Left((Ok(Some(frame)), _)) => frame,
-                Either::Left((Ok(None), _)) => break,
+                Either::Left((Ok(None), _)) | Either::Left((Err(ConnectionError::ShuttingDown), _)) => break,
                 Either::Left((Err(error @ (ConnectionError::Idle(_) | ConnectionError::RequestReadTimeout(_))), _)) => {
                     crate::metrics::probes().connections_timed_out.add(1);
                     tracing::debug!(%peer, %error, "closing connection");
@@ -139,7 +140,8 @@ pub async fn serve(ctx: Rc<ShardContext>, stream: TcpStream, peer: SocketAddr, s
                 }
                 Either::Right(_) => break,
             };
-            let pending = match start_request(&ctx, frame, peer) {
+            let (frame, permit) = frame;
+            let pending = match start_request(&ctx, frame, permit, peer) {
                 Ok(pending) => pending,
                 Err(error) => {
                     warn_bad_connection(peer, &error);
@@ -227,14 +229,23 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
     buffer: &mut BytesMut,
     limits: ReadLimits,
     in_flight: &Cell<usize>,
-) -> Result<Option<Bytes>, ConnectionError> {
+    budget: &RequestBudget,
+) -> Result<Option<(Bytes, RequestPermit)>, ConnectionError> {
     let mut frame_started = (!buffer.is_empty()).then(Instant::now);
     let mut idle_since = Instant::now();
+    let mut permit = None;
     loop {
         let want = match frame_length(buffer, limits.request_bytes_max)? {
+            Some(length) if permit.is_none() => {
+                // The frame's bytes are reserved from the shard's budget before its body
+                // is read (or, if it is already here, handed on): with the budget used
+                // up, this connection is not read until earlier requests finish.
+                permit = Some(budget.reserve(4 + length).await?);
+                continue;
+            }
             Some(length) if buffer.len() >= 4 + length => {
                 let frame = buffer.split_to(4 + length).freeze().slice(4..);
-                return Ok(Some(frame));
+                return Ok(Some((frame, permit.take().expect("reserved above"))));
             }
             Some(length) => (4 + length - buffer.len()).min(READ_CHUNK_BYTES.max(buffer.len())),
             None => READ_CHUNK_BYTES,
@@ -254,6 +265,31 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
                 None => {}
             },
         }
+    }
+}
+
+/// A shard's budget of request bytes being read or handled (`--queued-max-request-bytes`).
+pub(crate) struct RequestBudget {
+    semaphore: Rc<glommio::sync::Semaphore>,
+    total: u64,
+}
+
+/// Bytes of one request reserved from the budget; given back when dropped (when the
+/// request's handler is done).
+pub(crate) type RequestPermit = glommio::sync::StaticPermit;
+
+impl RequestBudget {
+    fn of(ctx: &ShardContext) -> RequestBudget {
+        RequestBudget { semaphore: ctx.request_bytes_budget.clone(), total: ctx.request_bytes_budget_total }
+    }
+
+    /// Waits until `bytes` (at most the whole budget) are free and takes them.
+    async fn reserve(&self, bytes: usize) -> Result<RequestPermit, ConnectionError> {
+        let units = (bytes as u64).min(self.total);
+        if self.semaphore.available() < units {
+            crate::metrics::probes().request_budget_waits.add(1);
+        }
+        self.semaphore.acquire_static_permit(units).await.map_err(|_| ConnectionError::ShuttingDown)
     }
 }
 
@@ -286,7 +322,13 @@ impl Drop for CountClose {
 }
 
 /// Parses the header and starts the handler task; errors close the connection.
-fn start_request(ctx: &Rc<ShardContext>, frame: Bytes, peer: SocketAddr) -> Result<Pending, FrameError> {
+/// `permit` holds the request's bytes in the shard's budget until its handler is done.
+fn start_request(
+    ctx: &Rc<ShardContext>,
+    frame: Bytes,
+    permit: RequestPermit,
+    peer: SocketAddr,
+) -> Result<Pending, FrameError> {
     let probes = crate::metrics::probes();
     probes.bytes_received.add(4 + frame.len() as u64);
     let (key, version) = peek_api(&frame)?;
@@ -313,6 +355,7 @@ fn start_request(ctx: &Rc<ShardContext>, frame: Bytes, peer: SocketAddr) -> Resu
     Ok(glommio::spawn_local(async move {
         let started = std::time::Instant::now();
         let result = handlers::dispatch(&ctx, request).await;
+        drop(permit);
         let probes = crate::metrics::probes();
         match (&result, api) {
             (Err(_), _) => probes.count_request_error(key),
@@ -336,4 +379,6 @@ enum ConnectionError {
     RequestReadTimeout(Duration),
     #[error("idle for {0:?} (connections.max.idle.ms)")]
     Idle(Duration),
+    #[error("the shard is shutting down")]
+    ShuttingDown,
 }

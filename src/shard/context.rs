@@ -46,6 +46,11 @@ pub struct ShardContext {
     pub groups: Rc<GroupCoordinator>,
     /// What this shard's logs share: the clock and the one batch cache of the shard.
     pub storage_env: StorageEnv,
+    /// Bytes of requests this shard may hold being read or handled (its share of
+    /// `--queued-max-request-bytes`): a connection whose next request does not fit
+    /// waits, unread, until earlier requests finish (backpressure, not allocation).
+    pub request_bytes_budget: Rc<glommio::sync::Semaphore>,
+    pub request_bytes_budget_total: u64,
 }
 
 impl ShardContext {
@@ -63,6 +68,7 @@ impl ShardContext {
         };
         let cache_bytes = config.batch_cache_bytes;
         let sync_mode = config.sync_mode;
+        let request_bytes_budget_total = config.queued_request_bytes_per_shard;
         ShardContext {
             id,
             shard_count: senders.nr_consumers(),
@@ -77,6 +83,8 @@ impl ShardContext {
                 sync_mode,
                 ..StorageEnv::default()
             },
+            request_bytes_budget: Rc::new(glommio::sync::Semaphore::new(request_bytes_budget_total)),
+            request_bytes_budget_total,
         }
     }
 

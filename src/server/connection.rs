@@ -233,19 +233,18 @@ async fn read_frame<R: futures_lite::AsyncRead + Unpin>(
 ) -> Result<Option<(Bytes, RequestPermit)>, ConnectionError> {
     let mut frame_started = (!buffer.is_empty()).then(Instant::now);
     let mut idle_since = Instant::now();
-    let mut permit = None;
     loop {
         let want = match frame_length(buffer, limits.request_bytes_max)? {
-            Some(length) if permit.is_none() => {
-                // The frame's bytes are reserved from the shard's budget before its body
-                // is read (or, if it is already here, handed on): with the budget used
-                // up, this connection is not read until earlier requests finish.
-                permit = Some(budget.reserve(4 + length).await?);
-                continue;
-            }
             Some(length) if buffer.len() >= 4 + length => {
+                // A whole request takes its bytes from the shard's budget before it goes
+                // to its handler: with the budget used up, this connection is not read
+                // further until earlier requests finish. (A request still arriving holds
+                // only what has arrived, and the request-read timeout bounds it: reserving
+                // what a length prefix announces would let a client exhaust the budget
+                // with a few prefixes.)
+                let permit = budget.reserve(4 + length).await?;
                 let frame = buffer.split_to(4 + length).freeze().slice(4..);
-                return Ok(Some((frame, permit.take().expect("reserved above"))));
+                return Ok(Some((frame, permit)));
             }
             Some(length) => (4 + length - buffer.len()).min(READ_CHUNK_BYTES.max(buffer.len())),
             None => READ_CHUNK_BYTES,

@@ -18,10 +18,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -121,11 +119,7 @@ fn read_log(dir: PathBuf) -> BTreeMap<i64, (String, Option<String>)> {
 
 #[test]
 fn kill9_during_compaction_keeps_every_key() {
-    let rounds: u64 = std::env::var("TERN_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let seed: u64 = std::env::var("TERN_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
-    println!("compaction crash test seed {seed} (rerun with TERN_CRASH_SEED={seed}), {rounds} rounds");
+    let (rounds, seed) = common::crash_settings("compaction crash test");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let log_dir = dir.path().join("compacted-0");
@@ -135,38 +129,19 @@ fn kill9_during_compaction_keeps_every_key() {
     let mut removed_total = 0usize;
 
     for round in 0..rounds {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "compaction_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR_ENV, &log_dir)
-            .env(CHILD_SEQ_ENV, ((round + 1) * 1_000_000_000).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = mpsc::channel::<(u64, u64, i64)>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let parts: Vec<&str> = line.split_whitespace().collect();
-                if parts.first() != Some(&"ACK") || parts.len() != 4 {
-                    continue;
-                }
-                let parse = |s: &str| s.parse::<i64>().expect("number");
-                if sender.send((parse(parts[1]) as u64, parse(parts[2]) as u64, parse(parts[3]))).is_err() {
-                    break;
-                }
-            }
-        });
-        let first = receiver.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("child made no progress in 30 s");
-        });
+        let envs = [
+            (CHILD_DIR_ENV, log_dir.display().to_string()),
+            (CHILD_SEQ_ENV, ((round + 1) * 1_000_000_000).to_string()),
+        ];
+        let mut child = common::AckChild::spawn("compaction_child", &envs);
+        let first = child.first_ack();
         std::thread::sleep(Duration::from_millis(rng.gen_range(20..600)));
-        child.kill().expect("SIGKILL child");
-        child.wait().expect("reap child");
-        reader.join().expect("reader");
-        for (seq, count, base) in std::iter::once(first).chain(receiver.try_iter()) {
+        let parse = |words: Vec<String>| -> (u64, u64, i64) {
+            let number = |w: &String| w.parse::<i64>().expect("number");
+            (number(&words[0]) as u64, number(&words[1]) as u64, number(&words[2]))
+        };
+        let later = child.kill();
+        for (seq, count, base) in std::iter::once(first).chain(later).map(parse) {
             for i in 0..count {
                 acked.insert(base + i as i64, seq + i);
                 latest.insert(key_of(seq + i), base + i as i64);

@@ -11,10 +11,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -97,11 +95,7 @@ fn verify_and_read(dir: PathBuf) -> (BTreeMap<i64, Vec<u8>>, i64) {
 
 #[test]
 fn kill9_never_loses_an_acknowledged_append() {
-    let rounds: u64 = std::env::var("TERN_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let seed: u64 = std::env::var("TERN_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
-    println!("crash test seed {seed} (rerun with TERN_CRASH_SEED={seed}), {rounds} rounds");
+    let (rounds, seed) = common::crash_settings("crash test");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let log_dir = dir.path().join("crash-0");
@@ -109,45 +103,19 @@ fn kill9_never_loses_an_acknowledged_append() {
     let mut total_acks = 0usize;
 
     for round in 0..rounds {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "crash_child_appender", "--nocapture", "--test-threads=1"])
-            .env(CHILD_DIR_ENV, &log_dir)
-            .env(CHILD_SEQ_ENV, ((round + 1) * 1_000_000_000).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, receiver) = mpsc::channel::<(u64, i64)>();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let mut parts = line.split_whitespace();
-                if parts.next() != Some("ACK") {
-                    continue;
-                }
-                let seq = parts.next().and_then(|s| s.parse().ok()).expect("seq");
-                let offset = parts.next().and_then(|s| s.parse().ok()).expect("offset");
-                if sender.send((seq, offset)).is_err() {
-                    break;
-                }
-            }
-        });
+        let envs = [
+            (CHILD_DIR_ENV, log_dir.display().to_string()),
+            (CHILD_SEQ_ENV, ((round + 1) * 1_000_000_000).to_string()),
+        ];
+        let mut child = common::AckChild::spawn("crash_child_appender", &envs);
         // Wait for the first acknowledgement (the child is up), then kill at a random moment.
         let started = Instant::now();
-        let mut round_acks = Vec::new();
-        match receiver.recv_timeout(Duration::from_secs(30)) {
-            Ok(ack) => round_acks.push(ack),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("child made no progress in 30 s");
-            }
-        }
+        let first = child.first_ack();
         std::thread::sleep(Duration::from_millis(rng.gen_range(5..250)));
-        child.kill().expect("SIGKILL child");
-        child.wait().expect("reap child");
-        reader.join().expect("reader");
-        round_acks.extend(receiver.try_iter());
+        let parse =
+            |words: Vec<String>| -> (u64, i64) { (words[0].parse().expect("seq"), words[1].parse().expect("offset")) };
+        let mut round_acks = vec![parse(first)];
+        round_acks.extend(child.kill().into_iter().map(parse));
         total_acks += round_acks.len();
         for (seq, offset) in round_acks {
             assert!(acknowledged.insert(seq, offset).is_none(), "sequence numbers are unique");

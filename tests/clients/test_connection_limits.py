@@ -73,6 +73,13 @@ def connect(broker) -> socket.socket:
     return socket.create_connection(("127.0.0.1", broker.port), timeout=5)
 
 
+def stalled_connection(broker) -> socket.socket:
+    """A connection that announces a 100 MB frame, sends 10 bytes of it, then nothing."""
+    s = connect(broker)
+    s.sendall(struct.pack(">i", 100 * 1024 * 1024) + struct.pack(">hhih", 0, 9, 1, 0))
+    return s
+
+
 def test_stalled_requests_hold_little_memory_and_are_closed(broker_factory):
     broker = broker_factory(extra_args=["--request-read-timeout-ms", "2000"])
     pid = broker.process.pid
@@ -85,10 +92,7 @@ def test_stalled_requests_hold_little_memory_and_are_closed(broker_factory):
     stalled = []
     try:
         for _ in range(200):
-            s = connect(broker)
-            # A 100 MB frame announced, 10 bytes of it sent, then silence.
-            s.sendall(struct.pack(">i", 100 * 1024 * 1024) + struct.pack(">hhih", 0, 9, 1, 0))
-            stalled.append(s)
+            stalled.append(stalled_connection(broker))
         time.sleep(1.0)
         grown_kib = rss_kib(pid) - before
         print(f"{len(stalled)} stalled requests: RSS +{grown_kib} KiB ({grown_kib / len(stalled):.1f} KiB each)")
@@ -115,9 +119,7 @@ def test_memory_is_given_back_after_a_wave_of_connections(broker_factory):
     stalled = []
     try:
         for _ in range(2000):
-            s = connect(broker)
-            s.sendall(struct.pack(">i", 100 * 1024 * 1024) + struct.pack(">hhih", 0, 9, 1, 0))
-            stalled.append(s)
+            stalled.append(stalled_connection(broker))
         time.sleep(1.0)
         peak = rss_kib(pid)
     finally:

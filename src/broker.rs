@@ -3,6 +3,7 @@
 //! connections, and a graceful shutdown on SIGTERM/SIGINT (stop accepting, finish
 //! in-flight requests, flush and close every log, exit 0).
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -345,8 +346,8 @@ async fn shard_main(
         )
     });
 
-    let listener =
-        TcpListener::bind(config.listen).map_err(|e| format!("shard {id} cannot listen on {}: {e}", config.listen))?;
+    let listener = bind_shard_listener(config.listen)
+        .map_err(|e| format!("shard {id} cannot listen on {}: {e}", config.listen))?;
     tracing::info!(shard = id, listen = %config.listen, "accepting connections");
     metrics_publisher::spawn(ctx.clone());
     crate::metrics::shard_ready();
@@ -391,6 +392,81 @@ async fn shard_main(
     // the executors to tear down.
     std::mem::forget(ctx);
     Ok(())
+}
+
+/// The shard's listening socket: SO_REUSEPORT (every shard binds the same address and
+/// the kernel spreads connections over them) and SO_REUSEADDR, which glommio's own
+/// `bind` does not set: without it a port some client connection left in TIME_WAIT
+/// (any port of the ephemeral range, after a burst of short connections) cannot be bound.
+fn bind_shard_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let domain = if address.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
+    // SAFETY: plain socket(2); the descriptor is owned by `socket` from here on.
+    let fd = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket nobody else owns.
+    let socket = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let enable: libc::c_int = 1;
+    for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+        // SAFETY: setsockopt with a valid int option value on our socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&enable as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    let (storage, len) = socket_address(address);
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
+    if unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: listen(2) on our bound socket.
+    if unsafe { libc::listen(fd, 1024) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a listening TCP socket, handed over whole to glommio.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
+
+/// `address` as a sockaddr for bind(2).
+fn socket_address(address: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid; the family-specific part is filled below.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match address {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_in fits in sockaddr_storage.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
 }
 
 /// The shard's blocking pool runs zero-copy sends (`server::sendfile`): a few threads,

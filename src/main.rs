@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tern::bench::options::{BenchArgs, Mode as BenchMode};
-use tern::config::{online_cpus, parse_cpu_list, parse_size, ServeConfig, REQUEST_BYTES_MAX_DEFAULT};
+use tern::config::{
+    online_cpus, parse_cpu_list, parse_size, ServeConfig, CONNECTION_WRITE_TIMEOUT, REQUEST_BYTES_MAX_DEFAULT,
+};
 use tern::storage::{FlushPolicy, SyncMode};
 
 #[derive(Debug, Parser)]
@@ -139,7 +141,7 @@ struct ServeArgs {
     request_read_timeout_ms: u64,
     /// Close a connection whose responses make no progress for this long (a client that
     /// pipelines requests and stops reading); its pending responses are dropped.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = CONNECTION_WRITE_TIMEOUT.as_millis() as u64)]
     response_write_timeout_ms: u64,
     /// Bytes of requests the broker holds being read or handled, split over the shards
     /// (Kafka's queued.max.request.bytes): past it, connections are not read until

@@ -2,7 +2,7 @@
 //! syntax of `--cores`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,6 +40,10 @@ pub struct ServeConfig {
     pub cores: Vec<usize>,
     pub pin: bool,
     pub node_id: i32,
+    /// Cluster mode (`--peers`); `None`: a standalone broker.
+    pub cluster: Option<ClusterConfig>,
+    /// default.replication.factor: replicas of topics created with -1.
+    pub default_replication_factor: i16,
     /// io_uring buffer memory per shard.
     pub shard_io_memory_bytes: usize,
     pub request_bytes_max: usize,
@@ -154,6 +158,91 @@ pub fn online_cpus() -> Vec<usize> {
     }
 }
 
+/// One node of `--peers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub node_id: i32,
+    /// Its inter-broker (cluster) listener.
+    pub address: SocketAddr,
+}
+
+/// How this node takes part in a cluster (`tern serve --node-id --cluster-listen --peers`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub node_id: i32,
+    pub cluster_listen: SocketAddr,
+    /// Every node of the cluster, this one included, sorted by node id.
+    pub peers: Vec<Peer>,
+    pub rack: Option<String>,
+    /// The metadata quorum's election timeout (each election waits a random time between
+    /// one and two of these); Raft heartbeats go out every fifth of it.
+    pub election_timeout: Duration,
+    /// How often a broker heartbeats to the controller.
+    pub heartbeat_interval: Duration,
+    /// A broker that has not heartbeated for this long is fenced
+    /// (Kafka's broker.session.timeout.ms).
+    pub session_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// Ticks of the Raft clock per election timeout.
+    pub const ELECTION_TICKS: usize = 10;
+    pub const HEARTBEAT_TICKS: usize = 2;
+
+    pub fn tick(&self) -> Duration {
+        self.election_timeout / Self::ELECTION_TICKS as u32
+    }
+
+    pub fn peer_ids(&self) -> Vec<i32> {
+        self.peers.iter().map(|p| p.node_id).collect()
+    }
+
+    /// Votes needed for a majority.
+    pub fn quorum_size(&self) -> usize {
+        self.peers.len() / 2 + 1
+    }
+}
+
+/// Parses `--peers 1@host:port,2@host:port,...` and checks it against this node.
+pub fn parse_peers(list: &str, node_id: i32, cluster_listen: SocketAddr) -> Result<Vec<Peer>, String> {
+    let mut peers = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, address) = item
+            .split_once('@')
+            .ok_or_else(|| format!("peer {item:?} is not NODE_ID@HOST:PORT (e.g. 1@10.0.0.1:9093)"))?;
+        let node_id: i32 = id.trim().parse().map_err(|_| format!("peer {item:?}: {id:?} is not a node id"))?;
+        if node_id < 1 {
+            return Err(format!("peer {item:?}: node ids in a cluster start at 1"));
+        }
+        let address = address
+            .to_socket_addrs()
+            .map_err(|e| format!("peer {item:?}: cannot resolve {address:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("peer {item:?}: {address:?} resolves to no address"))?;
+        if peers.iter().any(|p: &Peer| p.node_id == node_id) {
+            return Err(format!("--peers names node {node_id} twice"));
+        }
+        if peers.iter().any(|p: &Peer| p.address == address) {
+            return Err(format!("--peers gives two nodes the address {address}"));
+        }
+        peers.push(Peer { node_id, address });
+    }
+    if peers.is_empty() {
+        return Err("--peers lists no nodes".into());
+    }
+    let Some(me) = peers.iter().find(|p| p.node_id == node_id) else {
+        return Err(format!("--peers must list this node (--node-id {node_id}) too"));
+    };
+    if me.address.port() != cluster_listen.port() {
+        return Err(format!(
+            "--peers gives node {node_id} the address {}, but --cluster-listen is {cluster_listen}",
+            me.address
+        ));
+    }
+    peers.sort_by_key(|p| p.node_id);
+    Ok(peers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +268,17 @@ mod tests {
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("5 years").is_err());
+    }
+
+    #[test]
+    fn peers_parse_and_are_checked_against_this_node() {
+        let listen: SocketAddr = "127.0.0.1:19093".parse().unwrap();
+        let peers = parse_peers("2@127.0.0.1:19094, 1@127.0.0.1:19093,3@127.0.0.1:19095", 1, listen).unwrap();
+        assert_eq!(peers.iter().map(|p| p.node_id).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert!(parse_peers("2@127.0.0.1:19094", 1, listen).unwrap_err().contains("this node"));
+        assert!(parse_peers("1@127.0.0.1:19093,1@127.0.0.1:19094", 1, listen).unwrap_err().contains("twice"));
+        assert!(parse_peers("1-127.0.0.1:19093", 1, listen).unwrap_err().contains("NODE_ID@HOST:PORT"));
+        assert!(parse_peers("0@127.0.0.1:19093", 0, listen).unwrap_err().contains("start at 1"));
+        assert!(parse_peers("1@127.0.0.1:19999", 1, listen).unwrap_err().contains("--cluster-listen"));
     }
 }

@@ -9,6 +9,7 @@
 //! server                      listener, connection, frames, handlers/<api>.rs (one list)
 //! shard                       ShardContext, routing rule, mesh (typed cross-shard calls),
 //!                             controller (metadata writer), request execution
+//! cluster                     metadata quorum (raft-rs), inter-broker transport, liveness
 //! group                       consumer groups: sans-I/O state machine, coordinator, offsets
 //! metadata                    cluster metadata, config catalogue, topic/broker configs
 //! config                      `tern serve` settings and limits
@@ -26,6 +27,7 @@ pub mod admin;
 pub mod bench;
 pub mod broker;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod config_file;
 pub mod group;

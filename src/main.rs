@@ -29,6 +29,8 @@ enum Command {
     Topic(tern::admin::topic::TopicArgs),
     /// List, describe (members, offsets, lag), delete groups and reset their offsets.
     Group(tern::admin::group::GroupArgs),
+    /// Show a cluster's brokers, controller and partitions without a leader.
+    Cluster(tern::admin::cluster::ClusterArgs),
     /// Produce the lines of stdin as records.
     Produce(tern::admin::produce::ProduceArgs),
     /// Print a topic's records.
@@ -80,9 +82,36 @@ struct ServeArgs {
     /// Do not pin shards to their CPUs (containers, laptops).
     #[arg(long)]
     no_pin: bool,
-    /// This broker's node id, reported in Metadata.
-    #[arg(long, default_value_t = 0)]
-    node_id: i32,
+    /// This broker's node id, reported in Metadata (in a cluster: its entry in --peers,
+    /// 1 or more). Default: 0 standalone, required with --peers.
+    #[arg(long)]
+    node_id: Option<i32>,
+    /// Cluster mode: this node's inter-broker address (the metadata quorum and
+    /// forwarded controller requests travel over it). Needs --node-id and --peers.
+    #[arg(long)]
+    cluster_listen: Option<String>,
+    /// Cluster mode: every node's inter-broker address, this one included:
+    /// `1@host:port,2@host:port,3@host:port`. The same list on every node.
+    #[arg(long)]
+    peers: Option<String>,
+    /// Cluster mode: this broker's rack (reported in Metadata and DescribeCluster).
+    #[arg(long)]
+    rack: Option<String>,
+    /// Cluster mode: the metadata quorum's election timeout; a controller that dies is
+    /// replaced within one to two of these.
+    #[arg(long, default_value_t = 800)]
+    metadata_election_timeout_ms: u64,
+    /// Cluster mode: how often a broker heartbeats to the controller.
+    #[arg(long, default_value_t = 500)]
+    broker_heartbeat_interval_ms: u64,
+    /// Cluster mode: a broker that has not heartbeated for this long is fenced: it leads
+    /// nothing until it is back (Kafka's broker.session.timeout.ms).
+    #[arg(long, default_value_t = 9000)]
+    broker_session_timeout_ms: u64,
+    /// Replicas of topics created with replication factor -1 (auto creation, most
+    /// clients' default); Kafka's default.replication.factor.
+    #[arg(long, default_value_t = 1)]
+    default_replication_factor: i16,
     /// io_uring buffer memory per shard, in bytes (suffixes K, M, G allowed). Counts
     /// against the locked-memory limit (ulimit -l).
     #[arg(long, default_value = "2M", value_parser = parse_size)]
@@ -252,7 +281,40 @@ fn resolve(address: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{address:?} resolves to no address"))
 }
 
+/// The cluster settings, if `--peers` (with `--node-id` and `--cluster-listen`) is given.
+fn cluster_config(args: &ServeArgs) -> Result<Option<tern::cluster::ClusterConfig>, String> {
+    let (node_id, listen, peers) = match (args.node_id, &args.cluster_listen, &args.peers) {
+        (_, None, None) => return Ok(None),
+        (Some(node_id), Some(listen), Some(peers)) => (node_id, listen, peers),
+        _ => return Err("a cluster node needs all three of --node-id, --cluster-listen and --peers".into()),
+    };
+    let cluster_listen = resolve(listen)?;
+    if cluster_listen == resolve(&args.listen)? {
+        return Err(format!("--cluster-listen {listen} must differ from the client --listen"));
+    }
+    let peers = tern::cluster::parse_peers(peers, node_id, cluster_listen)?;
+    let election_timeout = Duration::from_millis(args.metadata_election_timeout_ms.max(100));
+    let heartbeat_interval = Duration::from_millis(args.broker_heartbeat_interval_ms.max(10));
+    let session_timeout = Duration::from_millis(args.broker_session_timeout_ms);
+    if session_timeout < 2 * heartbeat_interval {
+        return Err("--broker-session-timeout-ms must be at least twice --broker-heartbeat-interval-ms".into());
+    }
+    Ok(Some(tern::cluster::ClusterConfig {
+        node_id,
+        cluster_listen,
+        peers,
+        rack: args.rack.clone(),
+        election_timeout,
+        heartbeat_interval,
+        session_timeout,
+    }))
+}
+
 fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
+    let cluster = cluster_config(&args)?;
+    if args.default_replication_factor < 1 {
+        return Err("--default-replication-factor must be at least 1".into());
+    }
     let listen = resolve(&args.listen)?;
     let advertised = args.advertised_address.unwrap_or_else(|| args.listen.clone());
     let (host, port) =
@@ -304,7 +366,9 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
             .map_err(|e| format!("cannot resolve --data-dir {}: {e}", args.data_dir.display()))?,
         cores,
         pin: !args.no_pin,
-        node_id: args.node_id,
+        node_id: args.node_id.unwrap_or(0),
+        cluster,
+        default_replication_factor: args.default_replication_factor,
         shard_io_memory_bytes: usize::try_from(args.memory).map_err(|_| "--memory is too large")?,
         request_bytes_max: usize::try_from(args.max_request_bytes).map_err(|_| "--max-request-bytes is too large")?,
         auto_create_topics: args.auto_create_topics,
@@ -358,7 +422,7 @@ fn main() -> ExitCode {
     if let (Command::Serve(args), Some(serve)) = (&mut cli.command, matches.subcommand_matches("serve")) {
         args.explicit_flags = explicit_flags(serve, Cli::command().find_subcommand("serve"));
     }
-    if matches!(cli.command, Command::Tune(_) | Command::Topic(_) | Command::Group(_)) {
+    if matches!(cli.command, Command::Tune(_) | Command::Topic(_) | Command::Group(_) | Command::Cluster(_)) {
         exit_quietly_on_closed_stdout();
     }
     let result = match cli.command {
@@ -377,6 +441,7 @@ fn main() -> ExitCode {
         Command::Tune(args) => tune(args),
         Command::Topic(args) => tern::admin::topic::run(args),
         Command::Group(args) => tern::admin::group::run(args),
+        Command::Cluster(args) => tern::admin::cluster::run(args),
         Command::Produce(args) => tern::admin::produce::run(args),
         Command::Consume(args) => tern::admin::consume::run(args),
         Command::Bench { mode, args } => tern::bench::run(mode, args).and_then(|summary| {

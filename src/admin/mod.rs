@@ -1,10 +1,11 @@
 //! The operator commands of the `tern` binary that talk to a running broker (any
 //! Kafka-compatible one) through [`crate::client`]: `tern topic ...`, `tern group ...`, `tern produce`,
-//! `tern consume`. Each runs
+//! `tern consume`, `tern cluster status`. Each runs
 //! on a short-lived glommio executor on the calling thread; errors are one lowercase
 //! line saying what to do, and the exit code is non-zero.
 
 pub mod cleaner_status;
+pub mod cluster;
 pub mod consume;
 pub mod consume_group;
 pub mod group;

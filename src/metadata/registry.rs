@@ -6,7 +6,6 @@ use std::path::Path;
 
 use crate::storage::disk::{read_small_file, write_file_atomic, StorageEnv};
 
-/// Format 1 (round 1): topics and the producer id counter.
 /// Kafka's limit on topic name length.
 const TOPIC_NAME_BYTES_MAX: usize = 249;
 
@@ -27,16 +26,60 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 /// Format 1 (round 1): topics and the producer id counter.
 const MAGIC_V1: &[u8; 8] = b"TERNMETA";
 /// Format 2: adds the dynamic broker configs.
-const MAGIC: &[u8; 8] = b"TERNMD02";
+const MAGIC_V2: &[u8; 8] = b"TERNMD02";
+/// Format 3: adds the cluster (broker registrations, replica assignments, the index of
+/// the last applied metadata-log entry).
+const MAGIC: &[u8; 8] = b"TERNMD03";
 pub const METADATA_FILE: &str = "cluster-metadata";
 
-#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, serde::Serialize, serde::Deserialize,
+)]
 pub struct TopicMetadata {
     /// Topic id (KIP-516), random at creation.
     pub id: [u8; 16],
     pub partitions: i32,
     /// Topic configs set explicitly (others take broker defaults).
     pub configs: BTreeMap<String, String>,
+    /// Replica assignment per partition, preferred leader first (cluster mode). Empty on
+    /// a single node without cluster flags: that node holds every partition.
+    pub replicas: Vec<Vec<i32>>,
+}
+
+impl TopicMetadata {
+    /// The brokers assigned `partition` (empty: the standalone node holds it).
+    pub fn replicas_of(&self, partition: i32) -> &[i32] {
+        usize::try_from(partition).ok().and_then(|p| self.replicas.get(p)).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// A broker as the metadata quorum knows it (Kafka's RegisterBrokerRecord plus fencing).
+#[derive(
+    Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, serde::Serialize, serde::Deserialize,
+)]
+pub struct BrokerRegistration {
+    pub node_id: i32,
+    /// Where Kafka clients reach it.
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    /// Fenced: it stopped heartbeating; it leads nothing and is left out of Metadata
+    /// until it heartbeats again.
+    pub fenced: bool,
+}
+
+/// The topic layout of formats 1 and 2.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct TopicMetadataV2 {
+    id: [u8; 16],
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+}
+
+impl From<TopicMetadataV2> for TopicMetadata {
+    fn from(old: TopicMetadataV2) -> TopicMetadata {
+        TopicMetadata { id: old.id, partitions: old.partitions, configs: old.configs, replicas: Vec::new() }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -49,14 +92,34 @@ pub struct ClusterMetadata {
     /// Dynamic broker configs set with AlterConfigs on a BROKER resource, by resource
     /// name: "" for the cluster-wide default, a node id for one broker.
     pub broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// Registered brokers by node id (cluster mode; empty on a standalone node).
+    pub brokers: BTreeMap<i32, BrokerRegistration>,
+    /// True once this state comes from the metadata quorum (the data dir belongs to a
+    /// cluster node); false on a standalone node.
+    pub cluster_member: bool,
+    /// Index of the last metadata-log entry applied to this state (cluster mode).
+    pub applied_index: u64,
 }
 
 /// The format-1 layout, read once and converted when an older data dir is opened.
 #[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 struct ClusterMetadataV1 {
     version: u64,
-    topics: BTreeMap<String, TopicMetadata>,
+    topics: BTreeMap<String, TopicMetadataV2>,
     next_producer_id: i64,
+}
+
+/// The format-2 layout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct ClusterMetadataV2 {
+    version: u64,
+    topics: BTreeMap<String, TopicMetadataV2>,
+    next_producer_id: i64,
+    broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+fn upgrade_topics(topics: BTreeMap<String, TopicMetadataV2>) -> BTreeMap<String, TopicMetadata> {
+    topics.into_iter().map(|(name, topic)| (name, topic.into())).collect()
 }
 
 impl ClusterMetadata {
@@ -84,7 +147,8 @@ impl ClusterMetadata {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<ClusterMetadata, String> {
-        if bytes.len() < 12 || (&bytes[..8] != MAGIC && &bytes[..8] != MAGIC_V1) {
+        let magic = bytes.get(..8).unwrap_or_default();
+        if bytes.len() < 12 || (magic != MAGIC && magic != MAGIC_V2 && magic != MAGIC_V1) {
             return Err("not a tern metadata file".into());
         }
         let stored = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
@@ -94,14 +158,25 @@ impl ClusterMetadata {
         }
         let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(body.len());
         aligned.extend_from_slice(body);
-        if &bytes[..8] == MAGIC_V1 {
+        if magic == MAGIC_V1 {
             let old =
                 rkyv::from_bytes::<ClusterMetadataV1, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())?;
             return Ok(ClusterMetadata {
                 version: old.version,
-                topics: old.topics,
+                topics: upgrade_topics(old.topics),
                 next_producer_id: old.next_producer_id,
-                broker_configs: BTreeMap::new(),
+                ..ClusterMetadata::default()
+            });
+        }
+        if magic == MAGIC_V2 {
+            let old =
+                rkyv::from_bytes::<ClusterMetadataV2, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())?;
+            return Ok(ClusterMetadata {
+                version: old.version,
+                topics: upgrade_topics(old.topics),
+                next_producer_id: old.next_producer_id,
+                broker_configs: old.broker_configs,
+                ..ClusterMetadata::default()
             });
         }
         rkyv::from_bytes::<ClusterMetadata, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())
@@ -138,7 +213,12 @@ mod tests {
         metadata.broker_configs.insert(String::new(), [("log.retention.ms".into(), "5".into())].into());
         metadata.topics.insert(
             "orders".into(),
-            TopicMetadata { id: [7; 16], partitions: 8, configs: [("retention.ms".into(), "1000".into())].into() },
+            TopicMetadata {
+                id: [7; 16],
+                partitions: 8,
+                configs: [("retention.ms".into(), "1000".into())].into(),
+                replicas: vec![vec![1, 2]; 8],
+            },
         );
         let bytes = metadata.encode();
         assert_eq!(ClusterMetadata::decode(&bytes).unwrap(), metadata);
@@ -153,7 +233,8 @@ mod tests {
     fn format_1_files_are_read_and_upgraded() {
         let old = ClusterMetadataV1 {
             version: 9,
-            topics: [("t".to_string(), TopicMetadata { id: [1; 16], partitions: 2, configs: BTreeMap::new() })].into(),
+            topics: [("t".to_string(), TopicMetadataV2 { id: [1; 16], partitions: 2, configs: BTreeMap::new() })]
+                .into(),
             next_producer_id: 1234,
         };
         let archived = rkyv::to_bytes::<rkyv::rancor::Error>(&old).unwrap();

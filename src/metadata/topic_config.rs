@@ -66,7 +66,7 @@ impl BrokerLayers<'_> {
 }
 
 /// One IncrementalAlterConfigs operation (AlterConfigs is SET of every key after a clear).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ConfigOp {
     Set(String),
     Delete,
@@ -77,7 +77,7 @@ pub enum ConfigOp {
 }
 
 /// A change to one config of a resource.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConfigChange {
     pub name: String,
     pub op: ConfigOp,

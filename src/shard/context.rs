@@ -1,7 +1,7 @@
 //! A shard's state: its read-only copy of the cluster metadata, the partition logs it
 //! owns, and its end of the cross-shard mesh. Lives on one executor thread (`Rc`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -12,6 +12,7 @@ use futures_channel::oneshot;
 use futures_util::future::{select, Either};
 use glommio::channels::channel_mesh::Senders;
 
+use crate::cluster::{ClusterConfig, ClusterView, MetadataQuorum};
 use crate::config::ServeConfig;
 use crate::group::coordinator::GroupCoordinator;
 use crate::group::offsets::{partition_for_group, OFFSETS_TOPIC};
@@ -51,6 +52,25 @@ pub struct ShardContext {
     /// waits, unread, until earlier requests finish (backpressure, not allocation).
     pub request_bytes_budget: Rc<glommio::sync::Semaphore>,
     pub request_bytes_budget_total: u64,
+    /// Cluster mode: what every shard knows about the cluster (the controller's id).
+    pub cluster: Option<Arc<ClusterView>>,
+    /// Cluster mode, shard 0 only: the metadata quorum.
+    quorum: RefCell<Option<Rc<MetadataQuorum>>>,
+    /// Cluster mode, shard 0: the producer ids reserved for this broker, `next..end`.
+    pub(crate) producer_id_block: Cell<(i64, i64)>,
+}
+
+/// Who leads a partition, as this node's metadata says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionLeader {
+    /// No such topic or partition.
+    Unknown,
+    /// This node.
+    Here,
+    /// Another broker.
+    Broker(i32),
+    /// Its leader is fenced (or not registered): the partition is offline.
+    Offline,
 }
 
 impl ShardContext {
@@ -59,6 +79,7 @@ impl ShardContext {
         config: Arc<ServeConfig>,
         metadata: Arc<ClusterMetadata>,
         senders: Senders<ShardRequest>,
+        cluster: Option<Arc<ClusterView>>,
     ) -> ShardContext {
         let group_config = GroupConfig {
             initial_rebalance_delay_ms: config.group_initial_rebalance_delay_ms,
@@ -85,11 +106,82 @@ impl ShardContext {
             },
             request_bytes_budget: Rc::new(glommio::sync::Semaphore::new(request_bytes_budget_total)),
             request_bytes_budget_total,
+            cluster,
+            quorum: RefCell::new(None),
+            producer_id_block: Cell::new((0, 0)),
         }
     }
 
     pub fn metadata(&self) -> Arc<ClusterMetadata> {
         self.metadata.borrow().clone()
+    }
+
+    /// The metadata quorum (cluster mode, shard 0).
+    pub fn quorum(&self) -> Option<Rc<MetadataQuorum>> {
+        self.quorum.borrow().clone()
+    }
+
+    pub(crate) fn set_quorum(&self, quorum: Rc<MetadataQuorum>) {
+        *self.quorum.borrow_mut() = Some(quorum);
+    }
+
+    /// The cluster settings; only called in cluster mode.
+    pub fn cluster_config(&self) -> &ClusterConfig {
+        self.config.cluster.as_ref().expect("cluster mode")
+    }
+
+    /// Who leads `topic`-`partition`. Standalone, this node leads every partition. In a
+    /// cluster the first replica leads (partitions are not replicated yet, so leadership
+    /// never moves), unless its broker is fenced.
+    pub fn partition_leader(&self, metadata: &ClusterMetadata, topic: &str, partition: i32) -> PartitionLeader {
+        let Some(info) = metadata.topics.get(topic) else { return PartitionLeader::Unknown };
+        if partition < 0 || partition >= info.partitions {
+            return PartitionLeader::Unknown;
+        }
+        if self.cluster.is_none() {
+            return PartitionLeader::Here;
+        }
+        match info.replicas_of(partition).first() {
+            Some(&leader) if metadata.brokers.get(&leader).is_some_and(|b| !b.fenced) => {
+                if leader == self.config.node_id {
+                    PartitionLeader::Here
+                } else {
+                    PartitionLeader::Broker(leader)
+                }
+            }
+            _ => PartitionLeader::Offline,
+        }
+    }
+
+    /// Whether this node stores `topic`-`partition`: standalone every partition; in a
+    /// cluster the partitions whose first replica it is.
+    fn stores(&self, info: &crate::metadata::TopicMetadata, partition: i32) -> bool {
+        self.cluster.is_none() || info.replicas_of(partition).first() == Some(&self.config.node_id)
+    }
+
+    /// Runs a consumer-group request on the shard coordinating `group_id`. `Err` holds the
+    /// Kafka error when this node cannot: NOT_COORDINATOR when another broker coordinates
+    /// the group (the client asks FindCoordinator again), COORDINATOR_NOT_AVAILABLE when
+    /// the coordinating shard is gone (shutdown).
+    pub async fn call_group<T>(
+        self: &Rc<Self>,
+        group_id: &str,
+        make: impl FnOnce(Reply<T>) -> ShardRequest,
+    ) -> Result<T, i16> {
+        use kafka_protocol::error::ResponseError;
+        if self.group_coordinator_node(group_id) != self.config.node_id {
+            return Err(ResponseError::NotCoordinator.code());
+        }
+        self.call(self.group_shard(group_id), make).await.ok_or(ResponseError::CoordinatorNotAvailable.code())
+    }
+
+    /// The node coordinating `group_id` (cluster mode: the leader of its
+    /// `__consumer_offsets` partition; standalone: this node).
+    pub fn group_coordinator_node(&self, group_id: &str) -> i32 {
+        match &self.cluster {
+            Some(view) => view.offsets_partition_leader(partition_for_group(group_id)),
+            None => self.config.node_id,
+        }
     }
 
     pub fn owner(&self, topic: &str, partition: i32) -> usize {
@@ -190,22 +282,42 @@ impl ShardContext {
     }
 
     /// Runs `work` on the shard that owns the partition (`shard_for`), with the
-    /// partition's log there (`None`: this broker has no such partition). The owner
-    /// asserts the routing rule names it before the work starts.
+    /// partition's log there, or the Kafka error code for why this broker cannot serve
+    /// it (`unavailable_code`). The owner asserts the routing rule names it before the
+    /// work starts.
     pub async fn on_partition<T, F, Fut>(self: &Rc<Self>, topic: &str, partition: i32, work: F) -> Option<T>
     where
         T: Send + 'static,
-        F: FnOnce(Rc<ShardContext>, Option<PartitionLog>) -> Fut + Send + 'static,
+        F: FnOnce(Rc<ShardContext>, Result<PartitionLog, i16>) -> Fut + Send + 'static,
         Fut: Future<Output = T> + 'static,
     {
         let owner = self.owner(topic, partition);
         let topic = topic.to_string();
         self.run_on(owner, move |ctx| {
             ctx.assert_owner(&topic, partition);
-            let log = ctx.log(&topic, partition);
+            let metadata = ctx.metadata();
+            let log = match ctx.partition_leader(&metadata, &topic, partition) {
+                PartitionLeader::Here => ctx.log(&topic, partition),
+                _ => None,
+            };
+            let log = log.ok_or_else(|| ctx.unavailable_code(&metadata, &topic, partition));
             work(ctx, log)
         })
         .await
+    }
+
+    /// The error for a partition request this broker cannot serve: NOT_LEADER_OR_FOLLOWER
+    /// when the partition exists but another broker leads it (the client refreshes its
+    /// metadata and goes there), LEADER_NOT_AVAILABLE when its leader is fenced,
+    /// UNKNOWN_TOPIC_OR_PARTITION when there is no such partition.
+    pub fn unavailable_code(&self, metadata: &ClusterMetadata, topic: &str, partition: i32) -> i16 {
+        use kafka_protocol::error::ResponseError;
+        match self.partition_leader(metadata, topic, partition) {
+            PartitionLeader::Unknown => ResponseError::UnknownTopicOrPartition.code(),
+            PartitionLeader::Offline => ResponseError::LeaderNotAvailable.code(),
+            // Here without a log: it is being opened, or failed to open.
+            PartitionLeader::Broker(_) | PartitionLeader::Here => ResponseError::NotLeaderOrFollower.code(),
+        }
     }
 
     /// Installs a new metadata snapshot: opens logs for partitions this shard now owns,
@@ -217,7 +329,7 @@ impl ShardContext {
         let mut wanted = Vec::new();
         for (topic, info) in &metadata.topics {
             for partition in 0..info.partitions {
-                if self.owner(topic, partition) == self.id {
+                if self.owner(topic, partition) == self.id && self.stores(info, partition) {
                     wanted.push((topic.clone(), partition));
                 }
             }

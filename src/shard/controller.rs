@@ -1,8 +1,12 @@
 //! The controller: the single writer of cluster metadata, running on shard 0.
 //!
-//! Every change is serialized (`controller_gate`), validated, persisted, and then applied
-//! on every shard (each opens or removes its logs) before the request is answered, so a
-//! client that created a topic can produce to it on any connection right away.
+//! Every change is serialized (`controller_gate`), validated, and turned into
+//! `MetadataCommand`s. A standalone node applies and persists them at once; a cluster
+//! node that leads the metadata quorum proposes them and waits until they are committed
+//! and applied, and a node that does not lead forwards the request to the one that does
+//! (`controller_forward`). Either way the new state is installed on every shard of this
+//! node (each opens or removes its logs) before the request is answered, so a client
+//! that created a topic can produce to it on any connection right away.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -10,7 +14,9 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 
+use crate::cluster::QuorumError;
 use crate::metadata::broker_config::{broker_resource, validate_dynamic, BrokerResource};
+use crate::metadata::commands::{place_replicas, CommandEffect, MetadataCommand};
 use crate::metadata::config_catalog::{topic_config_for_broker_synonym, ConfigType};
 use crate::metadata::registry::validate_topic_name;
 use crate::metadata::topic_config::{
@@ -23,8 +29,30 @@ use super::ShardContext;
 
 /// Partitions per topic accepted by CreateTopics / CreatePartitions.
 const TOPIC_PARTITIONS_MAX: i32 = 10_000;
+/// Producer ids a broker reserves at a time in a cluster.
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
 pub async fn execute(ctx: &Rc<ShardContext>, request: ControllerRequest) {
+    let request = match request {
+        ControllerRequest::AllocateProducerId { reply } if ctx.quorum().is_some() => {
+            let _ = reply.send(producer_id_from_block(ctx).await);
+            return;
+        }
+        other => other,
+    };
+    if let Some(quorum) = ctx.quorum() {
+        let leader = quorum.wait_for_leader(2 * ctx.cluster_config().election_timeout).await;
+        match leader {
+            Some(leader) if leader == quorum.node_id() => {}
+            Some(leader) => return super::controller_forward::forward(&quorum, leader, request).await,
+            None => return super::controller_forward::refuse(request, &quorum.no_leader()),
+        }
+    }
+    execute_here(ctx, request).await
+}
+
+/// Executes a request on this node (standalone, or the quorum leader).
+pub async fn execute_here(ctx: &Rc<ShardContext>, request: ControllerRequest) {
     let _permit = ctx.controller_gate.acquire_permit(1).await.expect("controller gate never closes");
     match request {
         ControllerRequest::CreateTopics { topics, validate_only, reply } => {
@@ -40,13 +68,122 @@ pub async fn execute(ctx: &Rc<ShardContext>, request: ControllerRequest) {
             let _ = reply.send(create_partitions(ctx, topic, count, validate_only).await);
         }
         ControllerRequest::AllocateProducerId { reply } => {
-            let mut next = (*ctx.metadata()).clone();
-            let id = next.next_producer_id;
-            next.next_producer_id += 1;
-            let result = commit(ctx, next).await.map(|()| id).map_err(|_| ResponseError::KafkaStorageError.code());
+            let result = match commit(ctx, vec![MetadataCommand::AllocateProducerIds { count: 1 }]).await {
+                Ok(effects) => match effects.first() {
+                    Some(CommandEffect::ProducerIds { first }) => Ok(*first),
+                    _ => Err(ResponseError::KafkaStorageError.code()),
+                },
+                Err(refused) => Err(refused.error_code),
+            };
             let _ = reply.send(result);
         }
+        ControllerRequest::AllocateProducerIdBlock { reply } => {
+            let command = MetadataCommand::AllocateProducerIds { count: PRODUCER_ID_BLOCK };
+            let result = match commit(ctx, vec![command]).await {
+                Ok(effects) => match effects.first() {
+                    Some(CommandEffect::ProducerIds { first }) => Ok(*first),
+                    _ => Err(ControllerReply::error(ResponseError::UnknownServerError.code(), "no block allocated")),
+                },
+                Err(refused) => Err(refused),
+            };
+            let _ = reply.send(result);
+        }
+        ControllerRequest::ImportTopics { node_id, topics, next_producer_id, reply } => {
+            let _ = reply.send(import_topics(ctx, node_id, topics, next_producer_id).await);
+        }
     }
+}
+
+/// Cluster mode: the next producer id from this broker's block, reserving a new block
+/// through the controller when it is used up (ids stay unique cluster-wide: every block
+/// comes from the replicated counter). Runs on shard 0.
+async fn producer_id_from_block(ctx: &Rc<ShardContext>) -> Result<i64, i16> {
+    loop {
+        let (next, end) = ctx.producer_id_block.get();
+        if next < end {
+            ctx.producer_id_block.set((next + 1, end));
+            return Ok(next);
+        }
+        let (reply, answer) = futures_channel::oneshot::channel();
+        Box::pin(execute(ctx, ControllerRequest::AllocateProducerIdBlock { reply })).await;
+        let first = match answer.await {
+            Ok(Ok(first)) => first,
+            Ok(Err(refused)) => return Err(refused.error_code),
+            Err(_) => return Err(ResponseError::CoordinatorNotAvailable.code()),
+        };
+        // Another caller may have refilled meanwhile; the newest block wins, the rest of
+        // the older one is left unused (ids are never handed out twice).
+        ctx.producer_id_block.set((first, first + PRODUCER_ID_BLOCK));
+    }
+}
+
+/// The brokers new replicas may be placed on: registered and not fenced.
+fn live_brokers(metadata: &ClusterMetadata) -> Vec<i32> {
+    metadata.brokers.values().filter(|b| !b.fenced).map(|b| b.node_id).collect()
+}
+
+/// Replica lists for `count` partitions of `topic` from `first` on (empty standalone).
+fn assign(
+    ctx: &ShardContext,
+    metadata: &ClusterMetadata,
+    topic: &str,
+    first: i32,
+    count: i32,
+    replication_factor: i16,
+) -> Result<Vec<Vec<i32>>, ControllerReply> {
+    if ctx.quorum().is_none() {
+        return Ok(Vec::new());
+    }
+    let factor = if replication_factor == -1 { ctx.config.default_replication_factor } else { replication_factor };
+    if factor < 1 {
+        return Err(ControllerReply::error(
+            ResponseError::InvalidReplicationFactor.code(),
+            format!("replication factor must be at least 1, not {factor}"),
+        ));
+    }
+    place_replicas(topic, first, count, factor as usize, &live_brokers(metadata))
+        .map_err(|reason| ControllerReply::error(ResponseError::InvalidReplicationFactor.code(), reason))
+}
+
+async fn import_topics(
+    ctx: &Rc<ShardContext>,
+    node_id: i32,
+    topics: Vec<(String, TopicMetadata)>,
+    next_producer_id: i64,
+) -> Vec<ControllerReply> {
+    let current = ctx.metadata();
+    let mut commands = Vec::new();
+    let mut results = Vec::new();
+    for (name, topic) in topics {
+        match current.topics.get(&name) {
+            Some(existing) if existing.id == topic.id => results.push(ControllerReply::ok()),
+            Some(_) => results.push(ControllerReply::error(
+                ResponseError::TopicAlreadyExists.code(),
+                format!("the cluster already has another topic named {name:?}"),
+            )),
+            None => {
+                let replicas = vec![vec![node_id]; topic.partitions.max(0) as usize];
+                commands.push(MetadataCommand::CreateTopic {
+                    name,
+                    id: topic.id,
+                    partitions: topic.partitions,
+                    configs: topic.configs,
+                    replicas,
+                });
+                results.push(ControllerReply::ok());
+            }
+        }
+    }
+    if next_producer_id > current.next_producer_id {
+        commands.push(MetadataCommand::AllocateProducerIds { count: next_producer_id - current.next_producer_id });
+    }
+    if commands.is_empty() {
+        return results;
+    }
+    if let Err(refused) = commit(ctx, commands).await {
+        return results.into_iter().map(|_| refused.clone()).collect();
+    }
+    results
 }
 
 fn new_topic_id(name: &str, version: u64) -> [u8; 16] {
@@ -59,15 +196,27 @@ fn new_topic_id(name: &str, version: u64) -> [u8; 16] {
 }
 
 async fn create_topics(ctx: &Rc<ShardContext>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<ControllerReply> {
-    let mut next = (*ctx.metadata()).clone();
+    let current = ctx.metadata();
+    let mut commands = Vec::new();
     let mut results = Vec::with_capacity(topics.len());
-    let mut changed = false;
-    for NewTopic { name, partitions, configs } in topics {
-        let partitions = if partitions == -1 { ctx.config.default_partitions } else { partitions };
+    let mut names = std::collections::BTreeSet::new();
+    for NewTopic { name, partitions, replication_factor, assignments, configs } in topics {
+        let partitions = if !assignments.is_empty() {
+            assignments.len() as i32
+        } else if partitions == -1 {
+            ctx.config.default_partitions
+        } else {
+            partitions
+        };
         let configs: BTreeMap<String, String> = configs.into_iter().collect();
+        let replicas = if !assignments.is_empty() && ctx.quorum().is_some() {
+            Ok(assignments)
+        } else {
+            assign(ctx, &current, &name, 0, partitions.clamp(0, TOPIC_PARTITIONS_MAX), replication_factor)
+        };
         let outcome = if let Err(reason) = validate_topic_name(&name) {
             ControllerReply::error(ResponseError::InvalidTopicException.code(), reason)
-        } else if next.topics.contains_key(&name) {
+        } else if current.topics.contains_key(&name) || names.contains(&name) {
             ControllerReply::error(ResponseError::TopicAlreadyExists.code(), format!("topic {name:?} already exists"))
         } else if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
             ControllerReply::error(
@@ -75,42 +224,63 @@ async fn create_topics(ctx: &Rc<ShardContext>, topics: Vec<NewTopic>, validate_o
                 format!("partitions must be 1..={TOPIC_PARTITIONS_MAX}"),
             )
         } else if let Err(reason) =
-            log_config(&configs, next.broker_layers(ctx.config.node_id, &ctx.config.static_broker_configs))
+            log_config(&configs, current.broker_layers(ctx.config.node_id, &ctx.config.static_broker_configs))
         {
             ControllerReply::error(ResponseError::InvalidConfig.code(), reason)
         } else {
-            if !validate_only {
-                let id = new_topic_id(&name, next.version);
-                next.topics.insert(name, TopicMetadata { id, partitions, configs });
-                changed = true;
+            match replicas {
+                Err(refused) => refused,
+                Ok(replicas) => {
+                    if !validate_only {
+                        let id = new_topic_id(&name, current.version + commands.len() as u64);
+                        names.insert(name.clone());
+                        commands.push(MetadataCommand::CreateTopic { name, id, partitions, configs, replicas });
+                    }
+                    ControllerReply::ok()
+                }
             }
-            ControllerReply::ok()
         };
         results.push(outcome);
     }
-    if changed && commit(ctx, next).await.is_err() {
-        for result in results.iter_mut().filter(|r| r.error_code == 0) {
-            *result =
-                ControllerReply::error(ResponseError::KafkaStorageError.code(), "could not persist cluster metadata");
+    if commands.is_empty() {
+        return results;
+    }
+    match commit(ctx, commands).await {
+        Ok(effects) => {
+            let mut effects = effects.into_iter();
+            for result in results.iter_mut().filter(|r| r.error_code == 0) {
+                if let Some(CommandEffect::Skipped(reason)) = effects.next() {
+                    *result = ControllerReply::error(ResponseError::TopicAlreadyExists.code(), reason);
+                }
+            }
+        }
+        Err(refused) => {
+            for result in results.iter_mut().filter(|r| r.error_code == 0) {
+                *result = refused.clone();
+            }
         }
     }
     results
 }
 
 async fn delete_topics(ctx: &Rc<ShardContext>, names: Vec<String>) -> Vec<i16> {
-    let mut next = (*ctx.metadata()).clone();
+    let current = ctx.metadata();
     let mut results = Vec::with_capacity(names.len());
-    let mut changed = false;
+    let mut commands = Vec::new();
     for name in names {
-        if next.topics.remove(&name).is_some() {
-            changed = true;
+        if current.topics.contains_key(&name)
+            && !commands.contains(&MetadataCommand::DeleteTopic { name: name.clone() })
+        {
+            commands.push(MetadataCommand::DeleteTopic { name });
             results.push(0);
         } else {
             results.push(ResponseError::UnknownTopicOrPartition.code());
         }
     }
-    if changed && commit(ctx, next).await.is_err() {
-        return results.into_iter().map(|r| if r == 0 { ResponseError::KafkaStorageError.code() } else { r }).collect();
+    if !commands.is_empty() {
+        if let Err(refused) = commit(ctx, commands).await {
+            return results.into_iter().map(|r| if r == 0 { refused.error_code } else { r }).collect();
+        }
     }
     results
 }
@@ -124,6 +294,7 @@ async fn alter_configs(
 ) -> ControllerReply {
     let current = ctx.metadata();
     let mut next = (*current).clone();
+    let command;
     let refused = |error: ConfigError| match error {
         ConfigError::Invalid(message) => ControllerReply::error(ResponseError::InvalidConfig.code(), message),
         ConfigError::Request(message) => ControllerReply::error(ResponseError::InvalidRequest.code(), message),
@@ -145,7 +316,8 @@ async fn alter_configs(
             if let Err(reason) = log_config(&updated, layers) {
                 return ControllerReply::error(ResponseError::InvalidConfig.code(), reason);
             }
-            info.configs = updated;
+            info.configs = updated.clone();
+            command = MetadataCommand::SetTopicConfigs { name: topic, configs: updated };
         }
         ConfigResource::Broker(name) => {
             let key = match broker_resource(&name, ctx.config.node_id) {
@@ -181,19 +353,15 @@ async fn alter_configs(
                     );
                 }
             }
-            if updated.is_empty() {
-                next.broker_configs.remove(&key);
-            } else {
-                next.broker_configs.insert(key, updated);
-            }
+            command = MetadataCommand::SetBrokerConfigs { key, configs: updated };
         }
     }
     if validate_only {
         return ControllerReply::ok();
     }
-    match commit(ctx, next).await {
-        Ok(()) => ControllerReply::ok(),
-        Err(reason) => ControllerReply::error(ResponseError::KafkaStorageError.code(), reason),
+    match commit(ctx, vec![command]).await {
+        Ok(_) => ControllerReply::ok(),
+        Err(refused) => refused,
     }
 }
 
@@ -204,8 +372,8 @@ fn broker_kind_and_default(name: &str) -> Option<(ConfigType, String)> {
 }
 
 async fn create_partitions(ctx: &Rc<ShardContext>, topic: String, count: i32, validate_only: bool) -> ControllerReply {
-    let mut next = (*ctx.metadata()).clone();
-    let Some(info) = next.topics.get_mut(&topic) else {
+    let current = ctx.metadata();
+    let Some(info) = current.topics.get(&topic) else {
         return ControllerReply::error(
             ResponseError::UnknownTopicOrPartition.code(),
             format!("unknown topic {topic:?}"),
@@ -220,27 +388,55 @@ async fn create_partitions(ctx: &Rc<ShardContext>, topic: String, count: i32, va
             ),
         );
     }
+    // New partitions get as many replicas as partition 0 has.
+    let factor = info.replicas_of(0).len().max(1) as i16;
+    let replicas = match assign(ctx, &current, &topic, info.partitions, count - info.partitions, factor) {
+        Ok(replicas) => replicas,
+        Err(refused) => return refused,
+    };
     if validate_only {
         return ControllerReply::ok();
     }
-    info.partitions = count;
-    match commit(ctx, next).await {
-        Ok(()) => ControllerReply::ok(),
-        Err(reason) => ControllerReply::error(ResponseError::KafkaStorageError.code(), reason),
+    match commit(ctx, vec![MetadataCommand::AddPartitions { name: topic, count, replicas }]).await {
+        Ok(_) => ControllerReply::ok(),
+        Err(refused) => refused,
     }
 }
 
-/// Persists a new snapshot and applies it on every shard before returning.
-async fn commit(ctx: &Rc<ShardContext>, mut next: ClusterMetadata) -> Result<(), String> {
-    next.version += 1;
+/// The Kafka error for a change the metadata quorum did not take.
+pub fn quorum_refusal(error: &QuorumError) -> ControllerReply {
+    let code = match error {
+        QuorumError::NotLeader(_) | QuorumError::NoLeader { .. } | QuorumError::LeadershipLost => {
+            ResponseError::NotController.code()
+        }
+        QuorumError::NoQuorum { .. } | QuorumError::Timeout(_) => ResponseError::RequestTimedOut.code(),
+    };
+    ControllerReply::error(code, error.to_string())
+}
+
+/// Applies `commands`: standalone, to a copy of the state that is persisted and then
+/// installed on every shard; in a cluster, through the metadata quorum (which installs
+/// the state on every shard once the commands are committed and applied). Returns each
+/// command's effect.
+async fn commit(ctx: &Rc<ShardContext>, commands: Vec<MetadataCommand>) -> Result<Vec<CommandEffect>, ControllerReply> {
+    if let Some(quorum) = ctx.quorum() {
+        return quorum.propose(commands).await.map_err(|error| quorum_refusal(&error));
+    }
+    let mut next = (*ctx.metadata()).clone();
+    let effects: Vec<CommandEffect> =
+        commands.iter().map(|command| crate::metadata::commands::apply(&mut next, command)).collect();
     next.persist(&ctx.config.data_dir).await.map_err(|error| {
         tracing::error!(%error, "persisting cluster metadata failed");
-        error.to_string()
+        ControllerReply::error(ResponseError::KafkaStorageError.code(), "could not persist cluster metadata")
     })?;
-    let snapshot = Arc::new(next);
+    publish(ctx, Arc::new(next)).await;
+    Ok(effects)
+}
+
+/// Installs `metadata` on every shard of this node and returns once all have it.
+pub async fn publish(ctx: &Rc<ShardContext>, metadata: Arc<ClusterMetadata>) {
     for shard in 0..ctx.shard_count {
-        let metadata = snapshot.clone();
+        let metadata = metadata.clone();
         ctx.call(shard, move |reply| ShardRequest::ApplyMetadata { metadata, reply }).await;
     }
-    Ok(())
 }

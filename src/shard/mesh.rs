@@ -32,7 +32,7 @@ impl std::fmt::Debug for ShardTask {
 }
 
 /// The answer of a metadata change: a Kafka error code (0: success) and a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ControllerReply {
     pub error_code: i16,
     pub message: Option<String>,
@@ -48,16 +48,27 @@ impl ControllerReply {
     }
 }
 
-/// A topic to create: name, partitions (-1: broker default), configs.
-#[derive(Debug, Clone)]
+/// A topic to create: name, partitions (-1: broker default), replication factor (-1:
+/// broker default), or a manual replica assignment (`assignments`, one list per
+/// partition, instead of both), configs.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewTopic {
     pub name: String,
     pub partitions: i32,
+    pub replication_factor: i16,
+    pub assignments: Vec<Vec<i32>>,
     pub configs: Vec<(String, String)>,
 }
 
+impl NewTopic {
+    /// A topic with broker-default partitions and replication (auto creation).
+    pub fn with_defaults(name: String) -> NewTopic {
+        NewTopic { name, partitions: -1, replication_factor: -1, assignments: Vec::new(), configs: Vec::new() }
+    }
+}
+
 /// The owner of a set of configs (DescribeConfigs / AlterConfigs resource).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ConfigResource {
     Topic(String),
     /// A broker by node id, or "" for the cluster-wide broker default.
@@ -94,6 +105,19 @@ pub enum ControllerRequest {
     /// Allocate a producer id (InitProducerId without a transactional id).
     AllocateProducerId {
         reply: Reply<Result<i64, i16>>,
+    },
+    /// Cluster mode: reserve a block of producer ids for one broker (its InitProducerId
+    /// hands them out). Replies the first id, or an error code and message.
+    AllocateProducerIdBlock {
+        reply: Reply<Result<i64, ControllerReply>>,
+    },
+    /// Cluster mode: a node that ran standalone before joining brings its topics into the
+    /// cluster, assigned to itself, keeping their ids and configs.
+    ImportTopics {
+        node_id: i32,
+        topics: Vec<(String, crate::metadata::TopicMetadata)>,
+        next_producer_id: i64,
+        reply: Reply<Vec<ControllerReply>>,
     },
 }
 

@@ -14,6 +14,7 @@
 
 pub mod context;
 pub mod controller;
+pub mod controller_forward;
 pub mod handler;
 pub mod mesh;
 pub mod metrics_publisher;

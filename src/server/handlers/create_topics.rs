@@ -1,7 +1,8 @@
 //! CreateTopics (key 19), versions 2-7: partitions (-1 = broker default) or a manual
-//! replica assignment naming only existing brokers, configs (validated against the
-//! catalogue; unknown keys fail with INVALID_CONFIG), validate-only. Replication factor
-//! must be -1 or 1 on a single node. Executed by the controller on shard 0.
+//! replica assignment naming only registered brokers, configs (validated against the
+//! catalogue; unknown keys fail with INVALID_CONFIG), validate-only. Replication factor:
+//! -1 or 1 on a standalone node; in a cluster at most the number of live brokers (the
+//! controller places the replicas). Executed by the controller.
 
 use std::rc::Rc;
 
@@ -23,10 +24,10 @@ pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::CreateTopics, 2, 7);
 /// The partition count of a topic, checking a manual replica assignment the way Kafka's
 /// controller does: with assignments, num_partitions and replication_factor must be -1,
 /// partition indexes run 0, 1, 2, ... and every replica list names registered brokers
-/// (on a single node: this one), once each.
-fn manual_partitions(topic: &CreatableTopic, node_id: i32) -> Result<i32, ControllerReply> {
+/// (on a single node: this one), once each. Returns the replica lists.
+fn manual_assignments(topic: &CreatableTopic, brokers: &[i32]) -> Result<Vec<Vec<i32>>, ControllerReply> {
     if topic.assignments.is_empty() {
-        return Ok(topic.num_partitions);
+        return Ok(Vec::new());
     }
     let invalid_request = |message: String| ControllerReply::error(ResponseError::InvalidRequest.code(), message);
     let invalid_assignment =
@@ -46,53 +47,74 @@ fn manual_partitions(topic: &CreatableTopic, node_id: i32) -> Result<i32, Contro
     if indexes.iter().enumerate().any(|(i, &index)| index != i as i32) {
         return Err(invalid_assignment("partitions should be a consecutive 0-based integer sequence".into()));
     }
-    for assignment in &topic.assignments {
-        let brokers: Vec<i32> = assignment.broker_ids.iter().map(|b| b.0).collect();
-        if brokers.is_empty() {
+    let mut sorted: Vec<_> = topic.assignments.iter().collect();
+    sorted.sort_by_key(|a| a.partition_index);
+    let mut replicas = Vec::with_capacity(sorted.len());
+    for assignment in sorted {
+        let listed: Vec<i32> = assignment.broker_ids.iter().map(|b| b.0).collect();
+        if listed.is_empty() {
             return Err(invalid_assignment(format!("partition {} has no replicas", assignment.partition_index)));
         }
-        if let Some(unknown) = brokers.iter().find(|&&b| b != node_id) {
+        if let Some(unknown) = listed.iter().find(|b| !brokers.contains(b)) {
             return Err(invalid_assignment(format!(
                 "The manual partition assignment includes broker {unknown}, but no such broker is registered \
-                 (this cluster has one broker, {node_id})."
+                 (registered: {brokers:?})."
             )));
         }
-        if brokers.len() > 1 {
+        let mut unique = listed.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        if unique.len() != listed.len() {
             return Err(invalid_assignment(format!(
-                "partition {} lists broker {node_id} more than once",
+                "partition {} lists a broker more than once",
                 assignment.partition_index
             )));
         }
+        replicas.push(listed);
     }
-    Ok(topic.assignments.len() as i32)
+    Ok(replicas)
 }
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
     let body: CreateTopicsRequest = decode_body(request)?;
     let mut results: Vec<Option<ControllerReply>> = Vec::with_capacity(body.topics.len());
     let mut to_create = Vec::new();
+    let metadata_now = ctx.metadata();
     for topic in &body.topics {
         let name = topic.name.0.to_string();
-        if !matches!(topic.replication_factor, -1 | 1) {
+        if ctx.cluster.is_none() && !matches!(topic.replication_factor, -1 | 1) {
             results.push(Some(ControllerReply::error(
                 ResponseError::InvalidReplicationFactor.code(),
                 format!("replication factor {} is not possible on a single broker", topic.replication_factor),
             )));
             continue;
         }
-        let partitions = match manual_partitions(topic, ctx.config.node_id) {
-            Ok(partitions) => partitions,
+        let brokers: Vec<i32> = match ctx.cluster {
+            Some(_) => metadata_now.brokers.keys().copied().collect(),
+            None => vec![ctx.config.node_id],
+        };
+        let assignments = match manual_assignments(topic, &brokers) {
+            Ok(assignments) => assignments,
             Err(refused) => {
                 results.push(Some(refused));
                 continue;
             }
         };
+        let partitions = if assignments.is_empty() { topic.num_partitions } else { assignments.len() as i32 };
+        // Standalone, the node holds every partition; the assignment only counts them.
+        let assignments = if ctx.cluster.is_some() { assignments } else { Vec::new() };
         let configs = topic
             .configs
             .iter()
             .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string()).unwrap_or_default()))
             .collect();
-        to_create.push(NewTopic { name, partitions, configs });
+        to_create.push(NewTopic {
+            name,
+            partitions,
+            replication_factor: topic.replication_factor,
+            assignments,
+            configs,
+        });
         results.push(None);
     }
     let validate_only = body.validate_only;
@@ -122,7 +144,8 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
                 .with_error_message(message.map(StrBytes::from_string));
             if request.api_version >= 5 {
                 result.num_partitions = info.map_or(topic.num_partitions, |i| i.partitions);
-                result.replication_factor = 1;
+                result.replication_factor =
+                    info.map_or(1, |i| i.replicas_of(0).len().max(1) as i16);
             }
             if request.api_version >= 7 {
                 result.topic_id = info.filter(|_| error_code == 0).map_or(Uuid::nil(), |i| Uuid::from_bytes(i.id));

@@ -4,7 +4,6 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{ApiKey, DeleteGroupsRequest, DeleteGroupsResponse};
 
@@ -21,11 +20,11 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
     let mut results = Vec::with_capacity(body.groups_names.len());
     for group in &body.groups_names {
         let group_id = group.0.to_string();
-        let shard = ctx.group_shard(&group_id);
+        let group_key = group_id.clone();
         let code = ctx
-            .call(shard, move |reply| ShardRequest::Group(GroupRequest::Delete { group_id, reply }))
+            .call_group(&group_key, move |reply| ShardRequest::Group(GroupRequest::Delete { group_id, reply }))
             .await
-            .unwrap_or(ResponseError::CoordinatorNotAvailable.code());
+            .unwrap_or_else(|code| code);
         results.push(DeletableGroupResult::default().with_group_id(group.clone()).with_error_code(code));
     }
     let response = DeleteGroupsResponse::default().with_results(results);

@@ -27,10 +27,11 @@ pub struct Deletion {
 
 /// Moves one partition's log start to `offset` (-1: the high watermark); runs on the
 /// shard that owns the partition.
-pub async fn delete_before(log: Option<PartitionLog>, offset: i64) -> Deletion {
+pub async fn delete_before(log: Result<PartitionLog, i16>, offset: i64) -> Deletion {
     let failed = |error_code| Deletion { error_code, low_watermark: -1 };
-    let Some(log) = log else {
-        return failed(ResponseError::UnknownTopicOrPartition.code());
+    let log = match log {
+        Ok(log) => log,
+        Err(code) => return failed(code),
     };
     // -1 means "up to the high watermark" (Kafka's DeleteRecords semantics).
     let target = if offset == -1 { log.offsets().high_watermark.offset() } else { Offset(offset) };

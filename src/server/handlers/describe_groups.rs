@@ -4,7 +4,6 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{ApiKey, DescribeGroupsRequest, DescribeGroupsResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -22,16 +21,13 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
     let mut described = Vec::with_capacity(body.groups.len());
     for group in &body.groups {
         let group_id = group.0.to_string();
-        let shard = ctx.group_shard(&group_id);
         let id = group_id.clone();
         let entry = match ctx
-            .call(shard, move |reply| ShardRequest::Group(GroupRequest::Describe { group_id: id, reply }))
+            .call_group(&group_id, move |reply| ShardRequest::Group(GroupRequest::Describe { group_id: id, reply }))
             .await
         {
-            None => DescribedGroup::default()
-                .with_group_id(group.clone())
-                .with_error_code(ResponseError::CoordinatorNotAvailable.code()),
-            Some(d) => DescribedGroup::default()
+            Err(code) => DescribedGroup::default().with_group_id(group.clone()).with_error_code(code),
+            Ok(d) => DescribedGroup::default()
                 .with_group_id(group.clone())
                 .with_error_code(d.error_code)
                 .with_group_state(StrBytes::from_string(d.state))

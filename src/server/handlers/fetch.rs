@@ -48,14 +48,12 @@ pub struct ReadOutcome {
 
 /// Reads one partition from `offset`, at most `max_bytes` (at least one batch);
 /// runs on the shard that owns the partition.
-pub async fn read(log: Option<PartitionLog>, offset: i64, max_bytes: usize) -> ReadOutcome {
-    let Some(log) = log else {
-        return ReadOutcome {
-            error_code: ResponseError::UnknownTopicOrPartition.code(),
-            high_watermark: -1,
-            log_start_offset: -1,
-            records: Vec::new(),
-        };
+pub async fn read(log: Result<PartitionLog, i16>, offset: i64, max_bytes: usize) -> ReadOutcome {
+    let log = match log {
+        Ok(log) => log,
+        Err(error_code) => {
+            return ReadOutcome { error_code, high_watermark: -1, log_start_offset: -1, records: Vec::new() };
+        }
     };
     if max_bytes == 0 {
         // No budget left in this response: offsets only.

@@ -1,5 +1,7 @@
-//! FindCoordinator (key 10), versions 0-6: this node coordinates every group (v4+ answers
-//! a batch of keys). Transaction coordinators are not offered: Tern has no transactions.
+//! FindCoordinator (key 10), versions 0-6: the broker coordinating each group (v4+
+//! answers a batch of keys): standalone this node; in a cluster the leader of the group's
+//! `__consumer_offsets` partition (COORDINATOR_NOT_AVAILABLE while it is fenced).
+//! Transaction coordinators are not offered: Tern has no transactions.
 
 use std::rc::Rc;
 
@@ -9,6 +11,7 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{ApiKey, BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use super::cluster_layout::broker_address;
 use super::ApiSupport;
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::ShardContext;
@@ -19,25 +22,33 @@ const KEY_TYPE_GROUP: i8 = 0;
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
     let body: FindCoordinatorRequest = decode_body(request)?;
-    let node = BrokerId(ctx.config.node_id);
-    let host = StrBytes::from_string(ctx.config.advertised_host.clone());
-    let port = ctx.config.advertised_port;
-    let error = if body.key_type == KEY_TYPE_GROUP { 0 } else { ResponseError::CoordinatorNotAvailable.code() };
+    let metadata = ctx.metadata();
+    let locate = |key: &str| -> (i16, BrokerId, StrBytes, i32) {
+        if body.key_type != KEY_TYPE_GROUP {
+            return (ResponseError::CoordinatorNotAvailable.code(), BrokerId(-1), StrBytes::default(), -1);
+        }
+        match broker_address(ctx, &metadata, ctx.group_coordinator_node(key)) {
+            Some(b) => (0, BrokerId(b.node_id), StrBytes::from_string(b.host), b.port),
+            None => (ResponseError::CoordinatorNotAvailable.code(), BrokerId(-1), StrBytes::default(), -1),
+        }
+    };
     let response = if request.api_version >= 4 {
         FindCoordinatorResponse::default().with_coordinators(
             body.coordinator_keys
                 .iter()
                 .map(|key| {
+                    let (error, node, host, port) = locate(key);
                     Coordinator::default()
                         .with_key(key.clone())
                         .with_node_id(node)
-                        .with_host(host.clone())
+                        .with_host(host)
                         .with_port(port)
                         .with_error_code(error)
                 })
                 .collect(),
         )
     } else {
+        let (error, node, host, port) = locate(&body.key);
         FindCoordinatorResponse::default().with_error_code(error).with_node_id(node).with_host(host).with_port(port)
     };
     encode_response(ApiKey::FindCoordinator, request.api_version, request.header.correlation_id, &response)

@@ -3,7 +3,6 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, HeartbeatRequest, HeartbeatResponse};
 
 use super::ApiSupport;
@@ -20,13 +19,13 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
     let member_id = body.member_id.to_string();
     let instance_id = body.group_instance_id.as_ref().map(|s| s.to_string());
     let generation = body.generation_id;
-    let shard = ctx.group_shard(&group_id);
+    let group = group_id.clone();
     let code = ctx
-        .call(shard, move |reply| {
+        .call_group(&group, move |reply| {
             ShardRequest::Group(GroupRequest::Heartbeat { group_id, member_id, generation, instance_id, reply })
         })
         .await
-        .unwrap_or(ResponseError::CoordinatorNotAvailable.code());
+        .unwrap_or_else(|code| code);
     let response = HeartbeatResponse::default().with_error_code(code);
     encode_response(ApiKey::Heartbeat, request.api_version, request.header.correlation_id, &response)
 }

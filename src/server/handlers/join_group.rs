@@ -5,7 +5,6 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{ApiKey, JoinGroupRequest, JoinGroupResponse};
 use kafka_protocol::protocol::StrBytes;
@@ -35,11 +34,11 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
         rebalance_timeout_ms: if version >= 1 { body.rebalance_timeout_ms } else { body.session_timeout_ms },
         require_known_member_id: version >= 4,
     };
-    let shard = ctx.group_shard(&group_id);
+    let group = group_id.clone();
     let result =
-        ctx.call(shard, move |reply| ShardRequest::Group(GroupRequest::Join { group_id, request: join, reply })).await;
+        ctx.call_group(&group, move |reply| ShardRequest::Group(GroupRequest::Join { group_id, request: join, reply })).await;
     let mut response = match result {
-        Some(result) => JoinGroupResponse::default()
+        Ok(result) => JoinGroupResponse::default()
             .with_error_code(result.error_code)
             .with_generation_id(result.generation_id)
             .with_protocol_name(result.protocol_name.map(StrBytes::from_string))
@@ -62,7 +61,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
                     .collect(),
             )
             .with_protocol_type(if version >= 7 { result.protocol_type.map(StrBytes::from_string) } else { None }),
-        None => JoinGroupResponse::default().with_error_code(ResponseError::CoordinatorNotAvailable.code()),
+        Err(code) => JoinGroupResponse::default().with_error_code(code),
     };
     if version < 7 {
         response.protocol_type = None;

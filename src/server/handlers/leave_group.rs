@@ -4,7 +4,6 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{ApiKey, LeaveGroupRequest, LeaveGroupResponse};
 
@@ -29,13 +28,13 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
     } else {
         vec![LeavingMember::new(body.member_id.to_string(), None)]
     };
-    let shard = ctx.group_shard(&group_id);
     let count = members.len();
     let leaving = members.clone();
+    let group = group_id.clone();
     let codes = ctx
-        .call(shard, move |reply| ShardRequest::Group(GroupRequest::Leave { group_id, members: leaving, reply }))
+        .call_group(&group, move |reply| ShardRequest::Group(GroupRequest::Leave { group_id, members: leaving, reply }))
         .await
-        .unwrap_or_else(|| vec![ResponseError::CoordinatorNotAvailable.code(); count]);
+        .unwrap_or_else(|code| vec![code; count]);
     let response = if batched {
         LeaveGroupResponse::default().with_members(
             body.members

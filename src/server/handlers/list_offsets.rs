@@ -40,9 +40,10 @@ impl OffsetLookup {
 
 /// Looks up one partition's offset for `timestamp` (or a special value); runs on the
 /// shard that owns the partition.
-pub async fn lookup(log: Option<PartitionLog>, timestamp: i64) -> OffsetLookup {
-    let Some(log) = log else {
-        return OffsetLookup::failed(ResponseError::UnknownTopicOrPartition.code());
+pub async fn lookup(log: Result<PartitionLog, i16>, timestamp: i64) -> OffsetLookup {
+    let log = match log {
+        Ok(log) => log,
+        Err(code) => return OffsetLookup::failed(code),
     };
     let offsets = log.offsets();
     match timestamp {

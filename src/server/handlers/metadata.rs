@@ -1,6 +1,8 @@
-//! Metadata (key 3), versions 0-12: brokers (this node), topics and partitions (this node
-//! leads every partition, leader epoch 0), and auto topic creation. In v0 the topic list
-//! is not nullable and an empty one means every topic (v1+: null means every topic).
+//! Metadata (key 3), versions 0-12: brokers (standalone: this node; in a cluster: the
+//! registered, unfenced ones), the controller, topics and partitions with their leader,
+//! replicas and in-sync replicas (`cluster_layout`; leader epoch 0), and auto topic
+//! creation. In v0 the topic list is not nullable and an empty one means every topic
+//! (v1+: null means every topic).
 
 use std::rc::Rc;
 
@@ -13,6 +15,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, MetadataRequest, MetadataRespon
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use super::cluster_layout::{controller_id, live_brokers, partition_layout};
 use super::ApiSupport;
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::mesh::{ControllerRequest, NewTopic, ShardRequest};
@@ -26,7 +29,7 @@ pub async fn auto_create(ctx: &Rc<ShardContext>, names: Vec<String>) {
     if names.is_empty() || !ctx.config.auto_create_topics {
         return;
     }
-    let topics = names.into_iter().map(|name| NewTopic { name, partitions: -1, configs: Vec::new() }).collect();
+    let topics = names.into_iter().map(NewTopic::with_defaults).collect();
     ctx.call(0, |reply| {
         ShardRequest::Controller(ControllerRequest::CreateTopics { topics, validate_only: false, reply })
     })
@@ -57,7 +60,6 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
     }
 
     let metadata = ctx.metadata();
-    let node = ctx.config.node_id;
     let version = request.api_version;
     let id_if_supported = |id: Uuid| if version >= 10 { id } else { Uuid::nil() };
     let describe = |name: &str, error_code: i16, id: Uuid| -> MetadataResponseTopic {
@@ -69,12 +71,16 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
             .with_partitions(
                 (0..partitions)
                     .map(|partition| {
+                        let layout = partition_layout(ctx, &metadata, name, partition);
+                        let ids = |ids: Vec<i32>| ids.into_iter().map(BrokerId).collect::<Vec<_>>();
                         MetadataResponsePartition::default()
+                            .with_error_code(layout.error_code)
                             .with_partition_index(partition)
-                            .with_leader_id(BrokerId(node))
+                            .with_leader_id(BrokerId(layout.leader))
                             .with_leader_epoch(if version >= 7 { 0 } else { -1 })
-                            .with_replica_nodes(vec![BrokerId(node)])
-                            .with_isr_nodes(vec![BrokerId(node)])
+                            .with_replica_nodes(ids(layout.replicas))
+                            .with_isr_nodes(ids(layout.in_sync))
+                            .with_offline_replicas(ids(layout.offline))
                     })
                     .collect(),
             )
@@ -111,13 +117,20 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
             })
             .collect(),
     };
+    let brokers = live_brokers(ctx, &metadata)
+        .into_iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(StrBytes::from_string))
+        })
+        .collect();
     let response = MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(node))
-            .with_host(StrBytes::from_string(ctx.config.advertised_host.clone()))
-            .with_port(ctx.config.advertised_port)])
+        .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_static_str(CLUSTER_ID)))
-        .with_controller_id(BrokerId(node))
+        .with_controller_id(BrokerId(controller_id(ctx)))
         .with_topics(topics);
     encode_response(ApiKey::Metadata, request.api_version, request.header.correlation_id, &response)
 }

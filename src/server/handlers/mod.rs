@@ -87,6 +87,8 @@ macro_rules! kafka_apis {
     };
 }
 
+/// The cluster as Metadata, DescribeCluster and FindCoordinator describe it.
+pub mod cluster_layout;
 /// Kafka error codes for storage failures, shared by the partition APIs.
 pub mod partition_errors;
 

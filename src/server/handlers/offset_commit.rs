@@ -50,8 +50,8 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
     let codes = if count == 0 {
         Vec::new()
     } else {
-        let shard = ctx.group_shard(&group_id);
-        ctx.call(shard, move |reply| {
+        let group = group_id.clone();
+        ctx.call_group(&group, move |reply| {
             ShardRequest::Group(GroupRequest::Commit {
                 group_id,
                 member_id,
@@ -62,7 +62,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
             })
         })
         .await
-        .unwrap_or_else(|| vec![ResponseError::CoordinatorNotAvailable.code(); count])
+        .unwrap_or_else(|code| vec![code; count])
     };
     let mut codes = codes.into_iter();
     let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();

@@ -5,7 +5,6 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_delete_response::{OffsetDeleteResponsePartition, OffsetDeleteResponseTopic};
 use kafka_protocol::messages::{ApiKey, OffsetDeleteRequest, OffsetDeleteResponse};
 
@@ -26,15 +25,15 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
         .iter()
         .flat_map(|t| t.partitions.iter().map(move |p| TopicPartition::new(t.name.0.to_string(), p.partition_index)))
         .collect();
-    let shard = ctx.group_shard(&group_id);
     let count = partitions.len();
     let asked = partitions.clone();
+    let group = group_id.clone();
     let OffsetDeletion { error_code: group_error, partition_codes: codes } = ctx
-        .call(shard, move |reply| {
+        .call_group(&group, move |reply| {
             ShardRequest::Group(GroupRequest::DeleteOffsets { group_id, partitions: asked, reply })
         })
         .await
-        .unwrap_or(OffsetDeletion { error_code: ResponseError::CoordinatorNotAvailable.code(), partition_codes: vec![0; count] });
+        .unwrap_or_else(|code| OffsetDeletion { error_code: code, partition_codes: vec![0; count] });
     let mut codes = codes.into_iter();
     let topics = body
         .topics

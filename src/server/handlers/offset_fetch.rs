@@ -7,7 +7,6 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
     OffsetFetchResponseTopics,
@@ -29,9 +28,10 @@ async fn group_offsets(
     ctx: &Rc<ShardContext>,
     group_id: String,
     partitions: Option<Vec<TopicPartition>>,
-) -> Option<Vec<PartitionOffset>> {
-    let shard = ctx.group_shard(&group_id);
-    ctx.call(shard, move |reply| ShardRequest::Group(GroupRequest::FetchOffsets { group_id, partitions, reply })).await
+) -> Result<Vec<PartitionOffset>, i16> {
+    let group = group_id.clone();
+    ctx.call_group(&group, move |reply| ShardRequest::Group(GroupRequest::FetchOffsets { group_id, partitions, reply }))
+        .await
 }
 
 /// Offsets grouped by topic, in the order the coordinator answered.
@@ -67,8 +67,9 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
             .zip(found)
             .map(|(group, found)| {
                 let entry = OffsetFetchResponseGroup::default().with_group_id(GroupId(group.group_id.0.clone()));
-                let Some(offsets) = found else {
-                    return entry.with_error_code(ResponseError::CoordinatorNotAvailable.code());
+                let offsets = match found {
+                    Ok(offsets) => offsets,
+                    Err(code) => return entry.with_error_code(code),
                 };
                 entry.with_topics(
                     by_topic(offsets)
@@ -102,12 +103,12 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
         topics.iter().flat_map(|t| t.partition_indexes.iter().map(move |p| TopicPartition::new(t.name.0.to_string(), *p))).collect()
     });
     match group_offsets(ctx, body.group_id.0.to_string(), partitions).await {
-        None => {
+        Err(code) => {
             if version >= 2 {
-                response.error_code = ResponseError::CoordinatorNotAvailable.code();
+                response.error_code = code;
             }
         }
-        Some(offsets) => {
+        Ok(offsets) => {
             response.topics = by_topic(offsets)
                 .into_iter()
                 .map(|(topic, partitions)| {

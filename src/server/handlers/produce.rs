@@ -59,9 +59,10 @@ impl ProduceOutcome {
 }
 
 /// Appends one partition's batch; runs on the shard that owns the partition.
-pub async fn append(log: Option<PartitionLog>, acks: i16, records: Bytes) -> ProduceOutcome {
-    let Some(log) = log else {
-        return ProduceOutcome::failed(ResponseError::UnknownTopicOrPartition.code(), "unknown topic or partition");
+pub async fn append(log: Result<PartitionLog, i16>, acks: i16, records: Bytes) -> ProduceOutcome {
+    let log = match log {
+        Ok(log) => log,
+        Err(code) => return ProduceOutcome::failed(code, "this broker does not lead the partition"),
     };
     let min_insync_replicas = log.config().min_insync_replicas;
     if acks == -1 && IN_SYNC_REPLICAS < min_insync_replicas {

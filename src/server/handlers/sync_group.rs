@@ -3,7 +3,6 @@
 use std::rc::Rc;
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -27,14 +26,14 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
         .map(|a| MemberAssignment { member_id: a.member_id.to_string(), assignment: a.assignment.clone() })
         .collect();
     let generation = body.generation_id;
-    let shard = ctx.group_shard(&group_id);
+    let group = group_id.clone();
     let result = ctx
-        .call(shard, move |reply| {
+        .call_group(&group, move |reply| {
             ShardRequest::Group(GroupRequest::Sync { group_id, member_id, generation, instance_id, assignments, reply })
         })
         .await;
     let mut response = match result {
-        Some(result) => {
+        Ok(result) => {
             let mut response =
                 SyncGroupResponse::default().with_error_code(result.error_code).with_assignment(result.assignment);
             if request.api_version >= 5 {
@@ -43,7 +42,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
             }
             response
         }
-        None => SyncGroupResponse::default().with_error_code(ResponseError::CoordinatorNotAvailable.code()),
+        Err(code) => SyncGroupResponse::default().with_error_code(code),
     };
     if request.api_version < 5 {
         response.protocol_type = None;

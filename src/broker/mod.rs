@@ -3,6 +3,8 @@
 //! connections, and a graceful shutdown on SIGTERM/SIGINT (stop accepting, finish
 //! in-flight requests, flush and close every log, exit 0).
 
+mod cluster;
+
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,8 +15,8 @@ use glommio::channels::channel_mesh::MeshBuilder;
 use glommio::net::TcpListener;
 use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 
+use crate::cluster::ClusterView;
 use crate::config::{ServeConfig, MESH_CHANNEL_CAPACITY, RETENTION_CHECK_INTERVAL, SEND_POOL_THREADS};
-use crate::metadata::ClusterMetadata;
 use crate::server::listener::{accept_loop, ShutdownSignal};
 use crate::storage::{spawn_cleaner_task, spawn_retention_task};
 
@@ -95,22 +97,9 @@ pub fn startup_checks(config: &ServeConfig) -> Result<std::fs::File, String> {
     // held only by closing connections of an earlier broker (TIME_WAIT, or FIN_WAIT2
     // while a client has not closed its end yet) fails this plain bind too, but not the
     // shards' SO_REUSEPORT binds: nobody accepting connections means the port is free.
-    let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
-    loop {
-        match bind_without_listening(config.listen) {
-            Ok(_) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && !someone_listens(config.listen) => break,
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                return Err(format!(
-                    "port {} is in use: stop the other process or pass --listen with another port",
-                    config.listen
-                ))
-            }
-            Err(e) => return Err(format!("cannot listen on {}: {e}", config.listen)),
-        }
+    wait_for_port(config.listen, "--listen")?;
+    if let Some(cluster) = &config.cluster {
+        wait_for_port(cluster.cluster_listen, "--cluster-listen")?;
     }
     Ok(lock)
 }
@@ -119,6 +108,28 @@ pub fn startup_checks(config: &ServeConfig) -> Result<std::fs::File, String> {
 /// port is free without ever accepting a connection. (A listening probe would let a
 /// client that is waiting for the broker connect to it for a moment, find nobody and be
 /// refused on its next connection.)
+/// Waits (up to `PORT_RELEASE_WAIT`) until `address` can be bound, or says who holds it.
+fn wait_for_port(address: SocketAddr, flag: &str) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        match bind_without_listening(address) {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && !someone_listens(address) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(format!(
+                    "port {} is in use: stop the other process or pass {flag} with another port",
+                    address
+                ))
+            }
+            Err(e) => return Err(format!("cannot listen on {}: {e}", address)),
+        }
+    }
+    Ok(())
+}
+
 fn bind_without_listening(address: std::net::SocketAddr) -> std::io::Result<()> {
     let (domain, storage, len) = match address {
         std::net::SocketAddr::V4(v4) => {
@@ -231,6 +242,7 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
         tracing::info!(address = %bound, "admin endpoint: /metrics and /health");
     }
     let config = Arc::new(config);
+    let cluster_view = config.cluster.as_ref().map(|cluster| Arc::new(ClusterView::new(cluster.peer_ids())));
     let shard_count = config.cores.len();
     let mesh = MeshBuilder::<ShardRequest, _>::full(shard_count, MESH_CHANNEL_CAPACITY);
     let drained = Arc::new(AtomicUsize::new(0));
@@ -240,12 +252,13 @@ pub fn run(config: ServeConfig) -> Result<(), String> {
     for (index, &cpu) in config.cores.iter().enumerate() {
         let placement = if config.pin { Placement::Fixed(cpu) } else { Placement::Unbound };
         let (config, mesh, drained, finished) = (config.clone(), mesh.clone(), drained.clone(), finished.clone());
+        let cluster_view = cluster_view.clone();
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("tern-shard-{index}"))
             .io_memory(config.shard_io_memory_bytes)
             .blocking_thread_pool_placement(send_pool_placement(config.pin, cpu))
             .spawn(move || async move {
-                let outcome = shard_main(config, mesh, drained).await;
+                let outcome = shard_main(config, mesh, drained, cluster_view).await;
                 let _ = finished.send(outcome.clone());
                 outcome
             })
@@ -311,13 +324,17 @@ async fn shard_main(
     config: Arc<ServeConfig>,
     mesh: MeshBuilder<ShardRequest, glommio::channels::channel_mesh::Full>,
     drained: Arc<AtomicUsize>,
+    cluster_view: Option<Arc<ClusterView>>,
 ) -> Result<(), String> {
     let mut guard = DrainGuard { drained: drained.clone(), counted: false };
     let (senders, mut receivers) = mesh.join().await.map_err(|e| format!("joining the shard mesh failed: {e}"))?;
     let id = senders.peer_id();
-    let metadata = ClusterMetadata::load(&config.data_dir).await.map_err(|e| e.to_string())?;
-    let ctx = Rc::new(ShardContext::new(id, config.clone(), Arc::new(metadata), senders));
+    let metadata = cluster::initial_metadata(&config, id).await?;
+    let ctx = Rc::new(ShardContext::new(id, config.clone(), Arc::new(metadata), senders, cluster_view.clone()));
     ctx.apply_metadata(ctx.metadata()).await;
+    if let (0, Some(view)) = (id, cluster_view) {
+        cluster::start_quorum(&ctx, view)?;
+    }
     let shards = ctx.shard_count;
     ctx.groups.load(&config.data_dir, |p| shard_for(crate::group::offsets::OFFSETS_TOPIC, p, shards) == id).await?;
     glommio::spawn_local(ctx.groups.clone().run_timers()).detach();
@@ -398,7 +415,7 @@ async fn shard_main(
 /// the kernel spreads connections over them) and SO_REUSEADDR, which glommio's own
 /// `bind` does not set: without it a port some client connection left in TIME_WAIT
 /// (any port of the ephemeral range, after a burst of short connections) cannot be bound.
-fn bind_shard_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind_shard_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
     use std::os::fd::{FromRawFd, IntoRawFd};
     let domain = if address.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: plain socket(2); the descriptor is owned by `socket` from here on.

@@ -1,0 +1,51 @@
+//! The cluster: brokers that find each other (`--peers`), a metadata quorum that
+//! replicates the cluster metadata with Raft (raft-rs, the library TiKV runs), broker
+//! registration, heartbeats and fencing, and the inter-broker transport.
+//!
+//! Every node listed in `--peers` is a voter of the metadata quorum and a broker
+//! (Kafka's KRaft "combined" mode). The quorum runs on shard 0, driven by that shard's
+//! event loop (`quorum`); its log is a file of its own (`raft_log`). The Raft leader is
+//! the controller: metadata changes are validated there, proposed as typed commands
+//! (`metadata::commands`) and applied by every node in log order. Requests that reach
+//! another node are forwarded to it (`transport`).
+
+pub mod liveness;
+pub mod logger;
+pub mod quorum;
+pub mod raft_log;
+pub mod transport;
+
+use std::sync::atomic::{AtomicI32, Ordering};
+
+pub use crate::config::{parse_peers, ClusterConfig, Peer};
+pub use quorum::{MetadataQuorum, QuorumError, QuorumHooks};
+
+/// What every shard may read about the cluster at run time (shared across threads).
+#[derive(Debug)]
+pub struct ClusterView {
+    /// The metadata quorum's leader (the controller), -1 while there is none.
+    controller_id: AtomicI32,
+    /// Every node of `--peers`, sorted by node id.
+    pub peer_ids: Vec<i32>,
+}
+
+impl ClusterView {
+    pub fn new(peer_ids: Vec<i32>) -> ClusterView {
+        ClusterView { controller_id: AtomicI32::new(-1), peer_ids }
+    }
+
+    pub fn controller_id(&self) -> Option<i32> {
+        let id = self.controller_id.load(Ordering::Relaxed);
+        (id >= 0).then_some(id)
+    }
+
+    pub fn set_controller_id(&self, id: Option<i32>) {
+        self.controller_id.store(id.unwrap_or(-1), Ordering::Relaxed);
+    }
+
+    /// The node coordinating `__consumer_offsets` partition `partition` (and so the groups
+    /// that hash to it): the peers take the partitions round-robin.
+    pub fn offsets_partition_leader(&self, partition: i32) -> i32 {
+        self.peer_ids[partition.max(0) as usize % self.peer_ids.len()]
+    }
+}

@@ -1,0 +1,353 @@
+//! Inter-broker transport on the cluster listener (`--cluster-listen`), separate from
+//! the Kafka client listener.
+//!
+//! Each node keeps one outbound connection per peer, written by one task that coalesces
+//! every frame queued since its last write into a single write (Raft heartbeats, appends
+//! and controller traffic to one peer share a syscall). A node receives on the
+//! connections its peers opened to it, so each direction has its own socket and a
+//! reply travels on the replier's own outbound link.
+//!
+//! Frames are `[len u32 BE][kind u8][body]` (`len` counts kind and body). A frame that
+//! does not decode closes that connection; the peer reconnects. Frames queued while a
+//! peer is unreachable are dropped when the connection fails (Raft retransmits; a
+//! forwarded request times out and its caller retries), and at most
+//! `QUEUED_BYTES_MAX` bytes wait per peer.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_channel::mpsc;
+use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use glommio::net::{TcpListener, TcpStream};
+use protobuf::Message as _;
+
+use crate::metadata::BrokerRegistration;
+
+use super::Peer;
+
+/// Largest frame accepted from a peer.
+const FRAME_BYTES_MAX: usize = 64 << 20;
+/// Bytes queued for one peer before new frames are dropped.
+const QUEUED_BYTES_MAX: usize = 64 << 20;
+/// A coalesced write stops growing at this size.
+const WRITE_BYTES_TARGET: usize = 1 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A write to a peer that makes no progress for this long (a paused process) drops the
+/// connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+const KIND_HELLO: u8 = 1;
+const KIND_RAFT: u8 = 2;
+const KIND_HEARTBEAT: u8 = 3;
+const KIND_FORWARD_REQUEST: u8 = 4;
+const KIND_FORWARD_REPLY: u8 = 5;
+
+/// One message between brokers.
+#[derive(Debug, Clone)]
+pub enum PeerFrame {
+    /// First frame on every connection: who is calling.
+    Hello {
+        node_id: i32,
+    },
+    /// A metadata-quorum Raft message.
+    Raft(raft::eraftpb::Message),
+    /// A broker's periodic heartbeat to the controller, with its registration.
+    Heartbeat(BrokerRegistration),
+    /// A controller request forwarded to the controller (opaque to the transport).
+    ForwardRequest {
+        id: u64,
+        body: Vec<u8>,
+    },
+    ForwardReply {
+        id: u64,
+        body: Vec<u8>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame kind {0} is unknown")]
+    UnknownKind(u8),
+    #[error("frame body does not decode: {0}")]
+    Body(String),
+    #[error("frame of {0} bytes is larger than the limit")]
+    TooLarge(usize),
+}
+
+impl PeerFrame {
+    /// Appends the framed encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&[0; 4]);
+        match self {
+            PeerFrame::Hello { node_id } => {
+                out.push(KIND_HELLO);
+                out.extend_from_slice(&node_id.to_be_bytes());
+            }
+            PeerFrame::Raft(message) => {
+                out.push(KIND_RAFT);
+                out.extend_from_slice(&message.write_to_bytes().expect("raft messages encode"));
+            }
+            PeerFrame::Heartbeat(registration) => {
+                out.push(KIND_HEARTBEAT);
+                out.extend_from_slice(&serde_json::to_vec(registration).expect("registrations encode"));
+            }
+            PeerFrame::ForwardRequest { id, body } | PeerFrame::ForwardReply { id, body } => {
+                let kind = if matches!(self, PeerFrame::ForwardRequest { .. }) {
+                    KIND_FORWARD_REQUEST
+                } else {
+                    KIND_FORWARD_REPLY
+                };
+                out.push(kind);
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(body);
+            }
+        }
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// Decodes a frame's kind and body (the length prefix already removed).
+    pub fn decode(kind: u8, body: &[u8]) -> Result<PeerFrame, FrameError> {
+        let bad = |what: &str| FrameError::Body(what.to_string());
+        match kind {
+            KIND_HELLO => {
+                let id = body.try_into().map_err(|_| bad("hello is 4 bytes"))?;
+                Ok(PeerFrame::Hello { node_id: i32::from_be_bytes(id) })
+            }
+            KIND_RAFT => raft::eraftpb::Message::parse_from_bytes(body)
+                .map(PeerFrame::Raft)
+                .map_err(|e| FrameError::Body(e.to_string())),
+            KIND_HEARTBEAT => {
+                serde_json::from_slice(body).map(PeerFrame::Heartbeat).map_err(|e| FrameError::Body(e.to_string()))
+            }
+            KIND_FORWARD_REQUEST | KIND_FORWARD_REPLY => {
+                let id = u64::from_be_bytes(body.get(..8).ok_or_else(|| bad("no request id"))?.try_into().unwrap());
+                let body = body[8..].to_vec();
+                Ok(if kind == KIND_FORWARD_REQUEST {
+                    PeerFrame::ForwardRequest { id, body }
+                } else {
+                    PeerFrame::ForwardReply { id, body }
+                })
+            }
+            other => Err(FrameError::UnknownKind(other)),
+        }
+    }
+}
+
+/// A frame received from a peer.
+#[derive(Debug)]
+pub struct Inbound {
+    pub from: i32,
+    pub frame: PeerFrame,
+}
+
+struct PeerLink {
+    queue: mpsc::UnboundedSender<Vec<u8>>,
+    queued_bytes: Rc<Cell<usize>>,
+}
+
+/// The outbound side: one link per peer.
+pub struct Transport {
+    links: HashMap<i32, PeerLink>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport").field("peers", &self.links.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Transport {
+    /// Starts a writer task per peer other than `node_id`.
+    pub fn start(node_id: i32, peers: &[Peer]) -> Rc<Transport> {
+        let mut links = HashMap::new();
+        for peer in peers.iter().filter(|p| p.node_id != node_id) {
+            let (queue, frames) = mpsc::unbounded();
+            let queued_bytes = Rc::new(Cell::new(0));
+            glommio::spawn_local(write_to_peer(node_id, peer.clone(), frames, queued_bytes.clone())).detach();
+            links.insert(peer.node_id, PeerLink { queue, queued_bytes });
+        }
+        Rc::new(Transport { links })
+    }
+
+    /// Queues `frame` for peer `to`; false if it was dropped (unknown peer, queue full).
+    pub fn send(&self, to: i32, frame: &PeerFrame) -> bool {
+        let Some(link) = self.links.get(&to) else { return false };
+        let mut bytes = Vec::new();
+        frame.encode(&mut bytes);
+        if link.queued_bytes.get() + bytes.len() > QUEUED_BYTES_MAX {
+            return false;
+        }
+        link.queued_bytes.set(link.queued_bytes.get() + bytes.len());
+        link.queue.unbounded_send(bytes).is_ok()
+    }
+}
+
+async fn write_to_peer(
+    node_id: i32,
+    peer: Peer,
+    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
+    queued_bytes: Rc<Cell<usize>>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    let mut warned = false;
+    loop {
+        let stream = match connect(peer.address).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                if !warned {
+                    tracing::info!(peer = peer.node_id, address = %peer.address, %error, "peer unreachable; retrying");
+                    warned = true;
+                }
+                // Frames for an unreachable peer are dropped, not queued (see the header).
+                while let Ok(frame) = frames.try_recv() {
+                    queued_bytes.set(queued_bytes.get() - frame.len());
+                }
+                glommio::timer::sleep(backoff).await;
+                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        tracing::info!(peer = peer.node_id, address = %peer.address, "connected to peer");
+        warned = false;
+        backoff = Duration::from_millis(50);
+        let mut stream = stream;
+        let mut hello = Vec::new();
+        PeerFrame::Hello { node_id }.encode(&mut hello);
+        let mut pending = Some(hello);
+        loop {
+            let mut batch = match pending.take() {
+                Some(batch) => batch,
+                None => match frames.next().await {
+                    Some(frame) => {
+                        queued_bytes.set(queued_bytes.get() - frame.len());
+                        frame
+                    }
+                    None => return, // the transport is gone
+                },
+            };
+            while batch.len() < WRITE_BYTES_TARGET {
+                match frames.try_recv() {
+                    Ok(frame) => {
+                        queued_bytes.set(queued_bytes.get() - frame.len());
+                        batch.extend_from_slice(&frame);
+                    }
+                    _ => break,
+                }
+            }
+            if let Err(error) = stream.write_all(&batch).await {
+                tracing::info!(peer = peer.node_id, %error, "connection to peer lost");
+                break;
+            }
+        }
+    }
+}
+
+async fn connect(address: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(address, CONNECT_TIMEOUT).await.map_err(std::io::Error::from)?;
+    stream.set_nodelay(true).map_err(std::io::Error::from)?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT)).map_err(std::io::Error::from)?;
+    Ok(stream)
+}
+
+/// Accepts peers' connections on `listener` and passes their frames to `inbound`.
+pub async fn accept_peers(listener: TcpListener, inbound: mpsc::UnboundedSender<Inbound>) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(read_from_peer(stream, inbound.clone())).detach();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accepting a peer connection failed");
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if inbound.is_closed() {
+            return;
+        }
+    }
+}
+
+async fn read_from_peer(mut stream: TcpStream, inbound: mpsc::UnboundedSender<Inbound>) {
+    let remote = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut from = None;
+    loop {
+        let frame = match read_frame(&mut stream).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%remote, %error, "bad frame from a peer; closing its connection");
+                return;
+            }
+        };
+        match (frame, from) {
+            (PeerFrame::Hello { node_id }, None) => from = Some(node_id),
+            (frame, Some(from)) => {
+                if inbound.unbounded_send(Inbound { from, frame }).is_err() {
+                    return;
+                }
+            }
+            (_, None) => {
+                tracing::warn!(%remote, "a peer spoke before saying hello; closing its connection");
+                return;
+            }
+        }
+    }
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream.
+async fn read_frame(stream: &mut TcpStream) -> Result<Option<PeerFrame>, Box<dyn std::error::Error>> {
+    let mut header = [0u8; 4];
+    match stream.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(error) => return Err(error.into()),
+    }
+    let len = u32::from_be_bytes(header) as usize;
+    if len == 0 || len > FRAME_BYTES_MAX {
+        return Err(FrameError::TooLarge(len).into());
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    Ok(Some(PeerFrame::decode(body[0], &body[1..])?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(frame: PeerFrame) -> PeerFrame {
+        let mut bytes = Vec::new();
+        frame.encode(&mut bytes);
+        let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, bytes.len() - 4);
+        PeerFrame::decode(bytes[4], &bytes[5..]).unwrap()
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        assert!(matches!(round_trip(PeerFrame::Hello { node_id: 7 }), PeerFrame::Hello { node_id: 7 }));
+        let message = raft::eraftpb::Message { from: 2, to: 3, term: 9, ..Default::default() };
+        match round_trip(PeerFrame::Raft(message.clone())) {
+            PeerFrame::Raft(back) => assert_eq!(back, message),
+            other => panic!("{other:?}"),
+        }
+        match round_trip(PeerFrame::ForwardReply { id: 5, body: b"x".to_vec() }) {
+            PeerFrame::ForwardReply { id: 5, body } => assert_eq!(body, b"x"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        use proptest::prelude::*;
+        proptest!(|(kind in any::<u8>(), body in proptest::collection::vec(any::<u8>(), 0..64))| {
+            let _ = PeerFrame::decode(kind, &body);
+        });
+    }
+}

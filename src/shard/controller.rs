@@ -320,10 +320,14 @@ async fn alter_configs(
             command = MetadataCommand::SetTopicConfigs { name: topic, configs: updated };
         }
         ConfigResource::Broker(name) => {
-            let key = match broker_resource(&name, ctx.config.node_id) {
-                Ok(BrokerResource::ClusterDefault) => String::new(),
-                Ok(BrokerResource::ThisBroker) => ctx.config.node_id.to_string(),
-                Err(error) => return refused(error),
+            // In a cluster the controller changes any registered broker's configs (the
+            // request may have been forwarded from that broker).
+            let registered = name.parse::<i32>().ok().filter(|id| current.brokers.contains_key(id));
+            let key = match (registered, broker_resource(&name, ctx.config.node_id)) {
+                (Some(id), _) => id.to_string(),
+                (None, Ok(BrokerResource::ClusterDefault)) => String::new(),
+                (None, Ok(BrokerResource::ThisBroker)) => ctx.config.node_id.to_string(),
+                (None, Err(error)) => return refused(error),
             };
             let base =
                 if incremental { next.broker_configs.get(&key).cloned().unwrap_or_default() } else { BTreeMap::new() };

@@ -1,0 +1,164 @@
+"""A Tern cluster of real `tern serve` processes on 127.0.0.1, for the cluster tests.
+
+Each node has its own data dir, client port, cluster (inter-broker) port and admin port,
+all picked free, and runs one shard (`--cores 0 --no-pin`). Nodes are stopped by PID:
+the fixture kills whatever is still running, resumes paused nodes first, and fails the
+test if a node panicked.
+"""
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+from conftest import BINARY, free_port
+
+START_TIMEOUT_S = 20
+
+
+class Node:
+    def __init__(self, node_id: int, data_dir: Path, log_path: Path):
+        self.node_id = node_id
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.port = free_port()
+        self.cluster_port = free_port()
+        self.admin_port = free_port()
+        self.process = None
+        self.paused = False
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+
+class Cluster:
+    def __init__(self, root: Path, size=3, extra_args=()):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.extra_args = list(extra_args)
+        self.nodes = {n: Node(n, root / f"node-{n}", root / f"node-{n}.log") for n in range(1, size + 1)}
+
+    @property
+    def peers(self) -> str:
+        return ",".join(f"{n.node_id}@127.0.0.1:{n.cluster_port}" for n in self.nodes.values())
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(n.bootstrap for n in self.nodes.values())
+
+    def start(self, node_id=None, data_dir=None):
+        """Starts one node (or all); returns once each listens for clients."""
+        ids = [node_id] if node_id is not None else list(self.nodes)
+        for n in ids:
+            node = self.nodes[n]
+            if data_dir is not None:
+                node.data_dir = data_dir
+            log = open(node.log_path, "ab")
+            node.process = subprocess.Popen(
+                [str(BINARY), "serve", "--node-id", str(n), "--listen", node.bootstrap,
+                 "--cluster-listen", f"127.0.0.1:{node.cluster_port}", "--peers", self.peers,
+                 "--data-dir", str(node.data_dir), "--cores", "0", "--no-pin", "--memory", "1M",
+                 "--admin-listen", f"127.0.0.1:{node.admin_port}", *self.extra_args],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+            node.paused = False
+        for n in ids:
+            self._wait_listening(self.nodes[n])
+        return self
+
+    def _wait_listening(self, node: Node):
+        import socket
+        deadline = time.time() + START_TIMEOUT_S
+        while time.time() < deadline:
+            if node.process.poll() is not None:
+                raise RuntimeError(f"node {node.node_id} exited with {node.process.returncode}:\n{node.log_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", node.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"node {node.node_id} did not listen in {START_TIMEOUT_S}s:\n{node.log_text()}")
+
+    def kill(self, node_id: int):
+        node = self.nodes[node_id]
+        if node.alive():
+            if node.paused:
+                node.process.send_signal(signal.SIGCONT)
+            node.process.kill()
+            node.process.wait(timeout=10)
+        node.paused = False
+
+    def stop(self, node_id: int, timeout=30) -> int:
+        node = self.nodes[node_id]
+        if not node.alive():
+            return node.process.returncode if node.process else 0
+        node.process.send_signal(signal.SIGTERM)
+        return node.process.wait(timeout=timeout)
+
+    def pause(self, node_id: int):
+        self.nodes[node_id].process.send_signal(signal.SIGSTOP)
+        self.nodes[node_id].paused = True
+
+    def resume(self, node_id: int):
+        self.nodes[node_id].process.send_signal(signal.SIGCONT)
+        self.nodes[node_id].paused = False
+
+    def shutdown(self):
+        for n in self.nodes:
+            self.kill(n)
+
+    # --- what the cluster says, through one node's Kafka API (librdkafka admin) ---
+
+    def metadata(self, node_id: int, timeout=5):
+        admin = AdminClient({"bootstrap.servers": self.nodes[node_id].bootstrap, "socket.timeout.ms": 2000})
+        return admin.list_topics(timeout=timeout)
+
+    def controller(self, node_id: int):
+        """The controller id node `node_id` reports (None: none or unreachable)."""
+        try:
+            metadata = self.metadata(node_id, timeout=2)
+        except Exception:
+            return None
+        return metadata.controller_id if metadata.controller_id >= 0 else None
+
+    def live_brokers(self, node_id: int):
+        return sorted(self.metadata(node_id).brokers)
+
+    def wait_until(self, condition, timeout, what):
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            try:
+                last = condition()
+                if last:
+                    return last
+            except Exception as error:  # a node may be restarting
+                last = error
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})\n"
+                             + "\n".join(f"--- node {n.node_id}:\n{n.log_text()[-1500:]}" for n in self.nodes.values()))
+
+    def wait_formed(self, timeout=20):
+        """Every running node reports the same controller and every running node live."""
+        running = [n for n, node in self.nodes.items() if node.alive() and not node.paused]
+
+        def formed():
+            controllers = {self.controller(n) for n in running}
+            if len(controllers) != 1 or None in controllers:
+                return False
+            return all(set(running) <= set(self.live_brokers(n)) for n in running)
+
+        self.wait_until(formed, timeout, f"nodes {running} to form a cluster")
+        return self.controller(running[0])

@@ -6,8 +6,10 @@
 //! 1. send the leader's messages (they may go before its own write);
 //! 2. append new entries and the hard state to the log file and fdatasync them;
 //! 3. apply committed entries: decode each entry's commands, apply them to the state
-//!    (`metadata::commands::apply`), persist the state with its applied index, publish
-//!    it to every shard, and only then answer the proposer;
+//!    (`metadata::commands::apply`) and persist the state with its applied index; a
+//!    separate task (`publish_in_order`) installs each new state on every shard and only
+//!    then answers the proposers, so shard work (opening thousands of logs for a big
+//!    topic) never holds up Raft's ticks and heartbeats;
 //! 4. send the messages that needed the write (votes, append responses), advance.
 //!
 //! Entries are JSON `LogEntry`s: the proposing node, its proposal id (so that node can
@@ -27,6 +29,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -84,6 +87,12 @@ struct LogEntry {
 
 type ProposalReply = oneshot::Sender<Result<Vec<CommandEffect>, QuorumError>>;
 
+/// A persisted state for the shards, and the proposers to answer once they have it.
+struct Publication {
+    state: Arc<ClusterMetadata>,
+    answers: Vec<(ProposalReply, Vec<CommandEffect>)>,
+}
+
 enum Event {
     Tick,
     Peer(Inbound),
@@ -119,6 +128,7 @@ pub struct MetadataQuorum {
     leader: Cell<Option<i32>>,
     forwards: RefCell<HashMap<u64, oneshot::Sender<Vec<u8>>>>,
     next_id: Cell<u64>,
+    publications: mpsc::UnboundedSender<Publication>,
 }
 
 impl std::fmt::Debug for MetadataQuorum {
@@ -180,8 +190,11 @@ impl MetadataQuorum {
             "metadata quorum starting"
         );
 
+        crate::metrics::cluster_gauges().enabled.store(true, Ordering::Relaxed);
+        crate::metrics::cluster_gauges().controller_id.store(-1, Ordering::Relaxed);
         let transport = Transport::start(config.node_id, &config.peers);
         let (events, receiver) = mpsc::unbounded();
+        let (publications, to_publish) = mpsc::unbounded();
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos());
         let quorum = Rc::new(MetadataQuorum {
             config,
@@ -197,7 +210,9 @@ impl MetadataQuorum {
             // Proposal ids differ across restarts, so an entry proposed by an earlier
             // run of this node is never taken for one of this run's proposals.
             next_id: Cell::new((nanos as u64) | 1),
+            publications,
         });
+        glommio::spawn_local(quorum.clone().publish_in_order(to_publish)).detach();
         let driver =
             Driver { node, log, pending: HashMap::new(), last_heard: HashMap::new(), liveness: None, ticks: 0 };
         glommio::spawn_local(quorum.clone().drive(driver, receiver)).detach();
@@ -274,6 +289,17 @@ impl MetadataQuorum {
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(2));
         id
+    }
+
+    /// Installs states on the shards one after the other, in log order, then answers
+    /// the proposals they include.
+    async fn publish_in_order(self: Rc<Self>, mut publications: mpsc::UnboundedReceiver<Publication>) {
+        while let Some(Publication { state, answers }) = publications.next().await {
+            (self.hooks.publish)(state).await;
+            for (reply, effects) in answers {
+                let _ = reply.send(Ok(effects));
+            }
+        }
     }
 
     async fn tick(self: Rc<Self>) {
@@ -481,9 +507,13 @@ impl MetadataQuorum {
 
     fn role_changed(&self, driver: &mut Driver, leader_id: u64, role: StateRole) {
         let leader = (leader_id != 0).then_some(leader_id as i32);
+        let gauges = crate::metrics::cluster_gauges();
         if leader != self.leader.get() {
             tracing::info!(node_id = self.config.node_id, leader = ?leader, "metadata quorum leader changed");
+            gauges.leader_changes.fetch_add(1, Ordering::Relaxed);
         }
+        gauges.controller_id.store(leader.map_or(-1, i64::from), Ordering::Relaxed);
+        gauges.is_controller.store(u64::from(role == StateRole::Leader), Ordering::Relaxed);
         self.leader.set(leader);
         self.view.set_controller_id(leader);
         if role == StateRole::Leader {
@@ -543,14 +573,16 @@ impl MetadataQuorum {
         if state.version != version || !state.cluster_member {
             state.cluster_member = true;
             state.persist(&self.data_dir).await?;
-            let state = Arc::new(state);
-            *self.state.borrow_mut() = state.clone();
-            (self.hooks.publish)(state).await;
-        } else {
-            *self.state.borrow_mut() = Arc::new(state);
         }
-        for (reply, effects) in answers {
-            let _ = reply.send(Ok(effects));
+        let gauges = crate::metrics::cluster_gauges();
+        let fenced = state.brokers.values().filter(|b| b.fenced).count() as u64;
+        gauges.brokers_fenced.store(fenced, Ordering::Relaxed);
+        gauges.brokers_live.store(state.brokers.len() as u64 - fenced, Ordering::Relaxed);
+        gauges.applied_index.store(state.applied_index, Ordering::Relaxed);
+        let state = Arc::new(state);
+        *self.state.borrow_mut() = state.clone();
+        if state.version != version || !answers.is_empty() {
+            let _ = self.publications.unbounded_send(Publication { state, answers });
         }
         Ok(())
     }

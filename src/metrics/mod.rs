@@ -15,7 +15,7 @@ pub mod histogram;
 pub mod http;
 pub mod prometheus;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use histogram::{Histogram, HistogramSnapshot};
@@ -243,6 +243,26 @@ pub fn expect_shards(total: usize) {
 /// Called by a shard once its logs are recovered and it accepts connections.
 pub fn shard_ready() {
     SHARDS_READY.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Node-level figures of the metadata quorum (cluster mode only; set by the quorum on
+/// shard 0).
+#[derive(Debug, Default)]
+pub struct ClusterGauges {
+    /// Set once the node runs in cluster mode (the gauges are shown only then).
+    pub enabled: AtomicBool,
+    /// The controller's node id, -1 while there is none.
+    pub controller_id: AtomicI64,
+    pub is_controller: AtomicU64,
+    pub brokers_live: AtomicU64,
+    pub brokers_fenced: AtomicU64,
+    pub applied_index: AtomicU64,
+    pub leader_changes: AtomicU64,
+}
+
+pub fn cluster_gauges() -> &'static ClusterGauges {
+    static GAUGES: OnceLock<ClusterGauges> = OnceLock::new();
+    GAUGES.get_or_init(ClusterGauges::default)
 }
 
 /// (ready, total) shards.

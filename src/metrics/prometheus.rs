@@ -36,6 +36,57 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &HistogramSnapshot) 
 }
 
 /// Renders everything registered.
+/// The metadata quorum's gauges (cluster mode only).
+fn render_cluster(out: &mut String) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let gauges = super::cluster_gauges();
+    if !gauges.enabled.load(Relaxed) {
+        return;
+    }
+    let rows: [(&str, &str, &str, i64); 6] = [
+        (
+            "tern_cluster_controller_id",
+            "gauge",
+            "The controller's node id (-1: none).",
+            gauges.controller_id.load(Relaxed),
+        ),
+        (
+            "tern_cluster_is_controller",
+            "gauge",
+            "1 when this node is the controller.",
+            gauges.is_controller.load(Relaxed) as i64,
+        ),
+        (
+            "tern_cluster_brokers_live",
+            "gauge",
+            "Registered brokers not fenced.",
+            gauges.brokers_live.load(Relaxed) as i64,
+        ),
+        (
+            "tern_cluster_brokers_fenced",
+            "gauge",
+            "Registered brokers fenced (missed their session).",
+            gauges.brokers_fenced.load(Relaxed) as i64,
+        ),
+        (
+            "tern_cluster_metadata_applied_index",
+            "gauge",
+            "Index of the last metadata-log entry applied here.",
+            gauges.applied_index.load(Relaxed) as i64,
+        ),
+        (
+            "tern_cluster_controller_changes_total",
+            "counter",
+            "Times this node saw the controller change.",
+            gauges.leader_changes.load(Relaxed) as i64,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
 pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
     // Only shard threads publish snapshots; other threads (pools) have none worth showing.
     let shards: Vec<(&ShardProbes, ShardSnapshot)> = all
@@ -49,6 +100,7 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
     let _ = writeln!(out, "tern_shards_ready {ready}");
     header(&mut out, "tern_shards", "gauge", "Shards configured (--cores).");
     let _ = writeln!(out, "tern_shards {}", if total == usize::MAX { 0 } else { total });
+    render_cluster(&mut out);
 
     type Get = fn(&ShardProbes) -> u64;
     let counters: [(&str, &str, Get); 19] = [

@@ -29,6 +29,7 @@ from kafka import KafkaConsumer
 
 from cluster_fixture import Cluster
 from conftest import BINARY
+from helpers import metric, scrape
 
 SESSION_MS = 3000
 CLUSTER_ARGS = [
@@ -192,6 +193,11 @@ def test_a_paused_broker_is_fenced_then_rejoins(cluster):
     metadata = cluster.metadata(watcher)
     offline = [p.id for p in metadata.topics["fenced"].partitions.values() if p.leader == -1]
     assert offline, "the paused node's partitions have no leader"
+    text = scrape(cluster.nodes[watcher])
+    assert metric(text, "tern_cluster_brokers_fenced") == 1, text
+    assert metric(text, "tern_cluster_brokers_live") == 2
+    assert metric(text, "tern_cluster_is_controller") == 1
+    assert metric(text, "tern_cluster_controller_id") == watcher
 
     cluster.resume(paused)
     cluster.wait_until(lambda: paused in cluster.live_brokers(watcher), 10, f"node {paused} to rejoin")

@@ -23,6 +23,7 @@ use crate::metadata::{BrokerRegistration, ClusterMetadata};
 use crate::shard::mesh::ControllerRequest;
 use crate::shard::{controller, controller_forward, ShardContext};
 use crate::storage::disk::{read_small_file, remove_file, write_file_atomic, StorageEnv};
+use crate::storage::partition_identity::{read_claim, write_claim, DirectoryClaim};
 
 /// A standalone node's metadata waiting to be imported into the cluster.
 const IMPORT_PENDING_FILE: &str = "cluster-import-pending";
@@ -39,16 +40,26 @@ pub async fn initial_metadata(config: &ServeConfig, shard: usize) -> Result<Clus
         )),
         (Some(_), false) => {
             if shard == 0 && !loaded.topics.is_empty() {
+                // Written every time the node starts from a standalone state (a pending
+                // file from an earlier attempt may be older than the standalone state).
                 let path = config.data_dir.join(IMPORT_PENDING_FILE);
-                if read_small_file(&path, &StorageEnv::default()).await.map_err(|e| e.to_string())?.is_none() {
-                    write_file_atomic(&path, &loaded.encode(), &StorageEnv::default())
-                        .await
-                        .map_err(|e| format!("cannot save the standalone metadata for import: {e}"))?;
-                    tracing::info!(
-                        topics = loaded.topics.len(),
-                        "standalone data dir joins a cluster: its topics will be imported"
-                    );
+                write_file_atomic(&path, &loaded.encode(), &StorageEnv::default())
+                    .await
+                    .map_err(|e| format!("cannot save the standalone metadata for import: {e}"))?;
+                // Claim the partition directories for their standalone topic ids, so a
+                // cluster topic of the same name never opens them as its own.
+                for (name, topic) in &loaded.topics {
+                    for partition in 0..topic.partitions {
+                        let dir = config.data_dir.join(format!("{name}-{partition}"));
+                        if dir.is_dir() && read_claim(&dir) == DirectoryClaim::Unclaimed {
+                            write_claim(&dir, topic.id).map_err(|e| format!("cannot claim {}: {e}", dir.display()))?;
+                        }
+                    }
                 }
+                tracing::info!(
+                    topics = loaded.topics.len(),
+                    "standalone data dir joins a cluster: its topics will be imported"
+                );
             }
             Ok(ClusterMetadata { next_producer_id: 1000, ..ClusterMetadata::default() })
         }
@@ -129,7 +140,9 @@ async fn import_standalone_topics(ctx: Rc<ShardContext>) {
             // TOPIC_ALREADY_EXISTS with another id: keep the data, say so, stop trying.
             return tracing::error!(
                 reason = clash.message.as_deref().unwrap_or(""),
-                "some standalone topics clash with cluster topics; their data stays in {} unserved",
+                "some standalone topics clash with cluster topics; their data is kept unserved in {} \
+                 (directories named <topic>-<partition>, or <topic>-<partition>.orphan-<id> once the cluster \
+                 topic placed a partition here)",
                 Path::new(&ctx.config.data_dir).display()
             );
         }

@@ -378,7 +378,16 @@ async fn shard_main(
         })
         .detach();
     }
-    accept_loop(ctx.clone(), listener, shutdown).await;
+    // Connections are admitted in a low-priority queue and served in this (main) one.
+    let serve_queue = glommio::executor().current_task_queue();
+    let admission_queue = glommio::executor().create_task_queue(
+        glommio::Shares::Static(100),
+        glommio::Latency::Matters(crate::server::listener::ADMISSION_LATENCY),
+        "admission",
+    );
+    glommio::spawn_local_into(accept_loop(ctx.clone(), listener, shutdown, serve_queue), admission_queue)
+        .map_err(|e| format!("shard {id}: cannot start accepting: {e}"))?
+        .await;
 
     // Wait until every shard has drained its connections (they may still send us
     // requests until then), then flush and close the logs.

@@ -67,6 +67,14 @@ impl LivenessTracker {
         commands
     }
 
+    /// Counts every broker as heard from at `now` (the controller itself could not
+    /// listen for a while).
+    pub fn restart_sessions(&mut self, now: Instant) {
+        for seen in self.last_seen.values_mut() {
+            *seen = now;
+        }
+    }
+
     /// A registration or fencing of `node_id` was applied.
     pub fn settled(&mut self, node_id: i32) {
         self.in_flight.remove(&node_id);

@@ -91,6 +91,8 @@ type ProposalReply = oneshot::Sender<Result<Vec<CommandEffect>, QuorumError>>;
 struct Publication {
     state: Arc<ClusterMetadata>,
     answers: Vec<(ProposalReply, Vec<CommandEffect>)>,
+    /// False when the state did not change (nothing for the shards to install).
+    install: bool,
 }
 
 enum Event {
@@ -114,6 +116,8 @@ struct Driver {
     /// The controller's view of broker liveness (leader only).
     liveness: Option<LivenessTracker>,
     ticks: u64,
+    last_tick: Instant,
+    heartbeat_due: bool,
 }
 
 pub struct MetadataQuorum {
@@ -129,6 +133,10 @@ pub struct MetadataQuorum {
     forwards: RefCell<HashMap<u64, oneshot::Sender<Vec<u8>>>>,
     next_id: Cell<u64>,
     publications: mpsc::UnboundedSender<Publication>,
+    /// Index of the first entry of this node's current term as leader.
+    term_start_index: Cell<u64>,
+    /// Index of the last entry whose state every shard of this node has installed.
+    published_index: Cell<u64>,
 }
 
 impl std::fmt::Debug for MetadataQuorum {
@@ -211,14 +219,25 @@ impl MetadataQuorum {
             // run of this node is never taken for one of this run's proposals.
             next_id: Cell::new((nanos as u64) | 1),
             publications,
+            term_start_index: Cell::new(u64::MAX),
+            published_index: Cell::new(applied),
         });
         glommio::spawn_local(quorum.clone().publish_in_order(to_publish)).detach();
-        let driver =
-            Driver { node, log, pending: HashMap::new(), last_heard: HashMap::new(), liveness: None, ticks: 0 };
+        let driver = Driver {
+            node,
+            log,
+            pending: HashMap::new(),
+            last_heard: HashMap::new(),
+            liveness: None,
+            ticks: 0,
+            last_tick: Instant::now(),
+            heartbeat_due: false,
+        };
         glommio::spawn_local(quorum.clone().drive(driver, receiver)).detach();
         glommio::spawn_local(quorum.clone().tick()).detach();
         let (inbound, peer_frames) = mpsc::unbounded();
-        glommio::spawn_local(accept_peers(listener, inbound)).detach();
+        glommio::spawn_local(accept_peers(listener, quorum.config.node_id, quorum.config.peers.clone(), inbound))
+            .detach();
         glommio::spawn_local(quorum.clone().route_peer_frames(peer_frames)).detach();
         Ok(quorum)
     }
@@ -248,6 +267,39 @@ impl MetadataQuorum {
                 return None;
             }
             glommio::timer::sleep(self.config.tick()).await;
+        }
+    }
+
+    /// Waits (up to `limit`) until this node leads and has applied every entry of
+    /// earlier terms, so the state the controller validates against is the latest.
+    /// False when it does not lead (or not yet) at the deadline.
+    pub async fn wait_ready_to_lead(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.leader.get() != Some(self.config.node_id) {
+                return false;
+            }
+            if self.state.borrow().applied_index >= self.term_start_index.get() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Index of the last entry applied here.
+    pub fn applied_index(&self) -> u64 {
+        self.state.borrow().applied_index
+    }
+
+    /// Waits (up to `limit`) until every shard of this node has installed the state of
+    /// entry `index` (a change another node's controller made).
+    pub async fn wait_published(&self, index: u64, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.published_index.get() < index && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -294,8 +346,12 @@ impl MetadataQuorum {
     /// Installs states on the shards one after the other, in log order, then answers
     /// the proposals they include.
     async fn publish_in_order(self: Rc<Self>, mut publications: mpsc::UnboundedReceiver<Publication>) {
-        while let Some(Publication { state, answers }) = publications.next().await {
-            (self.hooks.publish)(state).await;
+        while let Some(Publication { state, answers, install }) = publications.next().await {
+            let index = state.applied_index;
+            if install {
+                (self.hooks.publish)(state).await;
+            }
+            self.published_index.set(self.published_index.get().max(index));
             for (reply, effects) in answers {
                 let _ = reply.send(Ok(effects));
             }
@@ -344,6 +400,9 @@ impl MetadataQuorum {
             while let Ok(event) = events.try_recv() {
                 self.handle(&mut driver, event);
             }
+            if std::mem::take(&mut driver.heartbeat_due) {
+                self.heartbeat(&mut driver, Instant::now());
+            }
             if let Err(error) = self.on_ready(&mut driver).await {
                 tracing::error!(%error, "the metadata log cannot be written; stopping the broker");
                 crate::stop::request_stop();
@@ -359,10 +418,19 @@ impl MetadataQuorum {
                 driver.node.tick();
                 driver.ticks += 1;
                 self.expire_proposals(driver, now);
+                // A driver that could not run for a while (a long fsync, a busy shard)
+                // heard nobody meanwhile: that says nothing about the brokers.
+                if now.duration_since(driver.last_tick) > self.config.session_timeout / 2 {
+                    if let Some(liveness) = driver.liveness.as_mut() {
+                        liveness.restart_sessions(now);
+                    }
+                }
+                driver.last_tick = now;
                 let tick = self.config.tick().as_millis().max(1) as u64;
                 let every = (self.config.heartbeat_interval.as_millis() as u64 / tick).max(1);
                 if driver.ticks % every == 0 {
-                    self.heartbeat(driver, now);
+                    // After this batch's heartbeats are handled (see `drive`).
+                    driver.heartbeat_due = true;
                 }
             }
             Event::Peer(Inbound { from, frame }) => match frame {
@@ -502,6 +570,7 @@ impl MetadataQuorum {
         self.send(light.take_messages());
         self.apply(driver, light.take_committed_entries()).await?;
         driver.node.advance_apply();
+        self.fail_orphaned_proposals(driver);
         Ok(())
     }
 
@@ -517,15 +586,28 @@ impl MetadataQuorum {
         self.leader.set(leader);
         self.view.set_controller_id(leader);
         if role == StateRole::Leader {
+            // Raft appended an empty entry for the new term: once it is applied here,
+            // so is everything earlier leaders committed, and the controller may act.
+            self.term_start_index.set(driver.node.raft.raft_log.last_index());
             if driver.liveness.is_none() {
                 driver.liveness =
                     Some(LivenessTracker::new(self.config.session_timeout, &self.config.peer_ids(), Instant::now()));
             }
         } else {
             driver.liveness = None;
-            for (_, pending) in driver.pending.drain() {
-                let _ = pending.reply.send(Err(QuorumError::LeadershipLost));
-            }
+            // Proposals still pending are failed after this round's committed entries
+            // are applied (`fail_orphaned_proposals`): some of them may be among those.
+        }
+    }
+
+    /// After losing leadership: proposals whose entries were not among the committed
+    /// ones applied so far may never commit; their callers get LeadershipLost.
+    fn fail_orphaned_proposals(&self, driver: &mut Driver) {
+        if driver.node.raft.state == StateRole::Leader || driver.pending.is_empty() {
+            return;
+        }
+        for (_, pending) in driver.pending.drain() {
+            let _ = pending.reply.send(Err(QuorumError::LeadershipLost));
         }
     }
 
@@ -547,8 +629,15 @@ impl MetadataQuorum {
             let log_entry: LogEntry = match serde_json::from_slice(&entry.data) {
                 Ok(log_entry) => log_entry,
                 Err(error) => {
-                    tracing::error!(index = entry.index, %error, "metadata log entry does not decode; skipped");
-                    continue;
+                    // Skipping it would leave this node's state different from the
+                    // others' for good; stop before applying anything after it.
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "metadata log entry {} does not decode ({error}): a newer version wrote it?",
+                            entry.index
+                        ),
+                    ));
                 }
             };
             let effects: Vec<CommandEffect> =
@@ -581,9 +670,11 @@ impl MetadataQuorum {
         gauges.applied_index.store(state.applied_index, Ordering::Relaxed);
         let state = Arc::new(state);
         *self.state.borrow_mut() = state.clone();
-        if state.version != version || !answers.is_empty() {
-            let _ = self.publications.unbounded_send(Publication { state, answers });
-        }
+        // Every applied state goes through the publisher, in order, so `published_index`
+        // never passes a state still waiting to be installed; an unchanged one only
+        // moves the index.
+        let install = state.version != version;
+        let _ = self.publications.unbounded_send(Publication { state, answers, install });
         Ok(())
     }
 }

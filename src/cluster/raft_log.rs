@@ -6,8 +6,11 @@
 //! protobuf `Entry`s) and hard state (protobuf `HardState`). Replay applies records in
 //! order with Raft's own append rule (a record whose first index is at or below the
 //! last one replaces that suffix), so truncations need no record of their own. A torn
-//! or damaged tail is cut off: only a write that was never synced can be torn, and
-//! nothing unsynced was ever acknowledged to a peer.
+//! tail (the last record incomplete or damaged, running to the end of the file) is cut
+//! off: only a write that was never synced can be torn, and nothing unsynced was ever
+//! acknowledged to a peer. A damaged record with more records after it is not a torn
+//! write but damage to synced data (votes and entries a majority counted on): the
+//! broker refuses to start instead of dropping it.
 //!
 //! Writes are buffered; `sync` makes them durable (fdatasync) before the driver sends
 //! the messages that depend on them. File I/O runs on the shard's blocking pool.
@@ -22,6 +25,8 @@ const KIND_ENTRIES: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
 /// Bigger records are damage (an entry holds one metadata change).
 const RECORD_BYTES_MAX: usize = 256 << 20;
+/// Entries are split over records of about this size.
+const RECORD_PAYLOAD_TARGET: usize = 16 << 20;
 pub const RAFT_LOG_FILE: &str = "cluster-raft.log";
 
 /// What a replay recovered.
@@ -54,6 +59,18 @@ impl RaftLogFile {
             Err(error) => return Err(error),
         };
         let (mut recovered, valid) = replay(&bytes);
+        if valid < bytes.len() && !is_torn_tail(&bytes, valid) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} is damaged at byte {valid} of {} (a record that is not the last one): the node's \
+                     metadata log cannot be trusted; move the file away to let the node catch up from the \
+                     other nodes as a fresh member",
+                    path.display(),
+                    bytes.len()
+                ),
+            ));
+        }
         if valid < bytes.len() {
             recovered.truncated_bytes = (bytes.len() - valid) as u64;
             tracing::warn!(
@@ -68,18 +85,27 @@ impl RaftLogFile {
         Ok((RaftLogFile { path, pending: Vec::new() }, recovered))
     }
 
+    /// Records `entries`, in as many records as needed to keep each under
+    /// `RECORD_PAYLOAD_TARGET` (one entry larger than that gets a record of its own).
     pub fn append_entries(&mut self, entries: &[Entry]) {
-        if entries.is_empty() {
-            return;
+        let encoded: Vec<Vec<u8>> = entries.iter().map(|e| e.write_to_bytes().expect("raft entries encode")).collect();
+        let mut start = 0;
+        while start < encoded.len() {
+            let mut end = start;
+            let mut size = 4;
+            while end < encoded.len() && (end == start || size + 4 + encoded[end].len() <= RECORD_PAYLOAD_TARGET) {
+                size += 4 + encoded[end].len();
+                end += 1;
+            }
+            let mut payload = Vec::with_capacity(size);
+            payload.extend_from_slice(&((end - start) as u32).to_le_bytes());
+            for bytes in &encoded[start..end] {
+                payload.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                payload.extend_from_slice(bytes);
+            }
+            push_record(&mut self.pending, KIND_ENTRIES, &payload);
+            start = end;
         }
-        let mut payload = Vec::new();
-        payload.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-        for entry in entries {
-            let bytes = entry.write_to_bytes().expect("raft entries encode");
-            payload.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            payload.extend_from_slice(&bytes);
-        }
-        push_record(&mut self.pending, KIND_ENTRIES, &payload);
     }
 
     pub fn set_hard_state(&mut self, hard_state: &HardState) {
@@ -128,6 +154,16 @@ fn push_record(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
     out.extend_from_slice(&body);
+}
+
+/// Whether the bytes from `valid` on are one incomplete or damaged last record (a torn
+/// write), as opposed to damage followed by more records.
+fn is_torn_tail(bytes: &[u8], valid: usize) -> bool {
+    let Some(header) = bytes.get(valid..valid + 8) else { return true };
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    // A length that runs past the end, is zero or absurd (a torn header), or a record
+    // that ends exactly at the end of the file.
+    len == 0 || len > RECORD_BYTES_MAX || valid + 8 + len >= bytes.len()
 }
 
 /// Replays records; returns what they hold and the length of the valid prefix.
@@ -245,6 +281,36 @@ mod tests {
         let (_, again) = RaftLogFile::open(dir.path()).unwrap();
         assert_eq!(again.entries.len(), 1);
         assert_eq!(again.truncated_bytes, 0, "the cut is durable");
+    }
+
+    #[test]
+    fn damage_before_the_last_record_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = RaftLogFile::open(dir.path()).unwrap();
+        log.append_entries(&[entry(1, 1)]);
+        log.append_entries(&[entry(2, 1)]);
+        log.sync_blocking().unwrap();
+        let path = dir.path().join(RAFT_LOG_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[12] ^= 0xff; // inside the first record
+        std::fs::write(&path, &bytes).unwrap();
+        let error = RaftLogFile::open(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("damaged"), "{error}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing cut");
+    }
+
+    #[test]
+    fn many_entries_split_over_records_and_replay_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = RaftLogFile::open(dir.path()).unwrap();
+        let big: Vec<Entry> = (1..=40)
+            .map(|i| Entry { index: i, term: 1, data: vec![7u8; 1 << 20].into(), ..Default::default() })
+            .collect();
+        log.append_entries(&big);
+        log.sync_blocking().unwrap();
+        let (_, recovered) = RaftLogFile::open(dir.path()).unwrap();
+        assert_eq!(recovered.entries.len(), 40);
+        assert_eq!(recovered.entries[39].index, 40);
     }
 
     #[test]

@@ -49,9 +49,11 @@ const KIND_FORWARD_REPLY: u8 = 5;
 /// One message between brokers.
 #[derive(Debug, Clone)]
 pub enum PeerFrame {
-    /// First frame on every connection: who is calling.
+    /// First frame on every connection: who is calling, and a fingerprint of its
+    /// `--peers` list (a node configured for another cluster is turned away).
     Hello {
         node_id: i32,
+        cluster: u64,
     },
     /// A metadata-quorum Raft message.
     Raft(raft::eraftpb::Message),
@@ -84,9 +86,10 @@ impl PeerFrame {
         let start = out.len();
         out.extend_from_slice(&[0; 4]);
         match self {
-            PeerFrame::Hello { node_id } => {
+            PeerFrame::Hello { node_id, cluster } => {
                 out.push(KIND_HELLO);
                 out.extend_from_slice(&node_id.to_be_bytes());
+                out.extend_from_slice(&cluster.to_be_bytes());
             }
             PeerFrame::Raft(message) => {
                 out.push(KIND_RAFT);
@@ -116,8 +119,12 @@ impl PeerFrame {
         let bad = |what: &str| FrameError::Body(what.to_string());
         match kind {
             KIND_HELLO => {
-                let id = body.try_into().map_err(|_| bad("hello is 4 bytes"))?;
-                Ok(PeerFrame::Hello { node_id: i32::from_be_bytes(id) })
+                if body.len() != 12 {
+                    return Err(bad("hello is 12 bytes"));
+                }
+                let node_id = i32::from_be_bytes(body[..4].try_into().expect("4 bytes"));
+                let cluster = u64::from_be_bytes(body[4..].try_into().expect("8 bytes"));
+                Ok(PeerFrame::Hello { node_id, cluster })
             }
             KIND_RAFT => raft::eraftpb::Message::parse_from_bytes(body)
                 .map(PeerFrame::Raft)
@@ -169,7 +176,14 @@ impl Transport {
         for peer in peers.iter().filter(|p| p.node_id != node_id) {
             let (queue, frames) = mpsc::unbounded();
             let queued_bytes = Rc::new(Cell::new(0));
-            glommio::spawn_local(write_to_peer(node_id, peer.clone(), frames, queued_bytes.clone())).detach();
+            glommio::spawn_local(write_to_peer(
+                node_id,
+                cluster_fingerprint(peers),
+                peer.clone(),
+                frames,
+                queued_bytes.clone(),
+            ))
+            .detach();
             links.insert(peer.node_id, PeerLink { queue, queued_bytes });
         }
         Rc::new(Transport { links })
@@ -188,8 +202,18 @@ impl Transport {
     }
 }
 
+/// A fingerprint of the `--peers` list (ids and addresses, in node order): two nodes
+/// talk only if they were given the same list.
+pub fn cluster_fingerprint(peers: &[Peer]) -> u64 {
+    let mut sorted: Vec<&Peer> = peers.iter().collect();
+    sorted.sort_by_key(|p| p.node_id);
+    let text: String = sorted.iter().map(|p| format!("{}@{},", p.node_id, p.address)).collect();
+    (u64::from(crate::stable_hash::fnv1a_32(text.as_bytes())) << 32) | u64::from(crc32c::crc32c(text.as_bytes()))
+}
+
 async fn write_to_peer(
     node_id: i32,
+    cluster: u64,
     peer: Peer,
     mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
     queued_bytes: Rc<Cell<usize>>,
@@ -218,7 +242,7 @@ async fn write_to_peer(
         backoff = Duration::from_millis(50);
         let mut stream = stream;
         let mut hello = Vec::new();
-        PeerFrame::Hello { node_id }.encode(&mut hello);
+        PeerFrame::Hello { node_id, cluster }.encode(&mut hello);
         let mut pending = Some(hello);
         loop {
             let mut batch = match pending.take() {
@@ -256,11 +280,20 @@ async fn connect(address: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 /// Accepts peers' connections on `listener` and passes their frames to `inbound`.
-pub async fn accept_peers(listener: TcpListener, inbound: mpsc::UnboundedSender<Inbound>) {
+/// A connection must first say hello as one of `peers` (not `node_id` itself) with the
+/// same cluster fingerprint. There is no authentication: the cluster listener belongs
+/// on a network only the brokers reach.
+pub async fn accept_peers(
+    listener: TcpListener,
+    node_id: i32,
+    peers: Vec<Peer>,
+    inbound: mpsc::UnboundedSender<Inbound>,
+) {
+    let expected = Rc::new(Expected { node_id, cluster: cluster_fingerprint(&peers), peers });
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                glommio::spawn_local(read_from_peer(stream, inbound.clone())).detach();
+                glommio::spawn_local(read_from_peer(stream, expected.clone(), inbound.clone())).detach();
             }
             Err(error) => {
                 tracing::warn!(%error, "accepting a peer connection failed");
@@ -273,7 +306,14 @@ pub async fn accept_peers(listener: TcpListener, inbound: mpsc::UnboundedSender<
     }
 }
 
-async fn read_from_peer(mut stream: TcpStream, inbound: mpsc::UnboundedSender<Inbound>) {
+/// Who may connect.
+struct Expected {
+    node_id: i32,
+    cluster: u64,
+    peers: Vec<Peer>,
+}
+
+async fn read_from_peer(mut stream: TcpStream, expected: Rc<Expected>, inbound: mpsc::UnboundedSender<Inbound>) {
     let remote = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut from = None;
     loop {
@@ -286,7 +326,17 @@ async fn read_from_peer(mut stream: TcpStream, inbound: mpsc::UnboundedSender<In
             }
         };
         match (frame, from) {
-            (PeerFrame::Hello { node_id }, None) => from = Some(node_id),
+            (PeerFrame::Hello { node_id, cluster }, None) => {
+                let known = node_id != expected.node_id && expected.peers.iter().any(|p| p.node_id == node_id);
+                if !known || cluster != expected.cluster {
+                    tracing::warn!(
+                        %remote, node_id, same_peers = cluster == expected.cluster,
+                        "a peer that is not in this cluster's --peers (or has another list) connected; closing"
+                    );
+                    return;
+                }
+                from = Some(node_id);
+            }
             (frame, Some(from)) => {
                 if inbound.unbounded_send(Inbound { from, frame }).is_err() {
                     return;
@@ -331,7 +381,10 @@ mod tests {
 
     #[test]
     fn frames_round_trip() {
-        assert!(matches!(round_trip(PeerFrame::Hello { node_id: 7 }), PeerFrame::Hello { node_id: 7 }));
+        assert!(matches!(
+            round_trip(PeerFrame::Hello { node_id: 7, cluster: 99 }),
+            PeerFrame::Hello { node_id: 7, cluster: 99 }
+        ));
         let message = raft::eraftpb::Message { from: 2, to: 3, term: 9, ..Default::default() };
         match round_trip(PeerFrame::Raft(message.clone())) {
             PeerFrame::Raft(back) => assert_eq!(back, message),

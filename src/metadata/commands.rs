@@ -111,14 +111,21 @@ fn apply_inner(state: &mut ClusterMetadata, command: &MetadataCommand) -> Comman
             }
         }
         AddPartitions { name, count, replicas } => match state.topics.get_mut(name) {
-            Some(topic) if *count > topic.partitions => {
+            Some(topic)
+                if *count > topic.partitions
+                    && (replicas.is_empty() || replicas.len() == (*count - topic.partitions) as usize) =>
+            {
                 if !topic.replicas.is_empty() || !replicas.is_empty() {
                     topic.replicas.extend(replicas.iter().cloned());
                 }
                 topic.partitions = *count;
             }
             Some(topic) => {
-                return CommandEffect::Skipped(format!("topic {name:?} already has {} partitions", topic.partitions))
+                return CommandEffect::Skipped(format!(
+                    "topic {name:?} has {} partitions; cannot grow to {count} with {} new assignments",
+                    topic.partitions,
+                    replicas.len()
+                ))
             }
             None => return CommandEffect::Skipped(format!("topic {name:?} does not exist")),
         },

@@ -181,7 +181,7 @@ thread_local! {
         std::cell::RefCell::new(crate::warn_limit::WarningLimiter::new(BAD_CONNECTION_LOG_INTERVAL));
 }
 
-fn warn_bad_connection(peer: SocketAddr, error: &dyn std::fmt::Display) {
+pub(super) fn warn_bad_connection(peer: SocketAddr, error: &dyn std::fmt::Display) {
     crate::metrics::probes().connections_bad.add(1);
     let admitted = BAD_CONNECTION_WARNINGS.with(|limiter| limiter.borrow_mut().admit(std::time::Instant::now()));
     if let Some(held_back) = admitted {

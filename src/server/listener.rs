@@ -13,6 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 use futures_util::future::{select, Either};
 use glommio::net::TcpListener;
+use glommio::TaskQueueHandle;
 
 use crate::config::ServeConfig;
 use crate::shard::ShardContext;
@@ -118,10 +119,51 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// How long the admission queue may keep the CPU when the main queue has work.
+pub const ADMISSION_LATENCY: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Waits until a new connection has sent its first bytes (true), or closed, failed, sat
+/// silent for `connections.max.idle.ms`, or shutdown began (false: drop it).
+async fn wait_for_first_bytes(ctx: &ShardContext, stream: &glommio::net::TcpStream, shutdown: &ShutdownSignal) -> bool {
+    let idle = ctx.config.connections_max_idle;
+    let _ = stream.set_read_timeout(Some(idle.min(std::time::Duration::from_secs(1))));
+    let since = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    loop {
+        if shutdown.is_fired() {
+            return false;
+        }
+        match stream.peek(&mut byte).await.map_err(std::io::Error::from) {
+            Ok(0) => return false,
+            Ok(_) => return true,
+            Err(error) if error.kind() == std::io::ErrorKind::TimedOut && since.elapsed() < idle => continue,
+            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(error) => {
+                let peer = stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+                super::connection::warn_bad_connection(peer, &error);
+                return false;
+            }
+        }
+    }
+}
+
 /// Accepts connections until shutdown; returns once every connection has finished.
 /// A connection over max.connections or max.connections.per.ip is closed at once (its
 /// descriptor given back), counted in `tern_connections_refused_total`.
-pub async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener, shutdown: Rc<ShutdownSignal>) {
+///
+/// Admission and service run in different task queues. The caller runs this loop in a
+/// low-priority admission queue (`admission_queue`), where each new connection waits
+/// for its first bytes; only a connection that sends something moves to `serve_queue`
+/// (the shard's main queue) for the rest of its life. A storm of connects and resets is
+/// accepted and closed entirely in the admission queue, which the scheduler preempts
+/// every `ADMISSION_LATENCY` when the main queue has work, so produce and fetch keep
+/// their turn instead of waiting behind thousands of short-lived connection tasks.
+pub async fn accept_loop(
+    ctx: Rc<ShardContext>,
+    listener: TcpListener,
+    shutdown: Rc<ShutdownSignal>,
+    serve_queue: TaskQueueHandle,
+) {
     let active = Rc::new(Cell::new(0usize));
     loop {
         let accepted = match select(Box::pin(listener.accept()), Box::pin(shutdown.wait())).await {
@@ -150,8 +192,19 @@ pub async fn accept_loop(ctx: Rc<ShardContext>, listener: TcpListener, shutdown:
         active.set(active.get() + 1);
         glommio::spawn_local(async move {
             tracing::debug!(shard = ctx.id, %peer, "connection accepted");
-            super::connection::serve(ctx, stream, peer, shutdown).await;
-            drop(slot);
+            if wait_for_first_bytes(&ctx, &stream, &shutdown).await {
+                let serving = glommio::spawn_local_into(
+                    async move {
+                        super::connection::serve(ctx, stream, peer, shutdown).await;
+                        drop(slot);
+                    },
+                    serve_queue,
+                );
+                match serving {
+                    Ok(task) => task.await,
+                    Err(error) => tracing::error!(%error, "cannot start serving a connection"),
+                }
+            }
             active.set(active.get() - 1);
         })
         .detach();

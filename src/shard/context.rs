@@ -21,6 +21,7 @@ use crate::metadata::topic_config::log_config;
 use crate::metadata::ClusterMetadata;
 use crate::protocol::topic_partition::TopicPartition;
 use crate::storage::batch_cache::BatchCache;
+use crate::storage::partition_identity::{read_claim, set_aside, write_claim, DirectoryClaim};
 use crate::storage::{PartitionLog, StorageEnv};
 
 use super::mesh::{Reply, ShardRequest, ShardTask};
@@ -334,14 +335,18 @@ impl ShardContext {
                 }
             }
         }
-        let topics_removed = self.metadata.borrow().topics.keys().any(|t| !metadata.topics.contains_key(t));
+        let previous = self.metadata.borrow().clone();
+        // A topic whose id changed was deleted and created again (both in one state, as
+        // a node catching up can see them): its old logs go like a deleted topic's.
+        let id_changed = |topic: &str| matches!((previous.topics.get(topic), metadata.topics.get(topic)), (Some(old), Some(new)) if old.id != new.id);
+        let topics_removed = previous.topics.keys().any(|t| !metadata.topics.contains_key(t) || id_changed(t));
         *self.metadata.borrow_mut() = metadata.clone();
 
         let removed: Vec<(TopicPartition, PartitionLog)> = {
             let logs = self.logs.borrow();
             logs.iter()
                 .filter(|(TopicPartition { topic, partition }, _)| {
-                    metadata.topics.get(topic).is_none_or(|info| *partition >= info.partitions)
+                    metadata.topics.get(topic).is_none_or(|info| *partition >= info.partitions) || id_changed(topic)
                 })
                 .map(|(key, log)| (key.clone(), log.clone()))
                 .collect()
@@ -386,8 +391,28 @@ impl ShardContext {
                 continue;
             }
             let dir = self.partition_dir(&topic, partition);
+            let id = metadata.topics[&topic].id;
+            if let DirectoryClaim::Topic(owner) = read_claim(&dir) {
+                if owner != id {
+                    // Another topic's data under this name (a deleted topic's, or a
+                    // standalone node's that was not imported): keep it, out of the way.
+                    match set_aside(&dir, owner) {
+                        Ok(moved) => tracing::warn!(
+                            %topic, partition, kept = %moved.display(),
+                            "partition directory belongs to another topic id; set aside"
+                        ),
+                        Err(error) => {
+                            tracing::error!(%topic, partition, %error, "partition offline: its directory belongs to another topic id");
+                            continue;
+                        }
+                    }
+                }
+            }
             match PartitionLog::open(&dir, config, self.storage_env.clone()).await {
                 Ok(log) => {
+                    if let Err(error) = write_claim(&dir, id) {
+                        tracing::warn!(%topic, partition, %error, "cannot record the partition's topic id");
+                    }
                     self.logs.borrow_mut().insert(TopicPartition::new(topic, partition), log);
                 }
                 Err(error) => tracing::error!(%topic, partition, %error, "partition offline: could not open its log"),

@@ -43,7 +43,11 @@ pub async fn execute(ctx: &Rc<ShardContext>, request: ControllerRequest) {
     if let Some(quorum) = ctx.quorum() {
         let leader = quorum.wait_for_leader(2 * ctx.cluster_config().election_timeout).await;
         match leader {
-            Some(leader) if leader == quorum.node_id() => {}
+            Some(leader) if leader == quorum.node_id() => {
+                if !quorum.wait_ready_to_lead(2 * ctx.cluster_config().election_timeout).await {
+                    return super::controller_forward::refuse(request, &QuorumError::NotLeader(quorum.leader()));
+                }
+            }
             Some(leader) => return super::controller_forward::forward(&quorum, leader, request).await,
             None => return super::controller_forward::refuse(request, &quorum.no_leader()),
         }
@@ -117,6 +121,12 @@ async fn producer_id_from_block(ctx: &Rc<ShardContext>) -> Result<i64, i16> {
     }
 }
 
+/// The state requests are validated against: in a cluster the quorum's applied state
+/// (shard 0's installed copy may lag it by a publication), standalone the installed one.
+fn current_metadata(ctx: &ShardContext) -> Arc<ClusterMetadata> {
+    ctx.quorum().map_or_else(|| ctx.metadata(), |quorum| quorum.state())
+}
+
 /// The brokers new replicas may be placed on: registered and not fenced.
 fn live_brokers(metadata: &ClusterMetadata) -> Vec<i32> {
     metadata.brokers.values().filter(|b| !b.fenced).map(|b| b.node_id).collect()
@@ -151,7 +161,7 @@ async fn import_topics(
     topics: Vec<(String, TopicMetadata)>,
     next_producer_id: i64,
 ) -> Vec<ControllerReply> {
-    let current = ctx.metadata();
+    let current = current_metadata(ctx);
     let mut commands = Vec::new();
     let mut results = Vec::new();
     for (name, topic) in topics {
@@ -180,10 +190,21 @@ async fn import_topics(
     if commands.is_empty() {
         return results;
     }
-    if let Err(refused) = commit(ctx, commands).await {
-        return results.into_iter().map(|_| refused.clone()).collect();
+    match commit(ctx, commands).await {
+        Err(refused) => results.into_iter().map(|_| refused.clone()).collect(),
+        Ok(effects) => {
+            // A creation skipped when applied (the name was taken meanwhile) is a clash.
+            if let Some(CommandEffect::Skipped(reason)) =
+                effects.iter().find(|effect| matches!(effect, CommandEffect::Skipped(_)))
+            {
+                return results
+                    .into_iter()
+                    .map(|_| ControllerReply::error(ResponseError::TopicAlreadyExists.code(), reason.clone()))
+                    .collect();
+            }
+            results
+        }
     }
-    results
 }
 
 fn new_topic_id(name: &str, version: u64) -> [u8; 16] {
@@ -196,7 +217,7 @@ fn new_topic_id(name: &str, version: u64) -> [u8; 16] {
 }
 
 async fn create_topics(ctx: &Rc<ShardContext>, topics: Vec<NewTopic>, validate_only: bool) -> Vec<ControllerReply> {
-    let current = ctx.metadata();
+    let current = current_metadata(ctx);
     let mut commands = Vec::new();
     let mut results = Vec::with_capacity(topics.len());
     let mut names = std::collections::BTreeSet::new();
@@ -264,7 +285,7 @@ async fn create_topics(ctx: &Rc<ShardContext>, topics: Vec<NewTopic>, validate_o
 }
 
 async fn delete_topics(ctx: &Rc<ShardContext>, names: Vec<String>) -> Vec<i16> {
-    let current = ctx.metadata();
+    let current = current_metadata(ctx);
     let mut results = Vec::with_capacity(names.len());
     let mut commands = Vec::new();
     for name in names {
@@ -292,7 +313,7 @@ async fn alter_configs(
     incremental: bool,
     validate_only: bool,
 ) -> ControllerReply {
-    let current = ctx.metadata();
+    let current = current_metadata(ctx);
     let mut next = (*current).clone();
     let command;
     let refused = |error: ConfigError| match error {
@@ -376,7 +397,7 @@ fn broker_kind_and_default(name: &str) -> Option<(ConfigType, String)> {
 }
 
 async fn create_partitions(ctx: &Rc<ShardContext>, topic: String, count: i32, validate_only: bool) -> ControllerReply {
-    let current = ctx.metadata();
+    let current = current_metadata(ctx);
     let Some(info) = current.topics.get(&topic) else {
         return ControllerReply::error(
             ResponseError::UnknownTopicOrPartition.code(),
@@ -426,7 +447,7 @@ async fn commit(ctx: &Rc<ShardContext>, commands: Vec<MetadataCommand>) -> Resul
     if let Some(quorum) = ctx.quorum() {
         return quorum.propose(commands).await.map_err(|error| quorum_refusal(&error));
     }
-    let mut next = (*ctx.metadata()).clone();
+    let mut next = (*current_metadata(ctx)).clone();
     let effects: Vec<CommandEffect> =
         commands.iter().map(|command| crate::metadata::commands::apply(&mut next, command)).collect();
     next.persist(&ctx.config.data_dir).await.map_err(|error| {

@@ -17,6 +17,10 @@ use super::controller::{execute_here, quorum_refusal};
 use super::mesh::{ConfigResource, ControllerReply, ControllerRequest, NewTopic};
 use super::ShardContext;
 
+/// How long a forwarding node waits to install the controller's new state before it
+/// answers anyway.
+const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, Serialize, Deserialize)]
 enum ControllerCall {
     CreateTopics { topics: Vec<NewTopic>, validate_only: bool },
@@ -26,6 +30,15 @@ enum ControllerCall {
     AllocateProducerId,
     AllocateProducerIdBlock,
     ImportTopics { node_id: i32, topics: Vec<(String, TopicMetadata)>, next_producer_id: i64 },
+}
+
+/// The controller's answer and the metadata-log index its state had then: the node
+/// that forwarded the request answers its client only once it has installed that state
+/// too (a client that created a topic through it can use it there at once).
+#[derive(Debug, Serialize, Deserialize)]
+struct ForwardedAnswer {
+    applied_index: u64,
+    answer: ControllerAnswer,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -107,8 +120,11 @@ pub async fn forward(quorum: &MetadataQuorum, leader: i32, request: ControllerRe
     let (call, answer_to) = split(request);
     let body = serde_json::to_vec(&call).expect("controller calls encode");
     match quorum.forward(leader, body).await {
-        Ok(bytes) => match serde_json::from_slice::<ControllerAnswer>(&bytes) {
-            Ok(answer) => answer_to.answer(answer),
+        Ok(bytes) => match serde_json::from_slice::<ForwardedAnswer>(&bytes) {
+            Ok(ForwardedAnswer { applied_index, answer }) => {
+                quorum.wait_published(applied_index, PUBLISH_WAIT).await;
+                answer_to.answer(answer)
+            }
             Err(error) => answer_to.fail(&ControllerReply::error(
                 ResponseError::UnknownServerError.code(),
                 format!("the controller's answer does not decode: {error}"),
@@ -129,7 +145,8 @@ pub async fn execute_forwarded(ctx: Rc<ShardContext>, body: Vec<u8>) -> Vec<u8> 
         Ok(call) => run(&ctx, call).await,
         Err(error) => ControllerAnswer::Unreadable(format!("the controller cannot read the request: {error}")),
     };
-    serde_json::to_vec(&answer).expect("controller answers encode")
+    let applied_index = ctx.quorum().map_or(0, |quorum| quorum.applied_index());
+    serde_json::to_vec(&ForwardedAnswer { applied_index, answer }).expect("controller answers encode")
 }
 
 async fn run(ctx: &Rc<ShardContext>, call: ControllerCall) -> ControllerAnswer {

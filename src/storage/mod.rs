@@ -40,6 +40,7 @@ pub mod index;
 pub mod log;
 pub mod memory_disk;
 pub mod offset;
+pub mod partition_identity;
 pub mod producer_state;
 pub mod recovery;
 pub mod retention;

@@ -300,3 +300,24 @@ def test_the_local_cluster_script_starts_reports_and_stops_three_nodes():
     assert "did not stop" not in stopped.stderr
     pids = list((root / "target" / "test-local-cluster").glob("node-*.pid"))
     assert not pids, "stop removes the pid files"
+
+
+def test_a_partition_directory_of_another_topic_id_is_set_aside_not_served(tmp_path, broker_factory):
+    """`partition.metadata` names the topic id a partition directory belongs to. A
+    directory left by another topic of the same name (a deleted one, or a standalone
+    node's topic that was never imported) is kept aside and never served as this one."""
+    data = tmp_path / "data"
+    broker = broker_factory(data_dir=data)
+    create_topic(broker.bootstrap, "named", 1)
+    produce(broker.bootstrap, "named", 10)
+    assert broker.stop() == 0
+    claim = (data / "named-0" / "partition.metadata").read_text()
+    assert "topic_id: " in claim
+    (data / "named-0" / "partition.metadata").write_text("version: 0\ntopic_id: " + "ab" * 16 + "\n")
+
+    broker = broker_factory(data_dir=data)
+    orphans = list(data.glob("named-0.orphan-*"))
+    assert len(orphans) == 1, list(data.iterdir())
+    assert any(f.stat().st_size > 0 for f in orphans[0].glob("*.log")), "the other topic's data is kept"
+    assert consume_all(broker.bootstrap, "named", 1, 1, timeout=3) == {}, "and not served as this topic"
+    assert broker.stop() == 0

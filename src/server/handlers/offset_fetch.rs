@@ -106,6 +106,26 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
         Err(code) => {
             if version >= 2 {
                 response.error_code = code;
+            } else {
+                // v1 has no group-level error: every partition asked for carries it.
+                response.topics = body
+                    .topics
+                    .iter()
+                    .flatten()
+                    .map(|t| {
+                        OffsetFetchResponseTopic::default().with_name(t.name.clone()).with_partitions(
+                            t.partition_indexes
+                                .iter()
+                                .map(|&p| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                    })
+                    .collect();
             }
         }
         Ok(offsets) => {

@@ -274,6 +274,12 @@ def test_a_standalone_node_becomes_the_first_node_of_a_cluster(tmp_path, broker_
         assert all(o >= 0 for _, o, _ in more)
     finally:
         cluster.shutdown()
+    # Once a cluster node, the data dir refuses to start without the cluster flags.
+    alone = subprocess.run([str(BINARY), "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0",
+                            "--admin-listen", "off", "--cores", "0", "--no-pin", "--memory", "1M"],
+                           capture_output=True, text=True, timeout=30)
+    assert alone.returncode != 0
+    assert "belongs to a cluster node" in alone.stderr, alone.stderr
 
 
 def test_the_local_cluster_script_starts_reports_and_stops_three_nodes():
@@ -321,3 +327,28 @@ def test_a_partition_directory_of_another_topic_id_is_set_aside_not_served(tmp_p
     assert any(f.stat().st_size > 0 for f in orphans[0].glob("*.log")), "the other topic's data is kept"
     assert consume_all(broker.bootstrap, "named", 1, 1, timeout=3) == {}, "and not served as this topic"
     assert broker.stop() == 0
+
+
+def test_cluster_flags_from_a_config_file_and_clear_errors(tmp_path):
+    config = tmp_path / "tern.toml"
+    config.write_text('node_id = 2\ncluster_listen = "127.0.0.1:19193"\n'
+                      'peers = "1@127.0.0.1:19192,2@127.0.0.1:19193,3@127.0.0.1:19194"\nrack = "a"\n')
+    printed = subprocess.run([str(BINARY), "serve", "--config", str(config), "--print-config"],
+                             capture_output=True, text=True, timeout=30)
+    assert printed.returncode == 0, printed.stderr
+    assert 'peers = "1@127.0.0.1:19192,2@127.0.0.1:19193,3@127.0.0.1:19194"' in printed.stdout
+    assert "node_id = 2" in printed.stdout
+
+    def refused(*flags):
+        result = subprocess.run([str(BINARY), "serve", "--data-dir", str(tmp_path / "d"), *flags],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode != 0
+        return result.stderr
+
+    assert "all three" in refused("--peers", "1@127.0.0.1:19192")
+    assert "this node" in refused("--node-id", "4", "--cluster-listen", "127.0.0.1:19192",
+                                  "--peers", "1@127.0.0.1:19192,2@127.0.0.1:19193")
+    assert "start at 1" in refused("--node-id", "0", "--cluster-listen", "127.0.0.1:19192",
+                                   "--peers", "0@127.0.0.1:19192")
+    assert "must differ" in refused("--node-id", "1", "--listen", "127.0.0.1:19192",
+                                    "--cluster-listen", "127.0.0.1:19192", "--peers", "1@127.0.0.1:19192")

@@ -72,6 +72,14 @@ pub async fn append(log: Result<PartitionLog, i16>, acks: i16, records: Bytes) -
             format!("{IN_SYNC_REPLICAS} replica(s) in sync, fewer than min.insync.replicas={min_insync_replicas}"),
         );
     }
+    // Control batches (transaction markers) are written by the broker, never by clients
+    // (Kafka refuses them the same way).
+    if crate::protocol::record_batch::BatchHeader::parse(&records).is_ok_and(|header| header.is_control()) {
+        return ProduceOutcome::failed(
+            ResponseError::InvalidRecord.code(),
+            "control batches may not be produced by clients",
+        );
+    }
     // The storage engine patches the base offset in place, so it needs its own copy of
     // the batch (the request buffer is shared by all partitions of the request).
     let batch = BytesMut::from(&records[..]);

@@ -79,6 +79,9 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// max.connections.per.ip: client connections from one address.
     pub max_connections_per_ip: usize,
+    /// max.connection.creation.rate divided over the shards: connections each shard
+    /// accepts per second (`None`: no limit).
+    pub connection_creation_rate_per_shard: Option<f64>,
     /// The log cleaner (compaction), per shard.
     pub cleaner: crate::storage::CleanerConfig,
     /// Broker defaults of topic configs set at startup, by Kafka name

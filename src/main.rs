@@ -186,6 +186,12 @@ struct ServeArgs {
     /// Default: no limit per address.
     #[arg(long)]
     max_connections_per_ip: Option<usize>,
+    /// New client connections accepted per second, for the whole broker (split over the
+    /// shards; Kafka's max.connection.creation.rate). Past it, new connections wait in
+    /// the kernel's accept backlog, so a connection storm cannot take the shards' CPU
+    /// from established clients. Default: no limit.
+    #[arg(long)]
+    max_connection_creation_rate: Option<u64>,
     /// A broker default for topic configs, by its Kafka name (repeatable):
     /// `--broker-config log.retention.hours=24 --broker-config compression.type=zstd`.
     /// Topics that do not set the config get this value; DescribeConfigs reports it as
@@ -393,6 +399,9 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
         queued_request_bytes_per_shard: (args.queued_max_request_bytes / shard_count).max(1 << 20),
         max_connections: args.max_connections.unwrap_or_else(tern::broker::default_max_connections).max(1),
         max_connections_per_ip: args.max_connections_per_ip.unwrap_or(usize::MAX).max(1),
+        connection_creation_rate_per_shard: args
+            .max_connection_creation_rate
+            .map(|rate| (rate as f64 / shard_count as f64).max(1.0)),
         static_broker_configs,
         explicit_flags: args.explicit_flags,
     })

@@ -116,6 +116,8 @@ pub struct ShardProbes {
     pub connections_timed_out: Counter,
     /// Connections closed for bad input (malformed frames, refused requests).
     pub connections_bad: Counter,
+    /// Accepts that waited for max.connection.creation.rate.
+    pub connection_creation_throttled: Counter,
     /// Requests that waited for the shard's request-bytes budget (backpressure).
     pub request_budget_waits: Counter,
     /// Request to response-ready time of Produce and Fetch (Fetch includes long polls).
@@ -171,6 +173,7 @@ impl ShardProbes {
             connections_refused: Counter::default(),
             connections_timed_out: Counter::default(),
             connections_bad: Counter::default(),
+            connection_creation_throttled: Counter::default(),
             request_budget_waits: Counter::default(),
             produce_latency: Histogram::default(),
             fetch_latency: Histogram::default(),

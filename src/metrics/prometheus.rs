@@ -103,7 +103,7 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
     render_cluster(&mut out);
 
     type Get = fn(&ShardProbes) -> u64;
-    let counters: [(&str, &str, Get); 19] = [
+    let counters: [(&str, &str, Get); 20] = [
         ("tern_bytes_received_total", "Request bytes received.", |p| p.bytes_received.get()),
         ("tern_bytes_sent_total", "Response bytes sent.", |p| p.bytes_sent.get()),
         ("tern_connections_opened_total", "Client connections accepted.", |p| p.connections_opened.get()),
@@ -121,6 +121,11 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
         ("tern_connections_bad_total", "Connections closed for bad input (malformed frames, refused requests).", |p| {
             p.connections_bad.get()
         }),
+        (
+            "tern_connections_creation_throttled_total",
+            "Accepts that waited for max.connection.creation.rate.",
+            |p| p.connection_creation_throttled.get(),
+        ),
         (
             "tern_request_budget_waits_total",
             "Requests that waited for the shard's share of --queued-max-request-bytes (connections not read meanwhile).",

@@ -119,6 +119,33 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// A token bucket for max.connection.creation.rate: `rate` accepts a second, bursts of
+/// up to a tenth of a second's worth.
+#[derive(Debug)]
+struct AcceptPacing {
+    rate: f64,
+    tokens: f64,
+    burst: f64,
+    refilled: std::time::Instant,
+}
+
+impl AcceptPacing {
+    fn new(rate: f64) -> AcceptPacing {
+        let burst = (rate / 10.0).max(1.0);
+        AcceptPacing { rate, tokens: burst, burst, refilled: std::time::Instant::now() }
+    }
+
+    /// Takes a token for one accept; `Some(wait)` when the caller must wait first (the
+    /// token is then already taken).
+    fn take(&mut self, now: std::time::Instant) -> Option<std::time::Duration> {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.tokens -= 1.0;
+        (self.tokens < 0.0).then(|| std::time::Duration::from_secs_f64(-self.tokens / self.rate))
+    }
+}
+
 /// How long the admission queue may keep the CPU when the main queue has work.
 pub const ADMISSION_LATENCY: std::time::Duration = std::time::Duration::from_millis(5);
 
@@ -165,7 +192,15 @@ pub async fn accept_loop(
     serve_queue: TaskQueueHandle,
 ) {
     let active = Rc::new(Cell::new(0usize));
+    let mut pacing = ctx.config.connection_creation_rate_per_shard.map(AcceptPacing::new);
     loop {
+        if let Some(pacing) = pacing.as_mut() {
+            // Over the creation rate: the next connection waits in the kernel's backlog.
+            if let Some(wait) = pacing.take(std::time::Instant::now()) {
+                crate::metrics::probes().connection_creation_throttled.add(1);
+                glommio::timer::sleep(wait).await;
+            }
+        }
         let accepted = match select(Box::pin(listener.accept()), Box::pin(shutdown.wait())).await {
             Either::Left((accepted, _)) => accepted,
             Either::Right(_) => break,
@@ -218,5 +253,28 @@ pub async fn accept_loop(
     }
     if active.get() > 0 {
         tracing::warn!(shard = ctx.id, connections = active.get(), "connections still busy at the drain timeout");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_pacing_allows_the_rate_and_a_small_burst() {
+        let start = std::time::Instant::now();
+        let mut pacing = AcceptPacing::new(100.0);
+        // A burst of a tenth of a second's worth passes at once, then each accept waits.
+        for _ in 0..10 {
+            assert_eq!(pacing.take(start), None);
+        }
+        let wait = pacing.take(start).expect("over the rate");
+        assert!((wait.as_secs_f64() - 0.01).abs() < 1e-6, "{wait:?}");
+        // A second later the bucket is full again (not more than the burst).
+        let later = start + std::time::Duration::from_secs(1);
+        for _ in 0..10 {
+            assert_eq!(pacing.take(later), None);
+        }
+        assert!(pacing.take(later).is_some());
     }
 }

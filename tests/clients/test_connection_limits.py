@@ -274,3 +274,27 @@ def test_request_bytes_budget_applies_backpressure_and_loses_nothing(broker_fact
     waits = metric(scrape(broker), "tern_request_budget_waits_total") or 0
     print(f"requests that waited for the budget: {waits:.0f}")
     assert waits > 0, "six producers of 1 MB requests never exceeded a 2 MiB budget per shard"
+
+
+def test_connection_creation_rate_paces_accepts_and_counts_the_waits(broker_factory):
+    """--max-connection-creation-rate 20 (10 per shard): 40 new connections get their
+    first answer over about two seconds, not at once; established clients are not paced."""
+    broker = broker_factory(extra_args=["--max-connection-creation-rate", "20"])
+    started = time.time()
+    sockets = [connect(broker) for _ in range(40)]
+    for s in sockets:
+        assert answers(s)
+    elapsed = time.time() - started
+    assert elapsed >= 1.2, f"40 connections at 20/s were all served within {elapsed:.2f}s"
+    from helpers import metric
+
+    throttled = metric(broker_metrics(broker), "tern_connections_creation_throttled_total")
+    assert throttled and throttled >= 20, throttled
+    # An established connection keeps answering at once.
+    quick = time.time()
+    for _ in range(20):
+        assert answers(sockets[0])
+    assert time.time() - quick < 1.0
+    for s in sockets:
+        s.close()
+    assert broker.stop() == 0

@@ -113,10 +113,6 @@ impl RaftLogFile {
         push_record(&mut self.pending, KIND_HARD_STATE, &bytes);
     }
 
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
     /// Appends what was recorded since the last sync and makes it durable.
     pub async fn sync(&mut self) -> io::Result<()> {
         if self.pending.is_empty() {

@@ -392,7 +392,8 @@ impl ShardContext {
             }
             let dir = self.partition_dir(&topic, partition);
             let id = metadata.topics[&topic].id;
-            if let DirectoryClaim::Topic(owner) = read_claim(&dir) {
+            let claim = read_claim(&dir);
+            if let DirectoryClaim::Topic(owner) = claim {
                 if owner != id {
                     // Another topic's data under this name (a deleted topic's, or a
                     // standalone node's that was not imported): keep it, out of the way.
@@ -410,8 +411,10 @@ impl ShardContext {
             }
             match PartitionLog::open(&dir, config, self.storage_env.clone()).await {
                 Ok(log) => {
-                    if let Err(error) = write_claim(&dir, id) {
-                        tracing::warn!(%topic, partition, %error, "cannot record the partition's topic id");
+                    if claim != DirectoryClaim::Topic(id) {
+                        if let Err(error) = write_claim(&dir, id) {
+                            tracing::warn!(%topic, partition, %error, "cannot record the partition's topic id");
+                        }
                     }
                     self.logs.borrow_mut().insert(TopicPartition::new(topic, partition), log);
                 }

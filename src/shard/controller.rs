@@ -314,15 +314,13 @@ async fn alter_configs(
     validate_only: bool,
 ) -> ControllerReply {
     let current = current_metadata(ctx);
-    let mut next = (*current).clone();
-    let command;
     let refused = |error: ConfigError| match error {
         ConfigError::Invalid(message) => ControllerReply::error(ResponseError::InvalidConfig.code(), message),
         ConfigError::Request(message) => ControllerReply::error(ResponseError::InvalidRequest.code(), message),
     };
-    match resource {
+    let command = match resource {
         ConfigResource::Topic(topic) => {
-            let Some(info) = next.topics.get_mut(&topic) else {
+            let Some(info) = current.topics.get(&topic) else {
                 return ControllerReply::error(
                     ResponseError::UnknownTopicOrPartition.code(),
                     format!("unknown topic {topic:?}"),
@@ -337,8 +335,7 @@ async fn alter_configs(
             if let Err(reason) = log_config(&updated, layers) {
                 return ControllerReply::error(ResponseError::InvalidConfig.code(), reason);
             }
-            info.configs = updated.clone();
-            command = MetadataCommand::SetTopicConfigs { name: topic, configs: updated };
+            MetadataCommand::SetTopicConfigs { name: topic, configs: updated }
         }
         ConfigResource::Broker(name) => {
             // In a cluster the controller changes any registered broker's configs (the
@@ -350,8 +347,11 @@ async fn alter_configs(
                 (None, Ok(BrokerResource::ThisBroker)) => ctx.config.node_id.to_string(),
                 (None, Err(error)) => return refused(error),
             };
-            let base =
-                if incremental { next.broker_configs.get(&key).cloned().unwrap_or_default() } else { BTreeMap::new() };
+            let base = if incremental {
+                current.broker_configs.get(&key).cloned().unwrap_or_default()
+            } else {
+                BTreeMap::new()
+            };
             let updated = match apply_changes(&base, &changes, broker_kind_and_default) {
                 Ok(updated) => updated,
                 Err(error) => return refused(error),
@@ -361,14 +361,14 @@ async fn alter_configs(
             }
             // Every topic must still get a config the storage engine can run with.
             let (per_broker, cluster_default) = if key.is_empty() {
-                (next.broker_configs.get(&ctx.config.node_id.to_string()), Some(&updated))
+                (current.broker_configs.get(&ctx.config.node_id.to_string()), Some(&updated))
             } else {
-                (Some(&updated), next.broker_configs.get(""))
+                (Some(&updated), current.broker_configs.get(""))
             };
             let layers =
                 BrokerLayers { per_broker, cluster_default, static_configs: &ctx.config.static_broker_configs };
             for (topic, info) in std::iter::once((&String::new(), &BTreeMap::new()))
-                .chain(next.topics.iter().map(|(t, i)| (t, &i.configs)))
+                .chain(current.topics.iter().map(|(t, i)| (t, &i.configs)))
             {
                 if let Err(reason) = log_config(info, layers) {
                     let whom = if topic.is_empty() { "topics".to_string() } else { format!("topic {topic}") };
@@ -378,9 +378,9 @@ async fn alter_configs(
                     );
                 }
             }
-            command = MetadataCommand::SetBrokerConfigs { key, configs: updated };
+            MetadataCommand::SetBrokerConfigs { key, configs: updated }
         }
-    }
+    };
     if validate_only {
         return ControllerReply::ok();
     }

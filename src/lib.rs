@@ -34,6 +34,7 @@ pub mod group;
 pub mod metadata;
 pub mod metrics;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 pub mod shard;
 pub mod stable_hash;

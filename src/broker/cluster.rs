@@ -90,13 +90,17 @@ pub fn start_quorum(ctx: &Rc<ShardContext>, view: Arc<ClusterView>) -> Result<()
         let ctx = ctx.clone();
         Rc::new(move |body: Vec<u8>| Box::pin(controller_forward::execute_forwarded(ctx.clone(), body)) as _)
     };
+    let partition_raft = {
+        let ctx = ctx.clone();
+        Rc::new(move |from: i32, messages| ctx.deliver_partition_raft(from, messages))
+    };
     let quorum = MetadataQuorum::start(
         cluster.clone(),
         registration,
         config.data_dir.clone(),
         (*ctx.metadata()).clone(),
         view,
-        QuorumHooks { publish, forwarded },
+        QuorumHooks { publish, forwarded, partition_raft },
         listener,
     )?;
     tracing::info!(node_id = cluster.node_id, cluster_listen = %cluster.cluster_listen, "cluster node started");

@@ -331,6 +331,7 @@ async fn shard_main(
     let id = senders.peer_id();
     let metadata = cluster::initial_metadata(&config, id).await?;
     let ctx = Rc::new(ShardContext::new(id, config.clone(), Arc::new(metadata), senders, cluster_view.clone()));
+    ctx.start_replicas();
     ctx.apply_metadata(ctx.metadata()).await;
     if let (0, Some(view)) = (id, cluster_view) {
         cluster::start_quorum(&ctx, view)?;

@@ -15,7 +15,11 @@ pub mod quorum;
 pub mod raft_log;
 pub mod transport;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::RwLock;
+
+use crate::protocol::topic_partition::TopicPartition;
 
 pub use crate::config::{parse_peers, ClusterConfig, Peer};
 pub use quorum::{MetadataQuorum, QuorumError, QuorumHooks};
@@ -27,11 +31,40 @@ pub struct ClusterView {
     controller_id: AtomicI32,
     /// Every node of `--peers`, sorted by node id.
     pub peer_ids: Vec<i32>,
+    /// Replicated partitions this node holds a replica of: who leads each as far as the
+    /// local replica knows (written by the owning shard's replica groups, read by
+    /// every shard's Metadata and routing).
+    leaders: RwLock<HashMap<TopicPartition, Leadership>>,
+}
+
+/// A replicated partition's leader as a replica sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leadership {
+    /// -1 while there is none (an election is on).
+    pub leader: i32,
+    /// The Raft term, which is the Kafka leader epoch.
+    pub epoch: i32,
+    /// Replicas caught up with the leader (the leader's view; a follower reports the
+    /// last one it knows, or every replica).
+    pub in_sync: Vec<i32>,
 }
 
 impl ClusterView {
     pub fn new(peer_ids: Vec<i32>) -> ClusterView {
-        ClusterView { controller_id: AtomicI32::new(-1), peer_ids }
+        ClusterView { controller_id: AtomicI32::new(-1), peer_ids, leaders: RwLock::new(HashMap::new()) }
+    }
+
+    /// The leadership of a replicated partition held here (`None`: not held here).
+    pub fn leadership(&self, partition: &TopicPartition) -> Option<Leadership> {
+        self.leaders.read().expect("leader table lock").get(partition).cloned()
+    }
+
+    pub fn set_leadership(&self, partition: TopicPartition, leadership: Leadership) {
+        self.leaders.write().expect("leader table lock").insert(partition, leadership);
+    }
+
+    pub fn forget_leadership(&self, partition: &TopicPartition) {
+        self.leaders.write().expect("leader table lock").remove(partition);
     }
 
     pub fn controller_id(&self) -> Option<i32> {

@@ -47,7 +47,7 @@ use crate::metadata::{BrokerRegistration, ClusterMetadata};
 
 use super::liveness::LivenessTracker;
 use super::raft_log::RaftLogFile;
-use super::transport::{accept_peers, Inbound, PeerFrame, Transport};
+use super::transport::{accept_peers, Inbound, PartitionMessage, PeerFrame, Transport};
 use super::{ClusterConfig, ClusterView};
 
 /// A proposal not applied within this long is answered with a timeout.
@@ -62,6 +62,8 @@ pub struct QuorumHooks {
     pub publish: Rc<dyn Fn(Arc<ClusterMetadata>) -> LocalBoxFuture<'static, ()>>,
     /// Executes a controller request a peer forwarded to this node; returns the answer.
     pub forwarded: Rc<dyn Fn(Vec<u8>) -> LocalBoxFuture<'static, Vec<u8>>>,
+    /// Delivers partition replica groups' Raft messages from peer `from` to their shards.
+    pub partition_raft: Rc<dyn Fn(i32, Vec<PartitionMessage>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -337,6 +339,12 @@ impl MetadataQuorum {
         }
     }
 
+    /// Queues partition replica groups' Raft messages for `to` on this node's link to it;
+    /// false when they were dropped (Raft retransmits).
+    pub fn send_partition_messages(&self, to: i32, messages: Vec<PartitionMessage>) -> bool {
+        self.transport.send(to, &PeerFrame::PartitionRaft(messages))
+    }
+
     fn fresh_id(&self) -> u64 {
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(2));
@@ -385,6 +393,7 @@ impl MetadataQuorum {
                     })
                     .detach();
                 }
+                PeerFrame::PartitionRaft(messages) => (self.hooks.partition_raft)(inbound.from, messages),
                 _ => {
                     if self.events.unbounded_send(Event::Peer(inbound)).is_err() {
                         return;

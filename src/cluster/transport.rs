@@ -45,6 +45,18 @@ const KIND_RAFT: u8 = 2;
 const KIND_HEARTBEAT: u8 = 3;
 const KIND_FORWARD_REQUEST: u8 = 4;
 const KIND_FORWARD_REPLY: u8 = 5;
+const KIND_PARTITION_RAFT: u8 = 6;
+
+/// A Raft message of one partition's replica group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionMessage {
+    pub topic: String,
+    /// The topic's id: a message for a deleted topic never reaches a new one of the
+    /// same name.
+    pub topic_id: [u8; 16],
+    pub partition: i32,
+    pub message: raft::eraftpb::Message,
+}
 
 /// One message between brokers.
 #[derive(Debug, Clone)]
@@ -68,6 +80,9 @@ pub enum PeerFrame {
         id: u64,
         body: Vec<u8>,
     },
+    /// Partition replica groups' Raft messages, everything one round of a shard has for
+    /// this peer in one frame.
+    PartitionRaft(Vec<PartitionMessage>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +124,19 @@ impl PeerFrame {
                 out.extend_from_slice(&id.to_be_bytes());
                 out.extend_from_slice(body);
             }
+            PeerFrame::PartitionRaft(messages) => {
+                out.push(KIND_PARTITION_RAFT);
+                out.extend_from_slice(&(messages.len() as u32).to_be_bytes());
+                for message in messages {
+                    out.extend_from_slice(&(message.topic.len() as u16).to_be_bytes());
+                    out.extend_from_slice(message.topic.as_bytes());
+                    out.extend_from_slice(&message.topic_id);
+                    out.extend_from_slice(&message.partition.to_be_bytes());
+                    let body = message.message.write_to_bytes().expect("raft messages encode");
+                    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                    out.extend_from_slice(&body);
+                }
+            }
         }
         let len = (out.len() - start - 4) as u32;
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -141,6 +169,7 @@ impl PeerFrame {
                     PeerFrame::ForwardReply { id, body }
                 })
             }
+            KIND_PARTITION_RAFT => decode_partition_messages(body).map(PeerFrame::PartitionRaft),
             other => Err(FrameError::UnknownKind(other)),
         }
     }
@@ -200,6 +229,47 @@ impl Transport {
         link.queued_bytes.set(link.queued_bytes.get() + bytes.len());
         link.queue.unbounded_send(bytes).is_ok()
     }
+}
+
+/// Reads the body of a `PartitionRaft` frame; any short or undecodable field is an error.
+fn decode_partition_messages(body: &[u8]) -> Result<Vec<PartitionMessage>, FrameError> {
+    struct Reader<'a>(&'a [u8]);
+    impl<'a> Reader<'a> {
+        fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
+            if self.0.len() < n {
+                return Err(FrameError::Body("partition raft frame is truncated".into()));
+            }
+            let (head, rest) = self.0.split_at(n);
+            self.0 = rest;
+            Ok(head)
+        }
+        fn u32(&mut self) -> Result<u32, FrameError> {
+            Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        }
+    }
+    let mut reader = Reader(body);
+    let count = reader.u32()? as usize;
+    // Every message takes at least 26 bytes: a count beyond that is a lie.
+    if count > body.len() / 26 {
+        return Err(FrameError::Body(format!("partition raft frame claims {count} messages")));
+    }
+    let mut messages = Vec::with_capacity(count);
+    for _ in 0..count {
+        let topic_len = u16::from_be_bytes(reader.take(2)?.try_into().expect("2 bytes")) as usize;
+        let topic = std::str::from_utf8(reader.take(topic_len)?)
+            .map_err(|_| FrameError::Body("topic name is not UTF-8".into()))?
+            .to_string();
+        let topic_id: [u8; 16] = reader.take(16)?.try_into().expect("16 bytes");
+        let partition = reader.u32()? as i32;
+        let len = reader.u32()? as usize;
+        let message =
+            raft::eraftpb::Message::parse_from_bytes(reader.take(len)?).map_err(|e| FrameError::Body(e.to_string()))?;
+        messages.push(PartitionMessage { topic, topic_id, partition, message });
+    }
+    if !reader.0.is_empty() {
+        return Err(FrameError::Body("trailing bytes after partition raft messages".into()));
+    }
+    Ok(messages)
 }
 
 /// A fingerprint of the `--peers` list (ids and addresses, in node order): two nodes
@@ -392,6 +462,25 @@ mod tests {
         }
         match round_trip(PeerFrame::ForwardReply { id: 5, body: b"x".to_vec() }) {
             PeerFrame::ForwardReply { id: 5, body } => assert_eq!(body, b"x"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn partition_messages_round_trip() {
+        let mut message = raft::eraftpb::Message::default();
+        message.term = 4;
+        message.to = 2;
+        let mut entry = raft::eraftpb::Entry::default();
+        entry.index = 9;
+        entry.data = bytes::Bytes::from_static(b"batch");
+        message.entries = vec![entry].into();
+        let messages = vec![
+            PartitionMessage { topic: "orders".into(), topic_id: [7; 16], partition: 3, message: message.clone() },
+            PartitionMessage { topic: "t".into(), topic_id: [1; 16], partition: 0, message },
+        ];
+        match round_trip(PeerFrame::PartitionRaft(messages.clone())) {
+            PeerFrame::PartitionRaft(back) => assert_eq!(back, messages),
             other => panic!("{other:?}"),
         }
     }

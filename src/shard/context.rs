@@ -8,10 +8,11 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use futures_channel::oneshot;
+use futures_channel::{mpsc, oneshot};
 use futures_util::future::{select, Either};
 use glommio::channels::channel_mesh::Senders;
 
+use crate::cluster::transport::PartitionMessage;
 use crate::cluster::{ClusterConfig, ClusterView, MetadataQuorum};
 use crate::config::ServeConfig;
 use crate::group::coordinator::GroupCoordinator;
@@ -25,6 +26,8 @@ use crate::storage::partition_identity::{read_claim, set_aside, write_claim, Dir
 use crate::storage::{PartitionLog, StorageEnv};
 
 use super::mesh::{Reply, ShardRequest, ShardTask};
+use super::replica_group::{GroupSpec, ProposeOutcome, ReplicaGroup};
+use super::replicas::ReplicaEvent;
 use super::router::shard_for;
 
 /// Logs a shard closes at the same time on shutdown.
@@ -59,6 +62,8 @@ pub struct ShardContext {
     quorum: RefCell<Option<Rc<MetadataQuorum>>>,
     /// Cluster mode, shard 0: the producer ids reserved for this broker, `next..end`.
     pub(crate) producer_id_block: Cell<(i64, i64)>,
+    /// Cluster mode: the replica driver of this shard's replicated partitions.
+    replica_events: RefCell<Option<mpsc::UnboundedSender<ReplicaEvent>>>,
 }
 
 /// Who leads a partition, as this node's metadata says.
@@ -110,7 +115,91 @@ impl ShardContext {
             cluster,
             quorum: RefCell::new(None),
             producer_id_block: Cell::new((0, 0)),
+            replica_events: RefCell::new(None),
         }
+    }
+
+    /// Cluster mode: starts this shard's replica driver (before the first metadata is
+    /// applied, which opens the groups).
+    pub fn start_replicas(self: &Rc<Self>) {
+        if self.cluster.is_some() {
+            *self.replica_events.borrow_mut() = Some(super::replicas::start(self.clone()));
+        }
+    }
+
+    fn replica_event(&self, event: ReplicaEvent) -> bool {
+        match self.replica_events.borrow().as_ref() {
+            Some(events) => events.unbounded_send(event).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Whether `partition` of a topic is replicated by a Raft group: cluster mode and
+    /// more than one replica.
+    pub fn is_replicated(&self, info: &crate::metadata::TopicMetadata, partition: i32) -> bool {
+        self.cluster.is_some() && info.replicas_of(partition).len() > 1
+    }
+
+    /// Proposes a produce request's batch to the partition's group (on its owner shard).
+    pub async fn propose(
+        &self,
+        partition: TopicPartition,
+        batch: bytes::Bytes,
+        acks: i16,
+        timeout: std::time::Duration,
+    ) -> ProposeOutcome {
+        let (reply, answer) = oneshot::channel();
+        if !self.replica_event(ReplicaEvent::Propose { partition, batch, acks, timeout, reply }) {
+            return ProposeOutcome::NotLeader;
+        }
+        answer.await.unwrap_or(ProposeOutcome::NotLeader)
+    }
+
+    /// Sends partition groups' Raft messages to `peer` (over shard 0's link to it).
+    pub fn send_partition_raft(self: &Rc<Self>, peer: i32, messages: Vec<PartitionMessage>) {
+        if self.id == 0 {
+            if let Some(quorum) = self.quorum() {
+                quorum.send_partition_messages(peer, messages);
+            }
+            return;
+        }
+        let ctx = self.clone();
+        glommio::spawn_local(async move {
+            ctx.run_on(0, move |ctx| async move {
+                if let Some(quorum) = ctx.quorum() {
+                    quorum.send_partition_messages(peer, messages);
+                }
+            })
+            .await;
+        })
+        .detach();
+    }
+
+    /// Shard 0: hands partition groups' Raft messages from `from` to their shards.
+    pub fn deliver_partition_raft(self: &Rc<Self>, from: i32, messages: Vec<PartitionMessage>) {
+        let mut by_shard: HashMap<usize, Vec<PartitionMessage>> = HashMap::new();
+        for message in messages {
+            by_shard.entry(self.owner(&message.topic, message.partition)).or_default().push(message);
+        }
+        for (shard, messages) in by_shard {
+            if shard == self.id {
+                self.replica_event(ReplicaEvent::Peer { from, messages });
+                continue;
+            }
+            let ctx = self.clone();
+            glommio::spawn_local(async move {
+                ctx.run_on(shard, move |ctx| async move {
+                    ctx.replica_event(ReplicaEvent::Peer { from, messages });
+                })
+                .await;
+            })
+            .detach();
+        }
+    }
+
+    /// A replica group reopened its log (after cutting it back): later requests use it.
+    pub fn replace_log(&self, partition: &TopicPartition, log: PartitionLog) {
+        self.logs.borrow_mut().insert(partition.clone(), log);
     }
 
     pub fn metadata(&self) -> Arc<ClusterMetadata> {
@@ -132,15 +221,27 @@ impl ShardContext {
     }
 
     /// Who leads `topic`-`partition`. Standalone, this node leads every partition. In a
-    /// cluster the first replica leads (partitions are not replicated yet, so leadership
-    /// never moves), unless its broker is fenced.
+    /// cluster a replicated partition is led by its Raft group's leader (as the local
+    /// replica knows it; a node without a replica falls back to the first replica, which
+    /// answers NOT_LEADER_OR_FOLLOWER if it does not lead); an unreplicated one by its
+    /// only replica. A fenced leader makes the partition offline.
     pub fn partition_leader(&self, metadata: &ClusterMetadata, topic: &str, partition: i32) -> PartitionLeader {
         let Some(info) = metadata.topics.get(topic) else { return PartitionLeader::Unknown };
         if partition < 0 || partition >= info.partitions {
             return PartitionLeader::Unknown;
         }
-        if self.cluster.is_none() {
-            return PartitionLeader::Here;
+        let Some(view) = &self.cluster else { return PartitionLeader::Here };
+        if self.is_replicated(info, partition) {
+            if let Some(leadership) = view.leadership(&TopicPartition::new(topic, partition)) {
+                return match leadership.leader {
+                    -1 => PartitionLeader::Offline,
+                    leader if leader == self.config.node_id => PartitionLeader::Here,
+                    leader if metadata.brokers.get(&leader).is_some_and(|b| !b.fenced) => {
+                        PartitionLeader::Broker(leader)
+                    }
+                    _ => PartitionLeader::Offline,
+                };
+            }
         }
         match info.replicas_of(partition).first() {
             Some(&leader) if metadata.brokers.get(&leader).is_some_and(|b| !b.fenced) => {
@@ -155,9 +256,9 @@ impl ShardContext {
     }
 
     /// Whether this node stores `topic`-`partition`: standalone every partition; in a
-    /// cluster the partitions whose first replica it is.
+    /// cluster the partitions it is a replica of.
     fn stores(&self, info: &crate::metadata::TopicMetadata, partition: i32) -> bool {
-        self.cluster.is_none() || info.replicas_of(partition).first() == Some(&self.config.node_id)
+        self.cluster.is_none() || info.replicas_of(partition).contains(&self.config.node_id)
     }
 
     /// Runs a consumer-group request on the shard coordinating `group_id`. `Err` holds the
@@ -352,7 +453,12 @@ impl ShardContext {
                 .collect()
         };
         for (TopicPartition { topic, partition }, log) in removed {
-            self.logs.borrow_mut().remove(&TopicPartition::new(topic.clone(), partition));
+            let key = TopicPartition::new(topic.clone(), partition);
+            let (reply, removed_group) = oneshot::channel();
+            if self.replica_event(ReplicaEvent::Remove { partition: key.clone(), reply }) {
+                let _ = removed_group.await;
+            }
+            self.logs.borrow_mut().remove(&key);
             if let Err(error) = log.close().await {
                 tracing::warn!(%topic, partition, %error, "closing deleted partition");
             }
@@ -416,6 +522,25 @@ impl ShardContext {
                             tracing::warn!(%topic, partition, %error, "cannot record the partition's topic id");
                         }
                     }
+                    let info = &metadata.topics[&topic];
+                    if self.is_replicated(info, partition) {
+                        let spec = GroupSpec {
+                            partition: TopicPartition::new(topic.clone(), partition),
+                            topic_id: id,
+                            replicas: info.replicas_of(partition).to_vec(),
+                            node_id: self.config.node_id,
+                        };
+                        match ReplicaGroup::open(spec, log.clone(), self.cluster_config()).await {
+                            Ok(group) => {
+                                self.replica_event(ReplicaEvent::Add(Box::new(group)));
+                            }
+                            Err(reason) => {
+                                tracing::error!(%topic, partition, %reason, "partition offline: its replica group could not start");
+                                let _ = log.close().await;
+                                continue;
+                            }
+                        }
+                    }
                     self.logs.borrow_mut().insert(TopicPartition::new(topic, partition), log);
                 }
                 Err(error) => tracing::error!(%topic, partition, %error, "partition offline: could not open its log"),
@@ -430,6 +555,11 @@ impl ShardContext {
     /// see perf/README.md).
     pub async fn close_logs(&self) {
         use futures_util::stream::{self, StreamExt};
+        // The replica driver first: it saves each group's state and stops writing.
+        let (reply, closed) = oneshot::channel();
+        if self.replica_event(ReplicaEvent::Close { reply }) {
+            let _ = closed.await;
+        }
         let logs: Vec<_> = self.logs.borrow_mut().drain().collect();
         stream::iter(logs)
             .for_each_concurrent(LOGS_CLOSED_AT_ONCE, |(TopicPartition { topic, partition }, log)| async move {

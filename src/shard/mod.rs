@@ -18,6 +18,8 @@ pub mod controller_forward;
 pub mod handler;
 pub mod mesh;
 pub mod metrics_publisher;
+pub mod replica_group;
+pub mod replicas;
 pub mod router;
 
 pub use context::ShardContext;

@@ -152,6 +152,17 @@ impl PartitionLog {
         state.offsets.snapshot()
     }
 
+    /// Everything below this is on this node's disk (on a replicated log it may be
+    /// above the high watermark).
+    pub fn durable_end(&self) -> Offset {
+        self.shared.state.borrow().offsets.durable_end()
+    }
+
+    /// What this log shares with the shard's other logs (clock, disk, cache).
+    pub fn storage_env(&self) -> StorageEnv {
+        self.shared.env.clone()
+    }
+
     pub fn config(&self) -> LogConfig {
         self.shared.state.borrow().config.clone()
     }
@@ -200,71 +211,103 @@ impl PartitionLog {
         if state.closing {
             return Err(StorageError::Closed.into());
         }
-        let header = validate_batch(&batch, state.config.max_message_bytes)?;
-        let (mut batch, header) = validate::apply_topic_policy(batch, header, &state.config, now_ms)?;
-        match state.producers.check(&header) {
-            SequenceCheck::Append => {}
-            SequenceCheck::Duplicate(original) => {
-                return Err(AppendError::Duplicate {
-                    base_offset: original.base_offset,
-                    last_offset: original.last_offset,
-                })
-            }
-            SequenceCheck::OutOfOrder { expected, received } => {
-                return Err(AppendError::OutOfOrderSequence { expected, received })
-            }
-            SequenceCheck::Fenced { current_epoch } => return Err(AppendError::ProducerFenced { current_epoch }),
-        }
-
-        if should_roll(state, &header, now_ms) {
-            let base = state.offsets.log_end();
-            state.segments.push_back(Segment::new_active(base, now_ms));
-            state.roll_requested = false;
-        }
-
         let base_offset = state.offsets.log_end();
-        state.producers.record(&header, base_offset, now_ms);
-        record_batch::set_base_offset(&mut batch, base_offset.value());
-        let log_append_time_ms = match state.config.timestamp_type {
-            TimestampType::LogAppendTime => {
-                record_batch::set_log_append_time(&mut batch, now_ms);
-                Some(now_ms)
-            }
-            TimestampType::CreateTime => None,
-        };
-        let max_timestamp = log_append_time_ms.unwrap_or(header.max_timestamp);
-        let next_offset = Offset(base_offset.value() + i64::from(header.last_offset_delta) + 1);
-        let bytes = batch.freeze();
-
-        let active = state.segments.back_mut().expect("a log always has an active segment");
-        let relative = active.relative(base_offset);
-        let position = u32::try_from(active.size).expect("segment positions fit in u32");
-        if active.size == 0 {
-            active.created_ms = now_ms;
-        }
-        let index = active.index.as_mut().expect("the active segment's index is in memory");
-        index.set_interval_bytes(state.config.index_interval_bytes);
-        index.on_batch(relative, position, bytes.len() as u32, max_timestamp);
-        let max_timestamp_after = (index.max_timestamp(), index.relative_offset_of_max_timestamp());
-        active.size += bytes.len() as u64;
-        active.next_offset = next_offset;
-        let segment_base = active.base_offset;
-        state.offsets.assign_through(next_offset);
-
-        state.cache.push(base_offset, next_offset, bytes.clone());
-        let done = state.writer.enqueue(PendingWrite::new(segment_base, bytes, next_offset, max_timestamp_after));
+        let accepted = accept_batch(state, batch, base_offset, now_ms)?;
+        let pending = enqueue_batch(state, accepted.bytes, &accepted.header, accepted.log_append_time_ms, now_ms);
         let start_writer = state.writer.claim_writer();
-        let info = AppendInfo {
-            base_offset,
-            last_offset: Offset(next_offset.value() - 1),
-            log_append_time_ms,
-            log_start: LogStartOffset(state.offsets.log_start()),
-        };
         drop(guard);
         if start_writer {
             writer::spawn(self.shared.clone());
         }
-        Ok(PendingAppend { info, done, dir: self.shared.dir.clone() })
+        Ok(PendingAppend { info: pending.info, done: pending.done, dir: self.shared.dir.clone() })
+    }
+
+    /// The leader's half of a replicated append: validates the batch, applies the topic's
+    /// policy, checks and records the producer's sequence, and stamps it with
+    /// `base_offset` and the leader `epoch`. The batch is not written here: it becomes a
+    /// Raft entry, and every replica (this one included) writes it with
+    /// [`PartitionLog::append_entry`] once Raft hands it out.
+    pub fn prepare_entry(
+        &self,
+        batch: BytesMut,
+        base_offset: Offset,
+        epoch: i32,
+    ) -> Result<PreparedEntry, AppendError> {
+        let now_ms = self.shared.env.clock.now_ms();
+        let mut guard = self.shared.state.borrow_mut();
+        let state = &mut *guard;
+        check_writable(&state.health)?;
+        if state.closing {
+            return Err(StorageError::Closed.into());
+        }
+        let mut accepted = accept_batch(state, batch, base_offset, now_ms)?;
+        record_batch::set_partition_leader_epoch(&mut accepted.bytes, epoch);
+        let next_offset = Offset(base_offset.value() + i64::from(accepted.header.last_offset_delta) + 1);
+        Ok(PreparedEntry {
+            bytes: accepted.bytes.freeze(),
+            base_offset,
+            next_offset,
+            log_append_time_ms: accepted.log_append_time_ms,
+        })
+    }
+
+    /// Writes a batch Raft has ordered (a replicated log's only way in): it goes at the
+    /// log end exactly as given, which must be its stamped base offset (replicas hold
+    /// identical logs). `record_producer` is false on the leader, which recorded the
+    /// producer's sequence when it prepared the entry.
+    pub fn append_entry(&self, batch: Bytes, record_producer: bool) -> Result<PendingAppend, AppendError> {
+        let now_ms = self.shared.env.clock.now_ms();
+        let mut guard = self.shared.state.borrow_mut();
+        let state = &mut *guard;
+        check_writable(&state.health)?;
+        if state.closing {
+            return Err(StorageError::Closed.into());
+        }
+        let header = validate_batch(&batch, usize::MAX)?;
+        let log_end = state.offsets.log_end();
+        if header.base_offset != log_end.value() {
+            return Err(StorageError::Offline {
+                dir: self.shared.dir.clone(),
+                reason: format!(
+                    "replicated batch at offset {} does not continue the log at {log_end}",
+                    header.base_offset
+                ),
+            }
+            .into());
+        }
+        if record_producer {
+            state.producers.record(&header, log_end, now_ms);
+        }
+        let log_append_time_ms = header.is_log_append_time().then_some(header.max_timestamp);
+        let pending = enqueue_batch(state, batch, &header, log_append_time_ms, now_ms);
+        let start_writer = state.writer.claim_writer();
+        drop(guard);
+        if start_writer {
+            writer::spawn(self.shared.clone());
+        }
+        Ok(PendingAppend { info: pending.info, done: pending.done, dir: self.shared.dir.clone() })
+    }
+
+    /// Turns this log into a replica of a Raft group that has committed everything
+    /// below `commit`: the high watermark follows the commit from now on.
+    pub fn replicate(&self, commit: Offset) {
+        let mut state = self.shared.state.borrow_mut();
+        state.offsets.replicate(commit);
+        wake_watchers(&mut state);
+    }
+
+    /// The group committed everything below `commit`.
+    pub fn set_commit(&self, commit: Offset) {
+        let mut state = self.shared.state.borrow_mut();
+        if state.offsets.set_commit(commit) {
+            wake_watchers(&mut state);
+        }
+    }
+
+    /// Forgets producer sequences recorded for offsets at or after `offset` (entries a
+    /// deposed leader prepared that will never be written).
+    pub fn forget_producers_from(&self, offset: Offset) {
+        self.shared.state.borrow_mut().producers.forget_from(offset);
     }
 
     /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch,
@@ -684,6 +727,106 @@ impl PartitionLog {
             tracing::warn!(path = %path.display(), %error, "could not write the clean-shutdown marker; the next open scans the tail");
         }
     }
+}
+
+/// A batch that passed validation, the topic's policy and the producer check.
+struct AcceptedBatch {
+    bytes: BytesMut,
+    header: BatchHeader,
+    log_append_time_ms: Option<i64>,
+}
+
+/// A leader's batch ready to become a Raft entry (see [`PartitionLog::prepare_entry`]).
+#[derive(Debug, Clone)]
+pub struct PreparedEntry {
+    pub bytes: Bytes,
+    pub base_offset: Offset,
+    /// Offset after the batch's last record.
+    pub next_offset: Offset,
+    pub log_append_time_ms: Option<i64>,
+}
+
+/// Validates a client's batch, applies the topic's policy, checks and records the
+/// producer's sequence as of `base_offset`, and stamps the offset (and LogAppendTime).
+fn accept_batch(
+    state: &mut LogState,
+    batch: BytesMut,
+    base_offset: Offset,
+    now_ms: i64,
+) -> Result<AcceptedBatch, AppendError> {
+    let header = validate_batch(&batch, state.config.max_message_bytes)?;
+    let (mut batch, header) = validate::apply_topic_policy(batch, header, &state.config, now_ms)?;
+    match state.producers.check(&header) {
+        SequenceCheck::Append => {}
+        SequenceCheck::Duplicate(original) => {
+            return Err(AppendError::Duplicate { base_offset: original.base_offset, last_offset: original.last_offset })
+        }
+        SequenceCheck::OutOfOrder { expected, received } => {
+            return Err(AppendError::OutOfOrderSequence { expected, received })
+        }
+        SequenceCheck::Fenced { current_epoch } => return Err(AppendError::ProducerFenced { current_epoch }),
+    }
+    state.producers.record(&header, base_offset, now_ms);
+    record_batch::set_base_offset(&mut batch, base_offset.value());
+    let log_append_time_ms = match state.config.timestamp_type {
+        TimestampType::LogAppendTime => {
+            record_batch::set_log_append_time(&mut batch, now_ms);
+            Some(now_ms)
+        }
+        TimestampType::CreateTime => None,
+    };
+    Ok(AcceptedBatch { bytes: batch, header, log_append_time_ms })
+}
+
+/// An enqueued batch: what it was given and the completion of its write.
+struct EnqueuedBatch {
+    info: AppendInfo,
+    done: oneshot::Receiver<Result<(), StorageError>>,
+}
+
+/// Puts a stamped batch at the log end: rolls the segment if due, indexes it, caches it
+/// and queues it for the writer (the caller starts the writer if it was idle).
+fn enqueue_batch(
+    state: &mut LogState,
+    batch: impl Into<Bytes>,
+    header: &BatchHeader,
+    log_append_time_ms: Option<i64>,
+    now_ms: i64,
+) -> EnqueuedBatch {
+    if should_roll(state, header, now_ms) {
+        let base = state.offsets.log_end();
+        state.segments.push_back(Segment::new_active(base, now_ms));
+        state.roll_requested = false;
+    }
+    let base_offset = state.offsets.log_end();
+    let max_timestamp = log_append_time_ms.unwrap_or(header.max_timestamp);
+    let next_offset = Offset(base_offset.value() + i64::from(header.last_offset_delta) + 1);
+    let bytes: Bytes = batch.into();
+
+    let active = state.segments.back_mut().expect("a log always has an active segment");
+    let relative = active.relative(base_offset);
+    let position = u32::try_from(active.size).expect("segment positions fit in u32");
+    if active.size == 0 {
+        active.created_ms = now_ms;
+    }
+    let index = active.index.as_mut().expect("the active segment's index is in memory");
+    index.set_interval_bytes(state.config.index_interval_bytes);
+    index.on_batch(relative, position, bytes.len() as u32, max_timestamp);
+    let max_timestamp_after = (index.max_timestamp(), index.relative_offset_of_max_timestamp());
+    active.size += bytes.len() as u64;
+    active.next_offset = next_offset;
+    let segment_base = active.base_offset;
+    state.offsets.assign_through(next_offset);
+
+    state.cache.push(base_offset, next_offset, bytes.clone());
+    let done = state.writer.enqueue(PendingWrite::new(segment_base, bytes, next_offset, max_timestamp_after));
+    let info = AppendInfo {
+        base_offset,
+        last_offset: Offset(next_offset.value() - 1),
+        log_append_time_ms,
+        log_start: LogStartOffset(state.offsets.log_start()),
+    };
+    EnqueuedBatch { info, done }
 }
 
 /// Restarts of a read whose segment was replaced (by the cleaner) or deleted (by

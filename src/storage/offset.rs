@@ -99,12 +99,18 @@ pub struct OffsetTracker {
     log_start: Offset,
     high_watermark: Offset,
     log_end: Offset,
+    /// Everything below this is on this node's disk.
+    durable_end: Offset,
+    /// Replicated logs: everything below this is committed by the partition's Raft group.
+    /// The high watermark is then `min(durable_end, commit)`; standalone it is
+    /// `durable_end`.
+    commit: Option<Offset>,
 }
 
 impl OffsetTracker {
     /// A recovered log: everything found on disk is durable.
     pub fn recovered(log_start: Offset, log_end: Offset) -> OffsetTracker {
-        let tracker = OffsetTracker { log_start, high_watermark: log_end, log_end };
+        let tracker = OffsetTracker { log_start, high_watermark: log_end, log_end, durable_end: log_end, commit: None };
         tracker.check("recovered");
         tracker
     }
@@ -132,21 +138,58 @@ impl OffsetTracker {
         self.check("assign");
     }
 
-    /// Everything below `offset` is durable. Returns false when the high watermark was
+    /// Everything below this is durable on this node (above the high watermark on a
+    /// replicated log whose group has not committed it yet).
+    pub fn durable_end(&self) -> Offset {
+        self.durable_end
+    }
+
+    /// Everything below `offset` is durable. Returns false when the durable end was
     /// already there.
     pub fn mark_durable(&mut self, offset: Offset) -> bool {
-        if offset <= self.high_watermark {
+        if offset <= self.durable_end {
             return false;
         }
-        self.high_watermark = offset;
+        self.durable_end = offset;
+        self.update_high_watermark();
         self.check("mark durable");
         true
+    }
+
+    /// Makes this a replicated log whose group has committed everything below `commit`:
+    /// from now on the high watermark is the smaller of that and the durable end. Called
+    /// once, right after opening, so the high watermark may still go down here.
+    pub fn replicate(&mut self, commit: Offset) {
+        self.commit = Some(commit);
+        self.high_watermark = self.durable_end.min(commit).max(self.log_start);
+        self.check("replicate");
+    }
+
+    /// The group committed everything below `commit`. Returns true when the high
+    /// watermark moved.
+    pub fn set_commit(&mut self, commit: Offset) -> bool {
+        let before = self.high_watermark;
+        if self.commit.is_some_and(|c| commit > c) {
+            self.commit = Some(commit);
+            self.update_high_watermark();
+        }
+        self.check("commit");
+        self.high_watermark != before
+    }
+
+    fn update_high_watermark(&mut self) {
+        let visible = match self.commit {
+            Some(commit) => self.durable_end.min(commit),
+            None => self.durable_end,
+        };
+        self.high_watermark = self.high_watermark.max(visible);
     }
 
     /// The unacknowledged tail from `end` on was never written: the log end goes back.
     pub fn roll_back(&mut self, end: Offset) {
         assert!(end <= self.log_end, "a rollback never moves the log end forward: {} -> {end}", self.log_end);
         self.log_end = end;
+        self.durable_end = self.durable_end.min(end);
         self.check("roll back");
     }
 
@@ -185,6 +228,20 @@ mod tests {
         offsets.roll_back(Offset(12));
         assert!(offsets.advance_start(Offset(5)));
         assert_eq!(offsets.snapshot(), LogOffsets::new(Offset(5), Offset(12), Offset(12)));
+    }
+
+    #[test]
+    fn a_replicated_log_shows_only_what_is_committed_and_durable() {
+        let mut offsets = OffsetTracker::recovered(Offset(0), Offset(10));
+        offsets.replicate(Offset(4));
+        assert_eq!(offsets.high_watermark(), Offset(4), "recovered but uncommitted records are hidden");
+        offsets.assign_through(Offset(20));
+        assert!(offsets.set_commit(Offset(8)));
+        assert_eq!(offsets.high_watermark(), Offset(8));
+        assert!(!offsets.set_commit(Offset(15)), "committed but not durable here yet");
+        assert!(offsets.mark_durable(Offset(20)));
+        assert_eq!(offsets.high_watermark(), Offset(15));
+        assert!(!offsets.set_commit(Offset(12)), "commit never goes back");
     }
 
     #[test]

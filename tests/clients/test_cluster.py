@@ -93,17 +93,22 @@ def test_topics_are_visible_from_every_broker_and_clients_work_through_any(clust
     create_topic(cluster.nodes[1].bootstrap, "orders", 6, replication_factor=3)
     create_topic(cluster.nodes[2].bootstrap, "events", 3)
 
-    layouts = []
-    for n in cluster.nodes:
-        def has_topics(n=n):
+    def agreed_layouts():
+        # Replicated partitions are led once their Raft group elects (at once: the
+        # preferred replica campaigns when the group starts); every broker must then
+        # describe the same leaders and placement.
+        layouts = []
+        for n in cluster.nodes:
             metadata = cluster.metadata(n)
-            return metadata if {"orders", "events"} <= set(metadata.topics) else None
+            if not {"orders", "events"} <= set(metadata.topics) or sorted(metadata.brokers) != [1, 2, 3]:
+                return None
+            partitions = [(t, p) for t in ("orders", "events") for p in metadata.topics[t].partitions.values()]
+            if any(p.leader < 0 for _, p in partitions):
+                return None
+            layouts.append({(t, p.id): (p.leader, tuple(p.replicas)) for t, p in partitions})
+        return layouts if layouts[0] == layouts[1] == layouts[2] else None
 
-        metadata = cluster.wait_until(has_topics, 10, f"topics on node {n}")
-        assert sorted(metadata.brokers) == [1, 2, 3]
-        layouts.append({(t, p.id): (p.leader, tuple(p.replicas)) for t in ("orders", "events")
-                        for p in metadata.topics[t].partitions.values()})
-    assert layouts[0] == layouts[1] == layouts[2], "every broker describes the same placement"
+    layouts = cluster.wait_until(agreed_layouts, 15, "every broker describing the same leaders and placement")
     orders = {k: v for k, v in layouts[0].items() if k[0] == "orders"}
     assert all(len(set(replicas)) == 3 for _, replicas in orders.values()), "RF=3 on three distinct brokers"
     leaders = [leader for leader, _ in orders.values()]
@@ -125,15 +130,18 @@ def test_topics_are_visible_from_every_broker_and_clients_work_through_any(clust
             break
     consumer.commit()
     committed = {p: consumer.committed(p) for p in consumer.assignment()}
+    ends = consumer.end_offsets(list(consumer.assignment()))
     consumer.close()
     assert seen == 300
-    assert sum(committed.values()) == 300, committed
+    # Each replicated partition starts with its first leader's control batch (one
+    # offset, skipped by clients), so the group is at each partition's end offset.
+    assert committed == ends, (committed, ends)
 
     # The group's committed offsets are served by its coordinator whichever broker asks.
     reader = Consumer({"bootstrap.servers": cluster.nodes[3].bootstrap, "group.id": "cluster-group"})
     offsets = reader.committed([TopicPartition("orders", p) for p in range(6)], timeout=10)
     reader.close()
-    assert sum(tp.offset for tp in offsets) == 300
+    assert sum(tp.offset for tp in offsets) == sum(ends.values())
 
 
 def test_idempotent_producers_on_different_brokers_get_distinct_ids(cluster):

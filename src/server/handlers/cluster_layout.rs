@@ -61,11 +61,14 @@ pub struct PartitionLayout {
     pub replicas: Vec<i32>,
     pub in_sync: Vec<i32>,
     pub offline: Vec<i32>,
+    /// The leader epoch (a replicated partition's Raft term; 0 otherwise).
+    pub leader_epoch: i32,
 }
 
-/// Leader, replicas and in-sync replicas of a partition. Partitions are not replicated
-/// yet: only the leader holds the data, so it alone is in sync; a fenced leader makes
-/// the partition offline (LEADER_NOT_AVAILABLE).
+/// Leader, replicas and in-sync replicas of a partition. A replicated partition's
+/// leader, epoch and ISR come from its Raft group (as this node's replica knows them);
+/// an unreplicated partition's only replica is its leader and its whole ISR. A partition
+/// without a leader (an election, or a fenced leader) answers LEADER_NOT_AVAILABLE.
 pub fn partition_layout(
     ctx: &ShardContext,
     metadata: &ClusterMetadata,
@@ -78,23 +81,28 @@ pub fn partition_layout(
     };
     let live = |id: &i32| ctx.cluster.is_none() || metadata.brokers.get(id).is_some_and(|b| !b.fenced);
     let offline: Vec<i32> = replicas.iter().copied().filter(|id| !live(id)).collect();
-    match ctx.partition_leader(metadata, topic, partition) {
-        PartitionLeader::Here => PartitionLayout {
-            error_code: 0,
-            leader: ctx.config.node_id,
-            replicas,
-            in_sync: vec![ctx.config.node_id],
-            offline,
-        },
-        PartitionLeader::Broker(leader) => {
-            PartitionLayout { error_code: 0, leader, replicas, in_sync: vec![leader], offline }
+    let leadership = ctx
+        .cluster
+        .as_ref()
+        .and_then(|view| view.leadership(&crate::protocol::topic_partition::TopicPartition::new(topic, partition)));
+    let (leader_epoch, group_in_sync) = match &leadership {
+        Some(l) => (l.epoch, Some(l.in_sync.iter().copied().filter(|id| live(id)).collect::<Vec<i32>>())),
+        None => (0, None),
+    };
+    let leader = match ctx.partition_leader(metadata, topic, partition) {
+        PartitionLeader::Here => ctx.config.node_id,
+        PartitionLeader::Broker(leader) => leader,
+        PartitionLeader::Offline | PartitionLeader::Unknown => {
+            return PartitionLayout {
+                error_code: ResponseError::LeaderNotAvailable.code(),
+                leader: -1,
+                replicas,
+                in_sync: Vec::new(),
+                offline,
+                leader_epoch,
+            }
         }
-        PartitionLeader::Offline | PartitionLeader::Unknown => PartitionLayout {
-            error_code: ResponseError::LeaderNotAvailable.code(),
-            leader: -1,
-            replicas,
-            in_sync: Vec::new(),
-            offline,
-        },
-    }
+    };
+    let in_sync = group_in_sync.unwrap_or_else(|| vec![leader]);
+    PartitionLayout { error_code: 0, leader, replicas, in_sync, offline, leader_epoch }
 }

@@ -77,7 +77,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
                             .with_error_code(layout.error_code)
                             .with_partition_index(partition)
                             .with_leader_id(BrokerId(layout.leader))
-                            .with_leader_epoch(if version >= 7 { 0 } else { -1 })
+                            .with_leader_epoch(if version >= 7 { layout.leader_epoch } else { -1 })
                             .with_replica_nodes(ids(layout.replicas))
                             .with_isr_nodes(ids(layout.in_sync))
                             .with_offline_replicas(ids(layout.offline))

@@ -26,6 +26,8 @@ use super::partition_errors::{batch_error_code, storage_error_code};
 use super::ApiSupport;
 use crate::protocol::record_batch::BatchError;
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
+use crate::protocol::topic_partition::TopicPartition;
+use crate::shard::replica_group::ProposeOutcome;
 use crate::shard::ShardContext;
 use crate::storage::{AppendError, PartitionLog};
 
@@ -58,26 +60,72 @@ impl ProduceOutcome {
     }
 }
 
-/// Appends one partition's batch; runs on the shard that owns the partition.
-pub async fn append(log: Result<PartitionLog, i16>, acks: i16, records: Bytes) -> ProduceOutcome {
+/// Where a partition's batch goes on its owner shard.
+#[derive(Debug)]
+pub struct AppendTarget {
+    pub ctx: Rc<ShardContext>,
+    pub partition: TopicPartition,
+    /// The request's `timeout_ms`: how long a replicated append may wait for its commit.
+    pub timeout: Duration,
+}
+
+/// Appends one partition's batch; runs on the shard that owns the partition. A
+/// replicated partition's batch is proposed to its Raft group (acks=all answers once a
+/// majority has it durable); any other goes straight to the log.
+pub async fn append(target: AppendTarget, log: Result<PartitionLog, i16>, acks: i16, records: Bytes) -> ProduceOutcome {
     let log = match log {
         Ok(log) => log,
         Err(code) => return ProduceOutcome::failed(code, "this broker does not lead the partition"),
     };
-    let min_insync_replicas = log.config().min_insync_replicas;
-    if acks == -1 && IN_SYNC_REPLICAS < min_insync_replicas {
-        // Kafka refuses acks=all before appending when the ISR is below min.insync.replicas.
-        return ProduceOutcome::failed(
-            ResponseError::NotEnoughReplicas.code(),
-            format!("{IN_SYNC_REPLICAS} replica(s) in sync, fewer than min.insync.replicas={min_insync_replicas}"),
-        );
-    }
     // Control batches (transaction markers) are written by the broker, never by clients
     // (Kafka refuses them the same way).
     if crate::protocol::record_batch::BatchHeader::parse(&records).is_ok_and(|header| header.is_control()) {
         return ProduceOutcome::failed(
             ResponseError::InvalidRecord.code(),
             "control batches may not be produced by clients",
+        );
+    }
+    let metadata = target.ctx.metadata();
+    let replicated = metadata
+        .topics
+        .get(&target.partition.topic)
+        .is_some_and(|info| target.ctx.is_replicated(info, target.partition.partition));
+    if replicated {
+        let outcome = target.ctx.propose(target.partition.clone(), records, acks, target.timeout).await;
+        return match outcome {
+            ProposeOutcome::Appended { base_offset, log_append_time_ms, log_start } => ProduceOutcome {
+                error_code: 0,
+                error_message: None,
+                base_offset: base_offset.value(),
+                log_append_time_ms: log_append_time_ms.unwrap_or(-1),
+                log_start_offset: log_start.value(),
+            },
+            ProposeOutcome::Refused(error) => {
+                // The current log: a replica that cut its log back reopened it.
+                let log = target.ctx.log(&target.partition.topic, target.partition.partition).unwrap_or(log);
+                refusal(&log, error).await
+            }
+            ProposeOutcome::NotLeader => ProduceOutcome::failed(
+                ResponseError::NotLeaderOrFollower.code(),
+                "this broker does not lead the partition (any more)",
+            ),
+            ProposeOutcome::NotEnoughReplicas { in_sync, min_insync } => ProduceOutcome::failed(
+                ResponseError::NotEnoughReplicas.code(),
+                format!("{in_sync} replica(s) in sync, fewer than min.insync.replicas={min_insync}"),
+            ),
+            ProposeOutcome::TimedOut => ProduceOutcome::failed(
+                ResponseError::RequestTimedOut.code(),
+                "not committed by a majority of replicas within the request timeout",
+            ),
+            ProposeOutcome::Failed(reason) => ProduceOutcome::failed(ResponseError::KafkaStorageError.code(), reason),
+        };
+    }
+    let min_insync_replicas = log.config().min_insync_replicas;
+    if acks == -1 && IN_SYNC_REPLICAS < min_insync_replicas {
+        // Kafka refuses acks=all before appending when the ISR is below min.insync.replicas.
+        return ProduceOutcome::failed(
+            ResponseError::NotEnoughReplicas.code(),
+            format!("{IN_SYNC_REPLICAS} replica(s) in sync, fewer than min.insync.replicas={min_insync_replicas}"),
         );
     }
     // The storage engine patches the base offset in place, so it needs its own copy of
@@ -91,7 +139,14 @@ pub async fn append(log: Result<PartitionLog, i16>, acks: i16, records: Bytes) -
             log_append_time_ms: info.log_append_time_ms.unwrap_or(-1),
             log_start_offset: info.log_start.value(),
         },
-        Err(AppendError::InvalidBatch(BatchError::LengthMismatch { declared, available }))
+        Err(error) => refusal(&log, error).await,
+    }
+}
+
+/// The answer to an append the storage refused.
+async fn refusal(log: &PartitionLog, error: AppendError) -> ProduceOutcome {
+    match error {
+        AppendError::InvalidBatch(BatchError::LengthMismatch { declared, available })
             if (declared as usize) < available =>
         {
             ProduceOutcome::failed(
@@ -99,9 +154,9 @@ pub async fn append(log: Result<PartitionLog, i16>, acks: i16, records: Bytes) -
                 "produce requests of version 3 and above must carry exactly one record batch per partition",
             )
         }
-        Err(AppendError::InvalidBatch(error)) => ProduceOutcome::failed(batch_error_code(&error), error.to_string()),
-        Err(AppendError::Storage(error)) => ProduceOutcome::failed(storage_error_code(&error), error.to_string()),
-        Err(AppendError::Duplicate { base_offset, last_offset }) => {
+        AppendError::InvalidBatch(error) => ProduceOutcome::failed(batch_error_code(&error), error.to_string()),
+        AppendError::Storage(error) => ProduceOutcome::failed(storage_error_code(&error), error.to_string()),
+        AppendError::Duplicate { base_offset, last_offset } => {
             // A retry of a batch already in the log: answer with its original offsets
             // once it is durable (the original may still be in flight).
             let durable = log.wait_for_high_watermark_beyond(last_offset);
@@ -122,19 +177,19 @@ pub async fn append(log: Result<PartitionLog, i16>, acks: i16, records: Bytes) -
                 )
             }
         }
-        Err(error @ AppendError::OutOfOrderSequence { .. }) => {
+        error @ AppendError::OutOfOrderSequence { .. } => {
             ProduceOutcome::failed(ResponseError::OutOfOrderSequenceNumber.code(), error.to_string())
         }
-        Err(error @ AppendError::ProducerFenced { .. }) => {
+        error @ AppendError::ProducerFenced { .. } => {
             ProduceOutcome::failed(ResponseError::InvalidProducerEpoch.code(), error.to_string())
         }
-        Err(error @ AppendError::InvalidRecord { .. }) => {
+        error @ AppendError::InvalidRecord { .. } => {
             ProduceOutcome::failed(ResponseError::InvalidRecord.code(), error.to_string())
         }
-        Err(error @ AppendError::InvalidTimestamp { .. }) => {
+        error @ AppendError::InvalidTimestamp { .. } => {
             ProduceOutcome::failed(ResponseError::InvalidTimestamp.code(), error.to_string())
         }
-        Err(error @ AppendError::Compression(_)) => {
+        error @ AppendError::Compression(_) => {
             ProduceOutcome::failed(ResponseError::CorruptMessage.code(), error.to_string())
         }
     }
@@ -143,6 +198,7 @@ pub async fn append(log: Result<PartitionLog, i16>, acks: i16, records: Bytes) -
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Option<Bytes>, FrameError> {
     let body: ProduceRequest = decode_body(request)?;
     let acks = body.acks;
+    let timeout = Duration::from_millis(body.timeout_ms.clamp(1, 300_000) as u64);
     let refusal = if !(-1..=1).contains(&acks) {
         Some((ResponseError::InvalidRequiredAcks, "acks must be 0, 1 or -1"))
     } else if body.transactional_id.is_some() {
@@ -158,6 +214,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Option<
             let records = partition.records.clone();
             let ctx = ctx.clone();
             let name = name.clone();
+            let name_for_target = name.clone();
             calls.push(async move {
                 let outcome = match (refusal, records) {
                     (Some((error, message)), _) => ProduceOutcome::failed(error.code(), message),
@@ -165,7 +222,10 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Option<
                         ProduceOutcome::failed(ResponseError::InvalidRecord.code(), "produce request carries no records")
                     }
                     (None, Some(records)) => ctx
-                        .on_partition(&name, index, move |_, log| append(log, acks, records))
+                        .on_partition(&name, index, move |ctx, log| {
+                            let partition = TopicPartition::new(name_for_target, index);
+                            append(AppendTarget { ctx, partition, timeout }, log, acks, records)
+                        })
                         .await
                         .unwrap_or_else(|| {
                             ProduceOutcome::failed(ResponseError::NotLeaderOrFollower.code(), "broker is shutting down")

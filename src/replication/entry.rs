@@ -1,0 +1,94 @@
+//! Raft entries as record batches.
+//!
+//! A data entry's payload is the record batch the leader prepared (offset and leader
+//! epoch stamped, both outside the CRC). The empty entry raft-rs appends when a node
+//! becomes leader is written as a control batch of one record (Kafka clients skip
+//! control batches and move past their offset): producer id -1, no timestamps (replicas'
+//! clocks differ, and each replica builds it itself from the empty entry), the Raft term
+//! as leader epoch, and a control key of type [`LEADER_NOOP_CONTROL_TYPE`] with an empty
+//! value. Built the same way on every replica, it is byte-identical everywhere.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::protocol::record_batch::{
+    put_varint, ATTRIBUTE_CONTROL, BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES, MAGIC_V2, NO_TIMESTAMP,
+};
+use crate::storage::Offset;
+
+/// Control record type of a leader's first entry in its term. Kafka's own types are 0
+/// (abort), 1 (commit), 2 (leader change, with a message clients of the metadata log
+/// read), 3-6 (KRaft snapshot and voters records); clients treat a type they do not
+/// know as one to skip.
+pub const LEADER_NOOP_CONTROL_TYPE: i16 = 0x7401;
+
+/// The control batch for a new leader's empty entry of `term`, at `base_offset`.
+pub fn leader_noop_batch(base_offset: Offset, term: u64) -> Bytes {
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes()); // control record version
+    key.extend_from_slice(&LEADER_NOOP_CONTROL_TYPE.to_be_bytes());
+    let mut record = Vec::new();
+    record.push(0); // attributes
+    put_varint(&mut record, 0); // timestamp delta
+    put_varint(&mut record, 0); // offset delta
+    put_varint(&mut record, key.len() as i64);
+    record.extend_from_slice(&key);
+    put_varint(&mut record, 0); // empty value
+    put_varint(&mut record, 0); // no headers
+    let mut section = Vec::new();
+    put_varint(&mut section, record.len() as i64);
+    section.extend_from_slice(&record);
+
+    let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + section.len());
+    out.put_i64(base_offset.value());
+    out.put_i32((BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES + section.len()) as i32);
+    out.put_i32(epoch_of(term));
+    out.put_i8(MAGIC_V2);
+    out.put_u32(0); // crc, below
+    out.put_i16(ATTRIBUTE_CONTROL);
+    out.put_i32(0); // last offset delta
+    out.put_i64(NO_TIMESTAMP);
+    out.put_i64(NO_TIMESTAMP);
+    out.put_i64(-1); // producer id
+    out.put_i16(-1); // producer epoch
+    out.put_i32(-1); // base sequence
+    out.put_i32(1); // record count
+    out.put_slice(&section);
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out.freeze()
+}
+
+/// The Kafka leader epoch of a Raft term (terms start at 1; epochs fit an i32).
+pub fn epoch_of(term: u64) -> i32 {
+    i32::try_from(term).unwrap_or(i32::MAX)
+}
+
+/// How many offsets an entry's payload takes: an empty entry one (its control batch),
+/// a batch its record count.
+pub fn offsets_of(data: &[u8]) -> Option<i64> {
+    if data.is_empty() {
+        return Some(1);
+    }
+    let header = crate::protocol::record_batch::BatchHeader::parse(data).ok()?;
+    Some(i64::from(header.last_offset_delta) + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::record_batch::validate_batch;
+
+    #[test]
+    fn the_noop_batch_is_a_valid_control_batch_of_one_offset() {
+        let batch = leader_noop_batch(Offset(42), 7);
+        let header = validate_batch(&batch, usize::MAX).unwrap();
+        assert!(header.is_control());
+        assert_eq!(header.base_offset, 42);
+        assert_eq!(header.partition_leader_epoch, 7);
+        assert_eq!(header.record_count, 1);
+        assert_eq!(header.producer_id, -1);
+        assert_eq!(offsets_of(&batch), Some(1));
+        assert_eq!(offsets_of(&[]), Some(1));
+        assert_eq!(leader_noop_batch(Offset(42), 7), batch, "every replica builds the same bytes");
+    }
+}

@@ -1,0 +1,320 @@
+//! One partition's Raft group on the shard that owns the partition: the raft-rs node,
+//! its window over the log, and the produce requests waiting on it. Opening a group
+//! rebuilds the window from the log and the replica state file (see
+//! `replication::state_file` for how the anchor maps indexes onto offsets).
+//!
+//! The driver (`shard::replicas`) does all the work; this file holds the per-group state
+//! and the steps that touch only one group.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use raft::eraftpb::{ConfState, HardState};
+use raft::{RawNode, StateRole};
+
+use crate::cluster::ClusterConfig;
+use crate::protocol::record_batch::iter_batches;
+use crate::protocol::topic_partition::TopicPartition;
+use crate::replication::entry::offsets_of;
+use crate::replication::{Anchor, ReplicaState, Window, WindowEntry, WindowStorage};
+use crate::storage::{AppendError, Offset, PartitionLog};
+
+/// Committed entries a window keeps for followers that lag, in bytes.
+pub const WINDOW_KEEP_BYTES: usize = 16 << 20;
+/// Offsets before the anchor read back into the window at open, so followers a little
+/// behind a leader that just restarted still catch up from it.
+const BACKFILL_OFFSETS: i64 = 20_000;
+/// Bytes per read while rebuilding the window.
+const READ_BYTES: usize = 1 << 20;
+
+/// What a produce request is told once its batch is in (or not).
+#[derive(Debug)]
+pub enum ProposeOutcome {
+    Appended {
+        base_offset: Offset,
+        log_append_time_ms: Option<i64>,
+        log_start: Offset,
+    },
+    /// The storage refused the batch (validation, sequence, duplicate...).
+    Refused(AppendError),
+    /// This replica does not lead the group (any more): the client asks again.
+    NotLeader,
+    NotEnoughReplicas {
+        in_sync: usize,
+        min_insync: i32,
+    },
+    /// Not committed within the request's timeout; it may still commit.
+    TimedOut,
+    /// The replica failed (its log cannot be written); it may have been committed.
+    Failed(String),
+}
+
+/// A produce request waiting for its entry.
+#[derive(Debug)]
+pub struct Waiter {
+    pub acks: i16,
+    pub base_offset: Offset,
+    pub log_append_time_ms: Option<i64>,
+    pub deadline: Instant,
+    pub reply: oneshot::Sender<ProposeOutcome>,
+}
+
+pub struct ReplicaGroup {
+    pub partition: TopicPartition,
+    pub topic_id: [u8; 16],
+    pub replicas: Vec<i32>,
+    pub node: RawNode<WindowStorage>,
+    pub window: Rc<RefCell<Window>>,
+    pub log: PartitionLog,
+    /// The state last written to `raft-state`.
+    pub persisted: ReplicaState,
+    pub persisted_at: Instant,
+    /// Produce requests by the index of their entry (leader only).
+    pub waiters: BTreeMap<u64, Vec<Waiter>>,
+    /// Entries this leader prepared (producer sequences recorded) and not yet written.
+    pub prepared: BTreeSet<u64>,
+    /// Leader as last published to the leader table, and its term.
+    pub published: Option<(i32, u64, Vec<i32>)>,
+    pub role: StateRole,
+}
+
+impl std::fmt::Debug for ReplicaGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaGroup")
+            .field("partition", &self.partition)
+            .field("role", &self.role)
+            .field("term", &self.node.raft.term)
+            .finish()
+    }
+}
+
+/// Everything needed to open a group.
+#[derive(Debug, Clone)]
+pub struct GroupSpec {
+    pub partition: TopicPartition,
+    pub topic_id: [u8; 16],
+    pub replicas: Vec<i32>,
+    pub node_id: i32,
+}
+
+impl ReplicaGroup {
+    /// Opens the group of `log`: reads (or creates) its state file, loads the entries
+    /// after the anchor (and some before it) into the window, and starts the raft-rs node.
+    pub async fn open(spec: GroupSpec, log: PartitionLog, cluster: &ClusterConfig) -> Result<ReplicaGroup, String> {
+        let dir = log.dir().to_path_buf();
+        let env = log.storage_env();
+        let offsets = log.offsets();
+        let state = match ReplicaState::read(&dir, &env).await.map_err(|e| e.to_string())? {
+            Some(state) => state,
+            None => {
+                let state = ReplicaState::fresh(offsets.log_end.offset());
+                state.write(&dir, &env).await.map_err(|e| format!("cannot write the replica state: {e}"))?;
+                state
+            }
+        };
+        if state.anchor.next_offset() > offsets.log_end.offset() {
+            return Err(format!(
+                "the replica state says entry {} ends at offset {}, past the log end {}",
+                state.anchor.index, state.anchor.next_offset, offsets.log_end
+            ));
+        }
+        let (base, mut entries) = backfill(&log, state.anchor).await?;
+        let after = read_entries(&log, state.anchor.next_offset(), offsets.log_end.offset()).await?;
+        for (header_epoch, data) in after {
+            if header_epoch < 1 {
+                return Err("a batch after the replica's anchor has no leader epoch".into());
+            }
+            entries.push((header_epoch as u64, data));
+        }
+        let voters: Vec<u64> = spec.replicas.iter().map(|&id| id as u64).collect();
+        let mut window = Window::new(base, HardState::default(), ConfState::from((voters, vec![])));
+        let mut next = base.next_offset();
+        let mut last_term = base.term;
+        for (term, data) in entries {
+            let count = offsets_of(&data).ok_or("a batch in the replica's log does not parse")?;
+            let end = Offset(next.value() + count);
+            window.push(WindowEntry { term, base_offset: next, next_offset: end, data });
+            next = end;
+            last_term = last_term.max(term);
+        }
+        let commit = state.commit.clamp(window.base().index, window.last_index());
+        let mut hard_state = HardState::default();
+        hard_state.term = state.term.max(last_term);
+        hard_state.vote = state.vote;
+        hard_state.commit = commit;
+        let term = hard_state.term;
+        window.hard_state = hard_state;
+        let commit_offset = window.next_offset_after(commit).expect("the commit is inside the window");
+        log.replicate(commit_offset);
+        let window = Rc::new(RefCell::new(window));
+        let config = raft::Config {
+            id: spec.node_id as u64,
+            election_tick: ClusterConfig::ELECTION_TICKS,
+            heartbeat_tick: ClusterConfig::HEARTBEAT_TICKS,
+            applied: commit,
+            check_quorum: true,
+            pre_vote: true,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 64,
+            ..raft::Config::default()
+        };
+        config.validate().map_err(|e| e.to_string())?;
+        let node =
+            RawNode::new(&config, WindowStorage(window.clone()), &crate::cluster::logger::raft_logger(spec.node_id))
+                .map_err(|e| format!("cannot start the replica group: {e}"))?;
+        tracing::info!(
+            partition = %spec.partition, replicas = ?spec.replicas, term, commit,
+            first_index = window.borrow().first_index(), last_index = window.borrow().last_index(),
+            tick_ms = cluster.tick().as_millis() as u64,
+            "replica group opened"
+        );
+        Ok(ReplicaGroup {
+            partition: spec.partition,
+            topic_id: spec.topic_id,
+            replicas: spec.replicas,
+            node,
+            window,
+            log,
+            persisted: state,
+            persisted_at: Instant::now(),
+            waiters: BTreeMap::new(),
+            prepared: BTreeSet::new(),
+            published: None,
+            role: StateRole::Follower,
+        })
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.node.raft.state == StateRole::Leader
+    }
+
+    /// The offset the next proposed entry will get: the end of the written entries,
+    /// plus the entries Raft holds that are not written yet (this leader's proposals and
+    /// the empty entry of its term).
+    pub fn next_entry_offset(&self) -> Offset {
+        let window = self.window.borrow();
+        let last = window.last_index();
+        let mut end = window.next_offset_after(last).expect("the last entry is in the window").value();
+        for entry in &self.node.raft.raft_log.unstable.entries {
+            if entry.index > last {
+                end += offsets_of(&entry.data).unwrap_or(1);
+            }
+        }
+        Offset(end)
+    }
+
+    /// The replicas in sync with this leader: itself, and every follower heard from
+    /// recently that holds everything committed.
+    pub fn in_sync(&self) -> Vec<i32> {
+        let raft = &self.node.raft;
+        let committed = raft.raft_log.committed;
+        let mut in_sync: Vec<i32> = raft
+            .prs()
+            .iter()
+            .filter(|(&id, progress)| id == raft.id || (progress.recent_active && progress.matched >= committed))
+            .map(|(&id, _)| id as i32)
+            .collect();
+        in_sync.sort_unstable();
+        in_sync
+    }
+
+    /// The anchor to persist: the last committed entry that is durable here.
+    pub fn durable_anchor(&self) -> Anchor {
+        let window = self.window.borrow();
+        let durable_end = self.log.durable_end();
+        let mut index = self.node.raft.raft_log.committed.min(window.last_index()).max(window.base().index);
+        while index > window.base().index && window.next_offset_after(index).is_some_and(|end| end > durable_end) {
+            index -= 1;
+        }
+        window.anchor_at(index).expect("inside the window")
+    }
+
+    /// The replica state as it should be on disk now.
+    pub fn current_state(&self) -> ReplicaState {
+        let anchor = self.durable_anchor();
+        let raft = &self.node.raft;
+        ReplicaState { term: raft.term, vote: raft.vote, commit: anchor.index, anchor }
+    }
+
+    /// Answers every waiting produce request with `outcome`.
+    pub fn fail_waiters(&mut self, outcome: impl Fn() -> ProposeOutcome) {
+        for (_, waiters) in std::mem::take(&mut self.waiters) {
+            for waiter in waiters {
+                let _ = waiter.reply.send(outcome());
+            }
+        }
+    }
+}
+
+/// The anchor's predecessors still in the log, as far back as `BACKFILL_OFFSETS`: the
+/// window's base and the entries between it and the anchor.
+async fn backfill(log: &PartitionLog, anchor: Anchor) -> Result<(Anchor, Vec<(u64, Bytes)>), String> {
+    if anchor.index == 0 {
+        return Ok((anchor, Vec::new()));
+    }
+    let log_start = log.offsets().log_start.offset();
+    let from = Offset((anchor.next_offset - BACKFILL_OFFSETS).max(log_start.value()));
+    let batches = match read_entries(log, from, anchor.next_offset()).await {
+        Ok(batches) => batches,
+        Err(_) => return Ok((anchor, Vec::new())),
+    };
+    // Only the batches written by the group (epoch >= 1) after the last older one count,
+    // and at most `anchor.index` of them.
+    let mut usable: Vec<(u64, Bytes)> = Vec::new();
+    for (epoch, data) in batches {
+        if epoch < 1 {
+            usable.clear();
+        } else {
+            usable.push((epoch as u64, data));
+        }
+    }
+    let keep = usable.len().min(anchor.index as usize);
+    let mut usable = usable.split_off(usable.len() - keep);
+    let ends_at_anchor = usable
+        .last()
+        .and_then(|(_, data)| crate::protocol::record_batch::BatchHeader::parse(data).ok().map(|h| h.next_offset()))
+        == Some(anchor.next_offset);
+    if usable.is_empty() || !ends_at_anchor {
+        return Ok((anchor, Vec::new()));
+    }
+    let first_index = anchor.index - usable.len() as u64 + 1;
+    let first_base =
+        crate::protocol::record_batch::BatchHeader::parse(&usable[0].1).map_err(|e| e.to_string())?.base_offset;
+    if first_index == 1 {
+        return Ok((Anchor { index: 0, term: 0, next_offset: first_base }, usable));
+    }
+    // The oldest batch read becomes the base (its index, term and end are known).
+    let (term, data) = usable.remove(0);
+    let header = crate::protocol::record_batch::BatchHeader::parse(&data).map_err(|e| e.to_string())?;
+    Ok((Anchor { index: first_index, term, next_offset: header.next_offset() }, usable))
+}
+
+/// The batches from `from` (whole, starting with the one holding it) up to `end`, each
+/// with its leader epoch.
+async fn read_entries(log: &PartitionLog, from: Offset, end: Offset) -> Result<Vec<(i32, Bytes)>, String> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    while offset < end {
+        let read = log.read(offset, READ_BYTES).await.map_err(|e| format!("reading the replica's log: {e}"))?;
+        if read.records.is_empty() {
+            return Err(format!("the replica's log has nothing at offset {offset} below {end}"));
+        }
+        for chunk in read.records {
+            for (header, range) in iter_batches(&chunk) {
+                if header.next_offset() <= offset.value() {
+                    continue;
+                }
+                if header.base_offset >= end.value() {
+                    return Ok(out);
+                }
+                offset = Offset(header.next_offset());
+                out.push((header.partition_leader_epoch, chunk.slice(range)));
+            }
+        }
+    }
+    Ok(out)
+}

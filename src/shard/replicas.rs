@@ -1,0 +1,547 @@
+//! The replica driver of a shard: one task that runs every Raft group of the partitions
+//! this shard owns (cluster mode, topics with more than one replica).
+//!
+//! Everything reaches the task as a [`ReplicaEvent`] on one channel: clock ticks, peers'
+//! Raft messages, produce requests, groups opened or removed. After each batch of events
+//! it runs one round over the groups that have work, in the order raft-rs requires:
+//! 1. take each group's Ready; send the leader's messages at once (a leader may send
+//!    before it writes, so followers write in parallel with it);
+//! 2. write every group's new entries to its partition log (a follower first cuts a
+//!    divergent uncommitted suffix, `storage::truncate`), and the replica state of
+//!    groups whose term or vote changed; then wait for all of those writes together,
+//!    so one round costs one write per log and one wait for the whole shard;
+//! 3. send the messages that needed the write (votes, append acknowledgements),
+//!    advance each node, move each log's high watermark to the commit, and answer the
+//!    produce requests: acks=1 once the leader's write is durable, acks=all once the
+//!    entry is committed (a majority of replicas has it durable).
+//!
+//! A leader takes a produce request in the event handler: the log validates the batch,
+//! checks the producer's sequence and stamps offset and epoch (`prepare_entry`), and the
+//! batch is proposed as one Raft entry. Every replica then writes the same bytes at the
+//! same offset (`append_entry`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_channel::{mpsc, oneshot};
+use futures_util::StreamExt;
+use raft::eraftpb::{Entry, Message, MessageType};
+use raft::StateRole;
+
+use crate::cluster::transport::PartitionMessage;
+use crate::cluster::Leadership;
+use crate::protocol::topic_partition::TopicPartition;
+use crate::replication::entry::{epoch_of, leader_noop_batch, offsets_of};
+use crate::replication::WindowEntry;
+use crate::storage::{Offset, PendingAppend, StorageError};
+
+use super::replica_group::{ProposeOutcome, ReplicaGroup, Waiter, WINDOW_KEEP_BYTES};
+use super::ShardContext;
+
+/// The commit anchor is written at most this often per group (and at close).
+const STATE_WRITE_INTERVAL: Duration = Duration::from_secs(2);
+
+pub enum ReplicaEvent {
+    Tick,
+    Peer {
+        from: i32,
+        messages: Vec<PartitionMessage>,
+    },
+    Propose {
+        partition: TopicPartition,
+        batch: Bytes,
+        acks: i16,
+        timeout: Duration,
+        reply: oneshot::Sender<ProposeOutcome>,
+    },
+    Add(Box<ReplicaGroup>),
+    Remove {
+        partition: TopicPartition,
+        reply: oneshot::Sender<()>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+impl std::fmt::Debug for ReplicaEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReplicaEvent::Tick => f.write_str("Tick"),
+            ReplicaEvent::Peer { from, messages } => write!(f, "Peer({from}, {} messages)", messages.len()),
+            ReplicaEvent::Propose { partition, .. } => write!(f, "Propose({partition})"),
+            ReplicaEvent::Add(group) => write!(f, "Add({})", group.partition),
+            ReplicaEvent::Remove { partition, .. } => write!(f, "Remove({partition})"),
+            ReplicaEvent::Close { .. } => f.write_str("Close"),
+        }
+    }
+}
+
+/// Starts the shard's replica driver and its clock; returns the event channel.
+pub fn start(ctx: Rc<ShardContext>) -> mpsc::UnboundedSender<ReplicaEvent> {
+    let (events, receiver) = mpsc::unbounded();
+    let tick = ctx.cluster_config().tick();
+    let driver = Driver { ctx, groups: HashMap::new(), outbound: HashMap::new(), state_due: BTreeSet::new() };
+    glommio::spawn_local(driver.run(receiver)).detach();
+    let clock = events.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(tick).await;
+            if clock.unbounded_send(ReplicaEvent::Tick).is_err() {
+                return;
+            }
+        }
+    })
+    .detach();
+    events
+}
+
+struct Driver {
+    ctx: Rc<ShardContext>,
+    groups: HashMap<TopicPartition, ReplicaGroup>,
+    /// Messages for each peer, sent once per phase.
+    outbound: HashMap<i32, Vec<PartitionMessage>>,
+    /// Groups whose commit anchor should be written this round.
+    state_due: BTreeSet<TopicPartition>,
+}
+
+/// A group's Ready after its writes were queued, waiting for them.
+struct InFlight {
+    partition: TopicPartition,
+    /// `None` when only the replica state is due.
+    ready: Option<raft::Ready>,
+    writes: Vec<PendingAppend>,
+    write_state: bool,
+    /// The leader's acks=1 requests up to this index are durable once the writes are.
+    written_through: u64,
+}
+
+impl Driver {
+    async fn run(mut self, mut events: mpsc::UnboundedReceiver<ReplicaEvent>) {
+        while let Some(event) = events.next().await {
+            let mut close = self.handle(event);
+            while let Ok(event) = events.try_recv() {
+                if close.is_none() {
+                    close = self.handle(event);
+                } else if let ReplicaEvent::Propose { reply, .. } = event {
+                    let _ = reply.send(ProposeOutcome::NotLeader);
+                }
+            }
+            self.round().await;
+            if let Some(reply) = close {
+                self.close().await;
+                let _ = reply.send(());
+                return;
+            }
+        }
+    }
+
+    /// Applies one event; returns the reply of a Close.
+    fn handle(&mut self, event: ReplicaEvent) -> Option<oneshot::Sender<()>> {
+        match event {
+            ReplicaEvent::Tick => {
+                let now = Instant::now();
+                let node_id = self.ctx.config.node_id;
+                for (partition, group) in &mut self.groups {
+                    group.node.tick();
+                    // A new group's preferred replica keeps asking for votes (a pre-vote
+                    // disturbs nobody) until some replica leads: the other replicas may
+                    // not have opened the group yet when it first asks.
+                    if group.node.raft.term == 0 && group.replicas.first() == Some(&node_id) {
+                        let _ = group.node.campaign();
+                    }
+                    expire_waiters(group, now);
+                    if let Some(view) = &self.ctx.cluster {
+                        publish_leadership(view, group);
+                    }
+                    if now.duration_since(group.persisted_at) >= STATE_WRITE_INTERVAL
+                        && group.current_state() != group.persisted
+                    {
+                        self.state_due.insert(partition.clone());
+                    }
+                }
+            }
+            ReplicaEvent::Peer { from, messages } => {
+                for PartitionMessage { topic, topic_id, partition, message } in messages {
+                    let key = TopicPartition::new(topic, partition);
+                    let Some(group) = self.groups.get_mut(&key) else { continue };
+                    if group.topic_id != topic_id {
+                        continue;
+                    }
+                    if let Err(error) = group.node.step(message) {
+                        tracing::debug!(partition = %key, from, %error, "raft message ignored");
+                    }
+                }
+            }
+            ReplicaEvent::Propose { partition, batch, acks, timeout, reply } => match self.groups.get_mut(&partition) {
+                Some(group) => propose(group, batch, acks, timeout, reply),
+                None => {
+                    let _ = reply.send(ProposeOutcome::NotLeader);
+                }
+            },
+            ReplicaEvent::Add(group) => {
+                let key = group.partition.clone();
+                if let Some(mut old) = self.groups.insert(key.clone(), *group) {
+                    old.fail_waiters(|| ProposeOutcome::NotLeader);
+                }
+                // A new group whose first replica is this node starts an election at
+                // once, so a new topic has leaders without waiting a timeout.
+                let group = self.groups.get_mut(&key).expect("just added");
+                if group.replicas.first() == Some(&self.ctx.config.node_id) && group.node.raft.term == 0 {
+                    let _ = group.node.campaign();
+                }
+            }
+            ReplicaEvent::Remove { partition, reply } => {
+                if let Some(mut group) = self.groups.remove(&partition) {
+                    group.fail_waiters(|| ProposeOutcome::NotLeader);
+                }
+                if let Some(view) = &self.ctx.cluster {
+                    view.forget_leadership(&partition);
+                }
+                let _ = reply.send(());
+            }
+            ReplicaEvent::Close { reply } => return Some(reply),
+        }
+        None
+    }
+
+    /// One round over every group with work (see the module header).
+    async fn round(&mut self) {
+        let mut in_flight = Vec::new();
+        let keys: Vec<TopicPartition> = self.groups.keys().cloned().collect();
+        for key in keys {
+            let due = self.state_due.remove(&key);
+            let group = self.groups.get_mut(&key).expect("listed");
+            if !group.node.has_ready() {
+                if due {
+                    in_flight.push(InFlight::state_only(key, group));
+                }
+                continue;
+            }
+            match self.start_ready(&key, due).await {
+                Ok(flight) => in_flight.push(flight),
+                Err(error) => self.fail_group(&key, error),
+            }
+        }
+        self.flush();
+        let mut finished = Vec::new();
+        let waits = in_flight.into_iter().map(|mut flight| {
+            let group = self.groups.get(&flight.partition);
+            let state = group.map(|g| (g.log.dir().to_path_buf(), g.log.storage_env(), g.current_state()));
+            async move {
+                let mut failure = None;
+                for write in std::mem::take(&mut flight.writes) {
+                    if let Err(error) = write.durable().await {
+                        failure.get_or_insert(error);
+                    }
+                }
+                let mut written_state = None;
+                if let (true, Some((dir, env, state)), None) = (flight.write_state, state, &failure) {
+                    match state.write(&dir, &env).await {
+                        Ok(()) => written_state = Some(state),
+                        Err(error) => failure = Some(StorageError::io(&dir, error)),
+                    }
+                }
+                (flight, failure, written_state)
+            }
+        });
+        for (flight, failure, written_state) in futures_util::future::join_all(waits).await {
+            match failure {
+                Some(error) => self.fail_group(&flight.partition, error.to_string()),
+                None => finished.push((flight, written_state)),
+            }
+        }
+        for (flight, written_state) in finished {
+            self.finish_ready(flight, written_state);
+        }
+        self.flush();
+    }
+
+    /// Phase 1 for one group: its Ready's messages out, its entries queued for writing.
+    async fn start_ready(&mut self, key: &TopicPartition, state_due: bool) -> Result<InFlight, String> {
+        let group = self.groups.get_mut(key).expect("listed");
+        let mut ready = group.node.ready();
+        if let Some(soft) = ready.ss() {
+            group.role = soft.raft_state;
+        }
+        queue_messages(&mut self.outbound, group, ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            tracing::error!(partition = %key, "replica received a snapshot, which this version never sends; ignored");
+        }
+        let entries = ready.take_entries();
+        let mut writes = Vec::with_capacity(entries.len());
+        if let Some(first) = entries.first() {
+            let keep = first.index - 1;
+            let last = group.window.borrow().last_index();
+            if keep < last {
+                cut_back(&self.ctx, group, keep).await?;
+            }
+            for entry in entries {
+                writes.push(write_entry(group, entry)?);
+            }
+        }
+        let write_state = state_due
+            || ready.hs().is_some_and(|hs| hs.term != group.persisted.term || hs.vote != group.persisted.vote);
+        let written_through = group.window.borrow().last_index();
+        if group.role != StateRole::Leader && !group.prepared.is_empty() {
+            // Deposed with proposals Raft dropped: their producer sequences were
+            // recorded when they were prepared, and they will never be written.
+            group.prepared.clear();
+            let log_end = group.log.offsets().log_end.offset();
+            group.log.forget_producers_from(log_end);
+        }
+        Ok(InFlight { partition: key.clone(), ready: Some(ready), writes, write_state, written_through })
+    }
+
+    /// Phase 3 for one group, once its writes are durable.
+    fn finish_ready(&mut self, flight: InFlight, written_state: Option<crate::replication::ReplicaState>) {
+        let Some(group) = self.groups.get_mut(&flight.partition) else { return };
+        if let Some(state) = written_state {
+            group.persisted = state;
+            group.persisted_at = Instant::now();
+        }
+        if let Some(mut ready) = flight.ready {
+            let persisted = ready.take_persisted_messages();
+            queue_messages(&mut self.outbound, group, persisted);
+            let mut light = group.node.advance(ready);
+            queue_messages(&mut self.outbound, group, light.take_messages());
+            group.node.advance_apply();
+        }
+        if group.is_leader() {
+            answer_durable(group, flight.written_through);
+        }
+        settle(group);
+        if let Some(view) = &self.ctx.cluster {
+            publish_leadership(view, group);
+        }
+    }
+
+    fn flush(&mut self) {
+        for (peer, messages) in self.outbound.drain() {
+            if !messages.is_empty() {
+                self.ctx.send_partition_raft(peer, messages);
+            }
+        }
+    }
+
+    /// A group whose log failed stops: its requests fail, its partition goes offline here.
+    fn fail_group(&mut self, key: &TopicPartition, error: String) {
+        tracing::error!(partition = %key, %error, "replica failed; the partition is offline on this broker");
+        if let Some(mut group) = self.groups.remove(key) {
+            group.fail_waiters(|| ProposeOutcome::Failed(error.clone()));
+        }
+        if let Some(view) = &self.ctx.cluster {
+            view.forget_leadership(key);
+        }
+    }
+
+    /// Shutdown: writes every group's state (the anchor as of now), answers waiters.
+    async fn close(&mut self) {
+        for (_, mut group) in self.groups.drain() {
+            let state = group.current_state();
+            if state != group.persisted {
+                if let Err(error) = state.write(group.log.dir(), &group.log.storage_env()).await {
+                    tracing::warn!(partition = %group.partition, %error, "could not save the replica state");
+                }
+            }
+            group.fail_waiters(|| ProposeOutcome::NotLeader);
+        }
+    }
+}
+
+impl InFlight {
+    fn state_only(partition: TopicPartition, group: &ReplicaGroup) -> InFlight {
+        let written_through = group.window.borrow().last_index();
+        InFlight { partition, ready: None, writes: Vec::new(), write_state: true, written_through }
+    }
+}
+
+/// A leader takes a produce request: checks, stamps and proposes the batch.
+fn propose(
+    group: &mut ReplicaGroup,
+    batch: Bytes,
+    acks: i16,
+    timeout: Duration,
+    reply: oneshot::Sender<ProposeOutcome>,
+) {
+    if !group.is_leader() {
+        let _ = reply.send(ProposeOutcome::NotLeader);
+        return;
+    }
+    if acks == -1 {
+        let min_insync = group.log.config().min_insync_replicas;
+        let in_sync = group.in_sync().len();
+        if (in_sync as i32) < min_insync {
+            let _ = reply.send(ProposeOutcome::NotEnoughReplicas { in_sync, min_insync });
+            return;
+        }
+    }
+    let base_offset = group.next_entry_offset();
+    let term = group.node.raft.term;
+    let prepared = match group.log.prepare_entry(BytesMut::from(&batch[..]), base_offset, epoch_of(term)) {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            let _ = reply.send(ProposeOutcome::Refused(error));
+            return;
+        }
+    };
+    let mut entry = Entry::default();
+    entry.data = prepared.bytes;
+    let mut message = Message::default();
+    message.set_msg_type(MessageType::MsgPropose);
+    message.from = group.node.raft.id;
+    message.entries = vec![entry].into();
+    if group.node.step(message).is_err() {
+        group.log.forget_producers_from(base_offset);
+        let _ = reply.send(ProposeOutcome::NotLeader);
+        return;
+    }
+    let index = group.node.raft.raft_log.last_index();
+    group.prepared.insert(index);
+    group.waiters.entry(index).or_default().push(Waiter {
+        acks,
+        base_offset,
+        log_append_time_ms: prepared.log_append_time_ms,
+        deadline: Instant::now() + timeout,
+        reply,
+    });
+}
+
+/// Writes one entry Raft handed out at the log end and adds it to the window.
+fn write_entry(group: &mut ReplicaGroup, entry: Entry) -> Result<PendingAppend, String> {
+    let base_offset = group.log.offsets().log_end.offset();
+    let data = if entry.data.is_empty() { leader_noop_batch(base_offset, entry.term) } else { entry.data };
+    let count = offsets_of(&data).ok_or_else(|| format!("entry {} is not a record batch", entry.index))?;
+    // The leader recorded its own proposals' producer sequences when it prepared them.
+    let prepared_here = group.prepared.remove(&entry.index);
+    let pending = group.log.append_entry(data.clone(), !prepared_here).map_err(|e| e.to_string())?;
+    group.window.borrow_mut().push(WindowEntry {
+        term: entry.term,
+        base_offset,
+        next_offset: Offset(base_offset.value() + count),
+        data,
+    });
+    Ok(pending)
+}
+
+/// Cuts the log and the window back to entry `keep` (a new leader's entries follow).
+async fn cut_back(ctx: &Rc<ShardContext>, group: &mut ReplicaGroup, keep: u64) -> Result<(), String> {
+    let offset = group
+        .window
+        .borrow()
+        .next_offset_after(keep)
+        .ok_or_else(|| format!("entry {keep} to cut back to is below the window"))?;
+    let commit_offset = group.log.offsets().high_watermark.offset();
+    let log = crate::storage::truncate::truncate(group.log.clone(), offset).await.map_err(|e| e.to_string())?;
+    log.replicate(commit_offset);
+    group.window.borrow_mut().truncate_after(keep);
+    group.log = log.clone();
+    ctx.replace_log(&group.partition, log);
+    tracing::info!(partition = %group.partition, keep, %offset, "replica cut its uncommitted entries back to the leader's");
+    Ok(())
+}
+
+/// Moves the log's high watermark to the commit, answers committed acks=all requests
+/// and trims the window.
+fn settle(group: &mut ReplicaGroup) {
+    let committed = group.node.raft.raft_log.committed;
+    let (commit_index, commit_offset) = {
+        let window = group.window.borrow();
+        let index = committed.min(window.last_index()).max(window.base().index);
+        (index, window.next_offset_after(index).expect("inside the window"))
+    };
+    group.log.set_commit(commit_offset);
+    let log_start = group.log.offsets().log_start.offset();
+    let done: Vec<u64> = group.waiters.range(..=commit_index).map(|(&index, _)| index).collect();
+    for index in done {
+        for waiter in group.waiters.remove(&index).unwrap_or_default() {
+            let _ = waiter.reply.send(ProposeOutcome::Appended {
+                base_offset: waiter.base_offset,
+                log_append_time_ms: waiter.log_append_time_ms,
+                log_start,
+            });
+        }
+    }
+    group.window.borrow_mut().evict_through(commit_index, WINDOW_KEEP_BYTES);
+    if !group.is_leader() && !group.waiters.is_empty() {
+        // Deposed: entries it proposed may still commit under the new leader, but this
+        // node will not see them through; the clients retry (idempotent producers are
+        // deduplicated by the new leader).
+        group.fail_waiters(|| ProposeOutcome::NotLeader);
+        let log_end = group.log.offsets().log_end.offset();
+        group.log.forget_producers_from(log_end);
+    }
+}
+
+/// acks=1: answered once the leader's own write is durable.
+fn answer_durable(group: &mut ReplicaGroup, written_through: u64) {
+    let log_start = group.log.offsets().log_start.offset();
+    let done: Vec<u64> = group
+        .waiters
+        .range(..=written_through)
+        .filter(|(_, waiters)| waiters.iter().any(|w| w.acks != -1))
+        .map(|(&index, _)| index)
+        .collect();
+    for index in done {
+        let waiters = group.waiters.remove(&index).unwrap_or_default();
+        let (durable, rest): (Vec<Waiter>, Vec<Waiter>) = waiters.into_iter().partition(|w| w.acks != -1);
+        for waiter in durable {
+            let _ = waiter.reply.send(ProposeOutcome::Appended {
+                base_offset: waiter.base_offset,
+                log_append_time_ms: waiter.log_append_time_ms,
+                log_start,
+            });
+        }
+        if !rest.is_empty() {
+            group.waiters.insert(index, rest);
+        }
+    }
+}
+
+fn expire_waiters(group: &mut ReplicaGroup, now: Instant) {
+    let expired: Vec<u64> =
+        group.waiters.iter().filter(|(_, ws)| ws.iter().any(|w| w.deadline <= now)).map(|(&i, _)| i).collect();
+    for index in expired {
+        let waiters = group.waiters.remove(&index).unwrap_or_default();
+        let (late, rest): (Vec<Waiter>, Vec<Waiter>) = waiters.into_iter().partition(|w| w.deadline <= now);
+        for waiter in late {
+            let _ = waiter.reply.send(ProposeOutcome::TimedOut);
+        }
+        if !rest.is_empty() {
+            group.waiters.insert(index, rest);
+        }
+    }
+}
+
+fn queue_messages(outbound: &mut HashMap<i32, Vec<PartitionMessage>>, group: &ReplicaGroup, messages: Vec<Message>) {
+    for message in messages {
+        outbound.entry(message.to as i32).or_default().push(PartitionMessage {
+            topic: group.partition.topic.clone(),
+            topic_id: group.topic_id,
+            partition: group.partition.partition,
+            message,
+        });
+    }
+}
+
+/// Publishes the group's leader, epoch and ISR to the node's leader table when they
+/// change.
+fn publish_leadership(view: &crate::cluster::ClusterView, group: &mut ReplicaGroup) {
+    let raft = &group.node.raft;
+    let leader = if raft.leader_id == 0 { -1 } else { raft.leader_id as i32 };
+    let in_sync = if group.is_leader() { group.in_sync() } else { group.replicas.clone() };
+    let current = (leader, raft.term, in_sync);
+    if group.published.as_ref() == Some(&current) {
+        return;
+    }
+    if group.published.as_ref().map(|p| p.0) != Some(leader) {
+        tracing::info!(partition = %group.partition, leader, term = raft.term, "partition leader changed");
+    }
+    view.set_leadership(
+        group.partition.clone(),
+        Leadership { leader, epoch: epoch_of(current.1), in_sync: current.2.clone() },
+    );
+    group.published = Some(current);
+}

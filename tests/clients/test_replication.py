@@ -1,0 +1,308 @@
+"""Partition replication on 3-node clusters of real `tern` processes (127.0.0.1), with
+real clients: librdkafka (confluent-kafka) and kafka-python.
+
+- SIGKILL of a busy partition's leader, round after round, under an idempotent acks=all
+  producer: every acknowledged record is afterwards at its offset exactly once, no value
+  twice, and once healed every replica holds byte-identical segment files.
+- SIGSTOP of a leader for longer than an election: a new leader takes over; resumed, the
+  old one rejoins as a follower and the logs converge.
+- A record only the leader has (acks=1 while both followers are down) is not visible to
+  consumers, and is gone once the leader dies: the old leader cuts it when it rejoins.
+- min.insync.replicas: acks=all fails with NOT_ENOUGH_REPLICAS when too few replicas
+  are in sync, acks=1 still works.
+
+TERN_REPLICATION_ROUNDS sets the kill rounds (CI: 5; `perf/replication_failover.py` runs
+20 and reports the failover times).
+"""
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+from kafka import KafkaConsumer, KafkaProducer
+from kafka import TopicPartition as KafkaTopicPartition
+from kafka.errors import NotEnoughReplicasError
+
+from cluster_fixture import Cluster
+
+ROUNDS = int(os.environ.get("TERN_REPLICATION_ROUNDS", "5"))
+CLUSTER_ARGS = [
+    "--metadata-election-timeout-ms", "600",
+    "--broker-session-timeout-ms", "3000",
+    "--broker-heartbeat-interval-ms", "300",
+]
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    cluster = Cluster(tmp_path, extra_args=CLUSTER_ARGS).start()
+    cluster.wait_formed()
+    yield cluster
+    cluster.shutdown()
+    for node in cluster.nodes.values():
+        if "panicked" in node.log_text():
+            pytest.fail(f"node {node.node_id} panicked:\n{node.log_text()}")
+
+
+def create_topic(cluster, name, partitions, config=None):
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    futures = admin.create_topics([NewTopic(name, partitions, 3, config=config or {})], operation_timeout=15)
+    futures[name].result(timeout=15)
+
+    def led_everywhere():
+        for n, node in cluster.nodes.items():
+            if not node.alive() or node.paused:
+                continue
+            topic = cluster.metadata(n).topics.get(name)
+            if topic is None or len(topic.partitions) != partitions:
+                return False
+            if any(p.leader < 0 for p in topic.partitions.values()):
+                return False
+        return True
+
+    cluster.wait_until(led_everywhere, 15, f"{name} to have leaders")
+
+
+def leader_of(cluster, topic, partition):
+    """The leader a live node reports (None: none right now)."""
+    for n, node in cluster.nodes.items():
+        if not node.alive() or node.paused:
+            continue
+        try:
+            leader = cluster.metadata(n, timeout=2).topics[topic].partitions[partition].leader
+        except Exception:
+            continue
+        if leader >= 0 and cluster.nodes[leader].alive() and not cluster.nodes[leader].paused:
+            return leader
+    return None
+
+
+class BackgroundProducer:
+    """An idempotent acks=all librdkafka producer sending numbered values until stopped."""
+
+    def __init__(self, bootstrap, topic, partitions):
+        self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                                  "linger.ms": 2, "message.timeout.ms": 120000,
+                                  # A paused broker never answers: give up on its
+                                  # requests (produce, and the metadata requests that
+                                  # would find the new leader) after 3 s, not 30-60.
+                                  "request.timeout.ms": 3000, "socket.timeout.ms": 3000,
+                                  "topic.metadata.refresh.interval.ms": 500})
+        self.topic, self.partitions = topic, partitions
+        self.acked, self.errors = [], []
+        self.sent = 0
+        self.running = True
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def report(self, error, message):
+        if error:
+            self.errors.append(error)
+        else:
+            self.acked.append((message.partition(), message.offset(), message.value()))
+
+    def run(self):
+        while self.running:
+            try:
+                self.producer.produce(self.topic, value=f"v{self.sent}".encode(),
+                                      partition=self.sent % self.partitions, on_delivery=self.report)
+                self.sent += 1
+            except BufferError:
+                pass
+            self.producer.poll(0.001 if self.sent % 20 else 0.005)
+
+    def stop(self):
+        self.running = False
+        self.thread.join(10)
+        remaining = self.producer.flush(120)
+        assert remaining == 0, f"{remaining} records never delivered"
+
+
+def read_partition(bootstrap, topic, partition, end, timeout=60):
+    """Every record of a partition below `end`: {offset: value}."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{time.time()}",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+    consumer.assign([TopicPartition(topic, partition, 0)])
+    got = {}
+    deadline = time.time() + timeout
+    position = 0
+    while position < end and time.time() < deadline:
+        message = consumer.poll(0.5)
+        if message is None or message.error():
+            continue
+        got[message.offset()] = message.value()
+        position = message.offset() + 1
+    consumer.close()
+    return got
+
+
+def high_watermarks(bootstrap, topic, partitions):
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"hw-{time.time()}"})
+    marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)]
+    consumer.close()
+    return marks
+
+
+def check_acked(cluster, topic, partitions, acked):
+    """Every acknowledged record is at its offset; no value is in the log twice."""
+    marks = high_watermarks(cluster.bootstrap, topic, partitions)
+    for p in range(partitions):
+        got = read_partition(cluster.bootstrap, topic, p, marks[p])
+        mine = [(o, v) for q, o, v in acked if q == p]
+        missing = [(o, v) for o, v in mine if got.get(o) != v]
+        assert not missing, f"partition {p}: {len(missing)} acknowledged records missing, e.g. {missing[:5]}"
+        values = list(got.values())
+        assert len(values) == len(set(values)), f"partition {p}: duplicated values"
+    return marks
+
+
+def log_bytes(node_dir: Path, topic, partition):
+    directory = node_dir / f"{topic}-{partition}"
+    return b"".join(path.read_bytes() for path in sorted(directory.glob("*.log")))
+
+
+def check_identical_replicas(cluster, topic, partitions):
+    """Waits until every replica has every committed record, stops the nodes cleanly and
+    compares the segment bytes of every replica."""
+    marks = high_watermarks(cluster.bootstrap, topic, partitions)
+    time.sleep(2)  # followers learn the last commit with the next heartbeat
+    for n in list(cluster.nodes):
+        assert cluster.stop(n) == 0, f"node {n} did not stop cleanly"
+    for p in range(partitions):
+        copies = {n: log_bytes(node.data_dir, topic, p) for n, node in cluster.nodes.items()}
+        sizes = {n: len(b) for n, b in copies.items()}
+        assert len(set(copies.values())) == 1, f"partition {p}: replicas differ (sizes {sizes}, end {marks[p]})"
+
+
+def wait_caught_up(cluster, topic, partitions, timeout=30):
+    """Every partition has a leader whose ISR is all three replicas."""
+    def caught_up():
+        for n, node in cluster.nodes.items():
+            topic_md = cluster.metadata(n, timeout=2).topics.get(topic)
+            if topic_md is None:
+                return False
+            for p in topic_md.partitions.values():
+                if p.leader < 0 or sorted(p.isrs) != [1, 2, 3]:
+                    return False
+        return True
+
+    cluster.wait_until(caught_up, timeout, f"{topic}: every replica in sync")
+
+
+def test_acknowledged_records_survive_leader_kills(cluster):
+    create_topic(cluster, "busy", 2, {"min.insync.replicas": "2"})
+    producer = BackgroundProducer(cluster.bootstrap, "busy", 2)
+    failovers = []
+    try:
+        for round_ in range(ROUNDS):
+            time.sleep(1.0)
+            leader = cluster.wait_until(lambda: leader_of(cluster, "busy", round_ % 2), 15, "a leader")
+            before = len(producer.acked)
+            killed_at = time.time()
+            cluster.kill(leader)
+
+            def new_leader_takes_writes():
+                current = leader_of(cluster, "busy", round_ % 2)
+                return current is not None and current != leader and len(producer.acked) > before + 20
+
+            cluster.wait_until(new_leader_takes_writes, 20, f"round {round_}: writes on a new leader")
+            failovers.append(time.time() - killed_at)
+            cluster.start(leader)
+            wait_caught_up(cluster, "busy", 2)
+    finally:
+        producer.stop()
+    assert not producer.errors, producer.errors[:5]
+    assert len(producer.acked) > 100 * ROUNDS
+    print(f"failovers (s): {[round(f, 2) for f in failovers]}; acked {len(producer.acked)}")
+    check_acked(cluster, "busy", 2, producer.acked)
+    wait_caught_up(cluster, "busy", 2)
+    check_identical_replicas(cluster, "busy", 2)
+
+
+def test_a_paused_leader_rejoins_as_follower(cluster):
+    create_topic(cluster, "paused", 1)
+    producer = BackgroundProducer(cluster.bootstrap, "paused", 1)
+    try:
+        time.sleep(1.0)
+        leader = leader_of(cluster, "paused", 0)
+        before = len(producer.acked)
+        cluster.pause(leader)
+        cluster.wait_until(lambda: (leader_of(cluster, "paused", 0) not in (None, leader))
+                           and len(producer.acked) > before + 50, 20, "a new leader taking writes")
+        time.sleep(3)
+        cluster.resume(leader)
+        wait_caught_up(cluster, "paused", 1)
+        time.sleep(1.0)
+    finally:
+        producer.stop()
+    assert not producer.errors, producer.errors[:5]
+    check_acked(cluster, "paused", 1, producer.acked)
+    check_identical_replicas(cluster, "paused", 1)
+
+
+def test_records_only_the_leader_has_are_never_seen(cluster):
+    create_topic(cluster, "lonely", 1)
+    leader = leader_of(cluster, "lonely", 0)
+    committed = Producer({"bootstrap.servers": cluster.nodes[leader].bootstrap, "acks": "all"})
+    committed.produce("lonely", value=b"committed")
+    assert committed.flush(15) == 0
+    # Connected (and with metadata) before the followers stop: a leader cut off from
+    # its majority steps down after one to two election timeouts (check-quorum), so
+    # what follows happens right after the pause.
+    lonely = KafkaProducer(bootstrap_servers=cluster.nodes[leader].bootstrap, acks=1, retries=0)
+    lonely.partitions_for("lonely")
+    watcher = KafkaConsumer(bootstrap_servers=cluster.nodes[leader].bootstrap)
+    partition = KafkaTopicPartition("lonely", 0)
+    assert watcher.end_offsets([partition])[partition] == 2  # the leader's control batch + 1
+    # The followers die (a paused one would still take the leader's next append into
+    # its socket buffer, and could then commit it after all).
+    followers = [n for n in cluster.nodes if n != leader]
+    for n in followers:
+        cluster.kill(n)
+    # acks=1: acknowledged once the leader alone has it on disk, but not committed.
+    sent = lonely.send("lonely", b"uncommitted").get(timeout=10)
+    assert sent.offset == 2
+    assert watcher.end_offsets([partition])[partition] == 2, "the high watermark stays at the commit"
+    watcher.close()
+    lonely.close(timeout=1)
+
+    cluster.kill(leader)
+    for n in followers:
+        cluster.start(n)
+    cluster.wait_until(lambda: leader_of(cluster, "lonely", 0) in followers, 20, "a follower elected")
+    after = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+    after.produce("lonely", value=b"after")
+    assert after.flush(20) == 0
+    cluster.start(leader)
+    wait_caught_up(cluster, "lonely", 1)
+    end = high_watermarks(cluster.bootstrap, "lonely", 1)[0]
+    values = list(read_partition(cluster.bootstrap, "lonely", 0, end).values())
+    assert values == [b"committed", b"after"], values
+    assert "cut its uncommitted entries back" in cluster.nodes[leader].log_text()
+    check_identical_replicas(cluster, "lonely", 1)
+
+
+def test_min_insync_replicas_refuses_acks_all(cluster):
+    create_topic(cluster, "strict", 1, {"min.insync.replicas": "3"})
+    leader = leader_of(cluster, "strict", 0)
+    producer = KafkaProducer(bootstrap_servers=cluster.nodes[leader].bootstrap, acks="all", retries=0)
+    producer.send("strict", b"all three").get(timeout=10)
+    follower = next(n for n in cluster.nodes if n != leader)
+    cluster.kill(follower)
+
+    def refused():
+        try:
+            producer.send("strict", b"two of three").get(timeout=10)
+            return False
+        except NotEnoughReplicasError:
+            return True
+
+    cluster.wait_until(refused, 15, "NOT_ENOUGH_REPLICAS for acks=all")
+    producer.close()
+    relaxed = KafkaProducer(bootstrap_servers=cluster.nodes[leader].bootstrap, acks=1, retries=0)
+    relaxed.send("strict", b"acks=1 still works").get(timeout=10)
+    relaxed.close()

@@ -468,13 +468,8 @@ mod tests {
 
     #[test]
     fn partition_messages_round_trip() {
-        let mut message = raft::eraftpb::Message::default();
-        message.term = 4;
-        message.to = 2;
-        let mut entry = raft::eraftpb::Entry::default();
-        entry.index = 9;
-        entry.data = bytes::Bytes::from_static(b"batch");
-        message.entries = vec![entry].into();
+        let entry = raft::eraftpb::Entry { index: 9, data: bytes::Bytes::from_static(b"batch"), ..Default::default() };
+        let message = raft::eraftpb::Message { term: 4, to: 2, entries: vec![entry].into(), ..Default::default() };
         let messages = vec![
             PartitionMessage { topic: "orders".into(), topic_id: [7; 16], partition: 3, message: message.clone() },
             PartitionMessage { topic: "t".into(), topic_id: [1; 16], partition: 0, message },

@@ -142,10 +142,7 @@ impl ReplicaGroup {
             last_term = last_term.max(term);
         }
         let commit = state.commit.clamp(window.base().index, window.last_index());
-        let mut hard_state = HardState::default();
-        hard_state.term = state.term.max(last_term);
-        hard_state.vote = state.vote;
-        hard_state.commit = commit;
+        let hard_state = HardState { term: state.term.max(last_term), vote: state.vote, commit, ..Default::default() };
         let term = hard_state.term;
         window.hard_state = hard_state;
         let commit_offset = window.next_offset_after(commit).expect("the commit is inside the window");

@@ -387,8 +387,7 @@ fn propose(
             return;
         }
     };
-    let mut entry = Entry::default();
-    entry.data = prepared.bytes;
+    let entry = Entry { data: prepared.bytes, ..Default::default() };
     let mut message = Message::default();
     message.set_msg_type(MessageType::MsgPropose);
     message.from = group.node.raft.id;

@@ -238,7 +238,8 @@ mod tests {
         offsets.assign_through(Offset(20));
         assert!(offsets.set_commit(Offset(8)));
         assert_eq!(offsets.high_watermark(), Offset(8));
-        assert!(!offsets.set_commit(Offset(15)), "committed but not durable here yet");
+        assert!(offsets.set_commit(Offset(15)));
+        assert_eq!(offsets.high_watermark(), Offset(10), "committed, but durable here only up to 10");
         assert!(offsets.mark_durable(Offset(20)));
         assert_eq!(offsets.high_watermark(), Offset(15));
         assert!(!offsets.set_commit(Offset(12)), "commit never goes back");

@@ -185,6 +185,10 @@ pub struct ClusterConfig {
     /// A broker that has not heartbeated for this long is fenced
     /// (Kafka's broker.session.timeout.ms).
     pub session_timeout: Duration,
+    /// Partition replica groups' election timeout (their Raft ticks are a tenth of it).
+    pub replica_election_timeout: Duration,
+    /// Catch-up reads a leader serves to far-behind followers, bytes per second.
+    pub catch_up_bytes_per_sec: u64,
 }
 
 impl ClusterConfig {
@@ -194,6 +198,11 @@ impl ClusterConfig {
 
     pub fn tick(&self) -> Duration {
         self.election_timeout / Self::ELECTION_TICKS as u32
+    }
+
+    /// The Raft tick of partition replica groups.
+    pub fn replica_tick(&self) -> Duration {
+        self.replica_election_timeout / Self::ELECTION_TICKS as u32
     }
 
     pub fn peer_ids(&self) -> Vec<i32> {

@@ -108,6 +108,15 @@ struct ServeArgs {
     /// nothing until it is back (Kafka's broker.session.timeout.ms).
     #[arg(long, default_value_t = 9000)]
     broker_session_timeout_ms: u64,
+    /// Cluster mode: the election timeout of partition replica groups; a partition
+    /// leader that dies is replaced within one to two of these.
+    #[arg(long, default_value_t = 800)]
+    replica_election_timeout_ms: u64,
+    /// Cluster mode: bytes per second a leader serves to followers catching up from its
+    /// segments (too far behind for Raft's in-memory entries), so catch-up does not
+    /// starve live traffic.
+    #[arg(long, default_value_t = 100 << 20)]
+    replica_catch_up_bytes_per_sec: u64,
     /// Replicas of topics created with replication factor -1 (auto creation, most
     /// clients' default); Kafka's default.replication.factor.
     #[arg(long, default_value_t = 1)]
@@ -313,6 +322,8 @@ fn cluster_config(args: &ServeArgs) -> Result<Option<tern::cluster::ClusterConfi
         election_timeout,
         heartbeat_interval,
         session_timeout,
+        replica_election_timeout: Duration::from_millis(args.replica_election_timeout_ms.max(100)),
+        catch_up_bytes_per_sec: args.replica_catch_up_bytes_per_sec.max(1 << 16),
     }))
 }
 

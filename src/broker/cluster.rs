@@ -90,9 +90,9 @@ pub fn start_quorum(ctx: &Rc<ShardContext>, view: Arc<ClusterView>) -> Result<()
         let ctx = ctx.clone();
         Rc::new(move |body: Vec<u8>| Box::pin(controller_forward::execute_forwarded(ctx.clone(), body)) as _)
     };
-    let partition_raft = {
+    let partition_frames = {
         let ctx = ctx.clone();
-        Rc::new(move |from: i32, messages| ctx.deliver_partition_raft(from, messages))
+        Rc::new(move |from: i32, frame| ctx.deliver_partition_frame(from, frame))
     };
     let quorum = MetadataQuorum::start(
         cluster.clone(),
@@ -100,7 +100,7 @@ pub fn start_quorum(ctx: &Rc<ShardContext>, view: Arc<ClusterView>) -> Result<()
         config.data_dir.clone(),
         (*ctx.metadata()).clone(),
         view,
-        QuorumHooks { publish, forwarded, partition_raft },
+        QuorumHooks { publish, forwarded, partition_frames },
         listener,
     )?;
     tracing::info!(node_id = cluster.node_id, cluster_listen = %cluster.cluster_listen, "cluster node started");

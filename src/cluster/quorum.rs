@@ -62,8 +62,9 @@ pub struct QuorumHooks {
     pub publish: Rc<dyn Fn(Arc<ClusterMetadata>) -> LocalBoxFuture<'static, ()>>,
     /// Executes a controller request a peer forwarded to this node; returns the answer.
     pub forwarded: Rc<dyn Fn(Vec<u8>) -> LocalBoxFuture<'static, Vec<u8>>>,
-    /// Delivers partition replica groups' Raft messages from peer `from` to their shards.
-    pub partition_raft: Rc<dyn Fn(i32, Vec<PartitionMessage>)>,
+    /// Delivers partition replication frames (replica groups' Raft messages, catch-up
+    /// requests and replies) from peer `from` to their shards.
+    pub partition_frames: Rc<dyn Fn(i32, PeerFrame)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -345,6 +346,11 @@ impl MetadataQuorum {
         self.transport.send(to, &PeerFrame::PartitionRaft(messages))
     }
 
+    /// Queues any frame for `to` (catch-up requests and replies).
+    pub fn send_frame(&self, to: i32, frame: &PeerFrame) -> bool {
+        self.transport.send(to, frame)
+    }
+
     fn fresh_id(&self) -> u64 {
         let id = self.next_id.get();
         self.next_id.set(id.wrapping_add(2));
@@ -393,7 +399,9 @@ impl MetadataQuorum {
                     })
                     .detach();
                 }
-                PeerFrame::PartitionRaft(messages) => (self.hooks.partition_raft)(inbound.from, messages),
+                frame @ (PeerFrame::PartitionRaft(_) | PeerFrame::CatchUpRequest(_) | PeerFrame::CatchUpReply(_)) => {
+                    (self.hooks.partition_frames)(inbound.from, frame)
+                }
                 _ => {
                     if self.events.unbounded_send(Event::Peer(inbound)).is_err() {
                         return;

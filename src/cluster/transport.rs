@@ -46,6 +46,41 @@ const KIND_HEARTBEAT: u8 = 3;
 const KIND_FORWARD_REQUEST: u8 = 4;
 const KIND_FORWARD_REPLY: u8 = 5;
 const KIND_PARTITION_RAFT: u8 = 6;
+const KIND_CATCH_UP_REQUEST: u8 = 7;
+const KIND_CATCH_UP_REPLY: u8 = 8;
+
+/// A follower too far behind for Raft's in-memory entries asks the leader for the
+/// committed batches `[from, until)` of a partition (at most `max_bytes` per answer).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CatchUpRequest {
+    pub id: u64,
+    pub topic: String,
+    pub topic_id: [u8; 16],
+    pub partition: i32,
+    pub from: i64,
+    pub until: i64,
+    pub max_bytes: u32,
+}
+
+/// The leader's answer: whole batches from `from`, back to back (empty with `error`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatchUpReply {
+    pub id: u64,
+    pub topic: String,
+    pub partition: i32,
+    pub error: Option<String>,
+    pub log_start: i64,
+    pub records: bytes::Bytes,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CatchUpReplyHeader {
+    id: u64,
+    topic: String,
+    partition: i32,
+    error: Option<String>,
+    log_start: i64,
+}
 
 /// A Raft message of one partition's replica group.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +118,8 @@ pub enum PeerFrame {
     /// Partition replica groups' Raft messages, everything one round of a shard has for
     /// this peer in one frame.
     PartitionRaft(Vec<PartitionMessage>),
+    CatchUpRequest(CatchUpRequest),
+    CatchUpReply(CatchUpReply),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +160,24 @@ impl PeerFrame {
                 out.push(kind);
                 out.extend_from_slice(&id.to_be_bytes());
                 out.extend_from_slice(body);
+            }
+            PeerFrame::CatchUpRequest(request) => {
+                out.push(KIND_CATCH_UP_REQUEST);
+                out.extend_from_slice(&serde_json::to_vec(request).expect("catch-up requests encode"));
+            }
+            PeerFrame::CatchUpReply(reply) => {
+                out.push(KIND_CATCH_UP_REPLY);
+                let header = CatchUpReplyHeader {
+                    id: reply.id,
+                    topic: reply.topic.clone(),
+                    partition: reply.partition,
+                    error: reply.error.clone(),
+                    log_start: reply.log_start,
+                };
+                let header = serde_json::to_vec(&header).expect("catch-up replies encode");
+                out.extend_from_slice(&(header.len() as u32).to_be_bytes());
+                out.extend_from_slice(&header);
+                out.extend_from_slice(&reply.records);
             }
             PeerFrame::PartitionRaft(messages) => {
                 out.push(KIND_PARTITION_RAFT);
@@ -170,6 +225,24 @@ impl PeerFrame {
                 })
             }
             KIND_PARTITION_RAFT => decode_partition_messages(body).map(PeerFrame::PartitionRaft),
+            KIND_CATCH_UP_REQUEST => {
+                serde_json::from_slice(body).map(PeerFrame::CatchUpRequest).map_err(|e| FrameError::Body(e.to_string()))
+            }
+            KIND_CATCH_UP_REPLY => {
+                let len = u32::from_be_bytes(body.get(..4).ok_or_else(|| bad("no header length"))?.try_into().unwrap())
+                    as usize;
+                let header = body.get(4..4 + len).ok_or_else(|| bad("catch-up reply header is truncated"))?;
+                let header: CatchUpReplyHeader =
+                    serde_json::from_slice(header).map_err(|e| FrameError::Body(e.to_string()))?;
+                Ok(PeerFrame::CatchUpReply(CatchUpReply {
+                    id: header.id,
+                    topic: header.topic,
+                    partition: header.partition,
+                    error: header.error,
+                    log_start: header.log_start,
+                    records: bytes::Bytes::copy_from_slice(&body[4 + len..]),
+                }))
+            }
             other => Err(FrameError::UnknownKind(other)),
         }
     }
@@ -476,6 +549,35 @@ mod tests {
         ];
         match round_trip(PeerFrame::PartitionRaft(messages.clone())) {
             PeerFrame::PartitionRaft(back) => assert_eq!(back, messages),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn catch_up_frames_round_trip() {
+        let request = CatchUpRequest {
+            id: 3,
+            topic: "t".into(),
+            topic_id: [2; 16],
+            partition: 1,
+            from: 10,
+            until: 99,
+            max_bytes: 1 << 20,
+        };
+        match round_trip(PeerFrame::CatchUpRequest(request.clone())) {
+            PeerFrame::CatchUpRequest(back) => assert_eq!(back, request),
+            other => panic!("{other:?}"),
+        }
+        let reply = CatchUpReply {
+            id: 3,
+            topic: "t".into(),
+            partition: 1,
+            error: None,
+            log_start: 0,
+            records: bytes::Bytes::from_static(b"batches"),
+        };
+        match round_trip(PeerFrame::CatchUpReply(reply.clone())) {
+            PeerFrame::CatchUpReply(back) => assert_eq!(back, reply),
             other => panic!("{other:?}"),
         }
     }

@@ -4,10 +4,9 @@
 //!
 //! The window always holds every entry after the commit (the only ones a new leader may
 //! overwrite), and keeps committed ones until their bytes pass a budget, for followers
-//! that fall a little behind. A follower behind the window's first entry would need
-//! a snapshot: `snapshot` answers "temporarily unavailable", so Raft keeps it out of
-//! the replication set until an operator (or a later version's segment catch-up)
-//! brings it back (the group still commits with the others).
+//! that fall a little behind. A follower behind the window's first entry gets a
+//! snapshot that describes the window's base, and copies the log up to it from the
+//! leader's segments (`shard::catch_up`).
 //!
 //! Shard-local (`Rc<RefCell>`): the driver task writes it, raft-rs reads it through the
 //! `Storage` trait, never both at once.
@@ -120,6 +119,14 @@ impl Window {
         }
     }
 
+    /// Starts over at `base` (a snapshot installed after a catch-up copied the log up to
+    /// its offset): every entry held is dropped.
+    pub fn restore(&mut self, base: Anchor) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.base = base;
+    }
+
     /// Forgets entries up to `index` (applied) while more than `keep_bytes` are held.
     pub fn evict_through(&mut self, index: u64, keep_bytes: usize) {
         while self.bytes > keep_bytes && self.first_index() <= index && !self.entries.is_empty() {
@@ -195,8 +202,22 @@ impl Storage for WindowStorage {
         Ok(self.0.borrow().last_index())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))
+    /// The window's base as a snapshot: its index and term, and in `data` the log offset
+    /// after it (JSON `{"next_offset": N}`). A follower copies the log up to that offset
+    /// from this leader's segments before installing it (`shard::catch_up`).
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let window = self.0.borrow();
+        let base = window.base;
+        if base.index == 0 || base.index < request_index {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        let mut snapshot = Snapshot::default();
+        snapshot.data = Bytes::from(format!("{{\"next_offset\":{}}}", base.next_offset));
+        let metadata = snapshot.mut_metadata();
+        metadata.index = base.index;
+        metadata.term = base.term;
+        metadata.set_conf_state(window.conf_state.clone());
+        Ok(snapshot)
     }
 }
 

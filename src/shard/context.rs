@@ -12,7 +12,7 @@ use futures_channel::{mpsc, oneshot};
 use futures_util::future::{select, Either};
 use glommio::channels::channel_mesh::Senders;
 
-use crate::cluster::transport::PartitionMessage;
+use crate::cluster::transport::{CatchUpReply, PartitionMessage, PeerFrame};
 use crate::cluster::{ClusterConfig, ClusterView, MetadataQuorum};
 use crate::config::ServeConfig;
 use crate::group::coordinator::GroupCoordinator;
@@ -64,6 +64,11 @@ pub struct ShardContext {
     pub(crate) producer_id_block: Cell<(i64, i64)>,
     /// Cluster mode: the replica driver of this shard's replicated partitions.
     replica_events: RefCell<Option<mpsc::UnboundedSender<ReplicaEvent>>>,
+    /// Catch-up requests sent by this shard's replicas, waiting for the leader's answer.
+    catch_up_waiters: RefCell<HashMap<u64, oneshot::Sender<CatchUpReply>>>,
+    next_catch_up_id: Cell<u64>,
+    /// Paces the catch-up reads this shard serves (`--replica-catch-up-bytes-per-sec`).
+    pub(crate) catch_up_pacer: RefCell<crate::shard::catch_up::Pacer>,
 }
 
 /// Who leads a partition, as this node's metadata says.
@@ -116,6 +121,9 @@ impl ShardContext {
             quorum: RefCell::new(None),
             producer_id_block: Cell::new((0, 0)),
             replica_events: RefCell::new(None),
+            catch_up_waiters: RefCell::new(HashMap::new()),
+            next_catch_up_id: Cell::new(1),
+            catch_up_pacer: RefCell::new(crate::shard::catch_up::Pacer::default()),
         }
     }
 
@@ -127,7 +135,7 @@ impl ShardContext {
         }
     }
 
-    fn replica_event(&self, event: ReplicaEvent) -> bool {
+    pub(crate) fn replica_event(&self, event: ReplicaEvent) -> bool {
         match self.replica_events.borrow().as_ref() {
             Some(events) => events.unbounded_send(event).is_ok(),
             None => false,
@@ -175,26 +183,73 @@ impl ShardContext {
         .detach();
     }
 
-    /// Shard 0: hands partition groups' Raft messages from `from` to their shards.
-    pub fn deliver_partition_raft(self: &Rc<Self>, from: i32, messages: Vec<PartitionMessage>) {
-        let mut by_shard: HashMap<usize, Vec<PartitionMessage>> = HashMap::new();
-        for message in messages {
-            by_shard.entry(self.owner(&message.topic, message.partition)).or_default().push(message);
-        }
-        for (shard, messages) in by_shard {
-            if shard == self.id {
-                self.replica_event(ReplicaEvent::Peer { from, messages });
-                continue;
+    /// Shard 0: hands a partition replication frame from `from` to the shard owning its
+    /// partition (Raft messages, catch-up requests and replies).
+    pub fn deliver_partition_frame(self: &Rc<Self>, from: i32, frame: PeerFrame) {
+        match frame {
+            PeerFrame::PartitionRaft(messages) => {
+                let mut by_shard: HashMap<usize, Vec<PartitionMessage>> = HashMap::new();
+                for message in messages {
+                    by_shard.entry(self.owner(&message.topic, message.partition)).or_default().push(message);
+                }
+                for (shard, messages) in by_shard {
+                    self.on_shard(shard, move |ctx| {
+                        ctx.replica_event(ReplicaEvent::Peer { from, messages });
+                    });
+                }
             }
-            let ctx = self.clone();
-            glommio::spawn_local(async move {
-                ctx.run_on(shard, move |ctx| async move {
-                    ctx.replica_event(ReplicaEvent::Peer { from, messages });
-                })
-                .await;
-            })
-            .detach();
+            PeerFrame::CatchUpRequest(request) => {
+                let shard = self.owner(&request.topic, request.partition);
+                self.on_shard(shard, move |ctx| {
+                    glommio::spawn_local(super::catch_up::serve(ctx, from, request)).detach();
+                });
+            }
+            PeerFrame::CatchUpReply(reply) => {
+                let shard = self.owner(&reply.topic, reply.partition);
+                self.on_shard(shard, move |ctx| {
+                    if let Some(waiter) = ctx.catch_up_waiters.borrow_mut().remove(&reply.id) {
+                        let _ = waiter.send(reply);
+                    }
+                });
+            }
+            _ => {}
         }
+    }
+
+    /// Runs `work` on `shard` (inline when it is this one), without waiting for it.
+    fn on_shard(self: &Rc<Self>, shard: usize, work: impl FnOnce(Rc<ShardContext>) + Send + 'static) {
+        if shard == self.id {
+            work(self.clone());
+            return;
+        }
+        let ctx = self.clone();
+        glommio::spawn_local(async move {
+            ctx.run_on(shard, move |ctx| async move { work(ctx) }).await;
+        })
+        .detach();
+    }
+
+    /// Sends a frame to `peer` over shard 0's link to it, without waiting.
+    pub fn send_peer_frame(self: &Rc<Self>, peer: i32, frame: PeerFrame) {
+        self.on_shard(0, move |ctx| {
+            if let Some(quorum) = ctx.quorum() {
+                quorum.send_frame(peer, &frame);
+            }
+        });
+    }
+
+    /// Registers a catch-up request this shard is about to send; the reply resolves the
+    /// returned receiver.
+    pub fn expect_catch_up_reply(&self) -> (u64, oneshot::Receiver<CatchUpReply>) {
+        let id = self.next_catch_up_id.get();
+        self.next_catch_up_id.set(id + 1);
+        let (sender, receiver) = oneshot::channel();
+        self.catch_up_waiters.borrow_mut().insert(id, sender);
+        (id, receiver)
+    }
+
+    pub fn forget_catch_up(&self, id: u64) {
+        self.catch_up_waiters.borrow_mut().remove(&id);
     }
 
     /// A replica group reopened its log (after cutting it back): later requests use it.

@@ -12,6 +12,7 @@
 //! Starting the executors, recovery, listeners and shutdown is the `broker` module's job,
 //! one layer up: nothing here knows about sockets.
 
+pub mod catch_up;
 pub mod context;
 pub mod controller;
 pub mod controller_forward;

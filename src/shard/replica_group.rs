@@ -77,6 +77,11 @@ pub struct ReplicaGroup {
     pub waiters: BTreeMap<u64, Vec<Waiter>>,
     /// Entries this leader prepared (producer sequences recorded) and not yet written.
     pub prepared: BTreeSet<u64>,
+    /// Follower: a leader's snapshot waiting for the log to be copied up to it
+    /// (`shard::catch_up`); `true` once the copy runs.
+    pub catch_up: Option<(raft::eraftpb::Message, bool)>,
+    /// Leader: ticks each follower has spent in Raft's snapshot state.
+    pub snapshot_ticks: std::collections::HashMap<u64, u32>,
     /// Leader as last published to the leader table, and its term.
     pub published: Option<(i32, u64, Vec<i32>)>,
     pub role: StateRole,
@@ -122,7 +127,11 @@ impl ReplicaGroup {
                 state.anchor.index, state.anchor.next_offset, offsets.log_end
             ));
         }
-        let (base, mut entries) = backfill(&log, state.anchor).await?;
+        // Compacted logs have gaps below the anchor: counting batches back from it would
+        // not find the right indexes, so their window starts at the anchor.
+        let (base, mut entries) =
+            if log.config().compact { (state.anchor, Vec::new()) } else { backfill(&log, state.anchor).await? };
+        log.set_clean_limit(state.anchor.next_offset());
         let after = read_entries(&log, state.anchor.next_offset(), offsets.log_end.offset()).await?;
         for (header_epoch, data) in after {
             if header_epoch < 1 {
@@ -166,7 +175,7 @@ impl ReplicaGroup {
         tracing::info!(
             partition = %spec.partition, replicas = ?spec.replicas, term, commit,
             first_index = window.borrow().first_index(), last_index = window.borrow().last_index(),
-            tick_ms = cluster.tick().as_millis() as u64,
+            tick_ms = cluster.replica_tick().as_millis() as u64,
             "replica group opened"
         );
         Ok(ReplicaGroup {
@@ -180,6 +189,8 @@ impl ReplicaGroup {
             persisted_at: Instant::now(),
             waiters: BTreeMap::new(),
             prepared: BTreeSet::new(),
+            catch_up: None,
+            snapshot_ticks: std::collections::HashMap::new(),
             published: None,
             role: StateRole::Follower,
         })

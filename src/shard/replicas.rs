@@ -42,6 +42,9 @@ use super::ShardContext;
 
 /// The commit anchor is written at most this often per group (and at close).
 const STATE_WRITE_INTERVAL: Duration = Duration::from_secs(2);
+/// A follower that has not finished catching up to a snapshot within this long gets a
+/// new one (its copy failed, or its answer was lost).
+const SNAPSHOT_RETRY: Duration = Duration::from_secs(60);
 
 pub enum ReplicaEvent {
     Tick,
@@ -61,6 +64,11 @@ pub enum ReplicaEvent {
         partition: TopicPartition,
         reply: oneshot::Sender<()>,
     },
+    /// A catch-up copy (`shard::catch_up::run`) ended.
+    CaughtUp {
+        partition: TopicPartition,
+        result: Result<(), String>,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -74,6 +82,7 @@ impl std::fmt::Debug for ReplicaEvent {
             ReplicaEvent::Propose { partition, .. } => write!(f, "Propose({partition})"),
             ReplicaEvent::Add(group) => write!(f, "Add({})", group.partition),
             ReplicaEvent::Remove { partition, .. } => write!(f, "Remove({partition})"),
+            ReplicaEvent::CaughtUp { partition, result } => write!(f, "CaughtUp({partition}, {result:?})"),
             ReplicaEvent::Close { .. } => f.write_str("Close"),
         }
     }
@@ -82,7 +91,7 @@ impl std::fmt::Debug for ReplicaEvent {
 /// Starts the shard's replica driver and its clock; returns the event channel.
 pub fn start(ctx: Rc<ShardContext>) -> mpsc::UnboundedSender<ReplicaEvent> {
     let (events, receiver) = mpsc::unbounded();
-    let tick = ctx.cluster_config().tick();
+    let tick = ctx.cluster_config().replica_tick();
     let driver = Driver { ctx, groups: HashMap::new(), outbound: HashMap::new(), state_due: BTreeSet::new() };
     glommio::spawn_local(driver.run(receiver)).detach();
     let clock = events.clone();
@@ -144,6 +153,8 @@ impl Driver {
             ReplicaEvent::Tick => {
                 let now = Instant::now();
                 let node_id = self.ctx.config.node_id;
+                let tick = self.ctx.cluster_config().replica_tick();
+                let snapshot_retry_ticks = (SNAPSHOT_RETRY.as_millis() / tick.as_millis().max(1)) as u32;
                 for (partition, group) in &mut self.groups {
                     group.node.tick();
                     // A new group's preferred replica keeps asking for votes (a pre-vote
@@ -152,6 +163,7 @@ impl Driver {
                     if group.node.raft.term == 0 && group.replicas.first() == Some(&node_id) {
                         let _ = group.node.campaign();
                     }
+                    retry_stalled_snapshots(group, snapshot_retry_ticks);
                     expire_waiters(group, now);
                     if let Some(view) = &self.ctx.cluster {
                         publish_leadership(view, group);
@@ -169,6 +181,19 @@ impl Driver {
                     let Some(group) = self.groups.get_mut(&key) else { continue };
                     if group.topic_id != topic_id {
                         continue;
+                    }
+                    match message.get_msg_type() {
+                        // Too far behind: copy the log first, then step it (`catch_up`).
+                        MessageType::MsgSnapshot => {
+                            if group.catch_up.is_none() && message.term >= group.node.raft.term {
+                                tracing::info!(partition = %key, from, index = message.get_snapshot().get_metadata().index, "replica is behind the leader's window; catching up from its log");
+                                group.catch_up = Some((message, false));
+                            }
+                            continue;
+                        }
+                        // While the copy writes the log, nothing else may.
+                        MessageType::MsgAppend if group.catch_up.is_some() => continue,
+                        _ => {}
                     }
                     if let Err(error) = group.node.step(message) {
                         tracing::debug!(partition = %key, from, %error, "raft message ignored");
@@ -202,6 +227,15 @@ impl Driver {
                 }
                 let _ = reply.send(());
             }
+            ReplicaEvent::CaughtUp { partition, result } => {
+                let Some(group) = self.groups.get_mut(&partition) else { return None };
+                let Some((snapshot, _)) = group.catch_up.take() else { return None };
+                if result.is_ok() {
+                    if let Err(error) = group.node.step(snapshot) {
+                        tracing::warn!(%partition, %error, "the leader's snapshot was not taken after the catch-up");
+                    }
+                }
+            }
             ReplicaEvent::Close { reply } => return Some(reply),
         }
         None
@@ -209,6 +243,7 @@ impl Driver {
 
     /// One round over every group with work (see the module header).
     async fn round(&mut self) {
+        self.start_catch_ups().await;
         let mut in_flight = Vec::new();
         let keys: Vec<TopicPartition> = self.groups.keys().cloned().collect();
         for key in keys {
@@ -259,6 +294,43 @@ impl Driver {
         self.flush();
     }
 
+    /// Followers with a snapshot to catch up to: cut the log back to the commit and
+    /// start copying the leader's log.
+    async fn start_catch_ups(&mut self) {
+        let waiting: Vec<TopicPartition> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| matches!(g.catch_up, Some((_, false))))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in waiting {
+            let group = self.groups.get_mut(&key).expect("listed");
+            let commit = group.node.raft.raft_log.committed.min(group.window.borrow().last_index());
+            if commit < group.window.borrow().last_index() {
+                if let Err(error) = cut_back(&self.ctx, group, commit).await {
+                    self.fail_group(&key, error);
+                    continue;
+                }
+            }
+            let Some((snapshot, started)) = group.catch_up.as_mut() else { continue };
+            *started = true;
+            let until = match serde_json::from_slice::<super::catch_up::SnapshotDescriptor>(
+                &snapshot.get_snapshot().data,
+            ) {
+                Ok(descriptor) => Offset(descriptor.next_offset),
+                Err(error) => {
+                    tracing::warn!(partition = %key, %error, "the leader's snapshot does not describe a log offset");
+                    group.catch_up = None;
+                    continue;
+                }
+            };
+            let leader = snapshot.from as i32;
+            let task =
+                super::catch_up::run(self.ctx.clone(), leader, key.clone(), group.topic_id, group.log.clone(), until);
+            glommio::spawn_local(task).detach();
+        }
+    }
+
     /// Phase 1 for one group: its Ready's messages out, its entries queued for writing.
     async fn start_ready(&mut self, key: &TopicPartition, state_due: bool) -> Result<InFlight, String> {
         let group = self.groups.get_mut(key).expect("listed");
@@ -267,8 +339,9 @@ impl Driver {
             group.role = soft.raft_state;
         }
         queue_messages(&mut self.outbound, group, ready.take_messages());
-        if !ready.snapshot().is_empty() {
-            tracing::error!(partition = %key, "replica received a snapshot, which this version never sends; ignored");
+        let installed = !ready.snapshot().is_empty();
+        if installed {
+            install_snapshot(group, ready.snapshot())?;
         }
         let entries = ready.take_entries();
         let mut writes = Vec::with_capacity(entries.len());
@@ -283,6 +356,7 @@ impl Driver {
             }
         }
         let write_state = state_due
+            || installed
             || ready.hs().is_some_and(|hs| hs.term != group.persisted.term || hs.vote != group.persisted.vote);
         let written_through = group.window.borrow().last_index();
         if group.role != StateRole::Leader && !group.prepared.is_empty() {
@@ -299,6 +373,7 @@ impl Driver {
     fn finish_ready(&mut self, flight: InFlight, written_state: Option<crate::replication::ReplicaState>) {
         let Some(group) = self.groups.get_mut(&flight.partition) else { return };
         if let Some(state) = written_state {
+            group.log.set_clean_limit(state.anchor.next_offset());
             group.persisted = state;
             group.persisted_at = Instant::now();
         }
@@ -406,6 +481,54 @@ fn propose(
         deadline: Instant::now() + timeout,
         reply,
     });
+}
+
+/// A snapshot Raft took after the catch-up copied the log up to it: the window starts
+/// over at the snapshot's entry.
+fn install_snapshot(group: &mut ReplicaGroup, snapshot: &raft::eraftpb::Snapshot) -> Result<(), String> {
+    let descriptor: super::catch_up::SnapshotDescriptor =
+        serde_json::from_slice(&snapshot.data).map_err(|e| format!("snapshot descriptor: {e}"))?;
+    let log_end = group.log.offsets().log_end.offset();
+    if log_end != Offset(descriptor.next_offset) {
+        return Err(format!("the snapshot ends at offset {} but the log at {log_end}", descriptor.next_offset));
+    }
+    let metadata = snapshot.get_metadata();
+    let mut window = group.window.borrow_mut();
+    window.restore(crate::replication::Anchor {
+        index: metadata.index,
+        term: metadata.term,
+        next_offset: descriptor.next_offset,
+    });
+    window.conf_state = metadata.get_conf_state().clone();
+    window.hard_state.commit = metadata.index;
+    window.hard_state.term = window.hard_state.term.max(metadata.term);
+    Ok(())
+}
+
+/// Leader: a follower that has been in Raft's snapshot state for a minute (its
+/// catch-up failed, or its answer was lost) gets a fresh snapshot.
+fn retry_stalled_snapshots(group: &mut ReplicaGroup, limit: u32) {
+    if !group.is_leader() {
+        group.snapshot_ticks.clear();
+        return;
+    }
+    let in_snapshot: Vec<u64> = group
+        .node
+        .raft
+        .prs()
+        .iter()
+        .filter(|(_, progress)| progress.state == raft::ProgressState::Snapshot)
+        .map(|(&id, _)| id)
+        .collect();
+    group.snapshot_ticks.retain(|id, _| in_snapshot.contains(id));
+    for id in in_snapshot {
+        let ticks = group.snapshot_ticks.entry(id).or_default();
+        *ticks += 1;
+        if *ticks >= limit {
+            *ticks = 0;
+            group.node.report_snapshot(id, raft::SnapshotStatus::Failure);
+        }
+    }
 }
 
 /// Writes one entry Raft handed out at the log end and adds it to the window.

@@ -69,6 +69,9 @@ pub(crate) struct LogState {
     pub maintenance_gate: Rc<glommio::sync::Semaphore>,
     /// Compaction: dirty offset, gapped segments, cleaner counters.
     pub clean: CleanState,
+    /// Replicated logs: the cleaner leaves everything from here on alone (the replica's
+    /// persisted Raft anchor: the batches after it are counted to find Raft indexes).
+    pub clean_limit: Option<Offset>,
 }
 
 #[derive(Debug)]
@@ -302,6 +305,11 @@ impl PartitionLog {
         if state.offsets.set_commit(commit) {
             wake_watchers(&mut state);
         }
+    }
+
+    /// Keeps the cleaner below `offset` (see `LogState::clean_limit`).
+    pub fn set_clean_limit(&self, offset: Offset) {
+        self.shared.state.borrow_mut().clean_limit = Some(offset);
     }
 
     /// Forgets producer sequences recorded for offsets at or after `offset` (entries a

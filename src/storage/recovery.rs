@@ -145,6 +145,7 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
         checkpoint_gate: Rc::new(glommio::sync::Semaphore::new(1)),
         maintenance_gate: Rc::new(glommio::sync::Semaphore::new(1)),
         clean: CleanState { checkpoint: cleaner_checkpoint, ..CleanState::default() },
+        clean_limit: None,
     };
     tracing::info!(dir = %dir.display(), %log_start, %log_end, segments = state.segments.len(), "log opened");
     Ok(PartitionLog { shared: Rc::new(LogShared { dir: dir.to_path_buf(), env, state: RefCell::new(state) }) })

@@ -8,6 +8,8 @@ real clients: librdkafka (confluent-kafka) and kafka-python.
   old one rejoins as a follower and the logs converge.
 - A record only the leader has (acks=1 while both followers are down) is not visible to
   consumers, and is gone once the leader dies: the old leader cuts it when it rejoins.
+- A follower down while 30 MB are written (more than Raft keeps in memory) copies the
+  leader's log and follows again.
 - min.insync.replicas: acks=all fails with NOT_ENOUGH_REPLICAS when too few replicas
   are in sync, acks=1 still works.
 
@@ -284,6 +286,35 @@ def test_records_only_the_leader_has_are_never_seen(cluster):
     assert values == [b"committed", b"after"], values
     assert "cut its uncommitted entries back" in cluster.nodes[leader].log_text()
     check_identical_replicas(cluster, "lonely", 1)
+
+
+def test_a_follower_far_behind_catches_up_from_the_leaders_log(cluster):
+    create_topic(cluster, "far", 1)
+    leader = leader_of(cluster, "far", 0)
+    follower = next(n for n in cluster.nodes if n != leader)
+    cluster.kill(follower)
+    # 30 MB while it is down: more than the leader keeps in memory for Raft (16 MiB), so
+    # the follower must copy the leader's log before it can follow again.
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True,
+                         "linger.ms": 5})
+    acked = []
+    value = os.urandom(100_000)
+
+    def report(error, message):
+        assert error is None, error
+        acked.append((message.partition(), message.offset(), message.value()))
+
+    for i in range(300):
+        producer.produce("far", value=b"%06d" % i + value, on_delivery=report)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    assert len(acked) == 300
+    time.sleep(1)
+    cluster.start(follower)
+    wait_caught_up(cluster, "far", 1, timeout=60)
+    assert "caught up from the leader's log" in cluster.nodes[follower].log_text()
+    check_acked(cluster, "far", 1, acked)
+    check_identical_replicas(cluster, "far", 1)
 
 
 def test_min_insync_replicas_refuses_acks_all(cluster):

@@ -125,7 +125,7 @@ impl PartitionLog {
     pub fn dirty_view(&self) -> DirtyView {
         let now_ms = self.shared.env.clock.now_ms();
         let state = self.shared.state.borrow();
-        let high_watermark = state.offsets.high_watermark();
+        let high_watermark = state.offsets.high_watermark().min(state.clean_limit.unwrap_or(Offset(i64::MAX)));
         let min_lag = state.config.min_compaction_lag_ms;
         let first_base = state.segments.front().map_or(Offset(0), |s| s.base_offset);
         let first_dirty = state.clean.checkpoint.first_dirty.max(first_base);

@@ -211,8 +211,8 @@ impl Storage for WindowStorage {
         if base.index == 0 || base.index < request_index {
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
-        let mut snapshot = Snapshot::default();
-        snapshot.data = Bytes::from(format!("{{\"next_offset\":{}}}", base.next_offset));
+        let mut snapshot =
+            Snapshot { data: Bytes::from(format!("{{\"next_offset\":{}}}", base.next_offset)), ..Default::default() };
         let metadata = snapshot.mut_metadata();
         metadata.index = base.index;
         metadata.term = base.term;

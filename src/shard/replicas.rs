@@ -228,8 +228,8 @@ impl Driver {
                 let _ = reply.send(());
             }
             ReplicaEvent::CaughtUp { partition, result } => {
-                let Some(group) = self.groups.get_mut(&partition) else { return None };
-                let Some((snapshot, _)) = group.catch_up.take() else { return None };
+                let group = self.groups.get_mut(&partition)?;
+                let (snapshot, _) = group.catch_up.take()?;
                 if result.is_ok() {
                     if let Err(error) = group.node.step(snapshot) {
                         tracing::warn!(%partition, %error, "the leader's snapshot was not taken after the catch-up");

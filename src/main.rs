@@ -24,7 +24,7 @@ struct Cli {
 enum Command {
     /// Run the broker.
     #[command(args_override_self = true)]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create, list, describe, delete topics and change their configs.
     Topic(tern::admin::topic::TopicArgs),
     /// List, describe (members, offsets, lag), delete groups and reset their offsets.
@@ -453,7 +453,7 @@ fn main() -> ExitCode {
             }
             Err(error) => Err(format!("cannot print the configuration: {error}")),
         },
-        Command::Serve(args) => serve_config(args).and_then(|config| {
+        Command::Serve(args) => serve_config(*args).and_then(|config| {
             abort_on_shard_panic();
             tracing::info!(?config, "starting tern");
             tern::broker::run(config)

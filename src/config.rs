@@ -189,6 +189,9 @@ pub struct ClusterConfig {
     pub replica_election_timeout: Duration,
     /// Catch-up reads a leader serves to far-behind followers, bytes per second.
     pub catch_up_bytes_per_sec: u64,
+    /// How often leaders hand leadership back to a caught-up preferred replica (`None`:
+    /// never).
+    pub leader_rebalance_interval: Option<Duration>,
 }
 
 impl ClusterConfig {

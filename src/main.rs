@@ -117,6 +117,12 @@ struct ServeArgs {
     /// starve live traffic.
     #[arg(long, default_value_t = 100 << 20)]
     replica_catch_up_bytes_per_sec: u64,
+    /// Cluster mode: how often a partition leader checks whether its preferred replica
+    /// (the first of the partition's replicas) is back and caught up, and hands it the
+    /// leadership, so leaders spread over the brokers again after failovers (Kafka's
+    /// auto.leader.rebalance.enable). 0 turns it off.
+    #[arg(long, default_value_t = 10_000)]
+    auto_leader_rebalance_interval_ms: u64,
     /// Replicas of topics created with replication factor -1 (auto creation, most
     /// clients' default); Kafka's default.replication.factor.
     #[arg(long, default_value_t = 1)]
@@ -324,6 +330,8 @@ fn cluster_config(args: &ServeArgs) -> Result<Option<tern::cluster::ClusterConfi
         session_timeout,
         replica_election_timeout: Duration::from_millis(args.replica_election_timeout_ms.max(100)),
         catch_up_bytes_per_sec: args.replica_catch_up_bytes_per_sec.max(1 << 16),
+        leader_rebalance_interval: (args.auto_leader_rebalance_interval_ms > 0)
+            .then(|| Duration::from_millis(args.auto_leader_rebalance_interval_ms)),
     }))
 }
 

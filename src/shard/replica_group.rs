@@ -80,6 +80,8 @@ pub struct ReplicaGroup {
     /// Follower: a leader's snapshot waiting for the log to be copied up to it
     /// (`shard::catch_up`); `true` once the copy runs.
     pub catch_up: Option<(raft::eraftpb::Message, bool)>,
+    /// Leader: ticks since it last checked for its preferred replica.
+    pub balance_ticks: u32,
     /// Leader: ticks each follower has spent in Raft's snapshot state.
     pub snapshot_ticks: std::collections::HashMap<u64, u32>,
     /// Leader as last published to the leader table, and its term.
@@ -190,6 +192,7 @@ impl ReplicaGroup {
             waiters: BTreeMap::new(),
             prepared: BTreeSet::new(),
             catch_up: None,
+            balance_ticks: 0,
             snapshot_ticks: std::collections::HashMap::new(),
             published: None,
             role: StateRole::Follower,
@@ -228,6 +231,22 @@ impl ReplicaGroup {
             .collect();
         in_sync.sort_unstable();
         in_sync
+    }
+
+    /// Leader: hands the leadership to the preferred replica (the partition's first) when
+    /// that is another broker that is active and holds every entry this leader has.
+    pub fn return_to_preferred(&mut self) {
+        let Some(&preferred) = self.replicas.first() else { return };
+        let raft = &self.node.raft;
+        if preferred as u64 == raft.id || raft.lead_transferee.is_some() {
+            return;
+        }
+        let last = raft.raft_log.last_index();
+        let caught_up = raft.prs().get(preferred as u64).is_some_and(|p| p.recent_active && p.matched == last);
+        if caught_up {
+            tracing::info!(partition = %self.partition, preferred, "handing the leadership back to the preferred replica");
+            self.node.transfer_leader(preferred as u64);
+        }
     }
 
     /// The anchor to persist: the last committed entry that is durable here.

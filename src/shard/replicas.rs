@@ -155,6 +155,11 @@ impl Driver {
                 let node_id = self.ctx.config.node_id;
                 let tick = self.ctx.cluster_config().replica_tick();
                 let snapshot_retry_ticks = (SNAPSHOT_RETRY.as_millis() / tick.as_millis().max(1)) as u32;
+                let balance_ticks = self
+                    .ctx
+                    .cluster_config()
+                    .leader_rebalance_interval
+                    .map(|every| (every.as_millis() / tick.as_millis().max(1)).max(1) as u32);
                 for (partition, group) in &mut self.groups {
                     group.node.tick();
                     // A new group's preferred replica keeps asking for votes (a pre-vote
@@ -164,6 +169,15 @@ impl Driver {
                         let _ = group.node.campaign();
                     }
                     retry_stalled_snapshots(group, snapshot_retry_ticks);
+                    if group.is_leader() {
+                        group.balance_ticks += 1;
+                        if balance_ticks.is_some_and(|every| group.balance_ticks >= every) {
+                            group.balance_ticks = 0;
+                            group.return_to_preferred();
+                        }
+                    } else {
+                        group.balance_ticks = 0;
+                    }
                     expire_waiters(group, now);
                     if let Some(view) = &self.ctx.cluster {
                         publish_leadership(view, group);

@@ -10,6 +10,7 @@ real clients: librdkafka (confluent-kafka) and kafka-python.
   consumers, and is gone once the leader dies: the old leader cuts it when it rejoins.
 - A follower down while 30 MB are written (more than Raft keeps in memory) copies the
   leader's log and follows again.
+- Leaders return to their preferred replicas once those are back and caught up.
 - min.insync.replicas: acks=all fails with NOT_ENOUGH_REPLICAS when too few replicas
   are in sync, acks=1 still works.
 
@@ -36,6 +37,7 @@ CLUSTER_ARGS = [
     "--metadata-election-timeout-ms", "600",
     "--broker-session-timeout-ms", "3000",
     "--broker-heartbeat-interval-ms", "300",
+    "--auto-leader-rebalance-interval-ms", "2000",
 ]
 
 
@@ -315,6 +317,24 @@ def test_a_follower_far_behind_catches_up_from_the_leaders_log(cluster):
     assert "caught up from the leader's log" in cluster.nodes[follower].log_text()
     check_acked(cluster, "far", 1, acked)
     check_identical_replicas(cluster, "far", 1)
+
+
+def test_leaders_return_to_their_preferred_replicas(cluster):
+    create_topic(cluster, "spread", 3)
+    preferred = {p.id: p.replicas[0] for p in cluster.metadata(1).topics["spread"].partitions.values()}
+    assert sorted(preferred.values()) == [1, 2, 3]
+    victim = preferred[0]
+    cluster.kill(victim)
+    cluster.wait_until(lambda: leader_of(cluster, "spread", 0) not in (None, victim), 15, "a new leader")
+    cluster.start(victim)
+
+    def back_home():
+        partitions = cluster.metadata(1).topics["spread"].partitions.values()
+        return all(p.leader == preferred[p.id] for p in partitions)
+
+    cluster.wait_until(back_home, 30, "every partition led by its preferred replica again")
+    assert "handing the leadership back to the preferred replica" in "".join(
+        n.log_text() for n in cluster.nodes.values())
 
 
 def test_min_insync_replicas_refuses_acks_all(cluster):

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Partition replication figures on a 3-node cluster of this machine (issue 16).
+
+Starts three `tern serve` nodes (one shard each, all sharing the machine's cores), then:
+1. throughput: `tern bench produce` (acks=all, 100-byte records, 6 partitions) against an
+   RF=1 topic and an RF=3 topic, alternating, --runs times each; the RF=3 share is the
+   ratio of the medians (same run, same machine);
+2. latency: produce p50/p99/p99.9 at 25% of the RF=3 median peak (--rate);
+3. failover, --rounds rounds: an idempotent acks=all librdkafka producer writes a
+   one-partition RF=3 topic without pause; the partition's leader gets SIGKILL; measured
+   are `elected` (until a survivor's Metadata names another leader, polled every 20 ms)
+   and `first_ack` (until the producer's first acknowledgement after the kill, which can
+   only come from the new leader: what a client sees); the node restarts and every
+   replica is back in sync before the next round;
+4. idle cost: CPU of each node (utime+stime from /proc) over --idle-seconds with
+   --idle-partitions RF=3 partitions and no clients.
+
+Usage: .venv/bin/python perf/replication.py [--rounds 20] [--runs 3] [--json out.json]
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "clients"))
+
+from confluent_kafka import Producer  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+import cluster_fixture  # noqa: E402
+
+CLUSTER_ARGS = ["--broker-session-timeout-ms", "3000", "--broker-heartbeat-interval-ms", "300"]
+
+
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def create(cluster, name, partitions, rf):
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    admin.create_topics([NewTopic(name, partitions, rf)], operation_timeout=30)[name].result(timeout=60)
+
+    def led():
+        topic = cluster.metadata(1, timeout=10).topics.get(name)
+        return topic is not None and len(topic.partitions) == partitions and all(
+            p.leader >= 0 for p in topic.partitions.values())
+
+    cluster.wait_until(led, 120, f"{name} led")
+
+
+def leader_of(cluster, topic, partition):
+    for n, node in cluster.nodes.items():
+        if not node.alive():
+            continue
+        try:
+            leader = cluster.metadata(n, timeout=2).topics[topic].partitions[partition].leader
+        except Exception:
+            continue
+        if leader >= 0 and cluster.nodes[leader].alive():
+            return leader
+    return None
+
+
+def bench(tern, cluster, topic, seconds, rate=0):
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        command = [tern, "bench", "produce", "--brokers", cluster.bootstrap, "--topic", topic,
+                   "--duration", f"{seconds}s", "--warmup", "2s", "--producers", "2", "--json", out.name]
+        if rate:
+            command += ["--rate", str(rate), "--linger-ms", "5"]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+        return json.loads(Path(out.name).read_text())
+
+
+def summary(result):
+    produce = result.get("summary", result)["produce"]
+    return {"records_per_sec": round(produce["records_per_sec"]), "mb_per_sec": round(produce["mb_per_sec"], 1),
+            "latency_ms": produce["latency"]}
+
+
+def failover_rounds(cluster, rounds):
+    create(cluster, "failover", 1, 3)
+    acks = []
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "enable.idempotence": True, "acks": "all",
+                         "linger.ms": 1, "request.timeout.ms": 3000, "socket.timeout.ms": 3000,
+                         "topic.metadata.refresh.interval.ms": 200, "reconnect.backoff.max.ms": 200})
+    running = True
+
+    def produce():
+        n = 0
+        while running:
+            try:
+                producer.produce("failover", value=b"%d" % n, on_delivery=lambda e, m: e or acks.append(time.time()))
+                n += 1
+            except BufferError:
+                pass
+            producer.poll(0.002)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    results = []
+    try:
+        for round_ in range(rounds):
+            time.sleep(1.5)
+            victim = cluster.wait_until(lambda: leader_of(cluster, "failover", 0), 20, "a leader")
+            killed = time.time()
+            cluster.kill(victim)
+            elected = None
+            while time.time() - killed < 30:
+                now_leader = leader_of(cluster, "failover", 0)
+                if elected is None and now_leader not in (None, victim):
+                    elected = time.time() - killed
+                after = [t for t in acks[-2000:] if t > killed]
+                if elected is not None and after:
+                    break
+                time.sleep(0.02)
+            after = [t for t in acks[-5000:] if t > killed]
+            first_ack = (min(after) - killed) if after else None
+            results.append({"round": round_, "killed": victim, "elected_s": elected, "first_ack_s": first_ack})
+            print(f"round {round_}: leader {victim} killed, elected {elected}, first ack {first_ack}", flush=True)
+            cluster.start(victim)
+
+            def in_sync():
+                p = cluster.metadata(victim, timeout=2).topics["failover"].partitions[0]
+                return p.leader >= 0 and sorted(p.isrs) == [1, 2, 3]
+
+            cluster.wait_until(in_sync, 60, "all replicas in sync")
+    finally:
+        running = False
+        thread.join(5)
+        producer.flush(30)
+    return results
+
+
+def stats(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    return {"p50": round(statistics.median(values), 3), "max": round(values[-1], 3), "n": len(values)}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tern", default=str(ROOT / "target" / "release" / "tern"))
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--idle-seconds", type=float, default=10)
+    parser.add_argument("--idle-partitions", type=int, default=1000)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    cluster_fixture.BINARY = Path(args.tern)
+    report = {"machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname())}}
+
+    with tempfile.TemporaryDirectory(dir=str(ROOT / "target")) as tmp:
+        cluster = cluster_fixture.Cluster(Path(tmp), extra_args=CLUSTER_ARGS).start()
+        try:
+            cluster.wait_formed()
+            create(cluster, "rf1", 6, 1)
+            create(cluster, "rf3", 6, 3)
+            runs = {"rf1": [], "rf3": []}
+            for run in range(args.runs):
+                for topic in ("rf1", "rf3"):
+                    result = summary(bench(args.tern, cluster, topic, args.seconds))
+                    runs[topic].append(result)
+                    print(f"run {run} {topic}: {result}", flush=True)
+            peak = {t: statistics.median(r["records_per_sec"] for r in rs) for t, rs in runs.items()}
+            report["throughput"] = {"runs": runs, "median_records_per_sec": peak,
+                                    "rf3_share_of_rf1": round(peak["rf3"] / peak["rf1"], 3)}
+            rate = int(peak["rf3"] * 0.25)
+            latency = [summary(bench(args.tern, cluster, "rf3", args.seconds, rate=rate)) for _ in range(args.runs)]
+            report["latency_at_25_percent"] = {"rate": rate, "runs": latency}
+            print(f"25% of the RF=3 peak ({rate}/s): {latency}", flush=True)
+
+            rounds = failover_rounds(cluster, args.rounds)
+            report["failover"] = {"rounds": rounds, "elected_s": stats(r["elected_s"] for r in rounds),
+                                  "first_ack_s": stats(r["first_ack_s"] for r in rounds)}
+            print(f"failover: {report['failover']['elected_s']} elected, {report['failover']['first_ack_s']} first ack",
+                  flush=True)
+
+            if args.idle_partitions:
+                create(cluster, "idle", args.idle_partitions, 3)
+                time.sleep(3)
+                before = {n: cpu_seconds(node.process.pid) for n, node in cluster.nodes.items()}
+                time.sleep(args.idle_seconds)
+                after = {n: cpu_seconds(node.process.pid) for n, node in cluster.nodes.items()}
+                idle = {n: round(100 * (after[n] - before[n]) / args.idle_seconds, 1) for n in before}
+                report["idle_cpu_percent"] = {"partitions": args.idle_partitions, "per_node": idle}
+                print(f"idle CPU % with {args.idle_partitions} RF=3 partitions: {idle}", flush=True)
+        finally:
+            cluster.shutdown()
+    text = json.dumps(report, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

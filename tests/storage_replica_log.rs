@@ -78,6 +78,44 @@ fn a_divergent_tail_is_cut_wherever_it_starts() {
     }
 }
 
+/// `batch` from an idempotent producer: id, epoch 0, first sequence `sequence`.
+fn idempotent(records: usize, producer_id: i64, sequence: i32) -> bytes::BytesMut {
+    let mut bytes = batch(records, 100, sequence as u64, 1_000);
+    bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    bytes[51..53].copy_from_slice(&0i16.to_be_bytes());
+    bytes[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+#[test]
+fn producer_sequences_survive_a_cut_without_the_cut_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let config = LogConfig { segment_bytes: 8192, use_batch_cache: false, ..LogConfig::default() };
+        let log = PartitionLog::open(&path, config, StorageEnv::default()).await.unwrap();
+        // Producer 7's first batches end up in closed segments, its last one is cut.
+        let mut sequence = 0;
+        for _ in 0..20 {
+            log.append(idempotent(2, 7, sequence)).await.unwrap();
+            log.append(batch(3, 900, 1, 1_000)).await.unwrap();
+            sequence += 2;
+        }
+        let cut = log.offsets().log_end.offset();
+        log.append(idempotent(2, 7, sequence)).await.unwrap();
+        log.replicate(cut);
+        let log = truncate(log, cut).await.unwrap();
+        // The batch before the cut is still known (a retry is a duplicate); the cut one
+        // is not, so its retry goes in again at the cut.
+        let retry = log.append(idempotent(2, 7, sequence - 2)).await;
+        assert!(matches!(retry, Err(tern::storage::AppendError::Duplicate { .. })), "{retry:?}");
+        let again = log.append(idempotent(2, 7, sequence)).await.unwrap();
+        assert_eq!(again.base_offset, cut);
+    });
+}
+
 #[test]
 fn committed_records_are_never_cut() {
     let dir = tempfile::tempdir().unwrap();

@@ -31,9 +31,9 @@ pub struct ClusterView {
     controller_id: AtomicI32,
     /// Every node of `--peers`, sorted by node id.
     pub peer_ids: Vec<i32>,
-    /// Replicated partitions this node holds a replica of: who leads each as far as the
-    /// local replica knows (written by the owning shard's replica groups, read by
-    /// every shard's Metadata and routing).
+    /// Replicated partitions: who leads each as far as this node knows (written by the
+    /// owning shard's replica groups and by leaders' updates, read by every shard's
+    /// Metadata and routing).
     leaders: RwLock<HashMap<TopicPartition, Leadership>>,
 }
 
@@ -59,8 +59,17 @@ impl ClusterView {
         self.leaders.read().expect("leader table lock").get(partition).cloned()
     }
 
+    /// Records what a replica group (this node's, or a leader's update) says. A newer
+    /// epoch replaces an older one, never the reverse; the same epoch replaces (the
+    /// leader becomes known, the in-sync set changes).
     pub fn set_leadership(&self, partition: TopicPartition, leadership: Leadership) {
-        self.leaders.write().expect("leader table lock").insert(partition, leadership);
+        let mut leaders = self.leaders.write().expect("leader table lock");
+        match leaders.get(&partition) {
+            Some(known) if known.epoch > leadership.epoch => {}
+            _ => {
+                leaders.insert(partition, leadership);
+            }
+        }
     }
 
     pub fn forget_leadership(&self, partition: &TopicPartition) {

@@ -399,9 +399,10 @@ impl MetadataQuorum {
                     })
                     .detach();
                 }
-                frame @ (PeerFrame::PartitionRaft(_) | PeerFrame::CatchUpRequest(_) | PeerFrame::CatchUpReply(_)) => {
-                    (self.hooks.partition_frames)(inbound.from, frame)
-                }
+                frame @ (PeerFrame::PartitionRaft(_)
+                | PeerFrame::CatchUpRequest(_)
+                | PeerFrame::CatchUpReply(_)
+                | PeerFrame::LeaderUpdates(_)) => (self.hooks.partition_frames)(inbound.from, frame),
                 _ => {
                     if self.events.unbounded_send(Event::Peer(inbound)).is_err() {
                         return;

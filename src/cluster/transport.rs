@@ -48,6 +48,19 @@ const KIND_FORWARD_REPLY: u8 = 5;
 const KIND_PARTITION_RAFT: u8 = 6;
 const KIND_CATCH_UP_REQUEST: u8 = 7;
 const KIND_CATCH_UP_REPLY: u8 = 8;
+const KIND_LEADER_UPDATES: u8 = 9;
+
+/// A partition leader's news for every broker (those without a replica learn leaders
+/// only this way): who leads, in which epoch, with which in-sync replicas.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LeaderUpdate {
+    pub topic: String,
+    pub topic_id: [u8; 16],
+    pub partition: i32,
+    pub leader: i32,
+    pub epoch: i32,
+    pub in_sync: Vec<i32>,
+}
 
 /// A follower too far behind for Raft's in-memory entries asks the leader for the
 /// committed batches `[from, until)` of a partition (at most `max_bytes` per answer).
@@ -120,6 +133,7 @@ pub enum PeerFrame {
     PartitionRaft(Vec<PartitionMessage>),
     CatchUpRequest(CatchUpRequest),
     CatchUpReply(CatchUpReply),
+    LeaderUpdates(Vec<LeaderUpdate>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +174,10 @@ impl PeerFrame {
                 out.push(kind);
                 out.extend_from_slice(&id.to_be_bytes());
                 out.extend_from_slice(body);
+            }
+            PeerFrame::LeaderUpdates(updates) => {
+                out.push(KIND_LEADER_UPDATES);
+                out.extend_from_slice(&serde_json::to_vec(updates).expect("leader updates encode"));
             }
             PeerFrame::CatchUpRequest(request) => {
                 out.push(KIND_CATCH_UP_REQUEST);
@@ -225,6 +243,9 @@ impl PeerFrame {
                 })
             }
             KIND_PARTITION_RAFT => decode_partition_messages(body).map(PeerFrame::PartitionRaft),
+            KIND_LEADER_UPDATES => {
+                serde_json::from_slice(body).map(PeerFrame::LeaderUpdates).map_err(|e| FrameError::Body(e.to_string()))
+            }
             KIND_CATCH_UP_REQUEST => {
                 serde_json::from_slice(body).map(PeerFrame::CatchUpRequest).map_err(|e| FrameError::Body(e.to_string()))
             }
@@ -578,6 +599,18 @@ mod tests {
         };
         match round_trip(PeerFrame::CatchUpReply(reply.clone())) {
             PeerFrame::CatchUpReply(back) => assert_eq!(back, reply),
+            other => panic!("{other:?}"),
+        }
+        let updates = vec![LeaderUpdate {
+            topic: "t".into(),
+            topic_id: [5; 16],
+            partition: 2,
+            leader: 3,
+            epoch: 7,
+            in_sync: vec![1, 3],
+        }];
+        match round_trip(PeerFrame::LeaderUpdates(updates.clone())) {
+            PeerFrame::LeaderUpdates(back) => assert_eq!(back, updates),
             other => panic!("{other:?}"),
         }
     }

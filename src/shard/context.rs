@@ -204,6 +204,22 @@ impl ShardContext {
                     glommio::spawn_local(super::catch_up::serve(ctx, from, request)).detach();
                 });
             }
+            PeerFrame::LeaderUpdates(updates) => {
+                let (Some(view), metadata) = (&self.cluster, self.metadata()) else { return };
+                for update in updates {
+                    let current = metadata.topics.get(&update.topic).is_some_and(|info| info.id == update.topic_id);
+                    if current {
+                        view.set_leadership(
+                            TopicPartition::new(update.topic, update.partition),
+                            crate::cluster::Leadership {
+                                leader: update.leader,
+                                epoch: update.epoch,
+                                in_sync: update.in_sync,
+                            },
+                        );
+                    }
+                }
+            }
             PeerFrame::CatchUpReply(reply) => {
                 let shard = self.owner(&reply.topic, reply.partition);
                 self.on_shard(shard, move |ctx| {

@@ -30,7 +30,7 @@ use futures_util::StreamExt;
 use raft::eraftpb::{Entry, Message, MessageType};
 use raft::StateRole;
 
-use crate::cluster::transport::PartitionMessage;
+use crate::cluster::transport::{LeaderUpdate, PartitionMessage, PeerFrame};
 use crate::cluster::Leadership;
 use crate::protocol::topic_partition::TopicPartition;
 use crate::replication::entry::{epoch_of, leader_noop_batch, offsets_of};
@@ -45,6 +45,8 @@ const STATE_WRITE_INTERVAL: Duration = Duration::from_secs(2);
 /// A follower that has not finished catching up to a snapshot within this long gets a
 /// new one (its copy failed, or its answer was lost).
 const SNAPSHOT_RETRY: Duration = Duration::from_secs(60);
+/// Leaders announce what they lead to every broker this often (and at every change).
+const LEADER_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(5);
 
 pub enum ReplicaEvent {
     Tick,
@@ -92,7 +94,14 @@ impl std::fmt::Debug for ReplicaEvent {
 pub fn start(ctx: Rc<ShardContext>) -> mpsc::UnboundedSender<ReplicaEvent> {
     let (events, receiver) = mpsc::unbounded();
     let tick = ctx.cluster_config().replica_tick();
-    let driver = Driver { ctx, groups: HashMap::new(), outbound: HashMap::new(), state_due: BTreeSet::new() };
+    let driver = Driver {
+        ctx,
+        groups: HashMap::new(),
+        outbound: HashMap::new(),
+        state_due: BTreeSet::new(),
+        leader_updates: Vec::new(),
+        ticks: 0,
+    };
     glommio::spawn_local(driver.run(receiver)).detach();
     let clock = events.clone();
     glommio::spawn_local(async move {
@@ -114,6 +123,9 @@ struct Driver {
     outbound: HashMap<i32, Vec<PartitionMessage>>,
     /// Groups whose commit anchor should be written this round.
     state_due: BTreeSet<TopicPartition>,
+    /// Leadership news for the other brokers, sent with the round's messages.
+    leader_updates: Vec<LeaderUpdate>,
+    ticks: u64,
 }
 
 /// A group's Ready after its writes were queued, waiting for them.
@@ -154,6 +166,11 @@ impl Driver {
                 let now = Instant::now();
                 let node_id = self.ctx.config.node_id;
                 let tick = self.ctx.cluster_config().replica_tick();
+                // Leaders repeat their news now and then, for brokers that (re)started
+                // since the last change.
+                self.ticks += 1;
+                let announce =
+                    self.ticks % (LEADER_ANNOUNCE_INTERVAL.as_millis() / tick.as_millis().max(1)).max(1) as u64 == 0;
                 let snapshot_retry_ticks = (SNAPSHOT_RETRY.as_millis() / tick.as_millis().max(1)) as u32;
                 let balance_ticks = self
                     .ctx
@@ -180,7 +197,11 @@ impl Driver {
                     }
                     expire_waiters(group, now);
                     if let Some(view) = &self.ctx.cluster {
-                        publish_leadership(view, group);
+                        publish_leadership(view, group, &mut self.leader_updates);
+                        if announce && group.is_leader() {
+                            let in_sync = group.in_sync();
+                            self.leader_updates.push(leader_update(group, &in_sync));
+                        }
                     }
                     if now.duration_since(group.persisted_at) >= STATE_WRITE_INTERVAL
                         && group.current_state() != group.persisted
@@ -403,7 +424,7 @@ impl Driver {
         }
         settle(group);
         if let Some(view) = &self.ctx.cluster {
-            publish_leadership(view, group);
+            publish_leadership(view, group, &mut self.leader_updates);
         }
     }
 
@@ -411,6 +432,13 @@ impl Driver {
         for (peer, messages) in self.outbound.drain() {
             if !messages.is_empty() {
                 self.ctx.send_partition_raft(peer, messages);
+            }
+        }
+        if !self.leader_updates.is_empty() {
+            let updates = std::mem::take(&mut self.leader_updates);
+            let node_id = self.ctx.config.node_id;
+            for peer in self.ctx.cluster_config().peer_ids().into_iter().filter(|&p| p != node_id) {
+                self.ctx.send_peer_frame(peer, PeerFrame::LeaderUpdates(updates.clone()));
             }
         }
     }
@@ -663,11 +691,20 @@ fn queue_messages(outbound: &mut HashMap<i32, Vec<PartitionMessage>>, group: &Re
 }
 
 /// Publishes the group's leader, epoch and ISR to the node's leader table when they
-/// change.
-fn publish_leadership(view: &crate::cluster::ClusterView, group: &mut ReplicaGroup) {
+/// change; a leader's change also goes to every other broker (`updates`).
+fn publish_leadership(view: &crate::cluster::ClusterView, group: &mut ReplicaGroup, updates: &mut Vec<LeaderUpdate>) {
     let raft = &group.node.raft;
     let leader = if raft.leader_id == 0 { -1 } else { raft.leader_id as i32 };
-    let in_sync = if group.is_leader() { group.in_sync() } else { group.replicas.clone() };
+    let epoch = epoch_of(raft.term);
+    let in_sync = if group.is_leader() {
+        group.in_sync()
+    } else {
+        // A follower knows the in-sync set only from its leader's updates.
+        match view.leadership(&group.partition) {
+            Some(known) if known.epoch == epoch && known.leader == leader => known.in_sync,
+            _ => group.replicas.clone(),
+        }
+    };
     let current = (leader, raft.term, in_sync);
     if group.published.as_ref() == Some(&current) {
         return;
@@ -675,9 +712,20 @@ fn publish_leadership(view: &crate::cluster::ClusterView, group: &mut ReplicaGro
     if group.published.as_ref().map(|p| p.0) != Some(leader) {
         tracing::info!(partition = %group.partition, leader, term = raft.term, "partition leader changed");
     }
-    view.set_leadership(
-        group.partition.clone(),
-        Leadership { leader, epoch: epoch_of(current.1), in_sync: current.2.clone() },
-    );
+    view.set_leadership(group.partition.clone(), Leadership { leader, epoch, in_sync: current.2.clone() });
+    if group.is_leader() {
+        updates.push(leader_update(group, &current.2));
+    }
     group.published = Some(current);
+}
+
+fn leader_update(group: &ReplicaGroup, in_sync: &[i32]) -> LeaderUpdate {
+    LeaderUpdate {
+        topic: group.partition.topic.clone(),
+        topic_id: group.topic_id,
+        partition: group.partition.partition,
+        leader: group.node.raft.id as i32,
+        epoch: epoch_of(group.node.raft.term),
+        in_sync: in_sync.to_vec(),
+    }
 }

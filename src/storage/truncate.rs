@@ -11,7 +11,8 @@
 //! 3. cut the segment holding the offset at the first batch at or after it, fdatasync,
 //!    and remove its index files (it becomes the active tail, whose index is rebuilt);
 //! 4. remove the clean-shutdown marker and the producer snapshot (both describe the
-//!    old end), sync the directory, open.
+//!    old end), sync the directory, write the producer state without the cut batches as
+//!    a snapshot ending at the cut (so idempotent producers keep their sequences), open.
 //!
 //! A crash in the middle leaves a log that is a prefix of the old one at least as long
 //! as the cut: recovery treats it like any other, and the Raft group cuts again.
@@ -20,7 +21,7 @@
 use std::rc::Rc;
 
 use super::clean_shutdown::CLEAN_SHUTDOWN_MARKER;
-use super::disk::{remove_file, sync_dir, SegmentFile};
+use super::disk::{remove_file, sync_dir, write_hint_file, SegmentFile};
 use super::error::StorageError;
 use super::log::PartitionLog;
 use super::offset::Offset;
@@ -44,6 +45,14 @@ pub async fn truncate(log: PartitionLog, offset: Offset) -> Result<PartitionLog,
     let env = log.shared.env.clone();
     let config = log.config();
     let bases = log.segment_bases();
+    // Producer state without the cut batches, as a snapshot that ends exactly at the cut,
+    // which recovery then takes whole (a scan would only see the tail segment's batches).
+    let producers = {
+        let state = log.shared.state.borrow();
+        let mut producers = state.producers.clone();
+        producers.forget_from(offset);
+        producers.encode(offset)
+    };
     log.close().await?;
     let io = |path: &std::path::Path| {
         let path = path.to_path_buf();
@@ -98,5 +107,9 @@ pub async fn truncate(log: PartitionLog, offset: Offset) -> Result<PartitionLog,
         remove_file(&path, &env).await.map_err(io(&path))?;
     }
     sync_dir(&dir, &env).await.map_err(io(&dir))?;
+    let snapshot = dir.join(PRODUCER_SNAPSHOT);
+    if let Err(error) = write_hint_file(&snapshot, &producers, &env).await {
+        tracing::warn!(path = %snapshot.display(), %error, "could not keep the producer state across the cut; it is rebuilt from the tail");
+    }
     PartitionLog::open(&dir, config, env).await
 }

@@ -19,10 +19,19 @@ BINARY = Path(os.environ.get("TERN_BIN", ROOT / "target" / "release" / "tern"))
 START_TIMEOUT_S = 20
 
 
+_HANDED_OUT = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port never handed out before in this run (the kernel can give the same
+    ephemeral port to two binds in a row once the first socket is closed)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class Broker:

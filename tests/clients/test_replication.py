@@ -11,6 +11,8 @@ real clients: librdkafka (confluent-kafka) and kafka-python.
 - A follower down while 30 MB are written (more than Raft keeps in memory) copies the
   leader's log and follows again.
 - Leaders return to their preferred replicas once those are back and caught up.
+- A broker holding no replica of a partition reports its current leader (leaders tell
+  every broker), so clients bootstrapped to it find the new leader after a failover.
 - min.insync.replicas: acks=all fails with NOT_ENOUGH_REPLICAS when too few replicas
   are in sync, acks=1 still works.
 
@@ -335,6 +337,30 @@ def test_leaders_return_to_their_preferred_replicas(cluster):
     cluster.wait_until(back_home, 30, "every partition led by its preferred replica again")
     assert "handing the leadership back to the preferred replica" in "".join(
         n.log_text() for n in cluster.nodes.values())
+
+
+def test_a_broker_without_a_replica_learns_the_leader(tmp_path):
+    cluster = Cluster(tmp_path, size=4, extra_args=CLUSTER_ARGS).start()
+    try:
+        cluster.wait_formed()
+        create_topic(cluster, "three-of-four", 1)
+        replicas = cluster.metadata(1).topics["three-of-four"].partitions[0].replicas
+        outsider = next(n for n in cluster.nodes if n not in replicas)
+        leader = leader_of(cluster, "three-of-four", 0)
+        cluster.kill(leader)
+
+        def outsider_knows():
+            p = cluster.metadata(outsider, timeout=2).topics["three-of-four"].partitions[0]
+            return p.leader not in (-1, leader) and p.leader in replicas and sorted(p.isrs) == sorted(
+                r for r in replicas if r != leader)
+
+        cluster.wait_until(outsider_knows, 20, f"node {outsider} (no replica) reporting the new leader")
+        # A client that knows only that broker finds the new leader through it.
+        producer = Producer({"bootstrap.servers": cluster.nodes[outsider].bootstrap, "acks": "all"})
+        producer.produce("three-of-four", value=b"via the outsider")
+        assert producer.flush(20) == 0
+    finally:
+        cluster.shutdown()
 
 
 def test_min_insync_replicas_refuses_acks_all(cluster):

@@ -28,6 +28,10 @@ pub const WINDOW_KEEP_BYTES: usize = 16 << 20;
 /// Offsets before the anchor read back into the window at open, so followers a little
 /// behind a leader that just restarted still catch up from it.
 const BACKFILL_OFFSETS: i64 = 20_000;
+/// A follower that has not caught up with the leader for this long leaves the in-sync
+/// replicas (Kafka's replica.lag.time.max.ms, whose default is 30 s; shorter here, so
+/// min.insync.replicas reacts within seconds).
+pub const REPLICA_LAG_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 /// Bytes per read while rebuilding the window.
 const READ_BYTES: usize = 1 << 20;
 
@@ -80,6 +84,14 @@ pub struct ReplicaGroup {
     /// Follower: a leader's snapshot waiting for the log to be copied up to it
     /// (`shard::catch_up`); `true` once the copy runs.
     pub catch_up: Option<(raft::eraftpb::Message, bool)>,
+    /// When each peer was last heard from in this group (any message).
+    pub heard_at: std::collections::HashMap<u64, Instant>,
+    /// Leader: when each follower last held everything the leader had a tick before.
+    pub caught_up_at: std::collections::HashMap<u64, Instant>,
+    /// Leader: its last index at the previous tick.
+    pub last_index_seen: u64,
+    /// A follower not heard from for this long is out of sync.
+    pub heard_window: std::time::Duration,
     /// Leader: ticks since it last checked for its preferred replica.
     pub balance_ticks: u32,
     /// Leader: ticks each follower has spent in Raft's snapshot state.
@@ -192,6 +204,10 @@ impl ReplicaGroup {
             waiters: BTreeMap::new(),
             prepared: BTreeSet::new(),
             catch_up: None,
+            heard_at: std::collections::HashMap::new(),
+            caught_up_at: std::collections::HashMap::new(),
+            last_index_seen: 0,
+            heard_window: 2 * cluster.replica_election_timeout,
             balance_ticks: 0,
             snapshot_ticks: std::collections::HashMap::new(),
             published: None,
@@ -218,19 +234,38 @@ impl ReplicaGroup {
         Offset(end)
     }
 
-    /// The replicas in sync with this leader: itself, and every follower heard from
-    /// recently that holds everything committed.
+    /// The replicas in sync with this leader (Kafka's ISR): itself, and every follower
+    /// that held everything this leader had a tick earlier at some point within
+    /// `REPLICA_LAG_MAX` (Kafka's replica.lag.time.max.ms rule) and was heard from within
+    /// two election timeouts (a follower that died with nothing new to replicate
+    /// would otherwise look caught up for ever).
     pub fn in_sync(&self) -> Vec<i32> {
+        let now = Instant::now();
         let raft = &self.node.raft;
-        let committed = raft.raft_log.committed;
         let mut in_sync: Vec<i32> = raft
             .prs()
             .iter()
-            .filter(|(&id, progress)| id == raft.id || (progress.recent_active && progress.matched >= committed))
+            .filter(|(&id, _)| {
+                id == raft.id
+                    || (self.caught_up_at.get(&id).is_some_and(|at| now.duration_since(*at) <= REPLICA_LAG_MAX)
+                        && self.heard_at.get(&id).is_some_and(|at| now.duration_since(*at) <= self.heard_window))
+            })
             .map(|(&id, _)| id as i32)
             .collect();
         in_sync.sort_unstable();
         in_sync
+    }
+
+    /// Leader, every tick: followers that now hold everything this leader had at the
+    /// previous tick are caught up as of now.
+    pub fn track_caught_up(&mut self, now: Instant) {
+        let raft = &self.node.raft;
+        for (&id, progress) in raft.prs().iter() {
+            if id != raft.id && progress.matched >= self.last_index_seen {
+                self.caught_up_at.insert(id, now);
+            }
+        }
+        self.last_index_seen = raft.raft_log.last_index();
     }
 
     /// Leader: hands the leadership to the preferred replica (the partition's first) when

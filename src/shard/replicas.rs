@@ -187,6 +187,7 @@ impl Driver {
                     }
                     retry_stalled_snapshots(group, snapshot_retry_ticks);
                     if group.is_leader() {
+                        group.track_caught_up(now);
                         group.balance_ticks += 1;
                         if balance_ticks.is_some_and(|every| group.balance_ticks >= every) {
                             group.balance_ticks = 0;
@@ -217,6 +218,7 @@ impl Driver {
                     if group.topic_id != topic_id {
                         continue;
                     }
+                    group.heard_at.insert(message.from, Instant::now());
                     match message.get_msg_type() {
                         // Too far behind: copy the log first, then step it (`catch_up`).
                         MessageType::MsgSnapshot => {
@@ -371,6 +373,19 @@ impl Driver {
         let group = self.groups.get_mut(key).expect("listed");
         let mut ready = group.node.ready();
         if let Some(soft) = ready.ss() {
+            if soft.raft_state == StateRole::Leader && group.role != StateRole::Leader {
+                // A new leader starts with the replicas it just heard from (its voters)
+                // in sync, as Kafka keeps the in-sync set across a leader change; one
+                // that does not catch up leaves it after REPLICA_LAG_MAX.
+                let now = Instant::now();
+                group.caught_up_at.clear();
+                for (&id, _) in group.node.raft.prs().iter() {
+                    if group.heard_at.get(&id).is_some_and(|at| now.duration_since(*at) < group.heard_window) {
+                        group.caught_up_at.insert(id, now);
+                    }
+                }
+                group.last_index_seen = group.node.raft.raft_log.last_index();
+            }
             group.role = soft.raft_state;
         }
         queue_messages(&mut self.outbound, group, ready.take_messages());

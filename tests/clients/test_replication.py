@@ -1,7 +1,8 @@
 """Partition replication on 3-node clusters of real `tern` processes (127.0.0.1), with
 real clients: librdkafka (confluent-kafka) and kafka-python.
 
-- SIGKILL of a busy partition's leader, round after round, under an idempotent acks=all
+- SIGKILL of a busy partition's leader, round after round (also with two shards per
+  node), under an idempotent acks=all
   producer: every acknowledged record is afterwards at its offset exactly once, no value
   twice, and once healed every replica holds byte-identical segment files.
 - SIGSTOP of a leader for longer than an election: a new leader takes over; resumed, the
@@ -35,12 +36,14 @@ from kafka.errors import NotEnoughReplicasError
 from cluster_fixture import Cluster
 
 ROUNDS = int(os.environ.get("TERN_REPLICATION_ROUNDS", "5"))
+# TERN_REPLICATION_SHARDS=2 runs every test's nodes with two shards.
+SHARDS = int(os.environ.get("TERN_REPLICATION_SHARDS", "1"))
 CLUSTER_ARGS = [
     "--metadata-election-timeout-ms", "600",
     "--broker-session-timeout-ms", "3000",
     "--broker-heartbeat-interval-ms", "300",
     "--auto-leader-rebalance-interval-ms", "2000",
-]
+] + (["--cores", ",".join(str(c % 2) for c in range(SHARDS))] if SHARDS > 1 else [])
 
 
 @pytest.fixture
@@ -199,34 +202,52 @@ def wait_caught_up(cluster, topic, partitions, timeout=30):
     cluster.wait_until(caught_up, timeout, f"{topic}: every replica in sync")
 
 
-def test_acknowledged_records_survive_leader_kills(cluster):
-    create_topic(cluster, "busy", 2, {"min.insync.replicas": "2"})
-    producer = BackgroundProducer(cluster.bootstrap, "busy", 2)
+def kill_leaders(cluster, topic, partitions, rounds):
+    """`rounds` SIGKILLs of a busy partition's leader under an idempotent acks=all
+    producer, then the checks: every acknowledged record exactly once at its offset,
+    identical replicas."""
+    create_topic(cluster, topic, partitions, {"min.insync.replicas": "2"})
+    producer = BackgroundProducer(cluster.bootstrap, topic, partitions)
     failovers = []
     try:
-        for round_ in range(ROUNDS):
+        for round_ in range(rounds):
             time.sleep(1.0)
-            leader = cluster.wait_until(lambda: leader_of(cluster, "busy", round_ % 2), 15, "a leader")
+            leader = cluster.wait_until(lambda: leader_of(cluster, topic, round_ % partitions), 15, "a leader")
             before = len(producer.acked)
             killed_at = time.time()
             cluster.kill(leader)
 
             def new_leader_takes_writes():
-                current = leader_of(cluster, "busy", round_ % 2)
+                current = leader_of(cluster, topic, round_ % partitions)
                 return current is not None and current != leader and len(producer.acked) > before + 20
 
             cluster.wait_until(new_leader_takes_writes, 20, f"round {round_}: writes on a new leader")
             failovers.append(time.time() - killed_at)
             cluster.start(leader)
-            wait_caught_up(cluster, "busy", 2)
+            wait_caught_up(cluster, topic, partitions)
     finally:
         producer.stop()
     assert not producer.errors, producer.errors[:5]
-    assert len(producer.acked) > 100 * ROUNDS
+    assert len(producer.acked) > 100 * rounds
     print(f"failovers (s): {[round(f, 2) for f in failovers]}; acked {len(producer.acked)}")
-    check_acked(cluster, "busy", 2, producer.acked)
-    wait_caught_up(cluster, "busy", 2)
-    check_identical_replicas(cluster, "busy", 2)
+    check_acked(cluster, topic, partitions, producer.acked)
+    wait_caught_up(cluster, topic, partitions)
+    check_identical_replicas(cluster, topic, partitions)
+
+
+def test_acknowledged_records_survive_leader_kills(cluster):
+    kill_leaders(cluster, "busy", 2, ROUNDS)
+
+
+def test_two_shards_per_node_replicate_too(tmp_path):
+    """Partition traffic crosses from shard 0 (the inter-broker links) to the owning
+    shard and back."""
+    cluster = Cluster(tmp_path, extra_args=CLUSTER_ARGS + ["--cores", "0,1"]).start()
+    try:
+        cluster.wait_formed()
+        kill_leaders(cluster, "sharded", 4, 2)
+    finally:
+        cluster.shutdown()
 
 
 def test_a_paused_leader_rejoins_as_follower(cluster):

@@ -338,6 +338,7 @@ async fn shard_main(
     }
     let shards = ctx.shard_count;
     ctx.groups.load(&config.data_dir, |p| shard_for(crate::group::offsets::OFFSETS_TOPIC, p, shards) == id).await?;
+    ctx.replicate_offsets().await?;
     glommio::spawn_local(ctx.groups.clone().run_timers()).detach();
     tracing::info!(shard = id, partitions = ctx.logs().len(), "shard recovered its logs");
 

@@ -35,6 +35,9 @@ pub struct ClusterView {
     /// owning shard's replica groups and by leaders' updates, read by every shard's
     /// Metadata and routing).
     leaders: RwLock<HashMap<TopicPartition, Leadership>>,
+    /// Replicated `__consumer_offsets` partitions this node leads and has loaded: it
+    /// coordinates their groups.
+    offsets_ready: RwLock<std::collections::HashSet<i32>>,
 }
 
 /// A replicated partition's leader as a replica sees it.
@@ -51,7 +54,34 @@ pub struct Leadership {
 
 impl ClusterView {
     pub fn new(peer_ids: Vec<i32>) -> ClusterView {
-        ClusterView { controller_id: AtomicI32::new(-1), peer_ids, leaders: RwLock::new(HashMap::new()) }
+        ClusterView {
+            controller_id: AtomicI32::new(-1),
+            peer_ids,
+            leaders: RwLock::new(HashMap::new()),
+            offsets_ready: RwLock::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// The replicas of `__consumer_offsets` partition `partition` when the cluster
+    /// replicates them (three nodes or more): three consecutive nodes from the one that
+    /// coordinated it before replication (so that one is the preferred leader). `None`:
+    /// not replicated (one or two nodes; with two, a Raft group would stop with either).
+    pub fn offsets_replicas(&self, partition: i32) -> Option<Vec<i32>> {
+        let n = self.peer_ids.len();
+        (n >= 3).then(|| (0..3).map(|k| self.peer_ids[(partition.max(0) as usize + k) % n]).collect())
+    }
+
+    pub fn offsets_ready(&self, partition: i32) -> bool {
+        self.offsets_ready.read().expect("offsets lock").contains(&partition)
+    }
+
+    pub fn set_offsets_ready(&self, partition: i32, ready: bool) {
+        let mut set = self.offsets_ready.write().expect("offsets lock");
+        if ready {
+            set.insert(partition);
+        } else {
+            set.remove(&partition);
+        }
     }
 
     /// The leadership of a replicated partition held here (`None`: not held here).

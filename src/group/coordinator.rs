@@ -20,8 +20,11 @@ use kafka_protocol::error::ResponseError;
 use crate::protocol::topic_partition::TopicPartition;
 use crate::storage::clock::{Clock, SystemClock};
 
+use futures_util::future::LocalBoxFuture;
+
 use super::offsets::{
-    append_entries, partition_for_group, CommittedOffset, OffsetKey, OffsetPartition, OFFSETS_PARTITIONS, OFFSETS_TOPIC,
+    append_entries, encode_entries, partition_for_group, replay, CommittedOffset, OffsetKey, OffsetPartition,
+    OFFSETS_PARTITIONS, OFFSETS_TOPIC,
 };
 use super::state::{
     Effect, Group, GroupConfig, GroupState, JoinRequest, JoinResult, LeavingMember, MemberAssignment,
@@ -125,8 +128,26 @@ pub enum GroupRequest {
     },
 }
 
+/// How a replicated offsets partition's entries are written: proposed to the
+/// partition's Raft group (installed by the shard in cluster mode). `Err` is the Kafka
+/// error code for the client (NOT_COORDINATOR when this node no longer leads it).
+#[derive(Clone)]
+pub struct OffsetsWriter(pub Rc<dyn Fn(i32, bytes::BytesMut) -> LocalBoxFuture<'static, Result<(), i16>>>);
+
+impl std::fmt::Debug for OffsetsWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OffsetsWriter")
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct GroupCoordinator {
+    /// Cluster mode: the offsets partitions replicated by a Raft group, and how their
+    /// entries are written (standalone, and unreplicated partitions, append directly).
+    replicated: RefCell<HashMap<i32, OffsetsWriter>>,
+    /// Offsets committed before their partition was replicated (a standalone node that
+    /// joined a cluster), to be written through the Raft group when this node leads it.
+    pending_import: RefCell<HashMap<i32, Vec<(OffsetKey, Option<CommittedOffset>)>>>,
     groups: RefCell<HashMap<String, Group>>,
     pending_joins: RefCell<HashMap<(String, String), Sender<JoinResult>>>,
     pending_syncs: RefCell<HashMap<(String, String), Sender<SyncResult>>>,
@@ -314,6 +335,114 @@ impl GroupCoordinator {
         }
     }
 
+    /// Writes offsets entries to partition `partition`: through its Raft group when it
+    /// is replicated, straight to its log otherwise. `Err` is the client's error code.
+    async fn write(
+        &self,
+        partition: i32,
+        log: &crate::storage::PartitionLog,
+        entries: &[(OffsetKey, Option<CommittedOffset>)],
+    ) -> Result<(), i16> {
+        let writer = self.replicated.borrow().get(&partition).cloned();
+        match writer {
+            Some(writer) => match encode_entries(entries) {
+                Some(batch) => (writer.0)(partition, batch).await,
+                None => Ok(()),
+            },
+            None => append_entries(log, entries).await.map_err(|error| {
+                tracing::warn!(partition, %error, "offsets write failed");
+                ResponseError::CoordinatorNotAvailable.code()
+            }),
+        }
+    }
+
+    /// Cluster mode: offsets partition `partition` is replicated; its entries go through
+    /// `writer`.
+    pub fn replicate_offsets(&self, partition: i32, writer: OffsetsWriter) {
+        self.replicated.borrow_mut().insert(partition, writer);
+    }
+
+    /// The log of offsets partition `partition`, if this shard holds it.
+    pub fn offsets_partition_log(&self, partition: i32) -> Option<crate::storage::PartitionLog> {
+        self.offsets.borrow().get(&partition).map(OffsetPartition::log)
+    }
+
+    /// The replica group reopened the partition's log.
+    pub fn replace_offsets_log(&self, partition: i32, log: crate::storage::PartitionLog) {
+        if let Some(offsets) = self.offsets.borrow_mut().get_mut(&partition) {
+            offsets.set_log(log);
+        }
+    }
+
+    /// This node now leads replicated offsets partition `partition`, and its log holds
+    /// every commit of earlier leaders: reload the offsets from it.
+    pub async fn lead_offsets(&self, partition: i32) -> Result<usize, String> {
+        let Some(gate) = self.offsets.borrow().get(&partition).map(OffsetPartition::gate) else {
+            return Err(format!("{OFFSETS_TOPIC}-{partition} is not on this shard"));
+        };
+        let _permit = gate.acquire_permit(1).await.expect("offsets gate never closes");
+        let log = self.offsets_partition_log(partition).expect("checked above");
+        let offsets = replay(&log).await.map_err(|e| e.to_string())?;
+        let count = offsets.len();
+        let imported: Vec<(OffsetKey, Option<CommittedOffset>)> = self
+            .pending_import
+            .borrow()
+            .get(&partition)
+            .map(|entries| entries.iter().filter(|(key, _)| !offsets.contains_key(key)).cloned().collect())
+            .unwrap_or_default();
+        if let Some(offsets_partition) = self.offsets.borrow_mut().get_mut(&partition) {
+            offsets_partition.reset(offsets);
+        }
+        if !imported.is_empty() {
+            let log = self.offsets_partition_log(partition).expect("checked above");
+            self.write(partition, &log, &imported).await.map_err(|code| format!("importing offsets: error {code}"))?;
+            tracing::info!(partition, offsets = imported.len(), "offsets committed before replication imported");
+            if let Some(offsets_partition) = self.offsets.borrow_mut().get_mut(&partition) {
+                offsets_partition.apply(imported);
+            }
+        }
+        self.pending_import.borrow_mut().remove(&partition);
+        Ok(count)
+    }
+
+    /// Before partition `partition` becomes a Raft group: if its log holds offsets
+    /// written without replication (a standalone node that joined a cluster), they are
+    /// kept for import (written through the group once this node leads it), the old
+    /// directory is moved aside (`<dir>.pre-replication-<ns>`) and the group starts on
+    /// an empty log, the same on every replica. True when that happened.
+    pub async fn set_aside_unreplicated(&self, data_dir: &Path, partition: i32) -> Result<bool, String> {
+        let Some(log) = self.offsets_partition_log(partition) else { return Ok(false) };
+        let offsets = log.offsets();
+        if offsets.log_end.offset() <= offsets.log_start.offset() {
+            return Ok(false);
+        }
+        let entries: Vec<(OffsetKey, Option<CommittedOffset>)> =
+            self.offsets.borrow()[&partition].all().map(|(key, value)| (key.clone(), Some(value.clone()))).collect();
+        log.close().await.map_err(|e| e.to_string())?;
+        let dir = log.dir().to_path_buf();
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let aside = dir.with_file_name(format!("{OFFSETS_TOPIC}-{partition}.pre-replication-{nanos}"));
+        std::fs::rename(&dir, &aside).map_err(|e| format!("moving {} aside: {e}", dir.display()))?;
+        let fresh = OffsetPartition::open(data_dir, partition).await.map_err(|e| e.to_string())?;
+        tracing::warn!(
+            partition, offsets = entries.len(), kept = %aside.display(),
+            "offsets written before replication: moved aside, to be imported through the replica group"
+        );
+        self.offsets.borrow_mut().insert(partition, fresh);
+        self.pending_import.borrow_mut().insert(partition, entries);
+        Ok(true)
+    }
+
+    /// This node no longer leads offsets partition `partition`: its groups' members,
+    /// generations and waiting requests go (their clients find the new coordinator and
+    /// rejoin there).
+    pub fn follow_offsets(&self, partition: i32) {
+        let mine = |group: &str| partition_for_group(group) == partition;
+        self.groups.borrow_mut().retain(|group, _| !mine(group));
+        self.pending_joins.borrow_mut().retain(|(group, _), _| !mine(group));
+        self.pending_syncs.borrow_mut().retain(|(group, _), _| !mine(group));
+    }
+
     fn offsets_log(&self, group_id: &str) -> Option<(crate::storage::PartitionLog, Rc<glommio::sync::Semaphore>)> {
         self.offsets.borrow().get(&partition_for_group(group_id)).map(|p| (p.log(), p.gate()))
     }
@@ -350,16 +479,16 @@ impl GroupCoordinator {
                 (key, Some(value))
             })
             .collect();
-        match append_entries(&log, &entries).await {
+        match self.write(partition_for_group(group_id), &log, &entries).await {
             Ok(()) => {
                 if let Some(partition) = self.offsets.borrow_mut().get_mut(&partition_for_group(group_id)) {
                     partition.apply(entries);
                 }
                 vec![0; offsets.len()]
             }
-            Err(error) => {
-                tracing::warn!(group = group_id, %error, "offset commit failed");
-                vec![ResponseError::CoordinatorNotAvailable.code(); offsets.len()]
+            Err(code) => {
+                tracing::warn!(group = group_id, code, "offset commit failed");
+                vec![code; offsets.len()]
             }
         }
     }
@@ -444,8 +573,8 @@ impl GroupCoordinator {
                 .get(&partition_for_group(group_id))
                 .map(|p| p.group_offsets(group_id).into_iter().map(|(k, _)| (k, None)).collect())
                 .unwrap_or_default();
-            if append_entries(&log, &entries).await.is_err() {
-                return ResponseError::CoordinatorNotAvailable.code();
+            if let Err(code) = self.write(partition_for_group(group_id), &log, &entries).await {
+                return code;
             }
             if let Some(partition) = self.offsets.borrow_mut().get_mut(&partition_for_group(group_id)) {
                 partition.apply(entries);
@@ -483,11 +612,8 @@ impl GroupCoordinator {
             .filter(|(_, code)| **code == 0)
             .map(|(tp, _)| ((group_id.to_string(), tp.topic.clone(), tp.partition), None))
             .collect();
-        if append_entries(&log, &entries).await.is_err() {
-            return OffsetDeletion {
-                error_code: ResponseError::CoordinatorNotAvailable.code(),
-                partition_codes: codes,
-            };
+        if let Err(code) = self.write(partition_for_group(group_id), &log, &entries).await {
+            return OffsetDeletion { error_code: code, partition_codes: codes };
         }
         if let Some(partition) = self.offsets.borrow_mut().get_mut(&partition_for_group(group_id)) {
             partition.apply(entries);
@@ -510,13 +636,14 @@ impl GroupCoordinator {
             if entries.is_empty() {
                 continue;
             }
-            match append_entries(&log, &entries).await {
+            match self.write(p, &log, &entries).await {
                 Ok(()) => {
                     if let Some(partition) = self.offsets.borrow_mut().get_mut(&p) {
                         partition.apply(entries);
                     }
                 }
-                Err(error) => tracing::warn!(partition = p, %error, "could not remove offsets of deleted topics"),
+                // A follower replica leaves it to the partition's leader.
+                Err(code) => tracing::debug!(partition = p, code, "offsets of deleted topics not removed here"),
             }
         }
     }
@@ -541,7 +668,7 @@ impl GroupCoordinator {
                     .collect();
                 (partition.log(), expired)
             };
-            if !expired.is_empty() && append_entries(&log, &expired).await.is_ok() {
+            if !expired.is_empty() && self.write(p, &log, &expired).await.is_ok() {
                 tracing::info!(partition = p, offsets = expired.len(), "expired offsets of empty groups");
                 if let Some(partition) = self.offsets.borrow_mut().get_mut(&p) {
                     partition.apply(expired);

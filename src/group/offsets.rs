@@ -133,6 +133,27 @@ impl OffsetPartition {
             ..LogConfig::default()
         };
         let log = PartitionLog::open(&dir, config, StorageEnv::default()).await?;
+        let offsets = replay(&log).await?;
+        tracing::info!(partition, offsets = offsets.len(), "loaded committed offsets");
+        Ok(OffsetPartition { log, offsets, gate: std::rc::Rc::new(glommio::sync::Semaphore::new(1)) })
+    }
+
+    /// Replaces the in-memory offsets with the log's (a replica that became leader: its
+    /// log took the previous leader's commits through Raft).
+    pub fn reset(&mut self, offsets: HashMap<OffsetKey, CommittedOffset>) {
+        self.offsets = offsets;
+    }
+
+    /// The replica group reopened the log (after cutting its uncommitted tail).
+    pub fn set_log(&mut self, log: PartitionLog) {
+        self.log = log;
+    }
+}
+
+/// Every committed offset in `log` up to its high watermark (latest value per key; a
+/// null value deletes).
+pub async fn replay(log: &PartitionLog) -> Result<HashMap<OffsetKey, CommittedOffset>, StorageError> {
+    {
         let mut offsets = HashMap::new();
         let mut position = log.offsets().log_start.offset();
         loop {
@@ -156,10 +177,11 @@ impl OffsetPartition {
                 }
             }
         }
-        tracing::info!(partition, offsets = offsets.len(), "loaded committed offsets");
-        Ok(OffsetPartition { log, offsets, gate: std::rc::Rc::new(glommio::sync::Semaphore::new(1)) })
+        Ok(offsets)
     }
+}
 
+impl OffsetPartition {
     /// Applies entries already written with [`append_entries`].
     pub fn apply(&mut self, entries: Vec<(OffsetKey, Option<CommittedOffset>)>) {
         for (key, value) in entries {
@@ -228,8 +250,15 @@ pub async fn append_entries(
     log: &PartitionLog,
     entries: &[(OffsetKey, Option<CommittedOffset>)],
 ) -> Result<(), StorageError> {
+    let Some(batch) = encode_entries(entries) else { return Ok(()) };
+    log.append(batch).await.map_err(append_error)?;
+    Ok(())
+}
+
+/// Entries as one record batch (`None` when there are none).
+pub fn encode_entries(entries: &[(OffsetKey, Option<CommittedOffset>)]) -> Option<BytesMut> {
     if entries.is_empty() {
-        return Ok(());
+        return None;
     }
     let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> =
         entries.iter().map(|(key, value)| (encode_key(key), value.as_ref().map(encode_value))).collect();
@@ -237,8 +266,7 @@ pub async fn append_entries(
     let views: Vec<build::KeyValue<'_>> =
         encoded.iter().map(|(key, value)| (Some(key.as_slice()), value.as_deref())).collect();
     let batch = build::keyed_batch(&views, now_ms);
-    log.append(BytesMut::from(&batch[..])).await.map_err(append_error)?;
-    Ok(())
+    Some(BytesMut::from(&batch[..]))
 }
 
 #[cfg(test)]

@@ -28,8 +28,10 @@ use crate::protocol::record_batch::iter_batches;
 use crate::protocol::topic_partition::TopicPartition;
 use crate::storage::{Offset, PartitionLog};
 
+use super::context::OFFSETS_TOPIC_ID;
 use super::replicas::ReplicaEvent;
 use super::ShardContext;
+use crate::group::offsets::OFFSETS_TOPIC;
 
 /// Bytes asked for per catch-up request.
 const CHUNK_BYTES: u32 = 1 << 20;
@@ -83,9 +85,13 @@ pub async fn serve(ctx: Rc<ShardContext>, peer: i32, request: CatchUpRequest) {
         log_start,
         records,
     };
-    let metadata = ctx.metadata();
-    let known = metadata.topics.get(&request.topic).is_some_and(|info| info.id == request.topic_id);
-    let log = ctx.log(&request.topic, request.partition).filter(|_| known);
+    let log = if request.topic == OFFSETS_TOPIC {
+        (request.topic_id == OFFSETS_TOPIC_ID).then(|| ctx.groups.offsets_partition_log(request.partition)).flatten()
+    } else {
+        let metadata = ctx.metadata();
+        let known = metadata.topics.get(&request.topic).is_some_and(|info| info.id == request.topic_id);
+        ctx.log(&request.topic, request.partition).filter(|_| known)
+    };
     let answer = match log {
         None => reply(Some("this broker has no such partition".into()), -1, bytes::Bytes::new()),
         Some(log) => match read_range(&log, Offset(request.from), Offset(request.until), request.max_bytes).await {

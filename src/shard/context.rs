@@ -30,6 +30,10 @@ use super::replica_group::{GroupSpec, ProposeOutcome, ReplicaGroup};
 use super::replicas::ReplicaEvent;
 use super::router::shard_for;
 
+/// The topic id `__consumer_offsets` replica groups use in their messages (the topic is
+/// not in the cluster metadata, which gives other topics theirs).
+pub const OFFSETS_TOPIC_ID: [u8; 16] = *b"__consumer_offs_";
+
 /// Logs a shard closes at the same time on shutdown.
 const LOGS_CLOSED_AT_ONCE: usize = 1024;
 
@@ -207,7 +211,11 @@ impl ShardContext {
             PeerFrame::LeaderUpdates(updates) => {
                 let (Some(view), metadata) = (&self.cluster, self.metadata()) else { return };
                 for update in updates {
-                    let current = metadata.topics.get(&update.topic).is_some_and(|info| info.id == update.topic_id);
+                    let current = if update.topic == OFFSETS_TOPIC {
+                        update.topic_id == OFFSETS_TOPIC_ID
+                    } else {
+                        metadata.topics.get(&update.topic).is_some_and(|info| info.id == update.topic_id)
+                    };
                     if current {
                         view.set_leadership(
                             TopicPartition::new(update.topic, update.partition),
@@ -270,7 +278,11 @@ impl ShardContext {
 
     /// A replica group reopened its log (after cutting it back): later requests use it.
     pub fn replace_log(&self, partition: &TopicPartition, log: PartitionLog) {
-        self.logs.borrow_mut().insert(partition.clone(), log);
+        if partition.topic == OFFSETS_TOPIC {
+            self.groups.replace_offsets_log(partition.partition, log);
+        } else {
+            self.logs.borrow_mut().insert(partition.clone(), log);
+        }
     }
 
     pub fn metadata(&self) -> Arc<ClusterMetadata> {
@@ -345,16 +357,81 @@ impl ShardContext {
         if self.group_coordinator_node(group_id) != self.config.node_id {
             return Err(ResponseError::NotCoordinator.code());
         }
+        if let Some(view) = &self.cluster {
+            let partition = partition_for_group(group_id);
+            if view.offsets_replicas(partition).is_some() && !view.offsets_ready(partition) {
+                // Leading, but still loading the offsets earlier leaders committed.
+                return Err(ResponseError::CoordinatorLoadInProgress.code());
+            }
+        }
         self.call(self.group_shard(group_id), make).await.ok_or(ResponseError::CoordinatorNotAvailable.code())
     }
 
-    /// The node coordinating `group_id` (cluster mode: the leader of its
-    /// `__consumer_offsets` partition; standalone: this node).
+    /// The node coordinating `group_id`: standalone this node; in a cluster the leader
+    /// of the group's `__consumer_offsets` partition (-1 while it elects one), or with
+    /// fewer than three nodes (not replicated) the node that holds that partition.
     pub fn group_coordinator_node(&self, group_id: &str) -> i32 {
-        match &self.cluster {
-            Some(view) => view.offsets_partition_leader(partition_for_group(group_id)),
-            None => self.config.node_id,
+        let Some(view) = &self.cluster else { return self.config.node_id };
+        let partition = partition_for_group(group_id);
+        if view.offsets_replicas(partition).is_none() {
+            return view.offsets_partition_leader(partition);
         }
+        match view.leadership(&TopicPartition::new(OFFSETS_TOPIC, partition)) {
+            Some(leadership) => leadership.leader,
+            None => view.offsets_partition_leader(partition),
+        }
+    }
+
+    /// Cluster mode, three nodes or more: makes this shard's `__consumer_offsets`
+    /// partitions that this node is a replica of Raft groups, whose leader coordinates
+    /// their consumer groups; commits go through the group.
+    pub async fn replicate_offsets(self: &Rc<Self>) -> Result<(), String> {
+        use crate::group::coordinator::OffsetsWriter;
+        let Some(view) = self.cluster.clone() else { return Ok(()) };
+        for partition in 0..crate::group::offsets::OFFSETS_PARTITIONS {
+            let Some(replicas) = view.offsets_replicas(partition) else { return Ok(()) };
+            if self.owner(OFFSETS_TOPIC, partition) != self.id || !replicas.contains(&self.config.node_id) {
+                continue;
+            }
+            let Some(log) = self.groups.offsets_partition_log(partition) else { continue };
+            let log = match crate::replication::ReplicaState::read(log.dir(), &log.storage_env()).await {
+                Ok(Some(_)) => log,
+                Ok(None) => {
+                    self.groups.set_aside_unreplicated(&self.config.data_dir, partition).await?;
+                    self.groups.offsets_partition_log(partition).expect("reopened")
+                }
+                Err(error) => return Err(format!("{OFFSETS_TOPIC}-{partition}: {error}")),
+            };
+            let spec = GroupSpec {
+                partition: TopicPartition::new(OFFSETS_TOPIC, partition),
+                topic_id: OFFSETS_TOPIC_ID,
+                replicas,
+                node_id: self.config.node_id,
+            };
+            let group = ReplicaGroup::open(spec, log, self.cluster_config())
+                .await
+                .map_err(|reason| format!("{OFFSETS_TOPIC}-{partition} cannot be replicated: {reason}"))?;
+            self.replica_event(ReplicaEvent::Add(Box::new(group)));
+            let ctx = self.clone();
+            let writer = OffsetsWriter(Rc::new(move |partition, batch: bytes::BytesMut| {
+                let ctx = ctx.clone();
+                Box::pin(async move {
+                    use kafka_protocol::error::ResponseError;
+                    let key = TopicPartition::new(OFFSETS_TOPIC, partition);
+                    match ctx.propose(key, batch.freeze(), -1, std::time::Duration::from_secs(30)).await {
+                        ProposeOutcome::Appended { .. } => Ok(()),
+                        ProposeOutcome::NotLeader => Err(ResponseError::NotCoordinator.code()),
+                        ProposeOutcome::TimedOut => Err(ResponseError::RequestTimedOut.code()),
+                        other => {
+                            tracing::warn!(partition, outcome = ?other, "offsets write failed");
+                            Err(ResponseError::CoordinatorNotAvailable.code())
+                        }
+                    }
+                }) as _
+            }));
+            self.groups.replicate_offsets(partition, writer);
+        }
+        Ok(())
     }
 
     pub fn owner(&self, topic: &str, partition: i32) -> usize {

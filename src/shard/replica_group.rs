@@ -92,6 +92,12 @@ pub struct ReplicaGroup {
     pub last_index_seen: u64,
     /// A follower not heard from for this long is out of sync.
     pub heard_window: std::time::Duration,
+    /// Leader: the index of its term's first entry (everything earlier leaders committed
+    /// is committed here once this is).
+    pub term_start_index: u64,
+    /// `__consumer_offsets` groups: the term in which this leader loaded the offsets
+    /// and took over coordination.
+    pub offsets_loaded_term: Option<u64>,
     /// Leader: ticks since it last checked for its preferred replica.
     pub balance_ticks: u32,
     /// Leader: ticks each follower has spent in Raft's snapshot state.
@@ -129,6 +135,16 @@ impl ReplicaGroup {
         let offsets = log.offsets();
         let state = match ReplicaState::read(&dir, &env).await.map_err(|e| e.to_string())? {
             Some(state) => state,
+            None if offsets.log_end.offset() > offsets.log_start.offset() => {
+                // Records written before this partition was replicated (by a version
+                // that kept them on the first replica only): the replicas' histories
+                // differ, and Raft cannot reconcile them.
+                return Err(format!(
+                    "its log holds records ({}..{}) written before the partition was replicated; \
+                     move the directory away to let this replica copy the leader's",
+                    offsets.log_start, offsets.log_end
+                ));
+            }
             None => {
                 let state = ReplicaState::fresh(offsets.log_end.offset());
                 state.write(&dir, &env).await.map_err(|e| format!("cannot write the replica state: {e}"))?;
@@ -209,6 +225,8 @@ impl ReplicaGroup {
             last_index_seen: 0,
             heard_window: 2 * cluster.replica_election_timeout,
             balance_ticks: 0,
+            term_start_index: u64::MAX,
+            offsets_loaded_term: None,
             snapshot_ticks: std::collections::HashMap::new(),
             published: None,
             role: StateRole::Follower,

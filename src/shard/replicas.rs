@@ -22,6 +22,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -32,6 +33,7 @@ use raft::StateRole;
 
 use crate::cluster::transport::{LeaderUpdate, PartitionMessage, PeerFrame};
 use crate::cluster::Leadership;
+use crate::group::offsets::OFFSETS_TOPIC;
 use crate::protocol::topic_partition::TopicPartition;
 use crate::replication::entry::{epoch_of, leader_noop_batch, offsets_of};
 use crate::replication::WindowEntry;
@@ -385,6 +387,7 @@ impl Driver {
                     }
                 }
                 group.last_index_seen = group.node.raft.raft_log.last_index();
+                group.term_start_index = group.node.raft.raft_log.last_index();
             }
             group.role = soft.raft_state;
         }
@@ -440,6 +443,9 @@ impl Driver {
         settle(group);
         if let Some(view) = &self.ctx.cluster {
             publish_leadership(view, group, &mut self.leader_updates);
+            if group.partition.topic == OFFSETS_TOPIC {
+                coordinate_offsets(&self.ctx, view, group);
+            }
         }
     }
 
@@ -652,6 +658,45 @@ fn settle(group: &mut ReplicaGroup) {
         let log_end = group.log.offsets().log_end.offset();
         group.log.forget_producers_from(log_end);
     }
+}
+
+/// A `__consumer_offsets` group's leader coordinates its consumer groups once its term's
+/// first entry is committed (so its log holds every commit of earlier leaders): it
+/// reloads the offsets, then takes requests. A replica that stops leading drops its
+/// groups' state and stops taking requests at once.
+fn coordinate_offsets(ctx: &Rc<ShardContext>, view: &Arc<crate::cluster::ClusterView>, group: &mut ReplicaGroup) {
+    let partition = group.partition.partition;
+    let term = group.node.raft.term;
+    if !group.is_leader() {
+        if group.offsets_loaded_term.take().is_some() {
+            view.set_offsets_ready(partition, false);
+            ctx.groups.follow_offsets(partition);
+            tracing::info!(partition, "no longer coordinating the groups of this offsets partition");
+        }
+        return;
+    }
+    if group.offsets_loaded_term == Some(term) || group.node.raft.raft_log.committed < group.term_start_index {
+        return;
+    }
+    group.offsets_loaded_term = Some(term);
+    view.set_offsets_ready(partition, false);
+    let ctx = ctx.clone();
+    let view = view.clone();
+    let node_id = ctx.config.node_id;
+    glommio::spawn_local(async move {
+        match ctx.groups.lead_offsets(partition).await {
+            Ok(offsets) => {
+                let key = TopicPartition::new(OFFSETS_TOPIC, partition);
+                let still = view.leadership(&key).is_some_and(|l| l.leader == node_id && l.epoch == epoch_of(term));
+                if still {
+                    view.set_offsets_ready(partition, true);
+                    tracing::info!(partition, offsets, term, "coordinating the groups of this offsets partition");
+                }
+            }
+            Err(error) => tracing::error!(partition, %error, "cannot load the offsets partition to coordinate it"),
+        }
+    })
+    .detach();
 }
 
 /// acks=1: answered once the leader's own write is durable.

@@ -132,7 +132,13 @@ pub enum GroupRequest {
 /// partition's Raft group (installed by the shard in cluster mode). `Err` is the Kafka
 /// error code for the client (NOT_COORDINATOR when this node no longer leads it).
 #[derive(Clone)]
-pub struct OffsetsWriter(pub Rc<dyn Fn(i32, bytes::BytesMut) -> LocalBoxFuture<'static, Result<(), i16>>>);
+pub struct OffsetsWriter(pub Rc<OffsetsWrite>);
+
+/// Writes one batch of offsets entries to a partition; `Err` is a Kafka error code.
+pub type OffsetsWrite = dyn Fn(i32, bytes::BytesMut) -> LocalBoxFuture<'static, Result<(), i16>>;
+
+/// An offsets entry: a key and its new value (`None` deletes it).
+type OffsetsEntry = (OffsetKey, Option<CommittedOffset>);
 
 impl std::fmt::Debug for OffsetsWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,7 +153,7 @@ pub struct GroupCoordinator {
     replicated: RefCell<HashMap<i32, OffsetsWriter>>,
     /// Offsets committed before their partition was replicated (a standalone node that
     /// joined a cluster), to be written through the Raft group when this node leads it.
-    pending_import: RefCell<HashMap<i32, Vec<(OffsetKey, Option<CommittedOffset>)>>>,
+    pending_import: RefCell<HashMap<i32, Vec<OffsetsEntry>>>,
     groups: RefCell<HashMap<String, Group>>,
     pending_joins: RefCell<HashMap<(String, String), Sender<JoinResult>>>,
     pending_syncs: RefCell<HashMap<(String, String), Sender<SyncResult>>>,

@@ -60,6 +60,11 @@ def cluster(tmp_path):
             pytest.fail(f"node {node.node_id} panicked:\n{node.log_text()}")
 
 
+def full_log(node):
+    """A node's whole log (`Node.log_text` keeps only its tail)."""
+    return node.log_path.read_text(errors="replace")
+
+
 def create_topic(cluster, name, partitions, config=None):
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
     futures = admin.create_topics([NewTopic(name, partitions, 3, config=config or {})], operation_timeout=15)
@@ -178,16 +183,27 @@ def log_bytes(node_dir: Path, topic, partition):
 
 
 def check_identical_replicas(cluster, topic, partitions):
-    """Waits until every replica has every committed record, stops the nodes cleanly and
-    compares the segment bytes of every replica."""
-    marks = high_watermarks(cluster.bootstrap, topic, partitions)
-    time.sleep(2)  # followers learn the last commit with the next heartbeat
-    for n in list(cluster.nodes):
-        assert cluster.stop(n) == 0, f"node {n} did not stop cleanly"
-    for p in range(partitions):
-        copies = {n: log_bytes(node.data_dir, topic, p) for n, node in cluster.nodes.items()}
-        sizes = {n: len(b) for n, b in copies.items()}
-        assert len(set(copies.values())) == 1, f"partition {p}: replicas differ (sizes {sizes}, end {marks[p]})"
+    """Stops the nodes cleanly and compares the segment bytes of every replica. A
+    follower may miss the last entry or two when it stops (committed on the others): its
+    log must then be a prefix of theirs, and after a restart it must catch up to the same
+    bytes."""
+    for attempt in range(3):
+        time.sleep(2)  # followers learn the last commit with the next heartbeat
+        for n in list(cluster.nodes):
+            assert cluster.stop(n) == 0, f"node {n} did not stop cleanly"
+        lagging = False
+        for p in range(partitions):
+            copies = {n: log_bytes(node.data_dir, topic, p) for n, node in cluster.nodes.items()}
+            longest = max(copies.values(), key=len)
+            sizes = {n: len(b) for n, b in copies.items()}
+            for n, data in copies.items():
+                assert longest.startswith(data), f"partition {p}: replica {n} diverged (sizes {sizes})"
+            lagging |= len(set(copies.values())) > 1
+        if not lagging:
+            return
+        cluster.start()
+        cluster.wait_formed()
+    raise AssertionError(f"{topic}: a replica still lags after three restarts")
 
 
 def wait_caught_up(cluster, topic, partitions, timeout=30):
@@ -312,7 +328,7 @@ def test_records_only_the_leader_has_are_never_seen(cluster):
     end = high_watermarks(cluster.bootstrap, "lonely", 1)[0]
     values = list(read_partition(cluster.bootstrap, "lonely", 0, end).values())
     assert values == [b"committed", b"after"], values
-    assert "cut its uncommitted entries back" in cluster.nodes[leader].log_text()
+    assert "cut its uncommitted entries back" in full_log(cluster.nodes[leader])
     check_identical_replicas(cluster, "lonely", 1)
 
 
@@ -339,8 +355,10 @@ def test_a_follower_far_behind_catches_up_from_the_leaders_log(cluster):
     assert len(acked) == 300
     time.sleep(1)
     cluster.start(follower)
+    # (The in-sync set alone does not say it: a follower stays in it for up to 5 s.)
+    cluster.wait_until(lambda: "caught up from the leader's log" in full_log(cluster.nodes[follower]), 60,
+                       "the follower copying the leader's log")
     wait_caught_up(cluster, "far", 1, timeout=60)
-    assert "caught up from the leader's log" in cluster.nodes[follower].log_text()
     check_acked(cluster, "far", 1, acked)
     check_identical_replicas(cluster, "far", 1)
 
@@ -360,7 +378,7 @@ def test_leaders_return_to_their_preferred_replicas(cluster):
 
     cluster.wait_until(back_home, 30, "every partition led by its preferred replica again")
     assert "handing the leadership back to the preferred replica" in "".join(
-        n.log_text() for n in cluster.nodes.values())
+        full_log(n) for n in cluster.nodes.values())
 
 
 def test_a_broker_without_a_replica_learns_the_leader(tmp_path):
@@ -446,10 +464,11 @@ def test_consumer_groups_keep_consuming_through_a_coordinator_failover(cluster):
         [TopicPartition("work", p) for p in range(3)], timeout=10)}
     reader.close()
     assert all(after[p] >= before[p] for p in range(3)), f"no committed offset lost: {before} -> {after}"
-    # Committed: after each partition's last record (control batches a new leader wrote
-    # after it may follow).
+    # Committed: after each partition's last record, or past control batches a new leader
+    # wrote after it (librdkafka's position moves past them).
     last = {p: max(o for q, o, _ in acked if q == p) + 1 for p in range(3)}
-    assert after == last, (after, last)
+    ends = high_watermarks(cluster.bootstrap, "work", 3)
+    assert all(last[p] <= after[p] <= ends[p] for p in range(3)), (after, last, ends)
     # The old coordinator rejoins as a follower of the offsets partition.
     cluster.start(coordinator)
     cluster.wait_until(lambda: coordinator_of(cluster, "workers") >= 0, 15, "a coordinator")

@@ -50,6 +50,15 @@ use super::raft_log::RaftLogFile;
 use super::transport::{accept_peers, Inbound, PartitionMessage, PeerFrame, Transport};
 use super::{ClusterConfig, ClusterView};
 
+/// A random delay below `period` (from the clock's nanoseconds and the thread).
+pub fn random_phase(period: std::time::Duration) -> std::time::Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    let nanos = period.as_nanos().max(1) as u64;
+    std::time::Duration::from_nanos(hasher.finish() % nanos)
+}
+
 /// A proposal not applied within this long is answered with a timeout.
 const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A forwarded request not answered within this long fails.
@@ -374,6 +383,10 @@ impl MetadataQuorum {
 
     async fn tick(self: Rc<Self>) {
         let tick = self.config.tick();
+        // Nodes started together would tick in phase, and two followers that drew the
+        // same randomized election timeout would then campaign at the same instant and
+        // split the vote: a random phase makes one of them first.
+        glommio::timer::sleep(random_phase(tick)).await;
         loop {
             glommio::timer::sleep(tick).await;
             if self.events.unbounded_send(Event::Tick).is_err() {

@@ -263,6 +263,40 @@ pub struct ClusterGauges {
     pub leader_changes: AtomicU64,
 }
 
+/// Partition replication figures of this node (cluster mode): each shard's replica driver
+/// sets its slot of the gauges; the counters only grow.
+#[derive(Debug, Default)]
+pub struct ReplicationGauges {
+    /// Per shard: (replica groups, groups led here, led groups with fewer in-sync replicas
+    /// than replicas).
+    pub per_shard: std::sync::Mutex<Vec<[u64; 3]>>,
+    pub leader_changes: AtomicU64,
+    pub truncations: AtomicU64,
+    pub catch_ups: AtomicU64,
+    pub catch_up_bytes: AtomicU64,
+}
+
+impl ReplicationGauges {
+    pub fn set_shard(&self, shard: usize, groups: u64, leaders: u64, under_replicated: u64) {
+        let mut slots = self.per_shard.lock().expect("replication gauges");
+        if slots.len() <= shard {
+            slots.resize(shard + 1, [0; 3]);
+        }
+        slots[shard] = [groups, leaders, under_replicated];
+    }
+
+    /// Sums over the shards: (groups, leaders, under-replicated).
+    pub fn totals(&self) -> [u64; 3] {
+        let slots = self.per_shard.lock().expect("replication gauges");
+        slots.iter().fold([0; 3], |acc, s| [acc[0] + s[0], acc[1] + s[1], acc[2] + s[2]])
+    }
+}
+
+pub fn replication_gauges() -> &'static ReplicationGauges {
+    static GAUGES: OnceLock<ReplicationGauges> = OnceLock::new();
+    GAUGES.get_or_init(ReplicationGauges::default)
+}
+
 pub fn cluster_gauges() -> &'static ClusterGauges {
     static GAUGES: OnceLock<ClusterGauges> = OnceLock::new();
     GAUGES.get_or_init(ClusterGauges::default)

@@ -85,6 +85,46 @@ fn render_cluster(out: &mut String) {
         header(out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");
     }
+    let replication = super::replication_gauges();
+    let [groups, leaders, under_replicated] = replication.totals();
+    let rows: [(&str, &str, &str, u64); 7] = [
+        ("tern_replication_groups", "gauge", "Partition replicas (Raft groups) on this node.", groups),
+        ("tern_replication_leaders", "gauge", "Replicated partitions this node leads.", leaders),
+        (
+            "tern_replication_under_replicated_partitions",
+            "gauge",
+            "Partitions led here with fewer in-sync replicas than replicas (Kafka's UnderReplicatedPartitions).",
+            under_replicated,
+        ),
+        (
+            "tern_replication_leader_changes_total",
+            "counter",
+            "Leader changes seen by this node's replicas.",
+            replication.leader_changes.load(Relaxed),
+        ),
+        (
+            "tern_replication_truncations_total",
+            "counter",
+            "Uncommitted log tails cut by this node's replicas.",
+            replication.truncations.load(Relaxed),
+        ),
+        (
+            "tern_replication_catch_ups_total",
+            "counter",
+            "Copies of a leader's log finished by this node's replicas.",
+            replication.catch_ups.load(Relaxed),
+        ),
+        (
+            "tern_replication_catch_up_bytes_total",
+            "counter",
+            "Bytes this node's replicas copied from leaders' logs.",
+            replication.catch_up_bytes.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {

@@ -141,13 +141,19 @@ pub async fn run(
 ) {
     let started = Instant::now();
     let from = log.offsets().log_end.offset();
+    let size_before = log.size_bytes();
     let result = copy(&ctx, leader, &partition, topic_id, &log, until).await;
+    let gauges = crate::metrics::replication_gauges();
+    gauges.catch_up_bytes.fetch_add(log.size_bytes().saturating_sub(size_before), std::sync::atomic::Ordering::Relaxed);
     match &result {
         Ok(()) => tracing::info!(
             %partition, leader, %from, %until, took_ms = started.elapsed().as_millis() as u64,
             "replica caught up from the leader's log"
         ),
         Err(error) => tracing::warn!(%partition, leader, %from, %until, %error, "replica catch-up stopped"),
+    }
+    if result.is_ok() {
+        gauges.catch_ups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     ctx.replica_event(ReplicaEvent::CaughtUp { partition, result });
 }

@@ -199,9 +199,12 @@ impl ReplicaGroup {
             ..raft::Config::default()
         };
         config.validate().map_err(|e| e.to_string())?;
-        let node =
-            RawNode::new(&config, WindowStorage(window.clone()), &crate::cluster::logger::raft_logger(spec.node_id))
-                .map_err(|e| format!("cannot start the replica group: {e}"))?;
+        let node = RawNode::new(
+            &config,
+            WindowStorage(window.clone()),
+            &crate::cluster::logger::raft_group_logger(spec.node_id, spec.partition.to_string()),
+        )
+        .map_err(|e| format!("cannot start the replica group: {e}"))?;
         tracing::info!(
             partition = %spec.partition, replicas = ?spec.replicas, term, commit,
             first_index = window.borrow().first_index(), last_index = window.borrow().last_index(),

@@ -107,6 +107,8 @@ pub fn start(ctx: Rc<ShardContext>) -> mpsc::UnboundedSender<ReplicaEvent> {
     glommio::spawn_local(driver.run(receiver)).detach();
     let clock = events.clone();
     glommio::spawn_local(async move {
+        // Out of phase with the other nodes' drivers (see `random_phase`).
+        glommio::timer::sleep(crate::cluster::quorum::random_phase(tick)).await;
         loop {
             glommio::timer::sleep(tick).await;
             if clock.unbounded_send(ReplicaEvent::Tick).is_err() {
@@ -179,6 +181,21 @@ impl Driver {
                     .cluster_config()
                     .leader_rebalance_interval
                     .map(|every| (every.as_millis() / tick.as_millis().max(1)).max(1) as u32);
+                let (mut leaders, mut under_replicated) = (0, 0);
+                for group in self.groups.values() {
+                    if group.is_leader() {
+                        leaders += 1;
+                        if group.in_sync().len() < group.replicas.len() {
+                            under_replicated += 1;
+                        }
+                    }
+                }
+                crate::metrics::replication_gauges().set_shard(
+                    self.ctx.id,
+                    self.groups.len() as u64,
+                    leaders,
+                    under_replicated,
+                );
                 for (partition, group) in &mut self.groups {
                     group.node.tick();
                     // A new group's preferred replica keeps asking for votes (a pre-vote
@@ -624,6 +641,7 @@ async fn cut_back(ctx: &Rc<ShardContext>, group: &mut ReplicaGroup, keep: u64) -
     group.window.borrow_mut().truncate_after(keep);
     group.log = log.clone();
     ctx.replace_log(&group.partition, log);
+    crate::metrics::replication_gauges().truncations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(partition = %group.partition, keep, %offset, "replica cut its uncommitted entries back to the leader's");
     Ok(())
 }
@@ -771,6 +789,9 @@ fn publish_leadership(view: &crate::cluster::ClusterView, group: &mut ReplicaGro
     }
     if group.published.as_ref().map(|p| p.0) != Some(leader) {
         tracing::info!(partition = %group.partition, leader, term = raft.term, "partition leader changed");
+        if leader >= 0 {
+            crate::metrics::replication_gauges().leader_changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
     view.set_leadership(group.partition.clone(), Leadership { leader, epoch, in_sync: current.2.clone() });
     if group.is_leader() {

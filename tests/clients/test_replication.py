@@ -37,6 +37,7 @@ from kafka import TopicPartition as KafkaTopicPartition
 from kafka.errors import NotEnoughReplicasError
 
 from cluster_fixture import Cluster
+from helpers import metric, scrape
 
 ROUNDS = int(os.environ.get("TERN_REPLICATION_ROUNDS", "5"))
 # TERN_REPLICATION_SHARDS=2 runs every test's nodes with two shards.
@@ -329,6 +330,7 @@ def test_records_only_the_leader_has_are_never_seen(cluster):
     values = list(read_partition(cluster.bootstrap, "lonely", 0, end).values())
     assert values == [b"committed", b"after"], values
     assert "cut its uncommitted entries back" in full_log(cluster.nodes[leader])
+    assert metric(scrape(cluster.nodes[leader]), "tern_replication_truncations_total") >= 1
     check_identical_replicas(cluster, "lonely", 1)
 
 
@@ -359,6 +361,9 @@ def test_a_follower_far_behind_catches_up_from_the_leaders_log(cluster):
     cluster.wait_until(lambda: "caught up from the leader's log" in full_log(cluster.nodes[follower]), 60,
                        "the follower copying the leader's log")
     wait_caught_up(cluster, "far", 1, timeout=60)
+    metrics = scrape(cluster.nodes[follower])
+    assert metric(metrics, "tern_replication_catch_ups_total") >= 1
+    assert metric(metrics, "tern_replication_catch_up_bytes_total") > 10_000_000
     check_acked(cluster, "far", 1, acked)
     check_identical_replicas(cluster, "far", 1)
 
@@ -490,6 +495,10 @@ def test_min_insync_replicas_refuses_acks_all(cluster):
             return True
 
     cluster.wait_until(refused, 15, "NOT_ENOUGH_REPLICAS for acks=all")
+    # The leader counts the partition as under-replicated.
+    cluster.wait_until(
+        lambda: metric(scrape(cluster.nodes[leader]), "tern_replication_under_replicated_partitions") >= 1,
+        10, "the under-replicated gauge")
     producer.close()
     relaxed = KafkaProducer(bootstrap_servers=cluster.nodes[leader].bootstrap, acks=1, retries=0)
     relaxed.send("strict", b"acks=1 still works").get(timeout=10)

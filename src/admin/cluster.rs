@@ -1,6 +1,6 @@
 //! `tern cluster status`: the brokers a cluster has live, its controller (the metadata
-//! quorum's leader), and the partitions that have no leader, from one Metadata request
-//! to any bootstrap broker.
+//! quorum's leader), the partitions that have no leader and those with fewer in-sync
+//! replicas than replicas, from one Metadata request to any bootstrap broker.
 
 use clap::{Args, Subcommand};
 
@@ -41,19 +41,30 @@ pub fn run(args: ClusterArgs) -> Result<(), String> {
             println!("  {:>4}  {:<24} {rack}", broker.node_id.0, format!("{}:{}", broker.host, broker.port));
         }
         let mut leaderless = Vec::new();
+        let mut under_replicated = Vec::new();
         let mut partitions = 0;
         for topic in &metadata.topics {
             let name = topic.name.as_ref().map_or(String::new(), |n| n.to_string());
             for partition in &topic.partitions {
                 partitions += 1;
+                let replicas: Vec<i32> = partition.replica_nodes.iter().map(|r| r.0).collect();
+                let in_sync: Vec<i32> = partition.isr_nodes.iter().map(|r| r.0).collect();
                 if partition.leader_id.0 < 0 {
-                    let replicas: Vec<i32> = partition.replica_nodes.iter().map(|r| r.0).collect();
                     leaderless.push(format!("{name}-{} (replicas {replicas:?})", partition.partition_index));
+                } else if in_sync.len() < replicas.len() {
+                    under_replicated.push(format!(
+                        "{name}-{} (leader {}, replicas {replicas:?}, in sync {in_sync:?})",
+                        partition.partition_index, partition.leader_id.0
+                    ));
                 }
             }
         }
-        println!("partitions: {partitions}, without a leader: {}", leaderless.len());
-        for line in &leaderless {
+        println!(
+            "partitions: {partitions}, without a leader: {}, under-replicated: {}",
+            leaderless.len(),
+            under_replicated.len()
+        );
+        for line in leaderless.iter().chain(&under_replicated) {
             println!("  {line}");
         }
         if let Some(wanted) = wait_brokers {

@@ -305,9 +305,15 @@ def test_the_local_cluster_script_starts_reports_and_stops_three_nodes():
                                   "--replication-factor", "3", "--brokers", "127.0.0.1:9094"],
                                  capture_output=True, text=True, timeout=30)
         assert created.returncode == 0, created.stderr
-        status = subprocess.run([script, "status"], env=env, capture_output=True, text=True, timeout=30)
-        assert status.returncode == 0, status.stderr
-        assert "partitions: 3, without a leader: 0" in status.stdout, status.stdout
+        # The new partitions' replica groups elect their leaders within moments.
+        deadline = time.time() + 15
+        while True:
+            status = subprocess.run([script, "status"], env=env, capture_output=True, text=True, timeout=30)
+            assert status.returncode == 0, status.stderr
+            if "partitions: 3, without a leader: 0, under-replicated: 0" in status.stdout or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert "partitions: 3, without a leader: 0, under-replicated: 0" in status.stdout, status.stdout
     finally:
         stopped = subprocess.run([script, "stop"], env=env, capture_output=True, text=True, timeout=60)
     assert stopped.returncode == 0, stopped.stderr

@@ -81,46 +81,48 @@ fn render_cluster(out: &mut String) {
             gauges.leader_changes.load(Relaxed) as i64,
         ),
     ];
-    for (name, kind, help, value) in rows {
-        header(out, name, kind, help);
-        let _ = writeln!(out, "{name} {value}");
-    }
+    render_rows(out, &rows);
     let replication = super::replication_gauges();
     let [groups, leaders, under_replicated] = replication.totals();
-    let rows: [(&str, &str, &str, u64); 7] = [
-        ("tern_replication_groups", "gauge", "Partition replicas (Raft groups) on this node.", groups),
-        ("tern_replication_leaders", "gauge", "Replicated partitions this node leads.", leaders),
+    let rows: [(&str, &str, &str, i64); 7] = [
+        ("tern_replication_groups", "gauge", "Partition replicas (Raft groups) on this node.", groups as i64),
+        ("tern_replication_leaders", "gauge", "Replicated partitions this node leads.", leaders as i64),
         (
             "tern_replication_under_replicated_partitions",
             "gauge",
             "Partitions led here with fewer in-sync replicas than replicas (Kafka's UnderReplicatedPartitions).",
-            under_replicated,
+            under_replicated as i64,
         ),
         (
             "tern_replication_leader_changes_total",
             "counter",
             "Leader changes seen by this node's replicas.",
-            replication.leader_changes.load(Relaxed),
+            replication.leader_changes.load(Relaxed) as i64,
         ),
         (
             "tern_replication_truncations_total",
             "counter",
             "Uncommitted log tails cut by this node's replicas.",
-            replication.truncations.load(Relaxed),
+            replication.truncations.load(Relaxed) as i64,
         ),
         (
             "tern_replication_catch_ups_total",
             "counter",
             "Copies of a leader's log finished by this node's replicas.",
-            replication.catch_ups.load(Relaxed),
+            replication.catch_ups.load(Relaxed) as i64,
         ),
         (
             "tern_replication_catch_up_bytes_total",
             "counter",
             "Bytes this node's replicas copied from leaders' logs.",
-            replication.catch_up_bytes.load(Relaxed),
+            replication.catch_up_bytes.load(Relaxed) as i64,
         ),
     ];
+    render_rows(out, &rows);
+}
+
+/// Node-level rows without labels: (name, type, help, value).
+fn render_rows(out: &mut String, rows: &[(&str, &str, &str, i64)]) {
     for (name, kind, help, value) in rows {
         header(out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");

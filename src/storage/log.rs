@@ -210,19 +210,13 @@ impl PartitionLog {
         let now_ms = self.shared.env.clock.now_ms();
         let mut guard = self.shared.state.borrow_mut();
         let state = &mut *guard;
-        check_writable(&state.health)?;
-        if state.closing {
-            return Err(StorageError::Closed.into());
-        }
+        check_open(state)?;
         let base_offset = state.offsets.log_end();
         let accepted = accept_batch(state, batch, base_offset, now_ms)?;
-        let pending = enqueue_batch(state, accepted.bytes, &accepted.header, accepted.log_append_time_ms, now_ms);
+        let enqueued = enqueue_batch(state, accepted.bytes, &accepted.header, accepted.log_append_time_ms, now_ms);
         let start_writer = state.writer.claim_writer();
         drop(guard);
-        if start_writer {
-            writer::spawn(self.shared.clone());
-        }
-        Ok(PendingAppend { info: pending.info, done: pending.done, dir: self.shared.dir.clone() })
+        Ok(self.hand_out(enqueued, start_writer))
     }
 
     /// The leader's half of a replicated append: validates the batch, applies the topic's
@@ -239,10 +233,7 @@ impl PartitionLog {
         let now_ms = self.shared.env.clock.now_ms();
         let mut guard = self.shared.state.borrow_mut();
         let state = &mut *guard;
-        check_writable(&state.health)?;
-        if state.closing {
-            return Err(StorageError::Closed.into());
-        }
+        check_open(state)?;
         let mut accepted = accept_batch(state, batch, base_offset, now_ms)?;
         record_batch::set_partition_leader_epoch(&mut accepted.bytes, epoch);
         let next_offset = Offset(base_offset.value() + i64::from(accepted.header.last_offset_delta) + 1);
@@ -262,10 +253,7 @@ impl PartitionLog {
         let now_ms = self.shared.env.clock.now_ms();
         let mut guard = self.shared.state.borrow_mut();
         let state = &mut *guard;
-        check_writable(&state.health)?;
-        if state.closing {
-            return Err(StorageError::Closed.into());
-        }
+        check_open(state)?;
         let header = validate_batch(&batch, usize::MAX)?;
         let log_end = state.offsets.log_end();
         if header.base_offset != log_end.value() {
@@ -282,13 +270,19 @@ impl PartitionLog {
             state.producers.record(&header, log_end, now_ms);
         }
         let log_append_time_ms = header.is_log_append_time().then_some(header.max_timestamp);
-        let pending = enqueue_batch(state, batch, &header, log_append_time_ms, now_ms);
+        let enqueued = enqueue_batch(state, batch, &header, log_append_time_ms, now_ms);
         let start_writer = state.writer.claim_writer();
         drop(guard);
+        Ok(self.hand_out(enqueued, start_writer))
+    }
+
+    /// Starts the writer when it was idle (with no state borrow held: glommio may poll
+    /// a new task at once) and hands the append its completion.
+    fn hand_out(&self, enqueued: EnqueuedBatch, start_writer: bool) -> PendingAppend {
         if start_writer {
             writer::spawn(self.shared.clone());
         }
-        Ok(PendingAppend { info: pending.info, done: pending.done, dir: self.shared.dir.clone() })
+        PendingAppend { info: enqueued.info, done: enqueued.done, dir: self.shared.dir.clone() }
     }
 
     /// Turns this log into a replica of a Raft group that has committed everything
@@ -735,6 +729,15 @@ impl PartitionLog {
             tracing::warn!(path = %path.display(), %error, "could not write the clean-shutdown marker; the next open scans the tail");
         }
     }
+}
+
+/// The log takes appends: healthy and not closing.
+fn check_open(state: &LogState) -> Result<(), AppendError> {
+    check_writable(&state.health)?;
+    if state.closing {
+        return Err(StorageError::Closed.into());
+    }
+    Ok(())
 }
 
 /// A batch that passed validation, the topic's policy and the producer check.

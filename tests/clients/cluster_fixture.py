@@ -162,3 +162,16 @@ class Cluster:
 
         self.wait_until(formed, timeout, f"nodes {running} to form a cluster")
         return self.controller(running[0])
+
+
+def running_cluster(tmp_path, extra_args, size=3):
+    """A pytest fixture body: a formed cluster for the test, killed after it, and the
+    test failed if any node panicked."""
+    import pytest
+    cluster = Cluster(tmp_path, size=size, extra_args=extra_args).start()
+    cluster.wait_formed()
+    yield cluster
+    cluster.shutdown()
+    for node in cluster.nodes.values():
+        if "panicked" in node.log_path.read_text(errors="replace"):
+            pytest.fail(f"node {node.node_id} panicked:\n{node.log_text()}")

@@ -27,7 +27,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaConsumer
 
-from cluster_fixture import Cluster
+from cluster_fixture import Cluster, running_cluster
 from conftest import BINARY
 from helpers import metric, scrape
 
@@ -42,13 +42,7 @@ CLUSTER_ARGS = [
 
 @pytest.fixture
 def cluster(tmp_path):
-    cluster = Cluster(tmp_path, extra_args=CLUSTER_ARGS).start()
-    cluster.wait_formed()
-    yield cluster
-    cluster.shutdown()
-    for node in cluster.nodes.values():
-        if "panicked" in node.log_text():
-            pytest.fail(f"node {node.node_id} panicked:\n{node.log_text()}")
+    yield from running_cluster(tmp_path, CLUSTER_ARGS)
 
 
 def create_topic(bootstrap, name, partitions, replication_factor=1, timeout=15):

@@ -36,7 +36,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KafkaTopicPartition
 from kafka.errors import NotEnoughReplicasError
 
-from cluster_fixture import Cluster
+from cluster_fixture import Cluster, running_cluster
 from helpers import metric, scrape
 
 ROUNDS = int(os.environ.get("TERN_REPLICATION_ROUNDS", "5"))
@@ -52,13 +52,7 @@ CLUSTER_ARGS = [
 
 @pytest.fixture
 def cluster(tmp_path):
-    cluster = Cluster(tmp_path, extra_args=CLUSTER_ARGS).start()
-    cluster.wait_formed()
-    yield cluster
-    cluster.shutdown()
-    for node in cluster.nodes.values():
-        if "panicked" in node.log_text():
-            pytest.fail(f"node {node.node_id} panicked:\n{node.log_text()}")
+    yield from running_cluster(tmp_path, CLUSTER_ARGS)
 
 
 def full_log(node):

@@ -11,9 +11,10 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::FetchRequest;
 
 use super::consume::{missing_topic, Output};
-use crate::client::records::decode_records;
+use crate::client::records::{decode_records, whole_batches_len};
 use crate::client::requests::{fetch_request, FetchLimits};
 use crate::client::{error_name, Client, ClientError, PartitionLeader};
+use crate::protocol::record_batch::iter_batches;
 
 /// How long reads may keep failing (brokers down, leaders moving) before giving up.
 pub const READ_RETRY_LIMIT: Duration = Duration::from_secs(30);
@@ -127,6 +128,13 @@ impl PartitionReader {
                     if out.done() {
                         return Ok(None);
                     }
+                }
+                // Every whole batch received is behind us, control batches (which hold no
+                // record to print) included: a replicated partition's leader writes one
+                // at each leader change, and an end offset can lie just past one.
+                let whole = &records[..whole_batches_len(records)];
+                if let Some(end) = iter_batches(whole).map(|(header, _)| header.next_offset()).max() {
+                    *position = (*position).max(end);
                 }
             }
         }

@@ -17,6 +17,8 @@ real clients: librdkafka (confluent-kafka) and kafka-python.
 - A consumer group keeps consuming when its coordinator's broker dies: the group's
   `__consumer_offsets` partition is replicated, its new leader coordinates, and no
   committed offset is lost.
+- `tern consume --exit-at-end` reaches the end of a replicated partition (past its
+  control batches).
 - min.insync.replicas: acks=all fails with NOT_ENOUGH_REPLICAS when too few replicas
   are in sync, acks=1 still works.
 
@@ -25,6 +27,7 @@ TERN_REPLICATION_ROUNDS sets the kill rounds (CI: 5; `perf/replication_failover.
 """
 
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -37,6 +40,7 @@ from kafka import TopicPartition as KafkaTopicPartition
 from kafka.errors import NotEnoughReplicasError
 
 from cluster_fixture import Cluster, running_cluster
+from conftest import BINARY
 from helpers import metric, scrape
 
 ROUNDS = int(os.environ.get("TERN_REPLICATION_ROUNDS", "5"))
@@ -402,6 +406,20 @@ def test_a_broker_without_a_replica_learns_the_leader(tmp_path):
         assert producer.flush(20) == 0
     finally:
         cluster.shutdown()
+
+
+def test_tern_consume_reaches_the_end_past_control_batches(cluster):
+    """A replicated partition holds control batches (one per leader change), which carry
+    no record to print: `tern consume --exit-at-end` must still reach the end offset."""
+    create_topic(cluster, "cli", 2)
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+    for value in (b"one", b"two", b"three"):
+        producer.produce("cli", value=value, partition=0)
+    assert producer.flush(15) == 0
+    done = subprocess.run([str(BINARY), "consume", "--topic", "cli", "--from", "beginning", "--exit-at-end",
+                           "--brokers", cluster.bootstrap], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["one", "two", "three"], done.stdout
 
 
 def coordinator_of(cluster, group):

@@ -153,32 +153,30 @@ impl OffsetPartition {
 /// Every committed offset in `log` up to its high watermark (latest value per key; a
 /// null value deletes).
 pub async fn replay(log: &PartitionLog) -> Result<HashMap<OffsetKey, CommittedOffset>, StorageError> {
-    {
-        let mut offsets = HashMap::new();
-        let mut position = log.offsets().log_start.offset();
-        loop {
-            let read = log.read(position, 1 << 20).await.map_err(|e| match e {
-                crate::storage::ReadError::Storage(storage) => storage,
-                other => StorageError::InvalidConfig { reason: other.to_string() },
-            })?;
-            if read.records.is_empty() {
-                break;
-            }
-            for chunk in &read.records {
-                for (header, range) in iter_batches(chunk) {
-                    for record in records(&chunk[range], &header).unwrap_or_default() {
-                        let Some(key) = record.key.and_then(decode_key) else { continue };
-                        match record.value.and_then(decode_value) {
-                            Some(value) => offsets.insert(key, value),
-                            None => offsets.remove(&key),
-                        };
-                    }
-                    position = Offset(header.next_offset());
+    let mut offsets = HashMap::new();
+    let mut position = log.offsets().log_start.offset();
+    loop {
+        let read = log.read(position, 1 << 20).await.map_err(|e| match e {
+            crate::storage::ReadError::Storage(storage) => storage,
+            other => StorageError::InvalidConfig { reason: other.to_string() },
+        })?;
+        if read.records.is_empty() {
+            break;
+        }
+        for chunk in &read.records {
+            for (header, range) in iter_batches(chunk) {
+                for record in records(&chunk[range], &header).unwrap_or_default() {
+                    let Some(key) = record.key.and_then(decode_key) else { continue };
+                    match record.value.and_then(decode_value) {
+                        Some(value) => offsets.insert(key, value),
+                        None => offsets.remove(&key),
+                    };
                 }
+                position = Offset(header.next_offset());
             }
         }
-        Ok(offsets)
     }
+    Ok(offsets)
 }
 
 impl OffsetPartition {

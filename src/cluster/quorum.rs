@@ -47,7 +47,7 @@ use crate::metadata::{BrokerRegistration, ClusterMetadata};
 
 use super::liveness::LivenessTracker;
 use super::raft_log::RaftLogFile;
-use super::transport::{accept_peers, Inbound, PartitionMessage, PeerFrame, Transport};
+use super::transport::{accept_peers, Inbound, PeerFrame, Transport};
 use super::{ClusterConfig, ClusterView};
 
 /// A random delay below `period` (from the clock's nanoseconds and the thread).
@@ -349,13 +349,8 @@ impl MetadataQuorum {
         }
     }
 
-    /// Queues partition replica groups' Raft messages for `to` on this node's link to it;
-    /// false when they were dropped (Raft retransmits).
-    pub fn send_partition_messages(&self, to: i32, messages: Vec<PartitionMessage>) -> bool {
-        self.transport.send(to, &PeerFrame::PartitionRaft(messages))
-    }
-
-    /// Queues any frame for `to` (catch-up requests and replies).
+    /// Queues a frame for `to` on this node's link to it (partition replication: Raft
+    /// messages, catch-up, leader updates); false when it was dropped.
     pub fn send_frame(&self, to: i32, frame: &PeerFrame) -> bool {
         self.transport.send(to, frame)
     }

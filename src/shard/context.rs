@@ -167,26 +167,6 @@ impl ShardContext {
         answer.await.unwrap_or(ProposeOutcome::NotLeader)
     }
 
-    /// Sends partition groups' Raft messages to `peer` (over shard 0's link to it).
-    pub fn send_partition_raft(self: &Rc<Self>, peer: i32, messages: Vec<PartitionMessage>) {
-        if self.id == 0 {
-            if let Some(quorum) = self.quorum() {
-                quorum.send_partition_messages(peer, messages);
-            }
-            return;
-        }
-        let ctx = self.clone();
-        glommio::spawn_local(async move {
-            ctx.run_on(0, move |ctx| async move {
-                if let Some(quorum) = ctx.quorum() {
-                    quorum.send_partition_messages(peer, messages);
-                }
-            })
-            .await;
-        })
-        .detach();
-    }
-
     /// Shard 0: hands a partition replication frame from `from` to the shard owning its
     /// partition (Raft messages, catch-up requests and replies).
     pub fn deliver_partition_frame(self: &Rc<Self>, from: i32, frame: PeerFrame) {

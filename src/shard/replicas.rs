@@ -301,7 +301,14 @@ impl Driver {
     async fn round(&mut self) {
         self.start_catch_ups().await;
         let mut in_flight = Vec::new();
-        let keys: Vec<TopicPartition> = self.groups.keys().cloned().collect();
+        // Only the groups with work (a Ready or a state write due): a round that serves
+        // one busy partition does not copy the names of a thousand idle ones.
+        let keys: Vec<TopicPartition> = self
+            .groups
+            .iter()
+            .filter(|(key, group)| group.node.has_ready() || self.state_due.contains(*key))
+            .map(|(key, _)| key.clone())
+            .collect();
         for key in keys {
             let due = self.state_due.remove(&key);
             let group = self.groups.get_mut(&key).expect("listed");
@@ -469,7 +476,7 @@ impl Driver {
     fn flush(&mut self) {
         for (peer, messages) in self.outbound.drain() {
             if !messages.is_empty() {
-                self.ctx.send_partition_raft(peer, messages);
+                self.ctx.send_peer_frame(peer, PeerFrame::PartitionRaft(messages));
             }
         }
         if !self.leader_updates.is_empty() {

@@ -26,6 +26,9 @@ pub struct FetchPartition {
     pub high_watermark: i64,
     pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// read_committed: the aborted transactions the records may hold, as
+    /// `(producer id, first offset)`.
+    pub aborted: Vec<(i64, i64)>,
     /// Whole batches, back to back once concatenated.
     pub records: Vec<RecordChunk>,
 }
@@ -110,8 +113,7 @@ fn put_string(out: &mut BytesMut, flexible: bool, value: &str) {
 }
 
 /// Encodes `[length][header][FetchResponse body]` for `version` (4..=17), with
-/// throttle 0, top-level error 0, session id 0, no aborted transactions and no preferred
-/// read replica.
+/// throttle 0, top-level error 0, session id 0 and no preferred read replica.
 pub fn encode(version: i16, correlation_id: i32, topics: &[FetchTopic]) -> Vec<RecordChunk> {
     assert!((4..=17).contains(&version), "fetch framing covers versions 4-17");
     let flexible = version >= 12;
@@ -144,7 +146,14 @@ pub fn encode(version: i16, correlation_id: i32, topics: &[FetchTopic]) -> Vec<R
             if version >= 5 {
                 buf.put_i64(partition.log_start_offset);
             }
-            put_array_len(buf, flexible, 0); // aborted_transactions: empty
+            put_array_len(buf, flexible, partition.aborted.len());
+            for &(producer_id, first_offset) in &partition.aborted {
+                buf.put_i64(producer_id);
+                buf.put_i64(first_offset);
+                if flexible {
+                    put_unsigned_varint(buf, 0); // aborted transaction tagged fields
+                }
+            }
             if version >= 11 {
                 buf.put_i32(-1); // preferred_read_replica
             }
@@ -173,8 +182,8 @@ pub fn encode(version: i16, correlation_id: i32, topics: &[FetchTopic]) -> Vec<R
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-    use kafka_protocol::messages::{ApiKey, FetchResponse, ResponseHeader, TopicName};
+    use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{ApiKey, FetchResponse, ProducerId, ResponseHeader, TopicName};
     use kafka_protocol::protocol::{Encodable, StrBytes};
     use proptest::prelude::*;
 
@@ -197,6 +206,16 @@ mod tests {
                                         .with_error_code(p.error_code)
                                         .with_high_watermark(p.high_watermark)
                                         .with_last_stable_offset(p.last_stable_offset)
+                                        .with_aborted_transactions(Some(
+                                            p.aborted
+                                                .iter()
+                                                .map(|&(id, first)| {
+                                                    AbortedTransaction::default()
+                                                        .with_producer_id(ProducerId(id))
+                                                        .with_first_offset(first)
+                                                })
+                                                .collect(),
+                                        ))
                                         .with_records(Some(Bytes::from(joined)));
                                     if version >= 5 {
                                         data.log_start_offset = p.log_start_offset;
@@ -222,13 +241,21 @@ mod tests {
 
     fn topics_strategy() -> impl Strategy<Value = Vec<FetchTopic>> {
         let partition =
-            (any::<i32>(), any::<i16>(), any::<i64>(), any::<i64>(), proptest::collection::vec(0usize..40_000, 0..3))
-                .prop_map(|(index, error, hw, start, sizes)| FetchPartition {
+            (
+                any::<i32>(),
+                any::<i16>(),
+                any::<i64>(),
+                any::<i64>(),
+                proptest::collection::vec(any::<(i64, i64)>(), 0..3),
+                proptest::collection::vec(0usize..40_000, 0..3),
+            )
+                .prop_map(|(index, error, hw, start, aborted, sizes)| FetchPartition {
                     partition_index: index,
                     error_code: error,
                     high_watermark: hw,
                     last_stable_offset: hw,
                     log_start_offset: start,
+                    aborted,
                     records: sizes
                         .into_iter()
                         .map(|n| RecordChunk::Memory(Bytes::from(vec![(n % 251) as u8; n])))

@@ -7,6 +7,7 @@
 
 pub mod batch_filter;
 pub mod compression;
+pub mod control_batch;
 pub mod fetch_response;
 pub mod record_batch;
 pub mod record_chunk;

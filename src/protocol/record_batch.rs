@@ -138,6 +138,11 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & ATTRIBUTE_CONTROL != 0
     }
+
+    /// Part of a transaction (data batches of a transactional producer, and markers).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTRIBUTE_TRANSACTIONAL != 0
+    }
 }
 
 /// Validates one complete batch occupying exactly `bytes`: header structure, length,

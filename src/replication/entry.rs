@@ -8,11 +8,10 @@
 //! as leader epoch, and a control key of type [`LEADER_NOOP_CONTROL_TYPE`] with an empty
 //! value. Built the same way on every replica, it is byte-identical everywhere.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
-use crate::protocol::record_batch::{
-    put_varint, ATTRIBUTE_CONTROL, BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD_BYTES, MAGIC_V2, NO_TIMESTAMP,
-};
+use crate::protocol::control_batch::{self, ControlBatch};
+use crate::protocol::record_batch::NO_TIMESTAMP;
 use crate::storage::Offset;
 
 /// Control record type of a leader's first entry in its term. Kafka's own types are 0
@@ -23,39 +22,16 @@ pub const LEADER_NOOP_CONTROL_TYPE: i16 = 0x7401;
 
 /// The control batch for a new leader's empty entry of `term`, at `base_offset`.
 pub fn leader_noop_batch(base_offset: Offset, term: u64) -> Bytes {
-    let mut key = Vec::with_capacity(4);
-    key.extend_from_slice(&0i16.to_be_bytes()); // control record version
-    key.extend_from_slice(&LEADER_NOOP_CONTROL_TYPE.to_be_bytes());
-    let mut record = Vec::new();
-    record.push(0); // attributes
-    put_varint(&mut record, 0); // timestamp delta
-    put_varint(&mut record, 0); // offset delta
-    put_varint(&mut record, key.len() as i64);
-    record.extend_from_slice(&key);
-    put_varint(&mut record, 0); // empty value
-    put_varint(&mut record, 0); // no headers
-    let mut section = Vec::new();
-    put_varint(&mut section, record.len() as i64);
-    section.extend_from_slice(&record);
-
-    let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + section.len());
-    out.put_i64(base_offset.value());
-    out.put_i32((BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES + section.len()) as i32);
-    out.put_i32(epoch_of(term));
-    out.put_i8(MAGIC_V2);
-    out.put_u32(0); // crc, below
-    out.put_i16(ATTRIBUTE_CONTROL);
-    out.put_i32(0); // last offset delta
-    out.put_i64(NO_TIMESTAMP);
-    out.put_i64(NO_TIMESTAMP);
-    out.put_i64(-1); // producer id
-    out.put_i16(-1); // producer epoch
-    out.put_i32(-1); // base sequence
-    out.put_i32(1); // record count
-    out.put_slice(&section);
-    let crc = crc32c::crc32c(&out[21..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    out.freeze()
+    control_batch::encode(&ControlBatch {
+        base_offset: base_offset.value(),
+        leader_epoch: epoch_of(term),
+        producer_id: -1,
+        producer_epoch: -1,
+        transactional: false,
+        timestamp_ms: NO_TIMESTAMP,
+        control_type: LEADER_NOOP_CONTROL_TYPE,
+        value: &[],
+    })
 }
 
 /// The Kafka leader epoch of a Raft term (terms start at 1; epochs fit an i32).

@@ -28,6 +28,7 @@ use super::disk::{SegmentFile, StorageEnv};
 use super::error::{AppendError, ReadError, StorageError};
 use super::offset::{LogOffsets, LogStartOffset, Offset, OffsetTracker};
 use super::producer_state::{ProducerStates, SequenceCheck};
+use super::txn_index::TxnIndex;
 use super::segment::{self, read_batches, OffsetRule, Segment, SegmentReadError, LOG_SUFFIX};
 use super::validate;
 use super::writer::{self, PendingWrite, WriterQueue};
@@ -72,6 +73,13 @@ pub(crate) struct LogState {
     /// Replicated logs: the cleaner leaves everything from here on alone (the replica's
     /// persisted Raft anchor: the batches after it are counted to find Raft indexes).
     pub clean_limit: Option<Offset>,
+    /// Transactions abort markers closed (see `txn_index`).
+    pub aborted: TxnIndex,
+    /// Serializes writes of the aborted-transaction file.
+    pub txn_index_gate: Rc<glommio::sync::Semaphore>,
+    /// A producer-state snapshot as of the segment a roll just started, to be written
+    /// (see `producer_state`).
+    pub roll_snapshot: Option<(Offset, Vec<u8>)>,
 }
 
 #[derive(Debug)]
@@ -278,9 +286,20 @@ impl PartitionLog {
 
     /// Starts the writer when it was idle (with no state borrow held: glommio may poll
     /// a new task at once) and hands the append its completion.
-    fn hand_out(&self, enqueued: EnqueuedBatch, start_writer: bool) -> PendingAppend {
+    pub(crate) fn hand_out(&self, enqueued: EnqueuedBatch, start_writer: bool) -> PendingAppend {
         if start_writer {
             writer::spawn(self.shared.clone());
+        }
+        let roll_snapshot = self.shared.state.borrow_mut().roll_snapshot.take();
+        if let Some((base, bytes)) = roll_snapshot {
+            let path = self.shared.dir.join(super::recovery::ROLL_PRODUCER_SNAPSHOT);
+            let env = self.shared.env.clone();
+            glommio::spawn_local(async move {
+                if let Err(error) = super::disk::write_hint_file(&path, &bytes, &env).await {
+                    tracing::debug!(path = %path.display(), %base, %error, "could not write the producer state at a roll");
+                }
+            })
+            .detach();
         }
         PendingAppend { info: enqueued.info, done: enqueued.done, dir: self.shared.dir.clone() }
     }
@@ -316,9 +335,14 @@ impl PartitionLog {
     /// KIP-74), all below the high watermark. An offset equal to the high watermark reads
     /// nothing; one outside `log_start..=high_watermark` is out of range.
     pub async fn read(&self, offset: Offset, max_bytes: usize) -> Result<LogRead, ReadError> {
+        self.read_isolated(offset, max_bytes, Isolation::ReadUncommitted).await
+    }
+
+    /// [`PartitionLog::read`] below the limit `isolation` sets.
+    pub async fn read_isolated(&self, offset: Offset, max_bytes: usize, isolation: Isolation) -> Result<LogRead, ReadError> {
         let mut restarts = 0;
         'restart: loop {
-            let (mut segment_base, high_watermark, offsets) = match self.start_read(offset, max_bytes)? {
+            let (mut segment_base, high_watermark, offsets) = match self.start_read(offset, max_bytes, isolation)? {
                 ReadStart::Done(records, offsets) => return Ok(LogRead { records, offsets }),
                 ReadStart::Segment { base, high_watermark, offsets } => (base, high_watermark, offsets),
             };
@@ -393,9 +417,10 @@ impl PartitionLog {
     }
 
     /// The checks and the cache lookup every read starts with: an offset out of range is
-    /// an error; at the high watermark the answer is empty; a cache hit is the answer;
-    /// otherwise the read goes to the segment holding `offset`.
-    pub(crate) fn start_read(&self, offset: Offset, max_bytes: usize) -> Result<ReadStart, ReadError> {
+    /// an error; at the readable limit (the high watermark, or for read_committed the
+    /// last stable offset) the answer is empty; a cache hit is the answer; otherwise the
+    /// read goes to the segment holding `offset`.
+    pub(crate) fn start_read(&self, offset: Offset, max_bytes: usize, isolation: Isolation) -> Result<ReadStart, ReadError> {
         let state = self.shared.state.borrow();
         check_readable(&state.health)?;
         let offsets = state.offsets.snapshot();
@@ -406,16 +431,20 @@ impl PartitionLog {
                 high_watermark: state.offsets.high_watermark(),
             });
         }
-        if offset == state.offsets.high_watermark() {
+        let limit = match isolation {
+            Isolation::ReadUncommitted => state.offsets.high_watermark(),
+            Isolation::ReadCommitted => last_stable_offset(&state),
+        };
+        if offset >= limit {
             return Ok(ReadStart::Done(Vec::new(), offsets));
         }
-        if let Some(records) = state.cache.read(offset, state.offsets.high_watermark(), max_bytes) {
+        if let Some(records) = state.cache.read(offset, limit, max_bytes) {
             let bytes: usize = records.iter().map(Bytes::len).sum();
             crate::metrics::probes().batch_cache_bytes_served.add(bytes as u64);
             return Ok(ReadStart::Done(records, offsets));
         }
         let base = segment_for(&state.segments, offset).base_offset;
-        Ok(ReadStart::Segment { base, high_watermark: state.offsets.high_watermark(), offsets })
+        Ok(ReadStart::Segment { base, high_watermark: limit, offsets })
     }
 
     /// The file, start position and readable end for reading `offset` in a segment,
@@ -732,7 +761,7 @@ impl PartitionLog {
 }
 
 /// The log takes appends: healthy and not closing.
-fn check_open(state: &LogState) -> Result<(), AppendError> {
+pub(crate) fn check_open(state: &LogState) -> Result<(), AppendError> {
     check_writable(&state.health)?;
     if state.closing {
         return Err(StorageError::Closed.into());
@@ -766,6 +795,14 @@ fn accept_batch(
     now_ms: i64,
 ) -> Result<AcceptedBatch, AppendError> {
     let header = validate_batch(&batch, state.config.max_message_bytes)?;
+    if header.is_control() {
+        return Err(AppendError::InvalidRecord { reason: "control batches are written by the broker only".into() });
+    }
+    if header.is_transactional() && !ProducerStates::is_idempotent(&header) {
+        return Err(AppendError::InvalidRecord {
+            reason: "a transactional batch needs a producer id and sequence".into(),
+        });
+    }
     let (mut batch, header) = validate::apply_topic_policy(batch, header, &state.config, now_ms)?;
     match state.producers.check(&header) {
         SequenceCheck::Append => {}
@@ -790,14 +827,14 @@ fn accept_batch(
 }
 
 /// An enqueued batch: what it was given and the completion of its write.
-struct EnqueuedBatch {
+pub(crate) struct EnqueuedBatch {
     info: AppendInfo,
     done: oneshot::Receiver<Result<(), StorageError>>,
 }
 
 /// Puts a stamped batch at the log end: rolls the segment if due, indexes it, caches it
 /// and queues it for the writer (the caller starts the writer if it was idle).
-fn enqueue_batch(
+pub(crate) fn enqueue_batch(
     state: &mut LogState,
     batch: impl Into<Bytes>,
     header: &BatchHeader,
@@ -808,6 +845,12 @@ fn enqueue_batch(
         let base = state.offsets.log_end();
         state.segments.push_back(Segment::new_active(base, now_ms));
         state.roll_requested = false;
+        // The producers as of the new segment's base (this batch was already recorded),
+        // so a crash recovery that scans only this segment still knows older producers
+        // and their open transactions.
+        let mut producers = state.producers.clone();
+        producers.forget_from(base);
+        state.roll_snapshot = Some((base, producers.encode(base)));
     }
     let base_offset = state.offsets.log_end();
     let max_timestamp = log_append_time_ms.unwrap_or(header.max_timestamp);
@@ -867,6 +910,23 @@ pub(crate) enum GapStep {
     Nothing,
     /// Not a gap: the batch should have been there.
     Missing,
+}
+
+/// Which records a read may return (Fetch's isolation level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Everything below the high watermark.
+    #[default]
+    ReadUncommitted,
+    /// Everything below the last stable offset: no record of an open transaction.
+    ReadCommitted,
+}
+
+/// The last stable offset: the high watermark, or the first offset of the oldest open
+/// transaction when that is lower.
+pub(crate) fn last_stable_offset(state: &LogState) -> Offset {
+    let high_watermark = state.offsets.high_watermark();
+    state.producers.first_unstable_offset().map_or(high_watermark, |first| first.min(high_watermark))
 }
 
 /// How a read begins (`PartitionLog::start_read`).

@@ -6,7 +6,9 @@
 //! writer.rs     group commit: one DMA write + one fdatasync per round of appends
 //! segment.rs    a segment file: naming, scanning, reading whole batches
 //! index.rs      sparse offset and time indexes
-//! producer_state.rs idempotent producers' sequences (duplicates, gaps, fencing)
+//! producer_state.rs idempotent producers' sequences (duplicates, gaps, fencing), open transactions
+//! txn_log.rs    transaction markers, the last stable offset, read_committed views
+//! txn_index.rs  the aborted-transaction index (Kafka's .txnindex), one file per log
 //! recovery.rs   open: torn-tail recovery, lazy index load/rebuild, log start checkpoint
 //! retention.rs  deleting closed segments by age / size / log start
 //! cleaner/      compaction (cleanup.policy=compact): the per-shard log cleaner
@@ -49,6 +51,8 @@ pub mod send_plan;
 pub mod send_read;
 pub mod timestamp_lookup;
 pub mod truncate;
+pub mod txn_index;
+pub mod txn_log;
 pub mod validate;
 pub mod write_buffer;
 mod writer;
@@ -59,9 +63,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CompressionPolicy, FlushPolicy, LogConfig, SyncMode, TimestampType};
 pub use disk::{Disk, DiskOp, FaultInjector, SimulatedDisk, StorageEnv};
 pub use error::{AppendError, ReadError, StorageError};
-pub use log::{AppendInfo, LogRead, PartitionLog, PendingAppend, PreparedEntry, TimestampMatch};
+pub use log::{AppendInfo, Isolation, LogRead, PartitionLog, PendingAppend, PreparedEntry, TimestampMatch};
 pub use memory_disk::{MemoryDisk, MemoryFaults, MemorySession, SeededRng};
 pub use offset::{HighWatermark, LogEndOffset, LogOffsets, LogStartOffset, Offset};
 pub use retention::{spawn_retention_task, RetentionReport};
 pub use send_read::SendRead;
+pub use txn_log::{StableView, TxnMarker};
 pub use writer::wrote_within;

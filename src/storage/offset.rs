@@ -127,6 +127,11 @@ impl OffsetTracker {
         self.log_end
     }
 
+    /// A replicated log: its high watermark follows a Raft group's commit.
+    pub fn is_replicated(&self) -> bool {
+        self.commit.is_some()
+    }
+
     pub fn snapshot(&self) -> LogOffsets {
         LogOffsets::new(self.log_start, self.high_watermark, self.log_end)
     }

@@ -6,10 +6,17 @@
 //! a duplicate and is answered with its original offsets, not written twice; a gap in
 //! sequence numbers is OUT_OF_ORDER_SEQUENCE_NUMBER; an older epoch is fenced.
 //!
+//! Transactions (KIP-98): a producer's first transactional batch opens its transaction
+//! on this partition (its first offset bounds the last stable offset, LSO); the
+//! coordinator's marker closes it, and an abort marker yields the aborted range the
+//! partition's aborted-transaction index keeps for read_committed fetches.
+//!
 //! Survives restarts: a snapshot is written on clean close and used when the log ends
-//! exactly where the snapshot was taken; otherwise (after a crash) the state is rebuilt
-//! from the batches of the active segment, which recovery scans anyway. A producer last
-//! seen only in older segments is then unknown, and its next batch is accepted as is.
+//! exactly where the snapshot was taken, and one is written at every segment roll;
+//! after a crash the state is rebuilt from the roll snapshot of the active segment (if
+//! there is one) plus the batches of the active segment, which recovery scans anyway.
+//! Without a roll snapshot, a producer last seen only in older segments is unknown, and
+//! its next batch is accepted as is.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -34,6 +41,37 @@ struct ProducerEntry {
     batches: VecDeque<ProducerBatch>,
     /// When this producer last appended (wall clock), for expiry.
     last_append_ms: i64,
+    /// The first offset of its open transaction on this partition.
+    txn_first_offset: Option<Offset>,
+}
+
+/// A transaction a marker closed on this partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: Offset,
+    /// The marker's offset.
+    pub last_offset: Offset,
+    pub committed: bool,
+}
+
+/// A producer's open transaction on this partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenTxn {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub first_offset: Offset,
+    pub last_append_ms: i64,
+}
+
+/// First byte of a version-2 snapshot (a version-1 one starts with a non-negative
+/// offset, so its first byte is below 0x80).
+const SNAPSHOT_V2: u8 = 0xF2;
+
+impl ProducerEntry {
+    fn new(epoch: i16, now_ms: i64) -> ProducerEntry {
+        ProducerEntry { epoch, batches: VecDeque::new(), last_append_ms: now_ms, txn_first_offset: None }
+    }
 }
 
 /// Producers idle this long are forgotten (Kafka's producer.id.expiration.ms default).
@@ -119,15 +157,14 @@ impl ProducerStates {
         if !Self::is_idempotent(header) {
             return;
         }
-        let entry = self.producers.entry(header.producer_id).or_insert_with(|| ProducerEntry {
-            epoch: header.producer_epoch,
-            batches: VecDeque::new(),
-            last_append_ms: now_ms,
-        });
+        let entry = self.producers.entry(header.producer_id).or_insert_with(|| ProducerEntry::new(header.producer_epoch, now_ms));
         entry.last_append_ms = entry.last_append_ms.max(now_ms);
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
             entry.batches.clear();
+        }
+        if header.is_transactional() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(base_offset);
         }
         entry.batches.push_back(ProducerBatch {
             first_sequence: header.base_sequence,
@@ -140,17 +177,64 @@ impl ProducerStates {
         }
     }
 
-    /// Forgets batches at or after `offset` (they were rolled back, never acknowledged).
+    /// Applies a transaction marker written at `offset` (`committed` or aborted): the
+    /// producer's open transaction here, if it had one, is closed and returned.
+    pub fn record_marker(&mut self, header: &BatchHeader, committed: bool, offset: Offset, now_ms: i64) -> Option<CompletedTxn> {
+        let entry =
+            self.producers.entry(header.producer_id).or_insert_with(|| ProducerEntry::new(header.producer_epoch, now_ms));
+        entry.last_append_ms = entry.last_append_ms.max(now_ms);
+        if header.producer_epoch > entry.epoch {
+            // The coordinator bumped the epoch (an abort on timeout or fencing): the old
+            // instance's sequences no longer apply.
+            entry.epoch = header.producer_epoch;
+            entry.batches.clear();
+        }
+        let first_offset = entry.txn_first_offset.take()?;
+        Some(CompletedTxn { producer_id: header.producer_id, first_offset, last_offset: offset, committed })
+    }
+
+    /// The first offset of the oldest open transaction: the last stable offset cannot
+    /// pass it.
+    pub fn first_unstable_offset(&self) -> Option<Offset> {
+        self.producers.values().filter_map(|e| e.txn_first_offset).min()
+    }
+
+    /// The open transactions, oldest first.
+    pub fn open_transactions(&self) -> Vec<OpenTxn> {
+        let mut open: Vec<OpenTxn> = self
+            .producers
+            .iter()
+            .filter_map(|(&producer_id, e)| {
+                e.txn_first_offset.map(|first_offset| OpenTxn {
+                    producer_id,
+                    producer_epoch: e.epoch,
+                    first_offset,
+                    last_append_ms: e.last_append_ms,
+                })
+            })
+            .collect();
+        open.sort_by_key(|t| t.first_offset);
+        open
+    }
+
+    /// Forgets batches at or after `offset` (they were rolled back, never acknowledged),
+    /// and transactions they opened.
     pub fn forget_from(&mut self, offset: Offset) {
         for entry in self.producers.values_mut() {
             entry.batches.retain(|b| b.base_offset < offset);
+            if entry.txn_first_offset.is_some_and(|first| first >= offset) {
+                entry.txn_first_offset = None;
+            }
         }
-        self.producers.retain(|_, entry| !entry.batches.is_empty());
+        self.producers.retain(|_, entry| !entry.batches.is_empty() || entry.txn_first_offset.is_some());
     }
 
-    /// Forgets producers that have not appended for `max_idle_ms`.
+    /// Forgets producers that have not appended for `max_idle_ms` (never one with an
+    /// open transaction: its marker is still to come).
     pub fn expire(&mut self, now_ms: i64, max_idle_ms: i64) {
-        self.producers.retain(|_, entry| now_ms.saturating_sub(entry.last_append_ms) < max_idle_ms);
+        self.producers.retain(|_, entry| {
+            entry.txn_first_offset.is_some() || now_ms.saturating_sub(entry.last_append_ms) < max_idle_ms
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -161,16 +245,19 @@ impl ProducerStates {
         self.producers.is_empty()
     }
 
-    /// Snapshot: `[as_of i64][count u32]` then per producer `[id i64][epoch i16][last append ms i64][n u8]`
-    /// and n x `[first i32][last i32][base i64][last_offset i64]`, then a CRC-32C.
+    /// Snapshot: `[0xF2][as_of i64][count u32]` then per producer `[id i64][epoch i16]
+    /// [last append ms i64][open transaction's first offset i64, -1 for none][n u8]` and
+    /// n x `[first i32][last i32][base i64][last_offset i64]`, then a CRC-32C. (Version 1,
+    /// without the leading byte and the transaction field, is still read.)
     pub fn encode(&self, as_of: Offset) -> Vec<u8> {
-        let mut out = Vec::new();
+        let mut out = vec![SNAPSHOT_V2];
         out.extend_from_slice(&as_of.value().to_be_bytes());
         out.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
         for (id, entry) in &self.producers {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&entry.epoch.to_be_bytes());
             out.extend_from_slice(&entry.last_append_ms.to_be_bytes());
+            out.extend_from_slice(&entry.txn_first_offset.map_or(-1, Offset::value).to_be_bytes());
             out.push(entry.batches.len() as u8);
             for b in &entry.batches {
                 out.extend_from_slice(&b.first_sequence.to_be_bytes());
@@ -190,6 +277,10 @@ impl ProducerStates {
         if crc32c::crc32c(body).to_be_bytes() != crc {
             return None;
         }
+        let (version2, body) = match body.split_first() {
+            Some((&SNAPSHOT_V2, rest)) => (true, rest),
+            _ => (false, body),
+        };
         let mut reader = Reader(body);
         let as_of = Offset(reader.i64()?);
         let count = reader.u32()?;
@@ -198,6 +289,7 @@ impl ProducerStates {
             let id = reader.i64()?;
             let epoch = reader.i16()?;
             let last_append_ms = reader.i64()?;
+            let txn_first_offset = if version2 { Some(reader.i64()?).filter(|&o| o >= 0).map(Offset) } else { None };
             let n = reader.u8()?;
             let mut batches = VecDeque::new();
             for _ in 0..n {
@@ -208,7 +300,7 @@ impl ProducerStates {
                     last_offset: Offset(reader.i64()?),
                 });
             }
-            states.producers.insert(id, ProducerEntry { epoch, batches, last_append_ms });
+            states.producers.insert(id, ProducerEntry { epoch, batches, last_append_ms, txn_first_offset });
         }
         reader.0.is_empty().then_some((as_of, states))
     }
@@ -267,6 +359,49 @@ mod tests {
         assert_eq!(states.check(&header(7, 0, 4, 1)), SequenceCheck::Fenced { current_epoch: 1 });
         assert_eq!(states.check(&header(7, 2, 3, 1)), SequenceCheck::OutOfOrder { expected: 0, received: 3 });
         assert_eq!(states.check(&header(-1, -1, -1, 1)), SequenceCheck::Append, "not idempotent");
+    }
+
+    fn transactional(producer_id: i64, epoch: i16, sequence: i32) -> BatchHeader {
+        let mut h = header(producer_id, epoch, sequence, 1);
+        h.attributes |= crate::protocol::record_batch::ATTRIBUTE_TRANSACTIONAL;
+        h
+    }
+
+    #[test]
+    fn transactions_open_at_their_first_batch_and_close_at_the_marker() {
+        let mut states = ProducerStates::default();
+        states.record(&header(1, 0, 0, 1), Offset(0), 0);
+        assert_eq!(states.first_unstable_offset(), None, "plain idempotent batches open nothing");
+        states.record(&transactional(2, 0, 0), Offset(1), 0);
+        states.record(&transactional(3, 0, 0), Offset(2), 0);
+        states.record(&transactional(2, 0, 1), Offset(3), 0);
+        assert_eq!(states.first_unstable_offset(), Some(Offset(1)));
+        let marker = transactional(2, 0, -1);
+        let done = states.record_marker(&marker, false, Offset(4), 0).unwrap();
+        assert_eq!(done, CompletedTxn { producer_id: 2, first_offset: Offset(1), last_offset: Offset(4), committed: false });
+        assert_eq!(states.first_unstable_offset(), Some(Offset(2)));
+        assert_eq!(states.record_marker(&marker, true, Offset(5), 0), None, "nothing open: nothing closed");
+        let bytes = states.encode(Offset(6));
+        assert_eq!(ProducerStates::decode(&bytes).unwrap().1, states, "open transactions survive a snapshot");
+        states.expire(i64::MAX, 1);
+        assert_eq!(states.open_transactions().len(), 1, "a producer with an open transaction does not expire");
+        states.forget_from(Offset(2));
+        assert_eq!(states.first_unstable_offset(), None, "a rolled-back batch opens nothing");
+    }
+
+    #[test]
+    fn version_one_snapshots_are_read() {
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(&10i64.to_be_bytes());
+        v1.extend_from_slice(&1u32.to_be_bytes());
+        v1.extend_from_slice(&7i64.to_be_bytes());
+        v1.extend_from_slice(&2i16.to_be_bytes());
+        v1.extend_from_slice(&5i64.to_be_bytes());
+        v1.push(0);
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_be_bytes());
+        let (as_of, states) = ProducerStates::decode(&v1).unwrap();
+        assert_eq!((as_of, states.len()), (Offset(10), 1));
     }
 
     #[test]

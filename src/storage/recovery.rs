@@ -35,6 +35,8 @@ use super::index::SegmentIndex;
 use super::log::{Health, LogShared, LogState, PartitionLog};
 use super::offset::{Offset, OffsetTracker};
 use super::producer_state::ProducerStates;
+use super::txn_index::{AbortedTxn, TxnIndex, ABORTED_TXNS_FILE};
+use crate::protocol::control_batch::marker_outcome;
 use super::segment::{
     self, parse_segment_name, scan, OffsetRule, Segment, TailWriter, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
 };
@@ -44,6 +46,8 @@ use super::writer::WriterQueue;
 pub const LOG_START_CHECKPOINT: &str = "log-start-offset";
 /// Idempotent producer state written on clean close (see `producer_state`).
 pub const PRODUCER_SNAPSHOT: &str = "producer-state";
+/// Producer state as of the active segment's base, written when it was rolled.
+pub const ROLL_PRODUCER_SNAPSHOT: &str = "producer-state-at-roll";
 
 struct FoundSegment {
     base: Offset,
@@ -74,6 +78,7 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
 
     let mut segments = VecDeque::with_capacity(found.len().max(1));
     let mut producers = ProducerStates::default();
+    let mut scanned_aborts = Vec::new();
     let (log_end, high_watermark) = match found.last() {
         None => {
             let start = checkpoint.unwrap_or(Offset(0));
@@ -96,14 +101,17 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
                 .await
                 .map_err(|e| StorageError::io(dir, e))?
                 .and_then(|bytes| ProducerStates::decode(&bytes).map(|(as_of, _)| as_of));
+            let mut scan_state = TailProducers { producers: roll_snapshot(dir, tail.base, &env).await, aborted: Vec::new() };
             let active = match marker.filter(|m| snapshot_ends_at == Some(m.next_offset)) {
                 Some(summary) => match reopen_clean_tail(dir, tail, &env, summary).await {
                     Ok(Some(segment)) => segment,
-                    Ok(None) => recover_tail(dir, tail, &env, now_ms, &mut producers, tail_rule).await?,
+                    Ok(None) => recover_tail(dir, tail, &env, now_ms, &mut scan_state, tail_rule).await?,
                     Err(error) => return Err(StorageError::io(dir, error)),
                 },
-                None => recover_tail(dir, tail, &env, now_ms, &mut producers, tail_rule).await?,
+                None => recover_tail(dir, tail, &env, now_ms, &mut scan_state, tail_rule).await?,
             };
+            producers = scan_state.producers;
+            scanned_aborts = scan_state.aborted;
             let end = active.next_offset;
             segments.push_back(active);
             (end, end)
@@ -130,7 +138,11 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
         tracing::warn!(dir = %dir.display(), %log_start, %high_watermark, "log start checkpoint is past the recovered log end; clamping");
         log_start = high_watermark;
     }
+    let (aborted, aborted_changed) = load_aborted_index(dir, &env, log_end, scanned_aborts).await?;
     let state = LogState {
+        aborted,
+        txn_index_gate: Rc::new(glommio::sync::Semaphore::new(1)),
+        roll_snapshot: None,
         cache: LogCache::new(env.batch_cache.clone(), config.use_batch_cache),
         config,
         segments,
@@ -148,7 +160,11 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
         clean_limit: None,
     };
     tracing::info!(dir = %dir.display(), %log_start, %log_end, segments = state.segments.len(), "log opened");
-    Ok(PartitionLog { shared: Rc::new(LogShared { dir: dir.to_path_buf(), env, state: RefCell::new(state) }) })
+    let log = PartitionLog { shared: Rc::new(LogShared { dir: dir.to_path_buf(), env, state: RefCell::new(state) }) };
+    if aborted_changed {
+        log.persist_aborted_index().await?;
+    }
+    Ok(log)
 }
 
 /// Segment files in `dir` ordered by base offset; removes leftover temporary files.
@@ -224,12 +240,54 @@ async fn reopen_clean_tail(
 }
 
 /// Scans the last segment, cuts a torn or corrupt tail and rebuilds its index in memory.
+/// What the tail scan rebuilds besides the segment: producer state (starting from the
+/// roll snapshot, when there is one) and the aborts its markers record.
+struct TailProducers {
+    producers: ProducerStates,
+    aborted: Vec<AbortedTxn>,
+}
+
+/// The producer state as of the active segment's base, if its roll snapshot survived.
+async fn roll_snapshot(dir: &Path, active_base: Offset, env: &StorageEnv) -> ProducerStates {
+    let bytes = read_small_file(&dir.join(ROLL_PRODUCER_SNAPSHOT), env).await.ok().flatten();
+    match bytes.and_then(|b| ProducerStates::decode(&b)) {
+        Some((as_of, states)) if as_of == active_base => states,
+        _ => ProducerStates::default(),
+    }
+}
+
+/// The aborted-transaction index: the file, plus aborts the tail scan found that the
+/// file lacks, minus entries past the log end. Says whether it differs from the file.
+async fn load_aborted_index(
+    dir: &Path,
+    env: &StorageEnv,
+    log_end: Offset,
+    scanned: Vec<AbortedTxn>,
+) -> Result<(TxnIndex, bool), StorageError> {
+    let path = dir.join(ABORTED_TXNS_FILE);
+    let file = read_small_file(&path, env).await.map_err(|e| StorageError::io(&path, e))?;
+    let mut index = match file.as_deref().map(TxnIndex::decode) {
+        Some(Some(index)) => index,
+        Some(None) => {
+            return Err(StorageError::Offline { dir: dir.to_path_buf(), reason: format!("{} is damaged", path.display()) })
+        }
+        None => TxnIndex::default(),
+    };
+    let before = index.clone();
+    for entry in scanned {
+        index.push(entry);
+    }
+    index.forget_from(log_end);
+    let changed = index != before;
+    Ok((index, changed))
+}
+
 async fn recover_tail(
     dir: &Path,
     tail: &FoundSegment,
     env: &StorageEnv,
     now_ms: i64,
-    producers: &mut ProducerStates,
+    rebuilt: &mut TailProducers,
     rule: OffsetRule,
 ) -> Result<Segment, StorageError> {
     let path = segment::segment_path(dir, tail.base, LOG_SUFFIX);
@@ -238,10 +296,22 @@ async fn recover_tail(
     let file_size = file.size().await.map_err(io_error)?;
     let mut index = SegmentIndex::new();
     let mut first_timestamp = None;
-    let outcome = scan(&file, tail.base, 0, tail.base, file_size, rule, |header, position| {
+    let outcome = scan(&file, tail.base, 0, tail.base, file_size, rule, |header, position, batch| {
         let relative = (header.base_offset - tail.base.value()) as u32;
         first_timestamp.get_or_insert(header.max_timestamp);
-        producers.record(header, Offset(header.base_offset), now_ms);
+        match marker_outcome(batch, header) {
+            Some(committed) => {
+                let done = rebuilt.producers.record_marker(header, committed, Offset(header.base_offset), now_ms);
+                if let Some(txn) = done.filter(|t| !t.committed) {
+                    rebuilt.aborted.push(AbortedTxn {
+                        producer_id: txn.producer_id,
+                        first_offset: txn.first_offset,
+                        last_offset: txn.last_offset,
+                    });
+                }
+            }
+            None => rebuilt.producers.record(header, Offset(header.base_offset), now_ms),
+        }
         index.on_batch(relative, position as u32, header.total_bytes as u32, header.max_timestamp);
     })
     .await
@@ -349,7 +419,7 @@ pub(crate) async fn load_index(
     }
 
     let mut index = SegmentIndex::new();
-    let outcome = scan(file, base, 0, base, size, rule, |header, position| {
+    let outcome = scan(file, base, 0, base, size, rule, |header, position, _batch| {
         index.on_batch(
             (header.base_offset - base.value()) as u32,
             position as u32,

@@ -160,7 +160,7 @@ pub async fn scan(
     mut offset: Offset,
     end: u64,
     rule: OffsetRule,
-    mut on_batch: impl FnMut(&BatchHeader, u64),
+    mut on_batch: impl FnMut(&BatchHeader, u64, &[u8]),
 ) -> io::Result<ScanOutcome> {
     let mut stopped = None;
     'chunks: while position < end {
@@ -216,7 +216,7 @@ pub async fn scan(
                         stopped = Some(reason);
                         break 'chunks;
                     }
-                    on_batch(&header, position);
+                    on_batch(&header, position, &whole);
                     position += header.total_bytes as u64;
                     offset = Offset(header.next_offset());
                     continue 'chunks;
@@ -228,7 +228,7 @@ pub async fn scan(
                 position += at as u64;
                 break 'chunks;
             }
-            on_batch(&header, position + at as u64);
+            on_batch(&header, position + at as u64, &remaining[..header.total_bytes]);
             at += header.total_bytes;
             offset = Offset(header.next_offset());
         }

@@ -8,7 +8,7 @@ use super::error::{ReadError, StorageError};
 use std::rc::Rc;
 
 use super::disk::SegmentFile;
-use super::log::{is_segment_gone, GapStep, PartitionLog, ReadStart, SEGMENT_GONE_RESTARTS};
+use super::log::{is_segment_gone, GapStep, Isolation, PartitionLog, ReadStart, SEGMENT_GONE_RESTARTS};
 use super::offset::{LogOffsets, Offset};
 use super::segment::{self, OffsetRule, SegmentReadError, LOG_SUFFIX};
 use super::send_plan::{boundary_before, find_batch_holding};
@@ -44,10 +44,11 @@ impl PartitionLog {
     /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch,
     /// KIP-74), below the high watermark: from the batch cache when it holds `offset`,
     /// otherwise as one region of the segment holding it.
-    pub async fn read_for_send(&self, offset: Offset, max_bytes: usize) -> Result<SendRead, ReadError> {
+    /// With `Isolation::ReadCommitted` the limit is the last stable offset instead.
+    pub async fn read_for_send(&self, offset: Offset, max_bytes: usize, isolation: Isolation) -> Result<SendRead, ReadError> {
         if self.shared.env.disk.is_memory() {
             // The simulated disk has no file descriptors to sendfile from: copy.
-            let read = self.read(offset, max_bytes).await?;
+            let read = self.read_isolated(offset, max_bytes, isolation).await?;
             return Ok(SendRead {
                 chunks: read.records.into_iter().map(RecordChunk::Memory).collect(),
                 offsets: read.offsets,
@@ -55,7 +56,7 @@ impl PartitionLog {
         }
         let mut restarts = 0;
         'restart: loop {
-            let (mut segment_base, high_watermark, offsets) = match self.start_read(offset, max_bytes)? {
+            let (mut segment_base, high_watermark, offsets) = match self.start_read(offset, max_bytes, isolation)? {
                 ReadStart::Done(records, offsets) => {
                     return Ok(SendRead { chunks: records.into_iter().map(RecordChunk::Memory).collect(), offsets })
                 }

@@ -69,7 +69,7 @@ pub async fn truncate(log: PartitionLog, offset: Offset) -> Result<PartitionLog,
             let size = file.size().await.map_err(io(&path))?;
             let mut cut = None;
             let mut straddles = false;
-            let outcome = scan(&file, base, 0, base, size, OffsetRule::Increasing, |header, position| {
+            let outcome = scan(&file, base, 0, base, size, OffsetRule::Increasing, |header, position, _batch| {
                 if cut.is_none() && header.base_offset >= offset.value() {
                     cut = Some(position);
                 }

@@ -26,7 +26,10 @@ use crate::protocol::fetch_response::{self, FetchPartition, FetchTopic};
 use crate::protocol::record_chunk::RecordChunk;
 use crate::server::frame::{decode_body, FrameError, Request};
 use crate::shard::ShardContext;
-use crate::storage::{Offset, PartitionLog, ReadError};
+use crate::storage::{Isolation, Offset, PartitionLog, ReadError};
+
+/// Fetch's isolation level for read_committed (0 is read_uncommitted).
+pub const READ_COMMITTED: i8 = 1;
 
 pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::Fetch, 4, 17);
 
@@ -42,36 +45,64 @@ pub struct ReadOutcome {
     pub error_code: i16,
     pub high_watermark: i64,
     pub log_start_offset: i64,
+    /// The last stable offset (the high watermark for read_uncommitted).
+    pub last_stable_offset: i64,
+    /// read_committed: the aborted transactions the records may hold.
+    pub aborted: Vec<(i64, i64)>,
     /// Whole batches: in memory (batch cache) or a segment region to send with sendfile.
     pub records: Vec<RecordChunk>,
 }
 
-/// Reads one partition from `offset`, at most `max_bytes` (at least one batch);
-/// runs on the shard that owns the partition.
-pub async fn read(log: Result<PartitionLog, i16>, offset: i64, max_bytes: usize) -> ReadOutcome {
+/// Reads one partition from `offset`, at most `max_bytes` (at least one batch), below
+/// the limit `isolation` sets; runs on the shard that owns the partition.
+pub async fn read(log: Result<PartitionLog, i16>, offset: i64, max_bytes: usize, isolation: Isolation) -> ReadOutcome {
     let log = match log {
         Ok(log) => log,
         Err(error_code) => {
-            return ReadOutcome { error_code, high_watermark: -1, log_start_offset: -1, records: Vec::new() };
+            return ReadOutcome {
+                error_code,
+                high_watermark: -1,
+                log_start_offset: -1,
+                last_stable_offset: -1,
+                ..ReadOutcome::default()
+            };
+        }
+    };
+    // Taken after the read: the limit can only have moved up since, so the aborted list
+    // covers every transaction the records can hold.
+    let stable = |log: &PartitionLog, high_watermark: i64| match isolation {
+        Isolation::ReadUncommitted => (high_watermark, Vec::new()),
+        Isolation::ReadCommitted => {
+            let view = log.stable_view(Offset(offset));
+            let aborted = view.aborted.iter().map(|a| (a.producer_id, a.first_offset.value())).collect();
+            (view.last_stable_offset.value().min(high_watermark), aborted)
         }
     };
     if max_bytes == 0 {
         // No budget left in this response: offsets only.
         let offsets = log.offsets();
+        let (last_stable_offset, _) = stable(&log, offsets.high_watermark.value());
         return ReadOutcome {
             error_code: 0,
             high_watermark: offsets.high_watermark.value(),
             log_start_offset: offsets.log_start.value(),
+            last_stable_offset,
+            aborted: Vec::new(),
             records: Vec::new(),
         };
     }
-    match log.read_for_send(Offset(offset), max_bytes).await {
-        Ok(read) => ReadOutcome {
-            error_code: 0,
-            high_watermark: read.offsets.high_watermark.value(),
-            log_start_offset: read.offsets.log_start.value(),
-            records: read.chunks,
-        },
+    match log.read_for_send(Offset(offset), max_bytes, isolation).await {
+        Ok(read) => {
+            let (last_stable_offset, aborted) = stable(&log, read.offsets.high_watermark.value());
+            ReadOutcome {
+                error_code: 0,
+                high_watermark: read.offsets.high_watermark.value(),
+                log_start_offset: read.offsets.log_start.value(),
+                last_stable_offset,
+                aborted: if read.chunks.is_empty() { Vec::new() } else { aborted },
+                records: read.chunks,
+            }
+        }
         Err(error) => {
             let offsets = log.offsets();
             let code = match &error {
@@ -82,6 +113,8 @@ pub async fn read(log: Result<PartitionLog, i16>, offset: i64, max_bytes: usize)
                 error_code: code,
                 high_watermark: offsets.high_watermark.value(),
                 log_start_offset: offsets.log_start.value(),
+                last_stable_offset: offsets.high_watermark.value(),
+                aborted: Vec::new(),
                 records: Vec::new(),
             }
         }
@@ -125,7 +158,7 @@ struct Wanted {
 /// Reads the partitions in request order, each on its owning shard, within the
 /// response-wide budget: only the first non-empty partition may exceed it (KIP-74);
 /// partitions past the budget report their offsets without records.
-async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize) -> Vec<ReadOutcome> {
+async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize, isolation: Isolation) -> Vec<ReadOutcome> {
     let mut outcomes = Vec::with_capacity(wanted.len());
     let mut total = 0usize;
     for w in wanted {
@@ -133,7 +166,7 @@ async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize) -
         let limit = w.max_bytes.min(remaining);
         let offset = w.offset;
         let mut outcome = ctx
-            .on_partition(&w.topic, w.partition, move |_, log| read(log, offset, limit))
+            .on_partition(&w.topic, w.partition, move |_, log| read(log, offset, limit, isolation))
             .await
             .unwrap_or(ReadOutcome { error_code: ResponseError::NotLeaderOrFollower.code(), ..ReadOutcome::default() });
         let size: usize = outcome.records.iter().map(RecordChunk::len).sum();
@@ -186,11 +219,12 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Rec
             }
         }
     }
+    let isolation = if body.isolation_level == READ_COMMITTED { Isolation::ReadCommitted } else { Isolation::ReadUncommitted };
     let max_bytes = if body.max_bytes <= 0 { FETCH_BYTES_MAX } else { (body.max_bytes as usize).min(FETCH_BYTES_MAX) };
     let min_bytes = body.min_bytes.max(0) as usize;
     let max_wait = std::time::Duration::from_millis((body.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MS_MAX));
     let deadline = std::time::Instant::now() + max_wait;
-    let mut outcomes = read_all(ctx, &wanted, max_bytes).await;
+    let mut outcomes = read_all(ctx, &wanted, max_bytes, isolation).await;
     // Long polling: wait until new data could make up `min_bytes`, or the deadline.
     loop {
         let has_error = outcomes.iter().any(|o| o.error_code != 0);
@@ -226,7 +260,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Rec
         match select(select_all(waits), timeout).await {
             Either::Left(_) | Either::Right(_) => {}
         }
-        outcomes = read_all(ctx, &wanted, max_bytes).await;
+        outcomes = read_all(ctx, &wanted, max_bytes, isolation).await;
     }
 
     let mut topics: Vec<FetchTopic> = Vec::new();
@@ -241,8 +275,9 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Rec
                 partition_index: w.partition,
                 error_code: outcome.error_code,
                 high_watermark: outcome.high_watermark,
-                last_stable_offset: outcome.high_watermark,
+                last_stable_offset: outcome.last_stable_offset,
                 log_start_offset: outcome.log_start_offset,
+                aborted: outcome.aborted,
                 records: outcome.records,
             },
         );
@@ -261,6 +296,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Rec
                 high_watermark: -1,
                 last_stable_offset: -1,
                 log_start_offset: -1,
+                aborted: Vec::new(),
                 records: Vec::new(),
             },
         );

@@ -16,7 +16,7 @@ use super::partition_errors::storage_error_code;
 use super::ApiSupport;
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::ShardContext;
-use crate::storage::PartitionLog;
+use crate::storage::{Isolation, PartitionLog};
 
 pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::ListOffsets, 1, 9);
 
@@ -39,14 +39,16 @@ impl OffsetLookup {
 }
 
 /// Looks up one partition's offset for `timestamp` (or a special value); runs on the
-/// shard that owns the partition.
-pub async fn lookup(log: Result<PartitionLog, i16>, timestamp: i64) -> OffsetLookup {
+/// shard that owns the partition. The latest offset of a read_committed lookup is the
+/// last stable offset.
+pub async fn lookup(log: Result<PartitionLog, i16>, timestamp: i64, isolation: Isolation) -> OffsetLookup {
     let log = match log {
         Ok(log) => log,
         Err(code) => return OffsetLookup::failed(code),
     };
     let offsets = log.offsets();
     match timestamp {
+        -1 if isolation == Isolation::ReadCommitted => OffsetLookup::found(-1, log.last_stable_offset().value()),
         -1 => OffsetLookup::found(-1, offsets.high_watermark.value()),
         // -4: earliest local offset (KIP-405); with no tiered storage, the log start.
         -2 | -4 => OffsetLookup::found(-1, offsets.log_start.value()),
@@ -70,6 +72,8 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
     let body: ListOffsetsRequest = decode_body(request)?;
     let mut topics = Vec::with_capacity(body.topics.len());
     let version = request.api_version;
+    let isolation =
+        if body.isolation_level == super::fetch::READ_COMMITTED { Isolation::ReadCommitted } else { Isolation::ReadUncommitted };
     for topic in body.topics {
         let name = topic.name.0.to_string();
         let lookups = topic.partitions.iter().map(|p| {
@@ -80,7 +84,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
                 let OffsetLookup { error_code, timestamp, offset } = if !known {
                     OffsetLookup::failed(ResponseError::UnknownTopicOrPartition.code())
                 } else {
-                    ctx.on_partition(&topic, partition, move |_, log| lookup(log, timestamp))
+                    ctx.on_partition(&topic, partition, move |_, log| lookup(log, timestamp, isolation))
                         .await
                         .unwrap_or(OffsetLookup::failed(ResponseError::NotLeaderOrFollower.code()))
                 };

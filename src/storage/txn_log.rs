@@ -1,0 +1,186 @@
+//! The transactional side of a partition log: transaction markers (written by the
+//! transaction coordinator, never by clients), the last stable offset, and what a
+//! read_committed Fetch needs besides the records (see `producer_state` for open
+//! transactions and `txn_index` for aborted ones).
+
+use bytes::BytesMut;
+
+use crate::protocol::control_batch;
+use crate::protocol::record_batch::{self, BatchHeader};
+
+use super::error::{AppendError, StorageError};
+use super::log::{check_open, enqueue_batch, last_stable_offset, AppendInfo, PartitionLog};
+use super::offset::Offset;
+use super::producer_state::OpenTxn;
+use super::txn_index::{AbortedTxn, ABORTED_TXNS_FILE};
+
+/// A transaction marker to write: the coordinator's decision for one producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnMarker {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub committed: bool,
+    pub coordinator_epoch: i32,
+}
+
+/// What a read_committed fetch reports besides its records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StableView {
+    pub last_stable_offset: Offset,
+    /// Aborted transactions whose records a read from the given offset may meet.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+impl PartitionLog {
+    /// Appends a transaction marker and waits until it is durable. An abort's entry in
+    /// the aborted-transaction index is persisted before this returns, so an
+    /// acknowledged abort is never lost from the index.
+    pub async fn append_marker(&self, marker: TxnMarker) -> Result<AppendInfo, AppendError> {
+        let now_ms = self.shared.env.clock.now_ms();
+        let bytes = control_batch::transaction_marker(
+            marker.producer_id,
+            marker.producer_epoch,
+            marker.committed,
+            marker.coordinator_epoch,
+            now_ms,
+        );
+        let (pending, aborted) = {
+            let mut guard = self.shared.state.borrow_mut();
+            let state = &mut *guard;
+            check_open(state)?;
+            if state.offsets.is_replicated() {
+                return Err(AppendError::InvalidRecord {
+                    reason: "transaction markers on replicated partitions are not supported yet".into(),
+                });
+            }
+            let base = state.offsets.log_end();
+            let mut batch = BytesMut::from(&bytes[..]);
+            record_batch::set_base_offset(&mut batch, base.value());
+            let header = BatchHeader::parse(&batch)?;
+            let enqueued = enqueue_batch(state, batch, &header, None, now_ms);
+            let completed = state.producers.record_marker(&header, marker.committed, base, now_ms);
+            let aborted = completed.filter(|c| !c.committed).map(|c| AbortedTxn {
+                producer_id: c.producer_id,
+                first_offset: c.first_offset,
+                last_offset: c.last_offset,
+            });
+            if let Some(entry) = aborted {
+                state.aborted.push(entry);
+            }
+            let start_writer = state.writer.claim_writer();
+            drop(guard);
+            (self.hand_out(enqueued, start_writer), aborted.is_some())
+        };
+        if aborted {
+            self.persist_aborted_index().await?;
+        }
+        Ok(pending.durable().await?)
+    }
+
+    /// The last stable offset: no record at or after it belongs to an open transaction
+    /// (it is the high watermark when none is open).
+    pub fn last_stable_offset(&self) -> Offset {
+        last_stable_offset(&self.shared.state.borrow())
+    }
+
+    /// The last stable offset and the aborted transactions a read_committed read from
+    /// `from` may meet.
+    pub fn stable_view(&self, from: Offset) -> StableView {
+        let state = self.shared.state.borrow();
+        let last_stable_offset = last_stable_offset(&state);
+        StableView { last_stable_offset, aborted: state.aborted.overlapping(from, last_stable_offset) }
+    }
+
+    /// This partition's open transactions, oldest first.
+    pub fn open_transactions(&self) -> Vec<OpenTxn> {
+        self.shared.state.borrow().producers.open_transactions()
+    }
+
+    /// Rewrites the aborted-transaction file with the current index (entries below the
+    /// log start dropped). Writers queue, and each writes the index as it is when its
+    /// turn comes, so the last write holds every entry added before it.
+    pub(crate) async fn persist_aborted_index(&self) -> Result<(), StorageError> {
+        let gate = self.shared.state.borrow().txn_index_gate.clone();
+        let _permit = gate.acquire_permit(1).await;
+        let bytes = {
+            let mut state = self.shared.state.borrow_mut();
+            let log_start = state.offsets.log_start();
+            state.aborted.forget_below(log_start);
+            state.aborted.encode()
+        };
+        let path = self.shared.dir.join(ABORTED_TXNS_FILE);
+        super::disk::write_file_atomic(&path, &bytes, &self.shared.env).await.map_err(|e| StorageError::io(&path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::record_batch::{build, ATTRIBUTE_TRANSACTIONAL};
+    use crate::storage::log::Isolation;
+    use crate::storage::{Disk, LogConfig, MemoryDisk, StorageEnv};
+
+    fn transactional_batch(producer_id: i64, sequence: i32) -> BytesMut {
+        let mut bytes = build::batch(&[b"v"], 1);
+        bytes[21..23].copy_from_slice(&ATTRIBUTE_TRANSACTIONAL.to_be_bytes());
+        bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        bytes[51..53].copy_from_slice(&0i16.to_be_bytes());
+        bytes[53..57].copy_from_slice(&sequence.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        BytesMut::from(&bytes[..])
+    }
+
+    fn marker(producer_id: i64, committed: bool) -> TxnMarker {
+        TxnMarker { producer_id, producer_epoch: 0, committed, coordinator_epoch: 0 }
+    }
+
+    #[test]
+    fn read_committed_stops_at_the_oldest_open_transaction_and_reports_aborts() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let disk = MemoryDisk::new(1);
+                let env = StorageEnv { disk: Disk::Memory(disk.session()), ..StorageEnv::default() };
+                let dir = std::path::Path::new("/txn-log");
+                let log = PartitionLog::open(dir, LogConfig::default(), env.clone()).await.unwrap();
+                log.append(BytesMut::from(&build::batch(&[b"plain"], 1)[..])).await.unwrap(); // 0
+                log.append(transactional_batch(7, 0)).await.unwrap(); // 1
+                log.append(transactional_batch(8, 0)).await.unwrap(); // 2
+                log.append(transactional_batch(7, 1)).await.unwrap(); // 3
+                assert_eq!(log.last_stable_offset(), Offset(1));
+                let read = log.read_isolated(Offset(0), 1 << 20, Isolation::ReadCommitted).await.unwrap();
+                assert_eq!(read.records.len(), 1, "only the plain batch is stable");
+                log.append_marker(marker(7, false)).await.unwrap(); // 4
+                assert_eq!(log.last_stable_offset(), Offset(2), "producer 8's transaction is still open");
+                log.append_marker(marker(8, true)).await.unwrap(); // 5
+                assert_eq!(log.last_stable_offset(), Offset(6));
+                let view = log.stable_view(Offset(0));
+                assert_eq!(
+                    view.aborted,
+                    vec![AbortedTxn { producer_id: 7, first_offset: Offset(1), last_offset: Offset(4) }]
+                );
+                assert!(log.stable_view(Offset(5)).aborted.is_empty(), "past the abort marker");
+                let client_marker = BytesMut::from(&control_batch::transaction_marker(9, 0, true, 0, 1)[..]);
+                assert!(matches!(log.append(client_marker).await, Err(AppendError::InvalidRecord { .. })));
+                log.append(transactional_batch(9, 0)).await.unwrap(); // 6, left open
+                log.close().await.unwrap();
+
+                // A clean reopen keeps the open transaction and the aborted index.
+                let log = PartitionLog::open(dir, LogConfig::default(), env.clone()).await.unwrap();
+                assert_eq!(log.last_stable_offset(), Offset(6));
+                assert_eq!(log.stable_view(Offset(0)).aborted.len(), 1);
+                log.append_marker(marker(9, false)).await.unwrap(); // 7
+                drop(log);
+
+                // A crash (no close): the tail scan rebuilds both.
+                disk.crash();
+                let env = StorageEnv { disk: Disk::Memory(disk.session()), ..StorageEnv::default() };
+                let log = PartitionLog::open(dir, LogConfig::default(), env).await.unwrap();
+                assert_eq!(log.last_stable_offset(), Offset(8));
+                assert_eq!(log.stable_view(Offset(0)).aborted.len(), 2);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+}

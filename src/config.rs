@@ -60,6 +60,8 @@ pub struct ServeConfig {
     pub group_max_session_timeout_ms: i32,
     /// offsets.retention.minutes, in ms
     pub offsets_retention_ms: i64,
+    /// transaction.max.timeout.ms: the longest transaction timeout a producer may ask for.
+    pub transaction_max_timeout_ms: i32,
     /// Memory for recently appended batches, per shard (tailing consumers read from it).
     pub batch_cache_bytes: usize,
     /// Where `/metrics` and `/health` are served (`None`: not at all).

@@ -11,6 +11,7 @@
 //!                             controller (metadata writer), request execution
 //! cluster                     metadata quorum (raft-rs), inter-broker transport, liveness
 //! group                       consumer groups: sans-I/O state machine, coordinator, offsets
+//! txn                         transaction coordinator state: ids, __transaction_state
 //! metadata                    cluster metadata, config catalogue, topic/broker configs
 //! config                      `tern serve` settings and limits
 //! storage                     partition logs: segments, indexes, writer, recovery, retention
@@ -41,4 +42,5 @@ pub mod stable_hash;
 pub mod stop;
 pub mod storage;
 pub mod tune;
+pub mod txn;
 pub mod warn_limit;

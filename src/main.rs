@@ -168,6 +168,12 @@ struct ServeArgs {
     /// are deleted (Kafka's offsets.retention.minutes; default 7 days).
     #[arg(long, default_value_t = 7 * 24 * 60 * 60 * 1000)]
     offsets_retention_ms: i64,
+    /// The longest transaction timeout (transaction.timeout.ms) a transactional producer
+    /// may ask for; longer ones are refused with INVALID_TRANSACTION_TIMEOUT (Kafka's
+    /// transaction.max.timeout.ms). A transaction open longer than its own timeout is
+    /// aborted by the coordinator.
+    #[arg(long, default_value_t = 900_000)]
+    transaction_max_timeout_ms: i32,
     /// Memory per shard for recently appended batches, from which tailing consumers are
     /// served (least recently used evicted first). Ordinary heap memory, not locked.
     #[arg(long, default_value = "128M", value_parser = parse_size)]
@@ -407,6 +413,7 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
         group_min_session_timeout_ms: args.group_min_session_timeout_ms,
         group_max_session_timeout_ms: args.group_max_session_timeout_ms,
         offsets_retention_ms: args.offsets_retention_ms.max(1),
+        transaction_max_timeout_ms: args.transaction_max_timeout_ms.max(1),
         batch_cache_bytes: usize::try_from(args.batch_cache_bytes).map_err(|_| "--batch-cache-bytes is too large")?,
         admin_listen: match args.admin_listen.as_str() {
             "off" | "" => None,

@@ -340,6 +340,10 @@ async fn shard_main(
     ctx.groups.load(&config.data_dir, |p| shard_for(crate::group::offsets::OFFSETS_TOPIC, p, shards) == id).await?;
     ctx.replicate_offsets().await?;
     glommio::spawn_local(ctx.groups.clone().run_timers()).detach();
+    if ctx.cluster.is_none() {
+        ctx.txns.load(&config.data_dir, |p| shard_for(crate::txn::TXN_STATE_TOPIC, p, shards) == id).await?;
+        glommio::spawn_local(crate::shard::transactions::run_timeouts(ctx.clone())).detach();
+    }
     tracing::info!(shard = id, partitions = ctx.logs().len(), "shard recovered its logs");
 
     // Requests from other shards: each runs as its own task so a slow one (a long poll)
@@ -361,7 +365,7 @@ async fn shard_main(
         let ctx = ctx.clone();
         spawn_cleaner_task(
             config.cleaner,
-            Rc::new(move || ctx.logs().into_iter().chain(ctx.groups.offset_logs()).collect()),
+            Rc::new(move || ctx.logs().into_iter().chain(ctx.groups.offset_logs()).chain(ctx.txns.logs()).collect()),
         )
     });
 
@@ -401,6 +405,9 @@ async fn shard_main(
     drop(cleaner);
     ctx.close_logs().await;
     ctx.groups.close().await;
+    if let Err(error) = ctx.txns.close().await {
+        tracing::warn!(shard = id, %error, "closing the transaction state logs failed");
+    }
     let probes = crate::metrics::probes();
     let cache = ctx.storage_env.batch_cache.borrow().stats();
     tracing::info!(

@@ -23,8 +23,8 @@ use crate::storage::clock::{Clock, SystemClock};
 use futures_util::future::LocalBoxFuture;
 
 use super::offsets::{
-    append_entries, encode_entries, partition_for_group, replay, CommittedOffset, OffsetKey, OffsetPartition,
-    OFFSETS_PARTITIONS, OFFSETS_TOPIC,
+    encode_entries, encode_staged, encode_staged_end, partition_for_group, replay, CommittedOffset, OffsetKey,
+    OffsetPartition, OFFSETS_PARTITIONS, OFFSETS_TOPIC,
 };
 use super::state::{
     Effect, Group, GroupConfig, GroupState, JoinRequest, JoinResult, LeavingMember, MemberAssignment,
@@ -104,11 +104,31 @@ pub enum GroupRequest {
         offsets: Vec<PartitionOffset>,
         reply: Sender<Vec<i16>>,
     },
-    /// `None` partitions: every committed offset of the group.
+    /// `None` partitions: every committed offset of the group. With `require_stable`, a
+    /// partition an open transaction staged an offset for answers UNSTABLE_OFFSET_COMMIT.
     FetchOffsets {
         group_id: String,
         partitions: Option<Vec<TopicPartition>>,
+        require_stable: bool,
         reply: Sender<Vec<PartitionOffset>>,
+    },
+    /// TxnOffsetCommit: stage offsets in `producer_id`'s transaction.
+    TxnCommit {
+        group_id: String,
+        producer_id: i64,
+        member_id: String,
+        generation: i32,
+        instance_id: Option<String>,
+        offsets: Vec<PartitionOffset>,
+        reply: Sender<Vec<i16>>,
+    },
+    /// `producer_id`'s transaction ended: the offsets it staged in offsets partition
+    /// `partition` are committed or dropped. `Err` is a Kafka error code.
+    EndTxn {
+        partition: i32,
+        producer_id: i64,
+        commit: bool,
+        reply: Sender<Result<(), i16>>,
     },
     List {
         reply: Sender<Vec<GroupDescription>>,
@@ -316,8 +336,28 @@ impl GroupCoordinator {
                 let _ = reply
                     .send(self.commit(now, &group_id, &member_id, generation, instance_id.as_deref(), offsets).await);
             }
-            GroupRequest::FetchOffsets { group_id, partitions, reply } => {
-                let _ = reply.send(self.fetch_offsets(&group_id, partitions));
+            GroupRequest::FetchOffsets { group_id, partitions, require_stable, reply } => {
+                let _ = reply.send(self.fetch_offsets(&group_id, partitions, require_stable));
+            }
+            GroupRequest::TxnCommit { group_id, producer_id, member_id, generation, instance_id, offsets, reply } => {
+                // Without a member and generation (v0-2, or a producer outside the
+                // group) Kafka checks nothing; with them, what OffsetCommit checks.
+                let valid = if generation < 0 && member_id.is_empty() {
+                    Ok(())
+                } else {
+                    self.with_group(&group_id, true, |g| {
+                        g.validate_commit(now, &member_id, generation, instance_id.as_deref())
+                    })
+                    .expect("created")
+                };
+                let codes = match valid {
+                    Err(code) => vec![code; offsets.len()],
+                    Ok(()) => self.stage_txn_offsets(now, &group_id, producer_id, &offsets).await,
+                };
+                let _ = reply.send(codes);
+            }
+            GroupRequest::EndTxn { partition, producer_id, commit, reply } => {
+                let _ = reply.send(self.end_txn_offsets(now, partition, producer_id, commit).await);
             }
             GroupRequest::List { reply } => {
                 let mut names: Vec<String> = self.groups.borrow().keys().cloned().collect();
@@ -349,17 +389,81 @@ impl GroupCoordinator {
         log: &crate::storage::PartitionLog,
         entries: &[(OffsetKey, Option<CommittedOffset>)],
     ) -> Result<(), i16> {
+        match encode_entries(entries) {
+            Some(batch) => self.write_batch(partition, log, batch).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Writes one batch of offsets records to partition `partition` (see `write`).
+    async fn write_batch(
+        &self,
+        partition: i32,
+        log: &crate::storage::PartitionLog,
+        batch: bytes::BytesMut,
+    ) -> Result<(), i16> {
         let writer = self.replicated.borrow().get(&partition).cloned();
         match writer {
-            Some(writer) => match encode_entries(entries) {
-                Some(batch) => (writer.0)(partition, batch).await,
-                None => Ok(()),
-            },
-            None => append_entries(log, entries).await.map_err(|error| {
+            Some(writer) => (writer.0)(partition, batch).await,
+            None => log.append(batch).await.map(drop).map_err(|error| {
                 tracing::warn!(partition, %error, "offsets write failed");
                 ResponseError::CoordinatorNotAvailable.code()
             }),
         }
+    }
+
+    /// Stages a transaction's offsets for `group_id` (durably; visible once it commits).
+    async fn stage_txn_offsets(
+        &self,
+        now: i64,
+        group_id: &str,
+        producer_id: i64,
+        offsets: &[PartitionOffset],
+    ) -> Vec<i16> {
+        let Some((log, gate)) = self.offsets_log(group_id) else {
+            return vec![ResponseError::NotCoordinator.code(); offsets.len()];
+        };
+        let _permit = gate.acquire_permit(1).await.expect("offsets gate never closes");
+        let entries: Vec<(OffsetKey, CommittedOffset)> = offsets
+            .iter()
+            .map(|o| {
+                let key = (group_id.to_string(), o.topic.clone(), o.partition);
+                let value = CommittedOffset {
+                    offset: o.offset,
+                    leader_epoch: o.leader_epoch,
+                    metadata: o.metadata.clone(),
+                    commit_ms: now,
+                };
+                (key, value)
+            })
+            .collect();
+        let Some(batch) = encode_staged(producer_id, &entries, now) else { return Vec::new() };
+        let partition = partition_for_group(group_id);
+        match self.write_batch(partition, &log, batch).await {
+            Ok(()) => {
+                if let Some(offsets_partition) = self.offsets.borrow_mut().get_mut(&partition) {
+                    offsets_partition.stage(producer_id, entries);
+                }
+                vec![0; offsets.len()]
+            }
+            Err(code) => vec![code; offsets.len()],
+        }
+    }
+
+    /// Commits or drops what `producer_id`'s transaction staged in offsets partition
+    /// `partition` (nothing staged: nothing to do).
+    async fn end_txn_offsets(&self, now: i64, partition: i32, producer_id: i64, commit: bool) -> Result<(), i16> {
+        let Some((log, gate)) = self.offsets.borrow().get(&partition).map(|p| (p.log(), p.gate())) else {
+            return Err(ResponseError::NotCoordinator.code());
+        };
+        let _permit = gate.acquire_permit(1).await.expect("offsets gate never closes");
+        let staged = self.offsets.borrow().get(&partition).map(|p| p.staged_by(producer_id)).unwrap_or_default();
+        let Some(batch) = encode_staged_end(producer_id, &staged, commit, now) else { return Ok(()) };
+        self.write_batch(partition, &log, batch).await?;
+        if let Some(offsets_partition) = self.offsets.borrow_mut().get_mut(&partition) {
+            offsets_partition.end_staged(producer_id, commit);
+        }
+        Ok(())
     }
 
     /// Cluster mode: offsets partition `partition` is replicated; its entries go through
@@ -388,8 +492,9 @@ impl GroupCoordinator {
         };
         let _permit = gate.acquire_permit(1).await.expect("offsets gate never closes");
         let log = self.offsets_partition_log(partition).expect("checked above");
-        let offsets = replay(&log).await.map_err(|e| e.to_string())?;
-        let count = offsets.len();
+        let replayed = replay(&log).await.map_err(|e| e.to_string())?;
+        let count = replayed.offsets.len();
+        let offsets = &replayed.offsets;
         let imported: Vec<(OffsetKey, Option<CommittedOffset>)> = self
             .pending_import
             .borrow()
@@ -397,7 +502,7 @@ impl GroupCoordinator {
             .map(|entries| entries.iter().filter(|(key, _)| !offsets.contains_key(key)).cloned().collect())
             .unwrap_or_default();
         if let Some(offsets_partition) = self.offsets.borrow_mut().get_mut(&partition) {
-            offsets_partition.reset(offsets);
+            offsets_partition.reset(replayed);
         }
         if !imported.is_empty() {
             let log = self.offsets_partition_log(partition).expect("checked above");
@@ -499,11 +604,26 @@ impl GroupCoordinator {
         }
     }
 
-    fn fetch_offsets(&self, group_id: &str, partitions: Option<Vec<TopicPartition>>) -> Vec<PartitionOffset> {
+    fn fetch_offsets(
+        &self,
+        group_id: &str,
+        partitions: Option<Vec<TopicPartition>>,
+        require_stable: bool,
+    ) -> Vec<PartitionOffset> {
         let offsets = self.offsets.borrow();
         let Some(partition) = offsets.get(&partition_for_group(group_id)) else { return Vec::new() };
         let found = |topic: &str, p: i32| {
             let key = (group_id.to_string(), topic.to_string(), p);
+            if require_stable && partition.is_unstable(&key) {
+                return PartitionOffset {
+                    topic: topic.to_string(),
+                    partition: p,
+                    offset: -1,
+                    leader_epoch: -1,
+                    metadata: None,
+                    error_code: ResponseError::UnstableOffsetCommit.code(),
+                };
+            }
             match partition.get(&key) {
                 Some(c) => PartitionOffset {
                     topic: topic.to_string(),

@@ -12,6 +12,12 @@
 //!
 //! Record format (internal; big-endian): key `[1u8][u16 len][group][u16 len][topic][i32
 //! partition]`; value `[i64 offset][i32 leader epoch][i64 commit ms][u16 len][metadata]`.
+//!
+//! Transactional commits (TxnOffsetCommit) are staged under key `[2u8][i64 producer id]`
+//! followed by the same group/topic/partition, with the same value: durable, but not
+//! visible to OffsetFetch. When the transaction ends, one batch turns them into
+//! committed offsets (commit) or drops them (abort) and deletes the staged keys, so a
+//! crash leaves either the staged or the final state, never half of each.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -42,10 +48,22 @@ pub struct CommittedOffset {
 /// (group, topic, partition)
 pub type OffsetKey = (String, String, i32);
 
+/// Offsets a transaction staged, by producer id.
+pub type StagedOffsets = HashMap<i64, HashMap<OffsetKey, CommittedOffset>>;
+
+/// What a replay of an offsets log finds.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    pub offsets: HashMap<OffsetKey, CommittedOffset>,
+    pub staged: StagedOffsets,
+}
+
 #[derive(Debug)]
 pub struct OffsetPartition {
     log: PartitionLog,
     offsets: HashMap<OffsetKey, CommittedOffset>,
+    /// Transactional commits waiting for their transaction's end.
+    staged: StagedOffsets,
     /// Serializes writers (commits, deletions) so the log's order is the
     /// order in which entries are applied.
     gate: std::rc::Rc<glommio::sync::Semaphore>,
@@ -101,6 +119,24 @@ fn decode_key(bytes: &[u8]) -> Option<OffsetKey> {
     Some((reader.string()?, reader.string()?, reader.i32()?))
 }
 
+fn encode_staged_key(producer_id: i64, (group, topic, partition): &OffsetKey) -> Vec<u8> {
+    let mut out = vec![2u8];
+    out.extend_from_slice(&producer_id.to_be_bytes());
+    put_str(&mut out, group);
+    put_str(&mut out, topic);
+    out.extend_from_slice(&partition.to_be_bytes());
+    out
+}
+
+fn decode_staged_key(bytes: &[u8]) -> Option<(i64, OffsetKey)> {
+    let mut reader = Reader(bytes);
+    if reader.bytes(1)? != [2u8] {
+        return None;
+    }
+    let producer_id = reader.i64()?;
+    Some((producer_id, (reader.string()?, reader.string()?, reader.i32()?)))
+}
+
 fn decode_value(bytes: &[u8]) -> Option<CommittedOffset> {
     let mut reader = Reader(bytes);
     let offset = reader.i64()?;
@@ -133,15 +169,52 @@ impl OffsetPartition {
             ..LogConfig::default()
         };
         let log = PartitionLog::open(&dir, config, StorageEnv::default()).await?;
-        let offsets = replay(&log).await?;
-        tracing::info!(partition, offsets = offsets.len(), "loaded committed offsets");
-        Ok(OffsetPartition { log, offsets, gate: std::rc::Rc::new(glommio::sync::Semaphore::new(1)) })
+        let Replayed { offsets, staged } = replay(&log).await?;
+        tracing::info!(
+            partition,
+            offsets = offsets.len(),
+            staged_transactions = staged.len(),
+            "loaded committed offsets"
+        );
+        Ok(OffsetPartition { log, offsets, staged, gate: std::rc::Rc::new(glommio::sync::Semaphore::new(1)) })
     }
 
     /// Replaces the in-memory offsets with the log's (a replica that became leader: its
     /// log took the previous leader's commits through Raft).
-    pub fn reset(&mut self, offsets: HashMap<OffsetKey, CommittedOffset>) {
-        self.offsets = offsets;
+    pub fn reset(&mut self, replayed: Replayed) {
+        self.offsets = replayed.offsets;
+        self.staged = replayed.staged;
+    }
+
+    /// Stages a transaction's offsets (already written with [`encode_staged`]).
+    pub fn stage(&mut self, producer_id: i64, entries: Vec<(OffsetKey, CommittedOffset)>) {
+        self.staged.entry(producer_id).or_default().extend(entries);
+    }
+
+    /// What `producer_id`'s transaction staged here.
+    pub fn staged_by(&self, producer_id: i64) -> Vec<(OffsetKey, CommittedOffset)> {
+        let mut out: Vec<_> = self
+            .staged
+            .get(&producer_id)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Ends `producer_id`'s staged offsets (written with [`encode_staged_end`]): on
+    /// commit they become committed offsets.
+    pub fn end_staged(&mut self, producer_id: i64, commit: bool) {
+        let Some(staged) = self.staged.remove(&producer_id) else { return };
+        if commit {
+            self.offsets.extend(staged);
+        }
+    }
+
+    /// Whether an open transaction staged an offset for `key` (OffsetFetch with
+    /// require_stable answers UNSTABLE_OFFSET_COMMIT then).
+    pub fn is_unstable(&self, key: &OffsetKey) -> bool {
+        self.staged.values().any(|m| m.contains_key(key))
     }
 
     /// The replica group reopened the log (after cutting its uncommitted tail).
@@ -152,8 +225,9 @@ impl OffsetPartition {
 
 /// Every committed offset in `log` up to its high watermark (latest value per key; a
 /// null value deletes).
-pub async fn replay(log: &PartitionLog) -> Result<HashMap<OffsetKey, CommittedOffset>, StorageError> {
+pub async fn replay(log: &PartitionLog) -> Result<Replayed, StorageError> {
     let mut offsets = HashMap::new();
+    let mut staged: StagedOffsets = HashMap::new();
     let mut position = log.offsets().log_start.offset();
     loop {
         let read = log.read(position, 1 << 20).await.map_err(|e| match e {
@@ -166,6 +240,17 @@ pub async fn replay(log: &PartitionLog) -> Result<HashMap<OffsetKey, CommittedOf
         for chunk in &read.records {
             for (header, range) in iter_batches(chunk) {
                 for record in records(&chunk[range], &header).unwrap_or_default() {
+                    if let Some((producer_id, key)) = record.key.and_then(decode_staged_key) {
+                        let txn = staged.entry(producer_id).or_default();
+                        match record.value.and_then(decode_value) {
+                            Some(value) => txn.insert(key, value),
+                            None => txn.remove(&key),
+                        };
+                        if txn.is_empty() {
+                            staged.remove(&producer_id);
+                        }
+                        continue;
+                    }
                     let Some(key) = record.key.and_then(decode_key) else { continue };
                     match record.value.and_then(decode_value) {
                         Some(value) => offsets.insert(key, value),
@@ -176,7 +261,7 @@ pub async fn replay(log: &PartitionLog) -> Result<HashMap<OffsetKey, CommittedOf
             }
         }
     }
-    Ok(offsets)
+    Ok(Replayed { offsets, staged })
 }
 
 impl OffsetPartition {
@@ -255,16 +340,43 @@ pub async fn append_entries(
 
 /// Entries as one record batch (`None` when there are none).
 pub fn encode_entries(entries: &[(OffsetKey, Option<CommittedOffset>)]) -> Option<BytesMut> {
-    if entries.is_empty() {
-        return None;
-    }
     let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> =
         entries.iter().map(|(key, value)| (encode_key(key), value.as_ref().map(encode_value))).collect();
     let now_ms = entries.iter().filter_map(|(_, v)| v.as_ref().map(|v| v.commit_ms)).max().unwrap_or(0);
+    encode_records(&encoded, now_ms)
+}
+
+fn encode_records(encoded: &[(Vec<u8>, Option<Vec<u8>>)], now_ms: i64) -> Option<BytesMut> {
+    if encoded.is_empty() {
+        return None;
+    }
     let views: Vec<build::KeyValue<'_>> =
         encoded.iter().map(|(key, value)| (Some(key.as_slice()), value.as_deref())).collect();
     let batch = build::keyed_batch(&views, now_ms);
     Some(BytesMut::from(&batch[..]))
+}
+
+/// A transaction's staged offsets as one record batch.
+pub fn encode_staged(producer_id: i64, entries: &[(OffsetKey, CommittedOffset)], now_ms: i64) -> Option<BytesMut> {
+    let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+        entries.iter().map(|(key, value)| (encode_staged_key(producer_id, key), Some(encode_value(value)))).collect();
+    encode_records(&encoded, now_ms)
+}
+
+/// The end of a transaction's staged offsets as one batch: the committed offsets (on
+/// commit) and the deletion of every staged key.
+pub fn encode_staged_end(
+    producer_id: i64,
+    staged: &[(OffsetKey, CommittedOffset)],
+    commit: bool,
+    now_ms: i64,
+) -> Option<BytesMut> {
+    let mut encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(staged.len() * 2);
+    if commit {
+        encoded.extend(staged.iter().map(|(key, value)| (encode_key(key), Some(encode_value(value)))));
+    }
+    encoded.extend(staged.iter().map(|(key, _)| (encode_staged_key(producer_id, key), None)));
+    encode_records(&encoded, now_ms)
 }
 
 #[cfg(test)]
@@ -274,10 +386,12 @@ mod tests {
     #[test]
     fn keys_and_values_round_trip() {
         let key = ("group".to_string(), "topic.a".to_string(), 7);
-        assert_eq!(decode_key(&encode_key(&key)), Some(key));
+        assert_eq!(decode_key(&encode_key(&key)), Some(key.clone()));
         let value = CommittedOffset { offset: 42, leader_epoch: -1, metadata: Some("m".into()), commit_ms: 9 };
         assert_eq!(decode_value(&encode_value(&value)), Some(value));
         assert_eq!(decode_key(b"\x02junk"), None);
+        assert_eq!(decode_staged_key(&encode_staged_key(9, &key)), Some((9, key.clone())));
+        assert_eq!(decode_staged_key(&encode_key(&key)), None);
         assert_eq!(decode_value(b"short"), None);
         assert!((0..OFFSETS_PARTITIONS).contains(&partition_for_group("any-group")));
     }

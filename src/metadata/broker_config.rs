@@ -110,7 +110,14 @@ fn flag_configs(config: &ServeConfig, offsets_topic_partitions: i32) -> Vec<Flag
         entry("offsets.topic.num.partitions", Int, offsets_topic_partitions.to_string(), ""),
         entry("offsets.topic.replication.factor", Short, "1".into(), ""),
         entry("socket.request.max.bytes", Int, config.request_bytes_max.to_string(), "max-request-bytes"),
+        entry(
+            "transaction.max.timeout.ms",
+            Int,
+            config.transaction_max_timeout_ms.to_string(),
+            "transaction-max-timeout-ms",
+        ),
         entry("transaction.state.log.min.isr", Int, "1".into(), ""),
+        entry("transaction.state.log.num.partitions", Int, crate::txn::TXN_STATE_PARTITIONS.to_string(), ""),
         entry("transaction.state.log.replication.factor", Short, "1".into(), ""),
     ]
 }
@@ -183,7 +190,9 @@ fn is_flag_config(name: &str) -> bool {
         "offsets.topic.num.partitions",
         "offsets.topic.replication.factor",
         "socket.request.max.bytes",
+        "transaction.max.timeout.ms",
         "transaction.state.log.min.isr",
+        "transaction.state.log.num.partitions",
         "transaction.state.log.replication.factor",
     ];
     FLAG_CONFIG_NAMES.contains(&name)

@@ -75,7 +75,13 @@ pub fn encode(batch: &ControlBatch<'_>) -> Bytes {
 }
 
 /// A transaction marker for `producer_id`/`producer_epoch`: commit or abort.
-pub fn transaction_marker(producer_id: i64, producer_epoch: i16, commit: bool, coordinator_epoch: i32, now_ms: i64) -> Bytes {
+pub fn transaction_marker(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    now_ms: i64,
+) -> Bytes {
     let mut value = Vec::with_capacity(6);
     value.extend_from_slice(&0i16.to_be_bytes());
     value.extend_from_slice(&coordinator_epoch.to_be_bytes());

@@ -240,27 +240,26 @@ mod tests {
     }
 
     fn topics_strategy() -> impl Strategy<Value = Vec<FetchTopic>> {
-        let partition =
-            (
-                any::<i32>(),
-                any::<i16>(),
-                any::<i64>(),
-                any::<i64>(),
-                proptest::collection::vec(any::<(i64, i64)>(), 0..3),
-                proptest::collection::vec(0usize..40_000, 0..3),
-            )
-                .prop_map(|(index, error, hw, start, aborted, sizes)| FetchPartition {
-                    partition_index: index,
-                    error_code: error,
-                    high_watermark: hw,
-                    last_stable_offset: hw,
-                    log_start_offset: start,
-                    aborted,
-                    records: sizes
-                        .into_iter()
-                        .map(|n| RecordChunk::Memory(Bytes::from(vec![(n % 251) as u8; n])))
-                        .collect(),
-                });
+        let partition = (
+            any::<i32>(),
+            any::<i16>(),
+            any::<i64>(),
+            any::<i64>(),
+            proptest::collection::vec(any::<(i64, i64)>(), 0..3),
+            proptest::collection::vec(0usize..40_000, 0..3),
+        )
+            .prop_map(|(index, error, hw, start, aborted, sizes)| FetchPartition {
+                partition_index: index,
+                error_code: error,
+                high_watermark: hw,
+                last_stable_offset: hw,
+                log_start_offset: start,
+                aborted,
+                records: sizes
+                    .into_iter()
+                    .map(|n| RecordChunk::Memory(Bytes::from(vec![(n % 251) as u8; n])))
+                    .collect(),
+            });
         let topic = ("[a-z]{1,20}", any::<[u8; 16]>(), proptest::collection::vec(partition, 0..4))
             .prop_map(|(name, topic_id, partitions)| FetchTopic { name, topic_id, partitions });
         proptest::collection::vec(topic, 0..3)

@@ -53,6 +53,8 @@ pub struct ShardContext {
     pub(crate) controller_gate: glommio::sync::Semaphore,
     /// Consumer groups coordinated by this shard.
     pub groups: Rc<GroupCoordinator>,
+    /// Transactional ids coordinated by this shard.
+    pub txns: Rc<crate::txn::TxnCoordinator>,
     /// What this shard's logs share: the clock and the one batch cache of the shard.
     pub storage_env: StorageEnv,
     /// Bytes of requests this shard may hold being read or handled (its share of
@@ -103,6 +105,10 @@ impl ShardContext {
             offsets_retention_ms: config.offsets_retention_ms,
         };
         let cache_bytes = config.batch_cache_bytes;
+        let txn_config = crate::txn::TxnConfig {
+            max_timeout_ms: config.transaction_max_timeout_ms,
+            ..crate::txn::TxnConfig::default()
+        };
         let sync_mode = config.sync_mode;
         let request_bytes_budget_total = config.queued_request_bytes_per_shard;
         ShardContext {
@@ -114,6 +120,7 @@ impl ShardContext {
             senders,
             controller_gate: glommio::sync::Semaphore::new(1),
             groups: Rc::new(GroupCoordinator::new(group_config)),
+            txns: Rc::new(crate::txn::TxnCoordinator::new(txn_config)),
             storage_env: StorageEnv {
                 batch_cache: BatchCache::shared(cache_bytes),
                 sync_mode,

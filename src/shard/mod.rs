@@ -22,5 +22,6 @@ pub mod metrics_publisher;
 pub mod replica_group;
 pub mod replicas;
 pub mod router;
+pub mod transactions;
 
 pub use context::ShardContext;

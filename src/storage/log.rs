@@ -28,8 +28,8 @@ use super::disk::{SegmentFile, StorageEnv};
 use super::error::{AppendError, ReadError, StorageError};
 use super::offset::{LogOffsets, LogStartOffset, Offset, OffsetTracker};
 use super::producer_state::{ProducerStates, SequenceCheck};
-use super::txn_index::TxnIndex;
 use super::segment::{self, read_batches, OffsetRule, Segment, SegmentReadError, LOG_SUFFIX};
+use super::txn_index::TxnIndex;
 use super::validate;
 use super::writer::{self, PendingWrite, WriterQueue};
 
@@ -339,7 +339,12 @@ impl PartitionLog {
     }
 
     /// [`PartitionLog::read`] below the limit `isolation` sets.
-    pub async fn read_isolated(&self, offset: Offset, max_bytes: usize, isolation: Isolation) -> Result<LogRead, ReadError> {
+    pub async fn read_isolated(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        isolation: Isolation,
+    ) -> Result<LogRead, ReadError> {
         let mut restarts = 0;
         'restart: loop {
             let (mut segment_base, high_watermark, offsets) = match self.start_read(offset, max_bytes, isolation)? {
@@ -420,7 +425,12 @@ impl PartitionLog {
     /// an error; at the readable limit (the high watermark, or for read_committed the
     /// last stable offset) the answer is empty; a cache hit is the answer; otherwise the
     /// read goes to the segment holding `offset`.
-    pub(crate) fn start_read(&self, offset: Offset, max_bytes: usize, isolation: Isolation) -> Result<ReadStart, ReadError> {
+    pub(crate) fn start_read(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        isolation: Isolation,
+    ) -> Result<ReadStart, ReadError> {
         let state = self.shared.state.borrow();
         check_readable(&state.health)?;
         let offsets = state.offsets.snapshot();

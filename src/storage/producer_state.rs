@@ -157,7 +157,10 @@ impl ProducerStates {
         if !Self::is_idempotent(header) {
             return;
         }
-        let entry = self.producers.entry(header.producer_id).or_insert_with(|| ProducerEntry::new(header.producer_epoch, now_ms));
+        let entry = self
+            .producers
+            .entry(header.producer_id)
+            .or_insert_with(|| ProducerEntry::new(header.producer_epoch, now_ms));
         entry.last_append_ms = entry.last_append_ms.max(now_ms);
         if header.producer_epoch != entry.epoch {
             entry.epoch = header.producer_epoch;
@@ -179,9 +182,17 @@ impl ProducerStates {
 
     /// Applies a transaction marker written at `offset` (`committed` or aborted): the
     /// producer's open transaction here, if it had one, is closed and returned.
-    pub fn record_marker(&mut self, header: &BatchHeader, committed: bool, offset: Offset, now_ms: i64) -> Option<CompletedTxn> {
-        let entry =
-            self.producers.entry(header.producer_id).or_insert_with(|| ProducerEntry::new(header.producer_epoch, now_ms));
+    pub fn record_marker(
+        &mut self,
+        header: &BatchHeader,
+        committed: bool,
+        offset: Offset,
+        now_ms: i64,
+    ) -> Option<CompletedTxn> {
+        let entry = self
+            .producers
+            .entry(header.producer_id)
+            .or_insert_with(|| ProducerEntry::new(header.producer_epoch, now_ms));
         entry.last_append_ms = entry.last_append_ms.max(now_ms);
         if header.producer_epoch > entry.epoch {
             // The coordinator bumped the epoch (an abort on timeout or fencing): the old
@@ -197,6 +208,11 @@ impl ProducerStates {
     /// pass it.
     pub fn first_unstable_offset(&self) -> Option<Offset> {
         self.producers.values().filter_map(|e| e.txn_first_offset).min()
+    }
+
+    /// Whether `producer_id` has a transaction open on this partition.
+    pub fn has_open_txn(&self, producer_id: i64) -> bool {
+        self.producers.get(&producer_id).is_some_and(|e| e.txn_first_offset.is_some())
     }
 
     /// The open transactions, oldest first.
@@ -378,7 +394,10 @@ mod tests {
         assert_eq!(states.first_unstable_offset(), Some(Offset(1)));
         let marker = transactional(2, 0, -1);
         let done = states.record_marker(&marker, false, Offset(4), 0).unwrap();
-        assert_eq!(done, CompletedTxn { producer_id: 2, first_offset: Offset(1), last_offset: Offset(4), committed: false });
+        assert_eq!(
+            done,
+            CompletedTxn { producer_id: 2, first_offset: Offset(1), last_offset: Offset(4), committed: false }
+        );
         assert_eq!(states.first_unstable_offset(), Some(Offset(2)));
         assert_eq!(states.record_marker(&marker, true, Offset(5), 0), None, "nothing open: nothing closed");
         let bytes = states.encode(Offset(6));

@@ -35,12 +35,12 @@ use super::index::SegmentIndex;
 use super::log::{Health, LogShared, LogState, PartitionLog};
 use super::offset::{Offset, OffsetTracker};
 use super::producer_state::ProducerStates;
-use super::txn_index::{AbortedTxn, TxnIndex, ABORTED_TXNS_FILE};
-use crate::protocol::control_batch::marker_outcome;
 use super::segment::{
     self, parse_segment_name, scan, OffsetRule, Segment, TailWriter, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
 };
+use super::txn_index::{AbortedTxn, TxnIndex, ABORTED_TXNS_FILE};
 use super::writer::WriterQueue;
+use crate::protocol::control_batch::marker_outcome;
 
 /// File holding the log start offset moved by DeleteRecords (8 bytes BE + CRC-32C).
 pub const LOG_START_CHECKPOINT: &str = "log-start-offset";
@@ -101,7 +101,8 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
                 .await
                 .map_err(|e| StorageError::io(dir, e))?
                 .and_then(|bytes| ProducerStates::decode(&bytes).map(|(as_of, _)| as_of));
-            let mut scan_state = TailProducers { producers: roll_snapshot(dir, tail.base, &env).await, aborted: Vec::new() };
+            let mut scan_state =
+                TailProducers { producers: roll_snapshot(dir, tail.base, &env).await, aborted: Vec::new() };
             let active = match marker.filter(|m| snapshot_ends_at == Some(m.next_offset)) {
                 Some(summary) => match reopen_clean_tail(dir, tail, &env, summary).await {
                     Ok(Some(segment)) => segment,
@@ -269,7 +270,10 @@ async fn load_aborted_index(
     let mut index = match file.as_deref().map(TxnIndex::decode) {
         Some(Some(index)) => index,
         Some(None) => {
-            return Err(StorageError::Offline { dir: dir.to_path_buf(), reason: format!("{} is damaged", path.display()) })
+            return Err(StorageError::Offline {
+                dir: dir.to_path_buf(),
+                reason: format!("{} is damaged", path.display()),
+            })
         }
         None => TxnIndex::default(),
     };

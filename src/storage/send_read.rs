@@ -45,7 +45,12 @@ impl PartitionLog {
     /// KIP-74), below the high watermark: from the batch cache when it holds `offset`,
     /// otherwise as one region of the segment holding it.
     /// With `Isolation::ReadCommitted` the limit is the last stable offset instead.
-    pub async fn read_for_send(&self, offset: Offset, max_bytes: usize, isolation: Isolation) -> Result<SendRead, ReadError> {
+    pub async fn read_for_send(
+        &self,
+        offset: Offset,
+        max_bytes: usize,
+        isolation: Isolation,
+    ) -> Result<SendRead, ReadError> {
         if self.shared.env.disk.is_memory() {
             // The simulated disk has no file descriptors to sendfile from: copy.
             let read = self.read_isolated(offset, max_bytes, isolation).await?;

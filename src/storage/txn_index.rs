@@ -96,7 +96,11 @@ impl TxnIndex {
         let mut index = TxnIndex::default();
         for chunk in entries.chunks_exact(ENTRY_BYTES) {
             let field = |i: usize| i64::from_be_bytes(chunk[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-            index.push(AbortedTxn { producer_id: field(0), first_offset: Offset(field(1)), last_offset: Offset(field(2)) });
+            index.push(AbortedTxn {
+                producer_id: field(0),
+                first_offset: Offset(field(1)),
+                last_offset: Offset(field(2)),
+            });
         }
         Some(index)
     }

@@ -91,6 +91,12 @@ impl PartitionLog {
         StableView { last_stable_offset, aborted: state.aborted.overlapping(from, last_stable_offset) }
     }
 
+    /// Whether `producer_id` has a transaction open on this partition (its next
+    /// transactional batch continues it; a first one needs the coordinator's word).
+    pub fn has_open_transaction(&self, producer_id: i64) -> bool {
+        self.shared.state.borrow().producers.has_open_txn(producer_id)
+    }
+
     /// This partition's open transactions, oldest first.
     pub fn open_transactions(&self) -> Vec<OpenTxn> {
         self.shared.state.borrow().producers.open_transactions()

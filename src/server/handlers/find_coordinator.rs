@@ -1,7 +1,8 @@
 //! FindCoordinator (key 10), versions 0-6: the broker coordinating each group (v4+
 //! answers a batch of keys): standalone this node; in a cluster the leader of the group's
 //! `__consumer_offsets` partition (COORDINATOR_NOT_AVAILABLE while it is fenced).
-//! Transaction coordinators are not offered: Tern has no transactions.
+//! Transaction coordinators (key type 1): this node (in cluster mode InitProducerId then
+//! refuses the transactional id: transactions need a standalone broker for now).
 
 use std::rc::Rc;
 
@@ -19,15 +20,18 @@ use crate::shard::ShardContext;
 pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::FindCoordinator, 0, 6);
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
     let body: FindCoordinatorRequest = decode_body(request)?;
     let metadata = ctx.metadata();
     let locate = |key: &str| -> (i16, BrokerId, StrBytes, i32) {
-        if body.key_type != KEY_TYPE_GROUP {
-            return (ResponseError::CoordinatorNotAvailable.code(), BrokerId(-1), StrBytes::default(), -1);
-        }
-        match broker_address(ctx, &metadata, ctx.group_coordinator_node(key)) {
+        let node = match body.key_type {
+            KEY_TYPE_GROUP => ctx.group_coordinator_node(key),
+            KEY_TYPE_TRANSACTION => ctx.config.node_id,
+            _ => return (ResponseError::InvalidRequest.code(), BrokerId(-1), StrBytes::default(), -1),
+        };
+        match broker_address(ctx, &metadata, node) {
             Some(b) => (0, BrokerId(b.node_id), StrBytes::from_string(b.host), b.port),
             None => (ResponseError::CoordinatorNotAvailable.code(), BrokerId(-1), StrBytes::default(), -1),
         }

@@ -91,6 +91,8 @@ macro_rules! kafka_apis {
 pub mod cluster_layout;
 /// Kafka error codes for storage failures, shared by the partition APIs.
 pub mod partition_errors;
+/// Kafka error codes for the transaction coordinator's refusals.
+pub mod transaction_errors;
 
 kafka_apis! {
     api_versions: ApiVersionsRequest,
@@ -119,6 +121,12 @@ kafka_apis! {
     describe_groups: DescribeGroupsRequest,
     delete_groups: DeleteGroupsRequest,
     offset_delete: OffsetDeleteRequest,
+    add_partitions_to_txn: AddPartitionsToTxnRequest,
+    add_offsets_to_txn: AddOffsetsToTxnRequest,
+    end_txn: EndTxnRequest,
+    txn_offset_commit: TxnOffsetCommitRequest,
+    describe_transactions: DescribeTransactionsRequest,
+    list_transactions: ListTransactionsRequest,
 }
 
 pub fn support_for(key: ApiKey) -> Option<ApiSupport> {

@@ -2,6 +2,8 @@
 //! partitions or (v2+, topics null) all of them; -1 where nothing was committed. From v8
 //! one request asks for several groups (each answered by its own coordinating shard,
 //! concurrently); v9 adds the KIP-848 member epoch, which classic groups do not check.
+//! With require_stable (v7+, KIP-447) a partition whose offset an open transaction
+//! staged answers UNSTABLE_OFFSET_COMMIT, and the client retries.
 
 use std::rc::Rc;
 
@@ -28,10 +30,13 @@ async fn group_offsets(
     ctx: &Rc<ShardContext>,
     group_id: String,
     partitions: Option<Vec<TopicPartition>>,
+    require_stable: bool,
 ) -> Result<Vec<PartitionOffset>, i16> {
     let group = group_id.clone();
-    ctx.call_group(&group, move |reply| ShardRequest::Group(GroupRequest::FetchOffsets { group_id, partitions, reply }))
-        .await
+    ctx.call_group(&group, move |reply| {
+        ShardRequest::Group(GroupRequest::FetchOffsets { group_id, partitions, require_stable, reply })
+    })
+    .await
 }
 
 /// Offsets grouped by topic, in the order the coordinator answered.
@@ -58,7 +63,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
                     .flat_map(|t| t.partition_indexes.iter().map(move |p| TopicPartition::new(t.name.0.to_string(), *p)))
                     .collect()
             });
-            group_offsets(ctx, group.group_id.0.to_string(), partitions)
+            group_offsets(ctx, group.group_id.0.to_string(), partitions, body.require_stable)
         });
         let found = join_all(lookups).await;
         response.groups = body
@@ -102,7 +107,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
     let partitions: Option<Vec<TopicPartition>> = body.topics.as_ref().map(|topics| {
         topics.iter().flat_map(|t| t.partition_indexes.iter().map(move |p| TopicPartition::new(t.name.0.to_string(), *p))).collect()
     });
-    match group_offsets(ctx, body.group_id.0.to_string(), partitions).await {
+    match group_offsets(ctx, body.group_id.0.to_string(), partitions, body.require_stable).await {
         Err(code) => {
             if version >= 2 {
                 response.error_code = code;

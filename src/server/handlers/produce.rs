@@ -67,6 +67,8 @@ pub struct AppendTarget {
     pub partition: TopicPartition,
     /// The request's `timeout_ms`: how long a replicated append may wait for its commit.
     pub timeout: Duration,
+    /// The request's transactional id (transactional producers).
+    pub transactional_id: Option<String>,
 }
 
 /// Appends one partition's batch; runs on the shard that owns the partition. A
@@ -79,7 +81,8 @@ pub async fn append(target: AppendTarget, log: Result<PartitionLog, i16>, acks: 
     };
     // Control batches (transaction markers) are written by the broker, never by clients
     // (Kafka refuses them the same way).
-    if crate::protocol::record_batch::BatchHeader::parse(&records).is_ok_and(|header| header.is_control()) {
+    let header = crate::protocol::record_batch::BatchHeader::parse(&records).ok();
+    if header.is_some_and(|header| header.is_control()) {
         return ProduceOutcome::failed(
             ResponseError::InvalidRecord.code(),
             "control batches may not be produced by clients",
@@ -90,6 +93,11 @@ pub async fn append(target: AppendTarget, log: Result<PartitionLog, i16>, acks: 
         .topics
         .get(&target.partition.topic)
         .is_some_and(|info| target.ctx.is_replicated(info, target.partition.partition));
+    if let Some(header) = header.filter(|h| h.is_transactional()) {
+        if let Err(refused) = check_transactional(&target, &log, &header, replicated).await {
+            return refused;
+        }
+    }
     if replicated {
         let outcome = target.ctx.propose(target.partition.clone(), records, acks, target.timeout).await;
         return match outcome {
@@ -141,6 +149,46 @@ pub async fn append(target: AppendTarget, log: Result<PartitionLog, i16>, acks: 
         },
         Err(error) => refusal(&log, error).await,
     }
+}
+
+/// A transactional batch may be written when the producer's transaction already has
+/// records here, or when its coordinator says the transaction is open and includes this
+/// partition (KIP-890's check: a producer cannot leave a transaction hanging on a
+/// partition its coordinator does not know of).
+async fn check_transactional(
+    target: &AppendTarget,
+    log: &PartitionLog,
+    header: &crate::protocol::record_batch::BatchHeader,
+    replicated: bool,
+) -> Result<(), ProduceOutcome> {
+    let Some(id) = target.transactional_id.clone() else {
+        return Err(ProduceOutcome::failed(
+            ResponseError::InvalidRecord.code(),
+            "a transactional batch needs the request's transactional id",
+        ));
+    };
+    if replicated {
+        return Err(ProduceOutcome::failed(
+            ResponseError::TransactionalIdAuthorizationFailed.code(),
+            "transactions are not supported on replicated partitions yet",
+        ));
+    }
+    if log.has_open_transaction(header.producer_id) {
+        return Ok(());
+    }
+    let (producer_id, epoch, partition) = (header.producer_id, header.producer_epoch, target.partition.clone());
+    let key = id.clone();
+    let verified = crate::shard::transactions::on_coordinator(&target.ctx, &key, move |ctx| async move {
+        crate::shard::transactions::verify(&ctx, &id, producer_id, epoch, &partition)
+    })
+    .await;
+    verified.map_err(|error| {
+        let code = match error {
+            crate::txn::TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch.code(),
+            other => other.code(),
+        };
+        ProduceOutcome::failed(code, format!("transaction check: {error}"))
+    })
 }
 
 /// The answer to an append the storage refused.
@@ -201,11 +249,10 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Option<
     let timeout = Duration::from_millis(body.timeout_ms.clamp(1, 300_000) as u64);
     let refusal = if !(-1..=1).contains(&acks) {
         Some((ResponseError::InvalidRequiredAcks, "acks must be 0, 1 or -1"))
-    } else if body.transactional_id.is_some() {
-        Some((ResponseError::TransactionalIdAuthorizationFailed, "transactions are not supported"))
     } else {
         None
     };
+    let transactional_id = body.transactional_id.as_ref().map(|id| id.0.to_string());
     let mut calls = Vec::new();
     for topic in &body.topic_data {
         let name = topic.name.0.to_string();
@@ -215,6 +262,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Option<
             let ctx = ctx.clone();
             let name = name.clone();
             let name_for_target = name.clone();
+            let transactional_id = transactional_id.clone();
             calls.push(async move {
                 let outcome = match (refusal, records) {
                     (Some((error, message)), _) => ProduceOutcome::failed(error.code(), message),
@@ -224,7 +272,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Option<
                     (None, Some(records)) => ctx
                         .on_partition(&name, index, move |ctx, log| {
                             let partition = TopicPartition::new(name_for_target, index);
-                            append(AppendTarget { ctx, partition, timeout }, log, acks, records)
+                            append(AppendTarget { ctx, partition, timeout, transactional_id }, log, acks, records)
                         })
                         .await
                         .unwrap_or_else(|| {

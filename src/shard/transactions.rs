@@ -1,0 +1,331 @@
+//! The transaction coordinator's work that needs the rest of the broker: producer ids
+//! from the controller, markers written to the transaction's partitions on their owning
+//! shards, staged offsets completed by the group coordinators, timeouts, and finishing
+//! after a restart. The state itself is `crate::txn`.
+//!
+//! Every function named after a request runs on the coordinating shard (the owner of the
+//! id's `__transaction_state` partition); handlers get there with [`on_coordinator`].
+//!
+//! Ending a transaction: the decision (PrepareCommit / PrepareAbort) is persisted first;
+//! then every partition gets its marker (data partitions: a control batch in the log;
+//! `__consumer_offsets` partitions: the staged offsets committed or dropped), all at
+//! once; then CompleteCommit / CompleteAbort is persisted and the client answered. A
+//! marker that cannot be written now (a partition briefly unavailable) leaves the id in
+//! its Prepare state; the client is still answered (the decision is durable) and the
+//! timeout loop retries until every marker is written. Its next request for the id gets
+//! CONCURRENT_TRANSACTIONS until then, as in Kafka. After a restart the same loop
+//! finishes every transaction found in a Prepare state.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use kafka_protocol::error::ResponseError;
+
+use crate::group::coordinator::GroupRequest;
+use crate::group::offsets::OFFSETS_TOPIC;
+use crate::protocol::topic_partition::TopicPartition;
+use crate::storage::clock::{Clock, SystemClock};
+use crate::storage::{AppendError, TxnMarker};
+use crate::txn::metadata::EPOCH_MAX;
+use crate::txn::{partition_for_txn, TxnError, TxnLock, TxnMetadata, TxnState, TXN_STATE_TOPIC};
+
+use super::mesh::{ControllerRequest, ShardRequest};
+use super::ShardContext;
+
+fn now_ms() -> i64 {
+    SystemClock.now_ms()
+}
+
+/// The shard coordinating `transactional_id`.
+pub fn coordinator_shard(ctx: &ShardContext, transactional_id: &str) -> usize {
+    ctx.owner(TXN_STATE_TOPIC, partition_for_txn(transactional_id))
+}
+
+/// Runs `work` on the shard coordinating `transactional_id`. Transactions need the
+/// standalone broker for now: in cluster mode the answer is an error.
+pub async fn on_coordinator<T, F, Fut>(ctx: &Rc<ShardContext>, transactional_id: &str, work: F) -> Result<T, TxnError>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<ShardContext>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, TxnError>> + 'static,
+{
+    if ctx.cluster.is_some() {
+        return Err(TxnError::NotSupportedInCluster);
+    }
+    let shard = coordinator_shard(ctx, transactional_id);
+    ctx.run_on(shard, work).await.unwrap_or(Err(TxnError::CoordinatorNotAvailable))
+}
+
+async fn allocate_producer_id(ctx: &Rc<ShardContext>) -> Result<i64, TxnError> {
+    match ctx.call(0, |reply| ShardRequest::Controller(ControllerRequest::AllocateProducerId { reply })).await {
+        Some(Ok(id)) => Ok(id),
+        _ => Err(TxnError::CoordinatorNotAvailable),
+    }
+}
+
+/// InitProducerId with a transactional id: the id's producer gets a bumped epoch (a new
+/// producer id past `EPOCH_MAX`), which fences every older instance; a transaction the
+/// previous instance left open is aborted first. `current` is the caller's own id and
+/// epoch when it asks to bump them (KIP-360); they must be the id's current ones.
+pub async fn init_producer_id(
+    ctx: &Rc<ShardContext>,
+    transactional_id: &str,
+    timeout_ms: i32,
+    current: Option<(i64, i16)>,
+) -> Result<(i64, i16), TxnError> {
+    if timeout_ms <= 0 || timeout_ms > ctx.txns.config.max_timeout_ms {
+        return Err(TxnError::InvalidTransactionTimeout);
+    }
+    let lock = ctx.txns.lock(transactional_id)?;
+    let now = now_ms();
+    let meta = match ctx.txns.get(transactional_id) {
+        None => TxnMetadata {
+            producer_id: allocate_producer_id(ctx).await?,
+            producer_epoch: 0,
+            timeout_ms,
+            state: TxnState::Empty,
+            start_ms: -1,
+            update_ms: now,
+            partitions: BTreeSet::new(),
+        },
+        Some(mut meta) => {
+            if let Some((producer_id, epoch)) = current {
+                meta.check_producer(producer_id, epoch)?;
+            }
+            if meta.state.is_preparing() {
+                return Err(TxnError::ConcurrentTransactions);
+            }
+            if meta.state == TxnState::Ongoing {
+                // The previous instance's transaction: abort it under a bumped epoch,
+                // which fences that instance everywhere the markers go.
+                meta = prepare(ctx, &lock, meta, false, true).await?;
+                meta = complete(ctx, &lock, meta).await?;
+                if meta.state.is_preparing() {
+                    return Err(TxnError::ConcurrentTransactions);
+                }
+            } else if meta.producer_epoch < EPOCH_MAX {
+                meta.producer_epoch += 1;
+            } else {
+                meta.producer_epoch = EPOCH_MAX;
+            }
+            if meta.producer_epoch >= EPOCH_MAX {
+                meta.producer_id = allocate_producer_id(ctx).await?;
+                meta.producer_epoch = 0;
+            }
+            TxnMetadata {
+                timeout_ms,
+                state: TxnState::Empty,
+                start_ms: -1,
+                update_ms: now,
+                partitions: BTreeSet::new(),
+                ..meta
+            }
+        }
+    };
+    ctx.txns.persist(&lock, meta.clone()).await?;
+    Ok((meta.producer_id, meta.producer_epoch))
+}
+
+/// AddPartitionsToTxn / AddOffsetsToTxn: the transaction (opened by its first
+/// partition) now spans `partitions`.
+pub async fn add_partitions(
+    ctx: &Rc<ShardContext>,
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    partitions: Vec<TopicPartition>,
+) -> Result<(), TxnError> {
+    let lock = ctx.txns.lock(transactional_id)?;
+    let mut meta = ctx.txns.get(transactional_id).ok_or(TxnError::InvalidProducerIdMapping)?;
+    meta.check_producer(producer_id, producer_epoch)?;
+    if meta.state.is_preparing() {
+        return Err(TxnError::ConcurrentTransactions);
+    }
+    if meta.state == TxnState::Ongoing && partitions.iter().all(|p| meta.partitions.contains(p)) {
+        return Ok(());
+    }
+    let now = now_ms();
+    if meta.state != TxnState::Ongoing {
+        meta.partitions.clear();
+        meta.start_ms = now;
+    }
+    meta.state = TxnState::Ongoing;
+    meta.update_ms = now;
+    meta.partitions.extend(partitions);
+    ctx.txns.persist(&lock, meta).await
+}
+
+/// Whether `producer_id`/`producer_epoch` may write transactional records to
+/// `partition` now: the id's transaction is open and includes it (KIP-890's check,
+/// made by the partition's leader before a producer's first batch of a transaction).
+pub fn verify(
+    ctx: &ShardContext,
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    partition: &TopicPartition,
+) -> Result<(), TxnError> {
+    let meta = ctx.txns.get(transactional_id).ok_or(TxnError::InvalidProducerIdMapping)?;
+    meta.check_producer(producer_id, producer_epoch)?;
+    if meta.state == TxnState::Ongoing && meta.partitions.contains(partition) {
+        Ok(())
+    } else {
+        Err(TxnError::InvalidTxnState)
+    }
+}
+
+/// EndTxn: commits or aborts the open transaction. A retry of an end that already
+/// happened succeeds; one that contradicts it is INVALID_TXN_STATE.
+pub async fn end_txn(
+    ctx: &Rc<ShardContext>,
+    transactional_id: &str,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+) -> Result<(), TxnError> {
+    let lock = ctx.txns.lock(transactional_id)?;
+    let meta = ctx.txns.get(transactional_id).ok_or(TxnError::InvalidProducerIdMapping)?;
+    meta.check_producer(producer_id, producer_epoch)?;
+    match (meta.state, commit) {
+        (TxnState::Ongoing, _) => {
+            let prepared = prepare(ctx, &lock, meta, commit, false).await?;
+            complete(ctx, &lock, prepared).await.map(drop)
+        }
+        (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(()),
+        (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => Err(TxnError::ConcurrentTransactions),
+        _ => Err(TxnError::InvalidTxnState),
+    }
+}
+
+/// Persists the decision to commit or abort; `bump` raises the epoch first (an abort
+/// the coordinator starts: timeout, or a new instance), fencing the producer.
+async fn prepare(
+    ctx: &Rc<ShardContext>,
+    lock: &TxnLock,
+    mut meta: TxnMetadata,
+    commit: bool,
+    bump: bool,
+) -> Result<TxnMetadata, TxnError> {
+    if bump && meta.producer_epoch < EPOCH_MAX {
+        meta.producer_epoch += 1;
+    }
+    meta.state = if commit { TxnState::PrepareCommit } else { TxnState::PrepareAbort };
+    meta.update_ms = now_ms();
+    ctx.txns.persist(lock, meta.clone()).await?;
+    Ok(meta)
+}
+
+/// Writes the markers of a prepared transaction and, when every one is written,
+/// persists its completion. Returns the state the id is left in (still preparing when
+/// a marker failed; the timeout loop retries).
+async fn complete(ctx: &Rc<ShardContext>, lock: &TxnLock, meta: TxnMetadata) -> Result<TxnMetadata, TxnError> {
+    let commit = meta.state == TxnState::PrepareCommit;
+    let marker = TxnMarker {
+        producer_id: meta.producer_id,
+        producer_epoch: meta.producer_epoch,
+        committed: commit,
+        coordinator_epoch: 0,
+    };
+    let writes = meta.partitions.iter().map(|tp| write_marker(ctx, tp.clone(), marker));
+    let failed: Vec<String> = join_all(writes).await.into_iter().filter_map(Result::err).collect();
+    if !failed.is_empty() {
+        tracing::warn!(
+            transactional_id = lock.id(),
+            failures = ?failed,
+            "transaction markers not all written; retrying in the background"
+        );
+        return Ok(meta);
+    }
+    let done = TxnMetadata {
+        state: if commit { TxnState::CompleteCommit } else { TxnState::CompleteAbort },
+        start_ms: -1,
+        update_ms: now_ms(),
+        partitions: BTreeSet::new(),
+        ..meta
+    };
+    ctx.txns.persist(lock, done.clone()).await?;
+    Ok(done)
+}
+
+/// One partition's marker: a control batch in a data partition's log, or the end of the
+/// staged offsets in a `__consumer_offsets` partition. A partition that no longer exists
+/// needs none. `Err` says what failed.
+async fn write_marker(ctx: &Rc<ShardContext>, partition: TopicPartition, marker: TxnMarker) -> Result<(), String> {
+    if partition.topic == OFFSETS_TOPIC {
+        let shard = ctx.owner(OFFSETS_TOPIC, partition.partition);
+        let (index, producer_id, commit) = (partition.partition, marker.producer_id, marker.committed);
+        return match ctx
+            .call(shard, move |reply| {
+                ShardRequest::Group(GroupRequest::EndTxn { partition: index, producer_id, commit, reply })
+            })
+            .await
+        {
+            Some(Ok(())) => Ok(()),
+            Some(Err(code)) => Err(format!("{partition}: error {code}")),
+            None => Err(format!("{partition}: shard gone")),
+        };
+    }
+    let name = partition.to_string();
+    let outcome = ctx
+        .on_partition(&partition.topic, partition.partition, move |_, log| async move {
+            match log {
+                Ok(log) => log.append_marker(marker).await.map(drop).map_err(|e: AppendError| e.to_string()),
+                Err(code) if code == ResponseError::UnknownTopicOrPartition.code() => Ok(()),
+                Err(code) => Err(format!("error {code}")),
+            }
+        })
+        .await;
+    match outcome {
+        Some(Ok(())) => Ok(()),
+        Some(Err(reason)) => Err(format!("{name}: {reason}")),
+        None => Err(format!("{name}: shard gone")),
+    }
+}
+
+/// Aborts `transactional_id`'s transaction if it has outlived its timeout, or finishes
+/// its markers if they are pending. Skips an id another request is working on.
+async fn tend(ctx: &Rc<ShardContext>, transactional_id: &str) {
+    let Ok(lock) = ctx.txns.lock(transactional_id) else { return };
+    let Some(meta) = ctx.txns.get(transactional_id) else { return };
+    let result = if meta.expired(now_ms()) {
+        tracing::info!(
+            transactional_id,
+            producer_id = meta.producer_id,
+            timeout_ms = meta.timeout_ms,
+            "aborting a transaction that outlived its timeout"
+        );
+        match prepare(ctx, &lock, meta, false, true).await {
+            Ok(prepared) => complete(ctx, &lock, prepared).await.map(drop),
+            Err(error) => Err(error),
+        }
+    } else if meta.state.is_preparing() {
+        complete(ctx, &lock, meta).await.map(drop)
+    } else {
+        Ok(())
+    };
+    if let Err(error) = result {
+        tracing::warn!(transactional_id, %error, "could not end a transaction; will retry");
+    }
+}
+
+/// Runs forever on each shard: aborts timed-out transactions and finishes pending
+/// markers (including those a restart interrupted), every check interval. Wakes only
+/// while this shard has a transaction open or completing.
+pub async fn run_timeouts(ctx: Rc<ShardContext>) {
+    let interval = Duration::from_millis(ctx.txns.config.timeout_check_interval_ms);
+    loop {
+        glommio::timer::sleep(interval).await;
+        if !ctx.txns.has_open() {
+            continue;
+        }
+        let now = now_ms();
+        let mut due = ctx.txns.expired(now);
+        due.extend(ctx.txns.preparing());
+        for id in due {
+            tend(&ctx, &id).await;
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! A shard's transaction coordinator state: the transactional ids of the
+//! `__transaction_state` partitions this shard owns, and their logs.
+//!
+//! Each id changes state one request at a time: a request takes the id's lock
+//! ([`TxnCoordinator::lock`]) for its whole check-persist-apply sequence, and a second
+//! request for the same id meanwhile gets CONCURRENT_TRANSACTIONS (clients retry it).
+//! A state change takes effect in memory only after its record is durable.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::rc::Rc;
+
+use crate::storage::{PartitionLog, StorageError};
+
+use super::metadata::{TxnError, TxnMetadata, TxnState};
+use super::store::{partition_for_txn, TxnStatePartition, TXN_STATE_PARTITIONS, TXN_STATE_TOPIC};
+
+/// Broker-wide transaction settings.
+#[derive(Debug, Clone, Copy)]
+pub struct TxnConfig {
+    /// transaction.max.timeout.ms: the longest timeout a producer may ask for.
+    pub max_timeout_ms: i32,
+    /// How often open transactions are checked for their timeout
+    /// (transaction.abort.timed.out.transaction.cleanup.interval.ms).
+    pub timeout_check_interval_ms: u64,
+}
+
+impl Default for TxnConfig {
+    fn default() -> TxnConfig {
+        TxnConfig { max_timeout_ms: 900_000, timeout_check_interval_ms: 1_000 }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct TxnCoordinator {
+    pub config: TxnConfig,
+    partitions: RefCell<HashMap<i32, Rc<TxnStatePartition>>>,
+    txns: RefCell<HashMap<String, TxnMetadata>>,
+    busy: Rc<RefCell<HashSet<String>>>,
+    loaded: Cell<bool>,
+}
+
+/// The right to change one id's state; released when dropped.
+#[derive(Debug)]
+pub struct TxnLock {
+    id: String,
+    busy: Rc<RefCell<HashSet<String>>>,
+}
+
+impl TxnLock {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Drop for TxnLock {
+    fn drop(&mut self) {
+        self.busy.borrow_mut().remove(&self.id);
+    }
+}
+
+impl TxnCoordinator {
+    pub fn new(config: TxnConfig) -> TxnCoordinator {
+        TxnCoordinator { config, ..TxnCoordinator::default() }
+    }
+
+    /// Opens and replays the `__transaction_state` partitions `owns` says are this shard's.
+    pub async fn load(&self, data_dir: &Path, owns: impl Fn(i32) -> bool) -> Result<(), String> {
+        for partition in (0..TXN_STATE_PARTITIONS).filter(|p| owns(*p)) {
+            let (store, states) = TxnStatePartition::open(data_dir, partition)
+                .await
+                .map_err(|e| format!("cannot load {TXN_STATE_TOPIC}-{partition}: {e}"))?;
+            tracing::info!(partition, transactional_ids = states.len(), "loaded transaction state");
+            self.partitions.borrow_mut().insert(partition, Rc::new(store));
+            self.txns.borrow_mut().extend(states);
+        }
+        self.loaded.set(true);
+        Ok(())
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.get()
+    }
+
+    /// Takes `id`'s lock, or says the id is busy (CONCURRENT_TRANSACTIONS).
+    pub fn lock(&self, id: &str) -> Result<TxnLock, TxnError> {
+        if !self.loaded.get() {
+            return Err(TxnError::CoordinatorLoadInProgress);
+        }
+        if !self.busy.borrow_mut().insert(id.to_string()) {
+            return Err(TxnError::ConcurrentTransactions);
+        }
+        Ok(TxnLock { id: id.to_string(), busy: self.busy.clone() })
+    }
+
+    pub fn get(&self, id: &str) -> Option<TxnMetadata> {
+        self.txns.borrow().get(id).cloned()
+    }
+
+    /// Persists `meta` as `lock`'s id's new state, then applies it.
+    pub async fn persist(&self, lock: &TxnLock, meta: TxnMetadata) -> Result<(), TxnError> {
+        let partition = partition_for_txn(&lock.id);
+        let store = self.partitions.borrow().get(&partition).cloned().ok_or(TxnError::NotCoordinator)?;
+        store.write(&lock.id, Some(&meta)).await.map_err(|error| {
+            tracing::warn!(transactional_id = %lock.id, %error, "could not persist transaction state");
+            TxnError::CoordinatorNotAvailable
+        })?;
+        self.txns.borrow_mut().insert(lock.id.clone(), meta);
+        Ok(())
+    }
+
+    /// Every id with its state, sorted by id.
+    pub fn all(&self) -> Vec<(String, TxnMetadata)> {
+        let mut all: Vec<_> = self.txns.borrow().iter().map(|(id, m)| (id.clone(), m.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Ids whose open transaction has outlived its timeout.
+    pub fn expired(&self, now_ms: i64) -> Vec<String> {
+        self.txns.borrow().iter().filter(|(_, m)| m.expired(now_ms)).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Ids whose markers were being written (after a restart: to finish).
+    pub fn preparing(&self) -> Vec<String> {
+        self.txns.borrow().iter().filter(|(_, m)| m.state.is_preparing()).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Whether any transaction is open or completing (the timeout check then runs).
+    pub fn has_open(&self) -> bool {
+        self.txns.borrow().values().any(|m| matches!(m.state, TxnState::Ongoing) || m.state.is_preparing())
+    }
+
+    pub fn logs(&self) -> Vec<PartitionLog> {
+        self.partitions.borrow().values().map(|p| p.log()).collect()
+    }
+
+    pub async fn close(&self) -> Result<(), StorageError> {
+        for log in self.logs() {
+            log.close().await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,488 @@
+"""Kafka transactions through client frameworks: kafka-python's transactional producer
+(commit, abort, send_offsets_to_transaction in a consume-transform-produce loop) and
+Quix Streams with processing_guarantee="exactly-once" surviving repeated SIGKILLs.
+
+Every result is read back with confluent-kafka (librdkafka) consumers, both
+isolation.level=read_committed (only committed records, in order, below the last stable
+offset) and read_uncommitted (everything that was appended, aborted records included).
+"""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer
+from kafka import TopicPartition as KpTopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from helpers import create_topic, producer
+
+PARTITIONS = 3
+
+
+def confluent_consumer(bootstrap, isolation, group="unused-txn-reader", **extra):
+    return Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "fetch.wait.max.ms": 100,
+        "isolation.level": isolation,
+        **extra,
+    })
+
+
+def watermarks(bootstrap, topic, isolation, partitions=PARTITIONS):
+    """High watermark per partition as the consumer sees it: for read_committed this is
+    the last stable offset (ListOffsets latest with isolation level 1)."""
+    consumer = confluent_consumer(bootstrap, isolation)
+    try:
+        return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+                for p in range(partitions)]
+    finally:
+        consumer.close()
+
+
+def read_partitions(bootstrap, topic, isolation, partitions=PARTITIONS, timeout_s=30):
+    """Every record of every partition from offset 0 up to the end as seen under
+    `isolation` (the LSO for read_committed) at the start; returns {partition: [messages]}."""
+    ends = watermarks(bootstrap, topic, isolation, partitions)
+    consumer = confluent_consumer(bootstrap, isolation)
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    by_partition = {p: [] for p in range(partitions)}
+    positions = {p: 0 for p in range(partitions)}
+    deadline = time.time() + timeout_s
+    try:
+        while any(positions[p] < ends[p] for p in range(partitions)) and time.time() < deadline:
+            for m in consumer.consume(num_messages=10_000, timeout=0.3):
+                assert not m.error(), f"{isolation} consume error on {topic}: {m.error()}"
+                by_partition[m.partition()].append(m)
+                positions[m.partition()] = m.offset() + 1
+            # Control records (transaction markers) are never delivered; the consumer's
+            # position moves past them, which is what tells us we reached the end.
+            for tp in consumer.position([TopicPartition(topic, p) for p in range(partitions)]):
+                if tp.offset >= 0:
+                    positions[tp.partition] = max(positions[tp.partition], tp.offset)
+    finally:
+        consumer.close()
+    assert all(positions[p] >= ends[p] for p in range(partitions)), (
+        f"{isolation} reader of {topic} did not reach the end in {timeout_s}s: positions {positions}, ends {ends}")
+    return by_partition
+
+
+def values(by_partition):
+    return {p: [m.value().decode() for m in msgs] for p, msgs in by_partition.items()}
+
+
+# --------------------------------------------------------------------------------------
+# kafka-python
+# --------------------------------------------------------------------------------------
+
+def kp_transactional_producer(bootstrap, transactional_id):
+    return KafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional_id,
+                         enable_idempotence=True, acks="all", linger_ms=5,
+                         request_timeout_ms=15000, max_block_ms=30000)
+
+
+def test_kafka_python_transactions_commit_and_abort(broker):
+    """Five transactions over three partitions (commit, abort, commit, abort, commit),
+    20 records per partition each. read_committed sees exactly the committed ones, in
+    order per partition; read_uncommitted sees all of them. While the last transaction
+    is open its records hold the last stable offset back."""
+    topic = "kp-txn"
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    p = kp_transactional_producer(broker.bootstrap, "kp-txn-producer")
+    p.init_transactions()
+
+    outcomes = ["commit", "abort", "commit", "abort", "commit"]
+    per_txn = 20
+    sent = {part: [] for part in range(PARTITIONS)}        # every value, in send order
+    committed = {part: [] for part in range(PARTITIONS)}   # the committed values
+    try:
+        for t, outcome in enumerate(outcomes):
+            p.begin_transaction()
+            futures = []
+            for i in range(per_txn):
+                for part in range(PARTITIONS):
+                    value = f"t{t}-{outcome}-p{part}-{i:03d}"
+                    futures.append((part, value, p.send(topic, partition=part, key=f"k{part}".encode(),
+                                                        value=value.encode())))
+            p.flush(30)
+            metas = [(part, value, f.get(timeout=30)) for part, value, f in futures]
+            for part, value, meta in metas:
+                assert meta.partition == part, (value, meta)
+                sent[part].append(value)
+            if t == len(outcomes) - 1:
+                # The transaction is open and its records are appended: read_committed
+                # ends at its first offset in each partition, read_uncommitted after it.
+                first = {part: min(m.offset for pp, _, m in metas if pp == part) for part in range(PARTITIONS)}
+                last = {part: max(m.offset for pp, _, m in metas if pp == part) for part in range(PARTITIONS)}
+                lso = watermarks(broker.bootstrap, topic, "read_committed")
+                hw = watermarks(broker.bootstrap, topic, "read_uncommitted")
+                assert lso == [first[part] for part in range(PARTITIONS)], (
+                    f"while a transaction is open the LSO must be its first offset {first}, got {lso}")
+                assert hw == [last[part] + 1 for part in range(PARTITIONS)], (
+                    f"the high watermark must be past the open transaction's records {last}, got {hw}")
+                open_view = values(read_partitions(broker.bootstrap, topic, "read_committed"))
+                assert open_view == committed, "read_committed must not show the open transaction"
+            if outcome == "commit":
+                p.commit_transaction()
+                for part, value, _ in metas:
+                    committed[part].append(value)
+            else:
+                p.abort_transaction()
+    finally:
+        p.close(timeout=10)
+
+    lso = watermarks(broker.bootstrap, topic, "read_committed")
+    hw = watermarks(broker.bootstrap, topic, "read_uncommitted")
+    assert lso == hw, f"with no open transaction the LSO equals the high watermark: {lso} vs {hw}"
+    # Records plus one control record (commit/abort marker) per transaction and partition.
+    assert hw == [len(outcomes) * (per_txn + 1)] * PARTITIONS, hw
+
+    rc = values(read_partitions(broker.bootstrap, topic, "read_committed"))
+    for part in range(PARTITIONS):
+        assert len(rc[part]) == 3 * per_txn, (
+            f"partition {part}: read_committed must see the 3 committed transactions x {per_txn}, "
+            f"got {len(rc[part])}: aborted ones visible: {[v for v in rc[part] if 'abort' in v][:5]}")
+        assert rc[part] == committed[part], f"partition {part}: committed records, in order"
+    ru = values(read_partitions(broker.bootstrap, topic, "read_uncommitted"))
+    assert ru == sent, "read_uncommitted sees every record, aborted ones included, in send order"
+
+    # kafka-python's own consumer agrees (its Fetch parses the aborted transactions list itself).
+    kc = KafkaConsumer(bootstrap_servers=broker.bootstrap, isolation_level="read_committed",
+                       enable_auto_commit=False, consumer_timeout_ms=3000, auto_offset_reset="earliest")
+    try:
+        tps = [KpTopicPartition(topic, part) for part in range(PARTITIONS)]
+        kc.assign(tps)
+        kc.seek_to_beginning()
+        assert kc.end_offsets(tps) == {tp: hw[tp.partition] for tp in tps}
+        kp_seen = {part: [] for part in range(PARTITIONS)}
+        for message in kc:
+            kp_seen[message.partition].append(message.value.decode())
+            if sum(map(len, kp_seen.values())) == 3 * per_txn * PARTITIONS:
+                break
+    finally:
+        kc.close()
+    assert kp_seen == committed, "kafka-python read_committed consumer sees exactly the committed records"
+
+
+def test_kafka_python_consume_transform_produce_with_send_offsets(broker):
+    """A kafka-python group consumer + transactional producer loop: each poll's records
+    are transformed into the output topic and their offsets committed with
+    send_offsets_to_transaction(consumer.group_metadata()) in the same transaction. The
+    second batch's transaction is aborted (outputs and offsets both discarded) and that
+    batch is re-read from the committed offsets and redone. The output must hold every
+    input once, and the group's committed offsets (read back with confluent's
+    Consumer.committed()) must be at the end of the input."""
+    source, sink, group = "kp-ctp-in", "kp-ctp-out", "kp-ctp"
+    create_topic(broker.bootstrap, source, PARTITIONS)
+    create_topic(broker.bootstrap, sink, PARTITIONS)
+    per_partition = 40
+    inputs = producer(broker.bootstrap)
+    for part in range(PARTITIONS):
+        for i in range(per_partition):
+            inputs.produce(source, value=f"in-p{part}-{i:03d}".encode(), partition=part)
+    assert inputs.flush(30) == 0
+
+    consumer = KafkaConsumer(source, bootstrap_servers=broker.bootstrap, group_id=group,
+                             enable_auto_commit=False, isolation_level="read_committed",
+                             auto_offset_reset="earliest", max_poll_records=15,
+                             session_timeout_ms=10000, heartbeat_interval_ms=500)
+    p = kp_transactional_producer(broker.bootstrap, "kp-ctp-producer")
+    p.init_transactions()
+    committed_positions = {}
+    batches = aborted = 0
+    pending_check = None
+    deadline = time.time() + 45
+    try:
+        while sum(committed_positions.values()) < PARTITIONS * per_partition:
+            assert time.time() < deadline, f"loop did not finish: committed {committed_positions}"
+            polled = consumer.poll(timeout_ms=500)
+            if not polled:
+                continue
+            batches += 1
+            p.begin_transaction()
+            offsets = {}
+            for tp, records in polled.items():
+                for r in records:
+                    p.send(sink, partition=tp.partition, value=r.value.upper())
+                offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+            p.send_offsets_to_transaction(offsets, consumer.group_metadata())
+            if batches == 2:
+                # The transaction's offsets are staged, not committed: a plain OffsetFetch
+                # still returns the previous ones, and a require_stable one (librdkafka
+                # with read_committed) must not return them (UNSTABLE_OFFSET_COMMIT).
+                tps = [TopicPartition(source, part) for part in range(PARTITIONS)]
+                plain = confluent_consumer(broker.bootstrap, "read_uncommitted", group=group)
+                stable = confluent_consumer(broker.bootstrap, "read_committed", group=group)
+                try:
+                    seen = {tp.partition: tp.offset for tp in plain.committed(tps, timeout=10)}
+                    expected = {part: committed_positions.get(part, -1001) for part in range(PARTITIONS)}
+                    assert seen == expected, (
+                        f"OffsetFetch during an open transaction must return the committed offsets "
+                        f"{expected}, not the staged ones {offsets}: got {seen}")
+                    try:
+                        result = stable.committed(tps, timeout=3)
+                        pending_check = {tp.partition: (tp.offset, tp.error) for tp in result}
+                    except KafkaException as e:
+                        pending_check = e
+                finally:
+                    plain.close()
+                    stable.close()
+                p.abort_transaction()
+                aborted += 1
+                for tp in polled:
+                    consumer.seek(tp, committed_positions.get(tp.partition, 0))
+                continue
+            p.commit_transaction()
+            for tp, oam in offsets.items():
+                committed_positions[tp.partition] = oam.offset
+    finally:
+        p.close(timeout=10)
+        consumer.close(autocommit=False)
+
+    assert aborted == 1 and batches >= 3, (aborted, batches)
+    assert isinstance(pending_check, KafkaException), (
+        "OffsetFetch with require_stable while the group's offsets are pending in an open transaction "
+        f"must fail with UNSTABLE_OFFSET_COMMIT (librdkafka retries until its timeout); got {pending_check}")
+
+    checker = confluent_consumer(broker.bootstrap, "read_committed", group=group)
+    try:
+        got = {tp.partition: tp.offset for tp in
+               checker.committed([TopicPartition(source, part) for part in range(PARTITIONS)], timeout=10)}
+    finally:
+        checker.close()
+    assert got == {part: per_partition for part in range(PARTITIONS)}, f"committed group offsets: {got}"
+
+    rc = values(read_partitions(broker.bootstrap, sink, "read_committed"))
+    expected = {part: [f"IN-P{part}-{i:03d}" for i in range(per_partition)] for part in range(PARTITIONS)}
+    assert rc == expected, "read_committed output: every input once, in order, aborted batch invisible"
+    ru = values(read_partitions(broker.bootstrap, sink, "read_uncommitted"))
+    assert sum(map(len, ru.values())) > PARTITIONS * per_partition, "the aborted batch's records are in the log"
+
+
+# --------------------------------------------------------------------------------------
+# Quix Streams, exactly-once, SIGKILLed mid-stream
+# --------------------------------------------------------------------------------------
+
+QUIX_APP = textwrap.dedent('''
+    """Stateless exactly-once pipeline: {n, word} -> {n, word.upper()}."""
+    import sys
+    from quixstreams import Application
+
+    bootstrap, source, sink, group, state_dir, transactional_id = sys.argv[1:7]
+    producer_config = {"transaction.timeout.ms": 5000}
+    if transactional_id != "-":
+        producer_config["transactional.id"] = transactional_id
+    app = Application(
+        broker_address=bootstrap,
+        consumer_group=group,
+        auto_offset_reset="earliest",
+        processing_guarantee="exactly-once",
+        commit_interval=1.0,
+        state_dir=state_dir,
+        consumer_extra_config={"session.timeout.ms": 3000, "heartbeat.interval.ms": 300,
+                               "fetch.wait.max.ms": 100},
+        producer_extra_config=producer_config,
+        request_timeout=15,
+        broker_availability_timeout=30,
+        loglevel="INFO",
+    )
+    out = app.topic(sink, value_serializer="json")
+    sdf = app.dataframe(app.topic(source, value_deserializer="json"))
+    sdf = sdf.apply(lambda v: {"n": v["n"], "word": v["word"].upper()})
+    sdf.to_topic(out)
+    print("quix app running", flush=True)
+    app.run()
+    print("quix app stopped", flush=True)
+''')
+
+QUIX_RECORDS = 3000
+QUIX_KILLS = 4
+QUIX_PRODUCE_S = 24         # the input arrives over this long, so every kill is mid-stream
+QUIX_PROGRESS_TIMEOUT_S = 20
+QUIX_FINISH_TIMEOUT_S = 30
+
+
+@pytest.fixture
+def quix_broker(broker_factory):
+    """Short group sessions (the killed app's member must expire quickly)."""
+    b = broker_factory(extra_args=["--group-min-session-timeout-ms", "1000"])
+    yield b
+    code = b.stop()
+    assert code == 0, f"clean shutdown must exit 0, got {code}:\n{b.log_text()}"
+
+
+class QuixApp:
+    def __init__(self, script, args, log_path):
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, str(script), *args], stdout=self.log,
+                                        stderr=subprocess.STDOUT, cwd=str(script.parent))
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def sigkill(self):
+        if self.alive():
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+        self.log.close()
+
+    def sigterm(self, timeout=20):
+        if self.alive():
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.sigkill()
+                raise AssertionError(f"the Quix app did not stop on SIGTERM in {timeout}s:\n{self.output()}")
+        self.log.close()
+        return self.process.returncode
+
+    def output(self):
+        try:
+            return Path(self.log_path).read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+
+def paced_producer(bootstrap, topic, stop):
+    """Produces QUIX_RECORDS numbered records over about QUIX_PRODUCE_S seconds."""
+    p = producer(bootstrap)
+    batch = 25
+    pause = QUIX_PRODUCE_S / (QUIX_RECORDS / batch)
+    for start in range(0, QUIX_RECORDS, batch):
+        if stop.is_set():
+            break
+        for n in range(start, min(start + batch, QUIX_RECORDS)):
+            p.produce(topic, key=f"key-{n % 11}".encode(),
+                      value=json.dumps({"n": n, "word": f"word-{n}"}).encode())
+        p.poll(0)
+        time.sleep(pause)
+    assert p.flush(30) == 0
+
+
+@pytest.mark.parametrize("txn_id_mode", ["fixed", "random"])
+def test_quix_exactly_once_survives_sigkill(quix_broker, tmp_path, txn_id_mode):
+    """Quix Streams exactly-once, input -> upper-case -> output, SIGKILLed at random
+    moments QUIX_KILLS times while the input still arrives, restarted each time, then
+    left to finish and stopped with SIGTERM. The read_committed output holds each of the
+    QUIX_RECORDS input numbers exactly once, in input order per key.
+
+    "fixed": every incarnation uses the same transactional.id, so the restart's
+    InitProducerId fences the killed one and aborts its open transaction. "random": Quix's
+    default, a new transactional.id per start; the killed incarnation's transaction is
+    only aborted by the coordinator's timeout (transaction.timeout.ms=5000), and until
+    then its staged offsets keep the group's OffsetFetch (require_stable) unstable."""
+    broker = quix_broker
+    source, sink, group = "quix-eos-in", f"quix-eos-out", "quix-eos"
+    create_topic(broker.bootstrap, source, PARTITIONS)
+    create_topic(broker.bootstrap, sink, PARTITIONS)
+    script = tmp_path / "quix_eos_app.py"
+    script.write_text(QUIX_APP)
+    seed = int(os.environ.get("TERN_TEST_SEED", "20240611")) + (0 if txn_id_mode == "fixed" else 1)
+    rng = random.Random(seed)
+    txn_id = "quix-eos-txn" if txn_id_mode == "fixed" else "-"
+    args = [broker.bootstrap, source, sink, group, str(tmp_path / "state"), txn_id]
+
+    stop = threading.Event()
+    errors = []
+
+    def produce():
+        try:
+            paced_producer(broker.bootstrap, source, stop)
+        except BaseException as e:  # noqa: BLE001 - reported by the test thread
+            errors.append(e)
+
+    feeder = threading.Thread(target=produce, daemon=True)
+    apps = []
+    kills = []
+    started = time.time()
+    feeder.start()
+    try:
+        for round_ in range(QUIX_KILLS + 1):
+            app = QuixApp(script, args, tmp_path / f"quix-{round_}.log")
+            apps.append(app)
+            # Wait for this incarnation to append output (progress past what was there).
+            before = sum(watermarks(broker.bootstrap, sink, "read_uncommitted"))
+            deadline = time.time() + QUIX_PROGRESS_TIMEOUT_S
+            while sum(watermarks(broker.bootstrap, sink, "read_uncommitted")) <= before:
+                assert app.alive(), f"Quix app (round {round_}) exited:\n{app.output()}\n--- broker log:\n{broker.log_text()}"
+                assert time.time() < deadline, (
+                    f"Quix app (round {round_}) produced no output in {QUIX_PROGRESS_TIMEOUT_S}s:\n"
+                    f"{app.output()}\n--- broker log:\n{broker.log_text()}")
+                time.sleep(0.1)
+            if round_ == QUIX_KILLS:
+                break
+            time.sleep(rng.uniform(0.2, 1.8))
+            assert app.alive(), f"Quix app (round {round_}) exited:\n{app.output()}"
+            kills.append(round(time.time() - started, 2))
+            app.sigkill()
+
+        feeder.join(timeout=QUIX_PRODUCE_S + 30)
+        assert not feeder.is_alive() and not errors, f"input producer failed: {errors}"
+        killed_while_producing = [t for t in kills if t < QUIX_PRODUCE_S]
+        assert len(killed_while_producing) >= 2, (
+            f"the kills should land while input still arrives (at {kills}s; input over {QUIX_PRODUCE_S}s)")
+
+        # The last incarnation drains the input; its committed output must reach every number.
+        final = apps[-1]
+        deadline = time.time() + QUIX_FINISH_TIMEOUT_S
+        while True:
+            committed_total = sum(watermarks(broker.bootstrap, sink, "read_committed"))
+            if committed_total >= QUIX_RECORDS:
+                numbers = {json.loads(m.value())["n"] for msgs in
+                           read_partitions(broker.bootstrap, sink, "read_committed").values() for m in msgs}
+                if len(numbers) >= QUIX_RECORDS:
+                    break
+            assert final.alive(), f"final Quix app exited:\n{final.output()}"
+            assert time.time() < deadline, (
+                f"output did not reach {QUIX_RECORDS} committed records in {QUIX_FINISH_TIMEOUT_S}s "
+                f"(LSO sum {committed_total}, hw {watermarks(broker.bootstrap, sink, 'read_uncommitted')}):\n"
+                f"{final.output()}\n--- broker log:\n{broker.log_text()}")
+            time.sleep(0.3)
+        code = final.sigterm()
+        assert code == 0, f"Quix app exit code {code} on SIGTERM:\n{final.output()}"
+    finally:
+        stop.set()
+        for app in apps:
+            if app.alive():
+                app.sigkill()
+        feeder.join(timeout=30)
+
+    committed = read_partitions(broker.bootstrap, sink, "read_committed")
+    outputs = [(p, json.loads(m.value())) for p, msgs in committed.items() for m in msgs]
+    counts = {}
+    for _, o in outputs:
+        counts[o["n"]] = counts.get(o["n"], 0) + 1
+    missing = sorted(set(range(QUIX_RECORDS)) - set(counts))
+    duplicated = sorted(n for n, c in counts.items() if c > 1)
+    assert not missing and not duplicated and len(outputs) == QUIX_RECORDS, (
+        f"read_committed output must hold every input number exactly once (seed {seed}, kills at {kills}s): "
+        f"{len(outputs)} records, {len(missing)} missing {missing[:20]}, "
+        f"{len(duplicated)} duplicated {duplicated[:20]}")
+    assert all(o["word"] == f"WORD-{o['n']}" for _, o in outputs), "every output is the transformed input"
+    by_key = {}
+    for p, o in outputs:
+        by_key.setdefault(o["n"] % 11, []).append((p, o["n"]))
+    for key, seq in by_key.items():
+        assert len({p for p, _ in seq}) == 1, f"key-{key} spread over output partitions {seq[:5]}"
+        ns = [n for _, n in seq]
+        assert ns == sorted(ns), f"key-{key}: output out of input order (seed {seed})"
+
+    uncommitted = read_partitions(broker.bootstrap, sink, "read_uncommitted")
+    appended = sum(map(len, uncommitted.values()))
+    # Each kill lands 0.2-1.8 s into a 1 s commit interval with input arriving, so the
+    # killed incarnations leave aborted output behind; read_committed must have hidden it.
+    assert appended > QUIX_RECORDS, (
+        f"expected aborted output from the killed incarnations in the log (read_uncommitted {appended} records)")

@@ -29,6 +29,8 @@ enum Command {
     Topic(tern::admin::topic::TopicArgs),
     /// List, describe (members, offsets, lag), delete groups and reset their offsets.
     Group(tern::admin::group::GroupArgs),
+    /// List and describe transactions (transactional ids, their state and partitions).
+    Transaction(tern::admin::transaction::TransactionArgs),
     /// Show a cluster's brokers, controller and partitions without a leader.
     Cluster(tern::admin::cluster::ClusterArgs),
     /// Produce the lines of stdin as records.
@@ -457,7 +459,10 @@ fn main() -> ExitCode {
     if let (Command::Serve(args), Some(serve)) = (&mut cli.command, matches.subcommand_matches("serve")) {
         args.explicit_flags = explicit_flags(serve, Cli::command().find_subcommand("serve"));
     }
-    if matches!(cli.command, Command::Tune(_) | Command::Topic(_) | Command::Group(_) | Command::Cluster(_)) {
+    if matches!(
+        cli.command,
+        Command::Tune(_) | Command::Topic(_) | Command::Group(_) | Command::Transaction(_) | Command::Cluster(_)
+    ) {
         exit_quietly_on_closed_stdout();
     }
     let result = match cli.command {
@@ -476,6 +481,7 @@ fn main() -> ExitCode {
         Command::Tune(args) => tune(args),
         Command::Topic(args) => tern::admin::topic::run(args),
         Command::Group(args) => tern::admin::group::run(args),
+        Command::Transaction(args) => tern::admin::transaction::run(args),
         Command::Cluster(args) => tern::admin::cluster::run(args),
         Command::Produce(args) => tern::admin::produce::run(args),
         Command::Consume(args) => tern::admin::consume::run(args),

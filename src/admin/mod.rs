@@ -1,5 +1,6 @@
 //! The operator commands of the `tern` binary that talk to a running broker (any
-//! Kafka-compatible one) through [`crate::client`]: `tern topic ...`, `tern group ...`, `tern produce`,
+//! Kafka-compatible one) through [`crate::client`]: `tern topic ...`, `tern group ...`,
+//! `tern transaction ...`, `tern produce`,
 //! `tern consume`, `tern cluster status`. Each runs
 //! on a short-lived glommio executor on the calling thread; errors are one lowercase
 //! line saying what to do, and the exit code is non-zero.
@@ -12,6 +13,7 @@ pub mod group;
 pub mod partition_reader;
 pub mod produce;
 pub mod topic;
+pub mod transaction;
 
 use std::future::Future;
 

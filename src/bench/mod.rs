@@ -13,6 +13,7 @@
 
 pub mod consumer;
 pub mod context;
+pub mod identity;
 pub mod options;
 pub mod payload;
 pub mod producer;
@@ -302,6 +303,7 @@ fn report_until_done(
         e2e: if streams.e2e { report::Percentiles::of(&totals.e2e.latency_us) } else { None },
         errors: totals.errors,
         failures: totals.failures,
+        transactions: totals.transactions,
         timeline,
     }
 }
@@ -348,6 +350,8 @@ fn settings(args: &BenchArgs) -> BTreeMap<String, String> {
     put("compression", format!("{:?}", args.compression).to_lowercase());
     put("rate", args.rate.to_string());
     put("max_in_flight", args.max_in_flight.to_string());
+    put("idempotent", (args.idempotent || args.transactional.is_some()).to_string());
+    put("batches_per_transaction", args.transactional.map_or("-".into(), |n| n.to_string()));
     put("warmup_sec", args.warmup.as_secs_f64().to_string());
     put("cores", args.cores.as_ref().map_or("unpinned".into(), |c| format!("{:?}", c.0)));
     s

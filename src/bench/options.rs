@@ -71,6 +71,13 @@ pub struct BenchArgs {
     /// Produce requests in flight per connection (max.in.flight.requests.per.connection).
     #[arg(long, default_value_t = 5)]
     pub max_in_flight: usize,
+    /// Produce as an idempotent producer (a producer id, sequence numbers per partition).
+    #[arg(long)]
+    pub idempotent: bool,
+    /// Produce in transactions of this many batches each (a transactional producer per
+    /// producer lane: AddPartitionsToTxn, the batches, EndTxn commit).
+    #[arg(long, value_name = "BATCHES")]
+    pub transactional: Option<usize>,
     /// Largest produce request (max.request.size); one batch per partition up to this.
     #[arg(long, default_value = "1M", value_parser = parse_size)]
     pub max_request_bytes: u64,
@@ -156,6 +163,12 @@ impl BenchArgs {
         }
         if mode == Mode::E2e && self.acks == 0 {
             return Err("e2e needs --acks 1 or all".into());
+        }
+        if self.transactional == Some(0) {
+            return Err("--transactional needs at least 1 batch per transaction".into());
+        }
+        if (self.idempotent || self.transactional.is_some()) && self.acks != -1 {
+            return Err("--idempotent and --transactional need --acks all".into());
         }
         if self.report_interval.is_zero() {
             return Err("--report-interval must be positive".into());

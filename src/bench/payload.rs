@@ -13,7 +13,7 @@
 use bytes::Bytes;
 use kafka_protocol::records::Compression;
 
-use crate::client::records::{compress_records, seal_batch};
+use crate::client::records::{compress_records, seal_batch_as, BatchProducer};
 use crate::client::ClientError;
 use crate::protocol::record_batch::{put_varint, BATCH_HEADER_BYTES};
 
@@ -85,6 +85,17 @@ impl BatchTemplate {
     /// Builds a batch of `count` records (base offset 0, no producer id) timestamped
     /// `timestamp_ms`, with record `i` stamped `stamp(i)`.
     pub fn build(&self, count: usize, timestamp_ms: i64, stamp: impl Fn(usize) -> u64) -> Result<Bytes, ClientError> {
+        self.build_as(count, timestamp_ms, stamp, BatchProducer::NONE)
+    }
+
+    /// [`BatchTemplate::build`] for an idempotent or transactional producer.
+    pub fn build_as(
+        &self,
+        count: usize,
+        timestamp_ms: i64,
+        stamp: impl Fn(usize) -> u64,
+        producer: BatchProducer,
+    ) -> Result<Bytes, ClientError> {
         let count = count.clamp(1, self.max_records());
         let mut section = self.records[..self.record_ends[count - 1]].to_vec();
         for (index, at) in self.stamp_at[..count].iter().enumerate() {
@@ -96,7 +107,7 @@ impl BatchTemplate {
             Compression::None => Bytes::from(section),
             codec => compress_records(codec, &section)?,
         };
-        Ok(seal_batch(count, timestamp_ms, timestamp_ms, self.codec, &section))
+        Ok(seal_batch_as(count, timestamp_ms, timestamp_ms, self.codec, &section, producer))
     }
 }
 

@@ -11,6 +11,11 @@
 //! Partitions rotate per batch (Kafka's sticky partitioner switches on a new batch).
 //! Broker error codes are counted per record; a lost connection ends the lane and is
 //! reported. Nothing is retried.
+//!
+//! With `--idempotent` or `--transactional N` the lane writes as a producer (see
+//! `identity`); a transactional lane's requests carry at most what is left of the
+//! current transaction's N batches, and the transaction is committed once they are all
+//! acknowledged, before the next one begins.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -20,6 +25,7 @@ use glommio::sync::Semaphore;
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::context::{within, Schedule, SharedContext};
+use super::identity::LaneIdentity;
 use super::payload::{records_per_batch, BatchTemplate};
 use super::stats::now_ns;
 use crate::client::requests::produce_request;
@@ -66,8 +72,31 @@ async fn produce_loop(ctx: &SharedContext, plan: &ProducerPlan) -> Result<(), Cl
     let linger_ns = args.linger_ms * 1_000_000;
     let mut scheduled = 0u64; // records taken from the schedule so far
     let mut next_partition = 0usize;
+    let mut identity = if args.idempotent || args.transactional.is_some() {
+        Some(LaneIdentity::init(&ctx.client, plan.id, args.transactional).await?)
+    } else {
+        None
+    };
+    let batches_per_transaction = identity.as_ref().and_then(|i| i.transaction.as_ref()).map(|(_, n)| *n);
+    // Batches sent in the open transaction (transactional lanes).
+    let mut in_transaction = 0usize;
 
     while !ctx.control.stopped() && !connection.is_broken() {
+        if let (Some(per_transaction), Some(identity)) = (batches_per_transaction, identity.as_ref()) {
+            if in_transaction == per_transaction {
+                // Every batch of the transaction acknowledged, then the commit.
+                drop(window.acquire_permit(args.max_in_flight as u64).await);
+                identity.commit(&ctx.client).await?;
+                ctx.probe.lock().expect("probe lock").transactions += 1;
+                in_transaction = 0;
+            }
+            if in_transaction == 0 {
+                let partitions = (0..per_transaction)
+                    .map(|i| plan.partitions[(next_partition + i) % plan.partitions.len()])
+                    .collect();
+                identity.begin(&ctx.client, &args.topic, &partitions).await?;
+            }
+        }
         let permit = window.acquire_static_permit(1).await.expect("semaphore is never closed");
         // How many records go into this request, and when the first one was due.
         let (wanted, first_due_ns) = match schedule {
@@ -90,6 +119,10 @@ async fn produce_loop(ctx: &SharedContext, plan: &ProducerPlan) -> Result<(), Cl
                 (due.min((per_batch * batches_per_request) as u64), first_due)
             }
         };
+        let wanted = match batches_per_transaction {
+            Some(n) => wanted.min(((n - in_transaction) * per_batch) as u64),
+            None => wanted,
+        };
         let granted = ctx.control.claim(wanted);
         if granted == 0 {
             break;
@@ -104,10 +137,19 @@ async fn produce_loop(ctx: &SharedContext, plan: &ProducerPlan) -> Result<(), Cl
             next_partition += 1;
             let batch_first = scheduled + taken;
             let batch_first_due = schedule.map_or(first_due_ns, |s| s.due_at(batch_first));
-            let records: Bytes = template.build(count as usize, timestamp_ms, |i| match schedule {
-                Some(s) => s.due_at(batch_first + i as u64),
-                None => first_due_ns,
-            })?;
+            let producer = match identity.as_mut() {
+                Some(identity) => identity.next_batch(partition, count as usize),
+                None => crate::client::records::BatchProducer::NONE,
+            };
+            let records: Bytes = template.build_as(
+                count as usize,
+                timestamp_ms,
+                |i| match schedule {
+                    Some(s) => s.due_at(batch_first + i as u64),
+                    None => first_due_ns,
+                },
+                producer,
+            )?;
             partition_data.push((partition, records));
             batches.push(SentBatch {
                 partition,
@@ -118,7 +160,13 @@ async fn produce_loop(ctx: &SharedContext, plan: &ProducerPlan) -> Result<(), Cl
             taken += count;
         }
         scheduled += granted;
-        let request = produce_request(&args.topic, args.acks, 30_000, partition_data);
+        in_transaction += batches.len();
+        let mut request = produce_request(&args.topic, args.acks, 30_000, partition_data);
+        if let Some((id, _)) = identity.as_ref().and_then(|i| i.transaction.as_ref()) {
+            request.transactional_id = Some(kafka_protocol::messages::TransactionalId(
+                kafka_protocol::protocol::StrBytes::from_string(id.clone()),
+            ));
+        }
         let connection = connection.clone();
         let ctx = ctx.clone();
         glommio::spawn_local(async move {
@@ -128,8 +176,12 @@ async fn produce_loop(ctx: &SharedContext, plan: &ProducerPlan) -> Result<(), Cl
         })
         .detach();
     }
-    // Wait for everything in flight.
+    // Wait for everything in flight, and commit a transaction left open.
     let _all = window.acquire(args.max_in_flight as u64).await;
+    if let Some(identity) = identity.as_ref().filter(|_| in_transaction > 0 && !connection.is_broken()) {
+        identity.commit(&ctx.client).await?;
+        ctx.probe.lock().expect("probe lock").transactions += 1;
+    }
     if connection.is_broken() && !ctx.control.stopped() {
         return Err(ClientError::Disconnected(connection.address().to_string()));
     }

@@ -101,6 +101,8 @@ pub struct Summary {
     pub e2e: Option<Percentiles>,
     pub errors: BTreeMap<String, u64>,
     pub failures: Vec<String>,
+    /// Transactions committed in the measured part (`--transactional`).
+    pub transactions: u64,
     pub timeline: Vec<IntervalReport>,
 }
 
@@ -186,6 +188,13 @@ pub fn summary_text(summary: &Summary) -> String {
         out.push_str(&format!(
             "end-to-end latency: {:.3} ms avg, {:.3} ms 50th, {:.3} ms 95th, {:.3} ms 99th, {:.3} ms 99.9th, {:.3} ms 99.99th, {:.3} ms max\n",
             l.avg_ms, l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.p9999_ms, l.max_ms
+        ));
+    }
+    if summary.transactions > 0 {
+        out.push_str(&format!(
+            "transactions: {} committed, {:.1} per sec\n",
+            summary.transactions,
+            summary.transactions as f64 / summary.measured_sec.max(f64::EPSILON)
         ));
     }
     out.push_str(&format!("measured over {:.2} s", summary.measured_sec));
@@ -279,6 +288,7 @@ mod tests {
             e2e: None,
             errors: BTreeMap::from([("NOT_LEADER_OR_FOLLOWER".to_string(), 2)]),
             failures: vec![],
+            transactions: 0,
             timeline: vec![],
         };
         let text = summary_text(&summary);

@@ -60,6 +60,8 @@ pub struct Probe {
     pub errors: BTreeMap<String, u64>,
     /// Fatal worker failures (connection lost and the like), shown at the end.
     pub failures: Vec<String>,
+    /// Transactions committed (`--transactional`).
+    pub transactions: u64,
 }
 
 impl Probe {
@@ -71,6 +73,7 @@ impl Probe {
             *self.errors.entry(name.clone()).or_default() += count;
         }
         self.failures.extend(other.failures.iter().cloned());
+        self.transactions += other.transactions;
     }
 
     pub fn count_error(&mut self, name: &str, count: u64) {

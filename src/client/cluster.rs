@@ -60,6 +60,13 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// What FindCoordinator looks up (its key type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoordinatorKind {
+    Group = 0,
+    Transaction = 1,
+}
+
 impl Client {
     /// Connects to the first reachable bootstrap broker and learns its API versions.
     pub async fn connect(bootstrap: &[String], client_id: &str) -> Result<Client, ClientError> {
@@ -167,14 +174,30 @@ impl Client {
         connection.call(self.version_for::<R>()?, body).await
     }
 
+    /// Sends a request to the transaction coordinator of `transactional_id`.
+    pub async fn call_txn_coordinator<R: Request>(
+        &self,
+        transactional_id: &str,
+        body: &R,
+    ) -> Result<R::Response, ClientError> {
+        let address = self.find_coordinator_of(CoordinatorKind::Transaction, transactional_id).await?;
+        self.shared_connection(&address).await?.call(self.version_for::<R>()?, body).await
+    }
+
     /// The "host:port" of the broker coordinating `group` (FindCoordinator).
     pub async fn find_coordinator(&self, group: &str) -> Result<String, ClientError> {
+        self.find_coordinator_of(CoordinatorKind::Group, group).await
+    }
+
+    /// The "host:port" of the broker coordinating a group or a transactional id.
+    pub async fn find_coordinator_of(&self, kind: CoordinatorKind, key: &str) -> Result<String, ClientError> {
+        let group = key;
         let version = self.version_for::<FindCoordinatorRequest>()?;
-        let mut request = FindCoordinatorRequest::default().with_key_type(0);
+        let mut request = FindCoordinatorRequest::default().with_key_type(kind as i8);
         if version >= 4 {
-            request.coordinator_keys = vec![StrBytes::from_string(group.to_string())];
+            request.coordinator_keys = vec![StrBytes::from_string(key.to_string())];
         } else {
-            request.key = StrBytes::from_string(group.to_string());
+            request.key = StrBytes::from_string(key.to_string());
         }
         let response = self.any_connection().await?.call(version, &request).await?;
         let (code, host, port) = match response.coordinators.first() {
@@ -182,7 +205,11 @@ impl Client {
             _ => (response.error_code, response.host.to_string(), response.port),
         };
         if code != 0 {
-            return Err(ClientError::broker(format!("finding the coordinator of group {group}"), code, None));
+            let what = match kind {
+                CoordinatorKind::Group => "group",
+                CoordinatorKind::Transaction => "transactional id",
+            };
+            return Err(ClientError::broker(format!("finding the coordinator of {what} {group}"), code, None));
         }
         Ok(format!("{host}:{port}"))
     }

@@ -19,6 +19,6 @@ pub mod group_member;
 pub mod records;
 pub mod requests;
 
-pub use cluster::{Client, PartitionLeader};
+pub use cluster::{Client, CoordinatorKind, PartitionLeader};
 pub use connection::Connection;
 pub use error::{error_name, ClientError};

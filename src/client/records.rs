@@ -78,19 +78,48 @@ pub fn encode_batch(records: Vec<Record>, codec: Compression) -> Result<Bytes, C
 /// `codec`) in front of an encoded (and possibly compressed) records section of `count`
 /// records and computes the CRC-32C.
 pub fn seal_batch(count: usize, base_timestamp: i64, max_timestamp: i64, codec: Compression, section: &[u8]) -> Bytes {
+    seal_batch_as(count, base_timestamp, max_timestamp, codec, section, BatchProducer::NONE)
+}
+
+/// Who wrote a batch: an idempotent or transactional producer's id, epoch and the
+/// batch's first sequence number, or nobody (`NONE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub transactional: bool,
+}
+
+impl BatchProducer {
+    pub const NONE: BatchProducer =
+        BatchProducer { producer_id: -1, producer_epoch: -1, base_sequence: -1, transactional: false };
+}
+
+/// [`seal_batch`] for a batch of `producer`.
+pub fn seal_batch_as(
+    count: usize,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    codec: Compression,
+    section: &[u8],
+    producer: BatchProducer,
+) -> Bytes {
+    let attributes =
+        codec as i16 | if producer.transactional { crate::protocol::record_batch::ATTRIBUTE_TRANSACTIONAL } else { 0 };
     let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + section.len());
     out.put_i64(0); // base offset
     out.put_i32((BATCH_HEADER_BYTES - BATCH_LOG_OVERHEAD_BYTES + section.len()) as i32);
     out.put_i32(-1); // partition leader epoch
     out.put_i8(MAGIC_V2);
     out.put_u32(0); // crc, below
-    out.put_i16(codec as i16);
+    out.put_i16(attributes);
     out.put_i32(count as i32 - 1);
     out.put_i64(base_timestamp);
     out.put_i64(max_timestamp);
-    out.put_i64(-1); // producer id
-    out.put_i16(-1); // producer epoch
-    out.put_i32(-1); // base sequence
+    out.put_i64(producer.producer_id);
+    out.put_i16(producer.producer_epoch);
+    out.put_i32(producer.base_sequence);
     out.put_i32(count as i32);
     out.put_slice(section);
     let crc = crc32c::crc32c(&out[21..]);

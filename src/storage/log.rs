@@ -80,6 +80,9 @@ pub(crate) struct LogState {
     /// A producer-state snapshot as of the segment a roll just started, to be written
     /// (see `producer_state`).
     pub roll_snapshot: Option<(Offset, Vec<u8>)>,
+    /// Keeps transactional appends in arrival order while one waits for its
+    /// coordinator's word (see `PartitionLog::transactional_gate`).
+    pub transactional_gate: Rc<glommio::sync::Semaphore>,
 }
 
 #[derive(Debug)]

@@ -97,6 +97,13 @@ impl PartitionLog {
         self.shared.state.borrow().producers.has_open_txn(producer_id)
     }
 
+    /// Held from a transactional batch's arrival until it is queued: a producer's first
+    /// batch of a transaction waits for the coordinator's check, and its next batches
+    /// (pipelined behind it) must not overtake it. Waiters are served in arrival order.
+    pub fn transactional_gate(&self) -> std::rc::Rc<glommio::sync::Semaphore> {
+        self.shared.state.borrow().transactional_gate.clone()
+    }
+
     /// This partition's open transactions, oldest first.
     pub fn open_transactions(&self) -> Vec<OpenTxn> {
         self.shared.state.borrow().producers.open_transactions()

@@ -22,6 +22,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
+from kafka.admin import KafkaAdminClient
 from kafka.structs import OffsetAndMetadata
 
 from helpers import create_topic, producer
@@ -192,6 +193,7 @@ def test_kafka_python_consume_transform_produce_with_send_offsets(broker):
         for i in range(per_partition):
             inputs.produce(source, value=f"in-p{part}-{i:03d}".encode(), partition=part)
     assert inputs.flush(30) == 0
+    del inputs
 
     consumer = KafkaConsumer(source, bootstrap_servers=broker.bootstrap, group_id=group,
                              enable_auto_commit=False, isolation_level="read_committed",
@@ -240,6 +242,14 @@ def test_kafka_python_consume_transform_produce_with_send_offsets(broker):
                     stable.close()
                 p.abort_transaction()
                 aborted += 1
+                # Once aborted, nothing is pending: the same require_stable fetch answers,
+                # with the offsets from before the aborted transaction.
+                stable = confluent_consumer(broker.bootstrap, "read_committed", group=group)
+                try:
+                    after_abort = {tp.partition: tp.offset for tp in stable.committed(tps, timeout=10)}
+                finally:
+                    stable.close()
+                assert after_abort == expected, f"offsets after the aborted transaction: {after_abort}"
                 for tp in polled:
                     consumer.seek(tp, committed_positions.get(tp.partition, 0))
                 continue
@@ -251,6 +261,7 @@ def test_kafka_python_consume_transform_produce_with_send_offsets(broker):
         consumer.close(autocommit=False)
 
     assert aborted == 1 and batches >= 3, (aborted, batches)
+    print(f"require_stable OffsetFetch during the open transaction: {pending_check!r}")
     assert isinstance(pending_check, KafkaException), (
         "OffsetFetch with require_stable while the group's offsets are pending in an open transaction "
         f"must fail with UNSTABLE_OFFSET_COMMIT (librdkafka retries until its timeout); got {pending_check}")
@@ -279,8 +290,8 @@ QUIX_APP = textwrap.dedent('''
     import sys
     from quixstreams import Application
 
-    bootstrap, source, sink, group, state_dir, transactional_id = sys.argv[1:7]
-    producer_config = {"transaction.timeout.ms": 5000}
+    bootstrap, source, sink, group, state_dir, transactional_id, txn_timeout_ms = sys.argv[1:8]
+    producer_config = {"transaction.timeout.ms": int(txn_timeout_ms)}
     if transactional_id != "-":
         producer_config["transactional.id"] = transactional_id
     app = Application(
@@ -299,7 +310,17 @@ QUIX_APP = textwrap.dedent('''
     )
     out = app.topic(sink, value_serializer="json")
     sdf = app.dataframe(app.topic(source, value_deserializer="json"))
-    sdf = sdf.apply(lambda v: {"n": v["n"], "word": v["word"].upper()})
+    processed = 0
+
+    def transform(v):
+        global processed
+        processed += 1
+        if processed == 1 or processed % 100 == 0:
+            # The test waits for this line to know the incarnation is processing.
+            print(f"processed {processed} n={v['n']}", flush=True)
+        return {"n": v["n"], "word": v["word"].upper()}
+
+    sdf = sdf.apply(transform)
     sdf.to_topic(out)
     print("quix app running", flush=True)
     app.run()
@@ -349,9 +370,10 @@ class QuixApp:
         self.log.close()
         return self.process.returncode
 
-    def output(self):
+    def output(self, tail=6000):
         try:
-            return Path(self.log_path).read_text(errors="replace")[-6000:]
+            text = Path(self.log_path).read_text(errors="replace")
+            return text if tail is None else text[-tail:]
         except OSError:
             return ""
 
@@ -380,12 +402,14 @@ def test_quix_exactly_once_survives_sigkill(quix_broker, tmp_path, txn_id_mode):
     QUIX_RECORDS input numbers exactly once, in input order per key.
 
     "fixed": every incarnation uses the same transactional.id, so the restart's
-    InitProducerId fences the killed one and aborts its open transaction. "random": Quix's
-    default, a new transactional.id per start; the killed incarnation's transaction is
-    only aborted by the coordinator's timeout (transaction.timeout.ms=5000), and until
-    then its staged offsets keep the group's OffsetFetch (require_stable) unstable."""
+    InitProducerId fences the killed one and aborts its open transaction (the transaction
+    timeout, 60 s, is longer than the test). "random": Quix's default, a new
+    transactional.id per start; the killed incarnation's transaction is only aborted by
+    the coordinator's timeout (transaction.timeout.ms=5000); until then it holds the
+    output partitions' last stable offset back (and, if the kill landed between
+    send_offsets_to_transaction and the commit, the group's offsets stay unstable)."""
     broker = quix_broker
-    source, sink, group = "quix-eos-in", f"quix-eos-out", "quix-eos"
+    source, sink, group = "quix-eos-in", "quix-eos-out", "quix-eos"
     create_topic(broker.bootstrap, source, PARTITIONS)
     create_topic(broker.bootstrap, sink, PARTITIONS)
     script = tmp_path / "quix_eos_app.py"
@@ -393,7 +417,10 @@ def test_quix_exactly_once_survives_sigkill(quix_broker, tmp_path, txn_id_mode):
     seed = int(os.environ.get("TERN_TEST_SEED", "20240611")) + (0 if txn_id_mode == "fixed" else 1)
     rng = random.Random(seed)
     txn_id = "quix-eos-txn" if txn_id_mode == "fixed" else "-"
-    args = [broker.bootstrap, source, sink, group, str(tmp_path / "state"), txn_id]
+    # "fixed" uses librdkafka's default 60 s timeout, longer than the whole run, so only the
+    # restart's fencing can abort a killed incarnation's transaction (else the LSO stays stuck).
+    txn_timeout_ms = 60000 if txn_id_mode == "fixed" else 5000
+    args = [broker.bootstrap, source, sink, group, str(tmp_path / "state"), txn_id, str(txn_timeout_ms)]
 
     stop = threading.Event()
     errors = []
@@ -407,33 +434,40 @@ def test_quix_exactly_once_survives_sigkill(quix_broker, tmp_path, txn_id_mode):
     feeder = threading.Thread(target=produce, daemon=True)
     apps = []
     kills = []
+    rounds = []
     started = time.time()
     feeder.start()
     try:
         for round_ in range(QUIX_KILLS + 1):
             app = QuixApp(script, args, tmp_path / f"quix-{round_}.log")
             apps.append(app)
-            # Wait for this incarnation to append output (progress past what was there).
-            before = sum(watermarks(broker.bootstrap, sink, "read_uncommitted"))
-            deadline = time.time() + QUIX_PROGRESS_TIMEOUT_S
-            while sum(watermarks(broker.bootstrap, sink, "read_uncommitted")) <= before:
+            launched = time.time()
+            # Wait until this incarnation processes its first record (its own log line;
+            # the output's high watermark would also move for transaction markers).
+            deadline = launched + QUIX_PROGRESS_TIMEOUT_S
+            while "processed 1 " not in app.output(tail=None):
                 assert app.alive(), f"Quix app (round {round_}) exited:\n{app.output()}\n--- broker log:\n{broker.log_text()}"
                 assert time.time() < deadline, (
-                    f"Quix app (round {round_}) produced no output in {QUIX_PROGRESS_TIMEOUT_S}s:\n"
+                    f"Quix app (round {round_}) processed nothing in {QUIX_PROGRESS_TIMEOUT_S}s:\n"
                     f"{app.output()}\n--- broker log:\n{broker.log_text()}")
-                time.sleep(0.1)
+                time.sleep(0.05)
+            rounds.append({"round": round_, "first_record_after_s": round(time.time() - launched, 2)})
             if round_ == QUIX_KILLS:
                 break
             time.sleep(rng.uniform(0.2, 1.8))
             assert app.alive(), f"Quix app (round {round_}) exited:\n{app.output()}"
-            kills.append(round(time.time() - started, 2))
             app.sigkill()
+            kills.append(round(time.time() - started, 2))
+            rounds[-1]["killed_at_s"] = kills[-1]
+            rounds[-1]["last_progress"] = [line for line in app.output(tail=None).splitlines()
+                                           if line.startswith("processed ")][-1]
 
         feeder.join(timeout=QUIX_PRODUCE_S + 30)
         assert not feeder.is_alive() and not errors, f"input producer failed: {errors}"
+        print(f"quix {txn_id_mode}: seed {seed}, rounds {rounds}, input done after {time.time() - started:.1f}s")
         killed_while_producing = [t for t in kills if t < QUIX_PRODUCE_S]
         assert len(killed_while_producing) >= 2, (
-            f"the kills should land while input still arrives (at {kills}s; input over {QUIX_PRODUCE_S}s)")
+            f"the kills should land while input still arrives (rounds {rounds}; input over {QUIX_PRODUCE_S}s)")
 
         # The last incarnation drains the input; its committed output must reach every number.
         final = apps[-1]
@@ -460,6 +494,28 @@ def test_quix_exactly_once_survives_sigkill(quix_broker, tmp_path, txn_id_mode):
                 app.sigkill()
         feeder.join(timeout=30)
 
+    # The coordinator's view (ListTransactions / DescribeTransactions): nothing is left
+    # open; the killed incarnations' transactions were aborted (by fencing or timeout).
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=15000)
+    try:
+        listings = [t for per_broker in admin.list_transactions().values() for t in per_broker]
+        states = {t.transactional_id: t.state.value for t in listings}
+        described = admin.describe_transactions(list(states))
+    finally:
+        admin.close()
+    assert not [t for t, state in states.items() if state not in ("CompleteCommit", "CompleteAbort", "Empty")], (
+        f"no transaction may be left open after the run: {states}")
+    print(f"quix {txn_id_mode}: coordinator states {states}")
+    assert all(d.transaction_timeout_ms == txn_timeout_ms for d in described.values()), described
+    if txn_id_mode == "fixed":
+        assert states == {"quix-eos-txn": "CompleteCommit"}, states
+        assert described["quix-eos-txn"].producer_epoch >= QUIX_KILLS, (
+            f"each restart bumps the epoch (fencing the killed incarnation): {described}")
+    else:
+        assert len(states) == QUIX_KILLS + 1, f"one transactional id per incarnation: {states}"
+        assert list(states.values()).count("CompleteAbort") >= 1, (
+            f"the killed incarnations' open transactions are aborted by the coordinator's timeout: {states}")
+
     committed = read_partitions(broker.bootstrap, sink, "read_committed")
     outputs = [(p, json.loads(m.value())) for p, msgs in committed.items() for m in msgs]
     counts = {}
@@ -468,7 +524,7 @@ def test_quix_exactly_once_survives_sigkill(quix_broker, tmp_path, txn_id_mode):
     missing = sorted(set(range(QUIX_RECORDS)) - set(counts))
     duplicated = sorted(n for n, c in counts.items() if c > 1)
     assert not missing and not duplicated and len(outputs) == QUIX_RECORDS, (
-        f"read_committed output must hold every input number exactly once (seed {seed}, kills at {kills}s): "
+        f"read_committed output must hold every input number exactly once (seed {seed}, rounds {rounds}): "
         f"{len(outputs)} records, {len(missing)} missing {missing[:20]}, "
         f"{len(duplicated)} duplicated {duplicated[:20]}")
     assert all(o["word"] == f"WORD-{o['n']}" for _, o in outputs), "every output is the transformed input"

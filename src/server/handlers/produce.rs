@@ -93,6 +93,13 @@ pub async fn append(target: AppendTarget, log: Result<PartitionLog, i16>, acks: 
         .topics
         .get(&target.partition.topic)
         .is_some_and(|info| target.ctx.is_replicated(info, target.partition.partition));
+    // A transactional batch holds the partition's gate until it is queued, so batches
+    // pipelined behind one waiting for the coordinator keep their order.
+    let gate = header.filter(|h| h.is_transactional()).map(|_| log.transactional_gate());
+    let permit = match &gate {
+        Some(gate) => Some(gate.acquire_permit(1).await.expect("the gate is never closed")),
+        None => None,
+    };
     if let Some(header) = header.filter(|h| h.is_transactional()) {
         if let Err(refused) = check_transactional(&target, &log, &header, replicated).await {
             return refused;
@@ -139,7 +146,13 @@ pub async fn append(target: AppendTarget, log: Result<PartitionLog, i16>, acks: 
     // The storage engine patches the base offset in place, so it needs its own copy of
     // the batch (the request buffer is shared by all partitions of the request).
     let batch = BytesMut::from(&records[..]);
-    match log.append(batch).await {
+    let queued = log.append_nowait(batch);
+    drop(permit);
+    let appended = match queued {
+        Ok(pending) => pending.durable().await.map_err(AppendError::from),
+        Err(error) => Err(error),
+    };
+    match appended {
         Ok(info) => ProduceOutcome {
             error_code: 0,
             error_message: None,

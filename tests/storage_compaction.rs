@@ -523,3 +523,74 @@ fn large_batches_across_read_chunks_are_cleaned_whole() {
         check_fully_compacted(&log, &model).await.unwrap();
     });
 }
+
+/// `keyed` records as a transactional batch of producer `producer_id` (epoch 0).
+fn transactional(entries: &[(&str, Option<&str>)], producer_id: i64, sequence: i32, now_ms: i64) -> BytesMut {
+    let mut batch = keyed(entries, now_ms);
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]) | tern::protocol::record_batch::ATTRIBUTE_TRANSACTIONAL;
+    batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    batch[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    batch[51..53].copy_from_slice(&0i16.to_be_bytes());
+    batch[53..57].copy_from_slice(&sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
+}
+
+#[test]
+fn aborted_values_never_replace_committed_ones_and_open_transactions_are_not_cleaned() {
+    use tern::storage::TxnMarker;
+    run(|| async {
+        let disk = MemoryDisk::new(3);
+        let clock = Rc::new(ManualClock::new(START_MS));
+        let config = LogConfig {
+            segment_bytes: 4096,
+            compact: true,
+            min_cleanable_dirty_ratio_ppm: 0,
+            delete_retention_ms: DELETE_RETENTION_MS,
+            ..LogConfig::default()
+        };
+        let log = open_compacted(Path::new("/sim/txn"), &disk, &clock, config).await;
+        let marker =
+            |producer_id, committed| TxnMarker { producer_id, producer_epoch: 0, committed, coordinator_epoch: 0 };
+        log.append(keyed(&[("a", Some("committed")), ("b", Some("committed"))], clock.now_ms())).await.unwrap(); // 0-1
+        log.append(transactional(&[("a", Some("aborted"))], 7, 0, clock.now_ms())).await.unwrap(); // 2
+        log.append_marker(marker(7, false)).await.unwrap(); // 3
+        log.request_roll();
+        log.append(keyed(&[("c", Some("1"))], clock.now_ms())).await.unwrap(); // 4
+        log.request_roll();
+        log.append(transactional(&[("b", Some("open"))], 8, 0, clock.now_ms())).await.unwrap(); // 5, left open
+        log.request_roll();
+        log.append(keyed(&[("d", Some("1"))], clock.now_ms())).await.unwrap(); // 6
+        log.clean(&cleaner(1 << 20)).await.unwrap();
+        let values = |log: PartitionLog| async move {
+            let mut out = Vec::new();
+            let read = log.read(log.offsets().log_start.offset(), 1 << 20).await.unwrap();
+            for chunk in &read.records {
+                for (header, range) in iter_batches(chunk) {
+                    if header.is_control() {
+                        continue;
+                    }
+                    for_each_record(&chunk[range], &header, 64 << 20, |r| {
+                        let key = String::from_utf8_lossy(r.key.unwrap()).to_string();
+                        out.push((r.offset, key))
+                    })
+                    .unwrap();
+                }
+            }
+            out
+        };
+        let kept = values(log.clone()).await;
+        assert!(kept.contains(&(0, "a".into())), "the aborted a does not replace the committed one: {kept:?}");
+        assert!(!kept.contains(&(2, "a".into())), "the aborted record is removed: {kept:?}");
+        assert!(kept.contains(&(1, "b".into())), "past the last stable offset nothing is cleaned: {kept:?}");
+
+        log.append_marker(marker(8, true)).await.unwrap();
+        log.request_roll();
+        log.append(keyed(&[("e", Some("1"))], clock.now_ms())).await.unwrap();
+        log.clean(&cleaner(1 << 20)).await.unwrap();
+        let kept = values(log.clone()).await;
+        assert!(!kept.contains(&(1, "b".into())), "once committed, the new b replaces the old: {kept:?}");
+        assert!(kept.contains(&(5, "b".into())), "{kept:?}");
+    });
+}

@@ -12,7 +12,10 @@
 //!    is kept when its key's latest record is not older; a tombstone is kept, in
 //!    addition, only until delete.retention.ms after its timestamp (and always in the
 //!    pass that first sees it); a keyless record is dropped, as Kafka does. Control
-//!    batches are kept whole. Batches keep their offsets (`batch_filter`).
+//!    batches (transaction markers) are kept whole. Batches of aborted transactions are
+//!    neither mapped (an aborted value never hides a committed one) nor kept. Batches
+//!    keep their offsets (`batch_filter`). Nothing at or past the last stable offset is
+//!    cleaned.
 //! 4. **Swap.** Each group's cleaned segment replaces it on disk (`swap`), then in memory.
 //! 5. **Checkpoint.** The first dirty offset moves to the end of the mapped range.
 
@@ -95,12 +98,36 @@ impl Group {
 /// How a record is judged during a rewrite.
 struct KeepRules<'a> {
     map: &'a KeyOffsetMap,
+    /// Transactions aborted in this log.
+    aborted: &'a AbortedBatches,
     /// Tombstones at or after this offset are seen by the cleaner for the first time.
     pass_first_dirty: i64,
     now_ms: i64,
     delete_retention_ms: i64,
     /// Records dropped because they have no key.
     keyless: u64,
+}
+
+/// Which batches belong to aborted transactions (from the log's aborted index): per
+/// producer, the offset ranges `first..marker` of its aborted transactions.
+#[derive(Debug, Default)]
+struct AbortedBatches(std::collections::HashMap<i64, Vec<(i64, i64)>>);
+
+impl AbortedBatches {
+    fn new(aborted: Vec<crate::storage::txn_index::AbortedTxn>) -> AbortedBatches {
+        let mut by_producer: std::collections::HashMap<i64, Vec<(i64, i64)>> = std::collections::HashMap::new();
+        for a in aborted {
+            by_producer.entry(a.producer_id).or_default().push((a.first_offset.value(), a.last_offset.value()));
+        }
+        AbortedBatches(by_producer)
+    }
+
+    fn contains(&self, header: &BatchHeader) -> bool {
+        header.is_transactional()
+            && self.0.get(&header.producer_id).is_some_and(|ranges| {
+                ranges.iter().any(|&(first, marker)| first <= header.base_offset && header.base_offset < marker)
+            })
+    }
 }
 
 impl KeepRules<'_> {
@@ -125,7 +152,10 @@ impl PartitionLog {
     pub fn dirty_view(&self) -> DirtyView {
         let now_ms = self.shared.env.clock.now_ms();
         let state = self.shared.state.borrow();
-        let high_watermark = state.offsets.high_watermark().min(state.clean_limit.unwrap_or(Offset(i64::MAX)));
+        // Never past the last stable offset: a record of an open transaction must not
+        // replace an older value of its key (the transaction may yet abort).
+        let high_watermark =
+            super::super::log::last_stable_offset(&state).min(state.clean_limit.unwrap_or(Offset(i64::MAX)));
         let min_lag = state.config.min_compaction_lag_ms;
         let first_base = state.segments.front().map_or(Offset(0), |s| s.base_offset);
         let first_dirty = state.clean.checkpoint.first_dirty.max(first_base);
@@ -209,8 +239,10 @@ impl PartitionLog {
         let groups = self.plan_groups(map_end);
         let rewrite_end = groups.last().map_or(Offset(0), |g| g.next_offset);
         let (now_ms, delete_retention_ms) = (self.shared.env.clock.now_ms(), self.config().delete_retention_ms);
+        let aborted = self.aborted_batches();
         let mut rules = KeepRules {
             map: &map,
+            aborted: &aborted,
             pass_first_dirty: view.first_dirty.value(),
             now_ms,
             delete_retention_ms,
@@ -252,12 +284,19 @@ impl PartitionLog {
 
     /// Maps the keys of the dirty segments to their latest offsets. Returns the map and
     /// the offset after the last batch it covers.
+    /// The aborted transactions of this log, as the cleaner checks batches against them.
+    fn aborted_batches(&self) -> AbortedBatches {
+        let state = self.shared.state.borrow();
+        AbortedBatches::new(state.aborted.overlapping(Offset(0), Offset(i64::MAX)))
+    }
+
     async fn build_key_map(
         &self,
         view: &DirtyView,
         budget_bytes: usize,
         throttle: &IoThrottle,
     ) -> Result<(KeyOffsetMap, Offset), StorageError> {
+        let aborted = self.aborted_batches();
         let dirty: Vec<(Offset, u64, Offset)> = {
             let state = self.shared.state.borrow();
             state
@@ -279,7 +318,7 @@ impl PartitionLog {
                 if header.next_offset() <= map_end.value() {
                     continue;
                 }
-                if !header.is_control() {
+                if !header.is_control() && !aborted.contains(&header) {
                     let first_dirty = view.first_dirty.value();
                     let mapped = for_each_record(&batch, &header, DECOMPRESSED_SECTION_BYTES_MAX, |record| {
                         if let (Some(key), true) = (record.key, record.offset >= first_dirty) {
@@ -449,6 +488,8 @@ impl PartitionLog {
                 self.check_not_closing()?;
                 let filtered = if header.is_control() {
                     Ok(Filtered::Unchanged)
+                } else if rules.aborted.contains(&header) {
+                    Ok(Filtered::Empty)
                 } else {
                     filter_batch(&batch, &header, DECOMPRESSED_SECTION_BYTES_MAX, |record| rules.keep(record))
                 };

@@ -54,6 +54,13 @@ const KAFKA_RANGES: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeCluster, 0, 1),
+    // Transactions; AddPartitionsToTxn v4-5 are Kafka's broker-to-broker form.
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
 ];
 
 struct Raw {
@@ -108,6 +115,12 @@ trait HeaderVersion {}
 macro_rules! requests { ($($t:ty),*) => { $(impl HeaderVersion for $t {})* } }
 requests!(
     ProduceRequest,
+    AddPartitionsToTxnRequest,
+    AddOffsetsToTxnRequest,
+    EndTxnRequest,
+    TxnOffsetCommitRequest,
+    DescribeTransactionsRequest,
+    ListTransactionsRequest,
     FetchRequest,
     ListOffsetsRequest,
     MetadataRequest,
@@ -269,6 +282,33 @@ fn exercise(raw: &mut Raw, key: ApiKey, version: i16) {
         }
         ApiKey::OffsetDelete => call!(OffsetDeleteRequest::default().with_group_id(group), OffsetDeleteResponse),
         ApiKey::DescribeCluster => call!(DescribeClusterRequest::default(), DescribeClusterResponse),
+        ApiKey::AddPartitionsToTxn => call!(
+            AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(TransactionalId(name("no-such-txn")))
+                .with_v3_and_below_producer_id(ProducerId(1))
+                .with_v3_and_below_producer_epoch(0),
+            AddPartitionsToTxnResponse
+        ),
+        ApiKey::AddOffsetsToTxn => call!(
+            AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(name("no-such-txn")))
+                .with_group_id(group),
+            AddOffsetsToTxnResponse
+        ),
+        ApiKey::EndTxn => {
+            call!(EndTxnRequest::default().with_transactional_id(TransactionalId(name("no-such-txn"))), EndTxnResponse)
+        }
+        ApiKey::TxnOffsetCommit => call!(
+            TxnOffsetCommitRequest::default()
+                .with_transactional_id(TransactionalId(name("no-such-txn")))
+                .with_group_id(group),
+            TxnOffsetCommitResponse
+        ),
+        ApiKey::DescribeTransactions => call!(
+            DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(name("no-such-txn"))]),
+            DescribeTransactionsResponse
+        ),
+        ApiKey::ListTransactions => call!(ListTransactionsRequest::default(), ListTransactionsResponse),
         other => panic!("{other:?} is advertised but this test does not know it: add it"),
     }
 }

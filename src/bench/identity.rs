@@ -38,7 +38,9 @@ impl LaneIdentity {
         batches_per_transaction: Option<usize>,
     ) -> Result<LaneIdentity, ClientError> {
         let transaction = batches_per_transaction.map(|n| (format!("tern-bench-{}-{lane}", std::process::id()), n));
+        // The default request carries an empty transactional id, not none.
         let mut request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
             .with_transaction_timeout_ms(TRANSACTION_TIMEOUT_MS)
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1);

@@ -1,4 +1,4 @@
-//! AddOffsetsToTxn (key 25), versions 0-3: the group's `__consumer_offsets` partition
+//! AddOffsetsToTxn (key 25), versions 0-4 (v4 adds only an error code, KIP-890): the group's `__consumer_offsets` partition
 //! joins the producer's transaction, so the offsets it commits with TxnOffsetCommit are
 //! committed or dropped with the transaction.
 
@@ -14,7 +14,7 @@ use crate::protocol::topic_partition::TopicPartition;
 use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::{transactions, ShardContext};
 
-pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::AddOffsetsToTxn, 0, 3);
+pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::AddOffsetsToTxn, 0, 4);
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
     let body: AddOffsetsToTxnRequest = decode_body(request)?;

@@ -28,6 +28,8 @@ pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::InitProducerId, 0, 5);
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
     let body: InitProducerIdRequest = decode_body(request)?;
     let (error_code, producer_id, producer_epoch) = match body.transactional_id.as_ref().map(|id| id.0.to_string()) {
+        // An empty transactional id is a malformed request (Kafka refuses it the same way).
+        Some(id) if id.is_empty() => (ResponseError::InvalidRequest.code(), -1, -1),
         Some(id) => {
             let timeout_ms = body.transaction_timeout_ms;
             let current = (body.producer_id.0 >= 0).then_some((body.producer_id.0, body.producer_epoch));

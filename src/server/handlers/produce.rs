@@ -265,7 +265,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Option<
     } else {
         None
     };
-    let transactional_id = body.transactional_id.as_ref().map(|id| id.0.to_string());
+    let transactional_id = body.transactional_id.as_ref().map(|id| id.0.to_string()).filter(|id| !id.is_empty());
     let mut calls = Vec::new();
     for topic in &body.topic_data {
         let name = topic.name.0.to_string();

@@ -1,4 +1,4 @@
-//! TxnOffsetCommit (key 28), versions 0-3: offsets a transactional producer commits for
+//! TxnOffsetCommit (key 28), versions 0-4 (v4 adds only an error code, KIP-890): offsets a transactional producer commits for
 //! a consumer group inside its transaction (`send_offsets_to_transaction`). The group
 //! coordinator stages them durably; they become the group's committed offsets when the
 //! transaction commits and are dropped when it aborts. From v3 (KIP-447) the member and
@@ -19,7 +19,7 @@ use crate::server::frame::{decode_body, encode_response, FrameError, Request};
 use crate::shard::mesh::ShardRequest;
 use crate::shard::ShardContext;
 
-pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::TxnOffsetCommit, 0, 3);
+pub const SUPPORT: ApiSupport = ApiSupport::new(ApiKey::TxnOffsetCommit, 0, 4);
 
 pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, FrameError> {
     let body: TxnOffsetCommitRequest = decode_body(request)?;

@@ -298,7 +298,9 @@ impl PartitionLog {
             let path = self.shared.dir.join(super::recovery::ROLL_PRODUCER_SNAPSHOT);
             let env = self.shared.env.clone();
             glommio::spawn_local(async move {
-                if let Err(error) = super::disk::write_hint_file(&path, &bytes, &env).await {
+                // Synced: a crash recovery relies on it for producers (and open
+                // transactions) last seen before the active segment.
+                if let Err(error) = super::disk::write_file_atomic(&path, &bytes, &env).await {
                     tracing::debug!(path = %path.display(), %base, %error, "could not write the producer state at a roll");
                 }
             })

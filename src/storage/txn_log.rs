@@ -196,4 +196,37 @@ mod tests {
             .join()
             .unwrap();
     }
+
+    #[test]
+    fn an_open_transaction_from_before_a_roll_survives_a_crash() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let disk = MemoryDisk::new(2);
+                let env = || StorageEnv { disk: Disk::Memory(disk.session()), ..StorageEnv::default() };
+                let dir = std::path::Path::new("/txn-roll");
+                let config = LogConfig { segment_bytes: 4096, ..LogConfig::default() };
+                let log = PartitionLog::open(dir, config.clone(), env()).await.unwrap();
+                log.append(transactional_batch(7, 0)).await.unwrap(); // 0: opens producer 7's transaction
+                log.request_roll();
+                for n in 0..5 {
+                    log.append(BytesMut::from(&build::batch(&[b"later"], 1)[..])).await.unwrap(); // 1..=5
+                    if n == 0 {
+                        // Let the roll snapshot of the new segment reach the disk.
+                        glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }
+                assert!(log.segment_count() >= 2);
+                assert_eq!(log.last_stable_offset(), Offset(0));
+                drop(log);
+                disk.crash();
+                let log = PartitionLog::open(dir, config, env()).await.unwrap();
+                assert_eq!(log.last_stable_offset(), Offset(0), "the open transaction is known after the crash");
+                log.append_marker(marker(7, false)).await.unwrap();
+                assert_eq!(log.stable_view(Offset(0)).aborted.len(), 1, "and its abort covers offset 0");
+                assert_eq!(log.last_stable_offset(), log.offsets().high_watermark.offset());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 }

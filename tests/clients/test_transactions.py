@@ -324,3 +324,30 @@ def test_broker_sigkill_mid_transactions_leaves_each_whole_or_gone(broker_factor
     lost = [txn for txn in acknowledged if txn not in by_txn]
     assert not lost, f"acknowledged commits lost: {lost}"
     assert restarted.stop() == 0
+
+
+def test_tern_transaction_list_and_describe(broker):
+    from conftest import BINARY
+    create_topic(broker.bootstrap, "cli-txn", partitions=2)
+    producer = txn_producer(broker.bootstrap, "cli-app")
+    producer.begin_transaction()
+    producer.produce("cli-txn", value=b"x", partition=1)
+    producer.flush(10)
+
+    def tern(*args):
+        result = subprocess.run([str(BINARY), "transaction", *args, "--brokers", broker.bootstrap],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    listed = tern("list")
+    assert "cli-app" in listed and "Ongoing" in listed, listed
+    assert "cli-app" in tern("list", "--state", "Ongoing")
+    assert "cli-app" not in tern("list", "--state", "CompleteCommit")
+    described = tern("describe", "cli-app")
+    assert "state:            Ongoing" in described and "cli-txn-1" in described, described
+    producer.commit_transaction(10)
+    assert "CompleteCommit" in tern("list")
+    missing = subprocess.run([str(BINARY), "transaction", "describe", "nobody", "--brokers", broker.bootstrap],
+                             capture_output=True, text=True, timeout=30)
+    assert missing.returncode != 0 and "TRANSACTIONAL_ID_NOT_FOUND" in missing.stderr, missing.stderr

@@ -66,13 +66,16 @@ APP = textwrap.dedent('''
     # and offsets are already sent in the transaction), so the test can kill it there.
     original_commit = quix_producer.Producer.commit_transaction
     commits = 0
+    committed_upto = 0   # records processed when the last commit began (and then completed)
 
     def paused_commit(self, *args, **kwargs):
-        global commits
+        global commits, committed_upto
         commits += 1
-        print(f"txn-commit {commits} begin", flush=True)
+        upto = processed
+        print(f"txn-commit {commits} begin records={upto - committed_upto}", flush=True)
         time.sleep(float(commit_pause_s))
         original_commit(self, *args, **kwargs)
+        committed_upto = upto
         print(f"txn-commit {commits} done", flush=True)
 
     quix_producer.Producer.commit_transaction = paused_commit
@@ -220,15 +223,16 @@ class QuixApp:
 
 
     def wait_commit_begin(self, round_, broker, timeout_s=10):
-        """Waits until a new checkpoint commit is paused before its EndTxn; returns its number."""
+        """Waits until a new checkpoint commit with processed records in its transaction
+        is paused before its EndTxn; returns (its number, its record count)."""
         def begun(text):
-            return [int(line.split()[1]) for line in text.splitlines()
-                    if line.startswith("txn-commit ") and line.endswith(" begin")]
-        before = max(begun(self.output(tail=None)), default=0)
+            return [(int(line.split()[1]), int(line.split("records=")[1])) for line in text.splitlines()
+                    if line.startswith("txn-commit ") and " begin records=" in line]
+        before = max((c for c, _ in begun(self.output(tail=None))), default=0)
         deadline = time.time() + timeout_s
         while True:
             text = self.output(tail=None)
-            new = [c for c in begun(text) if c > before and f"txn-commit {c} done" not in text]
+            new = [(c, n) for c, n in begun(text) if c > before and n > 0 and f"txn-commit {c} done" not in text]
             if new:
                 return new[-1]
             assert self.alive(), f"Quix app (round {round_}) exited:\n{self.output()}"
@@ -332,13 +336,13 @@ def test_quix_stateful_exactly_once_survives_sigkill_and_state_loss(stateful_bro
             assert app.alive(), f"Quix app (round {round_}) exited:\n{app.output()}"
             mode = KILL_MODES[round_]
             if mode == "in-commit":
-                commit = app.wait_commit_begin(round_, broker)
+                commit, in_txn = app.wait_commit_begin(round_, broker)
                 app.sigkill()
                 text = app.output(tail=None)
                 assert f"txn-commit {commit} done" not in text, (
                     f"round {round_}: the kill was meant to land inside commit {commit} but it completed "
                     f"(seed {seed}):\n{app.output()}")
-                rounds[-1]["killed_in_commit"] = commit
+                rounds[-1]["killed_in_commit"] = f"#{commit} with {in_txn} records"
             else:
                 app.sigkill()
             rounds[-1]["killed_at_s"] = round(time.time() - started, 2)

@@ -2,15 +2,17 @@
 sum per key, kept in a RocksDB state store backed by a compacted changelog topic that the
 app writes in the same transactions as its output and its consumer offsets.
 
-The app is SIGKILLed QUIX_KILLS times at random moments while the input still arrives and
-restarted each time (same transactional.id, so each restart fences the killed incarnation
-and aborts its open transaction); before some restarts its local state directory is
-deleted, so the state must be rebuilt from the changelog alone. The changelog has 4 KiB
-segments and an eager cleaner, so it is compacted while all this happens (the cleaner must
-drop the killed incarnations' aborted batches and never clean past the last stable
-offset). After the last incarnation drained the input and the cleaner compacted the
-changelog, the state dir is deleted once more and one extra record per key is processed
-by a fresh incarnation, whose counts can only come from the compacted changelog.
+The app is SIGKILLed len(KILL_MODES) times while the input still arrives (at random
+moments, or deliberately inside a checkpoint commit, after its output, changelog updates
+and offsets were sent and before EndTxn) and restarted each time with the same
+transactional.id, so each restart fences the killed incarnation and aborts its open
+transaction. Before some restarts the local state directory is deleted, so the state must
+be rebuilt from the changelog alone (read_committed, skipping the aborted updates). The
+changelog has 4 KiB segments and the broker's cleaner runs every 200 ms, so it is
+compacted while all this happens (the cleaner must drop aborted batches and never clean
+past the last stable offset). After the last incarnation drained the input and was
+stopped, the state dir is deleted once more and one extra record per key is processed by
+a fresh incarnation, whose counts can only come from the compacted changelog.
 
 The read_committed output must then show, for every key, the running counts 1, 2, ..., N
 exactly once each, in input order, with the matching running sums: a lost changelog
@@ -327,6 +329,8 @@ def test_quix_stateful_exactly_once_survives_sigkill_and_state_loss(stateful_bro
             app = QuixApp(script, args, tmp_path / f"quix-{round_}.log")
             apps.append(app)
             rounds.append({"round": round_, "fresh_state": fresh, "started_at_s": round(time.time() - started, 2)})
+            if fresh:
+                rounds[-1]["changelog_records_compacted_away"] = cleaner_removed(broker, changelog)
             if round_ == KILLS:
                 # The last incarnation may find the input already done (nothing to process).
                 break

@@ -9,7 +9,9 @@
 //! Ending a transaction: the decision (PrepareCommit / PrepareAbort) is persisted first;
 //! then every partition gets its marker (data partitions: a control batch in the log;
 //! `__consumer_offsets` partitions: the staged offsets committed or dropped), all at
-//! once; then CompleteCommit / CompleteAbort is persisted and the client answered. A
+//! once; then CompleteCommit / CompleteAbort is queued for the disk (not waited for:
+//! lost in a crash, the markers are written again, which changes nothing) and the client
+//! answered. A
 //! marker that cannot be written now (a partition briefly unavailable) leaves the id in
 //! its Prepare state; the client is still answered (the decision is durable) and the
 //! timeout loop retries until every marker is written. Its next request for the id gets
@@ -246,7 +248,8 @@ async fn complete(ctx: &Rc<ShardContext>, lock: &TxnLock, meta: TxnMetadata) -> 
         partitions: BTreeSet::new(),
         ..meta
     };
-    ctx.txns.persist(lock, done.clone()).await?;
+    // Its loss in a crash only means writing the markers again: not waited for.
+    ctx.txns.persist_in_background(lock, done.clone()).await?;
     Ok(done)
 }
 

@@ -110,6 +110,29 @@ impl TxnCoordinator {
         Ok(())
     }
 
+    /// Applies `meta` as `lock`'s id's new state now and makes it durable in the
+    /// background: for a state whose loss in a crash is harmless (a completion: the
+    /// restarted coordinator finds the Prepare state and writes the markers again, which
+    /// changes nothing where they are already written). A later state of the id is
+    /// queued behind it, so once that one is durable, this one is too.
+    pub async fn persist_in_background(&self, lock: &TxnLock, meta: TxnMetadata) -> Result<(), TxnError> {
+        let partition = partition_for_txn(&lock.id);
+        let store = self.partitions.borrow().get(&partition).cloned().ok_or(TxnError::NotCoordinator)?;
+        let pending = store.queue(&lock.id, Some(&meta)).await.map_err(|error| {
+            tracing::warn!(transactional_id = %lock.id, %error, "could not persist transaction state");
+            TxnError::CoordinatorNotAvailable
+        })?;
+        self.txns.borrow_mut().insert(lock.id.clone(), meta);
+        let id = lock.id.clone();
+        glommio::spawn_local(async move {
+            if let Err(error) = pending.durable().await {
+                tracing::warn!(transactional_id = %id, %error, "a transaction's completion did not reach the disk");
+            }
+        })
+        .detach();
+        Ok(())
+    }
+
     /// Every id with its state, sorted by id.
     pub fn all(&self) -> Vec<(String, TxnMetadata)> {
         let mut all: Vec<_> = self.txns.borrow().iter().map(|(id, m)| (id.clone(), m.clone())).collect();

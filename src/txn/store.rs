@@ -14,7 +14,7 @@ use std::rc::Rc;
 use bytes::BytesMut;
 
 use crate::protocol::record_batch::{build, iter_batches, records};
-use crate::storage::{AppendError, LogConfig, Offset, PartitionLog, StorageEnv, StorageError};
+use crate::storage::{AppendError, LogConfig, Offset, PartitionLog, PendingAppend, StorageEnv, StorageError};
 
 use super::metadata::{decode_key, decode_value, encode_key, encode_value, TxnMetadata};
 
@@ -61,16 +61,26 @@ impl TxnStatePartition {
 
     /// Writes one id's new state (`None` forgets it) and waits until it is durable.
     pub async fn write(&self, transactional_id: &str, meta: Option<&TxnMetadata>) -> Result<(), StorageError> {
+        self.queue(transactional_id, meta).await?.durable().await?;
+        Ok(())
+    }
+
+    /// Queues one id's new state after every state queued before it; the returned
+    /// append resolves once it is durable.
+    pub async fn queue(
+        &self,
+        transactional_id: &str,
+        meta: Option<&TxnMetadata>,
+    ) -> Result<PendingAppend, StorageError> {
         let _permit = self.gate.acquire_permit(1).await;
         let key = encode_key(transactional_id);
         let value = meta.map(encode_value);
         let now_ms = meta.map_or(0, |m| m.update_ms);
         let batch = build::keyed_batch(&[(Some(key.as_slice()), value.as_deref())], now_ms);
-        self.log.append(BytesMut::from(&batch[..])).await.map_err(|error| match error {
+        self.log.append_nowait(BytesMut::from(&batch[..])).map_err(|error| match error {
             AppendError::Storage(storage) => storage,
             other => StorageError::InvalidConfig { reason: format!("transaction state record refused: {other}") },
-        })?;
-        Ok(())
+        })
     }
 }
 

@@ -14,8 +14,11 @@ batches, 2 producer lanes, 10 s after 2 s of warm-up) in these modes, interleave
 Reports per mode the median records/s, its share of the idempotent median, the
 transactions committed per second, produce latency, and the broker's CPU per record
 (utime+stime of the broker process over each run, from /proc, divided by the records
-measured). Each transaction costs the coordinator three durable writes of its state
-(Ongoing, PrepareCommit, CompleteCommit) and one marker per partition.
+measured). A transaction waits for 4 durable writes in a row (its Ongoing state, its
+data, PrepareCommit, its markers), so the disk's own latency for that pattern is
+measured in the same run, in the broker's data directory: 3,000 x (4 KiB O_DIRECT
+pwrite + fdatasync), and the 1-batch transaction time per lane is compared with 4 of
+those.
 
 Usage: .venv/bin/python perf/transactions.py [--runs 3] [--seconds 10] [--json out.json]
 """
@@ -74,6 +77,27 @@ def bench(broker, bootstrap, topic, mode, seconds):
     }
 
 
+def disk_probe(directory, count=3000):
+    """Median and p99 of a 4 KiB O_DIRECT write + fdatasync, in seconds."""
+    import mmap
+    path = Path(directory) / "fsync-probe"
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_DIRECT, 0o644)
+    buffer = mmap.mmap(-1, 4096)
+    buffer.write(b"x" * 4096)
+    latencies = []
+    try:
+        for i in range(count):
+            start = time.perf_counter()
+            os.pwrite(fd, buffer, (i % 256) * 4096)
+            os.fdatasync(fd)
+            latencies.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        path.unlink()
+    latencies.sort()
+    return latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
@@ -94,6 +118,8 @@ def main():
                     break
                 except OSError:
                     time.sleep(0.05)
+            fsync_p50, fsync_p99 = disk_probe(data)
+            print(f"disk: 4 KiB O_DIRECT write + fdatasync p50 {fsync_p50 * 1e3:.3f} ms, p99 {fsync_p99 * 1e3:.3f} ms")
             runs = {mode: [] for mode in MODES}
             for run in range(args.runs):
                 for mode in MODES:
@@ -106,7 +132,8 @@ def main():
             broker.terminate()
             broker.wait(30)
     base = statistics.median(r["records_per_sec"] for r in runs["idempotent"])
-    report = {"machine": os.uname().nodename, "runs": runs, "medians": {}}
+    report = {"machine": os.uname().nodename, "runs": runs, "medians": {},
+              "disk_fsync_ms": {"p50": round(fsync_p50 * 1e3, 3), "p99": round(fsync_p99 * 1e3, 3)}}
     for mode, results in runs.items():
         median = statistics.median(r["records_per_sec"] for r in results)
         report["medians"][mode] = {
@@ -119,6 +146,11 @@ def main():
         print(f"{mode:<11} median {median:>10.0f} rec/s ({median / base:.0%} of idempotent), "
               f"{report['medians'][mode]['transactions_per_sec']} txn/s, "
               f"{report['medians'][mode]['broker_cpu_us_per_record']} us/rec")
+    per_lane = statistics.median(r["transactions_per_sec"] for r in runs["txn-1"]) / 2
+    txn_ms = 1e3 / per_lane
+    report["txn1_ms_per_transaction_per_lane"] = round(txn_ms, 3)
+    report["txn1_vs_four_fsyncs"] = round(txn_ms / (4 * fsync_p50 * 1e3), 2)
+    print(f"1-batch transaction per lane: {txn_ms:.3f} ms = {report['txn1_vs_four_fsyncs']}x four disk fsyncs")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
 

@@ -424,19 +424,7 @@ impl GroupCoordinator {
             return vec![ResponseError::NotCoordinator.code(); offsets.len()];
         };
         let _permit = gate.acquire_permit(1).await.expect("offsets gate never closes");
-        let entries: Vec<(OffsetKey, CommittedOffset)> = offsets
-            .iter()
-            .map(|o| {
-                let key = (group_id.to_string(), o.topic.clone(), o.partition);
-                let value = CommittedOffset {
-                    offset: o.offset,
-                    leader_epoch: o.leader_epoch,
-                    metadata: o.metadata.clone(),
-                    commit_ms: now,
-                };
-                (key, value)
-            })
-            .collect();
+        let entries = committed_entries(group_id, offsets, now);
         let Some(batch) = encode_staged(producer_id, &entries, now) else { return Vec::new() };
         let partition = partition_for_group(group_id);
         match self.write_batch(partition, &log, batch).await {
@@ -577,19 +565,8 @@ impl GroupCoordinator {
             return vec![ResponseError::NotCoordinator.code(); offsets.len()];
         };
         let _permit = gate.acquire_permit(1).await.expect("offsets gate never closes");
-        let entries: Vec<(OffsetKey, Option<CommittedOffset>)> = offsets
-            .iter()
-            .map(|o| {
-                let key = (group_id.to_string(), o.topic.clone(), o.partition);
-                let value = CommittedOffset {
-                    offset: o.offset,
-                    leader_epoch: o.leader_epoch,
-                    metadata: o.metadata.clone(),
-                    commit_ms: now,
-                };
-                (key, Some(value))
-            })
-            .collect();
+        let entries: Vec<(OffsetKey, Option<CommittedOffset>)> =
+            committed_entries(group_id, &offsets, now).into_iter().map(|(key, value)| (key, Some(value))).collect();
         match self.write(partition_for_group(group_id), &log, &entries).await {
             Ok(()) => {
                 if let Some(partition) = self.offsets.borrow_mut().get_mut(&partition_for_group(group_id)) {
@@ -815,6 +792,23 @@ impl GroupCoordinator {
             let _ = log.close().await;
         }
     }
+}
+
+/// A commit's offsets as entries of the offsets log, committed at `now`.
+fn committed_entries(group_id: &str, offsets: &[PartitionOffset], now: i64) -> Vec<(OffsetKey, CommittedOffset)> {
+    offsets
+        .iter()
+        .map(|o| {
+            let key = (group_id.to_string(), o.topic.clone(), o.partition);
+            let value = CommittedOffset {
+                offset: o.offset,
+                leader_epoch: o.leader_epoch,
+                metadata: o.metadata.clone(),
+                commit_ms: now,
+            };
+            (key, value)
+        })
+        .collect()
 }
 
 fn error_join(error: ResponseError, member_id: &str) -> JoinResult {

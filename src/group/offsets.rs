@@ -24,8 +24,8 @@ use std::path::Path;
 
 use bytes::BytesMut;
 
-use crate::protocol::record_batch::{build, iter_batches, records};
-use crate::storage::{AppendError, LogConfig, Offset, PartitionLog, StorageEnv, StorageError};
+use crate::protocol::record_batch::build;
+use crate::storage::{AppendError, LogConfig, PartitionLog, StorageEnv, StorageError};
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub const OFFSETS_PARTITIONS: i32 = 16;
@@ -228,39 +228,25 @@ impl OffsetPartition {
 pub async fn replay(log: &PartitionLog) -> Result<Replayed, StorageError> {
     let mut offsets = HashMap::new();
     let mut staged: StagedOffsets = HashMap::new();
-    let mut position = log.offsets().log_start.offset();
-    loop {
-        let read = log.read(position, 1 << 20).await.map_err(|e| match e {
-            crate::storage::ReadError::Storage(storage) => storage,
-            other => StorageError::InvalidConfig { reason: other.to_string() },
-        })?;
-        if read.records.is_empty() {
-            break;
-        }
-        for chunk in &read.records {
-            for (header, range) in iter_batches(chunk) {
-                for record in records(&chunk[range], &header).unwrap_or_default() {
-                    if let Some((producer_id, key)) = record.key.and_then(decode_staged_key) {
-                        let txn = staged.entry(producer_id).or_default();
-                        match record.value.and_then(decode_value) {
-                            Some(value) => txn.insert(key, value),
-                            None => txn.remove(&key),
-                        };
-                        if txn.is_empty() {
-                            staged.remove(&producer_id);
-                        }
-                        continue;
-                    }
-                    let Some(key) = record.key.and_then(decode_key) else { continue };
-                    match record.value.and_then(decode_value) {
-                        Some(value) => offsets.insert(key, value),
-                        None => offsets.remove(&key),
-                    };
-                }
-                position = Offset(header.next_offset());
+    log.replay_records(|key, value| {
+        if let Some((producer_id, key)) = key.and_then(decode_staged_key) {
+            let txn = staged.entry(producer_id).or_default();
+            match value.and_then(decode_value) {
+                Some(value) => txn.insert(key, value),
+                None => txn.remove(&key),
+            };
+            if txn.is_empty() {
+                staged.remove(&producer_id);
             }
+            return;
         }
-    }
+        let Some(key) = key.and_then(decode_key) else { return };
+        match value.and_then(decode_value) {
+            Some(value) => offsets.insert(key, value),
+            None => offsets.remove(&key),
+        };
+    })
+    .await?;
     Ok(Replayed { offsets, staged })
 }
 

@@ -9,6 +9,7 @@
 //! producer_state.rs idempotent producers' sequences (duplicates, gaps, fencing), open transactions
 //! txn_log.rs    transaction markers, the last stable offset, read_committed views
 //! txn_index.rs  the aborted-transaction index (Kafka's .txnindex), one file per log
+//! replay.rs     reading an internal log's records back at startup
 //! recovery.rs   open: torn-tail recovery, lazy index load/rebuild, log start checkpoint
 //! retention.rs  deleting closed segments by age / size / log start
 //! cleaner/      compaction (cleanup.policy=compact): the per-shard log cleaner
@@ -45,6 +46,7 @@ pub mod offset;
 pub mod partition_identity;
 pub mod producer_state;
 pub mod recovery;
+pub mod replay;
 pub mod retention;
 pub mod segment;
 pub mod send_plan;

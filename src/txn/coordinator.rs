@@ -145,6 +145,27 @@ impl TxnCoordinator {
         self.txns.borrow().iter().filter(|(_, m)| m.expired(now_ms)).map(|(id, _)| id.clone()).collect()
     }
 
+    /// Ids with no open transaction whose state has not changed since `cutoff_ms`.
+    pub fn idle_since(&self, cutoff_ms: i64) -> Vec<String> {
+        self.txns
+            .borrow()
+            .iter()
+            .filter(|(_, m)| {
+                !matches!(m.state, TxnState::Ongoing) && !m.state.is_preparing() && m.update_ms < cutoff_ms
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Forgets `lock`'s id (a tombstone in its log, then out of memory).
+    pub async fn forget(&self, lock: &TxnLock) -> Result<(), TxnError> {
+        let partition = partition_for_txn(&lock.id);
+        let store = self.partitions.borrow().get(&partition).cloned().ok_or(TxnError::NotCoordinator)?;
+        store.write(&lock.id, None).await.map_err(|_| TxnError::CoordinatorNotAvailable)?;
+        self.txns.borrow_mut().remove(&lock.id);
+        Ok(())
+    }
+
     /// Ids whose markers were being written (after a restart: to finish).
     pub fn preparing(&self) -> Vec<String> {
         self.txns.borrow().iter().filter(|(_, m)| m.state.is_preparing()).map(|(id, _)| id.clone()).collect()

@@ -13,8 +13,8 @@ use std::rc::Rc;
 
 use bytes::BytesMut;
 
-use crate::protocol::record_batch::{build, iter_batches, records};
-use crate::storage::{AppendError, LogConfig, Offset, PartitionLog, PendingAppend, StorageEnv, StorageError};
+use crate::protocol::record_batch::build;
+use crate::storage::{AppendError, LogConfig, PartitionLog, PendingAppend, StorageEnv, StorageError};
 
 use super::metadata::{decode_key, decode_value, encode_key, encode_value, TxnMetadata};
 
@@ -87,27 +87,13 @@ impl TxnStatePartition {
 /// Every id's latest state in `log` up to its high watermark.
 async fn replay(log: &PartitionLog) -> Result<HashMap<String, TxnMetadata>, StorageError> {
     let mut states = HashMap::new();
-    let mut position = log.offsets().log_start.offset();
-    loop {
-        let read = log.read(position, 1 << 20).await.map_err(|e| match e {
-            crate::storage::ReadError::Storage(storage) => storage,
-            other => StorageError::InvalidConfig { reason: other.to_string() },
-        })?;
-        if read.records.is_empty() {
-            break;
-        }
-        for chunk in &read.records {
-            for (header, range) in iter_batches(chunk) {
-                for record in records(&chunk[range], &header).unwrap_or_default() {
-                    let Some(id) = record.key.and_then(decode_key) else { continue };
-                    match record.value.and_then(decode_value) {
-                        Some(meta) => states.insert(id, meta),
-                        None => states.remove(&id),
-                    };
-                }
-                position = Offset(header.next_offset());
-            }
-        }
-    }
+    log.replay_records(|key, value| {
+        let Some(id) = key.and_then(decode_key) else { return };
+        match value.and_then(decode_value) {
+            Some(meta) => states.insert(id, meta),
+            None => states.remove(&id),
+        };
+    })
+    .await?;
     Ok(states)
 }

@@ -89,6 +89,8 @@ macro_rules! kafka_apis {
 
 /// The cluster as Metadata, DescribeCluster and FindCoordinator describe it.
 pub mod cluster_layout;
+/// The partition bookkeeping OffsetCommit and TxnOffsetCommit share.
+pub mod offset_commit_plan;
 /// Kafka error codes for storage failures, shared by the partition APIs.
 pub mod partition_errors;
 /// Kafka error codes for the transaction coordinator's refusals.

@@ -14,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+# The shared helper modules' plain asserts (moved there from test modules) report the
+# compared values on failure, as they did in the tests.
+pytest.register_assert_rewrite("helpers", "txn_helpers")
+
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = Path(os.environ.get("TERN_BIN", ROOT / "target" / "release" / "tern"))
 START_TIMEOUT_S = 20

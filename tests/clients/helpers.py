@@ -14,6 +14,15 @@ def create_topic(bootstrap, name, partitions, config=None):
     futures[name].result(timeout=30)
 
 
+def serve_until_test_ends(broker_factory, *extra_args):
+    """The body of a broker fixture (`yield from` it): a broker started with `extra_args`,
+    stopped with SIGTERM after the test; a clean shutdown must exit 0."""
+    b = broker_factory(extra_args=list(extra_args))
+    yield b
+    code = b.stop()
+    assert code == 0, f"clean shutdown must exit 0, got {code}:\n{b.log_text()}"
+
+
 def consume_all(bootstrap, topic, partitions, expected, timeout_s=60, **extra):
     """Reads every partition from offset 0 with manual assignment until `expected`
     messages arrived; returns the messages."""

@@ -27,7 +27,7 @@ from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, C
 
 from quixstreams import Application
 
-from helpers import create_topic, metric, producer, scrape
+from helpers import create_topic, metric, producer, scrape, serve_until_test_ends
 
 INPUT = "quix-input"
 GROUP = "quix-sums"
@@ -43,10 +43,7 @@ COMPACT_CONFIGS = {"segment.bytes": "4096", "min.cleanable.dirty.ratio": "0.01"}
 @pytest.fixture
 def broker(broker_factory):
     """This test's broker runs the log cleaner every 200 ms (default: 15 s)."""
-    b = broker_factory(extra_args=["--log-cleaner-backoff-ms", "200"])
-    yield b
-    code = b.stop()
-    assert code == 0, f"clean shutdown must exit 0, got {code}:\n{b.log_text()}"
+    yield from serve_until_test_ends(broker_factory, "--log-cleaner-backoff-ms", "200")
 
 
 def produce(bootstrap, values):

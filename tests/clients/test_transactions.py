@@ -32,6 +32,16 @@ def txn_producer(bootstrap, transactional_id, **extra):
     return producer
 
 
+def open_transaction(bootstrap, transactional_id, topic, value, partition, **extra):
+    """A new transactional producer with a transaction left open, holding `value` in
+    `topic`'s `partition` (sent, not committed)."""
+    producer = txn_producer(bootstrap, transactional_id, **extra)
+    producer.begin_transaction()
+    producer.produce(topic, value=value, partition=partition)
+    producer.flush(10)
+    return producer
+
+
 def high_watermark(bootstrap, topic, partition):
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "hw-probe", "isolation.level": "read_uncommitted"})
     try:
@@ -131,10 +141,7 @@ def test_open_transaction_holds_back_read_committed_readers(broker):
 
 def test_a_zombie_producer_is_fenced(broker):
     create_topic(broker.bootstrap, "fenced", partitions=2)
-    zombie = txn_producer(broker.bootstrap, "same-id")
-    zombie.begin_transaction()
-    zombie.produce("fenced", value=b"zombie", partition=0)
-    zombie.flush(10)
+    zombie = open_transaction(broker.bootstrap, "same-id", "fenced", b"zombie", partition=0)
 
     successor = txn_producer(broker.bootstrap, "same-id")  # aborts the zombie's transaction
     with pytest.raises(KafkaException) as refused:
@@ -152,10 +159,8 @@ def test_a_zombie_producer_is_fenced(broker):
 
 def test_the_coordinator_aborts_a_transaction_past_its_timeout(broker):
     create_topic(broker.bootstrap, "slow", partitions=2)
-    producer = txn_producer(broker.bootstrap, "slow-app", **{"transaction.timeout.ms": 2000})
-    producer.begin_transaction()
-    producer.produce("slow", value=b"too-late", partition=0)
-    producer.flush(10)
+    producer = open_transaction(broker.bootstrap, "slow-app", "slow", b"too-late", partition=0,
+                                **{"transaction.timeout.ms": 2000})
     time.sleep(4.5)
     with pytest.raises(KafkaException):
         producer.commit_transaction(10)
@@ -329,10 +334,7 @@ def test_broker_sigkill_mid_transactions_leaves_each_whole_or_gone(broker_factor
 def test_tern_transaction_list_and_describe(broker):
     from conftest import BINARY
     create_topic(broker.bootstrap, "cli-txn", partitions=2)
-    producer = txn_producer(broker.bootstrap, "cli-app")
-    producer.begin_transaction()
-    producer.produce("cli-txn", value=b"x", partition=1)
-    producer.flush(10)
+    producer = open_transaction(broker.bootstrap, "cli-app", "cli-txn", b"x", partition=1)
 
     def tern(*args):
         result = subprocess.run([str(BINARY), "transaction", *args, "--brokers", broker.bootstrap],

@@ -10,73 +10,19 @@ offset) and read_uncommitted (everything that was appended, aborted records incl
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
 import textwrap
-import threading
 import time
-from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KpTopicPartition
 from kafka.admin import KafkaAdminClient
 from kafka.structs import OffsetAndMetadata
 
-from helpers import create_topic, producer
-
-PARTITIONS = 3
-
-
-def confluent_consumer(bootstrap, isolation, group="unused-txn-reader", **extra):
-    return Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": group,
-        "enable.auto.commit": False,
-        "fetch.wait.max.ms": 100,
-        "isolation.level": isolation,
-        **extra,
-    })
-
-
-def watermarks(bootstrap, topic, isolation, partitions=PARTITIONS):
-    """High watermark per partition as the consumer sees it: for read_committed this is
-    the last stable offset (ListOffsets latest with isolation level 1)."""
-    consumer = confluent_consumer(bootstrap, isolation)
-    try:
-        return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
-                for p in range(partitions)]
-    finally:
-        consumer.close()
-
-
-def read_partitions(bootstrap, topic, isolation, partitions=PARTITIONS, timeout_s=30):
-    """Every record of every partition from offset 0 up to the end as seen under
-    `isolation` (the LSO for read_committed) at the start; returns {partition: [messages]}."""
-    ends = watermarks(bootstrap, topic, isolation, partitions)
-    consumer = confluent_consumer(bootstrap, isolation)
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    by_partition = {p: [] for p in range(partitions)}
-    positions = {p: 0 for p in range(partitions)}
-    deadline = time.time() + timeout_s
-    try:
-        while any(positions[p] < ends[p] for p in range(partitions)) and time.time() < deadline:
-            for m in consumer.consume(num_messages=10_000, timeout=0.3):
-                assert not m.error(), f"{isolation} consume error on {topic}: {m.error()}"
-                by_partition[m.partition()].append(m)
-                positions[m.partition()] = m.offset() + 1
-            # Control records (transaction markers) are never delivered; the consumer's
-            # position moves past them, which is what tells us we reached the end.
-            for tp in consumer.position([TopicPartition(topic, p) for p in range(partitions)]):
-                if tp.offset >= 0:
-                    positions[tp.partition] = max(positions[tp.partition], tp.offset)
-    finally:
-        consumer.close()
-    assert all(positions[p] >= ends[p] for p in range(partitions)), (
-        f"{isolation} reader of {topic} did not reach the end in {timeout_s}s: positions {positions}, ends {ends}")
-    return by_partition
+from helpers import create_topic, producer, serve_until_test_ends
+from txn_helpers import (PARTITIONS, PacedFeeder, QuixApp, confluent_consumer, read_partitions,
+                         stop_feeder_and_apps, wait_committed_output, watermarks)
 
 
 def values(by_partition):
@@ -337,61 +283,13 @@ QUIX_FINISH_TIMEOUT_S = 30
 @pytest.fixture
 def quix_broker(broker_factory):
     """Short group sessions (the killed app's member must expire quickly)."""
-    b = broker_factory(extra_args=["--group-min-session-timeout-ms", "1000"])
-    yield b
-    code = b.stop()
-    assert code == 0, f"clean shutdown must exit 0, got {code}:\n{b.log_text()}"
+    yield from serve_until_test_ends(broker_factory, "--group-min-session-timeout-ms", "1000")
 
 
-class QuixApp:
-    def __init__(self, script, args, log_path):
-        self.log_path = log_path
-        self.log = open(log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, str(script), *args], stdout=self.log,
-                                        stderr=subprocess.STDOUT, cwd=str(script.parent))
-
-    def alive(self):
-        return self.process.poll() is None
-
-    def sigkill(self):
-        if self.alive():
-            os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-        self.log.close()
-
-    def sigterm(self, timeout=20):
-        if self.alive():
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.sigkill()
-                raise AssertionError(f"the Quix app did not stop on SIGTERM in {timeout}s:\n{self.output()}")
-        self.log.close()
-        return self.process.returncode
-
-    def output(self, tail=6000):
-        try:
-            text = Path(self.log_path).read_text(errors="replace")
-            return text if tail is None else text[-tail:]
-        except OSError:
-            return ""
-
-
-def paced_producer(bootstrap, topic, stop):
-    """Produces QUIX_RECORDS numbered records over about QUIX_PRODUCE_S seconds."""
-    p = producer(bootstrap)
-    batch = 25
-    pause = QUIX_PRODUCE_S / (QUIX_RECORDS / batch)
-    for start in range(0, QUIX_RECORDS, batch):
-        if stop.is_set():
-            break
-        for n in range(start, min(start + batch, QUIX_RECORDS)):
-            p.produce(topic, key=f"key-{n % 11}".encode(),
-                      value=json.dumps({"n": n, "word": f"word-{n}"}).encode())
-        p.poll(0)
-        time.sleep(pause)
-    assert p.flush(30) == 0
+def quix_input():
+    """QUIX_RECORDS numbered records ({n, word}) over 11 keys, as (key, value) bytes."""
+    return [(f"key-{n % 11}".encode(), json.dumps({"n": n, "word": f"word-{n}"}).encode())
+            for n in range(QUIX_RECORDS)]
 
 
 @pytest.mark.parametrize("txn_id_mode", ["fixed", "random"])
@@ -422,16 +320,7 @@ def test_quix_exactly_once_survives_sigkill(quix_broker, tmp_path, txn_id_mode):
     txn_timeout_ms = 60000 if txn_id_mode == "fixed" else 5000
     args = [broker.bootstrap, source, sink, group, str(tmp_path / "state"), txn_id, str(txn_timeout_ms)]
 
-    stop = threading.Event()
-    errors = []
-
-    def produce():
-        try:
-            paced_producer(broker.bootstrap, source, stop)
-        except BaseException as e:  # noqa: BLE001 - reported by the test thread
-            errors.append(e)
-
-    feeder = threading.Thread(target=produce, daemon=True)
+    feeder = PacedFeeder(broker.bootstrap, source, quix_input(), batch=25, duration_s=QUIX_PRODUCE_S)
     apps = []
     kills = []
     rounds = []
@@ -442,15 +331,7 @@ def test_quix_exactly_once_survives_sigkill(quix_broker, tmp_path, txn_id_mode):
             app = QuixApp(script, args, tmp_path / f"quix-{round_}.log")
             apps.append(app)
             launched = time.time()
-            # Wait until this incarnation processes its first record (its own log line;
-            # the output's high watermark would also move for transaction markers).
-            deadline = launched + QUIX_PROGRESS_TIMEOUT_S
-            while "processed 1 " not in app.output(tail=None):
-                assert app.alive(), f"Quix app (round {round_}) exited:\n{app.output()}\n--- broker log:\n{broker.log_text()}"
-                assert time.time() < deadline, (
-                    f"Quix app (round {round_}) processed nothing in {QUIX_PROGRESS_TIMEOUT_S}s:\n"
-                    f"{app.output()}\n--- broker log:\n{broker.log_text()}")
-                time.sleep(0.05)
+            app.wait_processing(f"round {round_}", broker, QUIX_PROGRESS_TIMEOUT_S)
             rounds.append({"round": round_, "first_record_after_s": round(time.time() - launched, 2)})
             if round_ == QUIX_KILLS:
                 break
@@ -459,11 +340,9 @@ def test_quix_exactly_once_survives_sigkill(quix_broker, tmp_path, txn_id_mode):
             app.sigkill()
             kills.append(round(time.time() - started, 2))
             rounds[-1]["killed_at_s"] = kills[-1]
-            rounds[-1]["last_progress"] = [line for line in app.output(tail=None).splitlines()
-                                           if line.startswith("processed ")][-1]
+            rounds[-1]["last_progress"] = app.last_progress()
 
-        feeder.join(timeout=QUIX_PRODUCE_S + 30)
-        assert not feeder.is_alive() and not errors, f"input producer failed: {errors}"
+        feeder.finish(timeout=QUIX_PRODUCE_S + 30)
         print(f"quix {txn_id_mode}: seed {seed}, rounds {rounds}, input done after {time.time() - started:.1f}s")
         killed_while_producing = [t for t in kills if t < QUIX_PRODUCE_S]
         assert len(killed_while_producing) >= 2, (
@@ -471,28 +350,11 @@ def test_quix_exactly_once_survives_sigkill(quix_broker, tmp_path, txn_id_mode):
 
         # The last incarnation drains the input; its committed output must reach every number.
         final = apps[-1]
-        deadline = time.time() + QUIX_FINISH_TIMEOUT_S
-        while True:
-            committed_total = sum(watermarks(broker.bootstrap, sink, "read_committed"))
-            if committed_total >= QUIX_RECORDS:
-                numbers = {json.loads(m.value())["n"] for msgs in
-                           read_partitions(broker.bootstrap, sink, "read_committed").values() for m in msgs}
-                if len(numbers) >= QUIX_RECORDS:
-                    break
-            assert final.alive(), f"final Quix app exited:\n{final.output()}"
-            assert time.time() < deadline, (
-                f"output did not reach {QUIX_RECORDS} committed records in {QUIX_FINISH_TIMEOUT_S}s "
-                f"(LSO sum {committed_total}, hw {watermarks(broker.bootstrap, sink, 'read_uncommitted')}):\n"
-                f"{final.output()}\n--- broker log:\n{broker.log_text()}")
-            time.sleep(0.3)
+        wait_committed_output(broker, sink, set(range(QUIX_RECORDS)), final, "final round", QUIX_FINISH_TIMEOUT_S)
         code = final.sigterm()
         assert code == 0, f"Quix app exit code {code} on SIGTERM:\n{final.output()}"
     finally:
-        stop.set()
-        for app in apps:
-            if app.alive():
-                app.sigkill()
-        feeder.join(timeout=30)
+        stop_feeder_and_apps(feeder, apps)
 
     # The coordinator's view (ListTransactions / DescribeTransactions): nothing is left
     # open; the killed incarnations' transactions were aborted (by fencing or timeout).

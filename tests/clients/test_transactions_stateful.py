@@ -23,21 +23,16 @@ import json
 import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
 import textwrap
-import threading
 import time
-from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from helpers import create_topic, metric, producer, scrape
+from helpers import create_topic, metric, producer, scrape, serve_until_test_ends
+from txn_helpers import (PARTITIONS, PacedFeeder, QuixApp, read_partitions, stop_feeder_and_apps,
+                         wait_committed_output, watermarks)
 
-PARTITIONS = 3
 KEYS = [f"key-{i}" for i in range(11)]
 RECORDS = 3000
 PRODUCE_S = 30               # the input arrives over this long, so the kills are mid-stream
@@ -125,104 +120,13 @@ APP = textwrap.dedent('''
 def stateful_broker(broker_factory):
     """Short group sessions (a killed app's member must expire quickly) and a log cleaner
     that runs every 200 ms (default: 15 s)."""
-    b = broker_factory(extra_args=["--group-min-session-timeout-ms", "1000", "--log-cleaner-backoff-ms", "200"])
-    yield b
-    code = b.stop()
-    assert code == 0, f"clean shutdown must exit 0, got {code}:\n{b.log_text()}"
+    yield from serve_until_test_ends(broker_factory, "--group-min-session-timeout-ms", "1000",
+                                     "--log-cleaner-backoff-ms", "200")
 
 
-def confluent_consumer(bootstrap, isolation):
-    return Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": "unused-stateful-reader",
-        "enable.auto.commit": False,
-        "fetch.wait.max.ms": 100,
-        "isolation.level": isolation,
-    })
-
-
-def watermarks(bootstrap, topic, isolation):
-    """End offset per partition as a consumer with `isolation` sees it (the last stable
-    offset for read_committed)."""
-    consumer = confluent_consumer(bootstrap, isolation)
-    try:
-        return [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
-                for p in range(PARTITIONS)]
-    finally:
-        consumer.close()
-
-
-def read_partitions(bootstrap, topic, isolation, timeout_s=30):
-    """Every record of every partition from offset 0 up to the end (as of the start) as
-    seen under `isolation`; returns {partition: [messages]}."""
-    ends = watermarks(bootstrap, topic, isolation)
-    consumer = confluent_consumer(bootstrap, isolation)
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-    by_partition = {p: [] for p in range(PARTITIONS)}
-    positions = {p: 0 for p in range(PARTITIONS)}
-    deadline = time.time() + timeout_s
-    try:
-        while any(positions[p] < ends[p] for p in range(PARTITIONS)) and time.time() < deadline:
-            for m in consumer.consume(num_messages=10_000, timeout=0.3):
-                assert not m.error(), f"{isolation} consume error on {topic}: {m.error()}"
-                by_partition[m.partition()].append(m)
-                positions[m.partition()] = m.offset() + 1
-            # Transaction markers (and compacted-away offsets) are never delivered; the
-            # consumer's position moves past them.
-            for tp in consumer.position([TopicPartition(topic, p) for p in range(PARTITIONS)]):
-                if tp.offset >= 0:
-                    positions[tp.partition] = max(positions[tp.partition], tp.offset)
-    finally:
-        consumer.close()
-    assert all(positions[p] >= ends[p] for p in range(PARTITIONS)), (
-        f"{isolation} reader of {topic} did not reach the end in {timeout_s}s: positions {positions}, ends {ends}")
-    return by_partition
-
-
-class QuixApp:
-    def __init__(self, script, args, log_path):
-        self.log_path = log_path
-        self.log = open(log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, str(script), *args], stdout=self.log,
-                                        stderr=subprocess.STDOUT, cwd=str(script.parent))
-
-    def alive(self):
-        return self.process.poll() is None
-
-    def sigkill(self):
-        if self.alive():
-            os.kill(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
-        self.log.close()
-
-    def sigterm(self, timeout=20):
-        if self.alive():
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.sigkill()
-                raise AssertionError(f"the Quix app did not stop on SIGTERM in {timeout}s:\n{self.output()}")
-        self.log.close()
-        return self.process.returncode
-
-    def output(self, tail=6000):
-        try:
-            text = Path(self.log_path).read_text(errors="replace")
-            return text if tail is None else text[-tail:]
-        except OSError:
-            return ""
-
-    def wait_processing(self, what, broker):
-        """Waits until this incarnation processed its first record (after any recovery)."""
-        deadline = time.time() + PROGRESS_TIMEOUT_S
-        while "processed 1 " not in self.output(tail=None):
-            assert self.alive(), f"Quix app ({what}) exited:\n{self.output()}\n--- broker log:\n{broker.log_text()}"
-            assert time.time() < deadline, (
-                f"Quix app ({what}) processed nothing in {PROGRESS_TIMEOUT_S}s:\n"
-                f"{self.output()}\n--- broker log:\n{broker.log_text()}")
-            time.sleep(0.05)
-
+class StatefulQuixApp(QuixApp):
+    """The stateful APP, which logs "txn-commit N begin records=R" before each checkpoint's
+    EndTxn (then pauses) and "txn-commit N done" after it."""
 
     def wait_commit_begin(self, round_, broker, timeout_s=10):
         """Waits until a new checkpoint commit with processed records in its transaction
@@ -242,40 +146,6 @@ class QuixApp:
                 f"Quix app (round {round_}) began no checkpoint commit in {timeout_s}s:\n{self.output()}\n"
                 f"--- broker log:\n{broker.log_text()}")
             time.sleep(0.01)
-
-
-def paced_producer(bootstrap, topic, records, stop):
-    """Produces `records` ([(n, key)]) over about PRODUCE_S seconds (idempotent, so a
-    retry cannot duplicate an input record)."""
-    p = producer(bootstrap, **{"enable.idempotence": True})
-    batch = 20
-    pause = PRODUCE_S / (len(records) / batch)
-    for start in range(0, len(records), batch):
-        if stop.is_set():
-            break
-        for n, key in records[start:start + batch]:
-            p.produce(topic, key=key.encode(), value=json.dumps({"k": key, "n": n}).encode())
-        p.poll(0)
-        time.sleep(pause)
-    assert p.flush(30) == 0
-
-
-def wait_committed_output(broker, sink, expected_numbers, app, what):
-    """Waits until the read_committed output holds every number in `expected_numbers`."""
-    deadline = time.time() + FINISH_TIMEOUT_S
-    while True:
-        committed_total = sum(watermarks(broker.bootstrap, sink, "read_committed"))
-        if committed_total >= len(expected_numbers):
-            numbers = {json.loads(m.value())["n"] for msgs in
-                       read_partitions(broker.bootstrap, sink, "read_committed").values() for m in msgs}
-            if numbers >= expected_numbers:
-                return
-        assert app.alive(), f"Quix app ({what}) exited:\n{app.output()}"
-        assert time.time() < deadline, (
-            f"{what}: read_committed output did not reach {len(expected_numbers)} numbers in {FINISH_TIMEOUT_S}s "
-            f"(LSO sum {committed_total}, hw {watermarks(broker.bootstrap, sink, 'read_uncommitted')}):\n"
-            f"{app.output()}\n--- broker log:\n{broker.log_text()}")
-        time.sleep(0.3)
 
 
 def cleaner_removed(broker, topic):
@@ -306,16 +176,10 @@ def test_quix_stateful_exactly_once_survives_sigkill_and_state_loss(stateful_bro
     records = [(n, rng.choice(KEYS)) for n in range(RECORDS)]
     tail = [(RECORDS + i, key) for i, key in enumerate(KEYS)]   # one more per key, for the last check
 
-    stop = threading.Event()
-    errors = []
-
-    def produce():
-        try:
-            paced_producer(broker.bootstrap, source, records, stop)
-        except BaseException as e:  # noqa: BLE001 - reported by the test thread
-            errors.append(e)
-
-    feeder = threading.Thread(target=produce, daemon=True)
+    # Idempotent, so a retry cannot duplicate an input record.
+    feeder = PacedFeeder(broker.bootstrap, source,
+                         [(key.encode(), json.dumps({"k": key, "n": n}).encode()) for n, key in records],
+                         batch=20, duration_s=PRODUCE_S, **{"enable.idempotence": True})
     apps = []
     rounds = []
     started = time.time()
@@ -326,7 +190,7 @@ def test_quix_stateful_exactly_once_survives_sigkill_and_state_loss(stateful_bro
             if fresh:
                 assert state_dir.exists(), f"round {round_}: the previous incarnations' state dir {state_dir} is missing"
                 shutil.rmtree(state_dir)
-            app = QuixApp(script, args, tmp_path / f"quix-{round_}.log")
+            app = StatefulQuixApp(script, args, tmp_path / f"quix-{round_}.log")
             apps.append(app)
             rounds.append({"round": round_, "fresh_state": fresh, "started_at_s": round(time.time() - started, 2)})
             if fresh:
@@ -334,7 +198,7 @@ def test_quix_stateful_exactly_once_survives_sigkill_and_state_loss(stateful_bro
             if round_ == KILLS:
                 # The last incarnation may find the input already done (nothing to process).
                 break
-            app.wait_processing(f"round {round_}", broker)
+            app.wait_processing(f"round {round_}", broker, PROGRESS_TIMEOUT_S)
             rounds[-1]["processing_at_s"] = round(time.time() - started, 2)
             time.sleep(rng.uniform(0.3, 2.0))
             assert app.alive(), f"Quix app (round {round_}) exited:\n{app.output()}"
@@ -350,11 +214,9 @@ def test_quix_stateful_exactly_once_survives_sigkill_and_state_loss(stateful_bro
             else:
                 app.sigkill()
             rounds[-1]["killed_at_s"] = round(time.time() - started, 2)
-            rounds[-1]["last_progress"] = [line for line in app.output(tail=None).splitlines()
-                                           if line.startswith("processed ")][-1]
+            rounds[-1]["last_progress"] = app.last_progress()
 
-        feeder.join(timeout=PRODUCE_S + 30)
-        assert not feeder.is_alive() and not errors, f"input producer failed: {errors}"
+        feeder.finish(timeout=PRODUCE_S + 30)
         print(f"quix stateful: seed {seed}, rounds {rounds}, input done after {time.time() - started:.1f}s")
         killed_while_producing = [r for r in rounds if r.get("killed_at_s", PRODUCE_S) < PRODUCE_S]
         assert len(killed_while_producing) >= 2, (
@@ -362,7 +224,7 @@ def test_quix_stateful_exactly_once_survives_sigkill_and_state_loss(stateful_bro
 
         # The last incarnation drains the input.
         final = apps[-1]
-        wait_committed_output(broker, sink, set(range(RECORDS)), final, "final round")
+        wait_committed_output(broker, sink, set(range(RECORDS)), final, "final round", FINISH_TIMEOUT_S)
         code = final.sigterm()
         assert code == 0, f"Quix app exit code {code} on SIGTERM:\n{final.output()}"
         drained_at = round(time.time() - started, 1)
@@ -386,18 +248,15 @@ def test_quix_stateful_exactly_once_survives_sigkill_and_state_loss(stateful_bro
         for n, key in tail:
             tail_producer.produce(source, key=key.encode(), value=json.dumps({"k": key, "n": n}).encode())
         assert tail_producer.flush(30) == 0
-        verify = QuixApp(script, args, tmp_path / "quix-verify.log")
+        verify = StatefulQuixApp(script, args, tmp_path / "quix-verify.log")
         apps.append(verify)
-        verify.wait_processing("verification round", broker)
-        wait_committed_output(broker, sink, set(range(RECORDS + len(tail))), verify, "verification round")
+        verify.wait_processing("verification round", broker, PROGRESS_TIMEOUT_S)
+        wait_committed_output(broker, sink, set(range(RECORDS + len(tail))), verify, "verification round",
+                              FINISH_TIMEOUT_S)
         code = verify.sigterm()
         assert code == 0, f"Quix app exit code {code} on SIGTERM:\n{verify.output()}"
     finally:
-        stop.set()
-        for app in apps:
-            if app.alive():
-                app.sigkill()
-        feeder.join(timeout=30)
+        stop_feeder_and_apps(feeder, apps)
     print(f"quix stateful: drained at {drained_at}s, changelog ends {changelog_ends}, cleaner removed {removed} "
           f"records, verified after {time.time() - started:.1f}s")
 

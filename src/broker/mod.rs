@@ -343,6 +343,7 @@ async fn shard_main(
     if ctx.cluster.is_none() {
         ctx.txns.load(&config.data_dir, |p| shard_for(crate::txn::TXN_STATE_TOPIC, p, shards) == id).await?;
         glommio::spawn_local(crate::shard::transactions::run_timeouts(ctx.clone())).detach();
+        crate::shard::transactions::verify_offsets_commits(&ctx);
     }
     tracing::info!(shard = id, partitions = ctx.logs().len(), "shard recovered its logs");
 

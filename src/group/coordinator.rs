@@ -115,7 +115,9 @@ pub enum GroupRequest {
     /// TxnOffsetCommit: stage offsets in `producer_id`'s transaction.
     TxnCommit {
         group_id: String,
+        transactional_id: String,
         producer_id: i64,
+        producer_epoch: i16,
         member_id: String,
         generation: i32,
         instance_id: Option<String>,
@@ -166,8 +168,33 @@ impl std::fmt::Debug for OffsetsWriter {
     }
 }
 
+/// The transactional producer of a TxnOffsetCommit.
+#[derive(Debug, Clone)]
+pub struct TxnProducer {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+}
+
+/// Asks the transaction coordinator whether `producer`'s transaction is open and includes
+/// offsets partition `partition` (installed by the shard layer); `Err` is a Kafka error
+/// code.
+#[derive(Clone)]
+pub struct TxnVerifier(pub Rc<TxnVerify>);
+
+/// See [`TxnVerifier`].
+pub type TxnVerify = dyn Fn(TxnProducer, i32) -> LocalBoxFuture<'static, Result<(), i16>>;
+
+impl std::fmt::Debug for TxnVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TxnVerifier")
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct GroupCoordinator {
+    /// Checks TxnOffsetCommit requests with the transaction coordinator (none: refused).
+    txn_verifier: RefCell<Option<TxnVerifier>>,
     /// Cluster mode: the offsets partitions replicated by a Raft group, and how their
     /// entries are written (standalone, and unreplicated partitions, append directly).
     replicated: RefCell<HashMap<i32, OffsetsWriter>>,
@@ -339,7 +366,17 @@ impl GroupCoordinator {
             GroupRequest::FetchOffsets { group_id, partitions, require_stable, reply } => {
                 let _ = reply.send(self.fetch_offsets(&group_id, partitions, require_stable));
             }
-            GroupRequest::TxnCommit { group_id, producer_id, member_id, generation, instance_id, offsets, reply } => {
+            GroupRequest::TxnCommit {
+                group_id,
+                transactional_id,
+                producer_id,
+                producer_epoch,
+                member_id,
+                generation,
+                instance_id,
+                offsets,
+                reply,
+            } => {
                 // Without a member and generation (v0-2, or a producer outside the
                 // group) Kafka checks nothing; with them, what OffsetCommit checks.
                 let valid = if generation < 0 && member_id.is_empty() {
@@ -352,7 +389,10 @@ impl GroupCoordinator {
                 };
                 let codes = match valid {
                     Err(code) => vec![code; offsets.len()],
-                    Ok(()) => self.stage_txn_offsets(now, &group_id, producer_id, &offsets).await,
+                    Ok(()) => {
+                        let producer = TxnProducer { transactional_id, producer_id, producer_epoch };
+                        self.stage_txn_offsets(now, &group_id, producer, &offsets).await
+                    }
                 };
                 let _ = reply.send(codes);
             }
@@ -413,17 +453,28 @@ impl GroupCoordinator {
     }
 
     /// Stages a transaction's offsets for `group_id` (durably; visible once it commits).
+    /// Under the partition's gate the transaction coordinator confirms the transaction is
+    /// open with this partition and the producer is current: the end of the transaction
+    /// (`end_txn_offsets`) takes the same gate, so a late or fenced request can never
+    /// stage offsets the end has already passed.
     async fn stage_txn_offsets(
         &self,
         now: i64,
         group_id: &str,
-        producer_id: i64,
+        producer: TxnProducer,
         offsets: &[PartitionOffset],
     ) -> Vec<i16> {
         let Some((log, gate)) = self.offsets_log(group_id) else {
             return vec![ResponseError::NotCoordinator.code(); offsets.len()];
         };
         let _permit = gate.acquire_permit(1).await.expect("offsets gate never closes");
+        let Some(verify) = self.txn_verifier.borrow().clone() else {
+            return vec![ResponseError::CoordinatorNotAvailable.code(); offsets.len()];
+        };
+        let producer_id = producer.producer_id;
+        if let Err(code) = (verify.0)(producer, partition_for_group(group_id)).await {
+            return vec![code; offsets.len()];
+        }
         let entries = committed_entries(group_id, offsets, now);
         let Some(batch) = encode_staged(producer_id, &entries, now) else { return Vec::new() };
         let partition = partition_for_group(group_id);
@@ -452,6 +503,11 @@ impl GroupCoordinator {
             offsets_partition.end_staged(producer_id, commit);
         }
         Ok(())
+    }
+
+    /// Installs the check of TxnOffsetCommit requests against the transaction coordinator.
+    pub fn verify_transactions_with(&self, verifier: TxnVerifier) {
+        *self.txn_verifier.borrow_mut() = Some(verifier);
     }
 
     /// Cluster mode: offsets partition `partition` is replicated; its entries go through

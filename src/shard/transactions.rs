@@ -26,7 +26,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use kafka_protocol::error::ResponseError;
 
-use crate::group::coordinator::GroupRequest;
+use crate::group::coordinator::{GroupRequest, TxnProducer, TxnVerifier};
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::protocol::topic_partition::TopicPartition;
 use crate::storage::clock::{Clock, SystemClock};
@@ -95,7 +95,13 @@ pub async fn init_producer_id(
         },
         Some(mut meta) => {
             if let Some((producer_id, epoch)) = current {
-                meta.check_producer(producer_id, epoch)?;
+                // KIP-360: the caller's own id and epoch, or the epoch before the
+                // current one (the coordinator bumped it when it aborted the caller's
+                // timed-out transaction): the caller recovers with a new epoch.
+                let bumped_by_us = producer_id == meta.producer_id && epoch.checked_add(1) == Some(meta.producer_epoch);
+                if !bumped_by_us {
+                    meta.check_producer(producer_id, epoch)?;
+                }
             }
             if meta.state.is_preparing() {
                 return Err(TxnError::ConcurrentTransactions);
@@ -146,7 +152,10 @@ pub async fn add_partitions(
     if meta.state.is_preparing() {
         return Err(TxnError::ConcurrentTransactions);
     }
-    if meta.state == TxnState::Ongoing && partitions.iter().all(|p| meta.partitions.contains(p)) {
+    // Nothing new (an empty request opens no transaction).
+    if partitions.iter().all(|p| meta.partitions.contains(p))
+        && (meta.state == TxnState::Ongoing || partitions.is_empty())
+    {
         return Ok(());
     }
     let now = now_ms();
@@ -177,6 +186,31 @@ pub fn verify(
     } else {
         Err(TxnError::InvalidTxnState)
     }
+}
+
+/// Lets this shard's group coordinator check TxnOffsetCommit requests: the producer is
+/// the id's current one and its transaction is open with the group's offsets partition.
+/// A fenced producer is told INVALID_PRODUCER_EPOCH (what every version knows).
+pub fn verify_offsets_commits(ctx: &Rc<ShardContext>) {
+    let weak = Rc::downgrade(ctx);
+    let verifier = TxnVerifier(Rc::new(move |producer: TxnProducer, offsets_partition: i32| {
+        let ctx = weak.upgrade();
+        Box::pin(async move {
+            let ctx = ctx.ok_or(ResponseError::CoordinatorNotAvailable.code())?;
+            let TxnProducer { transactional_id, producer_id, producer_epoch } = producer;
+            let partition = TopicPartition::new(OFFSETS_TOPIC, offsets_partition);
+            let key = transactional_id.clone();
+            on_coordinator(&ctx, &key, move |ctx| async move {
+                verify(&ctx, &transactional_id, producer_id, producer_epoch, &partition)
+            })
+            .await
+            .map_err(|error| match error {
+                TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch.code(),
+                other => other.code(),
+            })
+        }) as _
+    }));
+    ctx.groups.verify_transactions_with(verifier);
 }
 
 /// EndTxn: commits or aborts the open transaction. A retry of an end that already
@@ -314,13 +348,45 @@ async fn tend(ctx: &Rc<ShardContext>, transactional_id: &str) {
     }
 }
 
+/// Forgets the ids with no transaction whose state is older than `cutoff_ms`.
+async fn expire_idle(ctx: &Rc<ShardContext>, cutoff_ms: i64) {
+    for id in ctx.txns.idle_since(cutoff_ms) {
+        let Ok(lock) = ctx.txns.lock(&id) else { continue };
+        let still_idle = ctx
+            .txns
+            .get(&id)
+            .is_some_and(|m| m.update_ms < cutoff_ms && !m.state.is_preparing() && m.state != TxnState::Ongoing);
+        if still_idle {
+            match ctx.txns.forget(&lock).await {
+                Ok(()) => tracing::info!(transactional_id = %id, "forgot an idle transactional id"),
+                Err(error) => {
+                    tracing::warn!(transactional_id = %id, %error, "could not forget an idle transactional id")
+                }
+            }
+        }
+    }
+}
+
+/// A transactional id unused this long is forgotten (Kafka's
+/// transactional.id.expiration.ms default, 7 days); its next InitProducerId starts over
+/// with a new producer id.
+pub const TRANSACTIONAL_ID_EXPIRATION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+/// How often idle ids are looked for.
+const EXPIRATION_CHECK_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// Runs forever on each shard: aborts timed-out transactions and finishes pending
-/// markers (including those a restart interrupted), every check interval. Wakes only
-/// while this shard has a transaction open or completing.
+/// markers (including those a restart interrupted), every check interval: one timer wake
+/// per interval, with no work while this shard has no transaction open or completing.
+/// Once an hour it forgets ids idle for `TRANSACTIONAL_ID_EXPIRATION_MS`.
 pub async fn run_timeouts(ctx: Rc<ShardContext>) {
     let interval = Duration::from_millis(ctx.txns.config.timeout_check_interval_ms);
+    let mut next_expiration = std::time::Instant::now() + EXPIRATION_CHECK_INTERVAL;
     loop {
         glommio::timer::sleep(interval).await;
+        if std::time::Instant::now() >= next_expiration {
+            next_expiration = std::time::Instant::now() + EXPIRATION_CHECK_INTERVAL;
+            expire_idle(&ctx, now_ms() - TRANSACTIONAL_ID_EXPIRATION_MS).await;
+        }
         if !ctx.txns.has_open() {
             continue;
         }

@@ -295,13 +295,19 @@ impl PartitionLog {
         }
         let roll_snapshot = self.shared.state.borrow_mut().roll_snapshot.take();
         if let Some((base, bytes)) = roll_snapshot {
-            let path = self.shared.dir.join(super::recovery::ROLL_PRODUCER_SNAPSHOT);
+            let dir = self.shared.dir.clone();
             let env = self.shared.env.clone();
             glommio::spawn_local(async move {
-                // Synced: a crash recovery relies on it for producers (and open
-                // transactions) last seen before the active segment.
-                if let Err(error) = super::disk::write_file_atomic(&path, &bytes, &env).await {
-                    tracing::debug!(path = %path.display(), %base, %error, "could not write the producer state at a roll");
+                // Synced: a crash recovery starts from it for producers (and open
+                // transactions) last seen before this segment. One file per base, so
+                // two quick rolls never overwrite each other; the newest two are kept
+                // (recovery falls back to the older one and scans a segment more).
+                let path = dir.join(super::recovery::roll_snapshot_name(base));
+                match super::disk::write_file_atomic(&path, &bytes, &env).await {
+                    Ok(()) => super::recovery::remove_old_roll_snapshots(&dir, base, &env).await,
+                    Err(error) => {
+                        tracing::warn!(path = %path.display(), %base, %error, "could not write the producer state at a roll")
+                    }
                 }
             })
             .detach();
@@ -941,7 +947,10 @@ pub enum Isolation {
 /// transaction when that is lower.
 pub(crate) fn last_stable_offset(state: &LogState) -> Offset {
     let high_watermark = state.offsets.high_watermark();
-    state.producers.first_unstable_offset().map_or(high_watermark, |first| first.min(high_watermark))
+    // Never below the log start (retention or DeleteRecords may pass an open
+    // transaction's first batch).
+    let first_open = state.producers.first_unstable_offset().map(|first| first.max(state.offsets.log_start()));
+    first_open.map_or(high_watermark, |first| first.min(high_watermark))
 }
 
 /// How a read begins (`PartitionLog::start_read`).

@@ -41,13 +41,35 @@ use super::segment::{
 use super::txn_index::{AbortedTxn, TxnIndex, ABORTED_TXNS_FILE};
 use super::writer::WriterQueue;
 use crate::protocol::control_batch::marker_outcome;
+use crate::protocol::record_batch::BatchHeader;
 
 /// File holding the log start offset moved by DeleteRecords (8 bytes BE + CRC-32C).
 pub const LOG_START_CHECKPOINT: &str = "log-start-offset";
 /// Idempotent producer state written on clean close (see `producer_state`).
 pub const PRODUCER_SNAPSHOT: &str = "producer-state";
-/// Producer state as of the active segment's base, written when it was rolled.
-pub const ROLL_PRODUCER_SNAPSHOT: &str = "producer-state-at-roll";
+/// Producer state as of a segment's base, written (synced) when the segment was rolled
+/// in: `producer-state-at-<base>`; the newest two are kept.
+pub const ROLL_PRODUCER_SNAPSHOT_PREFIX: &str = "producer-state-at-";
+
+/// Removes the roll snapshots older than the one before `newest`.
+pub(crate) async fn remove_old_roll_snapshots(dir: &Path, newest: Offset, env: &StorageEnv) {
+    let Ok(entries) = list_dir(dir, env) else { return };
+    let mut bases: Vec<Offset> = entries
+        .iter()
+        .filter_map(|entry| entry.name.strip_prefix(ROLL_PRODUCER_SNAPSHOT_PREFIX)?.parse::<i64>().ok().map(Offset))
+        .filter(|base| *base < newest)
+        .collect();
+    bases.sort_unstable();
+    bases.pop(); // the one before the newest stays
+    for base in bases {
+        let _ = remove_file(&dir.join(roll_snapshot_name(base)), env).await;
+    }
+}
+
+/// The file name of the roll snapshot as of `base`.
+pub fn roll_snapshot_name(base: Offset) -> String {
+    format!("{ROLL_PRODUCER_SNAPSHOT_PREFIX}{:020}", base.value())
+}
 
 struct FoundSegment {
     base: Offset,
@@ -101,8 +123,7 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
                 .await
                 .map_err(|e| StorageError::io(dir, e))?
                 .and_then(|bytes| ProducerStates::decode(&bytes).map(|(as_of, _)| as_of));
-            let mut scan_state =
-                TailProducers { producers: roll_snapshot(dir, tail.base, &env).await, aborted: Vec::new() };
+            let mut scan_state = producers_before_tail(dir, &found, &env, now_ms).await?;
             let active = match marker.filter(|m| snapshot_ends_at == Some(m.next_offset)) {
                 Some(summary) => match reopen_clean_tail(dir, tail, &env, summary).await {
                     Ok(Some(segment)) => segment,
@@ -249,12 +270,77 @@ struct TailProducers {
     aborted: Vec<AbortedTxn>,
 }
 
-/// The producer state as of the active segment's base, if its roll snapshot survived.
-async fn roll_snapshot(dir: &Path, active_base: Offset, env: &StorageEnv) -> ProducerStates {
-    let bytes = read_small_file(&dir.join(ROLL_PRODUCER_SNAPSHOT), env).await.ok().flatten();
-    match bytes.and_then(|b| ProducerStates::decode(&b)) {
-        Some((as_of, states)) if as_of == active_base => states,
-        _ => ProducerStates::default(),
+/// The producer state as of the last segment's base: the newest roll snapshot at or
+/// below it, plus a scan of the closed segments from that snapshot's base on (none when
+/// the snapshot of the last segment itself survived; one when a crash came before it was
+/// synced). Without any snapshot (a log older than them), empty: only the tail scan
+/// rebuilds state.
+async fn producers_before_tail(
+    dir: &Path,
+    found: &[FoundSegment],
+    env: &StorageEnv,
+    now_ms: i64,
+) -> Result<TailProducers, StorageError> {
+    let mut rebuilt = TailProducers { producers: ProducerStates::default(), aborted: Vec::new() };
+    let Some(tail) = found.last() else { return Ok(rebuilt) };
+    let mut snapshots: Vec<Offset> = list_dir(dir, env)
+        .map_err(|e| StorageError::io(dir, e))?
+        .iter()
+        .filter_map(|entry| entry.name.strip_prefix(ROLL_PRODUCER_SNAPSHOT_PREFIX)?.parse::<i64>().ok().map(Offset))
+        .filter(|base| *base <= tail.base)
+        .collect();
+    snapshots.sort_unstable_by(|a, b| b.cmp(a));
+    for base in snapshots {
+        let bytes = read_small_file(&dir.join(roll_snapshot_name(base)), env).await.ok().flatten();
+        if let Some((as_of, states)) = bytes.and_then(|b| ProducerStates::decode(&b)) {
+            if as_of == base && found.iter().any(|segment| segment.base == base) {
+                rebuilt.producers = states;
+                for segment in found.iter().filter(|segment| segment.base >= base && segment.base < tail.base) {
+                    scan_closed_segment(dir, segment, env, now_ms, &mut rebuilt).await?;
+                }
+                return Ok(rebuilt);
+            }
+        }
+    }
+    Ok(rebuilt)
+}
+
+/// Applies a closed segment's batches to the producer state being rebuilt.
+async fn scan_closed_segment(
+    dir: &Path,
+    segment: &FoundSegment,
+    env: &StorageEnv,
+    now_ms: i64,
+    rebuilt: &mut TailProducers,
+) -> Result<(), StorageError> {
+    let path = segment::segment_path(dir, segment.base, LOG_SUFFIX);
+    let io_error = |e| StorageError::io(&path, e);
+    let file = Rc::new(SegmentFile::open(&path, env, false).await.map_err(io_error)?);
+    scan(&file, segment.base, 0, segment.base, segment.size, OffsetRule::Increasing, |header, _, batch| {
+        rebuilt.apply(header, batch, now_ms)
+    })
+    .await
+    .map_err(io_error)?;
+    Ok(())
+}
+
+impl TailProducers {
+    /// One batch found by a scan: a marker closes its producer's transaction (an abort
+    /// becomes an aborted-index entry), any other batch is recorded.
+    fn apply(&mut self, header: &BatchHeader, batch: &[u8], now_ms: i64) {
+        match marker_outcome(batch, header) {
+            Some(committed) => {
+                let done = self.producers.record_marker(header, committed, Offset(header.base_offset), now_ms);
+                if let Some(txn) = done.filter(|t| !t.committed) {
+                    self.aborted.push(AbortedTxn {
+                        producer_id: txn.producer_id,
+                        first_offset: txn.first_offset,
+                        last_offset: txn.last_offset,
+                    });
+                }
+            }
+            None => self.producers.record(header, Offset(header.base_offset), now_ms),
+        }
     }
 }
 
@@ -304,19 +390,7 @@ async fn recover_tail(
     let outcome = scan(&file, tail.base, 0, tail.base, file_size, rule, |header, position, batch| {
         let relative = (header.base_offset - tail.base.value()) as u32;
         first_timestamp.get_or_insert(header.max_timestamp);
-        match marker_outcome(batch, header) {
-            Some(committed) => {
-                let done = rebuilt.producers.record_marker(header, committed, Offset(header.base_offset), now_ms);
-                if let Some(txn) = done.filter(|t| !t.committed) {
-                    rebuilt.aborted.push(AbortedTxn {
-                        producer_id: txn.producer_id,
-                        first_offset: txn.first_offset,
-                        last_offset: txn.last_offset,
-                    });
-                }
-            }
-            None => rebuilt.producers.record(header, Offset(header.base_offset), now_ms),
-        }
+        rebuilt.apply(header, batch, now_ms);
         index.on_batch(relative, position as u32, header.total_bytes as u32, header.max_timestamp);
     })
     .await

@@ -36,6 +36,11 @@ impl PartitionLog {
     /// the aborted-transaction index is persisted before this returns, so an
     /// acknowledged abort is never lost from the index.
     pub async fn append_marker(&self, marker: TxnMarker) -> Result<AppendInfo, AppendError> {
+        // After any transactional batch already admitted (it holds the gate from its
+        // arrival through the coordinator's check to its queueing), so a batch that
+        // passed the check while the transaction was open lands inside it.
+        let gate = self.transactional_gate();
+        let permit = gate.acquire_permit(1).await.expect("the gate is never closed");
         let now_ms = self.shared.env.clock.now_ms();
         let bytes = control_batch::transaction_marker(
             marker.producer_id,
@@ -71,6 +76,7 @@ impl PartitionLog {
             drop(guard);
             (self.hand_out(enqueued, start_writer), aborted.is_some())
         };
+        drop(permit);
         if aborted {
             self.persist_aborted_index().await?;
         }
@@ -217,8 +223,22 @@ mod tests {
                 }
                 assert!(log.segment_count() >= 2);
                 assert_eq!(log.last_stable_offset(), Offset(0));
+                // Another roll, and the crash before its snapshot can be synced: recovery
+                // starts from the previous snapshot and scans the segment in between.
+                log.request_roll();
+                log.append(BytesMut::from(&build::batch(&[b"last"], 1)[..])).await.unwrap();
                 drop(log);
                 disk.crash();
+                // Lose the newest roll snapshot, as a crash before its sync would.
+                let snapshots: Vec<String> = crate::storage::disk::list_dir(dir, &env())
+                    .unwrap()
+                    .into_iter()
+                    .map(|entry| entry.name)
+                    .filter(|name| name.starts_with(crate::storage::recovery::ROLL_PRODUCER_SNAPSHOT_PREFIX))
+                    .collect();
+                assert_eq!(snapshots.len(), 2, "{snapshots:?}");
+                let newest = snapshots.iter().max().unwrap();
+                crate::storage::disk::remove_file(&dir.join(newest), &env()).await.unwrap();
                 let log = PartitionLog::open(dir, config, env()).await.unwrap();
                 assert_eq!(log.last_stable_offset(), Offset(0), "the open transaction is known after the crash");
                 log.append_marker(marker(7, false)).await.unwrap();

@@ -1,8 +1,10 @@
 //! TxnOffsetCommit (key 28), versions 0-4 (v4 adds only an error code, KIP-890): offsets a transactional producer commits for
 //! a consumer group inside its transaction (`send_offsets_to_transaction`). The group
 //! coordinator stages them durably; they become the group's committed offsets when the
-//! transaction commits and are dropped when it aborts. From v3 (KIP-447) the member and
-//! generation are checked like OffsetCommit's.
+//! transaction commits and are dropped when it aborts. The transaction coordinator
+//! confirms first that the producer is current and its transaction open with the group's
+//! offsets partition (INVALID_PRODUCER_EPOCH, INVALID_TXN_STATE otherwise). From v3
+//! (KIP-447) the member and generation are checked like OffsetCommit's.
 
 use std::rc::Rc;
 
@@ -41,7 +43,8 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
     } else {
         (String::new(), -1, None)
     };
-    let producer_id = body.producer_id.0;
+    let (transactional_id, producer_id, producer_epoch) =
+        (body.transactional_id.0.to_string(), body.producer_id.0, body.producer_epoch);
     let known = std::mem::take(&mut plan.known);
     let count = known.len();
     let codes = if count == 0 {
@@ -51,7 +54,9 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
         ctx.call_group(&group, move |reply| {
             ShardRequest::Group(GroupRequest::TxnCommit {
                 group_id,
+                transactional_id,
                 producer_id,
+                producer_epoch,
                 member_id,
                 generation,
                 instance_id,

@@ -212,7 +212,12 @@ impl ProducerStates {
 
     /// Whether `producer_id` has a transaction open on this partition.
     pub fn has_open_txn(&self, producer_id: i64) -> bool {
-        self.producers.get(&producer_id).is_some_and(|e| e.txn_first_offset.is_some())
+        self.open_txn_first(producer_id).is_some()
+    }
+
+    /// The first offset of `producer_id`'s open transaction on this partition.
+    pub fn open_txn_first(&self, producer_id: i64) -> Option<Offset> {
+        self.producers.get(&producer_id).and_then(|e| e.txn_first_offset)
     }
 
     /// The open transactions, oldest first.

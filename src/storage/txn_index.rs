@@ -4,8 +4,10 @@
 //! the consumer drops those producers' batches from each first offset up to the marker.
 //!
 //! Kept in memory, sorted by marker offset, and persisted as one file per log
-//! (`aborted-txns`) that is rewritten (atomically, synced) whenever an abort marker is
-//! appended, before the marker is acknowledged. Writes are serialized per log and each
+//! (`aborted-txns`) that is rewritten (atomically, synced) before an abort marker is
+//! queued: the entry then ends at the log end of that moment, at or before its marker
+//! (nothing of the producer can come in between), and is moved to the marker's offset
+//! in memory once the marker is appended, or at the next open. Writes are serialized per log and each
 //! writes the latest list, so the last one to finish holds everything. On open the file
 //! is read and merged with the markers the recovery scan of the active segment found
 //! (the file may lack one whose write a crash interrupted); entries past the recovered
@@ -42,9 +44,22 @@ impl TxnIndex {
         self.aborted.is_empty()
     }
 
-    /// Adds an entry (markers arrive in offset order; a duplicate is ignored).
+    /// Adds an entry (markers arrive in offset order; a duplicate is ignored). An entry
+    /// for a transaction already listed (same producer and first offset) moves that
+    /// entry's end up to the marker: the entry was written ahead of its marker.
     pub fn push(&mut self, entry: AbortedTxn) {
         if self.aborted.iter().any(|e| e.last_offset == entry.last_offset) {
+            return;
+        }
+        let same_txn = self
+            .aborted
+            .iter_mut()
+            .find(|e| e.producer_id == entry.producer_id && e.first_offset == entry.first_offset);
+        if let Some(existing) = same_txn {
+            if entry.last_offset > existing.last_offset {
+                existing.last_offset = entry.last_offset;
+                self.aborted.sort_by_key(|e| e.last_offset);
+            }
             return;
         }
         let at = self.aborted.partition_point(|e| e.last_offset < entry.last_offset);
@@ -132,6 +147,18 @@ mod tests {
         assert_eq!(decoded, index);
         index.forget_below(Offset(6));
         assert!(index.is_empty());
+    }
+
+    #[test]
+    fn an_entry_written_ahead_of_its_marker_moves_to_the_marker() {
+        let mut index = TxnIndex::default();
+        index.push(txn(4, 10, 20));
+        index.push(txn(1, 0, 12)); // written ahead: ends at the log end of that moment
+        index.push(txn(1, 0, 15)); // the marker's offset
+        assert_eq!(index.len(), 2);
+        assert_eq!(index.overlapping(Offset(0), Offset(100)), vec![txn(1, 0, 15), txn(4, 10, 20)]);
+        index.push(txn(1, 0, 13));
+        assert_eq!(index.overlapping(Offset(14), Offset(100))[0], txn(1, 0, 15), "never moves back");
     }
 
     proptest! {

@@ -33,14 +33,34 @@ pub struct StableView {
 
 impl PartitionLog {
     /// Appends a transaction marker and waits until it is durable. An abort's entry in
-    /// the aborted-transaction index is persisted before this returns, so an
-    /// acknowledged abort is never lost from the index.
+    /// the aborted-transaction index is persisted before the marker is queued, so a
+    /// marker on disk always has its entry (see `txn_index`).
     pub async fn append_marker(&self, marker: TxnMarker) -> Result<AppendInfo, AppendError> {
         // After any transactional batch already admitted (it holds the gate from its
         // arrival through the coordinator's check to its queueing), so a batch that
         // passed the check while the transaction was open lands inside it.
         let gate = self.transactional_gate();
         let permit = gate.acquire_permit(1).await.expect("the gate is never closed");
+        if !marker.committed {
+            // The entry ends at the current log end: no batch of this producer can come
+            // before the marker (its transaction takes no new batch, admitted ones are
+            // queued), so the range it covers is the transaction's.
+            let ahead = {
+                let mut state = self.shared.state.borrow_mut();
+                let first = state.producers.open_txn_first(marker.producer_id);
+                let log_end = state.offsets.log_end();
+                first.map(|first_offset| {
+                    state.aborted.push(AbortedTxn {
+                        producer_id: marker.producer_id,
+                        first_offset,
+                        last_offset: log_end,
+                    })
+                })
+            };
+            if ahead.is_some() {
+                self.persist_aborted_index().await?;
+            }
+        }
         let now_ms = self.shared.env.clock.now_ms();
         let bytes = control_batch::transaction_marker(
             marker.producer_id,
@@ -49,7 +69,7 @@ impl PartitionLog {
             marker.coordinator_epoch,
             now_ms,
         );
-        let (pending, aborted) = {
+        let pending = {
             let mut guard = self.shared.state.borrow_mut();
             let state = &mut *guard;
             check_open(state)?;
@@ -74,12 +94,9 @@ impl PartitionLog {
             }
             let start_writer = state.writer.claim_writer();
             drop(guard);
-            (self.hand_out(enqueued, start_writer), aborted.is_some())
+            self.hand_out(enqueued, start_writer)
         };
         drop(permit);
-        if aborted {
-            self.persist_aborted_index().await?;
-        }
         Ok(pending.durable().await?)
     }
 

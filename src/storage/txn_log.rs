@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use crate::protocol::control_batch;
 use crate::protocol::record_batch::{self, BatchHeader};
 
+use super::config::FlushPolicy;
 use super::error::{AppendError, StorageError};
 use super::log::{check_open, enqueue_batch, last_stable_offset, AppendInfo, PartitionLog};
 use super::offset::Offset;
@@ -97,7 +98,26 @@ impl PartitionLog {
             self.hand_out(enqueued, start_writer)
         };
         drop(permit);
-        Ok(pending.durable().await?)
+        let info = pending.durable().await?;
+        if !matches!(self.config().flush, FlushPolicy::Durable) {
+            // A topic that acknowledges before fdatasync (flush.ms / flush.messages)
+            // still gets its markers synced: a marker lost in a power failure while its
+            // transaction's records survive would leave the transaction open for good.
+            self.sync_segment_holding(info.base_offset).await?;
+        }
+        Ok(info)
+    }
+
+    /// fdatasync of the segment holding `offset`.
+    async fn sync_segment_holding(&self, offset: Offset) -> Result<(), StorageError> {
+        let file = {
+            let state = self.shared.state.borrow();
+            super::log::segment_for(&state.segments, offset).file.clone()
+        };
+        match file {
+            Some(file) => file.sync_data().await.map_err(|e| StorageError::io(file.path(), e)),
+            None => Ok(()),
+        }
     }
 
     /// The last stable offset: no record at or after it belongs to an open transaction
@@ -261,6 +281,34 @@ mod tests {
                 log.append_marker(marker(7, false)).await.unwrap();
                 assert_eq!(log.stable_view(Offset(0)).aborted.len(), 1, "and its abort covers offset 0");
                 assert_eq!(log.last_stable_offset(), log.offsets().high_watermark.offset());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn markers_are_synced_on_topics_that_acknowledge_before_fdatasync() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                for seed in 0..12 {
+                    let disk = MemoryDisk::new(seed);
+                    let env = || StorageEnv { disk: Disk::Memory(disk.session()), ..StorageEnv::default() };
+                    let dir = std::path::Path::new("/txn-interval");
+                    let interval = crate::storage::FlushPolicy::Interval {
+                        interval: std::time::Duration::from_secs(3600),
+                        bytes: u64::MAX,
+                    };
+                    let config = LogConfig { flush: interval, ..LogConfig::default() };
+                    let log = PartitionLog::open(dir, config.clone(), env()).await.unwrap();
+                    log.append(transactional_batch(7, 0)).await.unwrap();
+                    log.append_marker(marker(7, true)).await.unwrap();
+                    drop(log);
+                    disk.crash();
+                    let log = PartitionLog::open(dir, config, env()).await.unwrap();
+                    assert_eq!(log.offsets().log_end.offset(), Offset(2), "seed {seed}: the marker survived");
+                    assert_eq!(log.last_stable_offset(), Offset(2), "seed {seed}: nothing is left open");
+                }
             })
             .unwrap()
             .join()

@@ -61,6 +61,9 @@ const KAFKA_RANGES: &[(ApiKey, i16, i16)] = &[
     (ApiKey::TxnOffsetCommit, 0, 4),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
+    (ApiKey::DescribeProducers, 0, 0),
+    // v0 was removed by Kafka 4.0 (KIP-896).
+    (ApiKey::WriteTxnMarkers, 1, 1),
 ];
 
 struct Raw {
@@ -121,6 +124,8 @@ requests!(
     TxnOffsetCommitRequest,
     DescribeTransactionsRequest,
     ListTransactionsRequest,
+    DescribeProducersRequest,
+    WriteTxnMarkersRequest,
     FetchRequest,
     ListOffsetsRequest,
     MetadataRequest,
@@ -309,6 +314,13 @@ fn exercise(raw: &mut Raw, key: ApiKey, version: i16) {
             DescribeTransactionsResponse
         ),
         ApiKey::ListTransactions => call!(ListTransactionsRequest::default(), ListTransactionsResponse),
+        ApiKey::DescribeProducers => call!(
+            DescribeProducersRequest::default().with_topics(vec![describe_producers_request::TopicRequest::default()
+                .with_name(TopicName(name("no-such-topic")))
+                .with_partition_indexes(vec![0])]),
+            DescribeProducersResponse
+        ),
+        ApiKey::WriteTxnMarkers => call!(WriteTxnMarkersRequest::default(), WriteTxnMarkersResponse),
         other => panic!("{other:?} is advertised but this test does not know it: add it"),
     }
 }

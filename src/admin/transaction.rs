@@ -1,10 +1,16 @@
-//! `tern transaction list | describe`, over the Kafka protocol (ListTransactions on every
-//! broker, DescribeTransactions at the id's coordinator), like kafka-transactions.sh.
+//! `tern transaction list | describe | producers | find-hanging | abort`, over the Kafka
+//! protocol (ListTransactions on every broker, DescribeTransactions at the id's
+//! coordinator, DescribeProducers and WriteTxnMarkers at partition leaders), like
+//! kafka-transactions.sh.
 
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
-use kafka_protocol::messages::{DescribeTransactionsRequest, ListTransactionsRequest, TransactionalId};
+use kafka_protocol::messages::write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
+use kafka_protocol::messages::{
+    DescribeProducersRequest, DescribeTransactionsRequest, ListTransactionsRequest, ProducerId, TopicName,
+    TransactionalId, WriteTxnMarkersRequest,
+};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{run_with_client, ConnectArgs};
@@ -24,6 +30,34 @@ pub enum TransactionCommand {
     },
     /// State, producer, timeout, start time and partitions of one transactional id.
     Describe { transactional_id: String },
+    /// The producers a topic's partitions remember, with the first offset of the
+    /// transaction each has open there (DescribeProducers).
+    Producers {
+        #[arg(long)]
+        topic: String,
+        /// Only this partition.
+        #[arg(long)]
+        partition: Option<i32>,
+    },
+    /// Transactions open on partitions for at least --min-age-ms whose producer no
+    /// coordinator lists as Ongoing: hanging, they hold back read_committed readers.
+    FindHanging {
+        /// Only partitions of this topic (default: every topic).
+        #[arg(long)]
+        topic: Option<String>,
+        #[arg(long, default_value_t = 0)]
+        min_age_ms: i64,
+    },
+    /// Aborts a producer's open transaction on one partition (WriteTxnMarkers), as
+    /// kafka-transactions.sh abort does: for a hanging transaction only.
+    Abort {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        partition: i32,
+        #[arg(long)]
+        producer_id: i64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -40,6 +74,11 @@ pub fn run(args: TransactionArgs) -> Result<(), String> {
         match args.command {
             TransactionCommand::List { state, min_duration_ms } => list(&client, state, min_duration_ms).await,
             TransactionCommand::Describe { transactional_id } => describe(&client, &transactional_id).await,
+            TransactionCommand::Producers { topic, partition } => producers(&client, &topic, partition).await,
+            TransactionCommand::FindHanging { topic, min_age_ms } => find_hanging(&client, topic, min_age_ms).await,
+            TransactionCommand::Abort { topic, partition, producer_id } => {
+                abort(&client, &topic, partition, producer_id).await
+            }
         }
     })
 }
@@ -103,5 +142,163 @@ async fn describe(client: &Client, transactional_id: &str) -> Result<(), ClientE
             println!("  {}-{partition}", topic.topic.0);
         }
     }
+    Ok(())
+}
+
+/// A producer a partition remembers.
+#[derive(Debug, Clone)]
+struct PartitionProducer {
+    topic: String,
+    partition: i32,
+    producer_id: i64,
+    producer_epoch: i16,
+    last_timestamp: i64,
+    /// First offset of its open transaction there (-1: none).
+    txn_start: i64,
+}
+
+/// DescribeProducers for `partitions` of `topic`, at each partition's leader.
+async fn describe_producers(
+    client: &Client,
+    topic: &str,
+    partition: Option<i32>,
+) -> Result<Vec<PartitionProducer>, ClientError> {
+    let leaders = client
+        .partitions(topic)
+        .await?
+        .ok_or_else(|| ClientError::Protocol(format!("topic {topic} does not exist")))?;
+    let mut found = Vec::new();
+    for leader in leaders.iter().filter(|l| partition.is_none_or(|p| l.partition == p)) {
+        let request = DescribeProducersRequest::default().with_topics(vec![
+            kafka_protocol::messages::describe_producers_request::TopicRequest::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_indexes(vec![leader.partition]),
+        ]);
+        let connection = client.shared_connection(&client.broker_address(leader.leader)?).await?;
+        let response = connection.call(client.version_for::<DescribeProducersRequest>()?, &request).await?;
+        for p in response.topics.iter().flat_map(|t| t.partitions.iter()) {
+            if p.error_code != 0 {
+                return Err(ClientError::broker(
+                    format!("describing producers of {topic}-{}", p.partition_index),
+                    p.error_code,
+                    None,
+                ));
+            }
+            for producer in &p.active_producers {
+                found.push(PartitionProducer {
+                    topic: topic.to_string(),
+                    partition: p.partition_index,
+                    producer_id: producer.producer_id.0,
+                    producer_epoch: producer.producer_epoch as i16,
+                    last_timestamp: producer.last_timestamp,
+                    txn_start: producer.current_txn_start_offset,
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+async fn producers(client: &Client, topic: &str, partition: Option<i32>) -> Result<(), ClientError> {
+    println!(
+        "{:<30} {:>9} {:>12} {:>6} {:>16} TXN START",
+        "TOPIC", "PARTITION", "PRODUCER ID", "EPOCH", "LAST APPEND MS"
+    );
+    for p in describe_producers(client, topic, partition).await? {
+        let start = if p.txn_start >= 0 { p.txn_start.to_string() } else { "-".into() };
+        println!(
+            "{:<30} {:>9} {:>12} {:>6} {:>16} {start}",
+            p.topic, p.partition, p.producer_id, p.producer_epoch, p.last_timestamp
+        );
+    }
+    Ok(())
+}
+
+async fn find_hanging(client: &Client, topic: Option<String>, min_age_ms: i64) -> Result<(), ClientError> {
+    let topics: Vec<String> = match topic {
+        Some(topic) => vec![topic],
+        None => client
+            .metadata(None)
+            .await?
+            .topics
+            .iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+            .filter(|name| !name.starts_with("__"))
+            .collect(),
+    };
+    // Producer ids whose transaction a coordinator has open.
+    let metadata = client.metadata(Some(&[])).await?;
+    let mut ongoing = std::collections::BTreeSet::new();
+    let request = ListTransactionsRequest::default().with_state_filters(vec![StrBytes::from_static_str("Ongoing")]);
+    for broker in &metadata.brokers {
+        let connection = client.shared_connection(&format!("{}:{}", broker.host, broker.port)).await?;
+        let response = connection.call(client.version_for::<ListTransactionsRequest>()?, &request).await?;
+        ongoing.extend(response.transaction_states.iter().map(|t| t.producer_id.0));
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    println!(
+        "{:<30} {:>9} {:>12} {:>6} {:>10} {:>12} COORDINATOR",
+        "TOPIC", "PARTITION", "PRODUCER ID", "EPOCH", "TXN START", "AGE MS"
+    );
+    let mut hanging = 0;
+    for topic in topics {
+        for p in describe_producers(client, &topic, None).await? {
+            let age = now - p.last_timestamp;
+            if p.txn_start < 0 || age < min_age_ms || ongoing.contains(&p.producer_id) {
+                continue;
+            }
+            hanging += 1;
+            println!(
+                "{:<30} {:>9} {:>12} {:>6} {:>10} {:>12} not ongoing: hanging",
+                p.topic, p.partition, p.producer_id, p.producer_epoch, p.txn_start, age
+            );
+        }
+    }
+    eprintln!("{hanging} hanging transaction(s); end one with `tern transaction abort --topic T --partition P --producer-id ID`");
+    Ok(())
+}
+
+async fn abort(client: &Client, topic: &str, partition: i32, producer_id: i64) -> Result<(), ClientError> {
+    let open = describe_producers(client, topic, Some(partition))
+        .await?
+        .into_iter()
+        .find(|p| p.producer_id == producer_id && p.txn_start >= 0)
+        .ok_or_else(|| {
+            ClientError::Protocol(format!("producer {producer_id} has no open transaction on {topic}-{partition}"))
+        })?;
+    let leaders = client.partitions(topic).await?.unwrap_or_default();
+    let leader = leaders
+        .iter()
+        .find(|l| l.partition == partition)
+        .ok_or_else(|| ClientError::Protocol(format!("{topic}-{partition} does not exist")))?;
+    let request = WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(open.producer_epoch)
+        .with_transaction_result(false)
+        .with_coordinator_epoch(0)
+        .with_topics(vec![WritableTxnMarkerTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_indexes(vec![partition])])]);
+    let connection = client.shared_connection(&client.broker_address(leader.leader)?).await?;
+    let response = connection.call(client.version_for::<WriteTxnMarkersRequest>()?, &request).await?;
+    let code = response
+        .markers
+        .iter()
+        .flat_map(|m| m.topics.iter())
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| p.error_code)
+        .find(|&c| c != 0)
+        .unwrap_or(0);
+    if code != 0 {
+        return Err(ClientError::broker(
+            format!("aborting producer {producer_id}'s transaction on {topic}-{partition}"),
+            code,
+            None,
+        ));
+    }
+    println!(
+        "aborted producer {producer_id}'s transaction on {topic}-{partition} (it started at offset {})",
+        open.txn_start
+    );
     Ok(())
 }

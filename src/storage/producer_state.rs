@@ -55,6 +55,18 @@ pub struct CompletedTxn {
     pub committed: bool,
 }
 
+/// A producer as DescribeProducers shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSummary {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// Sequence of its last batch's last record (-1 when none is remembered).
+    pub last_sequence: i32,
+    pub last_append_ms: i64,
+    /// First offset of its open transaction here.
+    pub txn_first_offset: Option<Offset>,
+}
+
 /// A producer's open transaction on this partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenTxn {
@@ -218,6 +230,23 @@ impl ProducerStates {
     /// The first offset of `producer_id`'s open transaction on this partition.
     pub fn open_txn_first(&self, producer_id: i64) -> Option<Offset> {
         self.producers.get(&producer_id).and_then(|e| e.txn_first_offset)
+    }
+
+    /// Every producer this partition remembers, by producer id.
+    pub fn summaries(&self) -> Vec<ProducerSummary> {
+        let mut out: Vec<ProducerSummary> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, e)| ProducerSummary {
+                producer_id,
+                producer_epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_sequence),
+                last_append_ms: e.last_append_ms,
+                txn_first_offset: e.txn_first_offset,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 
     /// The open transactions, oldest first.

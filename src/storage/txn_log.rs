@@ -147,6 +147,11 @@ impl PartitionLog {
         self.shared.state.borrow().transactional_gate.clone()
     }
 
+    /// The producers this partition remembers (DescribeProducers).
+    pub fn producers(&self) -> Vec<super::producer_state::ProducerSummary> {
+        self.shared.state.borrow().producers.summaries()
+    }
+
     /// This partition's open transactions, oldest first.
     pub fn open_transactions(&self) -> Vec<OpenTxn> {
         self.shared.state.borrow().producers.open_transactions()

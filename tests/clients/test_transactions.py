@@ -353,3 +353,37 @@ def test_tern_transaction_list_and_describe(broker):
     missing = subprocess.run([str(BINARY), "transaction", "describe", "nobody", "--brokers", broker.bootstrap],
                              capture_output=True, text=True, timeout=30)
     assert missing.returncode != 0 and "TRANSACTIONAL_ID_NOT_FOUND" in missing.stderr, missing.stderr
+
+
+def test_tern_transaction_producers_find_hanging_and_abort(broker):
+    from conftest import BINARY
+    create_topic(broker.bootstrap, "stuck", partitions=1)
+    producer = txn_producer(broker.bootstrap, "stuck-app")
+    producer.begin_transaction()
+    producer.produce("stuck", value=b"held", partition=0)
+    producer.flush(10)
+    plain = Producer({"bootstrap.servers": broker.bootstrap})
+    plain.produce("stuck", value=b"after", partition=0)
+    plain.flush(10)
+
+    def tern(*args, ok=True):
+        result = subprocess.run([str(BINARY), "transaction", *args, "--brokers", broker.bootstrap],
+                                capture_output=True, text=True, timeout=30)
+        assert (result.returncode == 0) == ok, result.stderr
+        return result
+
+    rows = [line.split() for line in tern("producers", "--topic", "stuck").stdout.splitlines()[1:]]
+    open_rows = [row for row in rows if row[-1] != "-"]
+    assert len(open_rows) == 1 and open_rows[0][-1] == "0", rows
+    producer_id = open_rows[0][2]
+    hanging = tern("find-hanging", "--min-age-ms", "0")
+    assert "0 hanging" in hanging.stderr and "stuck" not in hanging.stdout, "its coordinator has it open: not hanging"
+
+    assert read_all(broker.bootstrap, "stuck", "read_committed", partitions=1, idle_s=1.0) == {0: []}
+    aborted = tern("abort", "--topic", "stuck", "--partition", "0", "--producer-id", producer_id)
+    assert "aborted" in aborted.stdout
+    assert read_all(broker.bootstrap, "stuck", "read_committed", partitions=1, idle_s=1.0) == {0: ["after"]}, \
+        "the abort moved the last stable offset past the transaction, whose record is dropped"
+    tern("abort", "--topic", "stuck", "--partition", "0", "--producer-id", producer_id, ok=False)
+    producer.commit_transaction(10)  # the coordinator's own marker finds nothing open there
+    assert read_all(broker.bootstrap, "stuck", "read_committed", partitions=1, idle_s=1.0) == {0: ["after"]}

@@ -129,6 +129,8 @@ kafka_apis! {
     txn_offset_commit: TxnOffsetCommitRequest,
     describe_transactions: DescribeTransactionsRequest,
     list_transactions: ListTransactionsRequest,
+    describe_producers: DescribeProducersRequest,
+    write_txn_markers: WriteTxnMarkersRequest,
 }
 
 pub fn support_for(key: ApiKey) -> Option<ApiSupport> {

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KafkaTopicPartition
@@ -157,9 +157,25 @@ def read_partition(bootstrap, topic, partition, end, timeout=60):
 
 
 def high_watermarks(bootstrap, topic, partitions):
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"hw-{time.time()}"})
-    marks = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)]
-    consumer.close()
+    """Each partition's high watermark. A node that has just restarted may answer the
+    client's first Metadata before it has caught up with the topic (librdkafka then says
+    "Local: Unknown partition"): asked again until a node that knows it answers."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"hw-{time.time()}",
+                         "topic.metadata.refresh.interval.ms": 250})
+    marks = []
+    try:
+        for p in range(partitions):
+            deadline = time.time() + 20
+            while True:
+                try:
+                    marks.append(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+                    break
+                except KafkaException as error:
+                    if error.args[0].code() != KafkaError._UNKNOWN_PARTITION or time.time() > deadline:
+                        raise
+                    time.sleep(0.25)
+    finally:
+        consumer.close()
     return marks
 
 

@@ -12,7 +12,6 @@ use super::config::FlushPolicy;
 use super::error::{AppendError, StorageError};
 use super::log::{check_open, enqueue_batch, last_stable_offset, AppendInfo, PartitionLog};
 use super::offset::Offset;
-use super::producer_state::OpenTxn;
 use super::txn_index::{AbortedTxn, ABORTED_TXNS_FILE};
 
 /// A transaction marker to write: the coordinator's decision for one producer.
@@ -150,11 +149,6 @@ impl PartitionLog {
     /// The producers this partition remembers (DescribeProducers).
     pub fn producers(&self) -> Vec<super::producer_state::ProducerSummary> {
         self.shared.state.borrow().producers.summaries()
-    }
-
-    /// This partition's open transactions, oldest first.
-    pub fn open_transactions(&self) -> Vec<OpenTxn> {
-        self.shared.state.borrow().producers.open_transactions()
     }
 
     /// Rewrites the aborted-transaction file with the current index (entries below the

@@ -79,10 +79,6 @@ impl TxnCoordinator {
         Ok(())
     }
 
-    pub fn is_loaded(&self) -> bool {
-        self.loaded.get()
-    }
-
     /// Takes `id`'s lock, or says the id is busy (CONCURRENT_TRANSACTIONS).
     pub fn lock(&self, id: &str) -> Result<TxnLock, TxnError> {
         if !self.loaded.get() {

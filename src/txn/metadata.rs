@@ -124,8 +124,6 @@ pub enum TxnError {
     CoordinatorLoadInProgress,
     #[error("the coordinator could not allocate a producer id or write its state")]
     CoordinatorNotAvailable,
-    #[error("unknown topic or partition")]
-    UnknownTopicOrPartition,
     #[error("transactions are supported by a standalone broker only, not yet in cluster mode")]
     NotSupportedInCluster,
     #[error("no such transactional id")]
@@ -144,7 +142,6 @@ impl TxnError {
             TxnError::NotCoordinator => E::NotCoordinator.code(),
             TxnError::CoordinatorLoadInProgress => E::CoordinatorLoadInProgress.code(),
             TxnError::CoordinatorNotAvailable => E::CoordinatorNotAvailable.code(),
-            TxnError::UnknownTopicOrPartition => E::UnknownTopicOrPartition.code(),
             TxnError::NotSupportedInCluster => E::TransactionalIdAuthorizationFailed.code(),
             TxnError::TransactionalIdNotFound => E::TransactionalIdNotFound.code(),
         }

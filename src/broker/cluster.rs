@@ -88,7 +88,15 @@ pub fn start_quorum(ctx: &Rc<ShardContext>, view: Arc<ClusterView>) -> Result<()
     };
     let forwarded = {
         let ctx = ctx.clone();
-        Rc::new(move |body: Vec<u8>| Box::pin(controller_forward::execute_forwarded(ctx.clone(), body)) as _)
+        Rc::new(move |body: Vec<u8>| {
+            let ctx = ctx.clone();
+            Box::pin(async move {
+                match crate::shard::txn_forward::txn_call_body(&body) {
+                    Some(call) => crate::shard::transactions::serve_forwarded(ctx, call).await,
+                    None => controller_forward::execute_forwarded(ctx, body).await,
+                }
+            }) as _
+        })
     };
     let partition_frames = {
         let ctx = ctx.clone();

@@ -340,11 +340,12 @@ async fn shard_main(
     ctx.groups.load(&config.data_dir, |p| shard_for(crate::group::offsets::OFFSETS_TOPIC, p, shards) == id).await?;
     ctx.replicate_offsets().await?;
     glommio::spawn_local(ctx.groups.clone().run_timers()).detach();
-    if ctx.cluster.is_none() {
-        ctx.txns.load(&config.data_dir, |p| shard_for(crate::txn::TXN_STATE_TOPIC, p, shards) == id).await?;
-        glommio::spawn_local(crate::shard::transactions::run_timeouts(ctx.clone())).detach();
-        crate::shard::transactions::verify_offsets_commits(&ctx);
-    }
+    let owns_txn_state = |p| shard_for(crate::txn::TXN_STATE_TOPIC, p, shards) == id;
+    let coordinates = |p| crate::shard::txn_cluster::coordinates_at_start(&ctx, p);
+    ctx.txns.load(&config.data_dir, owns_txn_state, coordinates).await?;
+    crate::shard::txn_cluster::replicate_txn_state(&ctx).await?;
+    glommio::spawn_local(crate::shard::transactions::run_timeouts(ctx.clone())).detach();
+    crate::shard::transactions::verify_offsets_commits(&ctx);
     tracing::info!(shard = id, partitions = ctx.logs().len(), "shard recovered its logs");
 
     // Requests from other shards: each runs as its own task so a slow one (a long poll)

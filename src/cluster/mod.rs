@@ -38,6 +38,9 @@ pub struct ClusterView {
     /// Replicated `__consumer_offsets` partitions this node leads and has loaded: it
     /// coordinates their groups.
     offsets_ready: RwLock<std::collections::HashSet<i32>>,
+    /// Replicated `__transaction_state` partitions this node leads and has loaded: it
+    /// coordinates their transactional ids.
+    txn_state_ready: RwLock<std::collections::HashSet<i32>>,
 }
 
 /// A replicated partition's leader as a replica sees it.
@@ -59,6 +62,7 @@ impl ClusterView {
             peer_ids,
             leaders: RwLock::new(HashMap::new()),
             offsets_ready: RwLock::new(std::collections::HashSet::new()),
+            txn_state_ready: RwLock::new(std::collections::HashSet::new()),
         }
     }
 
@@ -67,6 +71,16 @@ impl ClusterView {
     /// coordinated it before replication (so that one is the preferred leader). `None`:
     /// not replicated (one or two nodes; with two, a Raft group would stop with either).
     pub fn offsets_replicas(&self, partition: i32) -> Option<Vec<i32>> {
+        self.internal_replicas(partition)
+    }
+
+    /// The replicas of `__transaction_state` partition `partition`: placed as
+    /// `__consumer_offsets` partitions are (`offsets_replicas`).
+    pub fn txn_state_replicas(&self, partition: i32) -> Option<Vec<i32>> {
+        self.internal_replicas(partition)
+    }
+
+    fn internal_replicas(&self, partition: i32) -> Option<Vec<i32>> {
         let n = self.peer_ids.len();
         (n >= 3).then(|| (0..3).map(|k| self.peer_ids[(partition.max(0) as usize + k) % n]).collect())
     }
@@ -76,12 +90,15 @@ impl ClusterView {
     }
 
     pub fn set_offsets_ready(&self, partition: i32, ready: bool) {
-        let mut set = self.offsets_ready.write().expect("offsets lock");
-        if ready {
-            set.insert(partition);
-        } else {
-            set.remove(&partition);
-        }
+        set_membership(&self.offsets_ready, partition, ready);
+    }
+
+    pub fn txn_state_ready(&self, partition: i32) -> bool {
+        self.txn_state_ready.read().expect("transaction state lock").contains(&partition)
+    }
+
+    pub fn set_txn_state_ready(&self, partition: i32, ready: bool) {
+        set_membership(&self.txn_state_ready, partition, ready);
     }
 
     /// The leadership of a replicated partition held here (`None`: not held here).
@@ -115,9 +132,19 @@ impl ClusterView {
         self.controller_id.store(id.unwrap_or(-1), Ordering::Relaxed);
     }
 
-    /// The node coordinating `__consumer_offsets` partition `partition` (and so the groups
-    /// that hash to it): the peers take the partitions round-robin.
+    /// The node coordinating `__consumer_offsets` (or `__transaction_state`) partition
+    /// `partition` when it is not replicated, and its preferred leader when it is: the
+    /// peers take the partitions round-robin.
     pub fn offsets_partition_leader(&self, partition: i32) -> i32 {
         self.peer_ids[partition.max(0) as usize % self.peer_ids.len()]
+    }
+}
+
+fn set_membership(set: &RwLock<std::collections::HashSet<i32>>, partition: i32, member: bool) {
+    let mut set = set.write().expect("readiness lock");
+    if member {
+        set.insert(partition);
+    } else {
+        set.remove(&partition);
     }
 }

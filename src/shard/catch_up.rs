@@ -87,6 +87,10 @@ pub async fn serve(ctx: Rc<ShardContext>, peer: i32, request: CatchUpRequest) {
     };
     let log = if request.topic == OFFSETS_TOPIC {
         (request.topic_id == OFFSETS_TOPIC_ID).then(|| ctx.groups.offsets_partition_log(request.partition)).flatten()
+    } else if request.topic == crate::txn::TXN_STATE_TOPIC {
+        (request.topic_id == super::context::TXN_STATE_TOPIC_ID)
+            .then(|| ctx.txns.partition_log(request.partition))
+            .flatten()
     } else {
         let metadata = ctx.metadata();
         let known = metadata.topics.get(&request.topic).is_some_and(|info| info.id == request.topic_id);

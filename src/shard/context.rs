@@ -26,13 +26,24 @@ use crate::storage::partition_identity::{read_claim, set_aside, write_claim, Dir
 use crate::storage::{PartitionLog, StorageEnv};
 
 use super::mesh::{Reply, ShardRequest, ShardTask};
-use super::replica_group::{GroupSpec, ProposeOutcome, ReplicaGroup};
+use super::replica_group::{GroupSpec, Proposal, ProposeOutcome, ReplicaGroup};
 use super::replicas::ReplicaEvent;
 use super::router::shard_for;
 
 /// The topic id `__consumer_offsets` replica groups use in their messages (the topic is
 /// not in the cluster metadata, which gives other topics theirs).
 pub const OFFSETS_TOPIC_ID: [u8; 16] = *b"__consumer_offs_";
+/// The same for `__transaction_state` replica groups.
+pub const TXN_STATE_TOPIC_ID: [u8; 16] = *b"__transaction_s_";
+
+/// The fixed topic id of an internal topic's replica groups (`None`: not internal).
+pub fn internal_topic_id(topic: &str) -> Option<[u8; 16]> {
+    match topic {
+        OFFSETS_TOPIC => Some(OFFSETS_TOPIC_ID),
+        crate::txn::TXN_STATE_TOPIC => Some(TXN_STATE_TOPIC_ID),
+        _ => None,
+    }
+}
 
 /// Logs a shard closes at the same time on shutdown.
 const LOGS_CLOSED_AT_ONCE: usize = 1024;
@@ -167,11 +178,27 @@ impl ShardContext {
         acks: i16,
         timeout: std::time::Duration,
     ) -> ProposeOutcome {
+        self.propose_now(partition, Proposal::Records(batch), acks, timeout).await
+    }
+
+    /// Hands `proposal` to the partition's group at once (so proposals made one after
+    /// the other are ordered that way, even before anyone waits); the future resolves
+    /// with the outcome.
+    pub fn propose_now(
+        &self,
+        partition: TopicPartition,
+        proposal: Proposal,
+        acks: i16,
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = ProposeOutcome> + 'static {
         let (reply, answer) = oneshot::channel();
-        if !self.replica_event(ReplicaEvent::Propose { partition, batch, acks, timeout, reply }) {
-            return ProposeOutcome::NotLeader;
+        let sent = self.replica_event(ReplicaEvent::Propose { partition, proposal, acks, timeout, reply });
+        async move {
+            if !sent {
+                return ProposeOutcome::NotLeader;
+            }
+            answer.await.unwrap_or(ProposeOutcome::NotLeader)
         }
-        answer.await.unwrap_or(ProposeOutcome::NotLeader)
     }
 
     /// Shard 0: hands a partition replication frame from `from` to the shard owning its
@@ -198,8 +225,8 @@ impl ShardContext {
             PeerFrame::LeaderUpdates(updates) => {
                 let (Some(view), metadata) = (&self.cluster, self.metadata()) else { return };
                 for update in updates {
-                    let current = if update.topic == OFFSETS_TOPIC {
-                        update.topic_id == OFFSETS_TOPIC_ID
+                    let current = if let Some(id) = internal_topic_id(&update.topic) {
+                        update.topic_id == id
                     } else {
                         metadata.topics.get(&update.topic).is_some_and(|info| info.id == update.topic_id)
                     };
@@ -267,6 +294,8 @@ impl ShardContext {
     pub fn replace_log(&self, partition: &TopicPartition, log: PartitionLog) {
         if partition.topic == OFFSETS_TOPIC {
             self.groups.replace_offsets_log(partition.partition, log);
+        } else if partition.topic == crate::txn::TXN_STATE_TOPIC {
+            self.txns.replace_log(partition.partition, log);
         } else {
             self.logs.borrow_mut().insert(partition.clone(), log);
         }
@@ -358,8 +387,13 @@ impl ShardContext {
     /// of the group's `__consumer_offsets` partition (-1 while it elects one), or with
     /// fewer than three nodes (not replicated) the node that holds that partition.
     pub fn group_coordinator_node(&self, group_id: &str) -> i32 {
+        self.offsets_coordinator_node(partition_for_group(group_id))
+    }
+
+    /// The node coordinating the groups of `__consumer_offsets` partition `partition`
+    /// (see `group_coordinator_node`).
+    pub fn offsets_coordinator_node(&self, partition: i32) -> i32 {
         let Some(view) = &self.cluster else { return self.config.node_id };
-        let partition = partition_for_group(group_id);
         if view.offsets_replicas(partition).is_none() {
             return view.offsets_partition_leader(partition);
         }

@@ -7,6 +7,10 @@
 //! handler.rs  executes ShardRequests on the owning shard
 //! controller.rs the single writer of cluster metadata (shard 0): validate, persist, apply
 //! metrics_publisher.rs publishes the shard's gauges every second, watches event-loop lag
+//! transactions.rs  the transaction coordinator's requests, markers, timeouts
+//! txn_cluster.rs   where an id is coordinated; `__transaction_state` as Raft groups
+//! txn_forward.rs   transaction calls between nodes (markers, KIP-890 checks)
+//! txn_markers.rs   one partition's marker written on this node
 //! ```
 //!
 //! Starting the executors, recovery, listeners and shutdown is the `broker` module's job,
@@ -23,5 +27,8 @@ pub mod replica_group;
 pub mod replicas;
 pub mod router;
 pub mod transactions;
+pub mod txn_cluster;
+pub mod txn_forward;
+pub mod txn_markers;
 
 pub use context::ShardContext;

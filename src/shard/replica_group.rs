@@ -35,6 +35,16 @@ pub const REPLICA_LAG_MAX: std::time::Duration = std::time::Duration::from_secs(
 /// Bytes per read while rebuilding the window.
 const READ_BYTES: usize = 1 << 20;
 
+/// What a leader is asked to append.
+#[derive(Debug, Clone)]
+pub enum Proposal {
+    /// A client's record batch (checked, stamped, its producer's sequence recorded).
+    Records(bytes::Bytes),
+    /// The transaction coordinator's marker for one producer (min.insync.replicas does
+    /// not apply: the decision is already taken, the marker must get through).
+    Marker(crate::storage::TxnMarker),
+}
+
 /// What a produce request is told once its batch is in (or not).
 #[derive(Debug)]
 pub enum ProposeOutcome {
@@ -95,9 +105,9 @@ pub struct ReplicaGroup {
     /// Leader: the index of its term's first entry (everything earlier leaders committed
     /// is committed here once this is).
     pub term_start_index: u64,
-    /// `__consumer_offsets` groups: the term in which this leader loaded the offsets
-    /// and took over coordination.
-    pub offsets_loaded_term: Option<u64>,
+    /// `__consumer_offsets` and `__transaction_state` groups: the term in which this
+    /// leader loaded the partition's state and took over coordination.
+    pub coordinator_loaded_term: Option<u64>,
     /// Leader: ticks since it last checked for its preferred replica.
     pub balance_ticks: u32,
     /// Leader: ticks each follower has spent in Raft's snapshot state.
@@ -229,7 +239,7 @@ impl ReplicaGroup {
             heard_window: 2 * cluster.replica_election_timeout,
             balance_ticks: 0,
             term_start_index: u64::MAX,
-            offsets_loaded_term: None,
+            coordinator_loaded_term: None,
             snapshot_ticks: std::collections::HashMap::new(),
             published: None,
             role: StateRole::Follower,

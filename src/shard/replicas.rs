@@ -25,7 +25,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 use raft::eraftpb::{Entry, Message, MessageType};
@@ -39,7 +39,7 @@ use crate::replication::entry::{epoch_of, leader_noop_batch, offsets_of};
 use crate::replication::WindowEntry;
 use crate::storage::{Offset, PendingAppend, StorageError};
 
-use super::replica_group::{ProposeOutcome, ReplicaGroup, Waiter, WINDOW_KEEP_BYTES};
+use super::replica_group::{Proposal, ProposeOutcome, ReplicaGroup, Waiter, WINDOW_KEEP_BYTES};
 use super::ShardContext;
 
 /// The commit anchor is written at most this often per group (and at close).
@@ -58,7 +58,7 @@ pub enum ReplicaEvent {
     },
     Propose {
         partition: TopicPartition,
-        batch: Bytes,
+        proposal: Proposal,
         acks: i16,
         timeout: Duration,
         reply: oneshot::Sender<ProposeOutcome>,
@@ -256,12 +256,14 @@ impl Driver {
                     }
                 }
             }
-            ReplicaEvent::Propose { partition, batch, acks, timeout, reply } => match self.groups.get_mut(&partition) {
-                Some(group) => propose(group, batch, acks, timeout, reply),
-                None => {
-                    let _ = reply.send(ProposeOutcome::NotLeader);
+            ReplicaEvent::Propose { partition, proposal, acks, timeout, reply } => {
+                match self.groups.get_mut(&partition) {
+                    Some(group) => propose(group, proposal, acks, timeout, reply),
+                    None => {
+                        let _ = reply.send(ProposeOutcome::NotLeader);
+                    }
                 }
-            },
+            }
             ReplicaEvent::Add(group) => {
                 let key = group.partition.clone();
                 if let Some(mut old) = self.groups.insert(key.clone(), *group) {
@@ -328,11 +330,19 @@ impl Driver {
         let waits = in_flight.into_iter().map(|mut flight| {
             let group = self.groups.get(&flight.partition);
             let state = group.map(|g| (g.log.dir().to_path_buf(), g.log.storage_env(), g.current_state()));
+            // Abort markers written this round: their index entries reach the disk
+            // before Raft hears the entries are persisted.
+            let aborts = group.map(|g| g.log.clone()).filter(|log| log.take_unsaved_aborts());
             async move {
                 let mut failure = None;
                 for write in std::mem::take(&mut flight.writes) {
                     if let Err(error) = write.durable().await {
                         failure.get_or_insert(error);
+                    }
+                }
+                if let (Some(log), None) = (aborts, &failure) {
+                    if let Err(error) = log.persist_aborted_index().await {
+                        failure = Some(error);
                     }
                 }
                 let mut written_state = None;
@@ -469,6 +479,8 @@ impl Driver {
             publish_leadership(view, group, &mut self.leader_updates);
             if group.partition.topic == OFFSETS_TOPIC {
                 coordinate_offsets(&self.ctx, view, group);
+            } else if group.partition.topic == crate::txn::TXN_STATE_TOPIC {
+                super::txn_cluster::coordinate_txn_state(&self.ctx, view, group);
             }
         }
     }
@@ -520,10 +532,11 @@ impl InFlight {
     }
 }
 
-/// A leader takes a produce request: checks, stamps and proposes the batch.
+/// A leader takes a produce request (or a transaction marker): checks, stamps and
+/// proposes the batch.
 fn propose(
     group: &mut ReplicaGroup,
-    batch: Bytes,
+    proposal: Proposal,
     acks: i16,
     timeout: Duration,
     reply: oneshot::Sender<ProposeOutcome>,
@@ -532,7 +545,7 @@ fn propose(
         let _ = reply.send(ProposeOutcome::NotLeader);
         return;
     }
-    if acks == -1 {
+    if acks == -1 && matches!(proposal, Proposal::Records(_)) {
         let min_insync = group.log.config().min_insync_replicas;
         let in_sync = group.in_sync().len();
         if (in_sync as i32) < min_insync {
@@ -542,7 +555,11 @@ fn propose(
     }
     let base_offset = group.next_entry_offset();
     let term = group.node.raft.term;
-    let prepared = match group.log.prepare_entry(BytesMut::from(&batch[..]), base_offset, epoch_of(term)) {
+    let prepared = match proposal {
+        Proposal::Records(batch) => group.log.prepare_entry(BytesMut::from(&batch[..]), base_offset, epoch_of(term)),
+        Proposal::Marker(marker) => group.log.marker_entry(marker, base_offset, epoch_of(term)),
+    };
+    let prepared = match prepared {
         Ok(prepared) => prepared,
         Err(error) => {
             let _ = reply.send(ProposeOutcome::Refused(error));
@@ -693,17 +710,17 @@ fn coordinate_offsets(ctx: &Rc<ShardContext>, view: &Arc<crate::cluster::Cluster
     let partition = group.partition.partition;
     let term = group.node.raft.term;
     if !group.is_leader() {
-        if group.offsets_loaded_term.take().is_some() {
+        if group.coordinator_loaded_term.take().is_some() {
             view.set_offsets_ready(partition, false);
             ctx.groups.follow_offsets(partition);
             tracing::info!(partition, "no longer coordinating the groups of this offsets partition");
         }
         return;
     }
-    if group.offsets_loaded_term == Some(term) || group.node.raft.raft_log.committed < group.term_start_index {
+    if group.coordinator_loaded_term == Some(term) || group.node.raft.raft_log.committed < group.term_start_index {
         return;
     }
-    group.offsets_loaded_term = Some(term);
+    group.coordinator_loaded_term = Some(term);
     view.set_offsets_ready(partition, false);
     let ctx = ctx.clone();
     let view = view.clone();

@@ -18,7 +18,7 @@
 //! CONCURRENT_TRANSACTIONS until then, as in Kafka. After a restart the same loop
 //! finishes every transaction found in a Prepare state.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
@@ -26,15 +26,19 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use kafka_protocol::error::ResponseError;
 
-use crate::group::coordinator::{GroupRequest, TxnProducer, TxnVerifier};
+use crate::group::coordinator::{TxnProducer, TxnVerifier};
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::protocol::topic_partition::TopicPartition;
 use crate::storage::clock::{Clock, SystemClock};
-use crate::storage::{AppendError, TxnMarker};
+use crate::storage::TxnMarker;
 use crate::txn::metadata::EPOCH_MAX;
 use crate::txn::{partition_for_txn, TxnError, TxnLock, TxnMetadata, TxnState, TXN_STATE_TOPIC};
 
+use super::context::PartitionLeader;
 use super::mesh::{ControllerRequest, ShardRequest};
+use super::txn_cluster::{check_coordinator, txn_coordinator_node};
+use super::txn_forward::{self, TxnAnswer, TxnCall};
+use super::txn_markers::write_marker_here;
 use super::ShardContext;
 
 fn now_ms() -> i64 {
@@ -46,17 +50,15 @@ pub fn coordinator_shard(ctx: &ShardContext, transactional_id: &str) -> usize {
     ctx.owner(TXN_STATE_TOPIC, partition_for_txn(transactional_id))
 }
 
-/// Runs `work` on the shard coordinating `transactional_id`. Transactions need the
-/// standalone broker for now: in cluster mode the answer is an error.
+/// Runs `work` on the shard coordinating `transactional_id`, when this node coordinates
+/// it (NOT_COORDINATOR otherwise: the client asks FindCoordinator again).
 pub async fn on_coordinator<T, F, Fut>(ctx: &Rc<ShardContext>, transactional_id: &str, work: F) -> Result<T, TxnError>
 where
     T: Send + 'static,
     F: FnOnce(Rc<ShardContext>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, TxnError>> + 'static,
 {
-    if ctx.cluster.is_some() {
-        return Err(TxnError::NotSupportedInCluster);
-    }
+    check_coordinator(ctx, transactional_id)?;
     let shard = coordinator_shard(ctx, transactional_id);
     ctx.run_on(shard, work).await.unwrap_or(Err(TxnError::CoordinatorNotAvailable))
 }
@@ -188,9 +190,33 @@ pub fn verify(
     }
 }
 
+/// [`verify`] on the node coordinating `transactional_id`, this one or another. `Err`
+/// is the Kafka error code; a fenced producer is told INVALID_PRODUCER_EPOCH (what every
+/// version knows).
+pub async fn verify_anywhere(
+    ctx: &Rc<ShardContext>,
+    transactional_id: String,
+    producer_id: i64,
+    producer_epoch: i16,
+    partition: TopicPartition,
+) -> Result<(), i16> {
+    let node = txn_coordinator_node(ctx, &transactional_id);
+    if node != ctx.config.node_id && node >= 0 {
+        return txn_forward::verify_on(ctx, node, transactional_id, producer_id, producer_epoch, partition).await;
+    }
+    let key = transactional_id.clone();
+    on_coordinator(ctx, &key, move |ctx| async move {
+        verify(&ctx, &transactional_id, producer_id, producer_epoch, &partition)
+    })
+    .await
+    .map_err(|error| match error {
+        TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch.code(),
+        other => other.code(),
+    })
+}
+
 /// Lets this shard's group coordinator check TxnOffsetCommit requests: the producer is
 /// the id's current one and its transaction is open with the group's offsets partition.
-/// A fenced producer is told INVALID_PRODUCER_EPOCH (what every version knows).
 pub fn verify_offsets_commits(ctx: &Rc<ShardContext>) {
     let weak = Rc::downgrade(ctx);
     let verifier = TxnVerifier(Rc::new(move |producer: TxnProducer, offsets_partition: i32| {
@@ -199,18 +225,38 @@ pub fn verify_offsets_commits(ctx: &Rc<ShardContext>) {
             let ctx = ctx.ok_or(ResponseError::CoordinatorNotAvailable.code())?;
             let TxnProducer { transactional_id, producer_id, producer_epoch } = producer;
             let partition = TopicPartition::new(OFFSETS_TOPIC, offsets_partition);
+            verify_anywhere(&ctx, transactional_id, producer_id, producer_epoch, partition).await
+        }) as _
+    }));
+    ctx.groups.verify_transactions_with(verifier);
+}
+
+/// The answering side of another node's transaction call (`txn_forward`).
+pub async fn serve_forwarded(ctx: Rc<ShardContext>, body: &[u8]) -> Vec<u8> {
+    let answer = match txn_forward::decode_call(body) {
+        Err(reason) => TxnAnswer::Unreadable(reason),
+        Ok(TxnCall::WriteMarkers { marker, partitions }) => {
+            let marker = TxnMarker::from(marker);
+            let writes = partitions
+                .into_iter()
+                .map(|(topic, partition)| write_marker_here(&ctx, TopicPartition::new(topic, partition), marker));
+            TxnAnswer::Codes(join_all(writes).await)
+        }
+        Ok(TxnCall::Verify { transactional_id, producer_id, producer_epoch, topic, partition }) => {
             let key = transactional_id.clone();
-            on_coordinator(&ctx, &key, move |ctx| async move {
+            let partition = TopicPartition::new(topic, partition);
+            let verified = on_coordinator(&ctx, &key, move |ctx| async move {
                 verify(&ctx, &transactional_id, producer_id, producer_epoch, &partition)
             })
             .await
             .map_err(|error| match error {
                 TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch.code(),
                 other => other.code(),
-            })
-        }) as _
-    }));
-    ctx.groups.verify_transactions_with(verifier);
+            });
+            TxnAnswer::Verified(verified)
+        }
+    };
+    txn_forward::encode_answer(&answer)
 }
 
 /// EndTxn: commits or aborts the open transaction. A retry of an end that already
@@ -265,8 +311,7 @@ async fn complete(ctx: &Rc<ShardContext>, lock: &TxnLock, meta: TxnMetadata) -> 
         committed: commit,
         coordinator_epoch: 0,
     };
-    let writes = meta.partitions.iter().map(|tp| write_marker(ctx, tp.clone(), marker));
-    let failed: Vec<String> = join_all(writes).await.into_iter().filter_map(Result::err).collect();
+    let failed = write_markers(ctx, &meta.partitions, marker).await;
     if !failed.is_empty() {
         tracing::warn!(
             transactional_id = lock.id(),
@@ -287,39 +332,72 @@ async fn complete(ctx: &Rc<ShardContext>, lock: &TxnLock, meta: TxnMetadata) -> 
     Ok(done)
 }
 
-/// One partition's marker: a control batch in a data partition's log, or the end of the
-/// staged offsets in a `__consumer_offsets` partition. A partition that no longer exists
-/// needs none. `Err` says what failed.
-async fn write_marker(ctx: &Rc<ShardContext>, partition: TopicPartition, marker: TxnMarker) -> Result<(), String> {
-    if partition.topic == OFFSETS_TOPIC {
-        let shard = ctx.owner(OFFSETS_TOPIC, partition.partition);
-        let (index, producer_id, commit) = (partition.partition, marker.producer_id, marker.committed);
-        return match ctx
-            .call(shard, move |reply| {
-                ShardRequest::Group(GroupRequest::EndTxn { partition: index, producer_id, commit, reply })
-            })
-            .await
-        {
-            Some(Ok(())) => Ok(()),
-            Some(Err(code)) => Err(format!("{partition}: error {code}")),
-            None => Err(format!("{partition}: shard gone")),
-        };
+/// Where a partition's marker is written.
+enum MarkerDestination {
+    Here,
+    Node(i32),
+    /// The partition no longer exists: it needs no marker.
+    Gone,
+    /// No node can take it now (no leader): tried again later.
+    Unavailable,
+}
+
+fn marker_destination(ctx: &ShardContext, partition: &TopicPartition) -> MarkerDestination {
+    let node = if partition.topic == OFFSETS_TOPIC {
+        ctx.offsets_coordinator_node(partition.partition)
+    } else {
+        match ctx.partition_leader(&ctx.metadata(), &partition.topic, partition.partition) {
+            PartitionLeader::Unknown => return MarkerDestination::Gone,
+            PartitionLeader::Here => return MarkerDestination::Here,
+            PartitionLeader::Broker(node) => node,
+            PartitionLeader::Offline => return MarkerDestination::Unavailable,
+        }
+    };
+    match node {
+        node if node == ctx.config.node_id => MarkerDestination::Here,
+        node if node >= 0 => MarkerDestination::Node(node),
+        _ => MarkerDestination::Unavailable,
     }
-    let name = partition.to_string();
-    let outcome = ctx
-        .on_partition(&partition.topic, partition.partition, move |_, log| async move {
-            match log {
-                Ok(log) => log.append_marker(marker).await.map(drop).map_err(|e: AppendError| e.to_string()),
-                Err(code) if code == ResponseError::UnknownTopicOrPartition.code() => Ok(()),
-                Err(code) => Err(format!("error {code}")),
-            }
-        })
-        .await;
-    match outcome {
-        Some(Ok(())) => Ok(()),
-        Some(Err(reason)) => Err(format!("{name}: {reason}")),
-        None => Err(format!("{name}: shard gone")),
+}
+
+/// Writes `marker` to every partition of a transaction, all at once: those this node
+/// leads here, the others through a call to each leading node. Returns what failed.
+async fn write_markers(
+    ctx: &Rc<ShardContext>,
+    partitions: &BTreeSet<TopicPartition>,
+    marker: TxnMarker,
+) -> Vec<String> {
+    let written = |code: i16| code == 0 || code == ResponseError::UnknownTopicOrPartition.code();
+    let mut failed = Vec::new();
+    let mut here = Vec::new();
+    let mut remote: BTreeMap<i32, Vec<TopicPartition>> = BTreeMap::new();
+    for partition in partitions {
+        match marker_destination(ctx, partition) {
+            MarkerDestination::Here => here.push(partition.clone()),
+            MarkerDestination::Node(node) => remote.entry(node).or_default().push(partition.clone()),
+            MarkerDestination::Gone => {}
+            MarkerDestination::Unavailable => failed.push(format!("{partition}: no leader")),
+        }
     }
+    let local = join_all(here.into_iter().map(|partition| async move {
+        let code = write_marker_here(ctx, partition.clone(), marker).await;
+        (!written(code)).then(|| format!("{partition}: error {code}"))
+    }));
+    let forwarded = join_all(remote.into_iter().map(|(node, partitions)| async move {
+        match txn_forward::write_markers_on(ctx, node, marker, &partitions).await {
+            Ok(codes) => partitions
+                .iter()
+                .zip(codes)
+                .filter(|(_, code)| !written(*code))
+                .map(|(partition, code)| format!("{partition} on node {node}: error {code}"))
+                .collect(),
+            Err(reason) => vec![format!("node {node}: {reason}")],
+        }
+    }));
+    let (local, forwarded) = futures_util::future::join(local, forwarded).await;
+    failed.extend(local.into_iter().flatten());
+    failed.extend(forwarded.into_iter().flatten());
+    failed
 }
 
 /// Aborts `transactional_id`'s transaction if it has outlived its timeout, or finishes

@@ -77,6 +77,9 @@ pub(crate) struct LogState {
     pub aborted: TxnIndex,
     /// Serializes writes of the aborted-transaction file.
     pub txn_index_gate: Rc<glommio::sync::Semaphore>,
+    /// An abort reached `aborted` through a replicated append (`append_entry`) and the
+    /// file does not have it yet (see `PartitionLog::take_unsaved_aborts`).
+    pub aborted_unsaved: bool,
     /// A producer-state snapshot as of the segment a roll just started, to be written
     /// (see `producer_state`).
     pub roll_snapshot: Option<(Offset, Vec<u8>)>,
@@ -277,8 +280,22 @@ impl PartitionLog {
             }
             .into());
         }
-        if record_producer {
-            state.producers.record(&header, log_end, now_ms);
+        match crate::protocol::control_batch::marker_outcome(&batch, &header) {
+            // A transaction marker, on every replica alike (the leader records nothing
+            // for it when proposing): it closes the producer's transaction here.
+            Some(committed) => {
+                let completed = state.producers.record_marker(&header, committed, log_end, now_ms);
+                if let Some(txn) = completed.filter(|t| !t.committed) {
+                    state.aborted.push(super::txn_index::AbortedTxn {
+                        producer_id: txn.producer_id,
+                        first_offset: txn.first_offset,
+                        last_offset: txn.last_offset,
+                    });
+                    state.aborted_unsaved = true;
+                }
+            }
+            None if record_producer => state.producers.record(&header, log_end, now_ms),
+            None => {}
         }
         let log_append_time_ms = header.is_log_append_time().then_some(header.max_timestamp);
         let enqueued = enqueue_batch(state, batch, &header, log_append_time_ms, now_ms);
@@ -297,7 +314,18 @@ impl PartitionLog {
         if let Some((base, bytes)) = roll_snapshot {
             let dir = self.shared.dir.clone();
             let env = self.shared.env.clone();
+            let log = self.clone();
             glommio::spawn_local(async move {
+                // A recovery from this snapshot scans only the segments after it for
+                // aborts: the index file must hold every abort before it first (a
+                // replicated log's aborts reach it after their markers are written).
+                if log.take_unsaved_aborts() {
+                    if let Err(error) = log.persist_aborted_index().await {
+                        log.shared.state.borrow_mut().aborted_unsaved = true;
+                        tracing::warn!(dir = %dir.display(), %error, "could not save the aborted-transaction index at a roll");
+                        return;
+                    }
+                }
                 // Synced: a crash recovery starts from it for producers (and open
                 // transactions) last seen before this segment. One file per base, so
                 // two quick rolls never overwrite each other; the newest two are kept

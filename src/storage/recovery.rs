@@ -164,6 +164,7 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
     let state = LogState {
         aborted,
         txn_index_gate: Rc::new(glommio::sync::Semaphore::new(1)),
+        aborted_unsaved: false,
         transactional_gate: Rc::new(glommio::sync::Semaphore::new(1)),
         roll_snapshot: None,
         cache: LogCache::new(env.batch_cache.clone(), config.use_batch_cache),

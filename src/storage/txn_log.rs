@@ -10,7 +10,7 @@ use crate::protocol::record_batch::{self, BatchHeader};
 
 use super::config::FlushPolicy;
 use super::error::{AppendError, StorageError};
-use super::log::{check_open, enqueue_batch, last_stable_offset, AppendInfo, PartitionLog};
+use super::log::{check_open, enqueue_batch, last_stable_offset, AppendInfo, PartitionLog, PreparedEntry};
 use super::offset::Offset;
 use super::txn_index::{AbortedTxn, ABORTED_TXNS_FILE};
 
@@ -107,6 +107,43 @@ impl PartitionLog {
         Ok(info)
     }
 
+    /// A replicated partition's marker, as the leader proposes it: the control batch
+    /// stamped with `base_offset` and the leader `epoch`. Nothing is recorded here:
+    /// every replica applies it when Raft hands it out (`append_entry`).
+    pub fn marker_entry(
+        &self,
+        marker: TxnMarker,
+        base_offset: Offset,
+        epoch: i32,
+    ) -> Result<PreparedEntry, AppendError> {
+        let now_ms = self.shared.env.clock.now_ms();
+        check_open(&self.shared.state.borrow())?;
+        let bytes = control_batch::transaction_marker(
+            marker.producer_id,
+            marker.producer_epoch,
+            marker.committed,
+            marker.coordinator_epoch,
+            now_ms,
+        );
+        let mut batch = BytesMut::from(&bytes[..]);
+        record_batch::set_base_offset(&mut batch, base_offset.value());
+        record_batch::set_partition_leader_epoch(&mut batch, epoch);
+        let header = BatchHeader::parse(&batch)?;
+        Ok(PreparedEntry {
+            bytes: batch.freeze(),
+            base_offset,
+            next_offset: Offset(base_offset.value() + i64::from(header.last_offset_delta) + 1),
+            log_append_time_ms: None,
+        })
+    }
+
+    /// Whether aborts were added (by replicated appends) that the index file lacks;
+    /// the caller saves it (`persist_aborted_index`) before it reports the entries
+    /// durable, so a committed abort marker always has its index entry on disk.
+    pub fn take_unsaved_aborts(&self) -> bool {
+        std::mem::take(&mut self.shared.state.borrow_mut().aborted_unsaved)
+    }
+
     /// fdatasync of the segment holding `offset`.
     async fn sync_segment_holding(&self, offset: Offset) -> Result<(), StorageError> {
         let file = {
@@ -154,7 +191,7 @@ impl PartitionLog {
     /// Rewrites the aborted-transaction file with the current index (entries below the
     /// log start dropped). Writers queue, and each writes the index as it is when its
     /// turn comes, so the last write holds every entry added before it.
-    pub(crate) async fn persist_aborted_index(&self) -> Result<(), StorageError> {
+    pub async fn persist_aborted_index(&self) -> Result<(), StorageError> {
         let gate = self.shared.state.borrow().txn_index_gate.clone();
         let _permit = gate.acquire_permit(1).await;
         let bytes = {
@@ -308,6 +345,51 @@ mod tests {
                     assert_eq!(log.offsets().log_end.offset(), Offset(2), "seed {seed}: the marker survived");
                     assert_eq!(log.last_stable_offset(), Offset(2), "seed {seed}: nothing is left open");
                 }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn replicated_markers_apply_on_every_replica_and_their_aborts_reach_the_index() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let disk = MemoryDisk::new(3);
+                let env = || StorageEnv { disk: Disk::Memory(disk.session()), ..StorageEnv::default() };
+                let dir = std::path::Path::new("/txn-replicated");
+                let log = PartitionLog::open(dir, LogConfig::default(), env()).await.unwrap();
+                log.replicate(Offset(0));
+                // The leader's batch (recorded when prepared) and a follower's (recorded
+                // when appended): both open their producer's transaction.
+                let prepared = log.prepare_entry(transactional_batch(7, 0), Offset(0), 1).unwrap();
+                log.append_entry(prepared.bytes, false).unwrap().durable().await.unwrap();
+                let mut follower_batch = transactional_batch(8, 0);
+                record_batch::set_base_offset(&mut follower_batch, 1);
+                log.append_entry(follower_batch.freeze(), true).unwrap().durable().await.unwrap();
+                assert!(log.has_open_transaction(7) && log.has_open_transaction(8));
+
+                // The leader records nothing when it stamps a marker; appending applies it.
+                let abort = log.marker_entry(marker(7, false), Offset(2), 1).unwrap();
+                assert_eq!(abort.next_offset, Offset(3));
+                assert!(log.has_open_transaction(7), "a proposed marker changes nothing yet");
+                assert!(!log.take_unsaved_aborts());
+                log.append_entry(abort.bytes, false).unwrap().durable().await.unwrap();
+                assert!(!log.has_open_transaction(7));
+                assert!(log.take_unsaved_aborts(), "the abort is to be saved before it is acknowledged");
+                assert!(!log.take_unsaved_aborts());
+                log.persist_aborted_index().await.unwrap();
+
+                log.set_commit(Offset(3));
+                assert_eq!(log.last_stable_offset(), Offset(1), "producer 8's transaction is still open");
+                let aborted = log.stable_view(Offset(0)).aborted;
+                assert_eq!(aborted, vec![AbortedTxn { producer_id: 7, first_offset: Offset(0), last_offset: Offset(2) }]);
+                drop(log);
+
+                disk.crash();
+                let log = PartitionLog::open(dir, LogConfig::default(), env()).await.unwrap();
+                assert_eq!(log.stable_view(Offset(0)).aborted.len(), 1, "the abort survived the crash");
+                assert!(log.has_open_transaction(8));
             })
             .unwrap()
             .join()

@@ -14,7 +14,9 @@ use std::rc::Rc;
 use crate::storage::{PartitionLog, StorageError};
 
 use super::metadata::{TxnError, TxnMetadata, TxnState};
-use super::store::{partition_for_txn, TxnStatePartition, TXN_STATE_PARTITIONS, TXN_STATE_TOPIC};
+use super::store::{
+    partition_for_txn, TxnStatePartition, TxnStateWriter, TxnStoreError, TXN_STATE_PARTITIONS, TXN_STATE_TOPIC,
+};
 
 /// Broker-wide transaction settings.
 #[derive(Debug, Clone, Copy)]
@@ -36,9 +38,14 @@ impl Default for TxnConfig {
 pub struct TxnCoordinator {
     pub config: TxnConfig,
     partitions: RefCell<HashMap<i32, Rc<TxnStatePartition>>>,
+    /// The ids of the partitions this shard coordinates now (`ready`).
     txns: RefCell<HashMap<String, TxnMetadata>>,
     busy: Rc<RefCell<HashSet<String>>>,
     loaded: Cell<bool>,
+    /// Partitions whose ids this shard coordinates: standalone every partition it owns;
+    /// in a cluster those this node leads (replicated) or is the home of (not
+    /// replicated), once their state is loaded.
+    ready: RefCell<HashSet<i32>>,
 }
 
 /// The right to change one id's state; released when dropped.
@@ -65,24 +72,89 @@ impl TxnCoordinator {
         TxnCoordinator { config, ..TxnCoordinator::default() }
     }
 
-    /// Opens and replays the `__transaction_state` partitions `owns` says are this shard's.
-    pub async fn load(&self, data_dir: &Path, owns: impl Fn(i32) -> bool) -> Result<(), String> {
+    /// Opens and replays the `__transaction_state` partitions `owns` says are this shard's,
+    /// and coordinates those `coordinates` names at once (the others wait for
+    /// [`TxnCoordinator::lead`]).
+    pub async fn load(
+        &self,
+        data_dir: &Path,
+        owns: impl Fn(i32) -> bool,
+        coordinates: impl Fn(i32) -> bool,
+    ) -> Result<(), String> {
         for partition in (0..TXN_STATE_PARTITIONS).filter(|p| owns(*p)) {
             let (store, states) = TxnStatePartition::open(data_dir, partition)
                 .await
                 .map_err(|e| format!("cannot load {TXN_STATE_TOPIC}-{partition}: {e}"))?;
-            tracing::info!(partition, transactional_ids = states.len(), "loaded transaction state");
             self.partitions.borrow_mut().insert(partition, Rc::new(store));
-            self.txns.borrow_mut().extend(states);
+            if coordinates(partition) {
+                tracing::info!(partition, transactional_ids = states.len(), "loaded transaction state");
+                self.txns.borrow_mut().extend(states);
+                self.ready.borrow_mut().insert(partition);
+            }
         }
         self.loaded.set(true);
         Ok(())
+    }
+
+    /// The log of partition `partition`, if this shard holds it.
+    pub fn partition_log(&self, partition: i32) -> Option<PartitionLog> {
+        self.partitions.borrow().get(&partition).map(|p| p.log())
+    }
+
+    /// Opens partition `partition` afresh (its directory was moved aside).
+    pub async fn reopen(&self, data_dir: &Path, partition: i32) -> Result<PartitionLog, StorageError> {
+        let (store, _) = TxnStatePartition::open(data_dir, partition).await?;
+        let log = store.log();
+        self.partitions.borrow_mut().insert(partition, Rc::new(store));
+        Ok(log)
+    }
+
+    /// The replica group reopened partition `partition`'s log.
+    pub fn replace_log(&self, partition: i32, log: PartitionLog) {
+        if let Some(store) = self.partitions.borrow().get(&partition) {
+            store.set_log(log);
+        }
+    }
+
+    /// Cluster mode: partition `partition` is replicated; its records go through `writer`.
+    pub fn replicate_with(&self, partition: i32, writer: TxnStateWriter) {
+        if let Some(store) = self.partitions.borrow().get(&partition) {
+            store.replicate_with(writer);
+        }
+    }
+
+    /// This node now leads replicated partition `partition` and its log holds every
+    /// record earlier leaders committed: its ids are reloaded from it and coordinated
+    /// here. Returns how many ids it holds.
+    pub async fn lead(&self, partition: i32) -> Result<usize, String> {
+        let store = self
+            .partitions
+            .borrow()
+            .get(&partition)
+            .cloned()
+            .ok_or_else(|| format!("{TXN_STATE_TOPIC}-{partition} is not on this shard"))?;
+        let states = store.replay().await.map_err(|e| e.to_string())?;
+        let count = states.len();
+        let mut txns = self.txns.borrow_mut();
+        txns.retain(|id, _| partition_for_txn(id) != partition);
+        txns.extend(states);
+        self.ready.borrow_mut().insert(partition);
+        Ok(count)
+    }
+
+    /// This node no longer leads partition `partition`: its ids are coordinated elsewhere.
+    pub fn follow(&self, partition: i32) {
+        self.ready.borrow_mut().remove(&partition);
+        self.txns.borrow_mut().retain(|id, _| partition_for_txn(id) != partition);
     }
 
     /// Takes `id`'s lock, or says the id is busy (CONCURRENT_TRANSACTIONS).
     pub fn lock(&self, id: &str) -> Result<TxnLock, TxnError> {
         if !self.loaded.get() {
             return Err(TxnError::CoordinatorLoadInProgress);
+        }
+        if !self.ready.borrow().contains(&partition_for_txn(id)) {
+            return Err(TxnError::NotCoordinator);
         }
         if !self.busy.borrow_mut().insert(id.to_string()) {
             return Err(TxnError::ConcurrentTransactions);
@@ -98,11 +170,17 @@ impl TxnCoordinator {
     pub async fn persist(&self, lock: &TxnLock, meta: TxnMetadata) -> Result<(), TxnError> {
         let partition = partition_for_txn(&lock.id);
         let store = self.partitions.borrow().get(&partition).cloned().ok_or(TxnError::NotCoordinator)?;
-        store.write(&lock.id, Some(&meta)).await.map_err(|error| {
-            tracing::warn!(transactional_id = %lock.id, %error, "could not persist transaction state");
-            TxnError::CoordinatorNotAvailable
-        })?;
-        self.txns.borrow_mut().insert(lock.id.clone(), meta);
+        store.write(&lock.id, Some(&meta)).await.map_err(|error| store_error(&lock.id, error))?;
+        self.apply(partition, &lock.id, meta)
+    }
+
+    /// Applies a persisted state, unless this shard stopped coordinating the id's
+    /// partition meanwhile (the new leader has the record from the log).
+    fn apply(&self, partition: i32, id: &str, meta: TxnMetadata) -> Result<(), TxnError> {
+        if !self.ready.borrow().contains(&partition) {
+            return Err(TxnError::NotCoordinator);
+        }
+        self.txns.borrow_mut().insert(id.to_string(), meta);
         Ok(())
     }
 
@@ -114,14 +192,11 @@ impl TxnCoordinator {
     pub async fn persist_in_background(&self, lock: &TxnLock, meta: TxnMetadata) -> Result<(), TxnError> {
         let partition = partition_for_txn(&lock.id);
         let store = self.partitions.borrow().get(&partition).cloned().ok_or(TxnError::NotCoordinator)?;
-        let pending = store.queue(&lock.id, Some(&meta)).await.map_err(|error| {
-            tracing::warn!(transactional_id = %lock.id, %error, "could not persist transaction state");
-            TxnError::CoordinatorNotAvailable
-        })?;
-        self.txns.borrow_mut().insert(lock.id.clone(), meta);
+        let pending = store.queue(&lock.id, Some(&meta)).await.map_err(|error| store_error(&lock.id, error))?;
+        self.apply(partition, &lock.id, meta)?;
         let id = lock.id.clone();
         glommio::spawn_local(async move {
-            if let Err(error) = pending.durable().await {
+            if let Err(error) = pending.await {
                 tracing::warn!(transactional_id = %id, %error, "a transaction's completion did not reach the disk");
             }
         })
@@ -157,7 +232,7 @@ impl TxnCoordinator {
     pub async fn forget(&self, lock: &TxnLock) -> Result<(), TxnError> {
         let partition = partition_for_txn(&lock.id);
         let store = self.partitions.borrow().get(&partition).cloned().ok_or(TxnError::NotCoordinator)?;
-        store.write(&lock.id, None).await.map_err(|_| TxnError::CoordinatorNotAvailable)?;
+        store.write(&lock.id, None).await.map_err(|error| store_error(&lock.id, error))?;
         self.txns.borrow_mut().remove(&lock.id);
         Ok(())
     }
@@ -181,5 +256,16 @@ impl TxnCoordinator {
             log.close().await?;
         }
         Ok(())
+    }
+}
+
+/// The client's error for a state record that was not written.
+fn store_error(id: &str, error: TxnStoreError) -> TxnError {
+    tracing::warn!(transactional_id = %id, %error, "could not persist transaction state");
+    match error {
+        TxnStoreError::Replicated(code) if code == kafka_protocol::error::ResponseError::NotCoordinator.code() => {
+            TxnError::NotCoordinator
+        }
+        _ => TxnError::CoordinatorNotAvailable,
     }
 }

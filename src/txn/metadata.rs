@@ -124,8 +124,6 @@ pub enum TxnError {
     CoordinatorLoadInProgress,
     #[error("the coordinator could not allocate a producer id or write its state")]
     CoordinatorNotAvailable,
-    #[error("transactions are supported by a standalone broker only, not yet in cluster mode")]
-    NotSupportedInCluster,
     #[error("no such transactional id")]
     TransactionalIdNotFound,
 }
@@ -142,7 +140,6 @@ impl TxnError {
             TxnError::NotCoordinator => E::NotCoordinator.code(),
             TxnError::CoordinatorLoadInProgress => E::CoordinatorLoadInProgress.code(),
             TxnError::CoordinatorNotAvailable => E::CoordinatorNotAvailable.code(),
-            TxnError::NotSupportedInCluster => E::TransactionalIdAuthorizationFailed.code(),
             TxnError::TransactionalIdNotFound => E::TransactionalIdNotFound.code(),
         }
     }

@@ -17,4 +17,4 @@ pub mod store;
 
 pub use coordinator::{TxnConfig, TxnCoordinator, TxnLock};
 pub use metadata::{TxnError, TxnMetadata, TxnState};
-pub use store::{partition_for_txn, TXN_STATE_PARTITIONS, TXN_STATE_TOPIC};
+pub use store::{partition_for_txn, TxnStateWriter, TXN_STATE_PARTITIONS, TXN_STATE_TOPIC};

@@ -151,15 +151,6 @@ def test_idempotent_producers_on_different_brokers_get_distinct_ids(cluster):
     assert sorted(got.values()) == sorted(v for _, _, v in acked)
 
 
-def test_transactions_are_refused_in_cluster_mode_with_a_clear_error(cluster):
-    from confluent_kafka import KafkaException, Producer
-    producer = Producer({"bootstrap.servers": cluster.nodes[1].bootstrap, "transactional.id": "in-a-cluster"})
-    with pytest.raises(KafkaException) as refused:
-        producer.init_transactions(20)
-    error = refused.value.args[0]
-    assert error.fatal() or "TRANSACTIONAL_ID_AUTHORIZATION_FAILED" in str(error), str(error)
-
-
 def test_killing_the_controller_elects_a_new_one_and_loses_no_metadata(cluster):
     for i in range(3):
         create_topic(cluster.bootstrap, f"before-{i}", 2)

@@ -1,8 +1,8 @@
 //! FindCoordinator (key 10), versions 0-6: the broker coordinating each group (v4+
 //! answers a batch of keys): standalone this node; in a cluster the leader of the group's
 //! `__consumer_offsets` partition (COORDINATOR_NOT_AVAILABLE while it is fenced).
-//! Transaction coordinators (key type 1): this node (in cluster mode InitProducerId then
-//! refuses the transactional id: transactions need a standalone broker for now).
+//! Transaction coordinators (key type 1): standalone this node; in a cluster the leader
+//! of the id's `__transaction_state` partition.
 
 use std::rc::Rc;
 
@@ -28,7 +28,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
     let locate = |key: &str| -> (i16, BrokerId, StrBytes, i32) {
         let node = match body.key_type {
             KEY_TYPE_GROUP => ctx.group_coordinator_node(key),
-            KEY_TYPE_TRANSACTION => ctx.config.node_id,
+            KEY_TYPE_TRANSACTION => crate::shard::txn_cluster::txn_coordinator_node(ctx, key),
             _ => return (ResponseError::InvalidRequest.code(), BrokerId(-1), StrBytes::default(), -1),
         };
         match broker_address(ctx, &metadata, node) {

@@ -101,13 +101,16 @@ pub async fn append(target: AppendTarget, log: Result<PartitionLog, i16>, acks: 
         None => None,
     };
     if let Some(header) = header.filter(|h| h.is_transactional()) {
-        if let Err(refused) = check_transactional(&target, &log, &header, replicated).await {
+        if let Err(refused) = check_transactional(&target, &log, &header).await {
             return refused;
         }
     }
     if replicated {
-        let outcome = target.ctx.propose(target.partition.clone(), records, acks, target.timeout).await;
-        return match outcome {
+        // Proposals reach the group in the order they are made: the gate can go now.
+        let proposal = crate::shard::replica_group::Proposal::Records(records);
+        let proposed = target.ctx.propose_now(target.partition.clone(), proposal, acks, target.timeout);
+        drop(permit);
+        return match proposed.await {
             ProposeOutcome::Appended { base_offset, log_append_time_ms, log_start } => ProduceOutcome {
                 error_code: 0,
                 error_message: None,
@@ -172,7 +175,6 @@ async fn check_transactional(
     target: &AppendTarget,
     log: &PartitionLog,
     header: &crate::protocol::record_batch::BatchHeader,
-    replicated: bool,
 ) -> Result<(), ProduceOutcome> {
     let Some(id) = target.transactional_id.clone() else {
         return Err(ProduceOutcome::failed(
@@ -180,27 +182,22 @@ async fn check_transactional(
             "a transactional batch needs the request's transactional id",
         ));
     };
-    if replicated {
-        return Err(ProduceOutcome::failed(
-            ResponseError::TransactionalIdAuthorizationFailed.code(),
-            "transactions are not supported on replicated partitions yet",
-        ));
-    }
     if log.has_open_transaction(header.producer_id) {
         return Ok(());
     }
     let (producer_id, epoch, partition) = (header.producer_id, header.producer_epoch, target.partition.clone());
-    let key = id.clone();
-    let verified = crate::shard::transactions::on_coordinator(&target.ctx, &key, move |ctx| async move {
-        crate::shard::transactions::verify(&ctx, &id, producer_id, epoch, &partition)
-    })
-    .await;
-    verified.map_err(|error| {
-        let code = match error {
-            crate::txn::TxnError::ProducerFenced => ResponseError::InvalidProducerEpoch.code(),
-            other => other.code(),
-        };
-        ProduceOutcome::failed(code, format!("transaction check: {error}"))
+    let verified = crate::shard::transactions::verify_anywhere(&target.ctx, id, producer_id, epoch, partition).await;
+    verified.map_err(|code| {
+        // The coordinator's own troubles are not the producer's: a code every producer
+        // retries (Kafka maps them the same way for produce).
+        let retriable = [
+            ResponseError::NotCoordinator,
+            ResponseError::CoordinatorNotAvailable,
+            ResponseError::CoordinatorLoadInProgress,
+            ResponseError::ConcurrentTransactions,
+        ];
+        let code = if retriable.iter().any(|e| e.code() == code) { ResponseError::NotEnoughReplicas.code() } else { code };
+        ProduceOutcome::failed(code, format!("transaction check failed with error {code}"))
     })
 }
 

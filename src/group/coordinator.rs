@@ -209,6 +209,8 @@ pub struct GroupCoordinator {
     clock: SystemClock,
     /// Set while the timer loop sleeps with no group needing ticks.
     wake_timers: RefCell<Option<oneshot::Sender<()>>>,
+    /// The generation of each group's membership record in the log (see `membership`).
+    membership_written: RefCell<HashMap<String, i32>>,
 }
 
 impl GroupCoordinator {
@@ -225,9 +227,10 @@ impl GroupCoordinator {
     /// Opens and replays the offsets partitions `owns` says are this shard's.
     pub async fn load(&self, data_dir: &Path, owns: impl Fn(i32) -> bool) -> Result<(), String> {
         for partition in (0..OFFSETS_PARTITIONS).filter(|p| owns(*p)) {
-            let loaded = OffsetPartition::open(data_dir, partition)
+            let mut loaded = OffsetPartition::open(data_dir, partition)
                 .await
                 .map_err(|e| format!("cannot load {OFFSETS_TOPIC}-{partition}: {e}"))?;
+            self.restore_groups(loaded.take_restored_groups());
             self.offsets.borrow_mut().insert(partition, loaded);
         }
         Ok(())
@@ -267,6 +270,23 @@ impl GroupCoordinator {
             }
             for (id, effects) in all {
                 self.deliver(&id, effects);
+            }
+            // Groups whose members all expired: their membership record goes.
+            let emptied: Vec<String> = {
+                let groups = self.groups.borrow();
+                self.membership_written
+                    .borrow()
+                    .keys()
+                    .filter(|id| groups.get(*id).is_none_or(Group::is_empty))
+                    .cloned()
+                    .collect()
+            };
+            for id in emptied {
+                let coordinator = self.clone();
+                glommio::spawn_local(async move {
+                    let _ = coordinator.save_membership(&id).await;
+                })
+                .detach();
             }
         }
     }
@@ -330,6 +350,13 @@ impl GroupCoordinator {
                         let _ = reply.send(error_sync(ResponseError::UnknownMemberId));
                     }
                     Some((answer, effects)) => {
+                        // The leader's assignments complete a generation: it is written
+                        // before any member hears of it. A failed write fails the sync
+                        // (the members find the coordinator again and rejoin).
+                        let (answer, effects) = match self.save_membership(&group_id).await {
+                            Ok(()) => (answer, effects),
+                            Err(code) => failed_sync(code, answer, effects),
+                        };
                         self.deliver(&group_id, effects);
                         match answer {
                             Reply::Now(result) => {
@@ -358,6 +385,7 @@ impl GroupCoordinator {
                     }
                 };
                 let _ = reply.send(codes);
+                let _ = self.save_membership(&group_id).await;
             }
             GroupRequest::Commit { group_id, member_id, generation, instance_id, offsets, reply } => {
                 let _ = reply
@@ -414,6 +442,7 @@ impl GroupCoordinator {
             }
             GroupRequest::Delete { group_id, reply } => {
                 let _ = reply.send(self.delete(&group_id).await);
+                let _ = self.save_membership(&group_id).await;
             }
             GroupRequest::DeleteOffsets { group_id, partitions, reply } => {
                 let _ = reply.send(self.delete_offsets(&group_id, partitions).await);
@@ -514,6 +543,8 @@ impl GroupCoordinator {
     /// `writer`.
     pub fn replicate_offsets(&self, partition: i32, writer: OffsetsWriter) {
         self.replicated.borrow_mut().insert(partition, writer);
+        // Its groups come back when this node leads it (`lead_offsets`).
+        self.follow_offsets(partition);
     }
 
     /// The log of offsets partition `partition`, if this shard holds it.
@@ -536,7 +567,8 @@ impl GroupCoordinator {
         };
         let _permit = gate.acquire_permit(1).await.expect("offsets gate never closes");
         let log = self.offsets_partition_log(partition).expect("checked above");
-        let replayed = replay(&log).await.map_err(|e| e.to_string())?;
+        let mut replayed = replay(&log).await.map_err(|e| e.to_string())?;
+        self.restore_groups(std::mem::take(&mut replayed.groups));
         let count = replayed.offsets.len();
         let offsets = &replayed.offsets;
         let imported: Vec<(OffsetKey, Option<CommittedOffset>)> = self
@@ -588,12 +620,65 @@ impl GroupCoordinator {
         Ok(true)
     }
 
+    /// Groups as an earlier coordinator left them (stable, with their members and
+    /// generation): their members go on without rejoining.
+    fn restore_groups(&self, snapshots: HashMap<String, crate::group::membership::GroupSnapshot>) {
+        let now = self.clock.now_ms();
+        let mut groups = self.groups.borrow_mut();
+        let mut written = self.membership_written.borrow_mut();
+        for (id, snapshot) in snapshots {
+            written.insert(id.clone(), snapshot.generation);
+            tracing::info!(group = %id, generation = snapshot.generation, members = snapshot.members.len(), "restored a stable group");
+            groups.insert(id.clone(), Group::restore(id, self.config, snapshot, now));
+        }
+        // Their members' sessions run from now: the timer loop must tick them.
+        if let Some(wake) = self.wake_timers.borrow_mut().take() {
+            let _ = wake.send(());
+        }
+    }
+
+    /// Writes `group_id`'s membership when it changed: a new stable generation (before
+    /// its members hear their assignments, as Kafka does, so a member never holds a
+    /// generation a new coordinator does not know), or its tombstone once the group is
+    /// empty or gone. `Err` is the Kafka error code of a failed write.
+    async fn save_membership(&self, group_id: &str) -> Result<(), i16> {
+        let Some((log, gate)) = self.offsets_log(group_id) else { return Ok(()) };
+        let _permit = gate.acquire_permit(1).await.expect("offsets gate never closes");
+        let snapshot = self.groups.borrow().get(group_id).and_then(Group::snapshot);
+        let emptied = self.groups.borrow().get(group_id).is_none_or(Group::is_empty);
+        let written = self.membership_written.borrow().get(group_id).copied();
+        let change = match (snapshot, written) {
+            (Some(snapshot), written) if written != Some(snapshot.generation) => Some(snapshot),
+            (None, Some(_)) if emptied => None,
+            _ => return Ok(()),
+        };
+        let now = self.clock.now_ms();
+        let Some(batch) = crate::group::offsets::encode_membership(group_id, change.as_ref(), now) else {
+            return Ok(());
+        };
+        match self.write_batch(partition_for_group(group_id), &log, batch).await {
+            Ok(()) => {
+                let mut written = self.membership_written.borrow_mut();
+                match change {
+                    Some(snapshot) => written.insert(group_id.to_string(), snapshot.generation),
+                    None => written.remove(group_id),
+                };
+                Ok(())
+            }
+            Err(code) => {
+                tracing::debug!(group = %group_id, code, "could not save the group's membership");
+                Err(code)
+            }
+        }
+    }
+
     /// This node no longer leads offsets partition `partition`: its groups' members,
     /// generations and waiting requests go (their clients find the new coordinator and
     /// rejoin there).
     pub fn follow_offsets(&self, partition: i32) {
         let mine = |group: &str| partition_for_group(group) == partition;
         self.groups.borrow_mut().retain(|group, _| !mine(group));
+        self.membership_written.borrow_mut().retain(|group, _| !mine(group));
         self.pending_joins.borrow_mut().retain(|(group, _), _| !mine(group));
         self.pending_syncs.borrow_mut().retain(|(group, _), _| !mine(group));
     }
@@ -869,6 +954,28 @@ fn committed_entries(group_id: &str, offsets: &[PartitionOffset], now: i64) -> V
 
 fn error_join(error: ResponseError, member_id: &str) -> JoinResult {
     JoinResult::error(error.code(), member_id)
+}
+
+/// A sync whose generation could not be written: every member waiting on it is told
+/// `code` (NOT_COORDINATOR, or COORDINATOR_NOT_AVAILABLE for any other failure).
+fn failed_sync(code: i16, answer: Reply<SyncResult>, effects: Vec<Effect>) -> (Reply<SyncResult>, Vec<Effect>) {
+    let error = if code == ResponseError::NotCoordinator.code() {
+        ResponseError::NotCoordinator
+    } else {
+        ResponseError::CoordinatorNotAvailable
+    };
+    let answer = match answer {
+        Reply::Now(_) => Reply::Now(error_sync(error)),
+        later => later,
+    };
+    let effects = effects
+        .into_iter()
+        .map(|effect| match effect {
+            Effect::Sync { member_id, .. } => Effect::Sync { member_id, result: error_sync(error) },
+            other => other,
+        })
+        .collect();
+    (answer, effects)
 }
 
 fn error_sync(error: ResponseError) -> SyncResult {

@@ -56,6 +56,8 @@ pub type StagedOffsets = HashMap<i64, HashMap<OffsetKey, CommittedOffset>>;
 pub struct Replayed {
     pub offsets: HashMap<OffsetKey, CommittedOffset>,
     pub staged: StagedOffsets,
+    /// Stable groups' members and generations (see `membership`).
+    pub groups: HashMap<String, super::membership::GroupSnapshot>,
 }
 
 #[derive(Debug)]
@@ -64,6 +66,8 @@ pub struct OffsetPartition {
     offsets: HashMap<OffsetKey, CommittedOffset>,
     /// Transactional commits waiting for their transaction's end.
     staged: StagedOffsets,
+    /// Stable groups found when the log was opened, until the coordinator takes them.
+    restored_groups: HashMap<String, super::membership::GroupSnapshot>,
     /// Serializes writers (commits, deletions) so the log's order is the
     /// order in which entries are applied.
     gate: std::rc::Rc<glommio::sync::Semaphore>,
@@ -169,14 +173,26 @@ impl OffsetPartition {
             ..LogConfig::default()
         };
         let log = PartitionLog::open(&dir, config, StorageEnv::default()).await?;
-        let Replayed { offsets, staged } = replay(&log).await?;
+        let Replayed { offsets, staged, groups } = replay(&log).await?;
         tracing::info!(
             partition,
             offsets = offsets.len(),
             staged_transactions = staged.len(),
             "loaded committed offsets"
         );
-        Ok(OffsetPartition { log, offsets, staged, gate: std::rc::Rc::new(glommio::sync::Semaphore::new(1)) })
+        Ok(OffsetPartition {
+            log,
+            offsets,
+            staged,
+            restored_groups: groups,
+            gate: std::rc::Rc::new(glommio::sync::Semaphore::new(1)),
+        })
+    }
+
+    /// The stable groups the log held when it was opened (taken once, by the
+    /// coordinator that restores them).
+    pub fn take_restored_groups(&mut self) -> HashMap<String, super::membership::GroupSnapshot> {
+        std::mem::take(&mut self.restored_groups)
     }
 
     /// Replaces the in-memory offsets with the log's (a replica that became leader: its
@@ -228,7 +244,15 @@ impl OffsetPartition {
 pub async fn replay(log: &PartitionLog) -> Result<Replayed, StorageError> {
     let mut offsets = HashMap::new();
     let mut staged: StagedOffsets = HashMap::new();
+    let mut groups = HashMap::new();
     log.replay_records(|key, value| {
+        if let Some(group) = key.and_then(super::membership::decode_key) {
+            match value.and_then(super::membership::decode_value) {
+                Some(snapshot) => groups.insert(group, snapshot),
+                None => groups.remove(&group),
+            };
+            return;
+        }
         if let Some((producer_id, key)) = key.and_then(decode_staged_key) {
             let txn = staged.entry(producer_id).or_default();
             match value.and_then(decode_value) {
@@ -247,7 +271,7 @@ pub async fn replay(log: &PartitionLog) -> Result<Replayed, StorageError> {
         };
     })
     .await?;
-    Ok(Replayed { offsets, staged })
+    Ok(Replayed { offsets, staged, groups })
 }
 
 impl OffsetPartition {
@@ -340,6 +364,16 @@ fn encode_records(encoded: &[(Vec<u8>, Option<Vec<u8>>)], now_ms: i64) -> Option
         encoded.iter().map(|(key, value)| (Some(key.as_slice()), value.as_deref())).collect();
     let batch = build::keyed_batch(&views, now_ms);
     Some(BytesMut::from(&batch[..]))
+}
+
+/// A group's membership record (`None`: its tombstone) as one record batch.
+pub fn encode_membership(
+    group_id: &str,
+    snapshot: Option<&super::membership::GroupSnapshot>,
+    now_ms: i64,
+) -> Option<BytesMut> {
+    let encoded = [(super::membership::encode_key(group_id), snapshot.map(super::membership::encode_value))];
+    encode_records(&encoded, now_ms)
 }
 
 /// A transaction's staged offsets as one record batch.

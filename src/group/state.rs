@@ -18,6 +18,7 @@
 //! restarts: a rejoin with a known instance id replaces the old member id (fencing the
 //! old instance) without a rebalance when nothing else changed.
 
+use super::membership::{GroupSnapshot, MemberSnapshot};
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
@@ -306,6 +307,74 @@ impl Group {
         topics.sort();
         topics.dedup();
         topics
+    }
+
+    /// What a new coordinator needs to keep this group going: `Some` once a generation's
+    /// assignments are in (Stable).
+    pub fn snapshot(&self) -> Option<GroupSnapshot> {
+        if self.state != GroupState::Stable {
+            return None;
+        }
+        let protocol = self.protocol.clone()?;
+        let members = self
+            .members
+            .iter()
+            .map(|(id, m)| MemberSnapshot {
+                member_id: id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                metadata: m
+                    .protocols
+                    .iter()
+                    .find(|(name, _)| *name == protocol)
+                    .map(|(_, meta)| meta.clone())
+                    .unwrap_or_default(),
+                assignment: m.assignment.clone(),
+            })
+            .collect();
+        Some(GroupSnapshot {
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            protocol,
+            leader: self.leader.clone().unwrap_or_default(),
+            members,
+        })
+    }
+
+    /// A stable group as an earlier coordinator left it; its members' session timers
+    /// start now (those that are gone expire and the group rebalances).
+    pub fn restore(id: String, config: GroupConfig, snapshot: GroupSnapshot, now_ms: i64) -> Group {
+        let mut group = Group::new(id, config);
+        group.state = if snapshot.members.is_empty() { GroupState::Empty } else { GroupState::Stable };
+        group.generation = snapshot.generation;
+        group.protocol_type = Some(snapshot.protocol_type).filter(|t| !t.is_empty());
+        group.leader = Some(snapshot.leader).filter(|l| !l.is_empty());
+        for member in snapshot.members {
+            if let Some(instance) = &member.instance_id {
+                group.static_members.insert(instance.clone(), member.member_id.clone());
+            }
+            group.members.insert(
+                member.member_id,
+                Member {
+                    instance_id: member.instance_id,
+                    client_id: member.client_id,
+                    client_host: member.client_host,
+                    protocol_type: group.protocol_type.clone().unwrap_or_default(),
+                    protocols: vec![(snapshot.protocol.clone(), member.metadata)],
+                    session_timeout_ms: member.session_timeout_ms,
+                    rebalance_timeout_ms: member.rebalance_timeout_ms,
+                    assignment: member.assignment,
+                    last_heartbeat_ms: now_ms,
+                    awaiting_join: false,
+                    awaiting_sync: false,
+                },
+            );
+        }
+        group.protocol = Some(snapshot.protocol);
+        group
     }
 
     pub fn describe(&self) -> Vec<MemberDescription> {

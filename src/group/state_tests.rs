@@ -266,3 +266,33 @@ fn a_commit_keeps_a_member_alive_like_a_heartbeat() {
     assert_eq!(group.member_count(), 3);
     assert_eq!(group.state(), GroupState::Stable);
 }
+
+#[test]
+fn a_restored_group_keeps_its_generation_and_members_until_they_expire() {
+    let (group, ids, now) = stable_group_of_three();
+    let snapshot = group.snapshot().expect("a stable group has a snapshot");
+    assert_eq!(snapshot.members.len(), 3);
+    assert_eq!(snapshot.protocol, "range");
+    let encoded = crate::group::membership::encode_value(&snapshot);
+    let decoded = crate::group::membership::decode_value(&encoded).unwrap();
+
+    // A new coordinator, much later: the members go on with their generation.
+    let later = now + 3_600_000;
+    let mut restored = Group::restore("g".into(), config(), decoded, later);
+    assert_eq!(restored.state(), GroupState::Stable);
+    assert_eq!(restored.generation(), group.generation());
+    assert_eq!(restored.leader(), Some(ids[0].as_str()));
+    assert_eq!(restored.describe(), group.describe(), "members, metadata and assignments as they were");
+    assert_eq!(restored.heartbeat(later + 1000, &ids[1], group.generation(), None), 0);
+    assert_eq!(restored.validate_commit(later + 1000, &ids[2], group.generation(), None), Ok(()));
+    assert_eq!(
+        restored.validate_commit(later + 1000, &ids[2], group.generation() - 1, None),
+        Err(ResponseError::IllegalGeneration.code())
+    );
+    assert_eq!(restored.snapshot(), Some(snapshot), "an unchanged group is not rewritten");
+
+    // Members that never come back expire from the restore on, and the group rebalances.
+    let _ = restored.tick(later + i64::from(SESSION_MS) + 2_000);
+    assert_ne!(restored.state(), GroupState::Stable);
+    assert_eq!(restored.snapshot(), None);
+}

@@ -383,7 +383,10 @@ mod tests {
                 log.set_commit(Offset(3));
                 assert_eq!(log.last_stable_offset(), Offset(1), "producer 8's transaction is still open");
                 let aborted = log.stable_view(Offset(0)).aborted;
-                assert_eq!(aborted, vec![AbortedTxn { producer_id: 7, first_offset: Offset(0), last_offset: Offset(2) }]);
+                assert_eq!(
+                    aborted,
+                    vec![AbortedTxn { producer_id: 7, first_offset: Offset(0), last_offset: Offset(2) }]
+                );
                 drop(log);
 
                 disk.crash();

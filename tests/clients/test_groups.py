@@ -305,3 +305,49 @@ def test_offsets_of_an_empty_group_expire_after_the_retention(broker_factory):
         time.sleep(0.5)
     assert committed() == {}, "expired after offsets.retention with no members and no commits"
     assert broker.stop() == 0
+
+
+def test_a_stable_group_survives_a_broker_crash_without_rebalancing(broker_factory, tmp_path):
+    """The group's generation and members are in `__consumer_offsets`: after a SIGKILL and
+    restart of the broker, the members go on with their generation (no revoke, no new
+    assignment) and consume what is produced after the restart."""
+    broker = broker_factory(data_dir=tmp_path / "membership")
+    create_topic(broker.bootstrap, "steady", 4)
+    rebalances = []
+    consumers = []
+    for index in range(2):
+        c = group_consumer(broker.bootstrap, "gm", **{"session.timeout.ms": 10000})
+        c.subscribe(["steady"], on_assign=lambda _c, parts, i=index: rebalances.append(("assign", i, len(parts))),
+                    on_revoke=lambda _c, parts, i=index: rebalances.append(("revoke", i, len(parts))))
+        consumers.append(c)
+    got = set()
+
+    def poll_until(condition, timeout_s):
+        deadline = time.time() + timeout_s
+        while not condition() and time.time() < deadline:
+            for c in consumers:
+                m = c.poll(0.1)
+                if m is not None and not m.error():
+                    got.add(int(m.value()))
+        return condition()
+
+    produce_n(broker.bootstrap, "steady", 100)
+    assert poll_until(lambda: len(got) == 100, 30), f"consumed {len(got)} of 100 before the crash"
+    settled = [r for r in rebalances if r[0] == "assign"]
+    assert sorted(r[2] for r in settled[-2:]) == [2, 2], f"two members with two partitions each: {rebalances}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    described = admin.describe_consumer_groups(["gm"])["gm"].result(10)
+    members_before = sorted(m.member_id for m in described.members)
+    history = list(rebalances)
+
+    broker.kill()
+    broker.start()
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    described = admin.describe_consumer_groups(["gm"])["gm"].result(10)
+    assert sorted(m.member_id for m in described.members) == members_before, "the restarted broker knows the members"
+    assert str(described.state).endswith("STABLE"), described.state
+    produce_n(broker.bootstrap, "steady", 100, start=100)
+    assert poll_until(lambda: len(got) == 200, 30), f"consumed {len(got)} of 200 after the restart"
+    assert rebalances == history, f"no rebalance across the restart: {rebalances[len(history):]}"
+    for c in consumers:
+        c.close()

@@ -138,6 +138,18 @@ def test_commit_and_abort_across_brokers_with_offsets(cluster):
     assert got == expected
     cluster.wait_until(lambda: lso_reached_end(cluster, "cluster-txn"), 15, "the LSO to reach the log end")
 
+    # The operator's view through any broker: the CLI finds the id's coordinator.
+    import subprocess
+    from conftest import BINARY
+    described = subprocess.run([str(BINARY), "transaction", "describe", "cluster-app",
+                                "--brokers", cluster.nodes[1].bootstrap],
+                               capture_output=True, text=True, timeout=30)
+    assert described.returncode == 0, described.stderr
+    assert "CompleteAbort" in described.stdout, described.stdout
+    listed = subprocess.run([str(BINARY), "transaction", "list", "--brokers", cluster.nodes[3].bootstrap],
+                            capture_output=True, text=True, timeout=30)
+    assert listed.returncode == 0 and "cluster-app" in listed.stdout, listed.stdout + listed.stderr
+
     # The last committed transaction was t=10; the aborted t=11 left no offsets behind.
     reader = Consumer({"bootstrap.servers": cluster.nodes[1].bootstrap, "group.id": "cluster-txn-group"})
     committed = reader.committed([TopicPartition("cluster-txn-input", p) for p in range(3)], timeout=15)
@@ -267,3 +279,149 @@ def test_transactions_survive_sigkill_of_each_broker(cluster):
     assert not missing, f"committed transactions not visible: {missing} (errors: {loop.errors[-5:]})"
     leaked = [t for t in loop.aborted if t in seen]
     assert not leaked, f"aborted transactions visible: {leaked}"
+
+
+class ClusterLogs:
+    """What the Quix helpers need of a broker: where to connect, and logs on failure."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.bootstrap = cluster.bootstrap
+
+    def log_text(self):
+        return "\n".join(f"--- node {n}:\n{node.log_text()[-2000:]}" for n, node in self.cluster.nodes.items())
+
+
+@pytest.fixture
+def quix_cluster(tmp_path):
+    yield from running_cluster(tmp_path, CLUSTER_ARGS + ["--group-min-session-timeout-ms", "1000"])
+
+
+def test_quix_exactly_once_through_app_and_broker_kills(quix_cluster, tmp_path):
+    """Quix Streams exactly-once on a 3-node cluster (RF=3 topics): the app is SIGKILLed
+    and restarted twice, and a broker is SIGKILLed and restarted in between, while the
+    input still arrives. The read_committed output holds every input number exactly
+    once."""
+    from test_transactions_frameworks import QUIX_APP, quix_input
+    from txn_helpers import PacedFeeder, QuixApp, read_partitions, stop_feeder_and_apps, wait_committed_output
+    import json
+    import random
+
+    cluster = quix_cluster
+    broker = ClusterLogs(cluster)
+    source, sink, group = "quix-cluster-in", "quix-cluster-out", "quix-cluster"
+    create_topic(cluster, source, 3)
+    create_topic(cluster, sink, 3)
+    script = tmp_path / "quix_eos_app.py"
+    script.write_text(QUIX_APP)
+    args = [broker.bootstrap, source, sink, group, str(tmp_path / "state"), "quix-cluster-txn", "60000"]
+    records = quix_input()
+    feeder = PacedFeeder(broker.bootstrap, source, records, batch=25, duration_s=20)
+    rng = random.Random(int(__import__("os").environ.get("TERN_TEST_SEED", "20261130")))
+    apps = []
+    feeder.start()
+    try:
+        for round_ in range(3):
+            app = QuixApp(script, args, tmp_path / f"quix-{round_}.log")
+            apps.append(app)
+            app.wait_processing(f"round {round_}", broker, 40)
+            if round_ == 2:
+                break
+            time.sleep(rng.uniform(0.5, 2.0))
+            if round_ == 0:
+                # A broker dies under the running app, and comes back.
+                cluster.kill(2)
+                time.sleep(2)
+                cluster.start(2)
+                time.sleep(rng.uniform(0.5, 2.0))
+            app.sigkill()
+        feeder.finish(timeout=60)
+        final = apps[-1]
+        wait_committed_output(broker, sink, set(range(len(records))), final, "final round", 60)
+        assert final.sigterm() == 0, final.output()
+    finally:
+        stop_feeder_and_apps(feeder, apps)
+
+    numbers = [json.loads(m.value())["n"] for msgs in read_partitions(broker.bootstrap, sink, "read_committed",
+                                                                        partitions=3).values() for m in msgs]
+    assert len(numbers) == len(set(numbers)) == len(records), (
+        f"every input exactly once: {len(numbers)} outputs, {len(set(numbers))} distinct, {len(records)} inputs")
+
+
+def raw_transactional_produce(bootstrap, transactional_id, topic, partition, producer_id, epoch):
+    """Sends one transactional batch with Produce v3 over a plain socket, as a producer
+    that skipped AddPartitionsToTxn would; returns the partition's error code."""
+    import socket
+    import struct
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=True,
+                                        producer_id=producer_id, producer_epoch=epoch, base_sequence=0,
+                                        batch_size=1 << 20)
+    builder.append(0, int(time.time() * 1000), None, b"sneaked-in", [])
+    batch = bytes(builder.build())
+
+    def string(value):
+        data = value.encode()
+        return struct.pack(">h", len(data)) + data
+
+    body = (string(transactional_id) + struct.pack(">hi", -1, 10000) + struct.pack(">i", 1) + string(topic)
+            + struct.pack(">i", 1) + struct.pack(">i", partition) + struct.pack(">i", len(batch)) + batch)
+    header = struct.pack(">hhi", 0, 3, 7) + string("kip-890-probe")
+    frame = header + body
+    host, port = bootstrap.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(struct.pack(">i", len(frame)) + frame)
+        size = struct.unpack(">i", sock.recv(4, socket.MSG_WAITALL))[0]
+        answer = sock.recv(size, socket.MSG_WAITALL)
+    # correlation id, topics (1), name, partitions (1), index, error code, ...
+    (correlation,) = struct.unpack_from(">i", answer, 0)
+    assert correlation == 7
+    pos = 4 + 4
+    (name_len,) = struct.unpack_from(">h", answer, pos)
+    pos += 2 + name_len + 4
+    index, error = struct.unpack_from(">ih", answer, pos)
+    assert index == partition
+    return error
+
+
+def test_a_batch_outside_the_transaction_is_refused_by_every_leader(cluster):
+    """KIP-890's check in a cluster: a partition leader asks the id's coordinator (on
+    whichever broker that is) before a producer's first transactional batch; a batch
+    for a partition the transaction never added is refused with INVALID_TXN_STATE and
+    never reaches the log."""
+    from kafka import KafkaProducer
+
+    create_topic(cluster, "kip890", 3)
+    producer = KafkaProducer(bootstrap_servers=cluster.bootstrap, transactional_id="kip890-app",
+                             enable_idempotence=True, acks="all")
+    producer.init_transactions()
+    producer.begin_transaction()
+    ids = producer._transaction_manager.producer_id_and_epoch
+    producer.send("kip890", value=b"inside", partition=0)
+    producer.flush()
+    leaders = {p: part.leader for p, part in cluster.metadata(1).topics["kip890"].partitions.items()}
+    for partition in (1, 2):
+        leader = cluster.nodes[leaders[partition]]
+        error = raw_transactional_produce(leader.bootstrap, "kip890-app", "kip890", partition,
+                                          ids.producer_id, ids.epoch)
+        assert error == 48, f"partition {partition} on node {leaders[partition]}: error {error}, not INVALID_TXN_STATE"
+    producer.commit_transaction()
+    producer.close()
+    got = read_committed(cluster.nodes[2].bootstrap, "kip890", 3)
+    assert got == {0: ["inside"], 1: [], 2: []}
+    uncommitted = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "kip890-raw",
+                            "isolation.level": "read_uncommitted", "enable.partition.eof": True})
+    uncommitted.assign([TopicPartition("kip890", p, 0) for p in (1, 2)])
+    seen, at_end, deadline = [], set(), time.time() + 20
+    while len(at_end) < 2 and time.time() < deadline:
+        m = uncommitted.poll(0.2)
+        if m is None:
+            continue
+        if m.error():
+            if m.error().code() == KafkaError._PARTITION_EOF:
+                at_end.add(m.partition())
+            continue
+        seen.append(m.value())
+    uncommitted.close()
+    assert at_end == {1, 2} and seen == [], f"a refused batch reached a log: {seen}"

@@ -94,8 +94,9 @@ fn a_partition_is_coordinated_only_between_lead_and_follow() {
         assert!(!replica.has_open(), "a follower does not time out transactions it does not coordinate");
 
         // Elected: the ids come back from the log.
-        assert_eq!(replica.lead(partition).await.unwrap(), 1);
+        assert_eq!(replica.lead(partition, 3).await.unwrap(), 1);
         assert_eq!(replica.get("led-one"), Some(meta(TxnState::Ongoing, 7_000)));
+        assert_eq!(replica.coordinator_epoch(partition), 3, "its markers carry the leader epoch");
         assert!(replica.has_open());
         drop(replica.lock("led-one").unwrap());
 

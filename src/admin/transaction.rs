@@ -155,6 +155,8 @@ struct PartitionProducer {
     last_timestamp: i64,
     /// First offset of its open transaction there (-1: none).
     txn_start: i64,
+    /// The coordinator epoch of its last marker there: an abort must carry at least it.
+    coordinator_epoch: i32,
 }
 
 /// DescribeProducers for `partitions` of `topic`, at each partition's leader.
@@ -192,6 +194,7 @@ async fn describe_producers(
                     producer_epoch: producer.producer_epoch as i16,
                     last_timestamp: producer.last_timestamp,
                     txn_start: producer.current_txn_start_offset,
+                    coordinator_epoch: producer.coordinator_epoch,
                 });
             }
         }
@@ -275,7 +278,7 @@ async fn abort(client: &Client, topic: &str, partition: i32, producer_id: i64) -
         .with_producer_id(ProducerId(producer_id))
         .with_producer_epoch(open.producer_epoch)
         .with_transaction_result(false)
-        .with_coordinator_epoch(0)
+        .with_coordinator_epoch(open.coordinator_epoch.max(0))
         .with_topics(vec![WritableTxnMarkerTopic::default()
             .with_name(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partition_indexes(vec![partition])])]);

@@ -209,8 +209,10 @@ pub struct GroupCoordinator {
     clock: SystemClock,
     /// Set while the timer loop sleeps with no group needing ticks.
     wake_timers: RefCell<Option<oneshot::Sender<()>>>,
-    /// The generation of each group's membership record in the log (see `membership`).
-    membership_written: RefCell<HashMap<String, i32>>,
+    /// Each group's membership record as the log has it (see `membership`).
+    membership_written: RefCell<HashMap<String, crate::group::membership::GroupSnapshot>>,
+    /// Groups whose emptied membership is being removed by the timer loop.
+    membership_removing: Rc<RefCell<std::collections::HashSet<String>>>,
 }
 
 impl GroupCoordinator {
@@ -282,9 +284,13 @@ impl GroupCoordinator {
                     .collect()
             };
             for id in emptied {
+                if !self.membership_removing.borrow_mut().insert(id.clone()) {
+                    continue;
+                }
                 let coordinator = self.clone();
                 glommio::spawn_local(async move {
                     let _ = coordinator.save_membership(&id).await;
+                    coordinator.membership_removing.borrow_mut().remove(&id);
                 })
                 .detach();
             }
@@ -627,7 +633,7 @@ impl GroupCoordinator {
         let mut groups = self.groups.borrow_mut();
         let mut written = self.membership_written.borrow_mut();
         for (id, snapshot) in snapshots {
-            written.insert(id.clone(), snapshot.generation);
+            written.insert(id.clone(), snapshot.clone());
             tracing::info!(group = %id, generation = snapshot.generation, members = snapshot.members.len(), "restored a stable group");
             groups.insert(id.clone(), Group::restore(id, self.config, snapshot, now));
         }
@@ -642,16 +648,12 @@ impl GroupCoordinator {
     /// generation a new coordinator does not know), or its tombstone once the group is
     /// empty or gone. `Err` is the Kafka error code of a failed write.
     async fn save_membership(&self, group_id: &str) -> Result<(), i16> {
+        if self.membership_change(group_id).is_none() {
+            return Ok(());
+        }
         let Some((log, gate)) = self.offsets_log(group_id) else { return Ok(()) };
         let _permit = gate.acquire_permit(1).await.expect("offsets gate never closes");
-        let snapshot = self.groups.borrow().get(group_id).and_then(Group::snapshot);
-        let emptied = self.groups.borrow().get(group_id).is_none_or(Group::is_empty);
-        let written = self.membership_written.borrow().get(group_id).copied();
-        let change = match (snapshot, written) {
-            (Some(snapshot), written) if written != Some(snapshot.generation) => Some(snapshot),
-            (None, Some(_)) if emptied => None,
-            _ => return Ok(()),
-        };
+        let Some(change) = self.membership_change(group_id) else { return Ok(()) };
         let now = self.clock.now_ms();
         let Some(batch) = crate::group::offsets::encode_membership(group_id, change.as_ref(), now) else {
             return Ok(());
@@ -660,7 +662,7 @@ impl GroupCoordinator {
             Ok(()) => {
                 let mut written = self.membership_written.borrow_mut();
                 match change {
-                    Some(snapshot) => written.insert(group_id.to_string(), snapshot.generation),
+                    Some(snapshot) => written.insert(group_id.to_string(), snapshot),
                     None => written.remove(group_id),
                 };
                 Ok(())
@@ -669,6 +671,22 @@ impl GroupCoordinator {
                 tracing::debug!(group = %group_id, code, "could not save the group's membership");
                 Err(code)
             }
+        }
+    }
+
+    /// What `group_id`'s membership record should change to: `Some(Some(snapshot))` a
+    /// stable group that differs from the record (a new generation, or a static member
+    /// replaced within one), `Some(None)` the tombstone of a group that emptied or went,
+    /// `None` nothing.
+    fn membership_change(&self, group_id: &str) -> Option<Option<crate::group::membership::GroupSnapshot>> {
+        let groups = self.groups.borrow();
+        let group = groups.get(group_id);
+        let written = self.membership_written.borrow();
+        let written = written.get(group_id);
+        match (group.and_then(Group::snapshot), written) {
+            (Some(snapshot), written) if written != Some(&snapshot) => Some(Some(snapshot)),
+            (None, Some(_)) if group.is_none_or(Group::is_empty) => Some(None),
+            _ => None,
         }
     }
 

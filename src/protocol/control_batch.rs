@@ -121,6 +121,16 @@ pub fn marker_outcome(bytes: &[u8], header: &BatchHeader) -> Option<bool> {
     }
 }
 
+/// The coordinator epoch a transaction marker carries (its value is `[version
+/// i16][coordinator epoch i32]`); `None` when the batch is not a transaction marker or
+/// its value is malformed.
+pub fn marker_coordinator_epoch(bytes: &[u8], header: &BatchHeader) -> Option<i32> {
+    marker_outcome(bytes, header)?;
+    let first = records(bytes, header)?.into_iter().next()?;
+    let value = first.value?;
+    (value.len() >= 6).then(|| i32::from_be_bytes([value[2], value[3], value[4], value[5]]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,8 @@
 //! The transaction coordinator's work that needs the rest of the broker: producer ids
-//! from the controller, markers written to the transaction's partitions on their owning
-//! shards, staged offsets completed by the group coordinators, timeouts, and finishing
-//! after a restart. The state itself is `crate::txn`.
+//! from the controller, markers written to the transaction's partitions (here, or sent
+//! to the brokers leading them), staged offsets completed by the group coordinators,
+//! timeouts, and finishing after a restart or a coordinator failover. The state itself is
+//! `crate::txn`; where an id is coordinated is `txn_cluster`.
 //!
 //! Every function named after a request runs on the coordinating shard (the owner of the
 //! id's `__transaction_state` partition); handlers get there with [`on_coordinator`].
@@ -309,7 +310,7 @@ async fn complete(ctx: &Rc<ShardContext>, lock: &TxnLock, meta: TxnMetadata) -> 
         producer_id: meta.producer_id,
         producer_epoch: meta.producer_epoch,
         committed: commit,
-        coordinator_epoch: 0,
+        coordinator_epoch: ctx.txns.coordinator_epoch(partition_for_txn(lock.id())),
     };
     let failed = write_markers(ctx, &meta.partitions, marker).await;
     if !failed.is_empty() {

@@ -133,6 +133,16 @@ async fn set_aside_unreplicated(
     if offsets.log_end.offset() <= offsets.log_start.offset() {
         return Ok(log);
     }
+    // Transactions still open or completing there are dropped with it: say which, so
+    // an operator can end them on their partitions (`tern transaction find-hanging`).
+    if let Ok(states) = crate::txn::store::replay_log(&log).await {
+        for (id, meta) in
+            states.iter().filter(|(_, m)| m.state == crate::txn::TxnState::Ongoing || m.state.is_preparing())
+        {
+            tracing::warn!(transactional_id = %id, state = ?meta.state, partitions = meta.partitions.len(),
+                "a transaction open before the node joined a cluster is dropped; check its partitions for hanging transactions");
+        }
+    }
     log.close().await.map_err(|e| e.to_string())?;
     let dir = log.dir().to_path_buf();
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -167,18 +177,37 @@ pub fn coordinate_txn_state(ctx: &Rc<ShardContext>, view: &Arc<ClusterView>, gro
     let view = view.clone();
     let node_id = ctx.config.node_id;
     glommio::spawn_local(async move {
-        match ctx.txns.lead(partition).await {
-            Ok(ids) => {
-                let key = TopicPartition::new(TXN_STATE_TOPIC, partition);
-                let still = view.leadership(&key).is_some_and(|l| l.leader == node_id && l.epoch == epoch_of(term));
-                if still {
-                    view.set_txn_state_ready(partition, true);
-                    tracing::info!(partition, ids, term, "coordinating the transactional ids of this partition");
-                } else {
+        let key = TopicPartition::new(TXN_STATE_TOPIC, partition);
+        let leading = |view: &ClusterView| {
+            view.leadership(&key).is_some_and(|l| l.leader == node_id && l.epoch == epoch_of(term))
+        };
+        // A replay that fails (a read error) is tried again while this term lasts.
+        let mut attempt = 0u32;
+        let loaded = loop {
+            match ctx.txns.lead(partition, epoch_of(term)).await {
+                Ok(ids) => break Some(ids),
+                Err(error) => {
+                    tracing::error!(partition, %error, attempt, "cannot load the transaction state partition");
+                    attempt += 1;
+                    glommio::timer::sleep(std::time::Duration::from_millis(200 * u64::from(attempt.min(25)))).await;
+                    if !leading(&view) {
+                        break None;
+                    }
+                }
+            }
+        };
+        match loaded {
+            Some(ids) if leading(&view) => {
+                view.set_txn_state_ready(partition, true);
+                tracing::info!(partition, ids, term, "coordinating the transactional ids of this partition");
+            }
+            // Deposed while loading: drop what was loaded, unless this node leads again
+            // in a newer term (that term's own load decides).
+            _ => {
+                if view.leadership(&key).is_none_or(|l| l.leader != node_id) {
                     ctx.txns.follow(partition);
                 }
             }
-            Err(error) => tracing::error!(partition, %error, "cannot load the transaction state partition"),
         }
     })
     .detach();

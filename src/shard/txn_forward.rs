@@ -18,6 +18,12 @@ use super::ShardContext;
 /// First byte of a forwarded transaction call.
 pub const TXN_CALL_TAG: u8 = 0x01;
 
+/// How long a partition leader waits for the coordinator's word on a batch: the batch
+/// holds its partition's transactional gate meanwhile, so an unreachable coordinator must
+/// not stall the partition's other transactional producers for long (the producer
+/// retries; the transport's own limit is 15 s).
+const VERIFY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 #[derive(Debug, Serialize, Deserialize)]
 pub enum TxnCall {
     /// Write `marker` to each partition (led by the node asked).
@@ -122,7 +128,16 @@ pub async fn verify_on(
 ) -> Result<(), i16> {
     let TopicPartition { topic, partition } = partition;
     let request = TxnCall::Verify { transactional_id, producer_id, producer_epoch, topic, partition };
-    match call(ctx, node, request).await {
+    let answer = futures_util::future::select(
+        Box::pin(call(ctx, node, request)),
+        Box::pin(glommio::timer::sleep(VERIFY_TIMEOUT)),
+    )
+    .await;
+    let answer = match answer {
+        futures_util::future::Either::Left((answer, _)) => answer,
+        futures_util::future::Either::Right(_) => Err(format!("no answer in {VERIFY_TIMEOUT:?}")),
+    };
+    match answer {
         Ok(TxnAnswer::Verified(result)) => result,
         Ok(other) => {
             tracing::warn!(node, answer = ?other, "unexpected answer to a transaction check");

@@ -51,12 +51,15 @@ pub async fn write_marker_here(ctx: &Rc<ShardContext>, partition: TopicPartition
                 };
             }
             // After every transactional batch already admitted (see
-            // `PartitionLog::transactional_gate`): proposals reach the group in order.
+            // `PartitionLog::transactional_gate`; proposals reach the group in order),
+            // and before any batch that arrives meanwhile: the gate is held until the
+            // marker is in the log, where it closes the transaction, so a later batch of
+            // the producer is checked as the first of a new transaction (or fenced by
+            // the marker's epoch), never taken as part of the one just ended.
             let gate = log.transactional_gate();
-            let permit = gate.acquire_permit(1).await.expect("the gate is never closed");
+            let _permit = gate.acquire_permit(1).await.expect("the gate is never closed");
             let key = TopicPartition::new(topic, index);
             let proposed = ctx.propose_now(key, Proposal::Marker(marker), -1, MARKER_COMMIT_TIMEOUT);
-            drop(permit);
             match proposed.await {
                 ProposeOutcome::Appended { .. } => 0,
                 ProposeOutcome::NotLeader => ResponseError::NotLeaderOrFollower.code(),
@@ -73,6 +76,8 @@ pub async fn write_marker_here(ctx: &Rc<ShardContext>, partition: TopicPartition
 fn append_error_code(error: &AppendError) -> i16 {
     match error {
         AppendError::Storage(_) => ResponseError::KafkaStorageError.code(),
+        AppendError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch.code(),
+        AppendError::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced.code(),
         _ => ResponseError::InvalidRecord.code(),
     }
 }

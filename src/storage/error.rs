@@ -58,6 +58,9 @@ pub enum AppendError {
     OutOfOrderSequence { expected: i32, received: i32 },
     #[error("producer epoch is older than the current epoch {current_epoch}: fenced")]
     ProducerFenced { current_epoch: i16 },
+    /// A transaction marker from a coordinator older than one whose marker is applied.
+    #[error("transaction coordinator epoch is older than {current_epoch}: fenced")]
+    CoordinatorFenced { current_epoch: i32 },
     /// A record timestamp outside the topic's message.timestamp.before/after.max.ms.
     #[error("record timestamp {timestamp} {reason}")]
     InvalidTimestamp { timestamp: i64, reason: String },

@@ -284,7 +284,12 @@ impl PartitionLog {
             // A transaction marker, on every replica alike (the leader records nothing
             // for it when proposing): it closes the producer's transaction here.
             Some(committed) => {
-                let completed = state.producers.record_marker(&header, committed, log_end, now_ms);
+                let coordinator_epoch =
+                    crate::protocol::control_batch::marker_coordinator_epoch(&batch, &header).unwrap_or(-1);
+                let completed = state.producers.record_marker(&header, committed, log_end, coordinator_epoch, now_ms);
+                if let Some(txn) = &completed {
+                    state.producers.remember_completion(log_end, txn);
+                }
                 if let Some(txn) = completed.filter(|t| !t.committed) {
                     state.aborted.push(super::txn_index::AbortedTxn {
                         producer_id: txn.producer_id,
@@ -318,10 +323,14 @@ impl PartitionLog {
             glommio::spawn_local(async move {
                 // A recovery from this snapshot scans only the segments after it for
                 // aborts: the index file must hold every abort before it first (a
-                // replicated log's aborts reach it after their markers are written).
-                if log.take_unsaved_aborts() {
+                // replicated log's aborts reach it after their markers are written, and
+                // the replica round that saves them may not have yet).
+                let replicated_aborts = {
+                    let state = log.shared.state.borrow();
+                    state.offsets.is_replicated() && !state.aborted.is_empty()
+                };
+                if replicated_aborts {
                     if let Err(error) = log.persist_aborted_index().await {
-                        log.shared.state.borrow_mut().aborted_unsaved = true;
                         tracing::warn!(dir = %dir.display(), %error, "could not save the aborted-transaction index at a roll");
                         return;
                     }
@@ -355,6 +364,7 @@ impl PartitionLog {
     pub fn set_commit(&self, commit: Offset) {
         let mut state = self.shared.state.borrow_mut();
         if state.offsets.set_commit(commit) {
+            state.producers.forget_completions_below(commit);
             wake_watchers(&mut state);
         }
     }

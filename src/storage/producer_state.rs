@@ -43,6 +43,9 @@ struct ProducerEntry {
     last_append_ms: i64,
     /// The first offset of its open transaction on this partition.
     txn_first_offset: Option<Offset>,
+    /// The highest coordinator epoch of the markers applied for it (-1: none): a marker
+    /// from an older coordinator (one deposed while its marker was on the way) is refused.
+    coordinator_epoch: i32,
 }
 
 /// A transaction a marker closed on this partition.
@@ -65,16 +68,33 @@ pub struct ProducerSummary {
     pub last_append_ms: i64,
     /// First offset of its open transaction here.
     pub txn_first_offset: Option<Offset>,
+    /// The coordinator epoch of its last marker here (-1: none known).
+    pub coordinator_epoch: i32,
 }
 
 /// First byte of a version-2 snapshot (a version-1 one starts with a non-negative
 /// offset, so its first byte is below 0x80).
 const SNAPSHOT_V2: u8 = 0xF2;
+/// First byte of a version-3 snapshot (v2 plus each producer's coordinator epoch).
+const SNAPSHOT_V3: u8 = 0xF3;
 
 impl ProducerEntry {
     fn new(epoch: i16, now_ms: i64) -> ProducerEntry {
-        ProducerEntry { epoch, batches: VecDeque::new(), last_append_ms: now_ms, txn_first_offset: None }
+        ProducerEntry {
+            epoch,
+            batches: VecDeque::new(),
+            last_append_ms: now_ms,
+            txn_first_offset: None,
+            coordinator_epoch: -1,
+        }
     }
+}
+
+/// Why a transaction marker is refused (`ProducerStates::check_marker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkerRefusal {
+    ProducerFenced { current_epoch: i16 },
+    CoordinatorFenced { current_epoch: i32 },
 }
 
 /// Producers idle this long are forgotten (Kafka's producer.id.expiration.ms default).
@@ -100,6 +120,19 @@ pub enum SequenceCheck {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    /// Replicated logs: transactions closed by markers that are not committed yet. A
+    /// replica that cuts such a marker (a new leader never had it) reopens them
+    /// (`forget_from`); committed ones are dropped (`forget_completions_below`). Not in
+    /// snapshots: a reopened log rebuilds its state from the segments.
+    uncommitted_completions: Vec<UncommittedCompletion>,
+}
+
+/// A transaction a marker at `marker` closed, on a replicated log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UncommittedCompletion {
+    marker: Offset,
+    producer_id: i64,
+    first_offset: Offset,
 }
 
 fn last_sequence(header: &BatchHeader) -> i32 {
@@ -190,6 +223,7 @@ impl ProducerStates {
         header: &BatchHeader,
         committed: bool,
         offset: Offset,
+        coordinator_epoch: i32,
         now_ms: i64,
     ) -> Option<CompletedTxn> {
         let entry = self
@@ -197,6 +231,7 @@ impl ProducerStates {
             .entry(header.producer_id)
             .or_insert_with(|| ProducerEntry::new(header.producer_epoch, now_ms));
         entry.last_append_ms = entry.last_append_ms.max(now_ms);
+        entry.coordinator_epoch = entry.coordinator_epoch.max(coordinator_epoch);
         if header.producer_epoch > entry.epoch {
             // The coordinator bumped the epoch (an abort on timeout or fencing): the old
             // instance's sequences no longer apply.
@@ -205,6 +240,26 @@ impl ProducerStates {
         }
         let first_offset = entry.txn_first_offset.take()?;
         Some(CompletedTxn { producer_id: header.producer_id, first_offset, last_offset: offset, committed })
+    }
+
+    /// Whether a marker for `producer_id` from a coordinator at `coordinator_epoch`, with
+    /// `producer_epoch`, may be written: not when the producer has moved to a newer
+    /// epoch, nor when a newer coordinator already wrote one (Kafka's checks; `Err` is
+    /// the refusal).
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), MarkerRefusal> {
+        let Some(entry) = self.producers.get(&producer_id) else { return Ok(()) };
+        if producer_epoch < entry.epoch {
+            return Err(MarkerRefusal::ProducerFenced { current_epoch: entry.epoch });
+        }
+        if coordinator_epoch < entry.coordinator_epoch {
+            return Err(MarkerRefusal::CoordinatorFenced { current_epoch: entry.coordinator_epoch });
+        }
+        Ok(())
     }
 
     /// The first offset of the oldest open transaction: the last stable offset cannot
@@ -234,15 +289,42 @@ impl ProducerStates {
                 last_sequence: e.batches.back().map_or(-1, |b| b.last_sequence),
                 last_append_ms: e.last_append_ms,
                 txn_first_offset: e.txn_first_offset,
+                coordinator_epoch: e.coordinator_epoch,
             })
             .collect();
         out.sort_by_key(|p| p.producer_id);
         out
     }
 
+    /// Remembers that a marker at `marker` closed `txn` on a replicated log, until the
+    /// marker is committed.
+    pub fn remember_completion(&mut self, marker: Offset, txn: &CompletedTxn) {
+        self.uncommitted_completions.push(UncommittedCompletion {
+            marker,
+            producer_id: txn.producer_id,
+            first_offset: txn.first_offset,
+        });
+    }
+
+    /// Markers below `commit` are committed: their transactions stay closed.
+    pub fn forget_completions_below(&mut self, commit: Offset) {
+        self.uncommitted_completions.retain(|c| c.marker >= commit);
+    }
+
     /// Forgets batches at or after `offset` (they were rolled back, never acknowledged),
-    /// and transactions they opened.
+    /// and transactions they opened; transactions closed by markers at or after it are
+    /// open again (if their first batch stays).
     pub fn forget_from(&mut self, offset: Offset) {
+        let (cut, kept): (Vec<UncommittedCompletion>, Vec<UncommittedCompletion>) =
+            self.uncommitted_completions.iter().partition(|c| c.marker >= offset);
+        self.uncommitted_completions = kept;
+        for completion in cut.into_iter().filter(|c| c.first_offset < offset) {
+            if let Some(entry) = self.producers.get_mut(&completion.producer_id) {
+                if entry.txn_first_offset.is_none() {
+                    entry.txn_first_offset = Some(completion.first_offset);
+                }
+            }
+        }
         for entry in self.producers.values_mut() {
             entry.batches.retain(|b| b.base_offset < offset);
             if entry.txn_first_offset.is_some_and(|first| first >= offset) {
@@ -268,12 +350,13 @@ impl ProducerStates {
         self.producers.is_empty()
     }
 
-    /// Snapshot: `[0xF2][as_of i64][count u32]` then per producer `[id i64][epoch i16]
-    /// [last append ms i64][open transaction's first offset i64, -1 for none][n u8]` and
-    /// n x `[first i32][last i32][base i64][last_offset i64]`, then a CRC-32C. (Version 1,
-    /// without the leading byte and the transaction field, is still read.)
+    /// Snapshot: `[0xF3][as_of i64][count u32]` then per producer `[id i64][epoch i16]
+    /// [last append ms i64][open transaction's first offset i64, -1 for none]
+    /// [coordinator epoch i32][n u8]` and n x `[first i32][last i32][base i64][last_offset
+    /// i64]`, then a CRC-32C. (Version 2, `0xF2` without the coordinator epoch, and
+    /// version 1, without the leading byte and the transaction field, are still read.)
     pub fn encode(&self, as_of: Offset) -> Vec<u8> {
-        let mut out = vec![SNAPSHOT_V2];
+        let mut out = vec![SNAPSHOT_V3];
         out.extend_from_slice(&as_of.value().to_be_bytes());
         out.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
         for (id, entry) in &self.producers {
@@ -281,6 +364,7 @@ impl ProducerStates {
             out.extend_from_slice(&entry.epoch.to_be_bytes());
             out.extend_from_slice(&entry.last_append_ms.to_be_bytes());
             out.extend_from_slice(&entry.txn_first_offset.map_or(-1, Offset::value).to_be_bytes());
+            out.extend_from_slice(&entry.coordinator_epoch.to_be_bytes());
             out.push(entry.batches.len() as u8);
             for b in &entry.batches {
                 out.extend_from_slice(&b.first_sequence.to_be_bytes());
@@ -300,9 +384,10 @@ impl ProducerStates {
         if crc32c::crc32c(body).to_be_bytes() != crc {
             return None;
         }
-        let (version2, body) = match body.split_first() {
-            Some((&SNAPSHOT_V2, rest)) => (true, rest),
-            _ => (false, body),
+        let (version, body) = match body.split_first() {
+            Some((&SNAPSHOT_V3, rest)) => (3, rest),
+            Some((&SNAPSHOT_V2, rest)) => (2, rest),
+            _ => (1, body),
         };
         let mut reader = Reader(body);
         let as_of = Offset(reader.i64()?);
@@ -312,7 +397,9 @@ impl ProducerStates {
             let id = reader.i64()?;
             let epoch = reader.i16()?;
             let last_append_ms = reader.i64()?;
-            let txn_first_offset = if version2 { Some(reader.i64()?).filter(|&o| o >= 0).map(Offset) } else { None };
+            let txn_first_offset =
+                if version >= 2 { Some(reader.i64()?).filter(|&o| o >= 0).map(Offset) } else { None };
+            let coordinator_epoch = if version >= 3 { reader.i32()? } else { -1 };
             let n = reader.u8()?;
             let mut batches = VecDeque::new();
             for _ in 0..n {
@@ -323,7 +410,9 @@ impl ProducerStates {
                     last_offset: Offset(reader.i64()?),
                 });
             }
-            states.producers.insert(id, ProducerEntry { epoch, batches, last_append_ms, txn_first_offset });
+            states
+                .producers
+                .insert(id, ProducerEntry { epoch, batches, last_append_ms, txn_first_offset, coordinator_epoch });
         }
         reader.0.is_empty().then_some((as_of, states))
     }
@@ -400,13 +489,13 @@ mod tests {
         states.record(&transactional(2, 0, 1), Offset(3), 0);
         assert_eq!(states.first_unstable_offset(), Some(Offset(1)));
         let marker = transactional(2, 0, -1);
-        let done = states.record_marker(&marker, false, Offset(4), 0).unwrap();
+        let done = states.record_marker(&marker, false, Offset(4), 0, 0).unwrap();
         assert_eq!(
             done,
             CompletedTxn { producer_id: 2, first_offset: Offset(1), last_offset: Offset(4), committed: false }
         );
         assert_eq!(states.first_unstable_offset(), Some(Offset(2)));
-        assert_eq!(states.record_marker(&marker, true, Offset(5), 0), None, "nothing open: nothing closed");
+        assert_eq!(states.record_marker(&marker, true, Offset(5), 0, 0), None, "nothing open: nothing closed");
         let bytes = states.encode(Offset(6));
         assert_eq!(ProducerStates::decode(&bytes).unwrap().1, states, "open transactions survive a snapshot");
         states.expire(i64::MAX, 1);
@@ -414,6 +503,25 @@ mod tests {
         assert_eq!(open, 1, "a producer with an open transaction does not expire");
         states.forget_from(Offset(2));
         assert_eq!(states.first_unstable_offset(), None, "a rolled-back batch opens nothing");
+    }
+
+    #[test]
+    fn cutting_an_uncommitted_marker_reopens_its_transaction() {
+        let mut states = ProducerStates::default();
+        let mut batch = header(9, 0, 0, 1);
+        batch.attributes |= crate::protocol::record_batch::ATTRIBUTE_TRANSACTIONAL;
+        states.record(&batch, Offset(10), 0);
+        let mut marker = header(9, 0, 0, 1);
+        marker.attributes |= crate::protocol::record_batch::ATTRIBUTE_TRANSACTIONAL;
+        let done = states.record_marker(&marker, true, Offset(11), 2, 0).unwrap();
+        states.remember_completion(Offset(11), &done);
+        assert!(!states.has_open_txn(9));
+        let mut cut = states.clone();
+        cut.forget_from(Offset(11));
+        assert_eq!(cut.open_txn_first(9), Some(Offset(10)), "the marker is gone: the transaction is open again");
+        states.forget_completions_below(Offset(12));
+        states.forget_from(Offset(12));
+        assert!(!states.has_open_txn(9), "a committed marker stays");
     }
 
     #[test]

@@ -331,7 +331,15 @@ impl TailProducers {
     fn apply(&mut self, header: &BatchHeader, batch: &[u8], now_ms: i64) {
         match marker_outcome(batch, header) {
             Some(committed) => {
-                let done = self.producers.record_marker(header, committed, Offset(header.base_offset), now_ms);
+                let coordinator_epoch =
+                    crate::protocol::control_batch::marker_coordinator_epoch(batch, header).unwrap_or(-1);
+                let done = self.producers.record_marker(
+                    header,
+                    committed,
+                    Offset(header.base_offset),
+                    coordinator_epoch,
+                    now_ms,
+                );
                 if let Some(txn) = done.filter(|t| !t.committed) {
                     self.aborted.push(AbortedTxn {
                         producer_id: txn.producer_id,

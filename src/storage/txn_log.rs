@@ -75,15 +75,17 @@ impl PartitionLog {
             check_open(state)?;
             if state.offsets.is_replicated() {
                 return Err(AppendError::InvalidRecord {
-                    reason: "transaction markers on replicated partitions are not supported yet".into(),
+                    reason: "a replicated partition's markers go through its Raft group".into(),
                 });
             }
+            check_marker(state, &marker)?;
             let base = state.offsets.log_end();
             let mut batch = BytesMut::from(&bytes[..]);
             record_batch::set_base_offset(&mut batch, base.value());
             let header = BatchHeader::parse(&batch)?;
             let enqueued = enqueue_batch(state, batch, &header, None, now_ms);
-            let completed = state.producers.record_marker(&header, marker.committed, base, now_ms);
+            let completed =
+                state.producers.record_marker(&header, marker.committed, base, marker.coordinator_epoch, now_ms);
             let aborted = completed.filter(|c| !c.committed).map(|c| AbortedTxn {
                 producer_id: c.producer_id,
                 first_offset: c.first_offset,
@@ -117,7 +119,11 @@ impl PartitionLog {
         epoch: i32,
     ) -> Result<PreparedEntry, AppendError> {
         let now_ms = self.shared.env.clock.now_ms();
-        check_open(&self.shared.state.borrow())?;
+        {
+            let state = self.shared.state.borrow();
+            check_open(&state)?;
+            check_marker(&state, &marker)?;
+        }
         let bytes = control_batch::transaction_marker(
             marker.producer_id,
             marker.producer_epoch,
@@ -202,6 +208,18 @@ impl PartitionLog {
         };
         let path = self.shared.dir.join(ABORTED_TXNS_FILE);
         super::disk::write_file_atomic(&path, &bytes, &self.shared.env).await.map_err(|e| StorageError::io(&path, e))
+    }
+}
+
+/// A marker from a fenced producer epoch or a deposed coordinator is refused.
+fn check_marker(state: &super::log::LogState, marker: &TxnMarker) -> Result<(), AppendError> {
+    use super::producer_state::MarkerRefusal;
+    match state.producers.check_marker(marker.producer_id, marker.producer_epoch, marker.coordinator_epoch) {
+        Ok(()) => Ok(()),
+        Err(MarkerRefusal::ProducerFenced { current_epoch }) => Err(AppendError::ProducerFenced { current_epoch }),
+        Err(MarkerRefusal::CoordinatorFenced { current_epoch }) => {
+            Err(AppendError::CoordinatorFenced { current_epoch })
+        }
     }
 }
 
@@ -380,8 +398,25 @@ mod tests {
                 assert!(!log.take_unsaved_aborts());
                 log.persist_aborted_index().await.unwrap();
 
-                log.set_commit(Offset(3));
-                assert_eq!(log.last_stable_offset(), Offset(1), "producer 8's transaction is still open");
+                // Producer 8's marker from coordinator epoch 5, then a late one from a
+                // deposed coordinator (epoch 4), and one for an older producer epoch.
+                let from_5 = TxnMarker { coordinator_epoch: 5, ..marker(8, true) };
+                let newer = log.marker_entry(from_5, Offset(3), 1).unwrap();
+                log.append_entry(newer.bytes, false).unwrap().durable().await.unwrap();
+                let late = TxnMarker { coordinator_epoch: 4, ..marker(8, true) };
+                assert!(matches!(
+                    log.marker_entry(late, Offset(4), 1),
+                    Err(AppendError::CoordinatorFenced { current_epoch: 5 })
+                ));
+                let old_epoch = TxnMarker { producer_epoch: -1, coordinator_epoch: 5, ..marker(8, false) };
+                assert!(matches!(log.marker_entry(old_epoch, Offset(4), 1), Err(AppendError::ProducerFenced { .. })));
+
+                log.set_commit(Offset(4));
+                assert_eq!(log.last_stable_offset(), Offset(4));
+                // Reopen producer 8's transaction for the crash check below.
+                let mut again = transactional_batch(8, 1);
+                record_batch::set_base_offset(&mut again, 4);
+                log.append_entry(again.freeze(), true).unwrap().durable().await.unwrap();
                 let aborted = log.stable_view(Offset(0)).aborted;
                 assert_eq!(
                     aborted,

@@ -46,6 +46,10 @@ pub struct TxnCoordinator {
     /// in a cluster those this node leads (replicated) or is the home of (not
     /// replicated), once their state is loaded.
     ready: RefCell<HashSet<i32>>,
+    /// The epoch this shard coordinates each partition in (its Raft leader epoch; 0 when
+    /// not replicated): markers carry it, and partitions refuse a lower one than they
+    /// have applied (a deposed coordinator's late marker).
+    epochs: RefCell<HashMap<i32, i32>>,
 }
 
 /// The right to change one id's state; released when dropped.
@@ -126,7 +130,7 @@ impl TxnCoordinator {
     /// This node now leads replicated partition `partition` and its log holds every
     /// record earlier leaders committed: its ids are reloaded from it and coordinated
     /// here. Returns how many ids it holds.
-    pub async fn lead(&self, partition: i32) -> Result<usize, String> {
+    pub async fn lead(&self, partition: i32, coordinator_epoch: i32) -> Result<usize, String> {
         let store = self
             .partitions
             .borrow()
@@ -139,7 +143,13 @@ impl TxnCoordinator {
         txns.retain(|id, _| partition_for_txn(id) != partition);
         txns.extend(states);
         self.ready.borrow_mut().insert(partition);
+        self.epochs.borrow_mut().insert(partition, coordinator_epoch);
         Ok(count)
+    }
+
+    /// The coordinator epoch of partition `partition` here (see `epochs`).
+    pub fn coordinator_epoch(&self, partition: i32) -> i32 {
+        self.epochs.borrow().get(&partition).copied().unwrap_or(0)
     }
 
     /// This node no longer leads partition `partition`: its ids are coordinated elsewhere.

@@ -4,8 +4,10 @@
 //! `<data-dir>/__transaction_state-<p>/` with the durable flush policy. An id lives in
 //! partition `fnv1a_32(id) mod TXN_STATE_PARTITIONS`, owned by the shard the routing rule
 //! names (so the layout survives a change of `--cores`). Every state change is one record
-//! appended and fdatasync'ed before it takes effect; at startup each shard replays its
-//! partitions (latest value per id; a null value forgets it).
+//! appended and fdatasync'ed before it takes effect (in a cluster with three nodes or
+//! more: proposed to the partition's Raft group and committed by a majority, through the
+//! writer the shard layer installs); at startup each shard replays its partitions (latest
+//! value per id; a null value forgets it).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -151,6 +153,11 @@ impl TxnStatePartition {
 async fn durable(pending: PendingAppend) -> Result<(), TxnStoreError> {
     pending.durable().await?;
     Ok(())
+}
+
+/// Every id's latest state in a `__transaction_state` partition log.
+pub async fn replay_log(log: &PartitionLog) -> Result<HashMap<String, TxnMetadata>, StorageError> {
+    replay(log).await
 }
 
 /// Every id's latest state in `log` up to its high watermark.

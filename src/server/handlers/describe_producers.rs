@@ -45,7 +45,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
                                     .with_producer_epoch(i32::from(p.producer_epoch))
                                     .with_last_sequence(p.last_sequence)
                                     .with_last_timestamp(p.last_append_ms)
-                                    .with_coordinator_epoch(0)
+                                    .with_coordinator_epoch(p.coordinator_epoch)
                                     .with_current_txn_start_offset(p.txn_first_offset.map_or(-1, |o| o.value()))
                             })
                             .collect(),

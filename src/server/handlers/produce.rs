@@ -241,6 +241,10 @@ async fn refusal(log: &PartitionLog, error: AppendError) -> ProduceOutcome {
         error @ AppendError::ProducerFenced { .. } => {
             ProduceOutcome::failed(ResponseError::InvalidProducerEpoch.code(), error.to_string())
         }
+        // Markers only; a client's batch never gets it.
+        error @ AppendError::CoordinatorFenced { .. } => {
+            ProduceOutcome::failed(ResponseError::TransactionCoordinatorFenced.code(), error.to_string())
+        }
         error @ AppendError::InvalidRecord { .. } => {
             ProduceOutcome::failed(ResponseError::InvalidRecord.code(), error.to_string())
         }

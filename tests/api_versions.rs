@@ -64,6 +64,8 @@ const KAFKA_RANGES: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeProducers, 0, 0),
     // v0 was removed by Kafka 4.0 (KIP-896).
     (ApiKey::WriteTxnMarkers, 1, 1),
+    // KIP-101/320; v0-1 were removed by Kafka 4.0 (KIP-896).
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 struct Raw {
@@ -126,6 +128,7 @@ requests!(
     ListTransactionsRequest,
     DescribeProducersRequest,
     WriteTxnMarkersRequest,
+    OffsetForLeaderEpochRequest,
     FetchRequest,
     ListOffsetsRequest,
     MetadataRequest,
@@ -321,6 +324,14 @@ fn exercise(raw: &mut Raw, key: ApiKey, version: i16) {
             DescribeProducersResponse
         ),
         ApiKey::WriteTxnMarkers => call!(WriteTxnMarkersRequest::default(), WriteTxnMarkersResponse),
+        ApiKey::OffsetForLeaderEpoch => call!(
+            OffsetForLeaderEpochRequest::default().with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(TopicName(name("no-such-topic")))
+                    .with_partitions(vec![offset_for_leader_epoch_request::OffsetForLeaderPartition::default()])
+            ]),
+            OffsetForLeaderEpochResponse
+        ),
         other => panic!("{other:?} is advertised but this test does not know it: add it"),
     }
 }

@@ -354,6 +354,16 @@ impl ShardContext {
         }
     }
 
+    /// The leader epoch of `topic`-`partition` as this node knows it: a replicated
+    /// partition's Raft term; 0 standalone and for unreplicated partitions (what
+    /// Metadata reports).
+    pub fn leader_epoch(&self, topic: &str, partition: i32) -> i32 {
+        self.cluster
+            .as_ref()
+            .and_then(|view| view.leadership(&TopicPartition::new(topic, partition)))
+            .map_or(0, |leadership| leadership.epoch)
+    }
+
     /// Whether this node stores `topic`-`partition`: standalone every partition; in a
     /// cluster the partitions it is a replica of.
     fn stores(&self, info: &crate::metadata::TopicMetadata, partition: i32) -> bool {

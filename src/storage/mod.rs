@@ -40,6 +40,7 @@ pub mod config;
 pub mod disk;
 pub mod error;
 pub mod index;
+pub mod leader_epoch;
 pub mod log;
 pub mod memory_disk;
 pub mod offset;

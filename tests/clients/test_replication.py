@@ -21,6 +21,8 @@ real clients: librdkafka (confluent-kafka) and kafka-python.
   control batches).
 - min.insync.replicas: acks=all fails with NOT_ENOUGH_REPLICAS when too few replicas
   are in sync, acks=1 still works.
+- Leader epochs (KIP-101/320): OffsetForLeaderEpoch answers where each epoch ends, and a
+  stale or unknown current epoch is refused (Fetch applies the same check).
 
 TERN_REPLICATION_ROUNDS sets the kill rounds (CI: 5; `perf/replication_failover.py` runs
 20 and reports the failover times).
@@ -531,3 +533,95 @@ def test_min_insync_replicas_refuses_acks_all(cluster):
     relaxed = KafkaProducer(bootstrap_servers=cluster.nodes[leader].bootstrap, acks=1, retries=0)
     relaxed.send("strict", b"acks=1 still works").get(timeout=10)
     relaxed.close()
+
+
+def offset_for_leader_epoch(bootstrap, topic, partition, current, requested):
+    """OffsetForLeaderEpoch v2 over a plain socket: (error, leader epoch, end offset)."""
+    import socket
+    import struct
+
+    def string(value):
+        data = value.encode()
+        return struct.pack(">h", len(data)) + data
+
+    body = (struct.pack(">i", 1) + string(topic) + struct.pack(">i", 1)
+            + struct.pack(">iii", partition, current, requested))
+    frame = struct.pack(">hhi", 23, 2, 11) + string("kip-320-probe") + body
+    host, port = bootstrap.split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall(struct.pack(">i", len(frame)) + frame)
+        size = struct.unpack(">i", sock.recv(4, socket.MSG_WAITALL))[0]
+        answer = sock.recv(size, socket.MSG_WAITALL)
+    # correlation id, throttle ms, topics (1): name, partitions (1): error, partition, epoch, end
+    (correlation,) = struct.unpack_from(">i", answer, 0)
+    assert correlation == 11
+    pos = 4 + 4 + 4
+    (name_len,) = struct.unpack_from(">h", answer, pos)
+    pos += 2 + name_len + 4
+    error, index, epoch, end = struct.unpack_from(">hiiq", answer, pos)
+    assert index == partition
+    return error, epoch, end
+
+
+def test_leader_epochs_tell_where_each_epoch_ends(cluster):
+    create_topic(cluster, "epochs", 1)
+    first = cluster.wait_until(lambda: leader_of(cluster, "epochs", 0), 15, "a leader")
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True})
+    for i in range(10):
+        p.produce("epochs", value=f"a{i}".encode(), partition=0)
+    assert p.flush(30) == 0
+
+    cluster.kill(first)
+    second = cluster.wait_until(lambda: leader_of(cluster, "epochs", 0) not in (None, first) and
+                                leader_of(cluster, "epochs", 0), 15, "a new leader")
+    for i in range(10):
+        p.produce("epochs", value=f"b{i}".encode(), partition=0)
+    assert p.flush(60) == 0
+
+    # The epochs the records were written in, as a consumer sees them.
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "epochs-reader",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.assign([TopicPartition("epochs", 0, 0)])
+    seen = []
+    deadline = time.time() + 30
+    while len(seen) < 20 and time.time() < deadline:
+        m = c.poll(0.2)
+        if m is not None and not m.error():
+            seen.append((m.value().decode(), m.offset(), m.leader_epoch()))
+    c.close()
+    assert len(seen) == 20, seen
+    old_epoch = {e for v, _, e in seen if v.startswith("a")}
+    new_epoch = {e for v, _, e in seen if v.startswith("b")}
+    assert len(old_epoch) == 1 and len(new_epoch) == 1, seen
+    (old_epoch,), (new_epoch,) = old_epoch, new_epoch
+    assert new_epoch > old_epoch
+    first_b = min(o for v, o, _ in seen if v.startswith("b"))
+    last_a = max(o for v, o, _ in seen if v.startswith("a"))
+
+    leader = cluster.nodes[second].bootstrap
+    # The old epoch ends where the new leader's first batch (its control batch) begins.
+    error, epoch, end = offset_for_leader_epoch(leader, "epochs", 0, new_epoch, old_epoch)
+    assert error == 0 and epoch <= old_epoch, (error, epoch, end)
+    assert last_a < end < first_b, (last_a, end, first_b)
+    # The current epoch ends at the log end.
+    error, epoch, end = offset_for_leader_epoch(leader, "epochs", 0, new_epoch, new_epoch)
+    assert (error, epoch) == (0, new_epoch) and end == first_b + 10, (error, epoch, end)
+    # A client with an old or a future current epoch is refused.
+    assert offset_for_leader_epoch(leader, "epochs", 0, old_epoch, old_epoch)[0] == 74  # FENCED_LEADER_EPOCH
+    assert offset_for_leader_epoch(leader, "epochs", 0, new_epoch + 5, old_epoch)[0] == 75  # UNKNOWN_LEADER_EPOCH
+    follower = next(n for n, node in cluster.nodes.items() if node.alive() and n != second)
+    assert offset_for_leader_epoch(cluster.nodes[follower].bootstrap, "epochs", 0, -1, new_epoch)[0] == 6
+
+    # The killed node comes back as a follower; consumers read on through the change.
+    cluster.start(first)
+    c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "epochs-reader-2",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.assign([TopicPartition("epochs", 0, 0)])
+    values = []
+    deadline = time.time() + 30
+    while len(values) < 20 and time.time() < deadline:
+        m = c.poll(0.2)
+        if m is not None and not m.error():
+            values.append(m.value().decode())
+    c.close()
+    assert values == [f"a{i}" for i in range(10)] + [f"b{i}" for i in range(10)]

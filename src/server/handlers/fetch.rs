@@ -153,6 +153,9 @@ struct Wanted {
     partition: i32,
     offset: i64,
     max_bytes: usize,
+    /// The leader epoch the client believes current (v9+; -1: not given), checked
+    /// against this leader's (KIP-320).
+    current_leader_epoch: i32,
 }
 
 /// Reads the partitions in request order, each on its owning shard, within the
@@ -165,8 +168,17 @@ async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize, i
         let remaining = max_bytes.saturating_sub(total);
         let limit = w.max_bytes.min(remaining);
         let offset = w.offset;
+        let (client_epoch, topic, partition) = (w.current_leader_epoch, w.topic.clone(), w.partition);
         let mut outcome = ctx
-            .on_partition(&w.topic, w.partition, move |_, log| read(log, offset, limit, isolation))
+            .on_partition(&w.topic, w.partition, move |ctx, log| async move {
+                if log.is_ok() && client_epoch >= 0 {
+                    let current = ctx.leader_epoch(&topic, partition);
+                    if let Err(code) = super::offset_for_leader_epoch::check_current_epoch(client_epoch, current) {
+                        return ReadOutcome { error_code: code, ..ReadOutcome::default() };
+                    }
+                }
+                read(log, offset, limit, isolation).await
+            })
             .await
             .unwrap_or(ReadOutcome { error_code: ResponseError::NotLeaderOrFollower.code(), ..ReadOutcome::default() });
         let size: usize = outcome.records.iter().map(RecordChunk::len).sum();
@@ -211,6 +223,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Rec
                 partition: partition.partition,
                 offset: partition.fetch_offset,
                 max_bytes: (partition.partition_max_bytes.max(0) as usize).min(FETCH_BYTES_MAX),
+                current_leader_epoch: partition.current_leader_epoch,
             };
             if known {
                 wanted.push(entry);

@@ -131,6 +131,7 @@ kafka_apis! {
     list_transactions: ListTransactionsRequest,
     describe_producers: DescribeProducersRequest,
     write_txn_markers: WriteTxnMarkersRequest,
+    offset_for_leader_epoch: OffsetForLeaderEpochRequest,
 }
 
 pub fn support_for(key: ApiKey) -> Option<ApiSupport> {

@@ -14,8 +14,8 @@ use super::log::PartitionLog;
 use super::offset::Offset;
 
 /// The answer for one requested epoch: the largest epoch at or below it that the log
-/// holds, and where it ends (the start of the next epoch, or the log end for the current
-/// one). `None`: the log holds no batch of that epoch or an earlier one.
+/// holds (the requested one when it holds none), and where it ends (the start of the
+/// next epoch, or the log end for the current one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpochEnd {
     pub epoch: i32,
@@ -48,7 +48,7 @@ impl PartitionLog {
     /// Where `requested` ends in this log, whose leader is now in `current` (see
     /// [`EpochEnd`]). The current epoch ends at the log end; an earlier one where the
     /// first batch of a later epoch begins (searched below the high watermark: a batch
-    /// not committed yet may still be cut).
+    /// not committed yet may still be cut). `None` for a future or negative epoch.
     pub async fn epoch_end(&self, requested: i32, current: i32) -> Result<Option<EpochEnd>, ReadError> {
         let offsets = self.offsets();
         if requested == current {
@@ -81,16 +81,19 @@ impl PartitionLog {
                 end = base;
             }
         }
-        if end <= offsets.log_start.offset() {
-            return Ok(None);
-        }
         // The exact epoch of the batch ending at `end`, unless `end` follows a gap.
-        if let Some((base, next, epoch)) = batch_at(self, Offset(end.value() - 1)).await? {
-            if base < end && next <= end {
-                floor = Some(epoch);
+        if end > offsets.log_start.offset() {
+            if let Some((base, next, epoch)) = batch_at(self, Offset(end.value() - 1)).await? {
+                if base < end && next <= end {
+                    floor = Some(epoch);
+                }
             }
         }
-        Ok(floor.filter(|&epoch| epoch >= 0).map(|epoch| EpochEnd { epoch, end_offset: end }))
+        // Nothing of `requested` or earlier in the log (older than its first batch, or
+        // removed by retention): Kafka answers the requested epoch, ending where the
+        // log's later epochs begin.
+        let epoch = floor.filter(|&epoch| epoch >= 0).unwrap_or(requested);
+        Ok(Some(EpochEnd { epoch, end_offset: end }))
     }
 }
 
@@ -128,7 +131,7 @@ mod tests {
                 assert_eq!(log.epoch_end(3, 4).await.unwrap(), end(3, 10));
                 assert_eq!(log.epoch_end(2, 4).await.unwrap(), end(1, 3), "an epoch without batches: the one before");
                 assert_eq!(log.epoch_end(1, 4).await.unwrap(), end(1, 3));
-                assert_eq!(log.epoch_end(0, 4).await.unwrap(), None, "before the first epoch");
+                assert_eq!(log.epoch_end(0, 4).await.unwrap(), end(0, 0), "before the first epoch: as Kafka answers");
                 assert_eq!(log.epoch_end(5, 4).await.unwrap(), None, "a future epoch");
             })
             .unwrap()

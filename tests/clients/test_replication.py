@@ -570,6 +570,18 @@ def test_leader_epochs_tell_where_each_epoch_ends(cluster):
     for i in range(10):
         p.produce("epochs", value=f"a{i}".encode(), partition=0)
     assert p.flush(30) == 0
+    # A consumer reading across the leader change: librdkafka checks its position with
+    # the new leader (OffsetForLeaderEpoch) before it fetches there.
+    live = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "epochs-live",
+                     "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                     "topic.metadata.refresh.interval.ms": 500})
+    live.assign([TopicPartition("epochs", 0, 0)])
+    live_values = []
+    deadline = time.time() + 30
+    while len(live_values) < 10 and time.time() < deadline:
+        m = live.poll(0.2)
+        if m is not None and not m.error():
+            live_values.append(m.value().decode())
 
     cluster.kill(first)
     second = cluster.wait_until(lambda: leader_of(cluster, "epochs", 0) not in (None, first) and
@@ -577,6 +589,15 @@ def test_leader_epochs_tell_where_each_epoch_ends(cluster):
     for i in range(10):
         p.produce("epochs", value=f"b{i}".encode(), partition=0)
     assert p.flush(60) == 0
+    deadline = time.time() + 30
+    while len(live_values) < 20 and time.time() < deadline:
+        m = live.poll(0.2)
+        if m is not None and not m.error():
+            live_values.append(m.value().decode())
+    live.close()
+    assert live_values == [f"a{i}" for i in range(10)] + [f"b{i}" for i in range(10)], live_values
+    validations = metric(scrape(cluster.nodes[second]), "tern_requests_total", api="OffsetForLeaderEpoch")
+    assert validations, "librdkafka checked its position with the new leader (KIP-320)"
 
     # The epochs the records were written in, as a consumer sees them.
     c = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "epochs-reader",

@@ -81,12 +81,19 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
             let (topic, partition, timestamp) = (name.clone(), p.partition_index, p.timestamp);
             async move {
                 let known = ctx.metadata().topics.get(&topic).is_some_and(|t| (0..t.partitions).contains(&partition));
-                let OffsetLookup { error_code, timestamp, offset } = if !known {
-                    OffsetLookup::failed(ResponseError::UnknownTopicOrPartition.code())
+                // The leader's current epoch goes with every answer: a client that later
+                // checks its position against that epoch (KIP-320, OffsetForLeaderEpoch)
+                // finds it ends at or after any offset answered now.
+                let (OffsetLookup { error_code, timestamp, offset }, leader_epoch) = if !known {
+                    (OffsetLookup::failed(ResponseError::UnknownTopicOrPartition.code()), -1)
                 } else {
-                    ctx.on_partition(&topic, partition, move |_, log| lookup(log, timestamp, isolation))
-                        .await
-                        .unwrap_or(OffsetLookup::failed(ResponseError::NotLeaderOrFollower.code()))
+                    let name = topic.clone();
+                    ctx.on_partition(&name, partition, move |ctx, log| async move {
+                        let epoch = ctx.leader_epoch(&topic, partition);
+                        (lookup(log, timestamp, isolation).await, epoch)
+                    })
+                    .await
+                    .unwrap_or((OffsetLookup::failed(ResponseError::NotLeaderOrFollower.code()), -1))
                 };
                 let response = ListOffsetsPartitionResponse::default()
                     .with_partition_index(partition)
@@ -94,7 +101,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
                     .with_timestamp(timestamp)
                     .with_offset(offset);
                 if version >= 4 {
-                    response.with_leader_epoch(0)
+                    response.with_leader_epoch(if error_code == 0 { leader_epoch } else { -1 })
                 } else {
                     response
                 }

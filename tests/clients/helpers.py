@@ -96,3 +96,26 @@ def scrape(broker):
     """The broker's /metrics text (its admin endpoint)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics", timeout=5) as response:
         return response.read().decode()
+
+
+def kafka_string(value):
+    """A Kafka protocol STRING (int16 length, UTF-8 bytes)."""
+    import struct
+    data = value.encode()
+    return struct.pack(">h", len(data)) + data
+
+
+def raw_request(bootstrap, api_key, version, correlation_id, body, client_id="raw-probe"):
+    """Sends one request with a non-flexible (v1) header over a plain socket and returns
+    the response body after its correlation id, which is checked."""
+    import socket
+    import struct
+    frame = struct.pack(">hhi", api_key, version, correlation_id) + kafka_string(client_id) + body
+    host, port = bootstrap.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(struct.pack(">i", len(frame)) + frame)
+        size = struct.unpack(">i", sock.recv(4, socket.MSG_WAITALL))[0]
+        answer = sock.recv(size, socket.MSG_WAITALL)
+    (correlation,) = struct.unpack_from(">i", answer, 0)
+    assert correlation == correlation_id, (correlation, correlation_id)
+    return answer[4:]

@@ -537,28 +537,16 @@ def test_min_insync_replicas_refuses_acks_all(cluster):
 
 def offset_for_leader_epoch(bootstrap, topic, partition, current, requested):
     """OffsetForLeaderEpoch v2 over a plain socket: (error, leader epoch, end offset)."""
-    import socket
     import struct
 
-    def string(value):
-        data = value.encode()
-        return struct.pack(">h", len(data)) + data
+    from helpers import kafka_string, raw_request
 
-    body = (struct.pack(">i", 1) + string(topic) + struct.pack(">i", 1)
+    body = (struct.pack(">i", 1) + kafka_string(topic) + struct.pack(">i", 1)
             + struct.pack(">iii", partition, current, requested))
-    frame = struct.pack(">hhi", 23, 2, 11) + string("kip-320-probe") + body
-    host, port = bootstrap.split(":")
-    with socket.create_connection((host, int(port)), timeout=15) as sock:
-        sock.sendall(struct.pack(">i", len(frame)) + frame)
-        size = struct.unpack(">i", sock.recv(4, socket.MSG_WAITALL))[0]
-        answer = sock.recv(size, socket.MSG_WAITALL)
-    # correlation id, throttle ms, topics (1): name, partitions (1): error, partition, epoch, end
-    (correlation,) = struct.unpack_from(">i", answer, 0)
-    assert correlation == 11
-    pos = 4 + 4 + 4
-    (name_len,) = struct.unpack_from(">h", answer, pos)
-    pos += 2 + name_len + 4
-    error, index, epoch, end = struct.unpack_from(">hiiq", answer, pos)
+    answer = raw_request(bootstrap, 23, 2, 11, body)
+    # throttle ms, topics (1): name, partitions (1): error, partition, epoch, end
+    (name_len,) = struct.unpack_from(">h", answer, 4 + 4)
+    error, index, epoch, end = struct.unpack_from(">hiiq", answer, 4 + 4 + 2 + name_len + 4)
     assert index == partition
     return error, epoch, end
 

@@ -351,36 +351,22 @@ def test_quix_exactly_once_through_app_and_broker_kills(quix_cluster, tmp_path):
 def raw_transactional_produce(bootstrap, transactional_id, topic, partition, producer_id, epoch):
     """Sends one transactional batch with Produce v3 over a plain socket, as a producer
     that skipped AddPartitionsToTxn would; returns the partition's error code."""
-    import socket
     import struct
     from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    from helpers import kafka_string, raw_request
 
     builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=True,
                                         producer_id=producer_id, producer_epoch=epoch, base_sequence=0,
                                         batch_size=1 << 20)
     builder.append(0, int(time.time() * 1000), None, b"sneaked-in", [])
     batch = bytes(builder.build())
-
-    def string(value):
-        data = value.encode()
-        return struct.pack(">h", len(data)) + data
-
-    body = (string(transactional_id) + struct.pack(">hi", -1, 10000) + struct.pack(">i", 1) + string(topic)
-            + struct.pack(">i", 1) + struct.pack(">i", partition) + struct.pack(">i", len(batch)) + batch)
-    header = struct.pack(">hhi", 0, 3, 7) + string("kip-890-probe")
-    frame = header + body
-    host, port = bootstrap.split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(struct.pack(">i", len(frame)) + frame)
-        size = struct.unpack(">i", sock.recv(4, socket.MSG_WAITALL))[0]
-        answer = sock.recv(size, socket.MSG_WAITALL)
-    # correlation id, topics (1), name, partitions (1), index, error code, ...
-    (correlation,) = struct.unpack_from(">i", answer, 0)
-    assert correlation == 7
-    pos = 4 + 4
-    (name_len,) = struct.unpack_from(">h", answer, pos)
-    pos += 2 + name_len + 4
-    index, error = struct.unpack_from(">ih", answer, pos)
+    body = (kafka_string(transactional_id) + struct.pack(">hi", -1, 10000) + struct.pack(">i", 1)
+            + kafka_string(topic) + struct.pack(">ii", 1, partition) + struct.pack(">i", len(batch)) + batch)
+    answer = raw_request(bootstrap, 0, 3, 7, body)
+    # topics (1): name, partitions (1): index, error code, ...
+    (name_len,) = struct.unpack_from(">h", answer, 4)
+    index, error = struct.unpack_from(">ih", answer, 4 + 2 + name_len + 4)
     assert index == partition
     return error
 

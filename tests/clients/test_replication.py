@@ -551,6 +551,22 @@ def offset_for_leader_epoch(bootstrap, topic, partition, current, requested):
     return error, epoch, end
 
 
+def list_latest_offset(bootstrap, topic, partition, current):
+    """ListOffsets v4 (latest) over a plain socket: (error, offset, leader epoch)."""
+    import struct
+
+    from helpers import kafka_string, raw_request
+
+    body = (struct.pack(">ib", -1, 0) + struct.pack(">i", 1) + kafka_string(topic) + struct.pack(">i", 1)
+            + struct.pack(">iiq", partition, current, -1))
+    answer = raw_request(bootstrap, 2, 4, 12, body)
+    # throttle ms, topics (1): name, partitions (1): partition, error, timestamp, offset, epoch
+    (name_len,) = struct.unpack_from(">h", answer, 4 + 4)
+    index, error, _, offset, epoch = struct.unpack_from(">ihqqi", answer, 4 + 4 + 2 + name_len + 4)
+    assert index == partition
+    return error, offset, epoch
+
+
 def test_leader_epochs_tell_where_each_epoch_ends(cluster):
     create_topic(cluster, "epochs", 1)
     first = cluster.wait_until(lambda: leader_of(cluster, "epochs", 0), 15, "a leader")
@@ -618,6 +634,9 @@ def test_leader_epochs_tell_where_each_epoch_ends(cluster):
     # A client with an old or a future current epoch is refused.
     assert offset_for_leader_epoch(leader, "epochs", 0, old_epoch, old_epoch)[0] == 74  # FENCED_LEADER_EPOCH
     assert offset_for_leader_epoch(leader, "epochs", 0, new_epoch + 5, old_epoch)[0] == 75  # UNKNOWN_LEADER_EPOCH
+    # ListOffsets answers the leader's epoch, and checks the client's as Fetch does.
+    assert list_latest_offset(leader, "epochs", 0, new_epoch) == (0, first_b + 10, new_epoch)
+    assert list_latest_offset(leader, "epochs", 0, old_epoch)[0] == 74
     follower = next(n for n, node in cluster.nodes.items() if node.alive() and n != second)
     assert offset_for_leader_epoch(cluster.nodes[follower].bootstrap, "epochs", 0, -1, new_epoch)[0] == 6
 

@@ -2,7 +2,8 @@
 //! log start), max timestamp (-3, KIP-734), earliest local (-4, KIP-405: the log start,
 //! every segment being local), latest tiered (-5, KIP-1005: none, -1) and by timestamp
 //! (the first record at or after it), each answered by the shard that owns the partition.
-//! v0 (several offsets per partition) was removed by Kafka 4.0.
+//! v0 (several offsets per partition) was removed by Kafka 4.0. Each answer carries the
+//! leader's current epoch, and v4+'s `current_leader_epoch` is checked as Fetch checks it.
 
 use std::rc::Rc;
 
@@ -79,6 +80,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
         let lookups = topic.partitions.iter().map(|p| {
             let ctx = ctx.clone();
             let (topic, partition, timestamp) = (name.clone(), p.partition_index, p.timestamp);
+            let client_epoch = if version >= 4 { p.current_leader_epoch } else { -1 };
             async move {
                 let known = ctx.metadata().topics.get(&topic).is_some_and(|t| (0..t.partitions).contains(&partition));
                 // The leader's current epoch goes with every answer: a client that later
@@ -90,6 +92,13 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
                     let name = topic.clone();
                     ctx.on_partition(&name, partition, move |ctx, log| async move {
                         let epoch = ctx.leader_epoch(&topic, partition);
+                        if log.is_ok() {
+                            // KIP-320, as in Fetch: a client behind or ahead of this
+                            // leader's epoch refreshes its metadata first.
+                            if let Err(code) = super::offset_for_leader_epoch::check_current_epoch(client_epoch, epoch) {
+                                return (OffsetLookup::failed(code), -1);
+                            }
+                        }
                         (lookup(log, timestamp, isolation).await, epoch)
                     })
                     .await

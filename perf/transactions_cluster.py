@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "perf"))
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 import cluster_fixture  # noqa: E402
-from transactions import MODES, cpu_seconds  # noqa: E402
+from transactions import MODES, cpu_seconds, summarize  # noqa: E402
 
 CLUSTER_ARGS = ["--broker-session-timeout-ms", "3000", "--broker-heartbeat-interval-ms", "300"]
 
@@ -59,16 +59,9 @@ def bench(tern, cluster, topic, mode, seconds):
                        timeout=seconds + 120)
         result = json.loads(Path(out.name).read_text())
     spent = sum(cpu_seconds(node.process.pid) for node in cluster.nodes.values()) - before
-    summary = result.get("summary", result)
-    produce = summary["produce"]
-    if summary.get("errors"):
-        raise RuntimeError(f"{mode}: errors {summary['errors']}")
-    return {
-        "records_per_sec": round(produce["records_per_sec"]),
-        "transactions_per_sec": round(summary.get("transactions", 0) / summary["measured_sec"], 1),
-        "latency_ms": produce["latency"],
-        "brokers_cpu_us_per_record": round(1e6 * spent / max(1, produce["records"]), 3),
-    }
+    figures = summarize(result, mode, spent)
+    figures["brokers_cpu_us_per_record"] = figures.pop("cpu_us_per_record")
+    return figures
 
 
 def main():

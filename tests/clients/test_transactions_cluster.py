@@ -19,7 +19,6 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from cluster_fixture import running_cluster
 
@@ -37,22 +36,9 @@ def cluster(tmp_path):
 
 
 def create_topic(cluster, name, partitions=PARTITIONS):
-    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
-    admin.create_topics([NewTopic(name, partitions, 3, config={"min.insync.replicas": "2"})],
-                        operation_timeout=15)[name].result(timeout=15)
-
-    def led_everywhere():
-        for n, node in cluster.nodes.items():
-            if not node.alive():
-                continue
-            topic = cluster.metadata(n).topics.get(name)
-            if topic is None or len(topic.partitions) != partitions:
-                return False
-            if any(p.leader < 0 for p in topic.partitions.values()):
-                return False
-        return True
-
-    cluster.wait_until(led_everywhere, 15, f"{name} to have leaders")
+    """An RF=3 topic with min.insync.replicas=2, led on every live node."""
+    from test_replication import create_topic as create_replicated
+    create_replicated(cluster, name, partitions, config={"min.insync.replicas": "2"})
 
 
 def txn_producer(bootstrap, transactional_id, **extra):

@@ -13,7 +13,11 @@ Starts three `tern serve` nodes (one shard each, all sharing the machine's cores
    only come from the new leader: what a client sees); the node restarts and every
    replica is back in sync before the next round;
 4. idle cost: CPU of each node (utime+stime from /proc) over --idle-seconds with
-   --idle-partitions RF=3 partitions and no clients.
+   --idle-partitions RF=3 partitions and no clients, once every group has gone quiet
+   (`tern_replication_quiesced_groups` equals `tern_replication_groups` on every node);
+5. failover of a quiet partition, --idle-rounds rounds: SIGKILL of the leader of one of
+   the idle partitions, and the time until a survivor's Metadata names another leader
+   (a quiet group's followers learn of the death from the pair heartbeats).
 
 Usage: .venv/bin/python perf/replication.py [--rounds 20] [--runs 3] [--json out.json]
 """
@@ -35,6 +39,7 @@ from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 import cluster_fixture  # noqa: E402
+import helpers  # noqa: E402
 
 CLUSTER_ARGS = ["--broker-session-timeout-ms", "3000", "--broker-heartbeat-interval-ms", "300"]
 
@@ -153,6 +158,50 @@ def failover_rounds(cluster, rounds):
     return results
 
 
+def group_counts(cluster):
+    """(quiesced, groups) replica groups per live node, from /metrics."""
+    counts = {}
+    for n, node in cluster.nodes.items():
+        if node.alive():
+            text = helpers.scrape(node)
+            counts[n] = (int(helpers.metric(text, "tern_replication_quiesced_groups") or 0),
+                         int(helpers.metric(text, "tern_replication_groups") or 0))
+    return counts
+
+
+def all_quiet(cluster):
+    counts = group_counts(cluster)
+    return all(quiet == groups for quiet, groups in counts.values()) and counts
+
+
+def idle_failover_rounds(cluster, topic, rounds):
+    """SIGKILL of the leader of a quiet partition; seconds until a survivor names another."""
+    results = []
+    for round_ in range(rounds):
+        cluster.wait_until(lambda: all_quiet(cluster), 60, "every group quiet")
+        partition = round_ % 10
+        victim = cluster.wait_until(lambda: leader_of(cluster, topic, partition), 20, "a leader")
+        killed = time.time()
+        cluster.kill(victim)
+        elected = None
+        while time.time() - killed < 30:
+            now_leader = leader_of(cluster, topic, partition)
+            if now_leader not in (None, victim):
+                elected = time.time() - killed
+                break
+            time.sleep(0.02)
+        results.append({"round": round_, "partition": partition, "killed": victim, "elected_s": elected})
+        print(f"quiet round {round_}: leader {victim} of {topic}-{partition} killed, elected {elected}", flush=True)
+        cluster.start(victim)
+
+        def in_sync():
+            p = cluster.metadata(victim, timeout=2).topics[topic].partitions[partition]
+            return p.leader >= 0 and sorted(p.isrs) == [1, 2, 3]
+
+        cluster.wait_until(in_sync, 60, "all replicas in sync")
+    return results
+
+
 def stats(values):
     values = sorted(v for v in values if v is not None)
     if not values:
@@ -169,6 +218,7 @@ def main():
     parser.add_argument("--idle-seconds", type=float, default=10)
     parser.add_argument("--idle-partitions", type=int, default=1000)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--idle-rounds", type=int, default=10)
     parser.add_argument("--json")
     args = parser.parse_args()
     cluster_fixture.BINARY = Path(args.tern)
@@ -198,21 +248,39 @@ def main():
                 report["latency_at_25_percent"] = {"rate": rate, "runs": latency}
                 print(f"25% of the RF=3 peak ({rate}/s): {latency}", flush=True)
 
-            rounds = failover_rounds(cluster, args.rounds)
-            report["failover"] = {"rounds": rounds, "elected_s": stats(r["elected_s"] for r in rounds),
-                                  "first_ack_s": stats(r["first_ack_s"] for r in rounds)}
-            print(f"failover: {report['failover']['elected_s']} elected, {report['failover']['first_ack_s']} first ack",
-                  flush=True)
+            if args.rounds:
+                rounds = failover_rounds(cluster, args.rounds)
+                report["failover"] = {"rounds": rounds, "elected_s": stats(r["elected_s"] for r in rounds),
+                                      "first_ack_s": stats(r["first_ack_s"] for r in rounds)}
+                print(f"failover: {report['failover']['elected_s']} elected, "
+                      f"{report['failover']['first_ack_s']} first ack", flush=True)
 
             if args.idle_partitions:
+                def idle_cpu():
+                    before = {n: cpu_seconds(node.process.pid) for n, node in cluster.nodes.items()}
+                    time.sleep(args.idle_seconds)
+                    after = {n: cpu_seconds(node.process.pid) for n, node in cluster.nodes.items()}
+                    return {n: round(100 * (after[n] - before[n]) / args.idle_seconds, 2) for n in before}
+
+                # The same cluster before the idle topic: the metadata quorum, the pair
+                # heartbeats and the internal topics' 32 groups per node.
+                cluster.wait_until(lambda: all_quiet(cluster), 120, "every group quiet")
+                baseline = idle_cpu()
+                print(f"idle CPU % before the {args.idle_partitions} partitions: {baseline}", flush=True)
                 create(cluster, "idle", args.idle_partitions, 3)
-                time.sleep(3)
-                before = {n: cpu_seconds(node.process.pid) for n, node in cluster.nodes.items()}
-                time.sleep(args.idle_seconds)
-                after = {n: cpu_seconds(node.process.pid) for n, node in cluster.nodes.items()}
-                idle = {n: round(100 * (after[n] - before[n]) / args.idle_seconds, 1) for n in before}
-                report["idle_cpu_percent"] = {"partitions": args.idle_partitions, "per_node": idle}
-                print(f"idle CPU % with {args.idle_partitions} RF=3 partitions: {idle}", flush=True)
+                started = time.time()
+                quiet = cluster.wait_until(lambda: all_quiet(cluster), 120, "every group quiet")
+                quiet_after = round(time.time() - started, 1)
+                idle = idle_cpu()
+                report["idle_cpu_percent"] = {"partitions": args.idle_partitions, "per_node": idle,
+                                              "per_node_before_the_topic": baseline,
+                                              "quiet_groups_per_node": quiet, "all_quiet_after_s": quiet_after}
+                print(f"idle CPU % with {args.idle_partitions} RF=3 partitions: {idle} "
+                      f"(all quiet {quiet_after} s after the topic was led: {quiet})", flush=True)
+                if args.idle_rounds:
+                    rounds = idle_failover_rounds(cluster, "idle", args.idle_rounds)
+                    report["quiet_failover"] = {"rounds": rounds, "elected_s": stats(r["elected_s"] for r in rounds)}
+                    print(f"quiet failover: {report['quiet_failover']['elected_s']} elected", flush=True)
         finally:
             cluster.shutdown()
     text = json.dumps(report, indent=2)

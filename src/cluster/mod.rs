@@ -11,6 +11,7 @@
 
 pub mod liveness;
 pub mod logger;
+pub mod peer_liveness;
 pub mod quorum;
 pub mod raft_log;
 pub mod transport;
@@ -41,6 +42,8 @@ pub struct ClusterView {
     /// Replicated `__transaction_state` partitions this node leads and has loaded: it
     /// coordinates their transactional ids.
     txn_state_ready: RwLock<std::collections::HashSet<i32>>,
+    /// When each peer was last heard from over the cluster link (stamped by shard 0).
+    pub peers_heard: peer_liveness::PeerLiveness,
 }
 
 /// A replicated partition's leader as a replica sees it.
@@ -59,10 +62,11 @@ impl ClusterView {
     pub fn new(peer_ids: Vec<i32>) -> ClusterView {
         ClusterView {
             controller_id: AtomicI32::new(-1),
-            peer_ids,
             leaders: RwLock::new(HashMap::new()),
             offsets_ready: RwLock::new(std::collections::HashSet::new()),
             txn_state_ready: RwLock::new(std::collections::HashSet::new()),
+            peers_heard: peer_liveness::PeerLiveness::new(&peer_ids),
+            peer_ids,
         }
     }
 

@@ -267,9 +267,7 @@ pub struct ClusterGauges {
 /// sets its slot of the gauges; the counters only grow.
 #[derive(Debug, Default)]
 pub struct ReplicationGauges {
-    /// Per shard: (replica groups, groups led here, led groups with fewer in-sync replicas
-    /// than replicas).
-    pub per_shard: std::sync::Mutex<Vec<[u64; 3]>>,
+    pub per_shard: std::sync::Mutex<Vec<ShardGroupCounts>>,
     pub leader_changes: AtomicU64,
     pub truncations: AtomicU64,
     pub catch_ups: AtomicU64,
@@ -277,19 +275,36 @@ pub struct ReplicationGauges {
 }
 
 impl ReplicationGauges {
-    pub fn set_shard(&self, shard: usize, groups: u64, leaders: u64, under_replicated: u64) {
+    pub fn set_shard(&self, shard: usize, counts: ShardGroupCounts) {
         let mut slots = self.per_shard.lock().expect("replication gauges");
         if slots.len() <= shard {
-            slots.resize(shard + 1, [0; 3]);
+            slots.resize(shard + 1, ShardGroupCounts::default());
         }
-        slots[shard] = [groups, leaders, under_replicated];
+        slots[shard] = counts;
     }
 
-    /// Sums over the shards: (groups, leaders, under-replicated).
-    pub fn totals(&self) -> [u64; 3] {
+    /// Sums over the shards.
+    pub fn totals(&self) -> ShardGroupCounts {
         let slots = self.per_shard.lock().expect("replication gauges");
-        slots.iter().fold([0; 3], |acc, s| [acc[0] + s[0], acc[1] + s[1], acc[2] + s[2]])
+        slots.iter().fold(ShardGroupCounts::default(), |acc, s| ShardGroupCounts {
+            groups: acc.groups + s.groups,
+            leaders: acc.leaders + s.leaders,
+            under_replicated: acc.under_replicated + s.under_replicated,
+            quiesced: acc.quiesced + s.quiesced,
+        })
     }
+}
+
+/// One shard's replica groups, counted at its replica driver's last tick.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ShardGroupCounts {
+    pub groups: u64,
+    /// Groups led here.
+    pub leaders: u64,
+    /// Led groups with fewer in-sync replicas than replicas.
+    pub under_replicated: u64,
+    /// Groups gone quiet (`shard::quiescence`).
+    pub quiesced: u64,
 }
 
 pub fn replication_gauges() -> &'static ReplicationGauges {

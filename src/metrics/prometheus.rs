@@ -83,15 +83,21 @@ fn render_cluster(out: &mut String) {
     ];
     render_rows(out, &rows);
     let replication = super::replication_gauges();
-    let [groups, leaders, under_replicated] = replication.totals();
-    let rows: [(&str, &str, &str, i64); 7] = [
-        ("tern_replication_groups", "gauge", "Partition replicas (Raft groups) on this node.", groups as i64),
-        ("tern_replication_leaders", "gauge", "Replicated partitions this node leads.", leaders as i64),
+    let counts = replication.totals();
+    let rows: [(&str, &str, &str, i64); 8] = [
+        ("tern_replication_groups", "gauge", "Partition replicas (Raft groups) on this node.", counts.groups as i64),
+        ("tern_replication_leaders", "gauge", "Replicated partitions this node leads.", counts.leaders as i64),
+        (
+            "tern_replication_quiesced_groups",
+            "gauge",
+            "Replica groups gone quiet (nothing to replicate: no ticks, no heartbeats).",
+            counts.quiesced as i64,
+        ),
         (
             "tern_replication_under_replicated_partitions",
             "gauge",
             "Partitions led here with fewer in-sync replicas than replicas (Kafka's UnderReplicatedPartitions).",
-            under_replicated as i64,
+            counts.under_replicated as i64,
         ),
         (
             "tern_replication_leader_changes_total",

@@ -115,6 +115,11 @@ pub struct ReplicaGroup {
     /// Leader as last published to the leader table, and its term.
     pub published: Option<(i32, u64, Vec<i32>)>,
     pub role: StateRole,
+    /// The group has gone quiet and does not tick (`shard::quiescence`).
+    pub quiesced: bool,
+    /// Leader: ticks in a row with nothing to do, at last index `quiet_index`.
+    pub quiet_ticks: u32,
+    pub quiet_index: u64,
 }
 
 impl std::fmt::Debug for ReplicaGroup {
@@ -243,6 +248,9 @@ impl ReplicaGroup {
             snapshot_ticks: std::collections::HashMap::new(),
             published: None,
             role: StateRole::Follower,
+            quiesced: false,
+            quiet_ticks: 0,
+            quiet_index: 0,
         })
     }
 
@@ -269,8 +277,14 @@ impl ReplicaGroup {
     /// that held everything this leader had a tick earlier at some point within
     /// `REPLICA_LAG_MAX` (Kafka's replica.lag.time.max.ms rule) and was heard from within
     /// two election timeouts (a follower that died with nothing new to replicate
-    /// would otherwise look caught up for ever).
+    /// would otherwise look caught up for ever). A quiet leader's followers are all in
+    /// sync (see `shard::quiescence`).
     pub fn in_sync(&self) -> Vec<i32> {
+        if self.quiesced && self.is_leader() {
+            let mut all = self.replicas.clone();
+            all.sort_unstable();
+            return all;
+        }
         let now = Instant::now();
         let raft = &self.node.raft;
         let mut in_sync: Vec<i32> = raft

@@ -15,6 +15,9 @@
 //!    produce requests: acks=1 once the leader's write is durable, acks=all once the
 //!    entry is committed (a majority of replicas has it durable).
 //!
+//! A group with nothing to replicate goes quiet: it skips the clock's ticks until a
+//! write, a peer's message or a silent peer broker wakes it (`shard::quiescence`).
+//!
 //! A leader takes a produce request in the event handler: the log validates the batch,
 //! checks the producer's sequence and stamps offset and epoch (`prepare_entry`), and the
 //! batch is proposed as one Raft entry. Every replica then writes the same bytes at the
@@ -22,7 +25,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -32,13 +34,14 @@ use raft::eraftpb::{Entry, Message, MessageType};
 use raft::StateRole;
 
 use crate::cluster::transport::{LeaderUpdate, PartitionMessage, PeerFrame};
-use crate::cluster::Leadership;
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::protocol::topic_partition::TopicPartition;
 use crate::replication::entry::{epoch_of, leader_noop_batch, offsets_of};
 use crate::replication::WindowEntry;
 use crate::storage::{Offset, PendingAppend, StorageError};
 
+use super::leadership::{leader_update, publish_leadership};
+use super::quiescence;
 use super::replica_group::{Proposal, ProposeOutcome, ReplicaGroup, Waiter, WINDOW_KEEP_BYTES};
 use super::ShardContext;
 
@@ -181,22 +184,45 @@ impl Driver {
                     .cluster_config()
                     .leader_rebalance_interval
                     .map(|every| (every.as_millis() / tick.as_millis().max(1)).max(1) as u32);
-                let (mut leaders, mut under_replicated) = (0, 0);
+                let mut counts =
+                    crate::metrics::ShardGroupCounts { groups: self.groups.len() as u64, ..Default::default() };
                 for group in self.groups.values() {
+                    counts.quiesced += group.quiesced as u64;
                     if group.is_leader() {
-                        leaders += 1;
+                        counts.leaders += 1;
                         if group.in_sync().len() < group.replicas.len() {
-                            under_replicated += 1;
+                            counts.under_replicated += 1;
                         }
                     }
                 }
-                crate::metrics::replication_gauges().set_shard(
-                    self.ctx.id,
-                    self.groups.len() as u64,
-                    leaders,
-                    under_replicated,
-                );
+                crate::metrics::replication_gauges().set_shard(self.ctx.id, counts);
+                let view = self.ctx.cluster.clone()?;
+                let around = quiescence::Surroundings::of(&self.ctx, &view, now);
                 for (partition, group) in &mut self.groups {
+                    if group.quiesced {
+                        match quiescence::tick_wakes(group, &around) {
+                            None => {
+                                if announce && group.is_leader() {
+                                    let in_sync = group.in_sync();
+                                    self.leader_updates.push(leader_update(group, &in_sync));
+                                }
+                                continue;
+                            }
+                            Some(reason) => {
+                                tracing::debug!(partition = %partition, ?reason, "quiet replica group wakes");
+                                quiescence::wake(group, Some(reason), &around);
+                            }
+                        }
+                    }
+                    // Judged on the state the last round left (a tick adds heartbeats).
+                    if group.is_leader() && quiescence::leader_tick(group, &around) {
+                        queue_messages(&mut self.outbound, group, quiescence::quiesce_heartbeats(group));
+                        group.quiesced = true;
+                        if group.current_state() != group.persisted {
+                            self.state_due.insert(partition.clone());
+                        }
+                        continue;
+                    }
                     group.node.tick();
                     // A new group's preferred replica keeps asking for votes (a pre-vote
                     // disturbs nobody) until some replica leads: the other replicas may
@@ -216,12 +242,10 @@ impl Driver {
                         group.balance_ticks = 0;
                     }
                     expire_waiters(group, now);
-                    if let Some(view) = &self.ctx.cluster {
-                        publish_leadership(view, group, &mut self.leader_updates);
-                        if announce && group.is_leader() {
-                            let in_sync = group.in_sync();
-                            self.leader_updates.push(leader_update(group, &in_sync));
-                        }
+                    publish_leadership(&view, group, &mut self.leader_updates);
+                    if announce && group.is_leader() {
+                        let in_sync = group.in_sync();
+                        self.leader_updates.push(leader_update(group, &in_sync));
                     }
                     if now.duration_since(group.persisted_at) >= STATE_WRITE_INTERVAL
                         && group.current_state() != group.persisted
@@ -237,7 +261,15 @@ impl Driver {
                     if group.topic_id != topic_id {
                         continue;
                     }
-                    group.heard_at.insert(message.from, Instant::now());
+                    let now = Instant::now();
+                    group.heard_at.insert(message.from, now);
+                    if group.quiesced && quiescence::message_wakes(group, &message) {
+                        if let Some(view) = &self.ctx.cluster {
+                            let around = quiescence::Surroundings::of(&self.ctx, view, now);
+                            quiescence::wake(group, None, &around);
+                        }
+                    }
+                    let quiesce = quiescence::QuiesceRequest::of(&message);
                     match message.get_msg_type() {
                         // Too far behind: copy the log first, then step it (`catch_up`).
                         MessageType::MsgSnapshot => {
@@ -254,11 +286,27 @@ impl Driver {
                     if let Err(error) = group.node.step(message) {
                         tracing::debug!(partition = %key, from, %error, "raft message ignored");
                     }
+                    if let Some(request) = quiesce {
+                        if !group.quiesced && quiescence::follower_accepts(group, request) {
+                            group.quiesced = true;
+                            if group.current_state() != group.persisted {
+                                self.state_due.insert(key);
+                            }
+                        }
+                    }
                 }
             }
             ReplicaEvent::Propose { partition, proposal, acks, timeout, reply } => {
                 match self.groups.get_mut(&partition) {
-                    Some(group) => propose(group, proposal, acks, timeout, reply),
+                    Some(group) => {
+                        if group.quiesced {
+                            if let Some(view) = &self.ctx.cluster {
+                                let around = quiescence::Surroundings::of(&self.ctx, view, Instant::now());
+                                quiescence::wake(group, None, &around);
+                            }
+                        }
+                        propose(group, proposal, acks, timeout, reply)
+                    }
                     None => {
                         let _ = reply.send(ProposeOutcome::NotLeader);
                     }
@@ -478,7 +526,7 @@ impl Driver {
         if let Some(view) = &self.ctx.cluster {
             publish_leadership(view, group, &mut self.leader_updates);
             if group.partition.topic == OFFSETS_TOPIC {
-                coordinate_offsets(&self.ctx, view, group);
+                super::offsets_cluster::coordinate_offsets(&self.ctx, view, group);
             } else if group.partition.topic == crate::txn::TXN_STATE_TOPIC {
                 super::txn_cluster::coordinate_txn_state(&self.ctx, view, group);
             }
@@ -702,45 +750,6 @@ fn settle(group: &mut ReplicaGroup) {
     }
 }
 
-/// A `__consumer_offsets` group's leader coordinates its consumer groups once its term's
-/// first entry is committed (so its log holds every commit of earlier leaders): it
-/// reloads the offsets, then takes requests. A replica that stops leading drops its
-/// groups' state and stops taking requests at once.
-fn coordinate_offsets(ctx: &Rc<ShardContext>, view: &Arc<crate::cluster::ClusterView>, group: &mut ReplicaGroup) {
-    let partition = group.partition.partition;
-    let term = group.node.raft.term;
-    if !group.is_leader() {
-        if group.coordinator_loaded_term.take().is_some() {
-            view.set_offsets_ready(partition, false);
-            ctx.groups.follow_offsets(partition);
-            tracing::info!(partition, "no longer coordinating the groups of this offsets partition");
-        }
-        return;
-    }
-    if group.coordinator_loaded_term == Some(term) || group.node.raft.raft_log.committed < group.term_start_index {
-        return;
-    }
-    group.coordinator_loaded_term = Some(term);
-    view.set_offsets_ready(partition, false);
-    let ctx = ctx.clone();
-    let view = view.clone();
-    let node_id = ctx.config.node_id;
-    glommio::spawn_local(async move {
-        match ctx.groups.lead_offsets(partition).await {
-            Ok(offsets) => {
-                let key = TopicPartition::new(OFFSETS_TOPIC, partition);
-                let still = view.leadership(&key).is_some_and(|l| l.leader == node_id && l.epoch == epoch_of(term));
-                if still {
-                    view.set_offsets_ready(partition, true);
-                    tracing::info!(partition, offsets, term, "coordinating the groups of this offsets partition");
-                }
-            }
-            Err(error) => tracing::error!(partition, %error, "cannot load the offsets partition to coordinate it"),
-        }
-    })
-    .detach();
-}
-
 /// acks=1: answered once the leader's own write is durable.
 fn answer_durable(group: &mut ReplicaGroup, written_through: u64) {
     let log_start = group.log.offsets().log_start.offset();
@@ -789,48 +798,5 @@ fn queue_messages(outbound: &mut HashMap<i32, Vec<PartitionMessage>>, group: &Re
             partition: group.partition.partition,
             message,
         });
-    }
-}
-
-/// Publishes the group's leader, epoch and ISR to the node's leader table when they
-/// change; a leader's change also goes to every other broker (`updates`).
-fn publish_leadership(view: &crate::cluster::ClusterView, group: &mut ReplicaGroup, updates: &mut Vec<LeaderUpdate>) {
-    let raft = &group.node.raft;
-    let leader = if raft.leader_id == 0 { -1 } else { raft.leader_id as i32 };
-    let epoch = epoch_of(raft.term);
-    let in_sync = if group.is_leader() {
-        group.in_sync()
-    } else {
-        // A follower knows the in-sync set only from its leader's updates.
-        match view.leadership(&group.partition) {
-            Some(known) if known.epoch == epoch && known.leader == leader => known.in_sync,
-            _ => group.replicas.clone(),
-        }
-    };
-    let current = (leader, raft.term, in_sync);
-    if group.published.as_ref() == Some(&current) {
-        return;
-    }
-    if group.published.as_ref().map(|p| p.0) != Some(leader) {
-        tracing::info!(partition = %group.partition, leader, term = raft.term, "partition leader changed");
-        if leader >= 0 {
-            crate::metrics::replication_gauges().leader_changes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-    view.set_leadership(group.partition.clone(), Leadership { leader, epoch, in_sync: current.2.clone() });
-    if group.is_leader() {
-        updates.push(leader_update(group, &current.2));
-    }
-    group.published = Some(current);
-}
-
-fn leader_update(group: &ReplicaGroup, in_sync: &[i32]) -> LeaderUpdate {
-    LeaderUpdate {
-        topic: group.partition.topic.clone(),
-        topic_id: group.topic_id,
-        partition: group.partition.partition,
-        leader: group.node.raft.id as i32,
-        epoch: epoch_of(group.node.raft.term),
-        in_sync: in_sync.to_vec(),
     }
 }

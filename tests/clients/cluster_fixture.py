@@ -19,8 +19,15 @@ START_TIMEOUT_S = 20
 
 
 class Node:
-    def __init__(self, node_id: int, data_dir: Path, log_path: Path):
+    def __init__(self, node_id: int, data_dir: Path, log_path: Path, network=None):
         self.node_id = node_id
+        network = network or {}
+        # Clients and the admin endpoint use `host`, the brokers' link `cluster_host`;
+        # `namespace` is a network namespace to run in (`ip netns exec`), for the
+        # network partition tests (test_partitions.py).
+        self.host = network.get("host", "127.0.0.1")
+        self.cluster_host = network.get("cluster_host", self.host)
+        self.namespace = network.get("namespace")
         self.data_dir = data_dir
         self.log_path = log_path
         self.port = free_port()
@@ -31,7 +38,7 @@ class Node:
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -44,15 +51,19 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, root: Path, size=3, extra_args=()):
+    def __init__(self, root: Path, size=3, extra_args=(), network=None):
+        """`network`: {node id: {"host", "cluster_host", "namespace"}} to run nodes in
+        network namespaces (see test_partitions.py); default: all on 127.0.0.1."""
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.extra_args = list(extra_args)
-        self.nodes = {n: Node(n, root / f"node-{n}", root / f"node-{n}.log") for n in range(1, size + 1)}
+        network = network or {}
+        self.nodes = {n: Node(n, root / f"node-{n}", root / f"node-{n}.log", network.get(n))
+                      for n in range(1, size + 1)}
 
     @property
     def peers(self) -> str:
-        return ",".join(f"{n.node_id}@127.0.0.1:{n.cluster_port}" for n in self.nodes.values())
+        return ",".join(f"{n.node_id}@{n.cluster_host}:{n.cluster_port}" for n in self.nodes.values())
 
     @property
     def bootstrap(self) -> str:
@@ -66,11 +77,13 @@ class Cluster:
             if data_dir is not None:
                 node.data_dir = data_dir
             log = open(node.log_path, "ab")
+            # `ip netns exec` execs the broker: the PID is still the broker's.
+            prefix = ["ip", "netns", "exec", node.namespace] if node.namespace else []
             node.process = subprocess.Popen(
-                [str(BINARY), "serve", "--node-id", str(n), "--listen", node.bootstrap,
-                 "--cluster-listen", f"127.0.0.1:{node.cluster_port}", "--peers", self.peers,
+                [*prefix, str(BINARY), "serve", "--node-id", str(n), "--listen", node.bootstrap,
+                 "--cluster-listen", f"{node.cluster_host}:{node.cluster_port}", "--peers", self.peers,
                  "--data-dir", str(node.data_dir), "--cores", "0", "--no-pin", "--memory", "1M",
-                 "--admin-listen", f"127.0.0.1:{node.admin_port}", *self.extra_args],
+                 "--admin-listen", f"{node.host}:{node.admin_port}", *self.extra_args],
                 stdout=log, stderr=subprocess.STDOUT,
             )
             node.paused = False
@@ -85,7 +98,7 @@ class Cluster:
             if node.process.poll() is not None:
                 raise RuntimeError(f"node {node.node_id} exited with {node.process.returncode}:\n{node.log_text()}")
             try:
-                with socket.create_connection(("127.0.0.1", node.port), timeout=0.2):
+                with socket.create_connection((node.host, node.port), timeout=0.2):
                     return
             except OSError:
                 time.sleep(0.05)
@@ -164,11 +177,11 @@ class Cluster:
         return self.controller(running[0])
 
 
-def running_cluster(tmp_path, extra_args, size=3):
+def running_cluster(tmp_path, extra_args, size=3, network=None):
     """A pytest fixture body: a formed cluster for the test, killed after it, and the
     test failed if any node panicked."""
     import pytest
-    cluster = Cluster(tmp_path, size=size, extra_args=extra_args).start()
+    cluster = Cluster(tmp_path, size=size, extra_args=extra_args, network=network).start()
     cluster.wait_formed()
     yield cluster
     cluster.shutdown()

@@ -94,7 +94,8 @@ def metric(text, name, **labels):
 
 def scrape(broker):
     """The broker's /metrics text (its admin endpoint)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{broker.admin_port}/metrics", timeout=5) as response:
+    host = getattr(broker, "host", "127.0.0.1")
+    with urllib.request.urlopen(f"http://{host}:{broker.admin_port}/metrics", timeout=5) as response:
         return response.read().decode()
 
 

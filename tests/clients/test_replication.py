@@ -151,6 +151,9 @@ def read_partition(bootstrap, topic, partition, end, timeout=60):
     while position < end and time.time() < deadline:
         message = consumer.poll(0.5)
         if message is None or message.error():
+            # The partition may end with control batches (a new leader's first entry):
+            # the consumer's position moves past them without a message.
+            position = max(position, consumer.position([TopicPartition(topic, partition)])[0].offset)
             continue
         got[message.offset()] = message.value()
         position = message.offset() + 1

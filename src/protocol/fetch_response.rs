@@ -31,6 +31,9 @@ pub struct FetchPartition {
     pub aborted: Vec<(i64, i64)>,
     /// Whole batches, back to back once concatenated.
     pub records: Vec<RecordChunk>,
+    /// v12+ (KIP-320): the client's last fetched epoch ends before its fetch offset in
+    /// this log, as `(epoch, end offset)`: it must truncate there (tagged field 0).
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -165,7 +168,18 @@ pub fn encode(version: i16, correlation_id: i32, topics: &[FetchTopic]) -> Vec<R
             }
             out.put_records(&partition.records);
             if flexible {
-                put_unsigned_varint(&mut out.current, 0); // partition tagged fields
+                let buf = &mut out.current;
+                match partition.diverging_epoch {
+                    Some((epoch, end_offset)) => {
+                        put_unsigned_varint(buf, 1); // partition tagged fields: one
+                        put_unsigned_varint(buf, 0); // tag 0: DivergingEpoch
+                        put_unsigned_varint(buf, 4 + 8 + 1); // its size
+                        buf.put_i32(epoch);
+                        buf.put_i64(end_offset);
+                        put_unsigned_varint(buf, 0); // its own tagged fields
+                    }
+                    None => put_unsigned_varint(buf, 0), // partition tagged fields
+                }
             }
         }
         if flexible {
@@ -182,7 +196,9 @@ pub fn encode(version: i16, correlation_id: i32, topics: &[FetchTopic]) -> Vec<R
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::fetch_response::{
+        AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
+    };
     use kafka_protocol::messages::{ApiKey, FetchResponse, ProducerId, ResponseHeader, TopicName};
     use kafka_protocol::protocol::{Encodable, StrBytes};
     use proptest::prelude::*;
@@ -220,6 +236,10 @@ mod tests {
                                     if version >= 5 {
                                         data.log_start_offset = p.log_start_offset;
                                     }
+                                    if let (Some((epoch, end)), true) = (p.diverging_epoch, version >= 12) {
+                                        data.diverging_epoch =
+                                            EpochEndOffset::default().with_epoch(epoch).with_end_offset(end);
+                                    }
                                     data
                                 })
                                 .collect(),
@@ -247,8 +267,9 @@ mod tests {
             any::<i64>(),
             proptest::collection::vec(any::<(i64, i64)>(), 0..3),
             proptest::collection::vec(0usize..40_000, 0..3),
+            proptest::option::of(any::<(i32, i64)>()),
         )
-            .prop_map(|(index, error, hw, start, aborted, sizes)| FetchPartition {
+            .prop_map(|(index, error, hw, start, aborted, sizes, diverging_epoch)| FetchPartition {
                 partition_index: index,
                 error_code: error,
                 high_watermark: hw,
@@ -259,6 +280,7 @@ mod tests {
                     .into_iter()
                     .map(|n| RecordChunk::Memory(Bytes::from(vec![(n % 251) as u8; n])))
                     .collect(),
+                diverging_epoch,
             });
         let topic = ("[a-z]{1,20}", any::<[u8; 16]>(), proptest::collection::vec(partition, 0..4))
             .prop_map(|(name, topic_id, partitions)| FetchTopic { name, topic_id, partitions });

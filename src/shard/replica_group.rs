@@ -120,6 +120,9 @@ pub struct ReplicaGroup {
     /// Leader: ticks in a row with nothing to do, at last index `quiet_index`.
     pub quiet_ticks: u32,
     pub quiet_index: u64,
+    /// A message was stepped since the last round (a quiet group is looked at in a round
+    /// only then: a thousand quiet groups cost no Ready checks).
+    pub stepped: bool,
 }
 
 impl std::fmt::Debug for ReplicaGroup {
@@ -251,6 +254,7 @@ impl ReplicaGroup {
             quiesced: false,
             quiet_ticks: 0,
             quiet_index: 0,
+            stepped: false,
         })
     }
 

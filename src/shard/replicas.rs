@@ -190,7 +190,8 @@ impl Driver {
                     counts.quiesced += group.quiesced as u64;
                     if group.is_leader() {
                         counts.leaders += 1;
-                        if group.in_sync().len() < group.replicas.len() {
+                        // A quiet leader's replicas are all in sync.
+                        if !group.quiesced && group.in_sync().len() < group.replicas.len() {
                             counts.under_replicated += 1;
                         }
                     }
@@ -283,6 +284,7 @@ impl Driver {
                         MessageType::MsgAppend if group.catch_up.is_some() => continue,
                         _ => {}
                     }
+                    group.stepped = true;
                     if let Err(error) = group.node.step(message) {
                         tracing::debug!(partition = %key, from, %error, "raft message ignored");
                     }
@@ -353,12 +355,14 @@ impl Driver {
         let mut in_flight = Vec::new();
         // Only the groups with work (a Ready or a state write due): a round that serves
         // one busy partition does not copy the names of a thousand idle ones.
-        let keys: Vec<TopicPartition> = self
-            .groups
-            .iter()
-            .filter(|(key, group)| group.node.has_ready() || self.state_due.contains(*key))
-            .map(|(key, _)| key.clone())
-            .collect();
+        let mut keys: Vec<TopicPartition> = Vec::new();
+        for (key, group) in &mut self.groups {
+            let due = self.state_due.contains(key);
+            let looked_at = due || !group.quiesced || std::mem::take(&mut group.stepped);
+            if looked_at && (due || group.node.has_ready()) {
+                keys.push(key.clone());
+            }
+        }
         for key in keys {
             let due = self.state_due.remove(&key);
             let group = self.groups.get_mut(&key).expect("listed");

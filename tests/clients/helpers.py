@@ -120,3 +120,78 @@ def raw_request(bootstrap, api_key, version, correlation_id, body, client_id="ra
     (correlation,) = struct.unpack_from(">i", answer, 0)
     assert correlation == correlation_id, (correlation, correlation_id)
     return answer[4:]
+
+
+def uvarint(value):
+    """An unsigned varint (flexible versions' lengths and tags)."""
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def read_uvarint(data, at):
+    """(value, next position) of the unsigned varint at `at`."""
+    value, shift = 0, 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+
+
+def fetch_v12(bootstrap, topic, partition, offset, last_fetched_epoch, current_epoch=-1):
+    """One Fetch v12 (the first flexible version, with KIP-320's last fetched epoch) over a
+    plain socket: {"error", "high_watermark", "records" (bytes), "diverging_epoch"
+    ((epoch, end offset) or None)}."""
+    import socket
+    import struct
+    correlation_id = 7
+    header = struct.pack(">hhi", 1, 12, correlation_id) + kafka_string("raw-probe") + uvarint(0)
+    name = topic.encode()
+    body = (struct.pack(">iiiibii", -1, 0, 0, 1 << 20, 0, 0, -1)
+            + uvarint(2) + uvarint(len(name) + 1) + name
+            + uvarint(2) + struct.pack(">iiqiqi", partition, current_epoch, offset, last_fetched_epoch, -1, 1 << 20)
+            + uvarint(0) + uvarint(0)  # partition and topic tagged fields
+            + uvarint(1) + uvarint(1) + uvarint(0))  # no forgotten topics, rack "", tagged fields
+    frame = header + body
+    host, port = bootstrap.split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(struct.pack(">i", len(frame)) + frame)
+        size = struct.unpack(">i", sock.recv(4, socket.MSG_WAITALL))[0]
+        answer = sock.recv(size, socket.MSG_WAITALL)
+    (correlation,) = struct.unpack_from(">i", answer, 0)
+    assert correlation == correlation_id
+    _, at = read_uvarint(answer, 4)  # response header tagged fields
+    at += 4 + 2 + 4  # throttle, error, session id
+    topics, at = read_uvarint(answer, at)
+    assert topics == 2, topics
+    name_len, at = read_uvarint(answer, at)
+    at += name_len - 1
+    partitions, at = read_uvarint(answer, at)
+    assert partitions == 2, partitions
+    index, error, high_watermark, _, _ = struct.unpack_from(">ihqqq", answer, at)
+    assert index == partition
+    at += 4 + 2 + 8 + 8 + 8
+    aborted, at = read_uvarint(answer, at)
+    at += max(aborted - 1, 0) * (8 + 8 + 1)
+    at += 4  # preferred read replica
+    records_len, at = read_uvarint(answer, at)
+    records = answer[at:at + max(records_len - 1, 0)]
+    at += max(records_len - 1, 0)
+    diverging = None
+    tags, at = read_uvarint(answer, at)
+    for _ in range(tags):
+        tag, at = read_uvarint(answer, at)
+        tag_size, at = read_uvarint(answer, at)
+        if tag == 0:
+            diverging = struct.unpack_from(">iq", answer, at)
+        at += tag_size
+    return {"error": error, "high_watermark": high_watermark, "records": records, "diverging_epoch": diverging}

@@ -43,7 +43,7 @@ from kafka.errors import NotEnoughReplicasError
 
 from cluster_fixture import Cluster, running_cluster
 from conftest import BINARY
-from helpers import metric, scrape
+from helpers import fetch_v12, metric, scrape
 
 ROUNDS = int(os.environ.get("TERN_REPLICATION_ROUNDS", "5"))
 # TERN_REPLICATION_SHARDS=2 runs every test's nodes with two shards.
@@ -631,6 +631,17 @@ def test_leader_epochs_tell_where_each_epoch_ends(cluster):
     error, epoch, end = offset_for_leader_epoch(leader, "epochs", 0, new_epoch, old_epoch)
     assert error == 0 and epoch <= old_epoch, (error, epoch, end)
     assert last_a < end < first_b, (last_a, end, first_b)
+    old_end = end
+    # Fetch v12+ (KIP-320): a client whose last fetched batch is of the old epoch, asking
+    # past that epoch's end, is told where its log diverges; at the end, it reads on.
+    diverged = fetch_v12(leader, "epochs", 0, first_b + 2, old_epoch, new_epoch)
+    assert diverged["error"] == 0 and diverged["diverging_epoch"] == (old_epoch, old_end), diverged
+    assert diverged["records"] == b"" and diverged["high_watermark"] == first_b + 10
+    at_end = fetch_v12(leader, "epochs", 0, old_end, old_epoch, new_epoch)
+    assert at_end["diverging_epoch"] is None and at_end["records"], at_end
+    current = fetch_v12(leader, "epochs", 0, first_b + 2, new_epoch, new_epoch)
+    assert current["diverging_epoch"] is None and current["records"], current
+    assert fetch_v12(leader, "epochs", 0, first_b + 2, new_epoch + 3)["error"] == 1  # OFFSET_OUT_OF_RANGE
     # The current epoch ends at the log end.
     error, epoch, end = offset_for_leader_epoch(leader, "epochs", 0, new_epoch, new_epoch)
     assert (error, epoch) == (0, new_epoch) and end == first_b + 10, (error, epoch, end)

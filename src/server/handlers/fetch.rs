@@ -51,6 +51,8 @@ pub struct ReadOutcome {
     pub aborted: Vec<(i64, i64)>,
     /// Whole batches: in memory (batch cache) or a segment region to send with sendfile.
     pub records: Vec<RecordChunk>,
+    /// The client's last fetched epoch ends before its fetch offset here (KIP-320).
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 /// Reads one partition from `offset`, at most `max_bytes` (at least one batch), below
@@ -89,6 +91,7 @@ pub async fn read(log: Result<PartitionLog, i16>, offset: i64, max_bytes: usize,
             last_stable_offset,
             aborted: Vec::new(),
             records: Vec::new(),
+            diverging_epoch: None,
         };
     }
     match log.read_for_send(Offset(offset), max_bytes, isolation).await {
@@ -101,6 +104,7 @@ pub async fn read(log: Result<PartitionLog, i16>, offset: i64, max_bytes: usize,
                 last_stable_offset,
                 aborted: if read.chunks.is_empty() { Vec::new() } else { aborted },
                 records: read.chunks,
+                diverging_epoch: None,
             }
         }
         Err(error) => {
@@ -116,6 +120,7 @@ pub async fn read(log: Result<PartitionLog, i16>, offset: i64, max_bytes: usize,
                 last_stable_offset: offsets.high_watermark.value(),
                 aborted: Vec::new(),
                 records: Vec::new(),
+                diverging_epoch: None,
             }
         }
     }
@@ -156,6 +161,44 @@ struct Wanted {
     /// The leader epoch the client believes current (v9+; -1: not given), checked
     /// against this leader's (KIP-320).
     current_leader_epoch: i32,
+    /// The epoch of the last batch the client fetched (v12+; -1: not given): if that
+    /// epoch ends before `offset` in this log, the client's log diverged (KIP-320).
+    last_fetched_epoch: i32,
+}
+
+/// Where the client's log diverges from this one (KIP-320, as Kafka's
+/// `Partition.fetchRecords` checks it): the end of `last_fetched` here, when that epoch is
+/// not in this log (it ends in an earlier one) or ends before the fetch offset. Only
+/// called when `last_fetched` is not the current epoch (which ends at the log end). A
+/// future epoch is OFFSET_OUT_OF_RANGE, as in Kafka.
+async fn diverging_epoch(
+    log: &PartitionLog,
+    last_fetched: i32,
+    current: i32,
+    fetch_offset: i64,
+) -> Result<Option<(i32, i64)>, i16> {
+    match log.epoch_end(last_fetched, current).await {
+        Err(_) => Err(ResponseError::KafkaStorageError.code()),
+        Ok(None) => Err(ResponseError::OffsetOutOfRange.code()),
+        Ok(Some(end)) if end.epoch < last_fetched || end.end_offset.value() < fetch_offset => {
+            Ok(Some((end.epoch, end.end_offset.value())))
+        }
+        Ok(Some(_)) => Ok(None),
+    }
+}
+
+/// A diverged fetch: no records, the partition's offsets and where to truncate.
+fn diverged(log: &PartitionLog, diverging: (i32, i64)) -> ReadOutcome {
+    let offsets = log.offsets();
+    let high_watermark = offsets.high_watermark.value();
+    let stable = log.stable_view(Offset(high_watermark)).last_stable_offset.value();
+    ReadOutcome {
+        high_watermark,
+        log_start_offset: offsets.log_start.value(),
+        last_stable_offset: stable.min(high_watermark),
+        diverging_epoch: Some(diverging),
+        ..ReadOutcome::default()
+    }
 }
 
 /// Reads the partitions in request order, each on its owning shard, within the
@@ -169,12 +212,22 @@ async fn read_all(ctx: &Rc<ShardContext>, wanted: &[Wanted], max_bytes: usize, i
         let limit = w.max_bytes.min(remaining);
         let offset = w.offset;
         let (client_epoch, topic, partition) = (w.current_leader_epoch, w.topic.clone(), w.partition);
+        let last_fetched_epoch = w.last_fetched_epoch;
         let mut outcome = ctx
             .on_partition(&w.topic, w.partition, move |ctx, log| async move {
-                if log.is_ok() && client_epoch >= 0 {
+                if let Ok(partition_log) = &log {
                     let current = ctx.leader_epoch(&topic, partition);
-                    if let Err(code) = super::offset_for_leader_epoch::check_current_epoch(client_epoch, current) {
-                        return ReadOutcome { error_code: code, ..ReadOutcome::default() };
+                    if client_epoch >= 0 {
+                        if let Err(code) = super::offset_for_leader_epoch::check_current_epoch(client_epoch, current) {
+                            return ReadOutcome { error_code: code, ..ReadOutcome::default() };
+                        }
+                    }
+                    if last_fetched_epoch >= 0 && last_fetched_epoch != current {
+                        match diverging_epoch(partition_log, last_fetched_epoch, current, offset).await {
+                            Ok(None) => {}
+                            Ok(Some(diverging)) => return diverged(partition_log, diverging),
+                            Err(code) => return ReadOutcome { error_code: code, ..ReadOutcome::default() },
+                        }
                     }
                 }
                 read(log, offset, limit, isolation).await
@@ -224,6 +277,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Rec
                 offset: partition.fetch_offset,
                 max_bytes: (partition.partition_max_bytes.max(0) as usize).min(FETCH_BYTES_MAX),
                 current_leader_epoch: partition.current_leader_epoch,
+                last_fetched_epoch: partition.last_fetched_epoch,
             };
             if known {
                 wanted.push(entry);
@@ -292,6 +346,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Rec
                 log_start_offset: outcome.log_start_offset,
                 aborted: outcome.aborted,
                 records: outcome.records,
+                diverging_epoch: outcome.diverging_epoch,
             },
         );
     }
@@ -311,6 +366,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Vec<Rec
                 log_start_offset: -1,
                 aborted: Vec::new(),
                 records: Vec::new(),
+                diverging_epoch: None,
             },
         );
     }

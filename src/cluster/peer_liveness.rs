@@ -1,63 +1,100 @@
-//! When this node last heard from each peer, over any frame of the cluster link: the
-//! failure detector of quiescent partition groups (`shard::quiescence`).
+//! When this node last heard from each peer's replica drivers: the failure detector of
+//! quiet partition groups (`shard::quiescence`).
 //!
-//! A Raft group that is quiescent sends no heartbeats of its own, so its followers cannot
-//! tell a silent leader from a dead one by the group's messages. Instead every node sends
-//! each peer a pair heartbeat every `PAIR_HEARTBEAT_DIVISOR`th of the replica election
-//! timeout (one frame per pair of brokers, however many groups they share), shard 0
-//! stamps every frame it receives here, and the replica drivers of every shard read the
-//! stamps: a quiescent group whose leader (or follower) has gone silent for an election
-//! timeout wakes up and lets Raft decide.
+//! A Raft group that is quiet sends no heartbeats of its own, so its followers cannot
+//! tell a silent leader from a dead one by the group's messages. Instead every replica
+//! driver (one per shard, `shard::replicas`) sends each peer a driver heartbeat
+//! `DRIVER_HEARTBEATS_PER_TIMEOUT` times per replica election timeout, from its own
+//! event loop: one message per pair of (broker, shard), however many groups they share,
+//! and one that stops when the driver stops, even if the broker lives on (a disk write
+//! that never returns). Shard 0 stamps them here, and the replica drivers of every shard
+//! read the stamps: a quiet group whose leader's driver (or a follower's) has gone
+//! silent for an election timeout wakes up and lets Raft decide.
 //!
-//! Written by shard 0, read by every shard: one atomic per peer, in milliseconds since
-//! the table was made.
+//! The heartbeat names its shard and the sender's shard count, so a follower finds the
+//! shard owning a partition on the leader's broker even when the brokers run different
+//! numbers of shards.
+//!
+//! Written by shard 0, read by every shard: atomics, in milliseconds since the table
+//! was made.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Pair heartbeats go out this many times per replica election timeout, so a live peer
-/// misses the liveness window only after losing several in a row.
-pub const PAIR_HEARTBEAT_DIVISOR: u32 = 4;
+/// Driver heartbeats go out this many times per replica election timeout, so a live
+/// driver misses the liveness window only after losing several in a row.
+pub const DRIVER_HEARTBEATS_PER_TIMEOUT: u32 = 4;
+/// Shards per broker that are tracked (more are taken for silent).
+pub const MAX_SHARDS: usize = 256;
 
 /// Never heard from (a stamp is one more than its milliseconds after `base`).
 const NEVER: u64 = 0;
 
 #[derive(Debug)]
+struct Peer {
+    node_id: i32,
+    /// The peer's shard count, from its latest driver heartbeat (0: none yet).
+    shard_count: AtomicU64,
+    /// Per shard: 1 + milliseconds after `base` its driver was last heard from, or `NEVER`.
+    drivers: Vec<AtomicU64>,
+}
+
+#[derive(Debug)]
 pub struct PeerLiveness {
     base: Instant,
-    /// (node id, 1 + milliseconds after `base` it was last heard from, or `NEVER`).
-    heard: Vec<(i32, AtomicU64)>,
+    peers: Vec<Peer>,
 }
 
 impl PeerLiveness {
     pub fn new(peer_ids: &[i32]) -> PeerLiveness {
-        PeerLiveness { base: Instant::now(), heard: peer_ids.iter().map(|&id| (id, AtomicU64::new(NEVER))).collect() }
+        let peers = peer_ids
+            .iter()
+            .map(|&node_id| Peer {
+                node_id,
+                shard_count: AtomicU64::new(0),
+                drivers: (0..MAX_SHARDS).map(|_| AtomicU64::new(NEVER)).collect(),
+            })
+            .collect();
+        PeerLiveness { base: Instant::now(), peers }
     }
 
-    /// A frame from `node` arrived now.
-    pub fn heard(&self, node: i32) {
-        self.heard_at(node, Instant::now());
+    fn peer(&self, node: i32) -> Option<&Peer> {
+        self.peers.iter().find(|p| p.node_id == node)
     }
 
-    fn heard_at(&self, node: i32, at: Instant) {
-        if let Some((_, stamp)) = self.heard.iter().find(|(id, _)| *id == node) {
-            let millis = at.saturating_duration_since(self.base).as_millis() as u64;
-            stamp.fetch_max(millis.saturating_add(1), Ordering::Relaxed);
+    /// A heartbeat from the replica driver of shard `shard` (of `shard_count`) on `node`.
+    pub fn driver_heard(&self, node: i32, shard: usize, shard_count: usize) {
+        self.driver_heard_at(node, shard, shard_count, Instant::now());
+    }
+
+    fn driver_heard_at(&self, node: i32, shard: usize, shard_count: usize, at: Instant) {
+        let Some(peer) = self.peer(node) else { return };
+        let Some(stamp) = peer.drivers.get(shard) else { return };
+        if shard_count == 0 || shard >= shard_count {
+            return;
         }
+        peer.shard_count.store(shard_count as u64, Ordering::Relaxed);
+        let millis = at.saturating_duration_since(self.base).as_millis() as u64;
+        stamp.fetch_max(millis.saturating_add(1), Ordering::Relaxed);
     }
 
-    /// When `node` was last heard from (`None`: never, or not a peer).
-    pub fn last_heard(&self, node: i32) -> Option<Instant> {
-        let (_, stamp) = self.heard.iter().find(|(id, _)| *id == node)?;
-        match stamp.load(Ordering::Relaxed) {
+    /// `node`'s shard count as its drivers last said (`None`: not heard yet).
+    pub fn shard_count(&self, node: i32) -> Option<usize> {
+        let count = self.peer(node)?.shard_count.load(Ordering::Relaxed) as usize;
+        (count > 0).then_some(count)
+    }
+
+    /// When the driver of `shard` on `node` was last heard from (`None`: never).
+    pub fn driver_last_heard(&self, node: i32, shard: usize) -> Option<Instant> {
+        match self.peer(node)?.drivers.get(shard)?.load(Ordering::Relaxed) {
             NEVER => None,
             stamp => Some(self.base + Duration::from_millis(stamp - 1)),
         }
     }
 
-    /// Whether `node` was heard from within `window` before `now`.
-    pub fn is_live(&self, node: i32, window: Duration, now: Instant) -> bool {
-        self.last_heard(node).is_some_and(|at| now.saturating_duration_since(at) <= window)
+    /// Whether the driver of `shard` on `node` was heard from within `window` before `now`.
+    pub fn driver_live(&self, node: i32, shard: usize, window: Duration, now: Instant) -> bool {
+        self.driver_last_heard(node, shard).is_some_and(|at| now.saturating_duration_since(at) <= window)
     }
 }
 
@@ -66,26 +103,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_peer_is_live_within_the_window_of_its_last_frame() {
+    fn a_driver_is_live_within_the_window_of_its_last_heartbeat() {
         let liveness = PeerLiveness::new(&[1, 2, 3]);
         let start = liveness.base;
         let window = Duration::from_millis(800);
-        assert!(!liveness.is_live(2, window, start), "never heard: not live");
-        liveness.heard_at(2, start + Duration::from_millis(100));
-        assert!(liveness.is_live(2, window, start + Duration::from_millis(900)));
-        assert!(!liveness.is_live(2, window, start + Duration::from_millis(901)));
-        assert!(!liveness.is_live(3, window, start + Duration::from_millis(200)), "another peer is unaffected");
-        assert!(!liveness.is_live(9, window, start), "not a peer");
-        liveness.heard(9);
-        assert_eq!(liveness.last_heard(9), None);
+        assert!(!liveness.driver_live(2, 0, window, start), "never heard: not live");
+        assert_eq!(liveness.shard_count(2), None);
+        liveness.driver_heard_at(2, 1, 2, start + Duration::from_millis(100));
+        assert_eq!(liveness.shard_count(2), Some(2));
+        assert!(liveness.driver_live(2, 1, window, start + Duration::from_millis(900)));
+        assert!(!liveness.driver_live(2, 1, window, start + Duration::from_millis(901)));
+        assert!(!liveness.driver_live(2, 0, window, start + Duration::from_millis(200)), "another shard: silent");
+        assert!(!liveness.driver_live(3, 1, window, start + Duration::from_millis(200)), "another peer: silent");
+        liveness.driver_heard(9, 0, 1);
+        assert_eq!(liveness.driver_last_heard(9, 0), None, "not a peer");
+        liveness.driver_heard(2, 5, 2);
+        assert_eq!(liveness.driver_last_heard(2, 5), None, "a shard past the count is ignored");
     }
 
     #[test]
     fn a_late_stamp_never_moves_the_time_back() {
         let liveness = PeerLiveness::new(&[1]);
         let start = liveness.base;
-        liveness.heard_at(1, start + Duration::from_millis(500));
-        liveness.heard_at(1, start + Duration::from_millis(200));
-        assert_eq!(liveness.last_heard(1), Some(start + Duration::from_millis(500)));
+        liveness.driver_heard_at(1, 0, 1, start + Duration::from_millis(500));
+        liveness.driver_heard_at(1, 0, 1, start + Duration::from_millis(200));
+        assert_eq!(liveness.driver_last_heard(1, 0), Some(start + Duration::from_millis(500)));
     }
 }

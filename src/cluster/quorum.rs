@@ -247,7 +247,6 @@ impl MetadataQuorum {
         };
         glommio::spawn_local(quorum.clone().drive(driver, receiver)).detach();
         glommio::spawn_local(quorum.clone().tick()).detach();
-        glommio::spawn_local(quorum.clone().pair_heartbeats()).detach();
         let (inbound, peer_frames) = mpsc::unbounded();
         glommio::spawn_local(accept_peers(listener, quorum.config.node_id, quorum.config.peers.clone(), inbound))
             .detach();
@@ -391,27 +390,9 @@ impl MetadataQuorum {
         }
     }
 
-    /// The pair heartbeat (`peer_liveness`): an empty `PartitionRaft` frame to every peer,
-    /// `PAIR_HEARTBEAT_DIVISOR` times per replica election timeout. An empty frame of an
-    /// existing kind, so nodes of an earlier version read it (and ignore it).
-    async fn pair_heartbeats(self: Rc<Self>) {
-        let every = self.config.replica_election_timeout / super::peer_liveness::PAIR_HEARTBEAT_DIVISOR;
-        glommio::timer::sleep(random_phase(every)).await;
-        loop {
-            glommio::timer::sleep(every).await;
-            if crate::stop::stop_requested() {
-                return;
-            }
-            for peer in self.config.peers.iter().filter(|p| p.node_id != self.config.node_id) {
-                self.transport.send(peer.node_id, &PeerFrame::PartitionRaft(Vec::new()));
-            }
-        }
-    }
-
     /// Replies and forwarded requests are handled here; the rest goes to the driver.
     async fn route_peer_frames(self: Rc<Self>, mut frames: mpsc::UnboundedReceiver<Inbound>) {
         while let Some(inbound) = frames.next().await {
-            self.view.peers_heard.heard(inbound.from);
             match inbound.frame {
                 PeerFrame::ForwardReply { id, body } => {
                     if let Some(reply) = self.forwards.borrow_mut().remove(&id) {

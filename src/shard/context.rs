@@ -208,6 +208,12 @@ impl ShardContext {
             PeerFrame::PartitionRaft(messages) => {
                 let mut by_shard: HashMap<usize, Vec<PartitionMessage>> = HashMap::new();
                 for message in messages {
+                    if let Some((shard, shard_count)) = super::quiescence::as_driver_heartbeat(&message) {
+                        if let Some(view) = &self.cluster {
+                            view.peers_heard.driver_heard(from, shard, shard_count);
+                        }
+                        continue;
+                    }
                     by_shard.entry(self.owner(&message.topic, message.partition)).or_default().push(message);
                 }
                 for (shard, messages) in by_shard {

@@ -4,7 +4,7 @@
 //!
 //! - **Going quiet.** A leader whose every follower holds its whole log, committed, with
 //!   nothing pending (no produce waiting, no proposal, no leadership transfer, every
-//!   follower's broker live, every replica in sync, the leader its partition's preferred
+//!   follower's replica driver live, every replica in sync, the leader its partition's preferred
 //!   replica when leaders are rebalanced), and nothing new for `QUIET_TICKS` ticks, sends
 //!   each follower one last heartbeat marked `QUIESCE_CONTEXT` and stops ticking. A
 //!   follower that receives it in the leader's term, with its whole log committed up to
@@ -14,15 +14,25 @@
 //!   follower's heartbeat answer (a leader) wakes a quiet group, as does a proposal. A
 //!   leader's wake-up thus wakes its followers with its first append.
 //! - **Failures.** A quiet group hears nothing from its peers, so it watches their
-//!   brokers instead (`cluster::peer_liveness`: every frame of the pair's link, and the
-//!   pair heartbeat sent several times per election timeout). A follower whose leader's
-//!   broker has been silent for an election timeout wakes with its election clock at
-//!   the timeout, so it campaigns within one more randomized timeout, as a follower that
-//!   never went quiet would; a leader with a silent follower wakes and ticks (check-quorum,
-//!   the in-sync set).
+//!   replica drivers instead (`cluster::peer_liveness`: each driver's heartbeat to each
+//!   peer, several per election timeout, sent from its own event loop, so a hung driver
+//!   on a live broker falls silent too). A follower whose leader's driver (the one owning
+//!   the partition there) has been silent for an election timeout wakes with its election
+//!   clock at the timeout, so it campaigns within one more randomized timeout, as a
+//!   follower that never went quiet would; a leader with a silent follower wakes and
+//!   ticks (check-quorum, the in-sync set).
 //!
 //! While a leader is quiet its in-sync set is every replica: they all held its whole
-//! log when it went quiet, and it wakes as soon as one's broker falls silent.
+//! log when it went quiet, it wakes as soon as one's driver falls silent, and it wakes
+//! if a follower has not answered its quiesce heartbeat within an election timeout (a
+//! follower whose group failed, or is still opening after a restart, does not answer).
+//! Waking, it counts as heard from (as of their drivers' last heartbeats) only the followers
+//! that answered.
+//!
+//! A leader whose group stops (its log failed, or the broker shuts down) tells its
+//! followers with a heartbeat marked `ABDICATE_CONTEXT`: they start an election at once
+//! instead of waiting for a silence they might never see (a quiet group hears nothing
+//! anyway, and the broker may live on).
 
 use std::time::{Duration, Instant};
 
@@ -30,14 +40,39 @@ use raft::eraftpb::{Message, MessageType};
 use raft::{ProgressState, StateRole};
 
 use super::replica_group::ReplicaGroup;
+use super::router::shard_for;
 use super::ShardContext;
 use crate::cluster::peer_liveness::PeerLiveness;
+use crate::cluster::transport::PartitionMessage;
 use crate::cluster::ClusterConfig;
+use crate::protocol::topic_partition::TopicPartition;
 
 /// Marks a leader's last heartbeat before it goes quiet.
 pub const QUIESCE_CONTEXT: &[u8] = b"tern:quiesce";
+/// Marks a leader's message that its group is stopping here (never stepped by Raft).
+pub const ABDICATE_CONTEXT: &[u8] = b"tern:abdicate";
 /// A leader goes quiet after this many ticks with nothing new (one election timeout).
 pub const QUIET_TICKS: u32 = ClusterConfig::ELECTION_TICKS as u32;
+
+/// Marks a replica driver's heartbeat to a peer (`cluster::peer_liveness`).
+pub const DRIVER_HEARTBEAT_CONTEXT: &[u8] = b"tern:driver";
+
+/// The heartbeat of the driver of shard `shard` (of `shard_count`) to a peer: a
+/// partition message with no topic, which brokers of earlier versions route to a driver
+/// that finds no such group and drops it.
+pub fn driver_heartbeat(shard: usize, shard_count: usize) -> PartitionMessage {
+    let mut message = Message::default();
+    message.set_msg_type(MessageType::MsgHeartbeat);
+    message.commit = shard_count as u64;
+    message.set_context(bytes::Bytes::from_static(DRIVER_HEARTBEAT_CONTEXT));
+    PartitionMessage { topic: String::new(), topic_id: [0; 16], partition: shard as i32, message }
+}
+
+/// (shard, shard count) if `message` is a driver heartbeat.
+pub fn as_driver_heartbeat(message: &PartitionMessage) -> Option<(usize, usize)> {
+    (message.topic.is_empty() && message.message.get_context() == DRIVER_HEARTBEAT_CONTEXT)
+        .then_some((message.partition.max(0) as usize, message.message.commit as usize))
+}
 
 /// What the quiescence rules need besides the group.
 #[derive(Debug, Clone, Copy)]
@@ -62,8 +97,17 @@ impl<'a> Surroundings<'a> {
         }
     }
 
-    fn live(&self, node: u64) -> bool {
-        self.peers.is_live(node as i32, self.window, self.now)
+    /// When the replica driver owning `partition` on `node` was last heard from.
+    fn last_heard(&self, node: u64, partition: &TopicPartition) -> Option<Instant> {
+        let node = node as i32;
+        let shards = self.peers.shard_count(node)?;
+        self.peers.driver_last_heard(node, shard_for(&partition.topic, partition.partition, shards))
+    }
+
+    /// Whether the replica driver owning `partition` on `node` was heard from within
+    /// the window.
+    fn live(&self, node: u64, partition: &TopicPartition) -> bool {
+        self.last_heard(node, partition).is_some_and(|at| self.now.saturating_duration_since(at) <= self.window)
     }
 }
 
@@ -103,15 +147,31 @@ fn leader_has_nothing_to_do(group: &ReplicaGroup, around: &Surroundings) -> bool
         return false;
     }
     let followers_current = group.replicas.iter().map(|&id| id as u64).filter(|&id| id != raft.id).all(|id| {
-        raft.prs()
-            .get(id)
-            .is_some_and(|pr| pr.matched == last && pr.state == ProgressState::Replicate && around.live(id))
+        raft.prs().get(id).is_some_and(|pr| {
+            pr.matched == last && pr.state == ProgressState::Replicate && around.live(id, &group.partition)
+        })
     });
     followers_current && group.in_sync().len() == group.replicas.len()
 }
 
-/// The leader's last heartbeat to each follower, marked so the follower goes quiet too.
-pub fn quiesce_heartbeats(group: &ReplicaGroup) -> Vec<Message> {
+/// The leader goes quiet: returns its last heartbeat to each follower, marked so the
+/// follower goes quiet too.
+pub fn go_quiet(group: &mut ReplicaGroup, now: Instant) -> Vec<Message> {
+    group.quiesced = true;
+    group.quiet_since = now;
+    group.quiet_acks.clear();
+    marked_heartbeats(group, QUIESCE_CONTEXT)
+}
+
+/// A leader whose group stops here: a message to each follower to elect another.
+pub fn abdication(group: &ReplicaGroup) -> Vec<Message> {
+    if group.node.raft.state != StateRole::Leader {
+        return Vec::new();
+    }
+    marked_heartbeats(group, ABDICATE_CONTEXT)
+}
+
+fn marked_heartbeats(group: &ReplicaGroup, context: &'static [u8]) -> Vec<Message> {
     let raft = &group.node.raft;
     let committed = raft.raft_log.committed;
     raft.prs()
@@ -124,10 +184,51 @@ pub fn quiesce_heartbeats(group: &ReplicaGroup) -> Vec<Message> {
             message.from = raft.id;
             message.term = raft.term;
             message.commit = progress.matched.min(committed);
-            message.set_context(bytes::Bytes::from_static(QUIESCE_CONTEXT));
+            message.set_context(bytes::Bytes::from_static(context));
             message
         })
         .collect()
+}
+
+/// What a message means to the quiescence rules, before Raft sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// The follower's leader stops leading here: elect another (not stepped).
+    Abdication,
+    /// A quiet leader's follower answered its quiesce heartbeat.
+    QuietAck,
+}
+
+impl Signal {
+    pub fn of(group: &ReplicaGroup, message: &Message) -> Option<Signal> {
+        let raft = &group.node.raft;
+        match message.get_msg_type() {
+            MessageType::MsgHeartbeat
+                if message.get_context() == ABDICATE_CONTEXT
+                    && raft.state == StateRole::Follower
+                    && message.from == raft.leader_id
+                    && message.term == raft.term =>
+            {
+                Some(Signal::Abdication)
+            }
+            MessageType::MsgHeartbeatResponse
+                if message.get_context() == QUIESCE_CONTEXT
+                    && group.quiesced
+                    && raft.state == StateRole::Leader
+                    && message.term == raft.term =>
+            {
+                Some(Signal::QuietAck)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A follower whose leader abdicated: awake, with its election clock run out.
+pub fn leader_abdicated(group: &mut ReplicaGroup) {
+    group.quiesced = false;
+    let raft = &mut group.node.raft;
+    raft.election_elapsed = raft.election_timeout();
 }
 
 /// What a follower needs of a leader's message, read before the message is stepped.
@@ -185,18 +286,22 @@ pub enum TickWake {
 pub fn tick_wakes(group: &ReplicaGroup, around: &Surroundings) -> Option<TickWake> {
     let raft = &group.node.raft;
     if raft.state == StateRole::Leader {
-        let silent = group.replicas.iter().map(|&id| id as u64).any(|id| id != raft.id && !around.live(id));
-        silent.then_some(TickWake::FollowerSilent)
-    } else if raft.leader_id == 0 || !around.live(raft.leader_id) {
+        let followers = || group.replicas.iter().map(|&id| id as u64).filter(|&id| id != raft.id);
+        let silent = followers().any(|id| !around.live(id, &group.partition));
+        let unanswered = around.now.saturating_duration_since(group.quiet_since) > around.window
+            && followers().any(|id| !group.quiet_acks.contains(&id));
+        (silent || unanswered).then_some(TickWake::FollowerSilent)
+    } else if raft.leader_id == 0 || !around.live(raft.leader_id, &group.partition) {
         Some(TickWake::LeaderSilent)
     } else {
         None
     }
 }
 
-/// Wakes a quiet group. A leader takes its followers as caught up and heard from as of
-/// their brokers' last frames (they held its whole log while it was quiet); a follower
-/// whose leader fell silent starts its election clock at the timeout.
+/// Wakes a quiet group. A leader takes the followers that answered its quiesce heartbeat
+/// as caught up and heard from as of their drivers' last heartbeats (they held its whole log
+/// while it was quiet); a follower whose leader's driver is silent starts its election
+/// clock at the timeout.
 pub fn wake(group: &mut ReplicaGroup, reason: Option<TickWake>, around: &Surroundings) {
     group.quiesced = false;
     group.quiet_ticks = 0;
@@ -206,17 +311,19 @@ pub fn wake(group: &mut ReplicaGroup, reason: Option<TickWake>, around: &Surroun
         let last = raft.raft_log.last_index();
         let followers: Vec<u64> = raft.prs().iter().map(|(&id, _)| id).filter(|&id| id != own).collect();
         for id in followers {
-            let heard = around.peers.last_heard(id as i32).map_or(around.now, |at| at.min(around.now));
+            let heard = around.last_heard(id, &group.partition).map(|at| at.min(around.now));
+            let (Some(heard), true) = (heard, group.quiet_acks.contains(&id)) else { continue };
             group.heard_at.insert(id, heard);
             if let Some(progress) = raft.mut_prs().get_mut(id) {
                 if progress.matched == last {
                     group.caught_up_at.insert(id, heard);
                 }
-                progress.recent_active = around.live(id);
+                progress.recent_active = around.live(id, &group.partition);
             }
         }
+        group.quiet_acks.clear();
         group.last_index_seen = last;
-    } else if reason == Some(TickWake::LeaderSilent) {
+    } else if reason == Some(TickWake::LeaderSilent) || !around.live(raft.leader_id, &group.partition) {
         raft.election_elapsed = raft.election_timeout();
     }
 }

@@ -9,17 +9,17 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_channel::oneshot;
-use raft::eraftpb::{ConfState, HardState};
+use raft::eraftpb::{ConfState, Entry, HardState, Message, MessageType};
 use raft::{RawNode, StateRole};
 
 use crate::cluster::ClusterConfig;
 use crate::protocol::record_batch::iter_batches;
 use crate::protocol::topic_partition::TopicPartition;
-use crate::replication::entry::offsets_of;
+use crate::replication::entry::{epoch_of, offsets_of};
 use crate::replication::{Anchor, ReplicaState, Window, WindowEntry, WindowStorage};
 use crate::storage::{AppendError, Offset, PartitionLog};
 
@@ -123,6 +123,9 @@ pub struct ReplicaGroup {
     /// A message was stepped since the last round (a quiet group is looked at in a round
     /// only then: a thousand quiet groups cost no Ready checks).
     pub stepped: bool,
+    /// Leader: when it went quiet, and the followers that answered its quiesce heartbeat.
+    pub quiet_since: Instant,
+    pub quiet_acks: BTreeSet<u64>,
 }
 
 impl std::fmt::Debug for ReplicaGroup {
@@ -255,6 +258,8 @@ impl ReplicaGroup {
             quiet_ticks: 0,
             quiet_index: 0,
             stepped: false,
+            quiet_since: Instant::now(),
+            quiet_acks: BTreeSet::new(),
         })
     }
 
@@ -357,6 +362,127 @@ impl ReplicaGroup {
             for waiter in waiters {
                 let _ = waiter.reply.send(outcome());
             }
+        }
+    }
+}
+
+/// A leader takes a produce request (or a transaction marker): checks, stamps and
+/// proposes the batch.
+pub fn propose(
+    group: &mut ReplicaGroup,
+    proposal: Proposal,
+    acks: i16,
+    timeout: Duration,
+    reply: oneshot::Sender<ProposeOutcome>,
+) {
+    if !group.is_leader() {
+        let _ = reply.send(ProposeOutcome::NotLeader);
+        return;
+    }
+    if acks == -1 && matches!(proposal, Proposal::Records(_)) {
+        let min_insync = group.log.config().min_insync_replicas;
+        let in_sync = group.in_sync().len();
+        if (in_sync as i32) < min_insync {
+            let _ = reply.send(ProposeOutcome::NotEnoughReplicas { in_sync, min_insync });
+            return;
+        }
+    }
+    let base_offset = group.next_entry_offset();
+    let term = group.node.raft.term;
+    let prepared = match proposal {
+        Proposal::Records(batch) => group.log.prepare_entry(BytesMut::from(&batch[..]), base_offset, epoch_of(term)),
+        Proposal::Marker(marker) => group.log.marker_entry(marker, base_offset, epoch_of(term)),
+    };
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            let _ = reply.send(ProposeOutcome::Refused(error));
+            return;
+        }
+    };
+    let entry = Entry { data: prepared.bytes, ..Default::default() };
+    let mut message = Message::default();
+    message.set_msg_type(MessageType::MsgPropose);
+    message.from = group.node.raft.id;
+    message.entries = vec![entry].into();
+    if group.node.step(message).is_err() {
+        group.log.forget_producers_from(base_offset);
+        let _ = reply.send(ProposeOutcome::NotLeader);
+        return;
+    }
+    let index = group.node.raft.raft_log.last_index();
+    group.prepared.insert(index);
+    group.waiters.entry(index).or_default().push(Waiter {
+        acks,
+        base_offset,
+        log_append_time_ms: prepared.log_append_time_ms,
+        deadline: Instant::now() + timeout,
+        reply,
+    });
+}
+
+/// Leader: a follower that has been in Raft's snapshot state for a minute (its
+/// catch-up failed, or its answer was lost) gets a fresh snapshot.
+pub fn retry_stalled_snapshots(group: &mut ReplicaGroup, limit: u32) {
+    if !group.is_leader() {
+        group.snapshot_ticks.clear();
+        return;
+    }
+    let in_snapshot: Vec<u64> = group
+        .node
+        .raft
+        .prs()
+        .iter()
+        .filter(|(_, progress)| progress.state == raft::ProgressState::Snapshot)
+        .map(|(&id, _)| id)
+        .collect();
+    group.snapshot_ticks.retain(|id, _| in_snapshot.contains(id));
+    for id in in_snapshot {
+        let ticks = group.snapshot_ticks.entry(id).or_default();
+        *ticks += 1;
+        if *ticks >= limit {
+            *ticks = 0;
+            group.node.report_snapshot(id, raft::SnapshotStatus::Failure);
+        }
+    }
+}
+
+/// acks=1: answered once the leader's own write is durable.
+pub fn answer_durable(group: &mut ReplicaGroup, written_through: u64) {
+    let log_start = group.log.offsets().log_start.offset();
+    let done: Vec<u64> = group
+        .waiters
+        .range(..=written_through)
+        .filter(|(_, waiters)| waiters.iter().any(|w| w.acks != -1))
+        .map(|(&index, _)| index)
+        .collect();
+    for index in done {
+        let waiters = group.waiters.remove(&index).unwrap_or_default();
+        let (durable, rest): (Vec<Waiter>, Vec<Waiter>) = waiters.into_iter().partition(|w| w.acks != -1);
+        for waiter in durable {
+            let _ = waiter.reply.send(ProposeOutcome::Appended {
+                base_offset: waiter.base_offset,
+                log_append_time_ms: waiter.log_append_time_ms,
+                log_start,
+            });
+        }
+        if !rest.is_empty() {
+            group.waiters.insert(index, rest);
+        }
+    }
+}
+
+pub fn expire_waiters(group: &mut ReplicaGroup, now: Instant) {
+    let expired: Vec<u64> =
+        group.waiters.iter().filter(|(_, ws)| ws.iter().any(|w| w.deadline <= now)).map(|(&i, _)| i).collect();
+    for index in expired {
+        let waiters = group.waiters.remove(&index).unwrap_or_default();
+        let (late, rest): (Vec<Waiter>, Vec<Waiter>) = waiters.into_iter().partition(|w| w.deadline <= now);
+        for waiter in late {
+            let _ = waiter.reply.send(ProposeOutcome::TimedOut);
+        }
+        if !rest.is_empty() {
+            group.waiters.insert(index, rest);
         }
     }
 }

@@ -27,22 +27,26 @@ use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 use raft::eraftpb::{Entry, Message, MessageType};
 use raft::StateRole;
 
+use crate::cluster::peer_liveness::DRIVER_HEARTBEATS_PER_TIMEOUT;
 use crate::cluster::transport::{LeaderUpdate, PartitionMessage, PeerFrame};
+use crate::cluster::ClusterConfig;
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::protocol::topic_partition::TopicPartition;
-use crate::replication::entry::{epoch_of, leader_noop_batch, offsets_of};
+use crate::replication::entry::{leader_noop_batch, offsets_of};
 use crate::replication::WindowEntry;
 use crate::storage::{Offset, PendingAppend, StorageError};
 
 use super::leadership::{leader_update, publish_leadership};
 use super::quiescence;
-use super::replica_group::{Proposal, ProposeOutcome, ReplicaGroup, Waiter, WINDOW_KEEP_BYTES};
+use super::replica_group::{
+    answer_durable, expire_waiters, propose, retry_stalled_snapshots, Proposal, ProposeOutcome, ReplicaGroup,
+    WINDOW_KEEP_BYTES,
+};
 use super::ShardContext;
 
 /// The commit anchor is written at most this often per group (and at close).
@@ -52,6 +56,10 @@ const STATE_WRITE_INTERVAL: Duration = Duration::from_secs(2);
 const SNAPSHOT_RETRY: Duration = Duration::from_secs(60);
 /// Leaders announce what they lead to every broker this often (and at every change).
 const LEADER_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(5);
+/// Fault injection for tests: a file name in the data dir; while that file exists, the
+/// driver's rounds wait, as they would on a disk write that never returns (the broker
+/// and its other tasks live on). Unset in production.
+const STALL_FAULT_VARIABLE: &str = "TERN_FAULT_STALL_REPLICAS";
 
 pub enum ReplicaEvent {
     Tick,
@@ -100,12 +108,13 @@ pub fn start(ctx: Rc<ShardContext>) -> mpsc::UnboundedSender<ReplicaEvent> {
     let (events, receiver) = mpsc::unbounded();
     let tick = ctx.cluster_config().replica_tick();
     let driver = Driver {
-        ctx,
+        ctx: ctx.clone(),
         groups: HashMap::new(),
         outbound: HashMap::new(),
         state_due: BTreeSet::new(),
         leader_updates: Vec::new(),
         ticks: 0,
+        stall_file: std::env::var_os(STALL_FAULT_VARIABLE).map(|name| ctx.config.data_dir.join(name)),
     };
     glommio::spawn_local(driver.run(receiver)).detach();
     let clock = events.clone();
@@ -133,6 +142,8 @@ struct Driver {
     /// Leadership news for the other brokers, sent with the round's messages.
     leader_updates: Vec<LeaderUpdate>,
     ticks: u64,
+    /// Fault injection (`STALL_FAULT_VARIABLE`): rounds wait while this file exists.
+    stall_file: Option<std::path::PathBuf>,
 }
 
 /// A group's Ready after its writes were queued, waiting for them.
@@ -198,6 +209,15 @@ impl Driver {
                 }
                 crate::metrics::replication_gauges().set_shard(self.ctx.id, counts);
                 let view = self.ctx.cluster.clone()?;
+                // This driver's heartbeat to every peer, from its own loop (see
+                // `cluster::peer_liveness`): it stops when the driver does.
+                let every = (ClusterConfig::ELECTION_TICKS as u64 / DRIVER_HEARTBEATS_PER_TIMEOUT as u64).max(1);
+                if self.ticks % every == 0 {
+                    for peer in view.peer_ids.iter().copied().filter(|&p| p != node_id) {
+                        let heartbeat = quiescence::driver_heartbeat(self.ctx.id, self.ctx.shard_count);
+                        self.outbound.entry(peer).or_default().push(heartbeat);
+                    }
+                }
                 let around = quiescence::Surroundings::of(&self.ctx, &view, now);
                 for (partition, group) in &mut self.groups {
                     if group.quiesced {
@@ -217,8 +237,8 @@ impl Driver {
                     }
                     // Judged on the state the last round left (a tick adds heartbeats).
                     if group.is_leader() && quiescence::leader_tick(group, &around) {
-                        queue_messages(&mut self.outbound, group, quiescence::quiesce_heartbeats(group));
-                        group.quiesced = true;
+                        let heartbeats = quiescence::go_quiet(group, now);
+                        queue_messages(&mut self.outbound, group, heartbeats);
                         if group.current_state() != group.persisted {
                             self.state_due.insert(partition.clone());
                         }
@@ -264,6 +284,17 @@ impl Driver {
                     }
                     let now = Instant::now();
                     group.heard_at.insert(message.from, now);
+                    match quiescence::Signal::of(group, &message) {
+                        Some(quiescence::Signal::Abdication) => {
+                            tracing::info!(partition = %key, from, "the leader stops leading here; electing another");
+                            quiescence::leader_abdicated(group);
+                            continue;
+                        }
+                        Some(quiescence::Signal::QuietAck) => {
+                            group.quiet_acks.insert(message.from);
+                        }
+                        None => {}
+                    }
                     if group.quiesced && quiescence::message_wakes(group, &message) {
                         if let Some(view) = &self.ctx.cluster {
                             let around = quiescence::Surroundings::of(&self.ctx, view, now);
@@ -301,7 +332,8 @@ impl Driver {
             ReplicaEvent::Propose { partition, proposal, acks, timeout, reply } => {
                 match self.groups.get_mut(&partition) {
                     Some(group) => {
-                        if group.quiesced {
+                        // A quiet follower answers NotLeader without waking.
+                        if group.quiesced && group.is_leader() {
                             if let Some(view) = &self.ctx.cluster {
                                 let around = quiescence::Surroundings::of(&self.ctx, view, Instant::now());
                                 quiescence::wake(group, None, &around);
@@ -351,6 +383,11 @@ impl Driver {
 
     /// One round over every group with work (see the module header).
     async fn round(&mut self) {
+        if let Some(file) = &self.stall_file {
+            while file.exists() {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
         self.start_catch_ups().await;
         let mut in_flight = Vec::new();
         // Only the groups with work (a Ready or a state write due): a round that serves
@@ -557,6 +594,7 @@ impl Driver {
         tracing::error!(partition = %key, %error, "replica failed; the partition is offline on this broker");
         if let Some(mut group) = self.groups.remove(key) {
             group.fail_waiters(|| ProposeOutcome::Failed(error.clone()));
+            queue_messages(&mut self.outbound, &group, quiescence::abdication(&group));
         }
         if let Some(view) = &self.ctx.cluster {
             view.forget_leadership(key);
@@ -565,6 +603,11 @@ impl Driver {
 
     /// Shutdown: writes every group's state (the anchor as of now), answers waiters.
     async fn close(&mut self) {
+        // Followers of the groups led here elect others at once.
+        for group in self.groups.values() {
+            queue_messages(&mut self.outbound, group, quiescence::abdication(group));
+        }
+        self.flush();
         for (_, mut group) in self.groups.drain() {
             let state = group.current_state();
             if state != group.persisted {
@@ -582,61 +625,6 @@ impl InFlight {
         let written_through = group.window.borrow().last_index();
         InFlight { partition, ready: None, writes: Vec::new(), write_state: true, written_through }
     }
-}
-
-/// A leader takes a produce request (or a transaction marker): checks, stamps and
-/// proposes the batch.
-fn propose(
-    group: &mut ReplicaGroup,
-    proposal: Proposal,
-    acks: i16,
-    timeout: Duration,
-    reply: oneshot::Sender<ProposeOutcome>,
-) {
-    if !group.is_leader() {
-        let _ = reply.send(ProposeOutcome::NotLeader);
-        return;
-    }
-    if acks == -1 && matches!(proposal, Proposal::Records(_)) {
-        let min_insync = group.log.config().min_insync_replicas;
-        let in_sync = group.in_sync().len();
-        if (in_sync as i32) < min_insync {
-            let _ = reply.send(ProposeOutcome::NotEnoughReplicas { in_sync, min_insync });
-            return;
-        }
-    }
-    let base_offset = group.next_entry_offset();
-    let term = group.node.raft.term;
-    let prepared = match proposal {
-        Proposal::Records(batch) => group.log.prepare_entry(BytesMut::from(&batch[..]), base_offset, epoch_of(term)),
-        Proposal::Marker(marker) => group.log.marker_entry(marker, base_offset, epoch_of(term)),
-    };
-    let prepared = match prepared {
-        Ok(prepared) => prepared,
-        Err(error) => {
-            let _ = reply.send(ProposeOutcome::Refused(error));
-            return;
-        }
-    };
-    let entry = Entry { data: prepared.bytes, ..Default::default() };
-    let mut message = Message::default();
-    message.set_msg_type(MessageType::MsgPropose);
-    message.from = group.node.raft.id;
-    message.entries = vec![entry].into();
-    if group.node.step(message).is_err() {
-        group.log.forget_producers_from(base_offset);
-        let _ = reply.send(ProposeOutcome::NotLeader);
-        return;
-    }
-    let index = group.node.raft.raft_log.last_index();
-    group.prepared.insert(index);
-    group.waiters.entry(index).or_default().push(Waiter {
-        acks,
-        base_offset,
-        log_append_time_ms: prepared.log_append_time_ms,
-        deadline: Instant::now() + timeout,
-        reply,
-    });
 }
 
 /// A snapshot Raft took after the catch-up copied the log up to it: the window starts
@@ -659,32 +647,6 @@ fn install_snapshot(group: &mut ReplicaGroup, snapshot: &raft::eraftpb::Snapshot
     window.hard_state.commit = metadata.index;
     window.hard_state.term = window.hard_state.term.max(metadata.term);
     Ok(())
-}
-
-/// Leader: a follower that has been in Raft's snapshot state for a minute (its
-/// catch-up failed, or its answer was lost) gets a fresh snapshot.
-fn retry_stalled_snapshots(group: &mut ReplicaGroup, limit: u32) {
-    if !group.is_leader() {
-        group.snapshot_ticks.clear();
-        return;
-    }
-    let in_snapshot: Vec<u64> = group
-        .node
-        .raft
-        .prs()
-        .iter()
-        .filter(|(_, progress)| progress.state == raft::ProgressState::Snapshot)
-        .map(|(&id, _)| id)
-        .collect();
-    group.snapshot_ticks.retain(|id, _| in_snapshot.contains(id));
-    for id in in_snapshot {
-        let ticks = group.snapshot_ticks.entry(id).or_default();
-        *ticks += 1;
-        if *ticks >= limit {
-            *ticks = 0;
-            group.node.report_snapshot(id, raft::SnapshotStatus::Failure);
-        }
-    }
 }
 
 /// Writes one entry Raft handed out at the log end and adds it to the window.
@@ -751,46 +713,6 @@ fn settle(group: &mut ReplicaGroup) {
         group.fail_waiters(|| ProposeOutcome::NotLeader);
         let log_end = group.log.offsets().log_end.offset();
         group.log.forget_producers_from(log_end);
-    }
-}
-
-/// acks=1: answered once the leader's own write is durable.
-fn answer_durable(group: &mut ReplicaGroup, written_through: u64) {
-    let log_start = group.log.offsets().log_start.offset();
-    let done: Vec<u64> = group
-        .waiters
-        .range(..=written_through)
-        .filter(|(_, waiters)| waiters.iter().any(|w| w.acks != -1))
-        .map(|(&index, _)| index)
-        .collect();
-    for index in done {
-        let waiters = group.waiters.remove(&index).unwrap_or_default();
-        let (durable, rest): (Vec<Waiter>, Vec<Waiter>) = waiters.into_iter().partition(|w| w.acks != -1);
-        for waiter in durable {
-            let _ = waiter.reply.send(ProposeOutcome::Appended {
-                base_offset: waiter.base_offset,
-                log_append_time_ms: waiter.log_append_time_ms,
-                log_start,
-            });
-        }
-        if !rest.is_empty() {
-            group.waiters.insert(index, rest);
-        }
-    }
-}
-
-fn expire_waiters(group: &mut ReplicaGroup, now: Instant) {
-    let expired: Vec<u64> =
-        group.waiters.iter().filter(|(_, ws)| ws.iter().any(|w| w.deadline <= now)).map(|(&i, _)| i).collect();
-    for index in expired {
-        let waiters = group.waiters.remove(&index).unwrap_or_default();
-        let (late, rest): (Vec<Waiter>, Vec<Waiter>) = waiters.into_iter().partition(|w| w.deadline <= now);
-        for waiter in late {
-            let _ = waiter.reply.send(ProposeOutcome::TimedOut);
-        }
-        if !rest.is_empty() {
-            group.waiters.insert(index, rest);
-        }
     }
 }
 

@@ -12,7 +12,11 @@ heartbeats instead. These tests check that quiet is only an optimisation:
 - SIGKILL of a quiet partition's leader: the followers notice the broker is gone, elect a
   new leader, which takes acks=all writes; the old leader comes back as a follower and
   every replica ends with the same bytes;
-- SIGSTOP of a quiet leader: the same, and once resumed it rejoins as a follower.
+- SIGSTOP of a quiet leader: the same, and once resumed it rejoins as a follower;
+- SIGTERM of a quiet leader: it tells its followers it stops leading (they elect
+  another at once);
+- a quiet leader whose replica driver hangs while its broker lives on (fault
+  injection): its driver heartbeats stop and the followers elect another leader.
 """
 import time
 
@@ -21,8 +25,8 @@ from kafka import KafkaProducer
 
 from cluster_fixture import running_cluster
 from helpers import metric, scrape
-from test_replication import (CLUSTER_ARGS, check_acked, check_identical_replicas, create_topic, leader_of,
-                              wait_caught_up)
+from test_replication import (CLUSTER_ARGS, check_acked, check_identical_replicas, create_topic, full_log,
+                              leader_of, wait_caught_up)
 
 import pytest
 
@@ -53,10 +57,10 @@ def wait_all_quiet(cluster, timeout=30):
     return cluster.wait_until(quiet, timeout, "every replica group quiet")
 
 
-def produce_acks_all(cluster, topic, partitions, tag):
+def produce_acks_all(cluster, topic, partitions, tag, bootstrap=None):
     """One acks=all record per partition through librdkafka; [(partition, offset, value)]."""
     acked, errors = [], []
-    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True,
+    producer = Producer({"bootstrap.servers": bootstrap or cluster.bootstrap, "acks": "all", "enable.idempotence": True,
                          "message.timeout.ms": 30000, "topic.metadata.refresh.interval.ms": 500})
     for p in range(partitions):
         producer.produce(topic, value=f"{tag}-{p}".encode(), partition=p,
@@ -127,3 +131,73 @@ def test_a_paused_quiet_leader_rejoins_as_follower(cluster):
     wait_all_quiet(cluster)
     check_acked(cluster, "calm", 1, acked)
     check_identical_replicas(cluster, "calm", 1)
+
+
+def test_a_quiet_leader_shut_down_tells_its_followers(cluster):
+    """SIGTERM of a quiet leader: it tells its followers it stops leading, and they elect
+    another at once instead of waiting for its broker's silence."""
+    create_topic(cluster, "calm", 1)
+    acked = produce_acks_all(cluster, "calm", 1, "before")
+    wait_all_quiet(cluster)
+    victim = leader_of(cluster, "calm", 0)
+    stopped = time.time()
+    assert cluster.stop(victim) == 0
+    cluster.wait_until(lambda: leader_of(cluster, "calm", 0) not in (None, victim), 15, "a new leader")
+    print(f"quiet leader {victim} stopped; new leader after {time.time() - stopped:.2f} s")
+    told = [n for n, node in cluster.nodes.items() if n != victim
+            and "calm-0" in "".join(line for line in full_log(node).splitlines() if "stops leading here" in line)]
+    assert told, "the followers were not told"
+    acked += produce_acks_all(cluster, "calm", 1, "after")
+    cluster.start(victim)
+    wait_caught_up(cluster, "calm", 1)
+    check_acked(cluster, "calm", 1, acked)
+
+
+STALL_FILE = "fault-stall-replicas"
+
+
+@pytest.fixture
+def stallable_cluster(tmp_path, monkeypatch):
+    """Nodes whose replica drivers stall while `<data dir>/fault-stall-replicas` exists
+    (`TERN_FAULT_STALL_REPLICAS`, as on a disk write that never returns)."""
+    monkeypatch.setenv("TERN_FAULT_STALL_REPLICAS", STALL_FILE)
+    yield from running_cluster(tmp_path, CLUSTER_ARGS)
+
+
+def test_a_quiet_leader_whose_driver_hangs_is_replaced(stallable_cluster):
+    """The leader's broker lives on (its metadata quorum, its client connections), but
+    the replica driver that leads the quiet partition stops: its driver heartbeats stop,
+    and the followers elect another leader."""
+    cluster = stallable_cluster
+    create_topic(cluster, "calm", 1)
+    acked = produce_acks_all(cluster, "calm", 1, "before")
+    wait_all_quiet(cluster)
+    victim = leader_of(cluster, "calm", 0)
+    stall = cluster.nodes[victim].data_dir / STALL_FILE
+    stall.touch()
+    try:
+        def replaced():
+            seen = {leader_seen_by(cluster, n) for n in cluster.nodes if n != victim}
+            leader = seen.pop() if len(seen) == 1 else None
+            return leader if leader not in (None, -1, victim) else None
+
+        new = cluster.wait_until(replaced, 15, "the others electing a leader while the quiet leader's driver hangs")
+        assert cluster.nodes[victim].alive()
+        print(f"leader {victim}'s replica driver stalled; {new} leads")
+        # Through the other brokers: the stalled one still names itself (its driver
+        # has not seen the new term), as a hung Kafka broker would.
+        others = ",".join(node.bootstrap for n, node in cluster.nodes.items() if n != victim)
+        acked += produce_acks_all(cluster, "calm", 1, "during", bootstrap=others)
+    finally:
+        stall.unlink()
+    wait_caught_up(cluster, "calm", 1)
+    acked += produce_acks_all(cluster, "calm", 1, "after")
+    check_acked(cluster, "calm", 1, acked)
+    check_identical_replicas(cluster, "calm", 1)
+
+
+def leader_seen_by(cluster, node):
+    try:
+        return cluster.metadata(node, timeout=2).topics["calm"].partitions[0].leader
+    except Exception:
+        return None

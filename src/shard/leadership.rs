@@ -10,13 +10,22 @@ use super::replica_group::ReplicaGroup;
 
 /// Publishes the group's leader, epoch and ISR to the node's leader table when they
 /// change; a leader's change also goes to every other broker (`updates`).
+///
+/// A follower that lost touch with its leader (a pre-vote changes no term) keeps naming
+/// the leader of its term: that is still the newest leader it knows, and a client that
+/// asks this broker can then reach it, as with Kafka's metadata cache. A replica that no
+/// longer leads itself, or has moved to a newer term, names none (-1).
 pub fn publish_leadership(
     view: &crate::cluster::ClusterView,
     group: &mut ReplicaGroup,
     updates: &mut Vec<LeaderUpdate>,
 ) {
     let raft = &group.node.raft;
-    let leader = if raft.leader_id == 0 { -1 } else { raft.leader_id as i32 };
+    let leader = match (raft.leader_id, &group.published) {
+        (0, Some((last, term, _))) if *last >= 0 && *last as u64 != raft.id && *term == raft.term => *last,
+        (0, _) => -1,
+        (id, _) => id as i32,
+    };
     let epoch = epoch_of(raft.term);
     let in_sync = if group.is_leader() {
         group.in_sync()

@@ -138,6 +138,21 @@ class Cluster:
         admin = AdminClient({"bootstrap.servers": self.nodes[node_id].bootstrap, "socket.timeout.ms": 2000})
         return admin.list_topics(timeout=timeout)
 
+    def leader_seen_by(self, node_id: int, topic, partition):
+        """The leader of `topic`-`partition` in node `node_id`'s Metadata (None: unknown
+        or unreachable)."""
+        try:
+            return self.metadata(node_id, timeout=2).topics[topic].partitions[partition].leader
+        except Exception:
+            return None
+
+    def leader_agreed_without(self, excluded: int, topic, partition):
+        """The leader every node but `excluded` names, if they agree on one that is not
+        `excluded` (None otherwise)."""
+        seen = {self.leader_seen_by(n, topic, partition) for n in self.nodes if n != excluded}
+        leader = seen.pop() if len(seen) == 1 else None
+        return leader if leader not in (None, -1, excluded) else None
+
     def controller(self, node_id: int):
         """The controller id node `node_id` reports (None: none or unreachable)."""
         try:

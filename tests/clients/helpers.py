@@ -106,12 +106,14 @@ def kafka_string(value):
     return struct.pack(">h", len(data)) + data
 
 
-def raw_request(bootstrap, api_key, version, correlation_id, body, client_id="raw-probe"):
-    """Sends one request with a non-flexible (v1) header over a plain socket and returns
-    the response body after its correlation id, which is checked."""
+def raw_request(bootstrap, api_key, version, correlation_id, body, client_id="raw-probe", flexible=False):
+    """Sends one request over a plain socket, with a v1 header (v2, with its tagged
+    fields, for a `flexible` version), and returns the response after its correlation
+    id, which is checked (a flexible response's header tagged fields follow it)."""
     import socket
     import struct
-    frame = struct.pack(">hhi", api_key, version, correlation_id) + kafka_string(client_id) + body
+    header = struct.pack(">hhi", api_key, version, correlation_id) + kafka_string(client_id)
+    frame = header + (uvarint(0) if flexible else b"") + body
     host, port = bootstrap.split(":")
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(struct.pack(">i", len(frame)) + frame)
@@ -151,25 +153,15 @@ def fetch_v12(bootstrap, topic, partition, offset, last_fetched_epoch, current_e
     """One Fetch v12 (the first flexible version, with KIP-320's last fetched epoch) over a
     plain socket: {"error", "high_watermark", "records" (bytes), "diverging_epoch"
     ((epoch, end offset) or None)}."""
-    import socket
     import struct
-    correlation_id = 7
-    header = struct.pack(">hhi", 1, 12, correlation_id) + kafka_string("raw-probe") + uvarint(0)
     name = topic.encode()
     body = (struct.pack(">iiiibii", -1, 0, 0, 1 << 20, 0, 0, -1)
             + uvarint(2) + uvarint(len(name) + 1) + name
             + uvarint(2) + struct.pack(">iiqiqi", partition, current_epoch, offset, last_fetched_epoch, -1, 1 << 20)
             + uvarint(0) + uvarint(0)  # partition and topic tagged fields
             + uvarint(1) + uvarint(1) + uvarint(0))  # no forgotten topics, rack "", tagged fields
-    frame = header + body
-    host, port = bootstrap.split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(struct.pack(">i", len(frame)) + frame)
-        size = struct.unpack(">i", sock.recv(4, socket.MSG_WAITALL))[0]
-        answer = sock.recv(size, socket.MSG_WAITALL)
-    (correlation,) = struct.unpack_from(">i", answer, 0)
-    assert correlation == correlation_id
-    _, at = read_uvarint(answer, 4)  # response header tagged fields
+    answer = raw_request(bootstrap, 1, 12, 7, body, flexible=True)
+    _, at = read_uvarint(answer, 0)  # response header tagged fields
     at += 4 + 2 + 4  # throttle, error, session id
     topics, at = read_uvarint(answer, at)
     assert topics == 2, topics

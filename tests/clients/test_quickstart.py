@@ -21,7 +21,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from conftest import BINARY, ROOT
 

@@ -14,7 +14,6 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import free_port  # noqa: F401  (imported for symmetry with other tests)
 
 PARTITIONS = 8
 

@@ -567,9 +567,9 @@ impl Driver {
         if let Some(view) = &self.ctx.cluster {
             publish_leadership(view, group, &mut self.leader_updates);
             if group.partition.topic == OFFSETS_TOPIC {
-                super::offsets_cluster::coordinate_offsets(&self.ctx, view, group);
+                super::coordination::coordinate(&self.ctx, view, group, &super::coordination::OFFSETS);
             } else if group.partition.topic == crate::txn::TXN_STATE_TOPIC {
-                super::txn_cluster::coordinate_txn_state(&self.ctx, view, group);
+                super::coordination::coordinate(&self.ctx, view, group, &super::coordination::TXN_STATE);
             }
         }
     }

@@ -10,13 +10,10 @@
 //! replicated and its home node (round-robin) coordinates it.
 
 use std::rc::Rc;
-use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 
-use crate::cluster::ClusterView;
 use crate::protocol::topic_partition::TopicPartition;
-use crate::replication::entry::epoch_of;
 use crate::txn::{partition_for_txn, TxnStateWriter, TXN_STATE_PARTITIONS, TXN_STATE_TOPIC};
 
 use super::context::TXN_STATE_TOPIC_ID;
@@ -153,62 +150,4 @@ async fn set_aside_unreplicated(
         "transaction state written before replication moved aside: its transactional ids start over"
     );
     ctx.txns.reopen(&ctx.config.data_dir, partition).await.map_err(|e| e.to_string())
-}
-
-/// A `__transaction_state` group's leader coordinates its ids once its term's first
-/// entry is committed; a replica that stops leading stops at once.
-pub fn coordinate_txn_state(ctx: &Rc<ShardContext>, view: &Arc<ClusterView>, group: &mut ReplicaGroup) {
-    let partition = group.partition.partition;
-    let term = group.node.raft.term;
-    if !group.is_leader() {
-        if group.coordinator_loaded_term.take().is_some() {
-            view.set_txn_state_ready(partition, false);
-            ctx.txns.follow(partition);
-            tracing::info!(partition, "no longer coordinating the transactional ids of this partition");
-        }
-        return;
-    }
-    if group.coordinator_loaded_term == Some(term) || group.node.raft.raft_log.committed < group.term_start_index {
-        return;
-    }
-    group.coordinator_loaded_term = Some(term);
-    view.set_txn_state_ready(partition, false);
-    let ctx = ctx.clone();
-    let view = view.clone();
-    let node_id = ctx.config.node_id;
-    glommio::spawn_local(async move {
-        let key = TopicPartition::new(TXN_STATE_TOPIC, partition);
-        let leading = |view: &ClusterView| {
-            view.leadership(&key).is_some_and(|l| l.leader == node_id && l.epoch == epoch_of(term))
-        };
-        // A replay that fails (a read error) is tried again while this term lasts.
-        let mut attempt = 0u32;
-        let loaded = loop {
-            match ctx.txns.lead(partition, epoch_of(term)).await {
-                Ok(ids) => break Some(ids),
-                Err(error) => {
-                    tracing::error!(partition, %error, attempt, "cannot load the transaction state partition");
-                    attempt += 1;
-                    glommio::timer::sleep(std::time::Duration::from_millis(200 * u64::from(attempt.min(25)))).await;
-                    if !leading(&view) {
-                        break None;
-                    }
-                }
-            }
-        };
-        match loaded {
-            Some(ids) if leading(&view) => {
-                view.set_txn_state_ready(partition, true);
-                tracing::info!(partition, ids, term, "coordinating the transactional ids of this partition");
-            }
-            // Deposed while loading: drop what was loaded, unless this node leads again
-            // in a newer term (that term's own load decides).
-            _ => {
-                if view.leadership(&key).is_none_or(|l| l.leader != node_id) {
-                    ctx.txns.follow(partition);
-                }
-            }
-        }
-    })
-    .detach();
 }

@@ -11,7 +11,6 @@
 Usage: .venv/bin/python perf/group-rebalance.py [runs]   (build target/release/tern first)
 """
 
-import os
 import signal
 import socket
 import statistics

@@ -93,7 +93,7 @@ def main():
                      for _ in range(args.storm_procs)]
             for p in procs:
                 p.start()
-        bench = subprocess.run(
+        subprocess.run(
             [args.tern, "bench", "produce", "--brokers", f"127.0.0.1:{args.port}", "--topic", f"storm-{phase}",
              "--partitions", "4", "--record-size", "100", "--acks", "all", "--rate", str(args.rate),
              "--linger-ms", "5", "--duration", f"{args.seconds}s", "--warmup", "1s",

@@ -16,7 +16,8 @@
 //!    entry is committed (a majority of replicas has it durable).
 //!
 //! A group with nothing to replicate goes quiet: it skips the clock's ticks until a
-//! write, a peer's message or a silent peer broker wakes it (`shard::quiescence`).
+//! write, a peer's message or a peer's silent replica driver wakes it
+//! (`shard::quiescence`).
 //!
 //! A leader takes a produce request in the event handler: the log validates the batch,
 //! checks the producer's sequence and stamps offset and epoch (`prepare_entry`), and the

@@ -25,7 +25,7 @@ enum Command {
     /// Run the broker.
     #[command(args_override_self = true)]
     Serve(Box<ServeArgs>),
-    /// Create, list, describe, delete topics and change their configs.
+    /// Create, list, describe, delete topics, change their configs, move their replicas.
     Topic(tern::admin::topic::TopicArgs),
     /// List, describe (members, offsets, lag), delete groups and reset their offsets.
     Group(tern::admin::group::GroupArgs),

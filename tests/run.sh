@@ -6,7 +6,8 @@
 #    the common 8 MiB locked-memory limit.
 # 2. Real Kafka clients against the real `tern` binary (release build): a Python venv in
 #    .venv with the pinned clients of tests/clients/requirements.txt (librdkafka via
-#    confluent-kafka, kafka-python), plus kcat when it is installed.
+#    confluent-kafka, kafka-python), kafkajs from npm (tests/clients/js), plus kcat when
+#    it is installed.
 # Ends with one summary line over both.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,12 @@ fi
 .venv/bin/pip install --quiet --disable-pip-version-check -r tests/clients/requirements.txt || status=1
 # quixstreams declares confluent-kafka<2.13 (pinned 2.16.1 above): its locked closure, without deps.
 .venv/bin/pip install --quiet --disable-pip-version-check --no-deps -r tests/clients/requirements-quix.txt || status=1
+echo "== node Kafka client (kafkajs, pinned by tests/clients/js/package-lock.json)"
+if command -v npm >/dev/null 2>&1; then
+  (cd tests/clients/js && npm ci --silent --no-audit --no-fund) || status=1
+else
+  echo "!!!! WARNING: npm is not installed: the kafkajs tests are SKIPPED, not passed"
+fi
 if ! command -v kcat >/dev/null 2>&1 && ! command -v kafkacat >/dev/null 2>&1; then
   echo "!!!! WARNING: kcat is not installed: the kcat tests are SKIPPED, not passed (apt-get install kcat)"
 fi

@@ -12,6 +12,7 @@ pub mod consume_group;
 pub mod group;
 pub mod partition_reader;
 pub mod produce;
+pub mod reassign;
 pub mod topic;
 pub mod transaction;
 

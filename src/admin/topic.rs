@@ -1,6 +1,7 @@
-//! `tern topic create | list | describe | delete | alter-config`, over the Kafka protocol
-//! (CreateTopics, Metadata, ListOffsets, DescribeLogDirs, DescribeConfigs, DeleteTopics,
-//! IncrementalAlterConfigs), so they work against any Kafka-compatible broker.
+//! `tern topic create | list | describe | delete | alter-config | reassign |
+//! reassignments`, over the Kafka protocol (CreateTopics, Metadata, ListOffsets,
+//! DescribeLogDirs, DescribeConfigs, DeleteTopics, IncrementalAlterConfigs, and
+//! `admin::reassign`'s), so they work against any Kafka-compatible broker.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -52,6 +53,23 @@ pub enum TopicCommand {
     },
     /// Delete a topic and its data.
     Delete { name: String },
+    /// Move partitions' replicas to other brokers (cluster mode), or cancel a move; the
+    /// data is copied while traffic flows, and the first broker listed becomes the
+    /// preferred leader.
+    Reassign {
+        name: String,
+        /// `partition=broker,broker,...` (repeatable), e.g. --move 0=2,3,4.
+        #[arg(long = "move", value_parser = super::reassign::parse_move)]
+        moves: Vec<(i32, Vec<i32>)>,
+        /// A partition whose move to cancel (repeatable): it goes back to its replicas.
+        #[arg(long = "cancel")]
+        cancels: Vec<i32>,
+        /// Wait until the moves are complete, at most this many seconds (0: do not wait).
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
+    /// The reassignments in progress.
+    Reassignments,
     /// Change topic configs: --set key=value, --delete key (repeatable).
     AlterConfig {
         name: String,
@@ -85,6 +103,11 @@ pub fn run(args: TopicArgs) -> Result<(), String> {
             TopicCommand::List { internal } => list(&client, internal).await,
             TopicCommand::Describe { name, admin_address } => describe(&client, &name, &admin_address).await,
             TopicCommand::Delete { name } => delete(&client, &name).await,
+            TopicCommand::Reassign { name, moves, cancels, wait } => {
+                let wait = (wait > 0).then(|| std::time::Duration::from_secs(wait));
+                super::reassign::reassign(&client, &name, moves, cancels, wait).await
+            }
+            TopicCommand::Reassignments => super::reassign::print_list(&client).await,
             TopicCommand::AlterConfig { name, set, delete } => alter(&client, &name, set, delete).await,
         }
     })

@@ -54,6 +54,21 @@ pub enum MetadataCommand {
     FenceBroker {
         node_id: i32,
     },
+    /// Starts, redirects or cancels (`target: None`) the reassignment of one partition
+    /// (Kafka's PartitionChangeRecord with target replicas, KIP-455). A target equal to
+    /// the replicas the partition has cancels too: there is nothing to move.
+    ReassignPartition {
+        name: String,
+        partition: i32,
+        target: Option<Vec<i32>>,
+    },
+    /// The partition's Raft group now has exactly `replicas` as voters: they become its
+    /// replicas and the reassignment ends. Skipped unless `replicas` is still the target.
+    CompleteReassignment {
+        name: String,
+        partition: i32,
+        replicas: Vec<i32>,
+    },
 }
 
 /// What applying a command did.
@@ -91,6 +106,7 @@ fn apply_inner(state: &mut ClusterMetadata, command: &MetadataCommand) -> Comman
                     partitions: *partitions,
                     configs: configs.clone(),
                     replicas: replicas.clone(),
+                    targets: BTreeMap::new(),
                 },
             );
         }
@@ -141,6 +157,29 @@ fn apply_inner(state: &mut ClusterMetadata, command: &MetadataCommand) -> Comman
             Some(broker) if !broker.fenced => broker.fenced = true,
             _ => return CommandEffect::Skipped(format!("broker {node_id} is not registered or already fenced")),
         },
+        ReassignPartition { name, partition, target } => {
+            let Some(topic) = state.topics.get_mut(name).filter(|t| (0..t.partitions).contains(partition)) else {
+                return CommandEffect::Skipped(format!("partition {name}-{partition} does not exist"));
+            };
+            match target {
+                Some(target) if target.as_slice() != topic.replicas_of(*partition) => {
+                    topic.targets.insert(*partition, target.clone());
+                }
+                _ => {
+                    topic.targets.remove(partition);
+                }
+            }
+        }
+        CompleteReassignment { name, partition, replicas } => {
+            let Some(topic) = state.topics.get_mut(name) else {
+                return CommandEffect::Skipped(format!("topic {name:?} does not exist"));
+            };
+            if topic.target_of(*partition) != Some(replicas.as_slice()) {
+                return CommandEffect::Skipped(format!("{name}-{partition} is not moving to {replicas:?}"));
+            }
+            topic.targets.remove(partition);
+            topic.replicas[*partition as usize] = replicas.clone();
+        }
     }
     CommandEffect::Done
 }
@@ -213,6 +252,25 @@ mod tests {
         assert!(matches!(apply(&mut state, &MetadataCommand::FenceBroker { node_id: 1 }), CommandEffect::Skipped(_)));
         assert_eq!(apply(&mut state, &MetadataCommand::RegisterBroker(broker(1))), CommandEffect::Done);
         assert!(!state.brokers[&1].fenced);
+        let reassign =
+            |target: Option<Vec<i32>>| MetadataCommand::ReassignPartition { name: "t".into(), partition: 1, target };
+        assert_eq!(apply(&mut state, &reassign(Some(vec![3, 1]))), CommandEffect::Done);
+        assert_eq!(state.topics["t"].hosts_of(1), vec![3, 1, 2]);
+        let complete =
+            |replicas: Vec<i32>| MetadataCommand::CompleteReassignment { name: "t".into(), partition: 1, replicas };
+        assert!(matches!(apply(&mut state, &complete(vec![1, 3])), CommandEffect::Skipped(_)), "not the target");
+        assert_eq!(apply(&mut state, &complete(vec![3, 1])), CommandEffect::Done);
+        assert_eq!((state.topics["t"].replicas_of(1), state.topics["t"].target_of(1)), (&[3, 1][..], None));
+        assert!(matches!(apply(&mut state, &complete(vec![3, 1])), CommandEffect::Skipped(_)), "already done");
+        assert_eq!(apply(&mut state, &reassign(Some(vec![2, 1]))), CommandEffect::Done);
+        assert_eq!(apply(&mut state, &reassign(None)), CommandEffect::Done);
+        assert_eq!(state.topics["t"].target_of(1), None, "cancelled");
+        assert_eq!(apply(&mut state, &reassign(Some(vec![3, 1]))), CommandEffect::Done);
+        assert_eq!(state.topics["t"].target_of(1), None, "the replicas it has: nothing to move");
+        assert!(matches!(
+            apply(&mut state, &MetadataCommand::ReassignPartition { name: "t".into(), partition: 9, target: None }),
+            CommandEffect::Skipped(_)
+        ));
         assert_eq!(apply(&mut state, &MetadataCommand::DeleteTopic { name: "t".into() }), CommandEffect::Done);
         assert!(state.topics.is_empty());
     }

@@ -29,7 +29,9 @@ const MAGIC_V1: &[u8; 8] = b"TERNMETA";
 const MAGIC_V2: &[u8; 8] = b"TERNMD02";
 /// Format 3: adds the cluster (broker registrations, replica assignments, the index of
 /// the last applied metadata-log entry).
-const MAGIC: &[u8; 8] = b"TERNMD03";
+const MAGIC_V3: &[u8; 8] = b"TERNMD03";
+/// Format 4: adds the replica reassignments in progress.
+const MAGIC: &[u8; 8] = b"TERNMD04";
 pub const METADATA_FILE: &str = "cluster-metadata";
 
 #[derive(
@@ -44,12 +46,40 @@ pub struct TopicMetadata {
     /// Replica assignment per partition, preferred leader first (cluster mode). Empty on
     /// a single node without cluster flags: that node holds every partition.
     pub replicas: Vec<Vec<i32>>,
+    /// Reassignments in progress: the replicas each moving partition is to have, preferred
+    /// leader first (`shard::reassignment` moves the partition's Raft group there, and
+    /// `replicas` becomes the target once it has).
+    #[serde(default)]
+    pub targets: BTreeMap<i32, Vec<i32>>,
 }
 
 impl TopicMetadata {
-    /// The brokers assigned `partition` (empty: the standalone node holds it).
+    /// The brokers assigned `partition` (empty: the standalone node holds it). During a
+    /// reassignment: the replicas it has until the move completes.
     pub fn replicas_of(&self, partition: i32) -> &[i32] {
         usize::try_from(partition).ok().and_then(|p| self.replicas.get(p)).map_or(&[], Vec::as_slice)
+    }
+
+    /// The replicas `partition` is moving to, if a reassignment is in progress.
+    pub fn target_of(&self, partition: i32) -> Option<&[i32]> {
+        self.targets.get(&partition).map(Vec::as_slice)
+    }
+
+    /// The replicas `partition` should end up with: its target, or its replicas.
+    pub fn desired_replicas(&self, partition: i32) -> &[i32] {
+        self.target_of(partition).unwrap_or_else(|| self.replicas_of(partition))
+    }
+
+    /// Every broker that holds (or is to hold) a replica of `partition`: the target first,
+    /// then the replicas a reassignment removes (Kafka's Metadata order during a move).
+    pub fn hosts_of(&self, partition: i32) -> Vec<i32> {
+        let mut hosts = self.desired_replicas(partition).to_vec();
+        for &replica in self.replicas_of(partition) {
+            if !hosts.contains(&replica) {
+                hosts.push(replica);
+            }
+        }
+        hosts
     }
 }
 
@@ -78,8 +108,47 @@ struct TopicMetadataV2 {
 
 impl From<TopicMetadataV2> for TopicMetadata {
     fn from(old: TopicMetadataV2) -> TopicMetadata {
-        TopicMetadata { id: old.id, partitions: old.partitions, configs: old.configs, replicas: Vec::new() }
+        TopicMetadata {
+            id: old.id,
+            partitions: old.partitions,
+            configs: old.configs,
+            replicas: Vec::new(),
+            targets: BTreeMap::new(),
+        }
     }
+}
+
+/// The topic layout of format 3.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct TopicMetadataV3 {
+    id: [u8; 16],
+    partitions: i32,
+    configs: BTreeMap<String, String>,
+    replicas: Vec<Vec<i32>>,
+}
+
+impl From<TopicMetadataV3> for TopicMetadata {
+    fn from(old: TopicMetadataV3) -> TopicMetadata {
+        TopicMetadata {
+            id: old.id,
+            partitions: old.partitions,
+            configs: old.configs,
+            replicas: old.replicas,
+            targets: BTreeMap::new(),
+        }
+    }
+}
+
+/// The format-3 layout.
+#[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct ClusterMetadataV3 {
+    version: u64,
+    topics: BTreeMap<String, TopicMetadataV3>,
+    next_producer_id: i64,
+    broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    brokers: BTreeMap<i32, BrokerRegistration>,
+    cluster_member: bool,
+    applied_index: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -148,7 +217,7 @@ impl ClusterMetadata {
 
     pub fn decode(bytes: &[u8]) -> Result<ClusterMetadata, String> {
         let magic = bytes.get(..8).unwrap_or_default();
-        if bytes.len() < 12 || (magic != MAGIC && magic != MAGIC_V2 && magic != MAGIC_V1) {
+        if bytes.len() < 12 || (magic != MAGIC && magic != MAGIC_V3 && magic != MAGIC_V2 && magic != MAGIC_V1) {
             return Err("not a tern metadata file".into());
         }
         let stored = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
@@ -177,6 +246,19 @@ impl ClusterMetadata {
                 next_producer_id: old.next_producer_id,
                 broker_configs: old.broker_configs,
                 ..ClusterMetadata::default()
+            });
+        }
+        if magic == MAGIC_V3 {
+            let old =
+                rkyv::from_bytes::<ClusterMetadataV3, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())?;
+            return Ok(ClusterMetadata {
+                version: old.version,
+                topics: old.topics.into_iter().map(|(name, topic)| (name, topic.into())).collect(),
+                next_producer_id: old.next_producer_id,
+                broker_configs: old.broker_configs,
+                brokers: old.brokers,
+                cluster_member: old.cluster_member,
+                applied_index: old.applied_index,
             });
         }
         rkyv::from_bytes::<ClusterMetadata, rkyv::rancor::Error>(&aligned).map_err(|e| e.to_string())
@@ -218,6 +300,7 @@ mod tests {
                 partitions: 8,
                 configs: [("retention.ms".into(), "1000".into())].into(),
                 replicas: vec![vec![1, 2]; 8],
+                targets: [(3, vec![2, 3])].into(),
             },
         );
         let bytes = metadata.encode();
@@ -247,5 +330,43 @@ mod tests {
         assert_eq!(upgraded.topics["t"].partitions, 2);
         assert!(upgraded.broker_configs.is_empty());
         assert_eq!(&upgraded.encode()[..8], MAGIC, "written back in the new format");
+    }
+
+    #[test]
+    fn format_3_files_are_read_without_reassignments() {
+        let topic =
+            TopicMetadataV3 { id: [2; 16], partitions: 1, configs: BTreeMap::new(), replicas: vec![vec![1, 2, 3]] };
+        let old = ClusterMetadataV3 {
+            version: 4,
+            topics: [("t".to_string(), topic)].into(),
+            next_producer_id: 5000,
+            cluster_member: true,
+            applied_index: 17,
+            ..ClusterMetadataV3::default()
+        };
+        let archived = rkyv::to_bytes::<rkyv::rancor::Error>(&old).unwrap();
+        let mut bytes = MAGIC_V3.to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(&archived).to_be_bytes());
+        bytes.extend_from_slice(&archived);
+        let upgraded = ClusterMetadata::decode(&bytes).unwrap();
+        assert_eq!(upgraded.topics["t"].replicas_of(0), &[1, 2, 3]);
+        assert!(upgraded.topics["t"].targets.is_empty());
+        assert_eq!((upgraded.applied_index, upgraded.next_producer_id), (17, 5000));
+        assert!(upgraded.cluster_member);
+    }
+
+    #[test]
+    fn a_moving_partition_is_hosted_by_its_target_and_its_old_replicas() {
+        let topic = TopicMetadata {
+            id: [1; 16],
+            partitions: 2,
+            configs: BTreeMap::new(),
+            replicas: vec![vec![1, 2, 3], vec![2, 3, 1]],
+            targets: [(0, vec![4, 2, 1])].into(),
+        };
+        assert_eq!(topic.hosts_of(0), vec![4, 2, 1, 3]);
+        assert_eq!(topic.desired_replicas(0), &[4, 2, 1]);
+        assert_eq!(topic.hosts_of(1), vec![2, 3, 1]);
+        assert_eq!(topic.target_of(1), None);
     }
 }

@@ -20,6 +20,34 @@ use crate::storage::Offset;
 /// know as one to skip.
 pub const LEADER_NOOP_CONTROL_TYPE: i16 = 0x7401;
 
+/// Control record type of a change of the group's replicas (a Raft configuration change,
+/// `shard::reassignment`): its value is the raft-rs `ConfChangeV2`, protobuf-encoded.
+pub const REPLICA_SET_CONTROL_TYPE: i16 = 0x7402;
+
+/// The control batch for a configuration-change entry of `term`, at `base_offset`.
+pub fn conf_change_batch(base_offset: Offset, term: u64, change: &[u8]) -> Bytes {
+    control_batch::encode(&ControlBatch {
+        base_offset: base_offset.value(),
+        leader_epoch: epoch_of(term),
+        producer_id: -1,
+        producer_epoch: -1,
+        transactional: false,
+        timestamp_ms: NO_TIMESTAMP,
+        control_type: REPLICA_SET_CONTROL_TYPE,
+        value: change,
+    })
+}
+
+/// The `ConfChangeV2` a batch carries, if it is a configuration-change entry.
+pub fn conf_change_in(batch: &[u8]) -> Option<Bytes> {
+    let header = crate::protocol::record_batch::BatchHeader::parse(batch).ok()?;
+    if control_batch::control_type(batch, &header)? != REPLICA_SET_CONTROL_TYPE {
+        return None;
+    }
+    let record = crate::protocol::record_batch::records(batch, &header)?.into_iter().next()?;
+    Some(Bytes::copy_from_slice(record.value.unwrap_or_default()))
+}
+
 /// The control batch for a new leader's empty entry of `term`, at `base_offset`.
 pub fn leader_noop_batch(base_offset: Offset, term: u64) -> Bytes {
     control_batch::encode(&ControlBatch {
@@ -66,5 +94,16 @@ mod tests {
         assert_eq!(offsets_of(&batch), Some(1));
         assert_eq!(offsets_of(&[]), Some(1));
         assert_eq!(leader_noop_batch(Offset(42), 7), batch, "every replica builds the same bytes");
+        assert_eq!(conf_change_in(&batch), None);
+    }
+
+    #[test]
+    fn a_conf_change_batch_carries_its_change() {
+        let batch = conf_change_batch(Offset(9), 3, b"\x08\x01change");
+        let header = validate_batch(&batch, usize::MAX).unwrap();
+        assert!(header.is_control());
+        assert_eq!((header.base_offset, header.partition_leader_epoch, header.record_count), (9, 3, 1));
+        assert_eq!(offsets_of(&batch), Some(1));
+        assert_eq!(conf_change_in(&batch).as_deref(), Some(&b"\x08\x01change"[..]));
     }
 }

@@ -6,6 +6,12 @@
 //! only never name an entry the log does not hold, which is why it is taken from the
 //! commit clamped to what this replica has written.
 //!
+//! It also holds the group's configuration (voters and learners) as of the anchor: the
+//! anchor is the last applied entry, and configuration changes take effect when applied,
+//! so the changes after it are applied again at the next open. A file written before
+//! configurations changed has none; the partition's replicas in the cluster metadata are
+//! its configuration then.
+//!
 //! Written whole (temporary file, fdatasync, rename, directory sync) whenever the term or
 //! vote changes, before any message that depends on them leaves (Raft's rule), and
 //! lazily for the commit. The file carries a CRC-32C: a damaged state file keeps the
@@ -35,12 +41,53 @@ impl Anchor {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ReplicaState {
     pub term: u64,
     pub vote: u64,
     pub commit: u64,
     pub anchor: Anchor,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conf: Option<Configuration>,
+}
+
+/// A Raft configuration (raft-rs `ConfState`), as the state file stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Configuration {
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// During a joint change: the voters of the configuration being left.
+    #[serde(default)]
+    pub voters_outgoing: Vec<u64>,
+    #[serde(default)]
+    pub learners_next: Vec<u64>,
+    #[serde(default)]
+    pub auto_leave: bool,
+}
+
+impl From<&raft::eraftpb::ConfState> for Configuration {
+    fn from(conf: &raft::eraftpb::ConfState) -> Configuration {
+        Configuration {
+            voters: conf.voters.clone(),
+            learners: conf.learners.clone(),
+            voters_outgoing: conf.voters_outgoing.clone(),
+            learners_next: conf.learners_next.clone(),
+            auto_leave: conf.auto_leave,
+        }
+    }
+}
+
+impl From<&Configuration> for raft::eraftpb::ConfState {
+    fn from(conf: &Configuration) -> raft::eraftpb::ConfState {
+        raft::eraftpb::ConfState {
+            voters: conf.voters.clone(),
+            learners: conf.learners.clone(),
+            voters_outgoing: conf.voters_outgoing.clone(),
+            learners_next: conf.learners_next.clone(),
+            auto_leave: conf.auto_leave,
+            ..Default::default()
+        }
+    }
 }
 
 impl ReplicaState {
@@ -88,10 +135,22 @@ mod tests {
 
     #[test]
     fn the_state_round_trips_and_damage_is_detected() {
-        let state =
-            ReplicaState { term: 3, vote: 2, commit: 17, anchor: Anchor { index: 17, term: 3, next_offset: 1234 } };
+        let state = ReplicaState {
+            term: 3,
+            vote: 2,
+            commit: 17,
+            anchor: Anchor { index: 17, term: 3, next_offset: 1234 },
+            conf: Some(Configuration { voters: vec![1, 2], learners: vec![4], ..Default::default() }),
+        };
         let mut bytes = state.encode();
-        assert_eq!(ReplicaState::decode(&bytes), Ok(state));
+        assert_eq!(ReplicaState::decode(&bytes), Ok(state.clone()));
+        let conf: raft::eraftpb::ConfState = state.conf.as_ref().unwrap().into();
+        assert_eq!(Configuration::from(&conf), state.conf.clone().unwrap());
+        // A file written before configurations were stored.
+        let old = br#"{"term":1,"vote":1,"commit":2,"anchor":{"index":2,"term":1,"next_offset":5}}"#;
+        let mut old_file = crc32c::crc32c(old).to_be_bytes().to_vec();
+        old_file.extend_from_slice(old);
+        assert_eq!(ReplicaState::decode(&old_file).unwrap().conf, None);
         let last = bytes.len() - 2;
         bytes[last] ^= 1;
         assert!(ReplicaState::decode(&bytes).is_err());

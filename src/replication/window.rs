@@ -8,6 +8,11 @@
 //! snapshot that describes the window's base, and copies the log up to it from the
 //! leader's segments (`shard::catch_up`).
 //!
+//! The window also knows the group's configuration (its voters and learners) as of its
+//! base, for the snapshot, and as of the last applied change (`conf_state`): a
+//! configuration change is an entry like any other (`shard::reassignment`), which takes
+//! effect once applied.
+//!
 //! Shard-local (`Rc<RefCell>`): the driver task writes it, raft-rs reads it through the
 //! `Storage` trait, never both at once.
 
@@ -29,12 +34,19 @@ pub struct WindowEntry {
     pub base_offset: Offset,
     pub next_offset: Offset,
     pub data: Bytes,
+    /// A configuration-change entry: the raft-rs `ConfChangeV2` its control batch
+    /// carries (Raft gets it back as an `EntryConfChangeV2`).
+    pub conf_change: Option<Bytes>,
 }
 
 #[derive(Debug)]
 pub struct Window {
     pub hard_state: HardState,
+    /// The configuration as of the last applied change.
     pub conf_state: ConfState,
+    /// The configuration as of the base, and the applied changes after it.
+    base_conf: ConfState,
+    conf_changes: VecDeque<(u64, ConfState)>,
     base: Anchor,
     entries: VecDeque<WindowEntry>,
     bytes: usize,
@@ -42,7 +54,30 @@ pub struct Window {
 
 impl Window {
     pub fn new(base: Anchor, hard_state: HardState, conf_state: ConfState) -> Window {
-        Window { hard_state, conf_state, base, entries: VecDeque::new(), bytes: 0 }
+        Window {
+            hard_state,
+            base_conf: conf_state.clone(),
+            conf_state,
+            conf_changes: VecDeque::new(),
+            base,
+            entries: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Records the configuration that the change at `index` (applied) produced.
+    pub fn apply_conf(&mut self, index: u64, conf: ConfState) {
+        self.conf_state = conf.clone();
+        if index <= self.base.index {
+            self.base_conf = conf;
+        } else {
+            self.conf_changes.push_back((index, conf));
+        }
+    }
+
+    /// The configuration as of the base (what a snapshot of the base carries).
+    pub fn base_conf(&self) -> &ConfState {
+        &self.base_conf
     }
 
     /// The entry before the first held one.
@@ -119,12 +154,15 @@ impl Window {
         }
     }
 
-    /// Starts over at `base` (a snapshot installed after a catch-up copied the log up to
-    /// its offset): every entry held is dropped.
-    pub fn restore(&mut self, base: Anchor) {
+    /// Starts over at `base` with configuration `conf` (a snapshot installed after a
+    /// catch-up copied the log up to its offset): every entry held is dropped.
+    pub fn restore(&mut self, base: Anchor, conf: ConfState) {
         self.entries.clear();
         self.bytes = 0;
         self.base = base;
+        self.base_conf = conf.clone();
+        self.conf_state = conf;
+        self.conf_changes.clear();
     }
 
     /// Forgets entries up to `index` (applied) while more than `keep_bytes` are held.
@@ -133,6 +171,9 @@ impl Window {
             let entry = self.entries.pop_front().expect("non-empty");
             self.bytes -= entry.data.len();
             self.base = Anchor { index: self.base.index + 1, term: entry.term, next_offset: entry.next_offset.value() };
+        }
+        while self.conf_changes.front().is_some_and(|(index, _)| *index <= self.base.index) {
+            self.base_conf = self.conf_changes.pop_front().expect("non-empty").1;
         }
     }
 }
@@ -176,11 +217,17 @@ impl Storage for WindowStorage {
             if !out.is_empty() && max_size.is_some_and(|max| size > max) {
                 break;
             }
-            let mut entry = Entry::default();
-            entry.set_entry_type(EntryType::EntryNormal);
-            entry.term = held.term;
-            entry.index = index;
-            entry.data = held.data.clone();
+            let mut entry = Entry { term: held.term, index, ..Default::default() };
+            match &held.conf_change {
+                Some(change) => {
+                    entry.set_entry_type(EntryType::EntryConfChangeV2);
+                    entry.data = change.clone();
+                }
+                None => {
+                    entry.set_entry_type(EntryType::EntryNormal);
+                    entry.data = held.data.clone();
+                }
+            }
             out.push(entry);
         }
         Ok(out)
@@ -216,7 +263,7 @@ impl Storage for WindowStorage {
         let metadata = snapshot.mut_metadata();
         metadata.index = base.index;
         metadata.term = base.term;
-        metadata.set_conf_state(window.conf_state.clone());
+        metadata.set_conf_state(window.base_conf.clone());
         Ok(snapshot)
     }
 }
@@ -231,6 +278,7 @@ mod tests {
             base_offset: Offset(base),
             next_offset: Offset(base + count),
             data: Bytes::from(vec![0; 10]),
+            conf_change: None,
         }
     }
 
@@ -260,5 +308,30 @@ mod tests {
         window.evict_through(6, 0);
         assert_eq!(window.base(), Anchor { index: 6, term: 2, next_offset: 103 });
         assert_eq!(window.first_index(), 7, "entry 7 is not applied: kept");
+    }
+
+    #[test]
+    fn the_snapshot_carries_the_configuration_of_the_base_and_conf_entries_come_back_as_such() {
+        let voters = |ids: Vec<u64>| ConfState::from((ids, vec![]));
+        let mut window =
+            Window::new(Anchor { index: 5, term: 2, next_offset: 100 }, HardState::default(), voters(vec![1, 2, 3]));
+        window.push(entry(2, 100, 1));
+        window.push(WindowEntry { conf_change: Some(Bytes::from_static(b"cc")), ..entry(2, 101, 1) });
+        window.push(entry(2, 102, 1));
+        window.apply_conf(7, voters(vec![1, 2, 4]));
+        assert_eq!(window.conf_state, voters(vec![1, 2, 4]));
+        let storage = WindowStorage::new(window);
+        let entries = storage.entries(6, 9, None, raft::GetEntriesContext::empty(false)).unwrap();
+        assert_eq!(entries[1].get_entry_type(), EntryType::EntryConfChangeV2);
+        assert_eq!(&entries[1].data[..], b"cc");
+        assert_eq!(entries[2].get_entry_type(), EntryType::EntryNormal);
+        storage.0.borrow_mut().evict_through(6, 0);
+        assert_eq!(
+            storage.snapshot(6, 0).unwrap().get_metadata().get_conf_state(),
+            &voters(vec![1, 2, 3]),
+            "before the change"
+        );
+        storage.0.borrow_mut().evict_through(8, 0);
+        assert_eq!(storage.snapshot(8, 0).unwrap().get_metadata().get_conf_state(), &voters(vec![1, 2, 4]), "after it");
     }
 }

@@ -371,9 +371,9 @@ impl ShardContext {
     }
 
     /// Whether this node stores `topic`-`partition`: standalone every partition; in a
-    /// cluster the partitions it is a replica of.
+    /// cluster the partitions it is a replica of, or is becoming one of (a reassignment).
     fn stores(&self, info: &crate::metadata::TopicMetadata, partition: i32) -> bool {
-        self.cluster.is_none() || info.replicas_of(partition).contains(&self.config.node_id)
+        self.cluster.is_none() || info.hosts_of(partition).contains(&self.config.node_id)
     }
 
     /// Runs a consumer-group request on the shard coordinating `group_id`. `Err` holds the
@@ -443,6 +443,7 @@ impl ShardContext {
                 partition: TopicPartition::new(OFFSETS_TOPIC, partition),
                 topic_id: OFFSETS_TOPIC_ID,
                 replicas,
+                target: None,
                 node_id: self.config.node_id,
             };
             let group = ReplicaGroup::open(spec, log, self.cluster_config())
@@ -632,7 +633,12 @@ impl ShardContext {
             let logs = self.logs.borrow();
             logs.iter()
                 .filter(|(TopicPartition { topic, partition }, _)| {
-                    metadata.topics.get(topic).is_none_or(|info| *partition >= info.partitions) || id_changed(topic)
+                    // Deleted, or (a finished or cancelled reassignment) no longer here.
+                    metadata
+                        .topics
+                        .get(topic)
+                        .is_none_or(|info| *partition >= info.partitions || !self.stores(info, *partition))
+                        || id_changed(topic)
                 })
                 .map(|(key, log)| (key.clone(), log.clone()))
                 .collect()
@@ -674,6 +680,17 @@ impl ShardContext {
                 }
             };
             if let Some(log) = self.log(&topic, partition) {
+                let info = &metadata.topics[&topic];
+                let assigned = |m: &ClusterMetadata| {
+                    m.topics
+                        .get(&topic)
+                        .map(|t| (t.replicas_of(partition).to_vec(), t.target_of(partition).map(<[i32]>::to_vec)))
+                };
+                if self.is_replicated(info, partition) && assigned(&previous) != assigned(&metadata) {
+                    let (replicas, target) = assigned(&metadata).expect("the topic exists");
+                    let partition = TopicPartition::new(topic.clone(), partition);
+                    self.replica_event(ReplicaEvent::Assign { partition, replicas, target });
+                }
                 if log.config() != config {
                     if let Err(error) = log.set_config(config) {
                         tracing::warn!(%topic, partition, %error, "applying topic config");
@@ -713,6 +730,7 @@ impl ShardContext {
                             partition: TopicPartition::new(topic.clone(), partition),
                             topic_id: id,
                             replicas: info.replicas_of(partition).to_vec(),
+                            target: info.target_of(partition).map(<[i32]>::to_vec),
                             node_id: self.config.node_id,
                         };
                         match ReplicaGroup::open(spec, log.clone(), self.cluster_config()).await {

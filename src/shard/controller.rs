@@ -24,7 +24,7 @@ use crate::metadata::topic_config::{
 };
 use crate::metadata::{ClusterMetadata, TopicMetadata};
 
-use super::mesh::{ConfigResource, ControllerReply, ControllerRequest, NewTopic, ShardRequest};
+use super::mesh::{ConfigResource, ControllerReply, ControllerRequest, NewTopic, PartitionReassignment, ShardRequest};
 use super::ShardContext;
 
 /// Partitions per topic accepted by CreateTopics / CreatePartitions.
@@ -94,6 +94,21 @@ pub async fn execute_here(ctx: &Rc<ShardContext>, request: ControllerRequest) {
         }
         ControllerRequest::ImportTopics { node_id, topics, next_producer_id, reply } => {
             let _ = reply.send(import_topics(ctx, node_id, topics, next_producer_id).await);
+        }
+        ControllerRequest::Reassign { changes, reply } => {
+            let _ = reply.send(reassign(ctx, changes).await);
+        }
+        ControllerRequest::CompleteReassignment { topic, partition, replicas, reply } => {
+            let command = MetadataCommand::CompleteReassignment { name: topic, partition, replicas };
+            let _ = reply.send(match commit(ctx, vec![command]).await {
+                Ok(effects) => match effects.first() {
+                    Some(CommandEffect::Skipped(reason)) => {
+                        ControllerReply::error(ResponseError::NoReassignmentInProgress.code(), reason.clone())
+                    }
+                    _ => ControllerReply::ok(),
+                },
+                Err(refused) => refused,
+            });
         }
     }
 }
@@ -426,6 +441,83 @@ async fn create_partitions(ctx: &Rc<ShardContext>, topic: String, count: i32, va
         Ok(_) => ControllerReply::ok(),
         Err(refused) => refused,
     }
+}
+
+/// AlterPartitionReassignments: checks each change against the current state (Kafka's
+/// error codes) and commits the valid ones together.
+async fn reassign(ctx: &Rc<ShardContext>, changes: Vec<PartitionReassignment>) -> Vec<ControllerReply> {
+    let current = current_metadata(ctx);
+    let mut replies = Vec::with_capacity(changes.len());
+    let mut commands = Vec::new();
+    for change in changes {
+        match check_reassignment(ctx, &current, &change) {
+            Ok(()) => {
+                replies.push(ControllerReply::ok());
+                commands.push(MetadataCommand::ReassignPartition {
+                    name: change.topic,
+                    partition: change.partition,
+                    target: change.target,
+                });
+            }
+            Err(refused) => replies.push(refused),
+        }
+    }
+    if commands.is_empty() {
+        return replies;
+    }
+    if let Err(refused) = commit(ctx, commands).await {
+        for reply in replies.iter_mut().filter(|reply| reply.error_code == 0) {
+            *reply = refused.clone();
+        }
+    }
+    replies
+}
+
+fn check_reassignment(
+    ctx: &ShardContext,
+    current: &ClusterMetadata,
+    change: &PartitionReassignment,
+) -> Result<(), ControllerReply> {
+    let invalid = |reason: String| ControllerReply::error(ResponseError::InvalidReplicaAssignment.code(), reason);
+    let Some(info) = current.topics.get(&change.topic).filter(|info| (0..info.partitions).contains(&change.partition))
+    else {
+        return Err(ControllerReply::error(
+            ResponseError::UnknownTopicOrPartition.code(),
+            format!("unknown partition {}-{}", change.topic, change.partition),
+        ));
+    };
+    let Some(target) = &change.target else {
+        return match info.target_of(change.partition) {
+            Some(_) => Ok(()),
+            None => Err(ControllerReply::error(
+                ResponseError::NoReassignmentInProgress.code(),
+                format!("{}-{} is not being reassigned", change.topic, change.partition),
+            )),
+        };
+    };
+    if ctx.cluster.is_none() {
+        return Err(invalid("a standalone node holds every partition; there is nowhere to move it".into()));
+    }
+    // Moves happen inside the partition's Raft group: both ends must be replicated.
+    if info.replicas_of(change.partition).len() < 2 || target.len() < 2 {
+        return Err(invalid(format!(
+            "{}-{} would move from {:?} to {target:?}: only partitions with at least two replicas, to at least \
+             two, can be reassigned",
+            change.topic,
+            change.partition,
+            info.replicas_of(change.partition)
+        )));
+    }
+    let mut unique = target.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    if unique.len() != target.len() {
+        return Err(invalid(format!("the replica list {target:?} names a broker twice")));
+    }
+    if let Some(unknown) = target.iter().find(|id| !current.brokers.contains_key(id)) {
+        return Err(invalid(format!("broker {unknown} is not registered")));
+    }
+    Ok(())
 }
 
 /// The Kafka error for a change the metadata quorum did not take.

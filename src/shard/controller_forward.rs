@@ -14,7 +14,7 @@ use crate::metadata::topic_config::ConfigChange;
 use crate::metadata::TopicMetadata;
 
 use super::controller::{execute_here, quorum_refusal};
-use super::mesh::{ConfigResource, ControllerReply, ControllerRequest, NewTopic};
+use super::mesh::{ConfigResource, ControllerReply, ControllerRequest, NewTopic, PartitionReassignment};
 use super::ShardContext;
 
 /// How long a forwarding node waits to install the controller's new state before it
@@ -30,6 +30,8 @@ enum ControllerCall {
     AllocateProducerId,
     AllocateProducerIdBlock,
     ImportTopics { node_id: i32, topics: Vec<(String, TopicMetadata)>, next_producer_id: i64 },
+    Reassign { changes: Vec<PartitionReassignment> },
+    CompleteReassignment { topic: String, partition: i32, replicas: Vec<i32> },
 }
 
 /// The controller's answer and the metadata-log index its state had then: the node
@@ -86,6 +88,13 @@ fn split(request: ControllerRequest) -> (ControllerCall, AnswerTo) {
         ControllerRequest::ImportTopics { node_id, topics, next_producer_id, reply } => {
             let count = topics.len();
             (ControllerCall::ImportTopics { node_id, topics, next_producer_id }, AnswerTo::Replies(reply, count))
+        }
+        ControllerRequest::Reassign { changes, reply } => {
+            let count = changes.len();
+            (ControllerCall::Reassign { changes }, AnswerTo::Replies(reply, count))
+        }
+        ControllerRequest::CompleteReassignment { topic, partition, replicas, reply } => {
+            (ControllerCall::CompleteReassignment { topic, partition, replicas }, AnswerTo::Reply(reply))
         }
     }
 }
@@ -183,6 +192,10 @@ async fn run(ctx: &Rc<ShardContext>, call: ControllerCall) -> ControllerAnswer {
         }
         ControllerCall::ImportTopics { node_id, topics, next_producer_id } => {
             ask!(Replies, |reply| ControllerRequest::ImportTopics { node_id, topics, next_producer_id, reply })
+        }
+        ControllerCall::Reassign { changes } => ask!(Replies, |reply| ControllerRequest::Reassign { changes, reply }),
+        ControllerCall::CompleteReassignment { topic, partition, replicas } => {
+            ask!(Reply, |reply| ControllerRequest::CompleteReassignment { topic, partition, replicas, reply })
         }
     }
 }

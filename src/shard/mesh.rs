@@ -32,6 +32,14 @@ impl std::fmt::Debug for ShardTask {
 }
 
 /// The answer of a metadata change: a Kafka error code (0: success) and a message.
+/// One partition's requested replicas: `None` cancels its reassignment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartitionReassignment {
+    pub topic: String,
+    pub partition: i32,
+    pub target: Option<Vec<i32>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ControllerReply {
     pub error_code: i16,
@@ -110,6 +118,20 @@ pub enum ControllerRequest {
     /// hands them out). Replies the first id, or an error code and message.
     AllocateProducerIdBlock {
         reply: Reply<Result<i64, ControllerReply>>,
+    },
+    /// Cluster mode: start, redirect or cancel partition reassignments
+    /// (AlterPartitionReassignments). Replies one result per change, in order.
+    Reassign {
+        changes: Vec<PartitionReassignment>,
+        reply: Reply<Vec<ControllerReply>>,
+    },
+    /// Cluster mode: a partition's leader reports that its Raft group has moved to the
+    /// target replicas (`shard::reassignment`).
+    CompleteReassignment {
+        topic: String,
+        partition: i32,
+        replicas: Vec<i32>,
+        reply: Reply<ControllerReply>,
     },
     /// Cluster mode: a node that ran standalone before joining brings its topics into the
     /// cluster, assigned to itself, keeping their ids and configs.

@@ -8,6 +8,7 @@
 //! controller.rs the single writer of cluster metadata (shard 0): validate, persist, apply
 //! metrics_publisher.rs publishes the shard's gauges every second, watches event-loop lag
 //! transactions.rs  the transaction coordinator's requests, markers, timeouts
+//! reassignment.rs moves a partition's Raft group to other brokers (configuration changes)
 //! txn_cluster.rs   where an id is coordinated; `__transaction_state` as Raft groups
 //! txn_forward.rs   transaction calls between nodes (markers, KIP-890 checks)
 //! txn_markers.rs   one partition's marker written on this node
@@ -26,6 +27,7 @@ pub mod leadership;
 pub mod mesh;
 pub mod metrics_publisher;
 pub mod quiescence;
+pub mod reassignment;
 pub mod replica_group;
 pub mod replicas;
 pub mod router;

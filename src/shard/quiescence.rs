@@ -136,6 +136,7 @@ fn leader_has_nothing_to_do(group: &ReplicaGroup, around: &Surroundings) -> bool
         || group.node.has_ready()
         || raft.raft_log.committed != last
         || group.term_start_index > last
+        || super::reassignment::in_progress(group)
     {
         return false;
     }

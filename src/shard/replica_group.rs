@@ -19,7 +19,7 @@ use raft::{RawNode, StateRole};
 use crate::cluster::ClusterConfig;
 use crate::protocol::record_batch::iter_batches;
 use crate::protocol::topic_partition::TopicPartition;
-use crate::replication::entry::{epoch_of, offsets_of};
+use crate::replication::entry::{conf_change_in, epoch_of, offsets_of};
 use crate::replication::{Anchor, ReplicaState, Window, WindowEntry, WindowStorage};
 use crate::storage::{AppendError, Offset, PartitionLog};
 
@@ -80,7 +80,15 @@ pub struct Waiter {
 pub struct ReplicaGroup {
     pub partition: TopicPartition,
     pub topic_id: [u8; 16],
+    /// The partition's replicas in the cluster metadata (preferred leader first).
     pub replicas: Vec<i32>,
+    /// The replicas a reassignment in progress moves the group to (`shard::reassignment`).
+    pub target: Option<Vec<i32>>,
+    /// Leader: when it last asked the controller to record a finished reassignment.
+    pub completion_asked: Option<Instant>,
+    /// Leader: a learner was added; the window gives up the entries up to the change so
+    /// that its snapshot names the learner (`shard::reassignment`).
+    pub snapshot_from_change: bool,
     pub node: RawNode<WindowStorage>,
     pub window: Rc<RefCell<Window>>,
     pub log: PartitionLog,
@@ -144,6 +152,7 @@ pub struct GroupSpec {
     pub partition: TopicPartition,
     pub topic_id: [u8; 16],
     pub replicas: Vec<i32>,
+    pub target: Option<Vec<i32>>,
     pub node_id: i32,
 }
 
@@ -190,14 +199,24 @@ impl ReplicaGroup {
             }
             entries.push((header_epoch as u64, data));
         }
-        let voters: Vec<u64> = spec.replicas.iter().map(|&id| id as u64).collect();
-        let mut window = Window::new(base, HardState::default(), ConfState::from((voters, vec![])));
+        // The configuration as of the anchor. A state file from before configurations
+        // changed has none: the metadata's replicas are the voters then, and a replica that
+        // joins by a reassignment starts with none (the leader's snapshot brings it one).
+        let conf = match &state.conf {
+            Some(conf) => ConfState::from(conf),
+            None if spec.replicas.contains(&spec.node_id) => {
+                ConfState::from((spec.replicas.iter().map(|&id| id as u64).collect::<Vec<u64>>(), vec![]))
+            }
+            None => ConfState::default(),
+        };
+        let mut window = Window::new(base, HardState::default(), conf);
         let mut next = base.next_offset();
         let mut last_term = base.term;
         for (term, data) in entries {
             let count = offsets_of(&data).ok_or("a batch in the replica's log does not parse")?;
             let end = Offset(next.value() + count);
-            window.push(WindowEntry { term, base_offset: next, next_offset: end, data });
+            let conf_change = conf_change_in(&data);
+            window.push(WindowEntry { term, base_offset: next, next_offset: end, data, conf_change });
             next = end;
             last_term = last_term.max(term);
         }
@@ -208,11 +227,13 @@ impl ReplicaGroup {
         let commit_offset = window.next_offset_after(commit).expect("the commit is inside the window");
         log.replicate(commit_offset);
         let window = Rc::new(RefCell::new(window));
+        // Applied through the anchor: the committed entries after it come back in the first
+        // Ready, and the configuration changes among them are applied again.
         let config = raft::Config {
             id: spec.node_id as u64,
             election_tick: ClusterConfig::ELECTION_TICKS,
             heartbeat_tick: ClusterConfig::HEARTBEAT_TICKS,
-            applied: commit,
+            applied: state.anchor.index.clamp(window.borrow().base().index, commit),
             check_quorum: true,
             pre_vote: true,
             max_size_per_msg: 1 << 20,
@@ -236,6 +257,9 @@ impl ReplicaGroup {
             partition: spec.partition,
             topic_id: spec.topic_id,
             replicas: spec.replicas,
+            target: spec.target,
+            completion_asked: None,
+            snapshot_from_change: false,
             node,
             window,
             log,
@@ -299,6 +323,8 @@ impl ReplicaGroup {
         let mut in_sync: Vec<i32> = raft
             .prs()
             .iter()
+            // Voters only: a learner joining by a reassignment is not in sync yet.
+            .filter(|(&id, _)| raft.prs().conf().voters().contains(id))
             .filter(|(&id, _)| {
                 id == raft.id
                     || (self.caught_up_at.get(&id).is_some_and(|at| now.duration_since(*at) <= REPLICA_LAG_MAX)
@@ -325,9 +351,13 @@ impl ReplicaGroup {
     /// Leader: hands the leadership to the preferred replica (the partition's first) when
     /// that is another broker that is active and holds every entry this leader has.
     pub fn return_to_preferred(&mut self) {
-        let Some(&preferred) = self.replicas.first() else { return };
+        // During a reassignment the preferred replica is the target's first.
+        let Some(&preferred) = self.target.as_ref().unwrap_or(&self.replicas).first() else { return };
         let raft = &self.node.raft;
-        if preferred as u64 == raft.id || raft.lead_transferee.is_some() {
+        if preferred as u64 == raft.id
+            || raft.lead_transferee.is_some()
+            || !raft.prs().conf().voters().contains(preferred as u64)
+        {
             return;
         }
         let last = raft.raft_log.last_index();
@@ -338,11 +368,12 @@ impl ReplicaGroup {
         }
     }
 
-    /// The anchor to persist: the last committed entry that is durable here.
+    /// The anchor to persist: the last applied entry (committed, and any configuration
+    /// change in it taken) that is durable here.
     pub fn durable_anchor(&self) -> Anchor {
         let window = self.window.borrow();
         let durable_end = self.log.durable_end();
-        let mut index = self.node.raft.raft_log.committed.min(window.last_index()).max(window.base().index);
+        let mut index = self.node.raft.raft_log.applied.min(window.last_index()).max(window.base().index);
         while index > window.base().index && window.next_offset_after(index).is_some_and(|end| end > durable_end) {
             index -= 1;
         }
@@ -353,7 +384,8 @@ impl ReplicaGroup {
     pub fn current_state(&self) -> ReplicaState {
         let anchor = self.durable_anchor();
         let raft = &self.node.raft;
-        ReplicaState { term: raft.term, vote: raft.vote, commit: anchor.index, anchor }
+        let conf = Some((&self.window.borrow().conf_state).into());
+        ReplicaState { term: raft.term, vote: raft.vote, commit: anchor.index, anchor, conf }
     }
 
     /// Answers every waiting produce request with `outcome`.
@@ -511,6 +543,14 @@ async fn backfill(log: &PartitionLog, anchor: Anchor) -> Result<(Anchor, Vec<(u6
     }
     let keep = usable.len().min(anchor.index as usize);
     let mut usable = usable.split_off(usable.len() - keep);
+    // The configuration is known as of the anchor: the window may not start before the
+    // last configuration change (which becomes its base).
+    let last_change = usable.iter().rposition(|(_, data)| conf_change_in(data).is_some());
+    let mut first_index_floor = 1;
+    if let Some(position) = last_change {
+        first_index_floor = anchor.index - (usable.len() - position) as u64 + 1;
+        usable = usable.split_off(position);
+    }
     let ends_at_anchor = usable
         .last()
         .and_then(|(_, data)| crate::protocol::record_batch::BatchHeader::parse(data).ok().map(|h| h.next_offset()))
@@ -521,9 +561,10 @@ async fn backfill(log: &PartitionLog, anchor: Anchor) -> Result<(Anchor, Vec<(u6
     let first_index = anchor.index - usable.len() as u64 + 1;
     let first_base =
         crate::protocol::record_batch::BatchHeader::parse(&usable[0].1).map_err(|e| e.to_string())?.base_offset;
-    if first_index == 1 {
+    if first_index == 1 && last_change.is_none() {
         return Ok((Anchor { index: 0, term: 0, next_offset: first_base }, usable));
     }
+    debug_assert!(first_index >= first_index_floor);
     // The oldest batch read becomes the base (its index, term and end are known).
     let (term, data) = usable.remove(0);
     let header = crate::protocol::record_batch::BatchHeader::parse(&data).map_err(|e| e.to_string())?;

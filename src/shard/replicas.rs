@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
-use raft::eraftpb::{Entry, Message, MessageType};
+use raft::eraftpb::{Entry, EntryType, Message, MessageType};
 use raft::StateRole;
 
 use crate::cluster::peer_liveness::DRIVER_HEARTBEATS_PER_TIMEOUT;
@@ -38,7 +38,7 @@ use crate::cluster::transport::{LeaderUpdate, PartitionMessage, PeerFrame};
 use crate::cluster::ClusterConfig;
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::protocol::topic_partition::TopicPartition;
-use crate::replication::entry::{leader_noop_batch, offsets_of};
+use crate::replication::entry::{conf_change_batch, leader_noop_batch, offsets_of};
 use crate::replication::WindowEntry;
 use crate::storage::{Offset, PendingAppend, StorageError};
 
@@ -76,6 +76,12 @@ pub enum ReplicaEvent {
         reply: oneshot::Sender<ProposeOutcome>,
     },
     Add(Box<ReplicaGroup>),
+    /// The cluster metadata changed a group's replicas or its reassignment target.
+    Assign {
+        partition: TopicPartition,
+        replicas: Vec<i32>,
+        target: Option<Vec<i32>>,
+    },
     Remove {
         partition: TopicPartition,
         reply: oneshot::Sender<()>,
@@ -98,6 +104,9 @@ impl std::fmt::Debug for ReplicaEvent {
             ReplicaEvent::Propose { partition, .. } => write!(f, "Propose({partition})"),
             ReplicaEvent::Add(group) => write!(f, "Add({})", group.partition),
             ReplicaEvent::Remove { partition, .. } => write!(f, "Remove({partition})"),
+            ReplicaEvent::Assign { partition, replicas, target } => {
+                write!(f, "Assign({partition}, {replicas:?} -> {target:?})")
+            }
             ReplicaEvent::CaughtUp { partition, result } => write!(f, "CaughtUp({partition}, {result:?})"),
             ReplicaEvent::Close { .. } => f.write_str("Close"),
         }
@@ -255,6 +264,9 @@ impl Driver {
                     retry_stalled_snapshots(group, snapshot_retry_ticks);
                     if group.is_leader() {
                         group.track_caught_up(now);
+                        if let Some(done) = super::reassignment::drive(group, now) {
+                            report_completion(&self.ctx, partition.clone(), done);
+                        }
                         group.balance_ticks += 1;
                         if balance_ticks.is_some_and(|every| group.balance_ticks >= every) {
                             group.balance_ticks = 0;
@@ -357,6 +369,19 @@ impl Driver {
                 let group = self.groups.get_mut(&key).expect("just added");
                 if group.replicas.first() == Some(&self.ctx.config.node_id) && group.node.raft.term == 0 {
                     let _ = group.node.campaign();
+                }
+            }
+            ReplicaEvent::Assign { partition, replicas, target } => {
+                if let Some(group) = self.groups.get_mut(&partition) {
+                    group.replicas = replicas;
+                    group.target = target;
+                    group.completion_asked = None;
+                    if group.quiesced && super::reassignment::in_progress(group) {
+                        if let Some(view) = &self.ctx.cluster {
+                            let around = quiescence::Surroundings::of(&self.ctx, view, Instant::now());
+                            quiescence::wake(group, None, &around);
+                        }
+                    }
                 }
             }
             ReplicaEvent::Remove { partition, reply } => {
@@ -557,9 +582,17 @@ impl Driver {
         if let Some(mut ready) = flight.ready {
             let persisted = ready.take_persisted_messages();
             queue_messages(&mut self.outbound, group, persisted);
+            // Committed entries are in the log already; configuration changes among
+            // them take effect now.
+            let mut changed = super::reassignment::apply_committed(group, ready.take_committed_entries());
             let mut light = group.node.advance(ready);
             queue_messages(&mut self.outbound, group, light.take_messages());
+            changed |= super::reassignment::apply_committed(group, light.take_committed_entries());
             group.node.advance_apply();
+            if changed {
+                // The new configuration is on disk before the next round acts on it.
+                self.state_due.insert(flight.partition.clone());
+            }
         }
         if group.is_leader() {
             answer_durable(group, flight.written_through);
@@ -639,12 +672,9 @@ fn install_snapshot(group: &mut ReplicaGroup, snapshot: &raft::eraftpb::Snapshot
     }
     let metadata = snapshot.get_metadata();
     let mut window = group.window.borrow_mut();
-    window.restore(crate::replication::Anchor {
-        index: metadata.index,
-        term: metadata.term,
-        next_offset: descriptor.next_offset,
-    });
-    window.conf_state = metadata.get_conf_state().clone();
+    let base =
+        crate::replication::Anchor { index: metadata.index, term: metadata.term, next_offset: descriptor.next_offset };
+    window.restore(base, metadata.get_conf_state().clone());
     window.hard_state.commit = metadata.index;
     window.hard_state.term = window.hard_state.term.max(metadata.term);
     Ok(())
@@ -653,7 +683,12 @@ fn install_snapshot(group: &mut ReplicaGroup, snapshot: &raft::eraftpb::Snapshot
 /// Writes one entry Raft handed out at the log end and adds it to the window.
 fn write_entry(group: &mut ReplicaGroup, entry: Entry) -> Result<PendingAppend, String> {
     let base_offset = group.log.offsets().log_end.offset();
-    let data = if entry.data.is_empty() { leader_noop_batch(base_offset, entry.term) } else { entry.data };
+    let conf_change = (entry.get_entry_type() == EntryType::EntryConfChangeV2).then(|| entry.data.clone());
+    let data = match &conf_change {
+        Some(change) => conf_change_batch(base_offset, entry.term, change),
+        None if entry.data.is_empty() => leader_noop_batch(base_offset, entry.term),
+        None => entry.data,
+    };
     let count = offsets_of(&data).ok_or_else(|| format!("entry {} is not a record batch", entry.index))?;
     // The leader recorded its own proposals' producer sequences when it prepared them.
     let prepared_here = group.prepared.remove(&entry.index);
@@ -663,6 +698,7 @@ fn write_entry(group: &mut ReplicaGroup, entry: Entry) -> Result<PendingAppend, 
         base_offset,
         next_offset: Offset(base_offset.value() + count),
         data,
+        conf_change,
     });
     Ok(pending)
 }
@@ -689,6 +725,7 @@ async fn cut_back(ctx: &Rc<ShardContext>, group: &mut ReplicaGroup, keep: u64) -
 /// and trims the window.
 fn settle(group: &mut ReplicaGroup) {
     let committed = group.node.raft.raft_log.committed;
+    let applied = group.node.raft.raft_log.applied;
     let (commit_index, commit_offset) = {
         let window = group.window.borrow();
         let index = committed.min(window.last_index()).max(window.base().index);
@@ -706,7 +743,8 @@ fn settle(group: &mut ReplicaGroup) {
             });
         }
     }
-    group.window.borrow_mut().evict_through(commit_index, WINDOW_KEEP_BYTES);
+    let keep = if std::mem::take(&mut group.snapshot_from_change) { 0 } else { WINDOW_KEEP_BYTES };
+    group.window.borrow_mut().evict_through(commit_index.min(applied), keep);
     if !group.is_leader() && !group.waiters.is_empty() {
         // Deposed: entries it proposed may still commit under the new leader, but this
         // node will not see them through; the clients retry (idempotent producers are
@@ -715,6 +753,37 @@ fn settle(group: &mut ReplicaGroup) {
         let log_end = group.log.offsets().log_end.offset();
         group.log.forget_producers_from(log_end);
     }
+}
+
+/// Asks the controller (through shard 0) to record that `partition` moved; a refusal is
+/// retried by the next ticks (`reassignment::COMPLETION_RETRY`).
+fn report_completion(ctx: &Rc<super::ShardContext>, partition: TopicPartition, done: super::reassignment::Completed) {
+    let ctx = ctx.clone();
+    glommio::spawn_local(async move {
+        let TopicPartition { topic, partition } = partition;
+        let replicas = done.replicas;
+        let request = {
+            let (topic, replicas) = (topic.clone(), replicas.clone());
+            move |reply| {
+                super::mesh::ShardRequest::Controller(super::mesh::ControllerRequest::CompleteReassignment {
+                    topic,
+                    partition,
+                    replicas,
+                    reply,
+                })
+            }
+        };
+        match ctx.call(0, request).await {
+            Some(reply) if reply.error_code == 0 => {
+                tracing::info!(%topic, partition, ?replicas, "partition reassignment complete")
+            }
+            Some(reply) => {
+                tracing::info!(%topic, partition, code = reply.error_code, message = ?reply.message, "the controller did not record the reassignment yet")
+            }
+            None => {}
+        }
+    })
+    .detach();
 }
 
 fn queue_messages(outbound: &mut HashMap<i32, Vec<PartitionMessage>>, group: &ReplicaGroup, messages: Vec<Message>) {

@@ -87,6 +87,7 @@ pub async fn replicate_txn_state(ctx: &Rc<ShardContext>) -> Result<(), String> {
             Err(error) => return Err(format!("{TXN_STATE_TOPIC}-{partition}: {error}")),
         };
         let spec = GroupSpec {
+            target: None,
             partition: TopicPartition::new(TXN_STATE_TOPIC, partition),
             topic_id: TXN_STATE_TOPIC_ID,
             replicas,

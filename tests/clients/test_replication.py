@@ -103,7 +103,8 @@ def leader_of(cluster, topic, partition):
 class BackgroundProducer:
     """An idempotent acks=all librdkafka producer sending numbered values until stopped."""
 
-    def __init__(self, bootstrap, topic, partitions):
+    def __init__(self, bootstrap, topic, partitions, prefix="v"):
+        self.prefix = prefix
         self.producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
                                   "linger.ms": 2, "message.timeout.ms": 120000,
                                   # A paused broker never answers: give up on its
@@ -127,7 +128,7 @@ class BackgroundProducer:
     def run(self):
         while self.running:
             try:
-                self.producer.produce(self.topic, value=f"v{self.sent}".encode(),
+                self.producer.produce(self.topic, value=f"{self.prefix}{self.sent}".encode(),
                                       partition=self.sent % self.partitions, on_delivery=self.report)
                 self.sent += 1
             except BufferError:
@@ -228,20 +229,23 @@ def describe_batches(data: bytes):
     return batches
 
 
-def check_identical_replicas(cluster, topic, partitions):
+def check_identical_replicas(cluster, topic, partitions, hosts=None):
     """Stops the nodes cleanly and compares the segment bytes of every replica. A
     follower may miss the last entries when it stops (committed on the others): its
     log must then be a prefix of theirs. If it misses records, it must catch up to the
     same bytes after a restart. What it may miss for good is the leader no-op batches of
     elections held while the nodes stop one after another: a stopping leader abdicates,
-    and the others elect a leader, which writes its no-op, before they stop in turn."""
+    and the others elect a leader, which writes its no-op, before they stop in turn.
+    `hosts` (partition: node ids) names the replicas of each partition (default: every
+    node)."""
     for attempt in range(3):
         time.sleep(2)  # followers learn the last commit with the next heartbeat
         for n in list(cluster.nodes):
             assert cluster.stop(n) == 0, f"node {n} did not stop cleanly"
         lagging = False
         for p in range(partitions):
-            copies = {n: log_bytes(node.data_dir, topic, p) for n, node in cluster.nodes.items()}
+            holders = hosts[p] if hosts else list(cluster.nodes)
+            copies = {n: log_bytes(cluster.nodes[n].data_dir, topic, p) for n in holders}
             longest = max(copies.values(), key=len)
             sizes = {n: len(b) for n, b in copies.items()}
             for n, data in copies.items():

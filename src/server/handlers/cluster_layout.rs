@@ -75,8 +75,9 @@ pub fn partition_layout(
     topic: &str,
     partition: i32,
 ) -> PartitionLayout {
-    let replicas: Vec<i32> = match metadata.topics.get(topic).map(|info| info.replicas_of(partition)) {
-        Some(replicas) if !replicas.is_empty() => replicas.to_vec(),
+    // During a reassignment: the target and the replicas leaving, as Kafka lists them.
+    let replicas: Vec<i32> = match metadata.topics.get(topic).map(|info| info.hosts_of(partition)) {
+        Some(replicas) if !replicas.is_empty() => replicas,
         _ => vec![ctx.config.node_id],
     };
     let live = |id: &i32| ctx.cluster.is_none() || metadata.brokers.get(id).is_some_and(|b| !b.fenced);

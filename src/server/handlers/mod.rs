@@ -132,6 +132,8 @@ kafka_apis! {
     describe_producers: DescribeProducersRequest,
     write_txn_markers: WriteTxnMarkersRequest,
     offset_for_leader_epoch: OffsetForLeaderEpochRequest,
+    alter_partition_reassignments: AlterPartitionReassignmentsRequest,
+    list_partition_reassignments: ListPartitionReassignmentsRequest,
 }
 
 pub fn support_for(key: ApiKey) -> Option<ApiSupport> {

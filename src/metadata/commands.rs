@@ -55,8 +55,10 @@ pub enum MetadataCommand {
         node_id: i32,
     },
     /// Starts, redirects or cancels (`target: None`) the reassignment of one partition
-    /// (Kafka's PartitionChangeRecord with target replicas, KIP-455). A target equal to
-    /// the replicas the partition has cancels too: there is nothing to move.
+    /// (Kafka's PartitionChangeRecord with target replicas, KIP-455). A cancelled move
+    /// goes back to the partition's replicas: its target becomes them, and the brokers
+    /// the move was adding stay hosts (`leaving`) until the group is back. A target equal
+    /// to the replicas with no move in progress changes nothing.
     ReassignPartition {
         name: String,
         partition: i32,
@@ -107,6 +109,7 @@ fn apply_inner(state: &mut ClusterMetadata, command: &MetadataCommand) -> Comman
                     configs: configs.clone(),
                     replicas: replicas.clone(),
                     targets: BTreeMap::new(),
+                    leaving: BTreeMap::new(),
                 },
             );
         }
@@ -161,12 +164,26 @@ fn apply_inner(state: &mut ClusterMetadata, command: &MetadataCommand) -> Comman
             let Some(topic) = state.topics.get_mut(name).filter(|t| (0..t.partitions).contains(partition)) else {
                 return CommandEffect::Skipped(format!("partition {name}-{partition} does not exist"));
             };
-            match target {
-                Some(target) if target.as_slice() != topic.replicas_of(*partition) => {
-                    topic.targets.insert(*partition, target.clone());
+            let replicas = topic.replicas_of(*partition).to_vec();
+            let new_target = target.clone().unwrap_or_else(|| replicas.clone());
+            match topic.targets.get(partition).cloned() {
+                None if new_target == replicas => {
+                    return CommandEffect::Skipped(format!("{name}-{partition} already has replicas {replicas:?}"));
                 }
-                _ => {
-                    topic.targets.remove(partition);
+                None => {
+                    topic.targets.insert(*partition, new_target);
+                }
+                Some(old_target) => {
+                    // Every broker the move reached keeps its replica until it completes.
+                    let mut leaving = topic.leaving.remove(partition).unwrap_or_default();
+                    leaving.extend(old_target);
+                    leaving.retain(|id| !new_target.contains(id) && !replicas.contains(id));
+                    leaving.sort_unstable();
+                    leaving.dedup();
+                    if !leaving.is_empty() {
+                        topic.leaving.insert(*partition, leaving);
+                    }
+                    topic.targets.insert(*partition, new_target);
                 }
             }
         }
@@ -178,6 +195,7 @@ fn apply_inner(state: &mut ClusterMetadata, command: &MetadataCommand) -> Comman
                 return CommandEffect::Skipped(format!("{name}-{partition} is not moving to {replicas:?}"));
             }
             topic.targets.remove(partition);
+            topic.leaving.remove(partition);
             topic.replicas[*partition as usize] = replicas.clone();
         }
     }
@@ -263,10 +281,17 @@ mod tests {
         assert_eq!((state.topics["t"].replicas_of(1), state.topics["t"].target_of(1)), (&[3, 1][..], None));
         assert!(matches!(apply(&mut state, &complete(vec![3, 1])), CommandEffect::Skipped(_)), "already done");
         assert_eq!(apply(&mut state, &reassign(Some(vec![2, 1]))), CommandEffect::Done);
+        assert_eq!(apply(&mut state, &reassign(Some(vec![4, 1]))), CommandEffect::Done, "redirected");
+        assert_eq!(state.topics["t"].hosts_of(1), vec![4, 1, 3, 2], "2 may be a voter already: it stays");
         assert_eq!(apply(&mut state, &reassign(None)), CommandEffect::Done);
-        assert_eq!(state.topics["t"].target_of(1), None, "cancelled");
-        assert_eq!(apply(&mut state, &reassign(Some(vec![3, 1]))), CommandEffect::Done);
-        assert_eq!(state.topics["t"].target_of(1), None, "the replicas it has: nothing to move");
+        assert_eq!(state.topics["t"].target_of(1), Some(&[3, 1][..]), "cancelled: back to the replicas");
+        assert_eq!(state.topics["t"].removing_of(1), vec![2, 4]);
+        assert_eq!(apply(&mut state, &complete(vec![3, 1])), CommandEffect::Done);
+        assert_eq!(state.topics["t"].hosts_of(1), vec![3, 1], "back, and the others leave");
+        assert!(
+            matches!(apply(&mut state, &reassign(Some(vec![3, 1]))), CommandEffect::Skipped(_)),
+            "the replicas it has: nothing to move"
+        );
         assert!(matches!(
             apply(&mut state, &MetadataCommand::ReassignPartition { name: "t".into(), partition: 9, target: None }),
             CommandEffect::Skipped(_)

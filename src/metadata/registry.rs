@@ -51,6 +51,11 @@ pub struct TopicMetadata {
     /// `replicas` becomes the target once it has).
     #[serde(default)]
     pub targets: BTreeMap<i32, Vec<i32>>,
+    /// Brokers an earlier target of a moving partition added and its current target
+    /// (after a cancellation or a new target) does not name: they may be voters of the
+    /// group, so they keep their replica until the move completes.
+    #[serde(default)]
+    pub leaving: BTreeMap<i32, Vec<i32>>,
 }
 
 impl TopicMetadata {
@@ -74,12 +79,19 @@ impl TopicMetadata {
     /// then the replicas a reassignment removes (Kafka's Metadata order during a move).
     pub fn hosts_of(&self, partition: i32) -> Vec<i32> {
         let mut hosts = self.desired_replicas(partition).to_vec();
-        for &replica in self.replicas_of(partition) {
+        let leaving = self.leaving.get(&partition).map_or(&[][..], Vec::as_slice);
+        for &replica in self.replicas_of(partition).iter().chain(leaving) {
             if !hosts.contains(&replica) {
                 hosts.push(replica);
             }
         }
         hosts
+    }
+
+    /// The brokers a move in progress takes `partition` from: its hosts outside the target.
+    pub fn removing_of(&self, partition: i32) -> Vec<i32> {
+        let Some(target) = self.target_of(partition) else { return Vec::new() };
+        self.hosts_of(partition).into_iter().filter(|id| !target.contains(id)).collect()
     }
 }
 
@@ -114,6 +126,7 @@ impl From<TopicMetadataV2> for TopicMetadata {
             configs: old.configs,
             replicas: Vec::new(),
             targets: BTreeMap::new(),
+            leaving: BTreeMap::new(),
         }
     }
 }
@@ -135,6 +148,7 @@ impl From<TopicMetadataV3> for TopicMetadata {
             configs: old.configs,
             replicas: old.replicas,
             targets: BTreeMap::new(),
+            leaving: BTreeMap::new(),
         }
     }
 }
@@ -301,6 +315,7 @@ mod tests {
                 configs: [("retention.ms".into(), "1000".into())].into(),
                 replicas: vec![vec![1, 2]; 8],
                 targets: [(3, vec![2, 3])].into(),
+                leaving: [(3, vec![4])].into(),
             },
         );
         let bytes = metadata.encode();
@@ -363,8 +378,11 @@ mod tests {
             configs: BTreeMap::new(),
             replicas: vec![vec![1, 2, 3], vec![2, 3, 1]],
             targets: [(0, vec![4, 2, 1])].into(),
+            leaving: [(0, vec![5])].into(),
         };
-        assert_eq!(topic.hosts_of(0), vec![4, 2, 1, 3]);
+        assert_eq!(topic.hosts_of(0), vec![4, 2, 1, 3, 5]);
+        assert_eq!(topic.removing_of(0), vec![3, 5]);
+        assert!(topic.removing_of(1).is_empty());
         assert_eq!(topic.desired_replicas(0), &[4, 2, 1]);
         assert_eq!(topic.hosts_of(1), vec![2, 3, 1]);
         assert_eq!(topic.target_of(1), None);

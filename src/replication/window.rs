@@ -75,6 +75,11 @@ impl Window {
         }
     }
 
+    /// The index of the last applied configuration change above the base, if any.
+    pub fn last_conf_change(&self) -> Option<u64> {
+        self.conf_changes.back().map(|(index, _)| *index)
+    }
+
     /// The configuration as of the base (what a snapshot of the base carries).
     pub fn base_conf(&self) -> &ConfState {
         &self.base_conf

@@ -56,12 +56,7 @@ pub fn apply_committed(group: &mut ReplicaGroup, entries: Vec<Entry>) -> bool {
                     learners = ?conf.learners, leaving = ?conf.voters_outgoing,
                     "replica group configuration changed"
                 );
-                let adds_learners =
-                    change.changes.iter().any(|c| c.get_change_type() == ConfChangeType::AddLearnerNode);
                 group.window.borrow_mut().apply_conf(entry.index, conf);
-                // A new learner copies the log up to the leader's snapshot, which must
-                // already name it: the window gives up the entries before the change.
-                group.snapshot_from_change |= adds_learners && group.is_leader();
                 applied = true;
             }
             Err(error) => {
@@ -70,6 +65,23 @@ pub fn apply_committed(group: &mut ReplicaGroup, entries: Vec<Entry>) -> bool {
         }
     }
     applied
+}
+
+/// Leader, when it settles: a learner that holds nothing yet must start from a snapshot
+/// that names it (raft-rs refuses one that does not, and entries from the start of the
+/// log would apply the configuration changes to a replica that has no configuration).
+/// The window then gives up its entries through the last configuration change.
+pub fn snapshot_for_new_learners(group: &mut ReplicaGroup) {
+    if !group.is_leader() {
+        return;
+    }
+    let Some(last_change) = group.window.borrow().last_conf_change() else { return };
+    let raft = &group.node.raft;
+    let learners = raft.prs().conf().learners();
+    let fresh = raft.prs().iter().any(|(id, progress)| learners.contains(id) && progress.matched == 0);
+    if fresh && last_change <= raft.raft_log.applied {
+        group.window.borrow_mut().evict_through(last_change, 0);
+    }
 }
 
 /// What a leader asks of the controller when the group has moved.

@@ -86,9 +86,6 @@ pub struct ReplicaGroup {
     pub target: Option<Vec<i32>>,
     /// Leader: when it last asked the controller to record a finished reassignment.
     pub completion_asked: Option<Instant>,
-    /// Leader: a learner was added; the window gives up the entries up to the change so
-    /// that its snapshot names the learner (`shard::reassignment`).
-    pub snapshot_from_change: bool,
     pub node: RawNode<WindowStorage>,
     pub window: Rc<RefCell<Window>>,
     pub log: PartitionLog,
@@ -259,7 +256,6 @@ impl ReplicaGroup {
             replicas: spec.replicas,
             target: spec.target,
             completion_asked: None,
-            snapshot_from_change: false,
             node,
             window,
             log,

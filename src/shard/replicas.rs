@@ -743,8 +743,8 @@ fn settle(group: &mut ReplicaGroup) {
             });
         }
     }
-    let keep = if std::mem::take(&mut group.snapshot_from_change) { 0 } else { WINDOW_KEEP_BYTES };
-    group.window.borrow_mut().evict_through(commit_index.min(applied), keep);
+    group.window.borrow_mut().evict_through(commit_index.min(applied), WINDOW_KEEP_BYTES);
+    super::reassignment::snapshot_for_new_learners(group);
     if !group.is_leader() && !group.waiters.is_empty() {
         // Deposed: entries it proposed may still commit under the new leader, but this
         // node will not see them through; the clients retry (idempotent producers are

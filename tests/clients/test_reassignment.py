@@ -4,7 +4,7 @@ idempotent acks=all producer writes. Afterwards every acknowledged record is at 
 offset, Metadata names the new replicas, the brokers that left have deleted their copy,
 the replicas that hold the partition have identical logs, and a restart of every broker
 (SIGKILL) brings the moved groups back. A move that cannot finish
-(its new broker paused) is listed, cancelled, and the partition is back where it was."""
+(its new broker's replicas stalled) is listed, cancelled, and the partition is back where it was."""
 
 import json
 import subprocess
@@ -21,9 +21,24 @@ from test_replication import (CLUSTER_ARGS, BackgroundProducer, check_acked, che
 JS = Path(__file__).parent / "js"
 
 
+STALL_FILE = "fault-stall-replicas"
+
+
 @pytest.fixture
-def cluster(tmp_path):
+def cluster(tmp_path, monkeypatch):
+    # A node's replica driver stalls while `<data dir>/fault-stall-replicas` exists
+    # (`TERN_FAULT_STALL_REPLICAS`): a new replica that cannot catch up, on a broker whose
+    # metadata quorum member (maybe the controller) goes on answering.
+    monkeypatch.setenv("TERN_FAULT_STALL_REPLICAS", STALL_FILE)
     yield from running_cluster(tmp_path, CLUSTER_ARGS, size=4)
+
+
+def stall(cluster, node):
+    (cluster.nodes[node].data_dir / STALL_FILE).touch()
+
+
+def unstall(cluster, node):
+    (cluster.nodes[node].data_dir / STALL_FILE).unlink(missing_ok=True)
 
 
 def kafkajs(cluster, command):
@@ -122,8 +137,8 @@ def test_kafkajs_moves_a_replica_and_a_stuck_move_is_cancelled(cluster):
     nothing = tern_topic(cluster, "reassign", topic, "--cancel", "0")
     assert nothing.returncode != 0 and "NO_REASSIGNMENT_IN_PROGRESS" in nothing.stdout + nothing.stderr
 
-    # The new broker is paused: the move cannot finish; it is listed, then cancelled.
-    cluster.pause(spare)
+    # The new broker's replicas stall: the move cannot finish; it is listed, then cancelled.
+    stall(cluster, spare)
     try:
         target = before[:2] + [spare]
         assert kafkajs(cluster, {"op": "alter", "topic": topic, "moves": {"0": target}}) == {"ok": True}
@@ -141,7 +156,7 @@ def test_kafkajs_moves_a_replica_and_a_stuck_move_is_cancelled(cluster):
         time.sleep(1)
         producer.stop()
     finally:
-        cluster.resume(spare)
+        unstall(cluster, spare)
     assert not producer.errors, producer.errors[:5]
     assert kafkajs(cluster, {"op": "list"})["topics"] == []
     cluster.wait_until(lambda: replicas_seen(cluster, topic, 0) == (tuple(before), tuple(sorted(before))), 30,
@@ -158,5 +173,39 @@ def test_kafkajs_moves_a_replica_and_a_stuck_move_is_cancelled(cluster):
         return seen["replicas"] == target and sorted(seen["isr"]) == sorted(target)
 
     cluster.wait_until(kafkajs_sees_the_target, 30, "kafkajs to see the target replicas, all in sync")
+    check_acked(cluster, topic, 1, producer.acked)
+    check_identical_replicas(cluster, topic, 1, hosts={0: target})
+
+
+def test_a_move_goes_on_when_the_leader_dies_midway(cluster):
+    topic = "handover"
+    create_topic(cluster, topic, 1)
+    before = list(replicas_seen(cluster, topic, 0)[0])
+    spare = next(n for n in cluster.nodes if n not in before)
+    target = before[1:] + [spare]
+    producer = BackgroundProducer(cluster.bootstrap, topic, 1)
+    try:
+        # The new broker stalled: the move waits for it as a learner when the leader dies.
+        stall(cluster, spare)
+        started = tern_topic(cluster, "reassign", topic, "--move", f"0={','.join(map(str, target))}")
+        assert started.returncode == 0, started.stdout + started.stderr
+        time.sleep(2)
+        victim = leader_of(cluster, topic, 0)
+        cluster.kill(victim)
+        unstall(cluster, spare)
+        cluster.wait_until(lambda: tern_topic(cluster, "reassignments").stdout.strip().count("\n") == 0, 90,
+                           "a new leader to finish the move")
+        time.sleep(1)
+    finally:
+        unstall(cluster, spare)
+        producer.stop()
+    assert not producer.errors, producer.errors[:5]
+    cluster.start(victim)
+    cluster.wait_formed()
+    cluster.wait_until(lambda: replicas_seen(cluster, topic, 0) == (tuple(target), tuple(sorted(target))), 30,
+                       "the partition on its target, all in sync")
+    if victim not in target:
+        cluster.wait_until(lambda: not partition_dir_exists(cluster, victim, topic, 0), 30,
+                           f"broker {victim}, back, to delete the copy it no longer needs")
     check_acked(cluster, topic, 1, producer.acked)
     check_identical_replicas(cluster, topic, 1, hosts={0: target})

@@ -31,7 +31,7 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
                 .with_partition_index(partition)
                 .with_replicas(ids(info.hosts_of(partition)))
                 .with_adding_replicas(ids(target.iter().copied().filter(|id| !current.contains(id)).collect()))
-                .with_removing_replicas(ids(current.iter().copied().filter(|id| !target.contains(id)).collect())),
+                .with_removing_replicas(ids(info.removing_of(partition))),
         )
     };
     match &body.topics {

@@ -66,6 +66,9 @@ const KAFKA_RANGES: &[(ApiKey, i16, i16)] = &[
     (ApiKey::WriteTxnMarkers, 1, 1),
     // KIP-101/320; v0-1 were removed by Kafka 4.0 (KIP-896).
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    // KIP-455 (v1: KIP-860's allow_replication_factor_change).
+    (ApiKey::AlterPartitionReassignments, 0, 0),
+    (ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 struct Raw {
@@ -153,7 +156,9 @@ requests!(
     DeleteGroupsRequest,
     IncrementalAlterConfigsRequest,
     OffsetDeleteRequest,
-    DescribeClusterRequest
+    DescribeClusterRequest,
+    AlterPartitionReassignmentsRequest,
+    ListPartitionReassignmentsRequest
 );
 
 fn name(s: &str) -> StrBytes {
@@ -332,6 +337,17 @@ fn exercise(raw: &mut Raw, key: ApiKey, version: i16) {
             ]),
             OffsetForLeaderEpochResponse
         ),
+        ApiKey::AlterPartitionReassignments => call!(
+            AlterPartitionReassignmentsRequest::default().with_topics(vec![
+                alter_partition_reassignments_request::ReassignableTopic::default()
+                    .with_name(TopicName(name("no-such-topic")))
+                    .with_partitions(vec![alter_partition_reassignments_request::ReassignablePartition::default()])
+            ]),
+            AlterPartitionReassignmentsResponse
+        ),
+        ApiKey::ListPartitionReassignments => {
+            call!(ListPartitionReassignmentsRequest::default(), ListPartitionReassignmentsResponse)
+        }
         other => panic!("{other:?} is advertised but this test does not know it: add it"),
     }
 }

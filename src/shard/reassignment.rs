@@ -67,19 +67,20 @@ pub fn apply_committed(group: &mut ReplicaGroup, entries: Vec<Entry>) -> bool {
     applied
 }
 
-/// Leader, when it settles: a learner that holds nothing yet must start from a snapshot
-/// that names it (raft-rs refuses one that does not, and entries from the start of the
-/// log would apply the configuration changes to a replica that has no configuration).
-/// The window then gives up its entries through the last configuration change.
-pub fn snapshot_for_new_learners(group: &mut ReplicaGroup) {
+/// Leader, when it settles: a replica that holds nothing yet (a learner a move added, or
+/// a replica whose disk was wiped) must start from a snapshot that carries the current
+/// configuration. raft-rs refuses a snapshot that does not name it, and entries from the
+/// start of the log would replay past configuration changes onto the configuration it
+/// starts with. While the window still holds a configuration change, it gives up its
+/// entries through it.
+pub fn snapshot_for_new_replicas(group: &mut ReplicaGroup) {
     if !group.is_leader() {
         return;
     }
     let Some(last_change) = group.window.borrow().last_conf_change() else { return };
     let raft = &group.node.raft;
-    let learners = raft.prs().conf().learners();
-    let fresh = raft.prs().iter().any(|(id, progress)| learners.contains(id) && progress.matched == 0);
-    if fresh && last_change <= raft.raft_log.applied {
+    let empty = raft.prs().iter().any(|(&id, progress)| id != raft.id && progress.matched == 0);
+    if empty && last_change <= raft.raft_log.applied {
         group.window.borrow_mut().evict_through(last_change, 0);
     }
 }

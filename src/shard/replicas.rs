@@ -744,7 +744,7 @@ fn settle(group: &mut ReplicaGroup) {
         }
     }
     group.window.borrow_mut().evict_through(commit_index.min(applied), WINDOW_KEEP_BYTES);
-    super::reassignment::snapshot_for_new_learners(group);
+    super::reassignment::snapshot_for_new_replicas(group);
     if !group.is_leader() && !group.waiters.is_empty() {
         // Deposed: entries it proposed may still commit under the new leader, but this
         // node will not see them through; the clients retry (idempotent producers are

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::registry::{BrokerRegistration, ClusterMetadata, TopicMetadata};
+use super::registry::{BrokerRegistration, ClusterMetadata, ReassignmentTarget, TopicMetadata};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataCommand {
@@ -70,6 +70,8 @@ pub enum MetadataCommand {
         name: String,
         partition: i32,
         replicas: Vec<i32>,
+        /// The target's epoch (`TopicMetadata::target_epochs`) the leader acted on.
+        epoch: u64,
     },
 }
 
@@ -96,6 +98,8 @@ pub fn apply(state: &mut ClusterMetadata, command: &MetadataCommand) -> CommandE
 
 fn apply_inner(state: &mut ClusterMetadata, command: &MetadataCommand) -> CommandEffect {
     use MetadataCommand::*;
+    // The version this command's change gets (the same on every node).
+    let version = state.version + 1;
     match command {
         CreateTopic { name, id, partitions, configs, replicas } => {
             if state.topics.contains_key(name) {
@@ -110,6 +114,7 @@ fn apply_inner(state: &mut ClusterMetadata, command: &MetadataCommand) -> Comman
                     replicas: replicas.clone(),
                     targets: BTreeMap::new(),
                     leaving: BTreeMap::new(),
+                    target_epochs: BTreeMap::new(),
                 },
             );
         }
@@ -172,6 +177,7 @@ fn apply_inner(state: &mut ClusterMetadata, command: &MetadataCommand) -> Comman
                 }
                 None => {
                     topic.targets.insert(*partition, new_target);
+                    topic.target_epochs.insert(*partition, version);
                 }
                 Some(old_target) => {
                     // Every broker the move reached keeps its replica until it completes.
@@ -184,19 +190,27 @@ fn apply_inner(state: &mut ClusterMetadata, command: &MetadataCommand) -> Comman
                         topic.leaving.insert(*partition, leaving);
                     }
                     topic.targets.insert(*partition, new_target);
+                    topic.target_epochs.insert(*partition, version);
                 }
             }
         }
-        CompleteReassignment { name, partition, replicas } => {
+        CompleteReassignment { name, partition, replicas, epoch } => {
             let Some(topic) = state.topics.get_mut(name) else {
                 return CommandEffect::Skipped(format!("topic {name:?} does not exist"));
             };
-            if topic.target_of(*partition) != Some(replicas.as_slice()) {
-                return CommandEffect::Skipped(format!("{name}-{partition} is not moving to {replicas:?}"));
+            let current = topic.reassignment(*partition);
+            if current.as_ref() != Some(&ReassignmentTarget { replicas: replicas.clone(), epoch: *epoch }) {
+                return CommandEffect::Skipped(format!(
+                    "{name}-{partition} is not moving to {replicas:?} (epoch {epoch}); its move is {current:?}"
+                ));
             }
+            let Some(slot) = usize::try_from(*partition).ok().and_then(|p| topic.replicas.get_mut(p)) else {
+                return CommandEffect::Skipped(format!("{name}-{partition} has no replica list"));
+            };
+            *slot = replicas.clone();
             topic.targets.remove(partition);
             topic.leaving.remove(partition);
-            topic.replicas[*partition as usize] = replicas.clone();
+            topic.target_epochs.remove(partition);
         }
     }
     CommandEffect::Done
@@ -272,21 +286,35 @@ mod tests {
         assert!(!state.brokers[&1].fenced);
         let reassign =
             |target: Option<Vec<i32>>| MetadataCommand::ReassignPartition { name: "t".into(), partition: 1, target };
+        let complete = |replicas: Vec<i32>, epoch: u64| MetadataCommand::CompleteReassignment {
+            name: "t".into(),
+            partition: 1,
+            replicas,
+            epoch,
+        };
         assert_eq!(apply(&mut state, &reassign(Some(vec![3, 1]))), CommandEffect::Done);
         assert_eq!(state.topics["t"].hosts_of(1), vec![3, 1, 2]);
-        let complete =
-            |replicas: Vec<i32>| MetadataCommand::CompleteReassignment { name: "t".into(), partition: 1, replicas };
-        assert!(matches!(apply(&mut state, &complete(vec![1, 3])), CommandEffect::Skipped(_)), "not the target");
-        assert_eq!(apply(&mut state, &complete(vec![3, 1])), CommandEffect::Done);
+        let epoch = state.topics["t"].reassignment(1).unwrap().epoch;
+        assert_eq!(epoch, state.version, "the version of the change");
+        assert!(matches!(apply(&mut state, &complete(vec![1, 3], epoch)), CommandEffect::Skipped(_)), "not the target");
+        assert!(matches!(apply(&mut state, &complete(vec![3, 1], epoch - 1)), CommandEffect::Skipped(_)), "stale");
+        assert_eq!(apply(&mut state, &complete(vec![3, 1], epoch)), CommandEffect::Done);
         assert_eq!((state.topics["t"].replicas_of(1), state.topics["t"].target_of(1)), (&[3, 1][..], None));
-        assert!(matches!(apply(&mut state, &complete(vec![3, 1])), CommandEffect::Skipped(_)), "already done");
+        assert!(matches!(apply(&mut state, &complete(vec![3, 1], epoch)), CommandEffect::Skipped(_)), "already done");
         assert_eq!(apply(&mut state, &reassign(Some(vec![2, 1]))), CommandEffect::Done);
+        let first = state.topics["t"].reassignment(1).unwrap().epoch;
         assert_eq!(apply(&mut state, &reassign(Some(vec![4, 1]))), CommandEffect::Done, "redirected");
         assert_eq!(state.topics["t"].hosts_of(1), vec![4, 1, 3, 2], "2 may be a voter already: it stays");
+        assert_eq!(apply(&mut state, &reassign(Some(vec![2, 1]))), CommandEffect::Done, "and back");
+        assert!(
+            matches!(apply(&mut state, &complete(vec![2, 1], first)), CommandEffect::Skipped(_)),
+            "a report on the first [2, 1] target comes too late: 4 may be a voter now"
+        );
         assert_eq!(apply(&mut state, &reassign(None)), CommandEffect::Done);
         assert_eq!(state.topics["t"].target_of(1), Some(&[3, 1][..]), "cancelled: back to the replicas");
         assert_eq!(state.topics["t"].removing_of(1), vec![2, 4]);
-        assert_eq!(apply(&mut state, &complete(vec![3, 1])), CommandEffect::Done);
+        let epoch = state.topics["t"].reassignment(1).unwrap().epoch;
+        assert_eq!(apply(&mut state, &complete(vec![3, 1], epoch)), CommandEffect::Done);
         assert_eq!(state.topics["t"].hosts_of(1), vec![3, 1], "back, and the others leave");
         assert!(
             matches!(apply(&mut state, &reassign(Some(vec![3, 1]))), CommandEffect::Skipped(_)),

@@ -19,4 +19,4 @@ pub mod config_catalog;
 pub mod registry;
 pub mod topic_config;
 
-pub use registry::{BrokerRegistration, ClusterMetadata, TopicMetadata};
+pub use registry::{BrokerRegistration, ClusterMetadata, ReassignmentTarget, TopicMetadata};

@@ -56,6 +56,17 @@ pub struct TopicMetadata {
     /// group, so they keep their replica until the move completes.
     #[serde(default)]
     pub leaving: BTreeMap<i32, Vec<i32>>,
+    /// The metadata version each target was set at: a leader's report that a move is
+    /// complete names it, so a stale report (the target changed since) is refused.
+    #[serde(default)]
+    pub target_epochs: BTreeMap<i32, u64>,
+}
+
+/// Where a reassignment moves a partition, and the metadata version it was set at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReassignmentTarget {
+    pub replicas: Vec<i32>,
+    pub epoch: u64,
 }
 
 impl TopicMetadata {
@@ -68,6 +79,12 @@ impl TopicMetadata {
     /// The replicas `partition` is moving to, if a reassignment is in progress.
     pub fn target_of(&self, partition: i32) -> Option<&[i32]> {
         self.targets.get(&partition).map(Vec::as_slice)
+    }
+
+    /// The reassignment in progress for `partition`, with its epoch.
+    pub fn reassignment(&self, partition: i32) -> Option<ReassignmentTarget> {
+        let replicas = self.targets.get(&partition)?.clone();
+        Some(ReassignmentTarget { replicas, epoch: self.target_epochs.get(&partition).copied().unwrap_or(0) })
     }
 
     /// The replicas `partition` should end up with: its target, or its replicas.
@@ -127,6 +144,7 @@ impl From<TopicMetadataV2> for TopicMetadata {
             replicas: Vec::new(),
             targets: BTreeMap::new(),
             leaving: BTreeMap::new(),
+            target_epochs: BTreeMap::new(),
         }
     }
 }
@@ -149,6 +167,7 @@ impl From<TopicMetadataV3> for TopicMetadata {
             replicas: old.replicas,
             targets: BTreeMap::new(),
             leaving: BTreeMap::new(),
+            target_epochs: BTreeMap::new(),
         }
     }
 }
@@ -316,6 +335,7 @@ mod tests {
                 replicas: vec![vec![1, 2]; 8],
                 targets: [(3, vec![2, 3])].into(),
                 leaving: [(3, vec![4])].into(),
+                target_epochs: [(3, 9)].into(),
             },
         );
         let bytes = metadata.encode();
@@ -379,7 +399,9 @@ mod tests {
             replicas: vec![vec![1, 2, 3], vec![2, 3, 1]],
             targets: [(0, vec![4, 2, 1])].into(),
             leaving: [(0, vec![5])].into(),
+            target_epochs: [(0, 4)].into(),
         };
+        assert_eq!(topic.reassignment(0), Some(ReassignmentTarget { replicas: vec![4, 2, 1], epoch: 4 }));
         assert_eq!(topic.hosts_of(0), vec![4, 2, 1, 3, 5]);
         assert_eq!(topic.removing_of(0), vec![3, 5]);
         assert!(topic.removing_of(1).is_empty());

@@ -682,9 +682,7 @@ impl ShardContext {
             if let Some(log) = self.log(&topic, partition) {
                 let info = &metadata.topics[&topic];
                 let assigned = |m: &ClusterMetadata| {
-                    m.topics
-                        .get(&topic)
-                        .map(|t| (t.replicas_of(partition).to_vec(), t.target_of(partition).map(<[i32]>::to_vec)))
+                    m.topics.get(&topic).map(|t| (t.replicas_of(partition).to_vec(), t.reassignment(partition)))
                 };
                 if self.is_replicated(info, partition) && assigned(&previous) != assigned(&metadata) {
                     let (replicas, target) = assigned(&metadata).expect("the topic exists");
@@ -730,7 +728,7 @@ impl ShardContext {
                             partition: TopicPartition::new(topic.clone(), partition),
                             topic_id: id,
                             replicas: info.replicas_of(partition).to_vec(),
-                            target: info.target_of(partition).map(<[i32]>::to_vec),
+                            target: info.reassignment(partition),
                             node_id: self.config.node_id,
                         };
                         match ReplicaGroup::open(spec, log.clone(), self.cluster_config()).await {

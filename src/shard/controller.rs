@@ -98,8 +98,13 @@ pub async fn execute_here(ctx: &Rc<ShardContext>, request: ControllerRequest) {
         ControllerRequest::Reassign { changes, reply } => {
             let _ = reply.send(reassign(ctx, changes).await);
         }
-        ControllerRequest::CompleteReassignment { topic, partition, replicas, reply } => {
-            let command = MetadataCommand::CompleteReassignment { name: topic, partition, replicas };
+        ControllerRequest::CompleteReassignment { topic, partition, target, reply } => {
+            let command = MetadataCommand::CompleteReassignment {
+                name: topic,
+                partition,
+                replicas: target.replicas,
+                epoch: target.epoch,
+            };
             let _ = reply.send(match commit(ctx, vec![command]).await {
                 Ok(effects) => match effects.first() {
                     Some(CommandEffect::Skipped(reason)) => {

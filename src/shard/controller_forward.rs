@@ -31,7 +31,7 @@ enum ControllerCall {
     AllocateProducerIdBlock,
     ImportTopics { node_id: i32, topics: Vec<(String, TopicMetadata)>, next_producer_id: i64 },
     Reassign { changes: Vec<PartitionReassignment> },
-    CompleteReassignment { topic: String, partition: i32, replicas: Vec<i32> },
+    CompleteReassignment { topic: String, partition: i32, target: crate::metadata::ReassignmentTarget },
 }
 
 /// The controller's answer and the metadata-log index its state had then: the node
@@ -93,8 +93,8 @@ fn split(request: ControllerRequest) -> (ControllerCall, AnswerTo) {
             let count = changes.len();
             (ControllerCall::Reassign { changes }, AnswerTo::Replies(reply, count))
         }
-        ControllerRequest::CompleteReassignment { topic, partition, replicas, reply } => {
-            (ControllerCall::CompleteReassignment { topic, partition, replicas }, AnswerTo::Reply(reply))
+        ControllerRequest::CompleteReassignment { topic, partition, target, reply } => {
+            (ControllerCall::CompleteReassignment { topic, partition, target }, AnswerTo::Reply(reply))
         }
     }
 }
@@ -194,8 +194,8 @@ async fn run(ctx: &Rc<ShardContext>, call: ControllerCall) -> ControllerAnswer {
             ask!(Replies, |reply| ControllerRequest::ImportTopics { node_id, topics, next_producer_id, reply })
         }
         ControllerCall::Reassign { changes } => ask!(Replies, |reply| ControllerRequest::Reassign { changes, reply }),
-        ControllerCall::CompleteReassignment { topic, partition, replicas } => {
-            ask!(Reply, |reply| ControllerRequest::CompleteReassignment { topic, partition, replicas, reply })
+        ControllerCall::CompleteReassignment { topic, partition, target } => {
+            ask!(Reply, |reply| ControllerRequest::CompleteReassignment { topic, partition, target, reply })
         }
     }
 }

@@ -130,7 +130,7 @@ pub enum ControllerRequest {
     CompleteReassignment {
         topic: String,
         partition: i32,
-        replicas: Vec<i32>,
+        target: crate::metadata::ReassignmentTarget,
         reply: Reply<ControllerReply>,
     },
     /// Cluster mode: a node that ran standalone before joining brings its topics into the

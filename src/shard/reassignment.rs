@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2, Entry, EntryType};
+use raft::StateRole;
+
+use crate::metadata::ReassignmentTarget;
 
 use super::replica_group::ReplicaGroup;
 
@@ -36,35 +39,40 @@ use super::replica_group::ReplicaGroup;
 pub const COMPLETION_RETRY: Duration = Duration::from_secs(2);
 
 /// Applies the configuration changes among committed entries; returns whether any was.
-pub fn apply_committed(group: &mut ReplicaGroup, entries: Vec<Entry>) -> bool {
+/// A change that does not decode or apply is an error: this replica would no longer
+/// agree with the others on who votes, so its group stops (`Driver::fail_group`).
+pub fn apply_committed(group: &mut ReplicaGroup, entries: Vec<Entry>) -> Result<bool, String> {
     let mut applied = false;
     for entry in entries {
         if entry.get_entry_type() != EntryType::EntryConfChangeV2 {
             continue;
         }
-        let change = match ConfChangeV2::parse_from_bytes(&entry.data) {
-            Ok(change) => change,
-            Err(error) => {
-                tracing::error!(partition = %group.partition, index = entry.index, %error, "a configuration change does not decode; ignored");
-                continue;
-            }
-        };
-        match group.node.apply_conf_change(&change) {
-            Ok(conf) => {
-                tracing::info!(
-                    partition = %group.partition, index = entry.index, voters = ?conf.voters,
-                    learners = ?conf.learners, leaving = ?conf.voters_outgoing,
-                    "replica group configuration changed"
-                );
-                group.window.borrow_mut().apply_conf(entry.index, conf);
-                applied = true;
-            }
-            Err(error) => {
-                tracing::warn!(partition = %group.partition, index = entry.index, %error, "configuration change not applicable; ignored")
-            }
+        let change = ConfChangeV2::parse_from_bytes(&entry.data)
+            .map_err(|error| format!("the configuration change at index {} does not decode: {error}", entry.index))?;
+        let conf = group
+            .node
+            .apply_conf_change(&change)
+            .map_err(|error| format!("the configuration change at index {} does not apply: {error}", entry.index))?;
+        tracing::info!(
+            partition = %group.partition, index = entry.index, voters = ?conf.voters,
+            learners = ?conf.learners, leaving = ?conf.voters_outgoing,
+            "replica group configuration changed"
+        );
+        let raft = &mut group.node.raft;
+        if raft.state == StateRole::Leader
+            && !conf.voters.contains(&raft.id)
+            && !conf.voters_outgoing.contains(&raft.id)
+        {
+            // Removed while leading (elected in a joint configuration it then left):
+            // raft-rs would go on leading a group it is not in (and panic committing).
+            tracing::warn!(partition = %group.partition, "removed from the group while leading; stepping down");
+            let term = raft.term;
+            raft.become_follower(term, raft::INVALID_ID);
         }
+        group.window.borrow_mut().apply_conf(entry.index, conf);
+        applied = true;
     }
-    applied
+    Ok(applied)
 }
 
 /// Leader, when it settles: a replica that holds nothing yet (a learner a move added, or
@@ -79,16 +87,21 @@ pub fn snapshot_for_new_replicas(group: &mut ReplicaGroup) {
     }
     let Some(last_change) = group.window.borrow().last_conf_change() else { return };
     let raft = &group.node.raft;
-    let empty = raft.prs().iter().any(|(&id, progress)| id != raft.id && progress.matched == 0);
+    // Learners only: right after an election every follower has matched 0 too. (A voter
+    // whose disk was wiped while a change is still in the window is not covered: see the
+    // README's limits.)
+    let learners = raft.prs().conf().learners();
+    let empty = raft.prs().iter().any(|(id, progress)| learners.contains(id) && progress.matched == 0);
     if empty && last_change <= raft.raft_log.applied {
         group.window.borrow_mut().evict_through(last_change, 0);
     }
 }
 
-/// What a leader asks of the controller when the group has moved.
+/// What a leader asks of the controller when the group has moved: to record the
+/// target (of that epoch) as the replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completed {
-    pub replicas: Vec<i32>,
+    pub target: ReassignmentTarget,
 }
 
 /// Leader, every tick: the next step of a move (or of its cancellation), if any is due.
@@ -97,7 +110,7 @@ pub fn drive(group: &mut ReplicaGroup, now: Instant) -> Option<Completed> {
     if !group.is_leader() {
         return None;
     }
-    let desired: Vec<i32> = group.target.clone().unwrap_or_else(|| group.replicas.clone());
+    let desired: Vec<i32> = group.target.as_ref().map_or_else(|| group.replicas.clone(), |t| t.replicas.clone());
     let raft = &group.node.raft;
     if desired.is_empty() || raft.has_pending_conf() || raft.lead_transferee.is_some() {
         return None;
@@ -105,10 +118,13 @@ pub fn drive(group: &mut ReplicaGroup, now: Instant) -> Option<Completed> {
     let conf = group.window.borrow().conf_state.clone();
     let want: BTreeSet<u64> = desired.iter().map(|&id| id as u64).collect();
     if !conf.voters_outgoing.is_empty() {
-        // Joint: a leader that leaves hands over first (raft-rs cannot lead a group it
-        // is not a voter of); one that stays leaves the joint configuration.
-        if !want.contains(&raft.id) {
-            hand_over(group, &want);
+        // Joint: leaving it makes the incoming voters the group. A leader among them
+        // leaves it; one that is not hands over to one that is first (raft-rs cannot
+        // lead a group it is not a voter of), whatever the target says now (a move
+        // cancelled or redirected mid-way walks on from the incoming voters).
+        if !conf.voters.contains(&raft.id) {
+            let incoming: BTreeSet<u64> = conf.voters.iter().copied().collect();
+            hand_over(group, &incoming);
         } else {
             propose(group, ConfChangeV2::default(), "leaving the joint configuration");
         }
@@ -131,9 +147,10 @@ pub fn drive(group: &mut ReplicaGroup, now: Instant) -> Option<Completed> {
         return None;
     }
     if voters != want {
-        if !want.contains(&raft.id) && voters.iter().any(|id| want.contains(id)) {
+        let staying: BTreeSet<u64> = voters.intersection(&want).copied().collect();
+        if !want.contains(&raft.id) && !staying.is_empty() {
             // A voter that stays leads the change.
-            hand_over(group, &want);
+            hand_over(group, &staying);
             return None;
         }
         let committed = raft.raft_log.committed;
@@ -157,17 +174,18 @@ pub fn drive(group: &mut ReplicaGroup, now: Instant) -> Option<Completed> {
         return None;
     }
     group.completion_asked = Some(now);
-    Some(Completed { replicas: target })
+    Some(Completed { target })
 }
 
-/// Hands the leadership to the voter in `want` that holds the most of the log.
-fn hand_over(group: &mut ReplicaGroup, want: &BTreeSet<u64>) {
+/// Hands the leadership to the replica among `to` (voters of the incoming
+/// configuration) that holds the most of the log.
+fn hand_over(group: &mut ReplicaGroup, to: &BTreeSet<u64>) {
     let raft = &group.node.raft;
-    let voters = raft.prs().conf().voters();
+    let incoming = &group.window.borrow().conf_state.voters;
     let successor = raft
         .prs()
         .iter()
-        .filter(|(id, progress)| want.contains(id) && voters.contains(**id) && progress.recent_active)
+        .filter(|(id, progress)| to.contains(id) && incoming.contains(id) && **id != raft.id && progress.recent_active)
         .max_by_key(|(_, progress)| progress.matched)
         .map(|(&id, _)| id);
     if let Some(successor) = successor {

@@ -17,6 +17,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Message, MessageType};
 use raft::{RawNode, StateRole};
 
 use crate::cluster::ClusterConfig;
+use crate::metadata::ReassignmentTarget;
 use crate::protocol::record_batch::iter_batches;
 use crate::protocol::topic_partition::TopicPartition;
 use crate::replication::entry::{conf_change_in, epoch_of, offsets_of};
@@ -83,7 +84,7 @@ pub struct ReplicaGroup {
     /// The partition's replicas in the cluster metadata (preferred leader first).
     pub replicas: Vec<i32>,
     /// The replicas a reassignment in progress moves the group to (`shard::reassignment`).
-    pub target: Option<Vec<i32>>,
+    pub target: Option<ReassignmentTarget>,
     /// Leader: when it last asked the controller to record a finished reassignment.
     pub completion_asked: Option<Instant>,
     pub node: RawNode<WindowStorage>,
@@ -149,7 +150,7 @@ pub struct GroupSpec {
     pub partition: TopicPartition,
     pub topic_id: [u8; 16],
     pub replicas: Vec<i32>,
-    pub target: Option<Vec<i32>>,
+    pub target: Option<ReassignmentTarget>,
     pub node_id: i32,
 }
 
@@ -348,11 +349,14 @@ impl ReplicaGroup {
     /// that is another broker that is active and holds every entry this leader has.
     pub fn return_to_preferred(&mut self) {
         // During a reassignment the preferred replica is the target's first.
-        let Some(&preferred) = self.target.as_ref().unwrap_or(&self.replicas).first() else { return };
+        let desired = self.target.as_ref().map_or(&self.replicas, |target| &target.replicas);
+        let Some(&preferred) = desired.first() else { return };
         let raft = &self.node.raft;
+        // Only to a voter of the incoming configuration (one that is leaving could not
+        // lead once the joint configuration is left).
         if preferred as u64 == raft.id
             || raft.lead_transferee.is_some()
-            || !raft.prs().conf().voters().contains(preferred as u64)
+            || !self.window.borrow().conf_state.voters.contains(&(preferred as u64))
         {
             return;
         }

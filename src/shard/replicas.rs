@@ -80,7 +80,7 @@ pub enum ReplicaEvent {
     Assign {
         partition: TopicPartition,
         replicas: Vec<i32>,
-        target: Option<Vec<i32>>,
+        target: Option<crate::metadata::ReassignmentTarget>,
     },
     Remove {
         partition: TopicPartition,
@@ -584,10 +584,16 @@ impl Driver {
             queue_messages(&mut self.outbound, group, persisted);
             // Committed entries are in the log already; configuration changes among
             // them take effect now.
-            let mut changed = super::reassignment::apply_committed(group, ready.take_committed_entries());
+            let mut changed = match super::reassignment::apply_committed(group, ready.take_committed_entries()) {
+                Ok(changed) => changed,
+                Err(error) => return self.fail_group(&flight.partition, error),
+            };
             let mut light = group.node.advance(ready);
             queue_messages(&mut self.outbound, group, light.take_messages());
-            changed |= super::reassignment::apply_committed(group, light.take_committed_entries());
+            changed |= match super::reassignment::apply_committed(group, light.take_committed_entries()) {
+                Ok(changed) => changed,
+                Err(error) => return self.fail_group(&flight.partition, error),
+            };
             group.node.advance_apply();
             if changed {
                 // The new configuration is on disk before the next round acts on it.
@@ -761,14 +767,14 @@ fn report_completion(ctx: &Rc<super::ShardContext>, partition: TopicPartition, d
     let ctx = ctx.clone();
     glommio::spawn_local(async move {
         let TopicPartition { topic, partition } = partition;
-        let replicas = done.replicas;
+        let replicas = done.target.replicas.clone();
         let request = {
-            let (topic, replicas) = (topic.clone(), replicas.clone());
+            let (topic, target) = (topic.clone(), done.target);
             move |reply| {
                 super::mesh::ShardRequest::Controller(super::mesh::ControllerRequest::CompleteReassignment {
                     topic,
                     partition,
-                    replicas,
+                    target,
                     reply,
                 })
             }

@@ -33,7 +33,11 @@ pub async fn handle(ctx: &Rc<ShardContext>, request: &Request) -> Result<Bytes, 
         for partition in &topic.partitions {
             let name = topic.name.0.to_string();
             let target = partition.replicas.as_ref().map(|ids| ids.iter().map(|id| id.0).collect::<Vec<i32>>());
-            let current = metadata.topics.get(&name).map(|info| info.replicas_of(partition.partition_index).len());
+            let current = metadata
+                .topics
+                .get(&name)
+                .filter(|info| (0..info.partitions).contains(&partition.partition_index))
+                .map(|info| info.replicas_of(partition.partition_index).len());
             let slot = match (&target, current) {
                 (Some(target), Some(current)) if factor_fixed && target.len() != current => {
                     Err(ControllerReply::error(

@@ -26,6 +26,12 @@ pub const REPLICA_SET_CONTROL_TYPE: i16 = 0x7402;
 
 /// The control batch for a configuration-change entry of `term`, at `base_offset`.
 pub fn conf_change_batch(base_offset: Offset, term: u64, change: &[u8]) -> Bytes {
+    raft_control_batch(base_offset, term, REPLICA_SET_CONTROL_TYPE, change)
+}
+
+/// A control batch of the group's own (no producer, no timestamp, the term as epoch):
+/// built the same way on every replica, so byte-identical everywhere.
+fn raft_control_batch(base_offset: Offset, term: u64, control_type: i16, value: &[u8]) -> Bytes {
     control_batch::encode(&ControlBatch {
         base_offset: base_offset.value(),
         leader_epoch: epoch_of(term),
@@ -33,8 +39,8 @@ pub fn conf_change_batch(base_offset: Offset, term: u64, change: &[u8]) -> Bytes
         producer_epoch: -1,
         transactional: false,
         timestamp_ms: NO_TIMESTAMP,
-        control_type: REPLICA_SET_CONTROL_TYPE,
-        value: change,
+        control_type,
+        value,
     })
 }
 
@@ -50,16 +56,7 @@ pub fn conf_change_in(batch: &[u8]) -> Option<Bytes> {
 
 /// The control batch for a new leader's empty entry of `term`, at `base_offset`.
 pub fn leader_noop_batch(base_offset: Offset, term: u64) -> Bytes {
-    control_batch::encode(&ControlBatch {
-        base_offset: base_offset.value(),
-        leader_epoch: epoch_of(term),
-        producer_id: -1,
-        producer_epoch: -1,
-        transactional: false,
-        timestamp_ms: NO_TIMESTAMP,
-        control_type: LEADER_NOOP_CONTROL_TYPE,
-        value: &[],
-    })
+    raft_control_batch(base_offset, term, LEADER_NOOP_CONTROL_TYPE, &[])
 }
 
 /// The Kafka leader epoch of a Raft term (terms start at 1; epochs fit an i32).

@@ -8,6 +8,7 @@
 //! controller.rs the single writer of cluster metadata (shard 0): validate, persist, apply
 //! metrics_publisher.rs publishes the shard's gauges every second, watches event-loop lag
 //! transactions.rs  the transaction coordinator's requests, markers, timeouts
+//! group_round.rs  one replica group's part of a driver round (shared with the simulation)
 //! reassignment.rs moves a partition's Raft group to other brokers (configuration changes)
 //! txn_cluster.rs   where an id is coordinated; `__transaction_state` as Raft groups
 //! txn_forward.rs   transaction calls between nodes (markers, KIP-890 checks)
@@ -22,6 +23,7 @@ pub mod context;
 pub mod controller;
 pub mod controller_forward;
 pub mod coordination;
+pub mod group_round;
 pub mod handler;
 pub mod leadership;
 pub mod mesh;

@@ -68,9 +68,28 @@ pub enum ProposeOutcome {
     Failed(String),
 }
 
+impl Waiter {
+    /// What the request is told once the entry at its index (of `term`) is durable or
+    /// committed: appended, if that entry is still the one it proposed.
+    pub fn outcome_for(&self, term: Option<u64>, log_start: Offset) -> ProposeOutcome {
+        if term != Some(self.term) {
+            return ProposeOutcome::NotLeader;
+        }
+        ProposeOutcome::Appended {
+            base_offset: self.base_offset,
+            log_append_time_ms: self.log_append_time_ms,
+            log_start,
+        }
+    }
+}
+
 /// A produce request waiting for its entry.
 #[derive(Debug)]
 pub struct Waiter {
+    /// The term it was proposed in: it is answered only if the entry at its index is
+    /// still of that term (a leader deposed and elected again may find another leader's
+    /// entry there).
+    pub term: u64,
     pub acks: i16,
     pub base_offset: Offset,
     pub log_append_time_ms: Option<i64>,
@@ -444,7 +463,9 @@ pub fn propose(
     }
     let index = group.node.raft.raft_log.last_index();
     group.prepared.insert(index);
+    let term = group.node.raft.term;
     group.waiters.entry(index).or_default().push(Waiter {
+        term,
         acks,
         base_offset,
         log_append_time_ms: prepared.log_append_time_ms,
@@ -491,12 +512,10 @@ pub fn answer_durable(group: &mut ReplicaGroup, written_through: u64) {
     for index in done {
         let waiters = group.waiters.remove(&index).unwrap_or_default();
         let (durable, rest): (Vec<Waiter>, Vec<Waiter>) = waiters.into_iter().partition(|w| w.acks != -1);
+        let term = group.window.borrow().term_of(index);
         for waiter in durable {
-            let _ = waiter.reply.send(ProposeOutcome::Appended {
-                base_offset: waiter.base_offset,
-                log_append_time_ms: waiter.log_append_time_ms,
-                log_start,
-            });
+            let outcome = waiter.outcome_for(term, log_start);
+            let _ = waiter.reply.send(outcome);
         }
         if !rest.is_empty() {
             group.waiters.insert(index, rest);

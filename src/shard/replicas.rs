@@ -30,24 +30,19 @@ use std::time::{Duration, Instant};
 
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
-use raft::eraftpb::{Entry, EntryType, Message, MessageType};
-use raft::StateRole;
+use raft::eraftpb::{Message, MessageType};
 
 use crate::cluster::peer_liveness::DRIVER_HEARTBEATS_PER_TIMEOUT;
 use crate::cluster::transport::{LeaderUpdate, PartitionMessage, PeerFrame};
 use crate::cluster::ClusterConfig;
 use crate::group::offsets::OFFSETS_TOPIC;
 use crate::protocol::topic_partition::TopicPartition;
-use crate::replication::entry::{conf_change_batch, leader_noop_batch, offsets_of};
-use crate::replication::WindowEntry;
-use crate::storage::{Offset, PendingAppend, StorageError};
+use crate::storage::Offset;
 
+use super::group_round::{self, DurableWait, GroupFlight, Started};
 use super::leadership::{leader_update, publish_leadership};
 use super::quiescence;
-use super::replica_group::{
-    answer_durable, expire_waiters, propose, retry_stalled_snapshots, Proposal, ProposeOutcome, ReplicaGroup,
-    WINDOW_KEEP_BYTES,
-};
+use super::replica_group::{expire_waiters, propose, retry_stalled_snapshots, Proposal, ProposeOutcome, ReplicaGroup};
 use super::ShardContext;
 
 /// The commit anchor is written at most this often per group (and at close).
@@ -159,12 +154,7 @@ struct Driver {
 /// A group's Ready after its writes were queued, waiting for them.
 struct InFlight {
     partition: TopicPartition,
-    /// `None` when only the replica state is due.
-    ready: Option<raft::Ready>,
-    writes: Vec<PendingAppend>,
-    write_state: bool,
-    /// The leader's acks=1 requests up to this index are durable once the writes are.
-    written_through: u64,
+    flight: GroupFlight,
 }
 
 impl Driver {
@@ -314,9 +304,13 @@ impl Driver {
                             quiescence::wake(group, None, &around);
                         }
                     }
+                    if !group_round::may_answer(group, &message) {
+                        continue;
+                    }
                     let quiesce = quiescence::QuiesceRequest::of(&message);
                     match message.get_msg_type() {
                         // Too far behind: copy the log first, then step it (`catch_up`).
+                        MessageType::MsgSnapshot if !group_round::snapshot_needs_catch_up(group, &message) => {}
                         MessageType::MsgSnapshot => {
                             if group.catch_up.is_none() && message.term >= group.node.raft.term {
                                 tracing::info!(partition = %key, from, index = message.get_snapshot().get_metadata().index, "replica is behind the leader's window; catching up from its log");
@@ -431,49 +425,36 @@ impl Driver {
             let group = self.groups.get_mut(&key).expect("listed");
             if !group.node.has_ready() {
                 if due {
-                    in_flight.push(InFlight::state_only(key, group));
+                    in_flight.push(InFlight { flight: GroupFlight::state_only(group), partition: key });
                 }
                 continue;
             }
-            match self.start_ready(&key, due).await {
-                Ok(flight) => in_flight.push(flight),
+            let mut messages = Vec::new();
+            let started = group_round::start_ready(group, due, &mut messages).await;
+            queue_messages(&mut self.outbound, group, messages);
+            match started {
+                Ok(Started { flight, replaced_log }) => {
+                    if let Some(log) = replaced_log {
+                        self.ctx.replace_log(&key, log);
+                    }
+                    in_flight.push(InFlight { partition: key, flight });
+                }
                 Err(error) => self.fail_group(&key, error),
             }
         }
         self.flush();
         let mut finished = Vec::new();
-        let waits = in_flight.into_iter().map(|mut flight| {
-            let group = self.groups.get(&flight.partition);
-            let state = group.map(|g| (g.log.dir().to_path_buf(), g.log.storage_env(), g.current_state()));
-            // Abort markers written this round: their index entries reach the disk
-            // before Raft hears the entries are persisted.
-            let aborts = group.map(|g| g.log.clone()).filter(|log| log.take_unsaved_aborts());
-            async move {
-                let mut failure = None;
-                for write in std::mem::take(&mut flight.writes) {
-                    if let Err(error) = write.durable().await {
-                        failure.get_or_insert(error);
-                    }
-                }
-                if let (Some(log), None) = (aborts, &failure) {
-                    if let Err(error) = log.persist_aborted_index().await {
-                        failure = Some(error);
-                    }
-                }
-                let mut written_state = None;
-                if let (true, Some((dir, env, state)), None) = (flight.write_state, state, &failure) {
-                    match state.write(&dir, &env).await {
-                        Ok(()) => written_state = Some(state),
-                        Err(error) => failure = Some(StorageError::io(&dir, error)),
-                    }
-                }
-                (flight, failure, written_state)
-            }
+        let waits = in_flight.into_iter().filter_map(|mut flight| {
+            let wait = DurableWait::of(self.groups.get(&flight.partition)?);
+            Some(async move {
+                let result = wait.wait(&mut flight.flight).await;
+                (flight, result)
+            })
         });
-        for (flight, failure, written_state) in futures_util::future::join_all(waits).await {
-            match failure {
-                Some(error) => self.fail_group(&flight.partition, error.to_string()),
-                None => finished.push((flight, written_state)),
+        for (flight, result) in futures_util::future::join_all(waits).await {
+            match result {
+                Err(error) => self.fail_group(&flight.partition, error.to_string()),
+                Ok(written_state) => finished.push((flight, written_state)),
             }
         }
         for (flight, written_state) in finished {
@@ -493,11 +474,29 @@ impl Driver {
             .collect();
         for key in waiting {
             let group = self.groups.get_mut(&key).expect("listed");
-            let commit = group.node.raft.raft_log.committed.min(group.window.borrow().last_index());
-            if commit < group.window.borrow().last_index() {
-                if let Err(error) = cut_back(&self.ctx, group, commit).await {
-                    self.fail_group(&key, error);
-                    continue;
+            if !group_round::may_start_catch_up(group) {
+                continue;
+            }
+            let needed = group
+                .catch_up
+                .as_ref()
+                .is_some_and(|(snapshot, _)| group_round::snapshot_needs_catch_up(group, snapshot));
+            if !needed {
+                // An ordinary append got here first: Raft only moves the commit.
+                if let Some((snapshot, _)) = group.catch_up.take() {
+                    let _ = group.node.step(snapshot);
+                }
+                continue;
+            }
+            let Some((snapshot, _)) = group.catch_up.as_ref() else { continue };
+            let keep = group_round::catch_up_keep(group, snapshot);
+            if keep < group.window.borrow().last_index() {
+                match group_round::cut_back(group, keep).await {
+                    Ok(log) => self.ctx.replace_log(&key, log),
+                    Err(error) => {
+                        self.fail_group(&key, error);
+                        continue;
+                    }
                 }
             }
             let Some((snapshot, started)) = group.catch_up.as_mut() else { continue };
@@ -519,91 +518,21 @@ impl Driver {
         }
     }
 
-    /// Phase 1 for one group: its Ready's messages out, its entries queued for writing.
-    async fn start_ready(&mut self, key: &TopicPartition, state_due: bool) -> Result<InFlight, String> {
-        let group = self.groups.get_mut(key).expect("listed");
-        let mut ready = group.node.ready();
-        if let Some(soft) = ready.ss() {
-            if soft.raft_state == StateRole::Leader && group.role != StateRole::Leader {
-                // A new leader starts with the replicas it just heard from (its voters)
-                // in sync, as Kafka keeps the in-sync set across a leader change; one
-                // that does not catch up leaves it after REPLICA_LAG_MAX.
-                let now = Instant::now();
-                group.caught_up_at.clear();
-                for (&id, _) in group.node.raft.prs().iter() {
-                    if group.heard_at.get(&id).is_some_and(|at| now.duration_since(*at) < group.heard_window) {
-                        group.caught_up_at.insert(id, now);
-                    }
-                }
-                group.last_index_seen = group.node.raft.raft_log.last_index();
-                group.term_start_index = group.node.raft.raft_log.last_index();
-            }
-            group.role = soft.raft_state;
-        }
-        queue_messages(&mut self.outbound, group, ready.take_messages());
-        let installed = !ready.snapshot().is_empty();
-        if installed {
-            install_snapshot(group, ready.snapshot())?;
-        }
-        let entries = ready.take_entries();
-        let mut writes = Vec::with_capacity(entries.len());
-        if let Some(first) = entries.first() {
-            let keep = first.index - 1;
-            let last = group.window.borrow().last_index();
-            if keep < last {
-                cut_back(&self.ctx, group, keep).await?;
-            }
-            for entry in entries {
-                writes.push(write_entry(group, entry)?);
-            }
-        }
-        let write_state = state_due
-            || installed
-            || ready.hs().is_some_and(|hs| hs.term != group.persisted.term || hs.vote != group.persisted.vote);
-        let written_through = group.window.borrow().last_index();
-        if group.role != StateRole::Leader && !group.prepared.is_empty() {
-            // Deposed with proposals Raft dropped: their producer sequences were
-            // recorded when they were prepared, and they will never be written.
-            group.prepared.clear();
-            let log_end = group.log.offsets().log_end.offset();
-            group.log.forget_producers_from(log_end);
-        }
-        Ok(InFlight { partition: key.clone(), ready: Some(ready), writes, write_state, written_through })
-    }
-
-    /// Phase 3 for one group, once its writes are durable.
+    /// Phase 3 for one group, once its writes are durable (`group_round::finish_ready`),
+    /// then what the shard does with the outcome: leadership news, coordination.
     fn finish_ready(&mut self, flight: InFlight, written_state: Option<crate::replication::ReplicaState>) {
         let Some(group) = self.groups.get_mut(&flight.partition) else { return };
-        if let Some(state) = written_state {
-            group.log.set_clean_limit(state.anchor.next_offset());
-            group.persisted = state;
-            group.persisted_at = Instant::now();
-        }
-        if let Some(mut ready) = flight.ready {
-            let persisted = ready.take_persisted_messages();
-            queue_messages(&mut self.outbound, group, persisted);
-            // Committed entries are in the log already; configuration changes among
-            // them take effect now.
-            let mut changed = match super::reassignment::apply_committed(group, ready.take_committed_entries()) {
-                Ok(changed) => changed,
-                Err(error) => return self.fail_group(&flight.partition, error),
-            };
-            let mut light = group.node.advance(ready);
-            queue_messages(&mut self.outbound, group, light.take_messages());
-            changed |= match super::reassignment::apply_committed(group, light.take_committed_entries()) {
-                Ok(changed) => changed,
-                Err(error) => return self.fail_group(&flight.partition, error),
-            };
-            group.node.advance_apply();
-            if changed {
+        let mut messages = Vec::new();
+        let finished = group_round::finish_ready(group, flight.flight, written_state, &mut messages);
+        queue_messages(&mut self.outbound, group, messages);
+        match finished {
+            Ok(true) => {
                 // The new configuration is on disk before the next round acts on it.
                 self.state_due.insert(flight.partition.clone());
             }
+            Ok(false) => {}
+            Err(error) => return self.fail_group(&flight.partition, error),
         }
-        if group.is_leader() {
-            answer_durable(group, flight.written_through);
-        }
-        settle(group);
         if let Some(view) = &self.ctx.cluster {
             publish_leadership(view, group, &mut self.leader_updates);
             if group.partition.topic == OFFSETS_TOPIC {
@@ -657,107 +586,6 @@ impl Driver {
             }
             group.fail_waiters(|| ProposeOutcome::NotLeader);
         }
-    }
-}
-
-impl InFlight {
-    fn state_only(partition: TopicPartition, group: &ReplicaGroup) -> InFlight {
-        let written_through = group.window.borrow().last_index();
-        InFlight { partition, ready: None, writes: Vec::new(), write_state: true, written_through }
-    }
-}
-
-/// A snapshot Raft took after the catch-up copied the log up to it: the window starts
-/// over at the snapshot's entry.
-fn install_snapshot(group: &mut ReplicaGroup, snapshot: &raft::eraftpb::Snapshot) -> Result<(), String> {
-    let descriptor: super::catch_up::SnapshotDescriptor =
-        serde_json::from_slice(&snapshot.data).map_err(|e| format!("snapshot descriptor: {e}"))?;
-    let log_end = group.log.offsets().log_end.offset();
-    if log_end != Offset(descriptor.next_offset) {
-        return Err(format!("the snapshot ends at offset {} but the log at {log_end}", descriptor.next_offset));
-    }
-    let metadata = snapshot.get_metadata();
-    let mut window = group.window.borrow_mut();
-    let base =
-        crate::replication::Anchor { index: metadata.index, term: metadata.term, next_offset: descriptor.next_offset };
-    window.restore(base, metadata.get_conf_state().clone());
-    window.hard_state.commit = metadata.index;
-    window.hard_state.term = window.hard_state.term.max(metadata.term);
-    Ok(())
-}
-
-/// Writes one entry Raft handed out at the log end and adds it to the window.
-fn write_entry(group: &mut ReplicaGroup, entry: Entry) -> Result<PendingAppend, String> {
-    let base_offset = group.log.offsets().log_end.offset();
-    let conf_change = (entry.get_entry_type() == EntryType::EntryConfChangeV2).then(|| entry.data.clone());
-    let data = match &conf_change {
-        Some(change) => conf_change_batch(base_offset, entry.term, change),
-        None if entry.data.is_empty() => leader_noop_batch(base_offset, entry.term),
-        None => entry.data,
-    };
-    let count = offsets_of(&data).ok_or_else(|| format!("entry {} is not a record batch", entry.index))?;
-    // The leader recorded its own proposals' producer sequences when it prepared them.
-    let prepared_here = group.prepared.remove(&entry.index);
-    let pending = group.log.append_entry(data.clone(), !prepared_here).map_err(|e| e.to_string())?;
-    group.window.borrow_mut().push(WindowEntry {
-        term: entry.term,
-        base_offset,
-        next_offset: Offset(base_offset.value() + count),
-        data,
-        conf_change,
-    });
-    Ok(pending)
-}
-
-/// Cuts the log and the window back to entry `keep` (a new leader's entries follow).
-async fn cut_back(ctx: &Rc<ShardContext>, group: &mut ReplicaGroup, keep: u64) -> Result<(), String> {
-    let offset = group
-        .window
-        .borrow()
-        .next_offset_after(keep)
-        .ok_or_else(|| format!("entry {keep} to cut back to is below the window"))?;
-    let commit_offset = group.log.offsets().high_watermark.offset();
-    let log = crate::storage::truncate::truncate(group.log.clone(), offset).await.map_err(|e| e.to_string())?;
-    log.replicate(commit_offset);
-    group.window.borrow_mut().truncate_after(keep);
-    group.log = log.clone();
-    ctx.replace_log(&group.partition, log);
-    crate::metrics::replication_gauges().truncations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tracing::info!(partition = %group.partition, keep, %offset, "replica cut its uncommitted entries back to the leader's");
-    Ok(())
-}
-
-/// Moves the log's high watermark to the commit, answers committed acks=all requests
-/// and trims the window.
-fn settle(group: &mut ReplicaGroup) {
-    let committed = group.node.raft.raft_log.committed;
-    let applied = group.node.raft.raft_log.applied;
-    let (commit_index, commit_offset) = {
-        let window = group.window.borrow();
-        let index = committed.min(window.last_index()).max(window.base().index);
-        (index, window.next_offset_after(index).expect("inside the window"))
-    };
-    group.log.set_commit(commit_offset);
-    let log_start = group.log.offsets().log_start.offset();
-    let done: Vec<u64> = group.waiters.range(..=commit_index).map(|(&index, _)| index).collect();
-    for index in done {
-        for waiter in group.waiters.remove(&index).unwrap_or_default() {
-            let _ = waiter.reply.send(ProposeOutcome::Appended {
-                base_offset: waiter.base_offset,
-                log_append_time_ms: waiter.log_append_time_ms,
-                log_start,
-            });
-        }
-    }
-    group.window.borrow_mut().evict_through(commit_index.min(applied), WINDOW_KEEP_BYTES);
-    super::reassignment::snapshot_for_new_replicas(group);
-    if !group.is_leader() && !group.waiters.is_empty() {
-        // Deposed: entries it proposed may still commit under the new leader, but this
-        // node will not see them through; the clients retry (idempotent producers are
-        // deduplicated by the new leader).
-        group.fail_waiters(|| ProposeOutcome::NotLeader);
-        let log_end = group.log.offsets().log_end.offset();
-        group.log.forget_producers_from(log_end);
     }
 }
 

@@ -15,6 +15,10 @@
 //!    produce requests: acks=1 once the leader's write is durable, acks=all once the
 //!    entry is committed (a majority of replicas has it durable).
 //!
+//! Each group's part of a round is `shard::group_round` (shared with the deterministic
+//! simulation, `tests/replica_sim.rs`); this file holds the shard's side: events,
+//! ticks, messages to peers, catch-ups, leadership news.
+//!
 //! A group with nothing to replicate goes quiet: it skips the clock's ticks until a
 //! write, a peer's message or a peer's silent replica driver wakes it
 //! (`shard::quiescence`).

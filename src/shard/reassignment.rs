@@ -75,12 +75,11 @@ pub fn apply_committed(group: &mut ReplicaGroup, entries: Vec<Entry>) -> Result<
     Ok(applied)
 }
 
-/// Leader, when it settles: a replica that holds nothing yet (a learner a move added, or
-/// a replica whose disk was wiped) must start from a snapshot that carries the current
-/// configuration. raft-rs refuses a snapshot that does not name it, and entries from the
-/// start of the log would replay past configuration changes onto the configuration it
-/// starts with. While the window still holds a configuration change, it gives up its
-/// entries through it.
+/// Leader, when it settles: a learner that holds nothing yet (a move added it) must start
+/// from a snapshot that carries the current configuration. raft-rs refuses a snapshot
+/// that does not name it, and entries from the start of the log would replay past
+/// configuration changes onto the empty configuration it starts with. While the window
+/// still holds a configuration change, it gives up its entries through it.
 pub fn snapshot_for_new_replicas(group: &mut ReplicaGroup) {
     if !group.is_leader() {
         return;

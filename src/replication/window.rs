@@ -80,11 +80,6 @@ impl Window {
         self.conf_changes.back().map(|(index, _)| *index)
     }
 
-    /// The configuration as of the base (what a snapshot of the base carries).
-    pub fn base_conf(&self) -> &ConfState {
-        &self.base_conf
-    }
-
     /// The entry before the first held one.
     pub fn base(&self) -> Anchor {
         self.base

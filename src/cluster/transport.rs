@@ -1,11 +1,13 @@
 //! Inter-broker transport on the cluster listener (`--cluster-listen`), separate from
 //! the Kafka client listener.
 //!
-//! Each node keeps one outbound connection per peer, written by one task that coalesces
-//! every frame queued since its last write into a single write (Raft heartbeats, appends
-//! and controller traffic to one peer share a syscall). A node receives on the
-//! connections its peers opened to it, so each direction has its own socket and a
-//! reply travels on the replier's own outbound link.
+//! Each node keeps one outbound connection per peer. Frames for a peer are encoded
+//! straight into that peer's send buffer, and one task writes whatever the buffer holds
+//! in a single write (Raft heartbeats, appends and controller traffic to one peer share
+//! a syscall; no frame is copied twice). A node receives on the connections its peers
+//! opened to it, so each direction has its own socket and a reply travels on the
+//! replier's own outbound link. A received frame is one buffer: the Raft entries
+//! decoded from it share it (`bytes::Bytes`) instead of being copied out.
 //!
 //! Frames are `[len u32 BE][kind u8][body]` (`len` counts kind and body). A frame that
 //! does not decode closes that connection; the peer reconnects. Frames queued while a
@@ -13,7 +15,7 @@
 //! forwarded request times out and its caller retries), and at most
 //! `QUEUED_BYTES_MAX` bytes wait per peer.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -32,8 +34,8 @@ use super::Peer;
 const FRAME_BYTES_MAX: usize = 64 << 20;
 /// Bytes queued for one peer before new frames are dropped.
 const QUEUED_BYTES_MAX: usize = 64 << 20;
-/// A coalesced write stops growing at this size.
-const WRITE_BYTES_TARGET: usize = 1 << 20;
+/// Capacity a peer's send buffer keeps between writes.
+const WRITE_BUFFER_KEEP: usize = 1 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// A write to a peer that makes no progress for this long (a paused process) drops the
 /// connection.
@@ -205,9 +207,12 @@ impl PeerFrame {
                     out.extend_from_slice(message.topic.as_bytes());
                     out.extend_from_slice(&message.topic_id);
                     out.extend_from_slice(&message.partition.to_be_bytes());
-                    let body = message.message.write_to_bytes().expect("raft messages encode");
-                    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-                    out.extend_from_slice(&body);
+                    // The body straight into `out`, its length in front once known.
+                    let at = out.len();
+                    out.extend_from_slice(&[0; 4]);
+                    message.message.write_to_vec(out).expect("raft messages encode");
+                    let len = (out.len() - at - 4) as u32;
+                    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
                 }
             }
         }
@@ -215,8 +220,9 @@ impl PeerFrame {
         out[start..start + 4].copy_from_slice(&len.to_be_bytes());
     }
 
-    /// Decodes a frame's kind and body (the length prefix already removed).
-    pub fn decode(kind: u8, body: &[u8]) -> Result<PeerFrame, FrameError> {
+    /// Decodes a frame's kind and body (the length prefix already removed). Raft entries
+    /// and catch-up records share `body`'s buffer.
+    pub fn decode(kind: u8, body: bytes::Bytes) -> Result<PeerFrame, FrameError> {
         let bad = |what: &str| FrameError::Body(what.to_string());
         match kind {
             KIND_HELLO => {
@@ -227,11 +233,11 @@ impl PeerFrame {
                 let cluster = u64::from_be_bytes(body[4..].try_into().expect("8 bytes"));
                 Ok(PeerFrame::Hello { node_id, cluster })
             }
-            KIND_RAFT => raft::eraftpb::Message::parse_from_bytes(body)
+            KIND_RAFT => raft::eraftpb::Message::parse_from_carllerche_bytes(&body)
                 .map(PeerFrame::Raft)
                 .map_err(|e| FrameError::Body(e.to_string())),
             KIND_HEARTBEAT => {
-                serde_json::from_slice(body).map(PeerFrame::Heartbeat).map_err(|e| FrameError::Body(e.to_string()))
+                serde_json::from_slice(&body).map(PeerFrame::Heartbeat).map_err(|e| FrameError::Body(e.to_string()))
             }
             KIND_FORWARD_REQUEST | KIND_FORWARD_REPLY => {
                 let id = u64::from_be_bytes(body.get(..8).ok_or_else(|| bad("no request id"))?.try_into().unwrap());
@@ -242,13 +248,13 @@ impl PeerFrame {
                     PeerFrame::ForwardReply { id, body }
                 })
             }
-            KIND_PARTITION_RAFT => decode_partition_messages(body).map(PeerFrame::PartitionRaft),
+            KIND_PARTITION_RAFT => decode_partition_messages(&body).map(PeerFrame::PartitionRaft),
             KIND_LEADER_UPDATES => {
-                serde_json::from_slice(body).map(PeerFrame::LeaderUpdates).map_err(|e| FrameError::Body(e.to_string()))
+                serde_json::from_slice(&body).map(PeerFrame::LeaderUpdates).map_err(|e| FrameError::Body(e.to_string()))
             }
-            KIND_CATCH_UP_REQUEST => {
-                serde_json::from_slice(body).map(PeerFrame::CatchUpRequest).map_err(|e| FrameError::Body(e.to_string()))
-            }
+            KIND_CATCH_UP_REQUEST => serde_json::from_slice(&body)
+                .map(PeerFrame::CatchUpRequest)
+                .map_err(|e| FrameError::Body(e.to_string())),
             KIND_CATCH_UP_REPLY => {
                 let len = u32::from_be_bytes(body.get(..4).ok_or_else(|| bad("no header length"))?.try_into().unwrap())
                     as usize;
@@ -261,7 +267,7 @@ impl PeerFrame {
                     partition: header.partition,
                     error: header.error,
                     log_start: header.log_start,
-                    records: bytes::Bytes::copy_from_slice(&body[4 + len..]),
+                    records: body.slice(4 + len..),
                 }))
             }
             other => Err(FrameError::UnknownKind(other)),
@@ -277,8 +283,10 @@ pub struct Inbound {
 }
 
 struct PeerLink {
-    queue: mpsc::UnboundedSender<Vec<u8>>,
-    queued_bytes: Rc<Cell<usize>>,
+    /// Encoded frames waiting for the writer task, which takes the whole buffer.
+    pending: Rc<RefCell<Vec<u8>>>,
+    /// Wakes the writer task when the buffer stops being empty.
+    wake: mpsc::UnboundedSender<()>,
 }
 
 /// The outbound side: one link per peer.
@@ -297,17 +305,17 @@ impl Transport {
     pub fn start(node_id: i32, peers: &[Peer]) -> Rc<Transport> {
         let mut links = HashMap::new();
         for peer in peers.iter().filter(|p| p.node_id != node_id) {
-            let (queue, frames) = mpsc::unbounded();
-            let queued_bytes = Rc::new(Cell::new(0));
+            let (wake, woken) = mpsc::unbounded();
+            let pending = Rc::new(RefCell::new(Vec::new()));
             glommio::spawn_local(write_to_peer(
                 node_id,
                 cluster_fingerprint(peers),
                 peer.clone(),
-                frames,
-                queued_bytes.clone(),
+                woken,
+                pending.clone(),
             ))
             .detach();
-            links.insert(peer.node_id, PeerLink { queue, queued_bytes });
+            links.insert(peer.node_id, PeerLink { pending, wake });
         }
         Rc::new(Transport { links })
     }
@@ -315,18 +323,18 @@ impl Transport {
     /// Queues `frame` for peer `to`; false if it was dropped (unknown peer, queue full).
     pub fn send(&self, to: i32, frame: &PeerFrame) -> bool {
         let Some(link) = self.links.get(&to) else { return false };
-        let mut bytes = Vec::new();
-        frame.encode(&mut bytes);
-        if link.queued_bytes.get() + bytes.len() > QUEUED_BYTES_MAX {
+        let mut pending = link.pending.borrow_mut();
+        if pending.len() >= QUEUED_BYTES_MAX {
             return false;
         }
-        link.queued_bytes.set(link.queued_bytes.get() + bytes.len());
-        link.queue.unbounded_send(bytes).is_ok()
+        let was_empty = pending.is_empty();
+        frame.encode(&mut pending);
+        !was_empty || link.wake.unbounded_send(()).is_ok()
     }
 }
 
 /// Reads the body of a `PartitionRaft` frame; any short or undecodable field is an error.
-fn decode_partition_messages(body: &[u8]) -> Result<Vec<PartitionMessage>, FrameError> {
+fn decode_partition_messages(body: &bytes::Bytes) -> Result<Vec<PartitionMessage>, FrameError> {
     struct Reader<'a>(&'a [u8]);
     impl<'a> Reader<'a> {
         fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
@@ -356,8 +364,10 @@ fn decode_partition_messages(body: &[u8]) -> Result<Vec<PartitionMessage>, Frame
         let topic_id: [u8; 16] = reader.take(16)?.try_into().expect("16 bytes");
         let partition = reader.u32()? as i32;
         let len = reader.u32()? as usize;
-        let message =
-            raft::eraftpb::Message::parse_from_bytes(reader.take(len)?).map_err(|e| FrameError::Body(e.to_string()))?;
+        let at = body.len() - reader.0.len();
+        reader.take(len)?;
+        let message = raft::eraftpb::Message::parse_from_carllerche_bytes(&body.slice(at..at + len))
+            .map_err(|e| FrameError::Body(e.to_string()))?;
         messages.push(PartitionMessage { topic, topic_id, partition, message });
     }
     if !reader.0.is_empty() {
@@ -379,11 +389,14 @@ async fn write_to_peer(
     node_id: i32,
     cluster: u64,
     peer: Peer,
-    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
-    queued_bytes: Rc<Cell<usize>>,
+    mut woken: mpsc::UnboundedReceiver<()>,
+    pending: Rc<RefCell<Vec<u8>>>,
 ) {
     let mut backoff = Duration::from_millis(50);
     let mut warned = false;
+    // The buffer being written; swapped with `pending` each time, so both keep their
+    // capacity and nothing is copied.
+    let mut batch = Vec::new();
     loop {
         let stream = match connect(peer.address).await {
             Ok(stream) => stream,
@@ -393,9 +406,7 @@ async fn write_to_peer(
                     warned = true;
                 }
                 // Frames for an unreachable peer are dropped, not queued (see the header).
-                while let Ok(frame) = frames.try_recv() {
-                    queued_bytes.set(queued_bytes.get() - frame.len());
-                }
+                pending.borrow_mut().clear();
                 glommio::timer::sleep(backoff).await;
                 backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
                 continue;
@@ -405,32 +416,30 @@ async fn write_to_peer(
         warned = false;
         backoff = Duration::from_millis(50);
         let mut stream = stream;
-        let mut hello = Vec::new();
-        PeerFrame::Hello { node_id, cluster }.encode(&mut hello);
-        let mut pending = Some(hello);
+        batch.clear();
+        PeerFrame::Hello { node_id, cluster }.encode(&mut batch);
         loop {
-            let mut batch = match pending.take() {
-                Some(batch) => batch,
-                None => match frames.next().await {
-                    Some(frame) => {
-                        queued_bytes.set(queued_bytes.get() - frame.len());
-                        frame
-                    }
-                    None => return, // the transport is gone
-                },
-            };
-            while batch.len() < WRITE_BYTES_TARGET {
-                match frames.try_recv() {
-                    Ok(frame) => {
-                        queued_bytes.set(queued_bytes.get() - frame.len());
-                        batch.extend_from_slice(&frame);
-                    }
-                    _ => break,
+            if batch.is_empty() {
+                std::mem::swap(&mut batch, &mut *pending.borrow_mut());
+            }
+            if batch.is_empty() {
+                // Drained: wait for the next frame (a wake is sent when the buffer
+                // stops being empty; stale wakes find it empty and wait again).
+                if woken.next().await.is_none() {
+                    return; // the transport is gone
                 }
+                continue;
             }
             if let Err(error) = stream.write_all(&batch).await {
                 tracing::info!(peer = peer.node_id, %error, "connection to peer lost");
+                batch.clear();
+                pending.borrow_mut().clear();
                 break;
+            }
+            batch.clear();
+            // A buffer that grew large once does not keep its memory.
+            if batch.capacity() > 4 * WRITE_BUFFER_KEEP {
+                batch = Vec::with_capacity(WRITE_BUFFER_KEEP);
             }
         }
     }
@@ -528,7 +537,8 @@ async fn read_frame(stream: &mut TcpStream) -> Result<Option<PeerFrame>, Box<dyn
     }
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).await?;
-    Ok(Some(PeerFrame::decode(body[0], &body[1..])?))
+    let body = bytes::Bytes::from(body);
+    Ok(Some(PeerFrame::decode(body[0], body.slice(1..))?))
 }
 
 #[cfg(test)]
@@ -540,7 +550,8 @@ mod tests {
         frame.encode(&mut bytes);
         let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
         assert_eq!(len, bytes.len() - 4);
-        PeerFrame::decode(bytes[4], &bytes[5..]).unwrap()
+        let bytes = bytes::Bytes::from(bytes);
+        PeerFrame::decode(bytes[4], bytes.slice(5..)).unwrap()
     }
 
     #[test]
@@ -619,7 +630,7 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         use proptest::prelude::*;
         proptest!(|(kind in any::<u8>(), body in proptest::collection::vec(any::<u8>(), 0..64))| {
-            let _ = PeerFrame::decode(kind, &body);
+            let _ = PeerFrame::decode(kind, bytes::Bytes::from(body));
         });
     }
 }

@@ -716,7 +716,7 @@ impl ShardContext {
                 }
             }
             match PartitionLog::open(&dir, config, self.storage_env.clone()).await {
-                Ok(log) => {
+                Ok(mut log) => {
                     if claim != DirectoryClaim::Topic(id) {
                         if let Err(error) = write_claim(&dir, id) {
                             tracing::warn!(%topic, partition, %error, "cannot record the partition's topic id");
@@ -733,6 +733,8 @@ impl ShardContext {
                         };
                         match ReplicaGroup::open(spec, log.clone(), self.cluster_config()).await {
                             Ok(group) => {
+                                // Opening may have emptied the log (a new handle).
+                                log = group.log.clone();
                                 self.replica_event(ReplicaEvent::Add(Box::new(group)));
                             }
                             Err(reason) => {

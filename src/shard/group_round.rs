@@ -1,13 +1,18 @@
 //! One replica group's part of a driver round, in the order raft-rs requires (see
-//! `shard::replicas` for the round over all of a shard's groups):
+//! `shard::replicas` for the round over all of a shard's groups). Readys are handled
+//! asynchronously (raft-rs's `advance_append_async`): a group's next Ready may start
+//! while the writes of earlier ones are still on their way to the disk, so a follower
+//! writes what arrives at once instead of after its previous write, and a leader counts
+//! its followers' acknowledgements while its own write runs.
 //! 1. [`start_ready`]: take the Ready, hand out the messages that may leave before the
-//!    write, install a snapshot, cut a divergent uncommitted tail, queue the new entries'
-//!    writes to the partition log;
+//!    write, install a snapshot, cut a divergent uncommitted tail (after the writes in
+//!    flight), queue the new entries' writes to the partition log, apply committed
+//!    configuration changes, and advance the node past the Ready;
 //! 2. [`DurableWait::wait`]: wait until those writes (and the replica state, when due)
-//!    are on disk;
-//! 3. [`finish_ready`]: hand out the messages that needed the write, apply committed
-//!    configuration changes, advance the node, answer produce requests, move the high
-//!    watermark.
+//!    are on disk; flights of one group complete in the order they started;
+//! 3. [`finish_flight`]: hand out the messages that needed the write (votes, append
+//!    acknowledgements), tell the node what is persisted, answer produce requests,
+//!    move the high watermark.
 //!
 //! Nothing here knows the shard: the shard's driver runs these for its groups and the
 //! deterministic simulation (`tests/replica_sim.rs`) runs them over simulated disks and a
@@ -17,7 +22,7 @@
 use std::path::PathBuf;
 
 use raft::eraftpb::{Entry, EntryType, Message, MessageType};
-use raft::{Ready, StateRole};
+use raft::StateRole;
 
 use crate::replication::entry::{conf_change_batch, leader_noop_batch, offsets_of};
 use crate::replication::{ReplicaState, WindowEntry};
@@ -25,30 +30,39 @@ use crate::storage::{Offset, PartitionLog, PendingAppend, StorageEnv, StorageErr
 
 use super::replica_group::{answer_durable, ProposeOutcome, ReplicaGroup, WINDOW_KEEP_BYTES};
 
-/// A group's Ready after its writes were queued, waiting for them.
+/// A group's Ready after its writes were queued (and the node advanced past it),
+/// waiting for them.
+#[derive(Debug)]
 pub struct GroupFlight {
-    pub ready: Option<Ready>,
+    /// The Ready's number, told to the node once the flight is durable (none: only the
+    /// replica state is written).
+    pub ready_number: Option<u64>,
+    /// Messages that may leave only once the flight is durable.
+    pub persisted_messages: Vec<Message>,
+    /// The index of a snapshot the Ready installed: applied once it is persisted.
+    pub snapshot_index: Option<u64>,
     pub writes: Vec<PendingAppend>,
     pub write_state: bool,
     pub written_through: u64,
-}
-
-impl std::fmt::Debug for GroupFlight {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupFlight")
-            .field("ready", &self.ready.is_some())
-            .field("writes", &self.writes.len())
-            .field("write_state", &self.write_state)
-            .field("written_through", &self.written_through)
-            .finish()
-    }
 }
 
 impl GroupFlight {
     /// No Ready, only the replica state to write.
     pub fn state_only(group: &ReplicaGroup) -> GroupFlight {
         let written_through = group.window.borrow().last_index();
-        GroupFlight { ready: None, writes: Vec::new(), write_state: true, written_through }
+        GroupFlight {
+            ready_number: None,
+            persisted_messages: Vec::new(),
+            snapshot_index: None,
+            writes: Vec::new(),
+            write_state: true,
+            written_through,
+        }
+    }
+
+    /// Whether the flight writes entries to the log (a cut back must wait for it).
+    pub fn writes_entries(&self) -> bool {
+        !self.writes.is_empty()
     }
 }
 
@@ -59,6 +73,20 @@ pub struct Started {
     /// The log was cut back (`storage::truncate` returns a new handle): whoever else
     /// holds the partition's log must take this one.
     pub replaced_log: Option<PartitionLog>,
+    /// A committed configuration change was applied (the replica state should be
+    /// written at the next round).
+    pub conf_changed: bool,
+}
+
+/// Whether the next Ready cuts the log back: its first entry is at or below the window's
+/// last (a new leader's entries replace an uncommitted tail). The caller lets the
+/// group's flights in progress finish first (`storage::truncate` closes the log, and the
+/// node must hear of their persistence before it is told of later Readys).
+pub fn ready_cuts_back(group: &ReplicaGroup) -> bool {
+    // Entries Raft has not handed out yet start after its stable index; the window holds
+    // everything handed out.
+    let unstable = &group.node.raft.raft_log.unstable;
+    !unstable.entries.is_empty() && unstable.offset <= group.window.borrow().last_index()
 }
 
 /// Phase 1 for one group: its Ready's messages into `out`, its entries queued for
@@ -111,7 +139,27 @@ pub async fn start_ready(group: &mut ReplicaGroup, state_due: bool, out: &mut Ve
         let log_end = group.log.offsets().log_end.offset();
         group.log.forget_producers_from(log_end);
     }
-    Ok(Started { flight: GroupFlight { ready: Some(ready), writes, write_state, written_through }, replaced_log })
+    let persisted_messages = ready.take_persisted_messages();
+    // Committed entries (raft-rs hands out only persisted ones) are in the log already;
+    // configuration changes among them take effect now.
+    let committed = ready.take_committed_entries();
+    let applied_through = committed.last().map(|entry| entry.index);
+    let snapshot_index = installed.then(|| ready.snapshot().get_metadata().index);
+    let ready_number = ready.number();
+    group.node.advance_append_async(ready);
+    let conf_changed = super::reassignment::apply_committed(group, committed)?;
+    if let Some(index) = applied_through {
+        group.node.advance_apply_to(index);
+    }
+    let flight = GroupFlight {
+        ready_number: Some(ready_number),
+        persisted_messages,
+        snapshot_index,
+        writes,
+        write_state,
+        written_through,
+    };
+    Ok(Started { flight, replaced_log, conf_changed })
 }
 
 /// Phase 2 for one group: what to wait for, taken from the group when the round's writes
@@ -156,35 +204,32 @@ impl DurableWait {
     }
 }
 
-/// Phase 3 for one group, once its writes are durable. Returns whether a configuration
-/// change was applied (the replica state should then be written at the next round).
-pub fn finish_ready(
+/// Phase 3 for one group, once a flight is durable (flights of a group finish in the
+/// order they started): its messages leave, the node learns what is persisted (a leader
+/// counts its own copy toward the commit only now), and produce requests are answered.
+/// The node may have a new Ready after this (committed entries, messages).
+pub fn finish_flight(
     group: &mut ReplicaGroup,
     flight: GroupFlight,
     written_state: Option<ReplicaState>,
     out: &mut Vec<Message>,
-) -> Result<bool, String> {
+) {
     if let Some(state) = written_state {
         group.log.set_clean_limit(state.anchor.next_offset());
         group.persisted = state;
         group.persisted_at = std::time::Instant::now();
     }
-    let mut changed = false;
-    if let Some(mut ready) = flight.ready {
-        out.extend(mark_snapshots(group, ready.take_persisted_messages()));
-        // Committed entries are in the log already; configuration changes among them
-        // take effect now.
-        changed |= super::reassignment::apply_committed(group, ready.take_committed_entries())?;
-        let mut light = group.node.advance(ready);
-        out.extend(mark_snapshots(group, light.take_messages()));
-        changed |= super::reassignment::apply_committed(group, light.take_committed_entries())?;
-        group.node.advance_apply();
+    out.extend(mark_snapshots(group, flight.persisted_messages));
+    if let Some(number) = flight.ready_number {
+        group.node.on_persist_ready(number);
+    }
+    if let Some(index) = flight.snapshot_index.filter(|&index| index > group.node.raft.raft_log.applied) {
+        group.node.advance_apply_to(index);
     }
     if group.is_leader() {
         answer_durable(group, flight.written_through);
     }
     settle(group);
-    Ok(changed)
 }
 
 /// Leader: each snapshot message carries, in its otherwise unused `index`, how much of
@@ -220,13 +265,29 @@ pub fn snapshot_needs_catch_up(group: &ReplicaGroup, snapshot: &Message) -> bool
 /// it again with an empty log would grant its vote to a replica that still has the
 /// configuration from before it left, which could then win an election the real voters
 /// never held, and commit beside them.
+///
+/// Nor does a replica without any configuration (one that joins by a reassignment, until
+/// the leader's snapshot brings one) take entries: the entries from the start of the log
+/// would replay past configuration changes onto its empty one, which cannot apply them.
+/// The leader's appends from there go unanswered until it sends the snapshot
+/// (`reassignment::snapshot_for_new_replicas`, once it has applied the last change).
 pub fn may_answer(group: &ReplicaGroup, message: &Message) -> bool {
-    if !matches!(message.get_msg_type(), MessageType::MsgRequestVote | MessageType::MsgRequestPreVote) {
-        return true;
-    }
-    let id = group.node.raft.id;
     let window = group.window.borrow();
-    window.conf_state.voters.contains(&id) || window.conf_state.voters_outgoing.contains(&id)
+    let conf = &window.conf_state;
+    match message.get_msg_type() {
+        MessageType::MsgRequestVote | MessageType::MsgRequestPreVote => {
+            let id = group.node.raft.id;
+            conf.voters.contains(&id) || conf.voters_outgoing.contains(&id)
+        }
+        // (An append that does not continue its log is still answered: the rejection
+        // tells the leader where this replica's log ends.)
+        MessageType::MsgAppend => {
+            !(conf.voters.is_empty() && conf.learners.is_empty() && conf.voters_outgoing.is_empty())
+                || message.entries.is_empty()
+                || message.index > window.last_index()
+        }
+        _ => true,
+    }
 }
 
 /// Follower: whether a catch-up may start now. Not while Raft holds entries it accepted
@@ -308,7 +369,10 @@ pub async fn cut_back(group: &mut ReplicaGroup, keep: u64) -> Result<PartitionLo
 /// Moves the log's high watermark to the commit, answers committed acks=all requests
 /// and trims the window.
 pub fn settle(group: &mut ReplicaGroup) {
-    let committed = group.node.raft.raft_log.committed;
+    // Never past this replica's own durable copy: a majority may have committed entries
+    // whose write here is still in flight, and the high watermark (what consumers read,
+    // what a restart keeps) stays behind the local disk.
+    let committed = group.node.raft.raft_log.committed.min(group.node.raft.raft_log.persisted);
     let applied = group.node.raft.raft_log.applied;
     let (commit_index, commit_offset) = {
         let window = group.window.borrow();

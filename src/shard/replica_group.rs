@@ -198,6 +198,32 @@ impl ReplicaGroup {
                 state
             }
         };
+        // A replica joining by a move copies the leader's log (a catch-up) before it has
+        // a configuration: the snapshot that ends the copy brings one, and the state file
+        // records it. A crash between the two leaves a copy the state does not describe
+        // (which configuration changes among the entries were applied to what). Such a
+        // replica never voted nor counted toward a commit: it starts over empty.
+        let mut log = log;
+        let no_conf = state.conf.as_ref().is_none_or(|conf| {
+            let conf = ConfState::from(conf);
+            conf.voters.is_empty() && conf.learners.is_empty() && conf.voters_outgoing.is_empty()
+        });
+        let offsets = if no_conf
+            && !spec.replicas.contains(&spec.node_id)
+            && offsets.log_end.offset() > state.anchor.next_offset()
+        {
+            tracing::warn!(
+                partition = %spec.partition, log_end = %offsets.log_end, anchor = %state.anchor.next_offset(),
+                "a copy from the leader that no snapshot recorded; the replica starts over empty"
+            );
+            log.replicate(state.anchor.next_offset());
+            log = crate::storage::truncate::truncate(log, state.anchor.next_offset())
+                .await
+                .map_err(|e| format!("cannot empty the replica: {e}"))?;
+            log.offsets()
+        } else {
+            offsets
+        };
         if state.anchor.next_offset() > offsets.log_end.offset() {
             return Err(format!(
                 "the replica state says entry {} ends at offset {}, past the log end {}",

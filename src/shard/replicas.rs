@@ -6,14 +6,19 @@
 //! it runs one round over the groups that have work, in the order raft-rs requires:
 //! 1. take each group's Ready; send the leader's messages at once (a leader may send
 //!    before it writes, so followers write in parallel with it);
-//! 2. write every group's new entries to its partition log (a follower first cuts a
-//!    divergent uncommitted suffix, `storage::truncate`), and the replica state of
-//!    groups whose term or vote changed; then wait for all of those writes together,
-//!    so one round costs one write per log and one wait for the whole shard;
-//! 3. send the messages that needed the write (votes, append acknowledgements),
-//!    advance each node, move each log's high watermark to the commit, and answer the
-//!    produce requests: acks=1 once the leader's write is durable, acks=all once the
-//!    entry is committed (a majority of replicas has it durable).
+//! 2. queue every group's new entries to its partition log (a follower first cuts a
+//!    divergent uncommitted suffix, `storage::truncate`, once its earlier writes are
+//!    done), and the replica state of groups whose term or vote changed; each group's
+//!    writes become a *flight* that a small task waits for, so the round ends at once and
+//!    the next batch of events (new proposals, a follower's acknowledgement, the next
+//!    append from the leader) starts the next round while the disk works: the partition
+//!    logs' writers merge what the rounds queue into their write rounds;
+//! 3. when a flight is durable (flights of a group end in the order they started, at
+//!    most [`FLIGHTS_PER_GROUP_MAX`] at a time), send the messages that needed the write
+//!    (votes, append acknowledgements), tell the node, move the log's high watermark
+//!    to the commit, and answer the produce requests: acks=1 once the leader's write is
+//!    durable, acks=all once the entry is committed (a majority of replicas has it
+//!    durable, this one included).
 //!
 //! Each group's part of a round is `shard::group_round` (shared with the deterministic
 //! simulation, `tests/replica_sim.rs`); this file holds the shard's side: events,
@@ -56,6 +61,9 @@ const STATE_WRITE_INTERVAL: Duration = Duration::from_secs(2);
 const SNAPSHOT_RETRY: Duration = Duration::from_secs(60);
 /// Leaders announce what they lead to every broker this often (and at every change).
 const LEADER_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(5);
+/// Flights (Readys being written) one group may have at a time; a group with more waits
+/// for the oldest before its next Ready.
+const FLIGHTS_PER_GROUP_MAX: usize = 8;
 /// Fault injection for tests: a file name in the data dir; while that file exists, the
 /// driver's rounds wait, as they would on a disk write that never returns (the broker
 /// and its other tasks live on). Unset in production.
@@ -95,6 +103,42 @@ pub enum ReplicaEvent {
     },
 }
 
+/// A flight of a group ended (its writes durable, or failed).
+struct FlightDone {
+    partition: TopicPartition,
+    /// The group's flights' serial when it started: a group removed and opened again
+    /// since then does not take it.
+    serial: u64,
+    flight: GroupFlight,
+    result: Result<Option<crate::replication::ReplicaState>, crate::storage::StorageError>,
+}
+
+/// What the driver's loop takes: an event, or a flight that ended.
+enum DriverInput {
+    Event(ReplicaEvent),
+    Flight(FlightDone),
+    /// The event channel closed.
+    Closed,
+}
+
+/// A group's flights in progress.
+struct GroupFlights {
+    serial: u64,
+    in_progress: usize,
+    /// Resolves when the last flight started so far has ended (each flight waits for
+    /// the one before it).
+    tail: Option<oneshot::Receiver<()>>,
+}
+
+impl GroupFlights {
+    /// Waits until every flight started so far has ended.
+    async fn drain(&mut self) {
+        if let Some(tail) = self.tail.take() {
+            let _ = tail.await;
+        }
+    }
+}
+
 impl std::fmt::Debug for ReplicaEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -116,16 +160,20 @@ impl std::fmt::Debug for ReplicaEvent {
 pub fn start(ctx: Rc<ShardContext>) -> mpsc::UnboundedSender<ReplicaEvent> {
     let (events, receiver) = mpsc::unbounded();
     let tick = ctx.cluster_config().replica_tick();
+    let (flight_done, flights_ended) = mpsc::unbounded();
     let driver = Driver {
         ctx: ctx.clone(),
         groups: HashMap::new(),
+        flights: HashMap::new(),
+        flight_serial: 0,
+        flight_done,
         outbound: HashMap::new(),
         state_due: BTreeSet::new(),
         leader_updates: Vec::new(),
         ticks: 0,
         stall_file: std::env::var_os(STALL_FAULT_VARIABLE).map(|name| ctx.config.data_dir.join(name)),
     };
-    glommio::spawn_local(driver.run(receiver)).detach();
+    glommio::spawn_local(driver.run(receiver, flights_ended)).detach();
     let clock = events.clone();
     glommio::spawn_local(async move {
         // Out of phase with the other nodes' drivers (see `random_phase`).
@@ -144,6 +192,11 @@ pub fn start(ctx: Rc<ShardContext>) -> mpsc::UnboundedSender<ReplicaEvent> {
 struct Driver {
     ctx: Rc<ShardContext>,
     groups: HashMap<TopicPartition, ReplicaGroup>,
+    /// Each group's flights in progress (an entry once it started one).
+    flights: HashMap<TopicPartition, GroupFlights>,
+    flight_serial: u64,
+    /// Where a flight's task reports its end (to this driver's loop).
+    flight_done: mpsc::UnboundedSender<FlightDone>,
     /// Messages for each peer, sent once per phase.
     outbound: HashMap<i32, Vec<PartitionMessage>>,
     /// Groups whose commit anchor should be written this round.
@@ -155,22 +208,28 @@ struct Driver {
     stall_file: Option<std::path::PathBuf>,
 }
 
-/// A group's Ready after its writes were queued, waiting for them.
-struct InFlight {
-    partition: TopicPartition,
-    flight: GroupFlight,
-}
-
 impl Driver {
-    async fn run(mut self, mut events: mpsc::UnboundedReceiver<ReplicaEvent>) {
-        while let Some(event) = events.next().await {
-            let mut close = self.handle(event);
-            while let Ok(event) = events.try_recv() {
-                if close.is_none() {
-                    close = self.handle(event);
-                } else if let ReplicaEvent::Propose { reply, .. } = event {
-                    let _ = reply.send(ProposeOutcome::NotLeader);
+    async fn run(
+        mut self,
+        events: mpsc::UnboundedReceiver<ReplicaEvent>,
+        flights_ended: mpsc::UnboundedReceiver<FlightDone>,
+    ) {
+        let events = events.map(DriverInput::Event).chain(futures_util::stream::iter([DriverInput::Closed]));
+        let mut inputs = futures_util::stream::select(events, flights_ended.map(DriverInput::Flight));
+        while let Some(input) = inputs.next().await {
+            let mut close = None;
+            let mut next = Some(input);
+            while let Some(input) = next.take() {
+                match input {
+                    DriverInput::Event(event) if close.is_none() => close = self.handle(event),
+                    DriverInput::Event(ReplicaEvent::Propose { reply, .. }) => {
+                        let _ = reply.send(ProposeOutcome::NotLeader);
+                    }
+                    DriverInput::Event(_) => {}
+                    DriverInput::Flight(done) => self.finish_flight(done),
+                    DriverInput::Closed => return,
                 }
+                next = futures_util::FutureExt::now_or_never(inputs.next()).flatten();
             }
             self.round().await;
             if let Some(reply) = close {
@@ -239,8 +298,10 @@ impl Driver {
                             }
                         }
                     }
-                    // Judged on the state the last round left (a tick adds heartbeats).
-                    if group.is_leader() && quiescence::leader_tick(group, &around) {
+                    // Judged on the state the last round left (a tick adds heartbeats),
+                    // with every write of the group done.
+                    let writing = self.flights.get(partition).is_some_and(|f| f.in_progress > 0);
+                    if group.is_leader() && !writing && quiescence::leader_tick(group, &around) {
                         let heartbeats = quiescence::go_quiet(group, now);
                         queue_messages(&mut self.outbound, group, heartbeats);
                         if group.current_state() != group.persisted {
@@ -361,6 +422,13 @@ impl Driver {
                 let key = group.partition.clone();
                 if let Some(mut old) = self.groups.insert(key.clone(), *group) {
                     old.fail_waiters(|| ProposeOutcome::NotLeader);
+                    // The old group's flights end unheeded; the new group's first flight
+                    // still waits for them (they may write the same state file).
+                    self.flight_serial += 1;
+                    if let Some(flights) = self.flights.get_mut(&key) {
+                        flights.serial = self.flight_serial;
+                        flights.in_progress = 0;
+                    }
                 }
                 // A new group whose first replica is this node starts an election at
                 // once, so a new topic has leaders without waiting a timeout.
@@ -389,7 +457,20 @@ impl Driver {
                 if let Some(view) = &self.ctx.cluster {
                     view.forget_leadership(&partition);
                 }
-                let _ = reply.send(());
+                // The caller may delete the directory: answered once the group's
+                // writes are done.
+                match self.flights.remove(&partition) {
+                    Some(mut flights) => {
+                        glommio::spawn_local(async move {
+                            flights.drain().await;
+                            let _ = reply.send(());
+                        })
+                        .detach();
+                    }
+                    None => {
+                        let _ = reply.send(());
+                    }
+                }
             }
             ReplicaEvent::CaughtUp { partition, result } => {
                 let group = self.groups.get_mut(&partition)?;
@@ -413,14 +494,14 @@ impl Driver {
             }
         }
         self.start_catch_ups().await;
-        let mut in_flight = Vec::new();
         // Only the groups with work (a Ready or a state write due): a round that serves
         // one busy partition does not copy the names of a thousand idle ones.
         let mut keys: Vec<TopicPartition> = Vec::new();
         for (key, group) in &mut self.groups {
             let due = self.state_due.contains(key);
             let looked_at = due || !group.quiesced || std::mem::take(&mut group.stepped);
-            if looked_at && (due || group.node.has_ready()) {
+            let full = self.flights.get(key).is_some_and(|f| f.in_progress >= FLIGHTS_PER_GROUP_MAX);
+            if looked_at && !full && (due || group.node.has_ready()) {
                 keys.push(key.clone());
             }
         }
@@ -429,42 +510,86 @@ impl Driver {
             let group = self.groups.get_mut(&key).expect("listed");
             if !group.node.has_ready() {
                 if due {
-                    in_flight.push(InFlight { flight: GroupFlight::state_only(group), partition: key });
+                    let flight = GroupFlight::state_only(group);
+                    self.start_flight(key, flight);
                 }
                 continue;
             }
+            if group_round::ready_cuts_back(group) {
+                if let Some(flights) = self.flights.get_mut(&key) {
+                    flights.drain().await;
+                }
+            }
+            let group = self.groups.get_mut(&key).expect("listed");
             let mut messages = Vec::new();
             let started = group_round::start_ready(group, due, &mut messages).await;
             queue_messages(&mut self.outbound, group, messages);
             match started {
-                Ok(Started { flight, replaced_log }) => {
+                Ok(Started { flight, replaced_log, conf_changed }) => {
                     if let Some(log) = replaced_log {
                         self.ctx.replace_log(&key, log);
                     }
-                    in_flight.push(InFlight { partition: key, flight });
+                    if conf_changed {
+                        // The new configuration is on disk before the next round acts on it.
+                        self.state_due.insert(key.clone());
+                    }
+                    if flight.snapshot_index.is_some() {
+                        self.install_now(key, flight).await;
+                    } else {
+                        self.start_flight(key, flight);
+                    }
                 }
                 Err(error) => self.fail_group(&key, error),
             }
         }
         self.flush();
-        let mut finished = Vec::new();
-        let waits = in_flight.into_iter().filter_map(|mut flight| {
-            let wait = DurableWait::of(self.groups.get(&flight.partition)?);
-            Some(async move {
-                let result = wait.wait(&mut flight.flight).await;
-                (flight, result)
-            })
-        });
-        for (flight, result) in futures_util::future::join_all(waits).await {
-            match result {
-                Err(error) => self.fail_group(&flight.partition, error.to_string()),
-                Ok(written_state) => finished.push((flight, written_state)),
+    }
+
+    /// A Ready that installed a snapshot (after a catch-up) is waited for in the round:
+    /// until it is persisted, Raft may not apply it, and a group whose window starts at
+    /// the snapshot while its applied index is below it cannot campaign or step down
+    /// (raft-rs reads the entries after the applied index then).
+    async fn install_now(&mut self, key: TopicPartition, mut flight: GroupFlight) {
+        if let Some(flights) = self.flights.get_mut(&key) {
+            flights.drain().await;
+        }
+        let Some(group) = self.groups.get(&key) else { return };
+        let result = DurableWait::of(group).wait(&mut flight).await;
+        // Counted as started, so that ending it below balances.
+        let flights = self.flights_of(&key);
+        flights.in_progress += 1;
+        let serial = flights.serial;
+        self.finish_flight(FlightDone { partition: key, serial, flight, result });
+    }
+
+    fn flights_of(&mut self, key: &TopicPartition) -> &mut GroupFlights {
+        self.flights.entry(key.clone()).or_insert_with(|| {
+            self.flight_serial += 1;
+            GroupFlights { serial: self.flight_serial, in_progress: 0, tail: None }
+        })
+    }
+
+    /// Phase 2 for one group: a task waits for the flight (after the group's previous
+    /// one) and reports its end to the driver's loop.
+    fn start_flight(&mut self, key: TopicPartition, mut flight: GroupFlight) {
+        let Some(group) = self.groups.get(&key) else { return };
+        let wait = DurableWait::of(group);
+        let flights = self.flights_of(&key);
+        flights.in_progress += 1;
+        let serial = flights.serial;
+        let previous = flights.tail.take();
+        let (ended, tail) = oneshot::channel();
+        flights.tail = Some(tail);
+        let report = self.flight_done.clone();
+        glommio::spawn_local(async move {
+            if let Some(previous) = previous {
+                let _ = previous.await;
             }
-        }
-        for (flight, written_state) in finished {
-            self.finish_ready(flight, written_state);
-        }
-        self.flush();
+            let result = wait.wait(&mut flight).await;
+            let _ = report.unbounded_send(FlightDone { partition: key, serial, flight, result });
+            let _ = ended.send(());
+        })
+        .detach();
     }
 
     /// Followers with a snapshot to catch up to: cut the log back to the commit and
@@ -478,7 +603,8 @@ impl Driver {
             .collect();
         for key in waiting {
             let group = self.groups.get_mut(&key).expect("listed");
-            if !group_round::may_start_catch_up(group) {
+            let writing = self.flights.get(&key).is_some_and(|f| f.in_progress > 0);
+            if writing || !group_round::may_start_catch_up(group) {
                 continue;
             }
             let needed = group
@@ -522,21 +648,25 @@ impl Driver {
         }
     }
 
-    /// Phase 3 for one group, once its writes are durable (`group_round::finish_ready`),
-    /// then what the shard does with the outcome: leadership news, coordination.
-    fn finish_ready(&mut self, flight: InFlight, written_state: Option<crate::replication::ReplicaState>) {
-        let Some(group) = self.groups.get_mut(&flight.partition) else { return };
-        let mut messages = Vec::new();
-        let finished = group_round::finish_ready(group, flight.flight, written_state, &mut messages);
-        queue_messages(&mut self.outbound, group, messages);
-        match finished {
-            Ok(true) => {
-                // The new configuration is on disk before the next round acts on it.
-                self.state_due.insert(flight.partition.clone());
-            }
-            Ok(false) => {}
-            Err(error) => return self.fail_group(&flight.partition, error),
+    /// Phase 3 for one group, once a flight ended (`group_round::finish_flight`), then
+    /// what the shard does with the outcome: leadership news, coordination.
+    fn finish_flight(&mut self, done: FlightDone) {
+        let FlightDone { partition, serial, flight, result } = done;
+        match self.flights.get_mut(&partition) {
+            Some(flights) if flights.serial == serial => flights.in_progress -= 1,
+            _ => return,
         }
+        let written_state = match result {
+            Ok(written_state) => written_state,
+            Err(error) => return self.fail_group(&partition, error.to_string()),
+        };
+        let Some(group) = self.groups.get_mut(&partition) else { return };
+        let mut messages = Vec::new();
+        group_round::finish_flight(group, flight, written_state, &mut messages);
+        // The node may have more to do now (committed entries, messages): the next round
+        // looks at it even if it is quiet.
+        group.stepped = true;
+        queue_messages(&mut self.outbound, group, messages);
         if let Some(view) = &self.ctx.cluster {
             publish_leadership(view, group, &mut self.leader_updates);
             if group.partition.topic == OFFSETS_TOPIC {
@@ -569,6 +699,12 @@ impl Driver {
             group.fail_waiters(|| ProposeOutcome::Failed(error.clone()));
             queue_messages(&mut self.outbound, &group, quiescence::abdication(&group));
         }
+        // Its flights still in progress end unheeded.
+        if let Some(flights) = self.flights.get_mut(key) {
+            self.flight_serial += 1;
+            flights.serial = self.flight_serial;
+            flights.in_progress = 0;
+        }
         if let Some(view) = &self.ctx.cluster {
             view.forget_leadership(key);
         }
@@ -581,6 +717,10 @@ impl Driver {
             queue_messages(&mut self.outbound, group, quiescence::abdication(group));
         }
         self.flush();
+        // Writes still in flight end first (their state writes would race this one).
+        for flights in self.flights.values_mut() {
+            flights.drain().await;
+        }
         for (_, mut group) in self.groups.drain() {
             let state = group.current_state();
             if state != group.persisted {

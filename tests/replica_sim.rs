@@ -15,6 +15,13 @@
 //! - no two nodes led in the same term;
 //! - the replicas' configurations agree at the end.
 //!
+//! The driver pipelines Readys (`shard::group_round`): a node's round may leave its newest
+//! flights in progress until a later round, at a rate each seed draws (from its own
+//! generator; the regression seeds also run with every flight ended in its round, as
+//! when they were found). With flights in progress, the storage writer's tasks run beside
+//! the steps and glommio's time-based preemption can reorder them against a crash, so a
+//! failing seed may need a few replays.
+//!
 //! CI runs the seeds that found bugs (`REGRESSION_SEEDS`) and `TERN_REPLICA_SIM_SEEDS`
 //! more (default 24 and 16) from a base seed that changes every run and is printed;
 //! `TERN_REPLICA_SIM_SEED=<seed>` replays one (`TERN_SIM_DEBUG=1` adds acknowledgements

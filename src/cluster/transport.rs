@@ -489,8 +489,9 @@ struct Expected {
 async fn read_from_peer(mut stream: TcpStream, expected: Rc<Expected>, inbound: mpsc::UnboundedSender<Inbound>) {
     let remote = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut from = None;
+    let mut reader = FrameReader::new();
     loop {
-        let frame = match read_frame(&mut stream).await {
+        let frame = match reader.next(&mut stream).await {
             Ok(Some(frame)) => frame,
             Ok(None) => return,
             Err(error) => {
@@ -523,22 +524,66 @@ async fn read_from_peer(mut stream: TcpStream, expected: Rc<Expected>, inbound: 
     }
 }
 
-/// Reads one frame; `Ok(None)` at a clean end of stream.
-async fn read_frame(stream: &mut TcpStream) -> Result<Option<PeerFrame>, Box<dyn std::error::Error>> {
-    let mut header = [0u8; 4];
-    match stream.read_exact(&mut header).await {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(error) => return Err(error.into()),
+/// Bytes a peer connection reads at a time: one read takes every frame that has arrived
+/// (a round's frames from a busy peer), not one read for a frame's length and another
+/// for its body.
+const READ_BUFFER_BYTES: usize = 256 << 10;
+
+/// Splits a peer connection's bytes into frames.
+struct FrameReader {
+    buffer: Vec<u8>,
+    /// The unread bytes are `buffer[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl FrameReader {
+    fn new() -> FrameReader {
+        FrameReader { buffer: vec![0; READ_BUFFER_BYTES], start: 0, end: 0 }
     }
-    let len = u32::from_be_bytes(header) as usize;
-    if len == 0 || len > FRAME_BYTES_MAX {
-        return Err(FrameError::TooLarge(len).into());
+
+    /// Reads one frame; `Ok(None)` at a clean end of stream.
+    async fn next(&mut self, stream: &mut TcpStream) -> Result<Option<PeerFrame>, Box<dyn std::error::Error>> {
+        loop {
+            let held = self.end - self.start;
+            if held >= 4 {
+                let header: [u8; 4] = self.buffer[self.start..self.start + 4].try_into().expect("4 bytes");
+                let len = u32::from_be_bytes(header) as usize;
+                if len == 0 || len > FRAME_BYTES_MAX {
+                    return Err(FrameError::TooLarge(len).into());
+                }
+                if held >= 4 + len {
+                    let body = bytes::Bytes::copy_from_slice(&self.buffer[self.start + 4..self.start + 4 + len]);
+                    self.start += 4 + len;
+                    return Ok(Some(PeerFrame::decode(body[0], body.slice(1..))?));
+                }
+                if 4 + len > self.buffer.len() {
+                    // Larger than the buffer (a catch-up reply): read the rest into its own.
+                    let mut body = vec![0u8; len];
+                    let have = held - 4;
+                    body[..have].copy_from_slice(&self.buffer[self.start + 4..self.end]);
+                    self.start = 0;
+                    self.end = 0;
+                    stream.read_exact(&mut body[have..]).await?;
+                    let body = bytes::Bytes::from(body);
+                    return Ok(Some(PeerFrame::decode(body[0], body.slice(1..))?));
+                }
+            }
+            if self.start > 0 {
+                self.buffer.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let read = stream.read(&mut self.buffer[self.end..]).await?;
+            if read == 0 {
+                if self.end == 0 {
+                    return Ok(None);
+                }
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+            self.end += read;
+        }
     }
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await?;
-    let body = bytes::Bytes::from(body);
-    Ok(Some(PeerFrame::decode(body[0], body.slice(1..))?))
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ Starts three `tern serve` nodes (one shard each, all sharing the machine's cores
    the idle partitions, and the time until a survivor's Metadata names another leader
    (a quiet group's followers learn of the death from the pair heartbeats).
 
-Usage: .venv/bin/python perf/replication.py [--rounds 20] [--runs 3] [--json out.json]
+Usage: .venv/bin/python perf/replication.py [--rounds 20] [--runs 3] [--batch-bytes 16K] [--json out.json]
 """
 import argparse
 import json
@@ -74,6 +74,9 @@ def leader_of(cluster, topic, partition):
     return None
 
 
+BATCH_BYTES = "16K"
+
+
 def bench(tern, cluster, topic, seconds, rate=0):
     """One `tern bench produce` run; adds the brokers' CPU per record (all three nodes'
     utime+stime over the run, warm-up included, divided by the records measured)."""
@@ -89,7 +92,8 @@ def bench(tern, cluster, topic, seconds, rate=0):
 def run_bench(tern, cluster, topic, seconds, rate):
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         command = [tern, "bench", "produce", "--brokers", cluster.bootstrap, "--topic", topic,
-                   "--duration", f"{seconds}s", "--warmup", "2s", "--producers", "2", "--json", out.name]
+                   "--duration", f"{seconds}s", "--warmup", "2s", "--producers", "2", "--batch-bytes", BATCH_BYTES,
+                   "--json", out.name]
         if rate:
             command += ["--rate", str(rate), "--linger-ms", "5"]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
@@ -219,10 +223,14 @@ def main():
     parser.add_argument("--idle-partitions", type=int, default=1000)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--idle-rounds", type=int, default=10)
+    parser.add_argument("--batch-bytes", default="16K",
+                        help="the load tool's batch size per partition (16K: Kafka's default batch.size)")
     parser.add_argument("--json")
     args = parser.parse_args()
+    global BATCH_BYTES
+    BATCH_BYTES = args.batch_bytes
     cluster_fixture.BINARY = Path(args.tern)
-    report = {"machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname())}}
+    report = {"machine": {"cpus": os.cpu_count(), "uname": " ".join(os.uname())}, "batch_bytes": args.batch_bytes}
 
     with tempfile.TemporaryDirectory(dir=str(ROOT / "target")) as tmp:
         cluster = cluster_fixture.Cluster(Path(tmp), extra_args=CLUSTER_ARGS).start()

@@ -500,10 +500,14 @@ impl Driver {
         for (key, group) in &mut self.groups {
             let due = self.state_due.contains(key);
             let looked_at = due || !group.quiesced || std::mem::take(&mut group.stepped);
-            let full = self.flights.get(key).is_some_and(|f| f.in_progress >= FLIGHTS_PER_GROUP_MAX);
-            if looked_at && !full && (due || group.node.has_ready()) {
-                keys.push(key.clone());
+            if !looked_at || !(due || group.node.has_ready()) {
+                continue;
             }
+            if self.flights.get(key).is_some_and(|f| f.in_progress >= FLIGHTS_PER_GROUP_MAX) {
+                // Its next Ready waits for the oldest flight (whose end is a new round).
+                continue;
+            }
+            keys.push(key.clone());
         }
         for key in keys {
             let due = self.state_due.remove(&key);

@@ -729,7 +729,27 @@ async fn simulate(seed: u64, steps: u64, reassign: bool, pipelined: bool) -> Res
 ///   at its index (`group_round::snapshot_needs_catch_up`);
 /// - 7664114642023248593: a catch-up copied batches where Raft's accepted, unwritten
 ///   entries belonged (`group_round::may_start_catch_up`).
-const REGRESSION_SEEDS: &[u64] = &[4094752749170294121, 375406948699437186, 7664114642023248593];
+///
+/// Found with flights left in progress (pipelined Readys; these may need a few replays,
+/// see the header):
+/// - 17551475741055574332: a new replica crashed between its catch-up and the state
+///   write recording the snapshot, and reopened with a log no configuration described
+///   (`ReplicaGroup::open` now empties it);
+/// - 17864966896159572988: a leader that had not applied the last configuration change
+///   sent an empty learner the log from its start (`group_round::may_answer`);
+/// - 7413083023709335036: an empty learner that dropped such appends without a word
+///   left the leader waiting forever (it still answers appends past its log);
+/// - 16607810997463932783: messages to and from a replica that left, delivered after it
+///   came back empty (the simulated network now drops them when it leaves).
+const REGRESSION_SEEDS: &[u64] = &[
+    4094752749170294121,
+    375406948699437186,
+    7664114642023248593,
+    17551475741055574332,
+    17864966896159572988,
+    7413083023709335036,
+    16607810997463932783,
+];
 
 fn seeds(default_count: u64) -> Vec<u64> {
     match env_number("TERN_REPLICA_SIM_SEED") {

@@ -57,10 +57,10 @@ def wait_all_quiet(cluster, timeout=30):
     return cluster.wait_until(quiet, timeout, "every replica group quiet")
 
 
-def produce_acks_all(cluster, topic, partitions, tag, bootstrap=None):
+def produce_acks_all(cluster, topic, partitions, tag, bootstrap=None, idempotent=True):
     """One acks=all record per partition through librdkafka; [(partition, offset, value)]."""
     acked, errors = [], []
-    producer = Producer({"bootstrap.servers": bootstrap or cluster.bootstrap, "acks": "all", "enable.idempotence": True,
+    producer = Producer({"bootstrap.servers": bootstrap or cluster.bootstrap, "acks": "all", "enable.idempotence": idempotent,
                          "message.timeout.ms": 30000, "topic.metadata.refresh.interval.ms": 500})
     for p in range(partitions):
         producer.produce(topic, value=f"{tag}-{p}".encode(), partition=p,

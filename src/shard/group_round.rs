@@ -59,11 +59,6 @@ impl GroupFlight {
             written_through,
         }
     }
-
-    /// Whether the flight writes entries to the log (a cut back must wait for it).
-    pub fn writes_entries(&self) -> bool {
-        !self.writes.is_empty()
-    }
 }
 
 /// What a started Ready asks of the caller besides the flight.
@@ -282,7 +277,7 @@ pub fn may_answer(group: &ReplicaGroup, message: &Message) -> bool {
         // (An append that does not continue its log is still answered: the rejection
         // tells the leader where this replica's log ends.)
         MessageType::MsgAppend => {
-            !(conf.voters.is_empty() && conf.learners.is_empty() && conf.voters_outgoing.is_empty())
+            !super::replica_group::has_no_members(conf)
                 || message.entries.is_empty()
                 || message.index > window.last_index()
         }

@@ -204,10 +204,7 @@ impl ReplicaGroup {
         // (which configuration changes among the entries were applied to what). Such a
         // replica never voted nor counted toward a commit: it starts over empty.
         let mut log = log;
-        let no_conf = state.conf.as_ref().is_none_or(|conf| {
-            let conf = ConfState::from(conf);
-            conf.voters.is_empty() && conf.learners.is_empty() && conf.voters_outgoing.is_empty()
-        });
+        let no_conf = state.conf.as_ref().is_none_or(|conf| has_no_members(&ConfState::from(conf)));
         let offsets = if no_conf
             && !spec.replicas.contains(&spec.node_id)
             && offsets.log_end.offset() > state.anchor.next_offset()
@@ -441,6 +438,12 @@ impl ReplicaGroup {
             }
         }
     }
+}
+
+/// A configuration with nobody in it: a replica that joins by a move holds one until the
+/// leader's snapshot brings the group's.
+pub fn has_no_members(conf: &ConfState) -> bool {
+    conf.voters.is_empty() && conf.learners.is_empty() && conf.voters_outgoing.is_empty()
 }
 
 /// A leader takes a produce request (or a transaction marker): checks, stamps and

@@ -77,13 +77,24 @@ def leader_of(cluster, topic, partition):
 BATCH_BYTES = "16K"
 
 
+def machine_ticks():
+    """(busy, total) clock ticks of the whole machine so far, from /proc/stat (idle and
+    iowait count as not busy)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
 def bench(tern, cluster, topic, seconds, rate=0):
     """One `tern bench produce` run; adds the brokers' CPU per record (all three nodes'
-    utime+stime over the run, warm-up included, divided by the records measured)."""
+    utime+stime over the run, warm-up included, divided by the records measured) and how
+    busy the whole machine was over the run (brokers, load tool and everything else)."""
     before = sum(cpu_seconds(node.process.pid) for node in cluster.nodes.values())
+    busy_before, total_before = machine_ticks()
     result = run_bench(tern, cluster, topic, seconds, rate)
     spent = sum(cpu_seconds(node.process.pid) for node in cluster.nodes.values()) - before
+    busy_after, total_after = machine_ticks()
     produce = result.get("summary", result)["produce"]
+    produce["machine_busy"] = round((busy_after - busy_before) / max(1, total_after - total_before), 3)
     produce["broker_cpu_seconds"] = round(spent, 2)
     produce["broker_cpu_us_per_record"] = round(1e6 * spent / max(1, produce["records"]), 3)
     return result
@@ -103,7 +114,8 @@ def run_bench(tern, cluster, topic, seconds, rate):
 def summary(result):
     produce = result.get("summary", result)["produce"]
     return {"records_per_sec": round(produce["records_per_sec"]), "mb_per_sec": round(produce["mb_per_sec"], 1),
-            "broker_cpu_us_per_record": produce["broker_cpu_us_per_record"], "latency_ms": produce["latency"]}
+            "broker_cpu_us_per_record": produce["broker_cpu_us_per_record"], "machine_busy": produce["machine_busy"],
+            "broker_cpu_seconds": produce["broker_cpu_seconds"], "latency_ms": produce["latency"]}
 
 
 def failover_rounds(cluster, rounds):

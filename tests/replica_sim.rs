@@ -325,6 +325,8 @@ impl Sim {
             let Some(node) = self.nodes.get_mut(&to) else { continue };
             let Some(group) = node.group.as_mut() else { continue };
             // As the driver's event handler (`Driver::handle`).
+            let mut message = message;
+            group_round::before_step(group, &mut message);
             if !group_round::may_answer(group, &message) {
                 continue;
             }

@@ -9,6 +9,7 @@
 //! (`metadata::commands`) and applied by every node in log order. Requests that reach
 //! another node are forwarded to it (`transport`).
 
+pub mod departure;
 pub mod liveness;
 pub mod logger;
 pub mod peer_liveness;

@@ -15,6 +15,13 @@
 //! shard owning a partition on the leader's broker even when the brokers run different
 //! numbers of shards.
 //!
+//! It also records peers whose *process* is known to be gone: a connection from the
+//! peer ended and its cluster port then refused a new one (`cluster::transport`), which
+//! only happens when nothing listens there, i.e. the broker process died or exited. A
+//! machine that dies silently, or a paused process, still takes the election timeout;
+//! a SIGKILLed or crashed broker is known to be gone within a loopback or LAN round
+//! trip, and its followers elect at once (`cluster::departure`).
+//!
 //! Written by shard 0, read by every shard: atomics, in milliseconds since the table
 //! was made.
 
@@ -37,6 +44,9 @@ struct Peer {
     shard_count: AtomicU64,
     /// Per shard: 1 + milliseconds after `base` its driver was last heard from, or `NEVER`.
     drivers: Vec<AtomicU64>,
+    /// 1 + milliseconds after `base` since when the peer's process is known gone, or
+    /// `NEVER` while it is not (never seen gone, or back since).
+    gone_since: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -53,6 +63,7 @@ impl PeerLiveness {
                 node_id,
                 shard_count: AtomicU64::new(0),
                 drivers: (0..MAX_SHARDS).map(|_| AtomicU64::new(NEVER)).collect(),
+                gone_since: AtomicU64::new(NEVER),
             })
             .collect();
         PeerLiveness { base: Instant::now(), peers }
@@ -92,6 +103,33 @@ impl PeerLiveness {
         }
     }
 
+    /// `node`'s process is gone: its cluster port refused a connection after one from it
+    /// ended. Keeps the earlier time if it was already gone.
+    pub fn process_gone(&self, node: i32) {
+        self.process_gone_at(node, Instant::now());
+    }
+
+    fn process_gone_at(&self, node: i32, at: Instant) {
+        let Some(peer) = self.peer(node) else { return };
+        let millis = at.saturating_duration_since(self.base).as_millis() as u64;
+        let _ = peer.gone_since.compare_exchange(NEVER, millis.saturating_add(1), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// `node` is back: it connected, or accepted a connection.
+    pub fn process_back(&self, node: i32) {
+        if let Some(peer) = self.peer(node) {
+            peer.gone_since.store(NEVER, Ordering::Relaxed);
+        }
+    }
+
+    /// Since when `node`'s process is known gone (`None`: it is not known gone).
+    pub fn gone_since(&self, node: i32) -> Option<Instant> {
+        match self.peer(node)?.gone_since.load(Ordering::Relaxed) {
+            NEVER => None,
+            stamp => Some(self.base + Duration::from_millis(stamp - 1)),
+        }
+    }
+
     /// Whether the driver of `shard` on `node` was heard from within `window` before `now`.
     pub fn driver_live(&self, node: i32, shard: usize, window: Duration, now: Instant) -> bool {
         self.driver_last_heard(node, shard).is_some_and(|at| now.saturating_duration_since(at) <= window)
@@ -119,6 +157,23 @@ mod tests {
         assert_eq!(liveness.driver_last_heard(9, 0), None, "not a peer");
         liveness.driver_heard(2, 5, 2);
         assert_eq!(liveness.driver_last_heard(2, 5), None, "a shard past the count is ignored");
+    }
+
+    #[test]
+    fn a_gone_process_stays_gone_from_its_first_notice_until_it_is_back() {
+        let liveness = PeerLiveness::new(&[1, 2]);
+        let start = liveness.base;
+        assert_eq!(liveness.gone_since(2), None);
+        liveness.process_gone_at(2, start + Duration::from_millis(300));
+        liveness.process_gone_at(2, start + Duration::from_millis(900));
+        assert_eq!(liveness.gone_since(2), Some(start + Duration::from_millis(300)), "the first notice counts");
+        assert_eq!(liveness.gone_since(1), None, "another peer");
+        liveness.process_back(2);
+        assert_eq!(liveness.gone_since(2), None);
+        liveness.process_gone_at(2, start + Duration::from_millis(1200));
+        assert_eq!(liveness.gone_since(2), Some(start + Duration::from_millis(1200)), "gone again");
+        liveness.process_gone(7);
+        assert_eq!(liveness.gone_since(7), None, "not a peer");
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub fn random_phase(period: std::time::Duration) -> std::time::Duration {
 }
 
 /// A proposal not applied within this long is answered with a timeout.
+/// When the controller's process is gone, the other voters campaign this many ticks
+/// apart (`cluster::departure`).
+const DEPARTURE_STAGGER_TICKS: u32 = 2;
 const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A forwarded request not answered within this long fails.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -130,6 +133,8 @@ struct Driver {
     ticks: u64,
     last_tick: Instant,
     heartbeat_due: bool,
+    /// The controller, if its process is known gone (`cluster::departure`).
+    gone_leader: Option<super::departure::GoneLeader>,
 }
 
 pub struct MetadataQuorum {
@@ -212,7 +217,7 @@ impl MetadataQuorum {
 
         crate::metrics::cluster_gauges().enabled.store(true, Ordering::Relaxed);
         crate::metrics::cluster_gauges().controller_id.store(-1, Ordering::Relaxed);
-        let transport = Transport::start(config.node_id, &config.peers);
+        let transport = Transport::start(config.node_id, &config.peers, view.clone());
         let (events, receiver) = mpsc::unbounded();
         let (publications, to_publish) = mpsc::unbounded();
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos());
@@ -244,12 +249,19 @@ impl MetadataQuorum {
             ticks: 0,
             last_tick: Instant::now(),
             heartbeat_due: false,
+            gone_leader: None,
         };
         glommio::spawn_local(quorum.clone().drive(driver, receiver)).detach();
         glommio::spawn_local(quorum.clone().tick()).detach();
         let (inbound, peer_frames) = mpsc::unbounded();
-        glommio::spawn_local(accept_peers(listener, quorum.config.node_id, quorum.config.peers.clone(), inbound))
-            .detach();
+        glommio::spawn_local(accept_peers(
+            listener,
+            quorum.config.node_id,
+            quorum.config.peers.clone(),
+            inbound,
+            quorum.view.clone(),
+        ))
+        .detach();
         glommio::spawn_local(quorum.clone().route_peer_frames(peer_frames)).detach();
         Ok(quorum)
     }
@@ -443,6 +455,15 @@ impl MetadataQuorum {
             Event::Tick => {
                 driver.node.tick();
                 driver.ticks += 1;
+                // A controller whose process is gone is replaced at once.
+                let at = super::departure::Departure {
+                    node: &mut driver.node,
+                    gone_leader: &mut driver.gone_leader,
+                    order: &self.view.peer_ids,
+                    name: &"metadata quorum",
+                };
+                let stagger = self.config.tick() * DEPARTURE_STAGGER_TICKS;
+                super::departure::take_turn(at, &self.view.peers_heard, stagger, now);
                 self.expire_proposals(driver, now);
                 // A driver that could not run for a while (a long fsync, a busy shard)
                 // heard nobody meanwhile: that says nothing about the brokers.

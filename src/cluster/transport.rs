@@ -14,11 +14,17 @@
 //! peer is unreachable are dropped when the connection fails (Raft retransmits; a
 //! forwarded request times out and its caller retries), and at most
 //! `QUEUED_BYTES_MAX` bytes wait per peer.
+//!
+//! When a peer's connection to this node ends, or a connection to the peer fails, the
+//! transport asks the peer's cluster port again: a refusal means no process listens
+//! there, so the peer's broker is gone (killed, crashed or exited), and it is marked so
+//! in `cluster::peer_liveness` until it connects again.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_channel::mpsc;
@@ -28,7 +34,7 @@ use protobuf::Message as _;
 
 use crate::metadata::BrokerRegistration;
 
-use super::Peer;
+use super::{ClusterView, Peer};
 
 /// Largest frame accepted from a peer.
 const FRAME_BYTES_MAX: usize = 64 << 20;
@@ -41,6 +47,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a probe of a peer whose connection ended waits for its answer.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// A probe that found the peer's port still open asks once more after this long (a
+/// killed process's sockets close one after another).
+const PROBE_RETRY: Duration = Duration::from_millis(50);
 
 const KIND_HELLO: u8 = 1;
 const KIND_RAFT: u8 = 2;
@@ -301,8 +312,9 @@ impl std::fmt::Debug for Transport {
 }
 
 impl Transport {
-    /// Starts a writer task per peer other than `node_id`.
-    pub fn start(node_id: i32, peers: &[Peer]) -> Rc<Transport> {
+    /// Starts a writer task per peer other than `node_id`; `view` learns which peers'
+    /// processes are gone.
+    pub fn start(node_id: i32, peers: &[Peer], view: Arc<ClusterView>) -> Rc<Transport> {
         let mut links = HashMap::new();
         for peer in peers.iter().filter(|p| p.node_id != node_id) {
             let (wake, woken) = mpsc::unbounded();
@@ -313,6 +325,7 @@ impl Transport {
                 peer.clone(),
                 woken,
                 pending.clone(),
+                view.clone(),
             ))
             .detach();
             links.insert(peer.node_id, PeerLink { pending, wake });
@@ -391,6 +404,7 @@ async fn write_to_peer(
     peer: Peer,
     mut woken: mpsc::UnboundedReceiver<()>,
     pending: Rc<RefCell<Vec<u8>>>,
+    view: Arc<ClusterView>,
 ) {
     let mut backoff = Duration::from_millis(50);
     let mut warned = false;
@@ -401,6 +415,9 @@ async fn write_to_peer(
         let stream = match connect(peer.address).await {
             Ok(stream) => stream,
             Err(error) => {
+                if error.kind() == std::io::ErrorKind::ConnectionRefused {
+                    view.peers_heard.process_gone(peer.node_id);
+                }
                 if !warned {
                     tracing::info!(peer = peer.node_id, address = %peer.address, %error, "peer unreachable; retrying");
                     warned = true;
@@ -413,6 +430,7 @@ async fn write_to_peer(
             }
         };
         tracing::info!(peer = peer.node_id, address = %peer.address, "connected to peer");
+        view.peers_heard.process_back(peer.node_id);
         warned = false;
         backoff = Duration::from_millis(50);
         let mut stream = stream;
@@ -461,8 +479,9 @@ pub async fn accept_peers(
     node_id: i32,
     peers: Vec<Peer>,
     inbound: mpsc::UnboundedSender<Inbound>,
+    view: Arc<ClusterView>,
 ) {
-    let expected = Rc::new(Expected { node_id, cluster: cluster_fingerprint(&peers), peers });
+    let expected = Rc::new(Expected { node_id, cluster: cluster_fingerprint(&peers), peers, view });
     loop {
         match listener.accept().await {
             Ok(stream) => {
@@ -484,19 +503,58 @@ struct Expected {
     node_id: i32,
     cluster: u64,
     peers: Vec<Peer>,
+    view: Arc<ClusterView>,
 }
 
-async fn read_from_peer(mut stream: TcpStream, expected: Rc<Expected>, inbound: mpsc::UnboundedSender<Inbound>) {
+async fn read_from_peer(stream: TcpStream, expected: Rc<Expected>, inbound: mpsc::UnboundedSender<Inbound>) {
+    let from = read_frames(stream, &expected, inbound).await;
+    // The connection ended: if its peer's process is gone, its port now refuses.
+    if let Some(peer) = from.and_then(|id| expected.peers.iter().find(|p| p.node_id == id)) {
+        probe(peer, &expected.view).await;
+    }
+}
+
+/// Asks `peer`'s cluster port whether anything listens there; marks the peer's process
+/// gone if it refuses.
+async fn probe(peer: &Peer, view: &ClusterView) {
+    for attempt in 0..2 {
+        if attempt > 0 {
+            glommio::timer::sleep(PROBE_RETRY).await;
+        }
+        match TcpStream::connect_timeout(peer.address, PROBE_TIMEOUT).await.map_err(std::io::Error::from) {
+            Ok(_) => continue, // something listens; closed unused (the peer reads no hello)
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                if view.peers_heard.gone_since(peer.node_id).is_none() {
+                    tracing::info!(
+                        peer = peer.node_id,
+                        "peer's connection ended and its port refuses: its process is gone"
+                    );
+                }
+                view.peers_heard.process_gone(peer.node_id);
+                return;
+            }
+            Err(_) => return, // a timeout or an unreachable network proves nothing
+        }
+    }
+}
+
+/// Passes a peer connection's frames to `inbound` until it ends; returns the peer it
+/// said it was.
+async fn read_frames(
+    mut stream: TcpStream,
+    expected: &Expected,
+    inbound: mpsc::UnboundedSender<Inbound>,
+) -> Option<i32> {
     let remote = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let mut from = None;
     let mut reader = FrameReader::new();
     loop {
         let frame = match reader.next(&mut stream).await {
             Ok(Some(frame)) => frame,
-            Ok(None) => return,
+            Ok(None) => return from,
             Err(error) => {
                 tracing::warn!(%remote, %error, "bad frame from a peer; closing its connection");
-                return;
+                return from;
             }
         };
         match (frame, from) {
@@ -507,18 +565,19 @@ async fn read_from_peer(mut stream: TcpStream, expected: Rc<Expected>, inbound: 
                         %remote, node_id, same_peers = cluster == expected.cluster,
                         "a peer that is not in this cluster's --peers (or has another list) connected; closing"
                     );
-                    return;
+                    return None;
                 }
+                expected.view.peers_heard.process_back(node_id);
                 from = Some(node_id);
             }
             (frame, Some(from)) => {
                 if inbound.unbounded_send(Inbound { from, frame }).is_err() {
-                    return;
+                    return None; // this node is stopping
                 }
             }
             (_, None) => {
                 tracing::warn!(%remote, "a peer spoke before saying hello; closing its connection");
-                return;
+                return None;
             }
         }
     }

@@ -254,6 +254,57 @@ pub fn snapshot_needs_catch_up(group: &ReplicaGroup, snapshot: &Message) -> bool
     group.node.raft.raft_log.term(metadata.index).ok() != Some(metadata.term)
 }
 
+/// Before a peer's message is stepped: what raft-rs, which takes every acknowledged
+/// entry to stay on its replica's disk, cannot handle when a replica's copy was wiped
+/// (its directory deleted, its disk replaced) and it comes back empty.
+///
+/// - A follower takes a heartbeat's commit only up to what it holds: the leader sends
+///   the commit it believes the follower has, and raft-rs aborts on a commit past the
+///   log's end. The appends that fill the log bring the commit along.
+/// - A leader that hears a follower's log ends before entries the follower had
+///   acknowledged (a rejection hinting below its matched index, and not a stale one:
+///   it rejects an index at or past that match) starts over with it: nothing of it
+///   counts as matched, and it is probed from the end it reports. raft-rs would take the
+///   rejection for stale and keep sending past the follower's end.
+/// - A leader about to send the entries from the start of the log to an empty or wiped
+///   follower while a configuration change is among them hands out its entries through
+///   that change first (the follower then gets a snapshot, which carries the
+///   configuration): the follower starts from the configuration the metadata names now,
+///   and replaying the changes onto that one would give it a wrong one.
+pub fn before_step(group: &mut ReplicaGroup, message: &mut Message) {
+    let raft = &mut group.node.raft;
+    match message.get_msg_type() {
+        MessageType::MsgHeartbeat
+            if raft.state != StateRole::Leader && message.commit > raft.raft_log.last_index() =>
+        {
+            message.commit = raft.raft_log.committed;
+        }
+        MessageType::MsgAppendResponse if message.reject && raft.state == StateRole::Leader => {
+            let hint = message.reject_hint;
+            let applied = raft.raft_log.applied;
+            let Some(progress) = raft.mut_prs().get_mut(message.from) else { return };
+            let lost = message.index >= progress.matched && hint < progress.matched;
+            if lost {
+                tracing::warn!(
+                    partition = %group.partition, replica = message.from, matched = progress.matched, log_end = hint,
+                    "a replica lost entries it had acknowledged (its copy was wiped?); it starts over from its log end"
+                );
+                progress.matched = 0;
+                progress.become_probe();
+                // So that raft-rs takes the rejection and probes from the hint at once.
+                progress.next_idx = message.index + 1;
+            }
+            if lost || hint == 0 {
+                let mut window = group.window.borrow_mut();
+                if let Some(change) = window.last_conf_change().filter(|&change| change > hint && change <= applied) {
+                    window.evict_through(change, 0);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Whether this replica may answer `message` at all: a vote request gets no answer from
 /// a replica that is not a voter of its own configuration (one that joins by a
 /// reassignment, empty and without one). Otherwise a broker that left a group and joins
@@ -266,6 +317,10 @@ pub fn snapshot_needs_catch_up(group: &ReplicaGroup, snapshot: &Message) -> bool
 /// would replay past configuration changes onto its empty one, which cannot apply them.
 /// The leader's appends from there go unanswered until it sends the snapshot
 /// (`reassignment::snapshot_for_new_replicas`, once it has applied the last change).
+/// For the same reason no replica takes entries from the very start of the log that
+/// carry a configuration change: it cannot tell whether the configuration it started
+/// with is the one the group started with (a replica whose copy was wiped starts with
+/// the metadata's replicas), and the snapshot is sure.
 pub fn may_answer(group: &ReplicaGroup, message: &Message) -> bool {
     let window = group.window.borrow();
     let conf = &window.conf_state;
@@ -277,9 +332,12 @@ pub fn may_answer(group: &ReplicaGroup, message: &Message) -> bool {
         // (An append that does not continue its log is still answered: the rejection
         // tells the leader where this replica's log ends.)
         MessageType::MsgAppend => {
-            !super::replica_group::has_no_members(conf)
-                || message.entries.is_empty()
-                || message.index > window.last_index()
+            let from_the_start_with_a_change = message.index == 0
+                && message.entries.iter().any(|entry| entry.get_entry_type() != EntryType::EntryNormal);
+            !from_the_start_with_a_change
+                && (!super::replica_group::has_no_members(conf)
+                    || message.entries.is_empty()
+                    || message.index > window.last_index())
         }
         _ => true,
     }

@@ -79,18 +79,20 @@ pub fn apply_committed(group: &mut ReplicaGroup, entries: Vec<Entry>) -> Result<
 /// from a snapshot that carries the current configuration. raft-rs refuses a snapshot
 /// that does not name it, and entries from the start of the log would replay past
 /// configuration changes onto the empty configuration it starts with. While the window
-/// still holds a configuration change, it gives up its entries through it.
+/// still holds a configuration change, it gives up its entries through it. So it does
+/// for a voter being probed from the start of the log (empty, or its copy wiped), which
+/// takes no entries from there while a change is among them (`group_round::may_answer`).
 pub fn snapshot_for_new_replicas(group: &mut ReplicaGroup) {
     if !group.is_leader() {
         return;
     }
     let Some(last_change) = group.window.borrow().last_conf_change() else { return };
     let raft = &group.node.raft;
-    // Learners only: right after an election every follower has matched 0 too. (A voter
-    // whose disk was wiped while a change is still in the window is not covered: see the
-    // README's limits.)
+    // Not every follower with matched 0: right after an election every follower has it.
     let learners = raft.prs().conf().learners();
-    let empty = raft.prs().iter().any(|(id, progress)| learners.contains(id) && progress.matched == 0);
+    let empty = raft.prs().iter().any(|(id, progress)| {
+        *id != raft.id && progress.matched == 0 && (learners.contains(id) || progress.next_idx <= 1)
+    });
     if empty && last_change <= raft.raft_log.applied {
         group.window.borrow_mut().evict_through(last_change, 0);
     }

@@ -151,6 +151,9 @@ pub struct ReplicaGroup {
     /// Leader: when it went quiet, and the followers that answered its quiesce heartbeat.
     pub quiet_since: Instant,
     pub quiet_acks: BTreeSet<u64>,
+    /// A follower's leader whose process is known gone, and what was done about it
+    /// (`cluster::departure`).
+    pub gone_leader: Option<crate::cluster::departure::GoneLeader>,
 }
 
 impl std::fmt::Debug for ReplicaGroup {
@@ -323,6 +326,7 @@ impl ReplicaGroup {
             stepped: false,
             quiet_since: Instant::now(),
             quiet_acks: BTreeSet::new(),
+            gone_leader: None,
         })
     }
 

@@ -41,6 +41,7 @@ use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 use raft::eraftpb::{Message, MessageType};
 
+use crate::cluster::departure::{self, Departure};
 use crate::cluster::peer_liveness::DRIVER_HEARTBEATS_PER_TIMEOUT;
 use crate::cluster::transport::{LeaderUpdate, PartitionMessage, PeerFrame};
 use crate::cluster::ClusterConfig;
@@ -64,6 +65,9 @@ const LEADER_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(5);
 /// Flights (Readys being written) one group may have at a time; a group with more waits
 /// for the oldest before its next Ready.
 const FLIGHTS_PER_GROUP_MAX: usize = 8;
+/// When a leader's process is gone, the surviving voters campaign this many ticks apart
+/// (`cluster::departure`): time for the first one's election to finish.
+const DEPARTURE_STAGGER_TICKS: u32 = 2;
 /// Fault injection for tests: a file name in the data dir; while that file exists, the
 /// driver's rounds wait, as they would on a disk write that never returns (the broker
 /// and its other tasks live on). Unset in production.
@@ -282,7 +286,23 @@ impl Driver {
                     }
                 }
                 let around = quiescence::Surroundings::of(&self.ctx, &view, now);
+                let stagger = tick * DEPARTURE_STAGGER_TICKS;
                 for (partition, group) in &mut self.groups {
+                    let at = Departure {
+                        node: &mut group.node,
+                        gone_leader: &mut group.gone_leader,
+                        order: &group.replicas,
+                        name: partition,
+                    };
+                    let turn = departure::take_turn(at, &view.peers_heard, stagger, now);
+                    if turn == departure::Turn::Campaigned {
+                        group.stepped = true;
+                    }
+                    if group.quiesced && turn != departure::Turn::None {
+                        tracing::debug!(partition = %partition, "quiet replica group wakes: its leader is gone");
+                        group.quiesced = false;
+                        group.quiet_ticks = 0;
+                    }
                     if group.quiesced {
                         match quiescence::tick_wakes(group, &around) {
                             None => {
@@ -369,6 +389,8 @@ impl Driver {
                             quiescence::wake(group, None, &around);
                         }
                     }
+                    let mut message = message;
+                    group_round::before_step(group, &mut message);
                     if !group_round::may_answer(group, &message) {
                         continue;
                     }

@@ -4,9 +4,12 @@ idempotent acks=all producer writes. Afterwards every acknowledged record is at 
 offset, Metadata names the new replicas, the brokers that left have deleted their copy,
 the replicas that hold the partition have identical logs, and a restart of every broker
 (SIGKILL) brings the moved groups back. A move that cannot finish
-(its new broker's replicas stalled) is listed, cancelled, and the partition is back where it was."""
+(its new broker's replicas stalled) is listed, cancelled, and the partition is back where it was.
+A voter whose copy is wiped right after a move (the configuration changes still among the
+leader's in-memory entries) copies the leader's log and votes correctly afterwards."""
 
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -207,5 +210,48 @@ def test_a_move_goes_on_when_the_leader_dies_midway(cluster):
     if victim not in target:
         cluster.wait_until(lambda: not partition_dir_exists(cluster, victim, topic, 0), 30,
                            f"broker {victim}, back, to delete the copy it no longer needs")
+    check_acked(cluster, topic, 1, producer.acked)
+    check_identical_replicas(cluster, topic, 1, hosts={0: target})
+
+
+def test_a_voter_wiped_right_after_a_move_copies_the_leaders_log(cluster):
+    """The wiped voter starts with no state: were it sent the log's entries from the
+    start, it would replay the move's configuration changes onto the replicas the
+    metadata names now. It takes the leader's snapshot (and a copy of its log) instead."""
+    topic = "wiped"
+    create_topic(cluster, topic, 1)
+    before = list(replicas_seen(cluster, topic, 0)[0])
+    leader = leader_of(cluster, topic, 0)
+    spare = next(n for n in cluster.nodes if n not in before)
+    gone = next(n for n in before if n != leader)
+    target = [n for n in before if n != gone] + [spare]
+    producer = BackgroundProducer(cluster.bootstrap, topic, 1)
+    try:
+        time.sleep(1)
+        done = tern_topic(cluster, "reassign", topic, "--move", f"0={','.join(map(str, target))}", "--wait", "60")
+        assert done.returncode == 0, done.stdout + done.stderr
+        # A follower of the moved group, its copy wiped while the changes are recent.
+        wiped = next(n for n in target if n != leader_of(cluster, topic, 0))
+        cluster.kill(wiped)
+        shutil.rmtree(cluster.nodes[wiped].data_dir / f"{topic}-0")
+        cluster.start(wiped)
+        cluster.wait_until(lambda: replicas_seen(cluster, topic, 0) == (tuple(target), tuple(sorted(target))), 30,
+                           "the wiped voter back in sync")
+        # It must count as the voter it is: with the leader gone, it and the other
+        # survivor elect a leader that takes writes.
+        before_kill = len(producer.acked)
+        victim = leader_of(cluster, topic, 0)
+        cluster.kill(victim)
+        cluster.wait_until(lambda: leader_of(cluster, topic, 0) not in (None, victim)
+                           and len(producer.acked) > before_kill + 50, 30, "writes through a new leader")
+        cluster.start(victim)
+        cluster.wait_formed()
+        cluster.wait_until(lambda: replicas_seen(cluster, topic, 0) == (tuple(target), tuple(sorted(target))), 30,
+                           "every replica back in sync")
+    finally:
+        producer.stop()
+    assert not producer.errors, producer.errors[:5]
+    assert "catching up from its log" in cluster.nodes[wiped].log_text() or \
+        "catching up" in (cluster.nodes[wiped].log_path.read_text(errors="replace"))
     check_acked(cluster, topic, 1, producer.acked)
     check_identical_replicas(cluster, topic, 1, hosts={0: target})

@@ -7,6 +7,9 @@ real clients: librdkafka (confluent-kafka) and kafka-python.
   twice, and once healed every replica holds byte-identical segment files.
 - SIGSTOP of a leader for longer than an election: a new leader takes over; resumed, the
   old one rejoins as a follower and the logs converge.
+- A SIGKILLed leader (of a busy partition, of a quiet one, of the metadata quorum) is
+  replaced without waiting for the election timeout: its port refuses connections, so
+  the survivors know its process is gone and elect at once.
 - A record only the leader has (acks=1 while both followers are down) is not visible to
   consumers, and is gone once the leader dies: the old leader cuts it when it rejoins.
 - A follower down while 30 MB are written (more than Raft keeps in memory) copies the
@@ -320,6 +323,62 @@ def test_two_shards_per_node_replicate_too(tmp_path):
     try:
         cluster.wait_formed()
         kill_leaders(cluster, "sharded", 4, 2)
+    finally:
+        cluster.shutdown()
+
+
+def test_a_killed_leader_is_replaced_without_waiting_for_an_election_timeout(tmp_path):
+    """Election timeouts of 6 s: a failover that waited for one would take 6 to 12 s.
+    A killed process's port refuses connections at once, so its partitions (a busy one
+    and a quiet one) and the metadata quorum (it is the controller) elect within a tick
+    or two."""
+    timeout_s = 6
+    args = list(CLUSTER_ARGS)
+    for flag in ("--metadata-election-timeout-ms", "--auto-leader-rebalance-interval-ms"):
+        i = args.index(flag)
+        del args[i:i + 2]
+    args += ["--metadata-election-timeout-ms", str(timeout_s * 1000),
+             "--replica-election-timeout-ms", str(timeout_s * 1000),
+             "--broker-session-timeout-ms", "20000"]
+    cluster = Cluster(tmp_path, extra_args=args).start()
+    try:
+        victim = cluster.wait_formed(timeout=60)
+        survivors = [n for n in cluster.nodes if n != victim]
+        # The controller leads both partitions (a new partition's first replica leads);
+        # the survivors' turns come in opposite orders.
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        topic = NewTopic("gone", num_partitions=2, replica_assignment=[[victim] + survivors, [victim] + survivors[::-1]])
+        admin.create_topics([topic], operation_timeout=15)["gone"].result(timeout=15)
+        cluster.wait_until(lambda: leader_of(cluster, "gone", 0) == victim == leader_of(cluster, "gone", 1), 20,
+                           "the controller to lead both partitions")
+        producer = BackgroundProducer(cluster.bootstrap, "gone", 1)
+        try:
+            # Partition 1 takes no writes: quiet after an election timeout, as is every
+            # group on the node but the busy one.
+            def awake_groups():
+                text = scrape(cluster.nodes[victim])
+                return metric(text, "tern_replication_groups") - metric(text, "tern_replication_quiesced_groups")
+
+            cluster.wait_until(lambda: awake_groups() == 1, 4 * timeout_s, "the idle partition to go quiet")
+            before = len(producer.acked)
+            killed = time.time()
+            cluster.kill(victim)
+            for partition in (0, 1):
+                cluster.wait_until(lambda: leader_of(cluster, "gone", partition) not in (None, victim),
+                                   timeout_s - 1, f"a new leader of gone-{partition}")
+            elected = time.time() - killed
+            cluster.wait_until(lambda: cluster.controller(survivors[0]) in survivors, timeout_s - 1,
+                               "a new controller")
+            controller = time.time() - killed
+            cluster.wait_until(lambda: len(producer.acked) > before + 20, 10, "writes on the new leader")
+        finally:
+            producer.stop()
+        print(f"killed {victim}: partition leaders {elected:.2f} s, controller {controller:.2f} s after")
+        campaigns = sum(full_log(cluster.nodes[n]).count("the leader's process is gone; campaigning")
+                        for n in survivors)
+        assert campaigns >= 3, campaigns  # two partitions and the metadata quorum
+        assert not producer.errors, producer.errors[:5]
+        check_acked(cluster, "gone", 1, producer.acked)
     finally:
         cluster.shutdown()
 

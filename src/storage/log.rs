@@ -268,7 +268,13 @@ impl PartitionLog {
         let mut guard = self.shared.state.borrow_mut();
         let state = &mut *guard;
         check_open(state)?;
-        let header = validate_batch(&batch, usize::MAX)?;
+        // The leader's own entries were validated when it prepared them; a follower
+        // checks what arrives from the leader (as Kafka's followers check the CRC).
+        let header = if record_producer {
+            validate_batch(&batch, usize::MAX)?
+        } else {
+            crate::protocol::record_batch::BatchHeader::parse(&batch)?
+        };
         let log_end = state.offsets.log_end();
         if header.base_offset != log_end.value() {
             return Err(StorageError::Offline {

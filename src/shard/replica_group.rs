@@ -281,6 +281,11 @@ impl ReplicaGroup {
             pre_vote: true,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 64,
+            // Followers learn a new commit with the next append or heartbeat instead of
+            // an empty append of its own per commit: they serve no reads, and the leader
+            // answers producers from its own commit. At a fixed 600 k records/s on RF=3
+            // it cut the brokers' CPU per record by about 6% (perf/README.md).
+            skip_bcast_commit: true,
             ..raft::Config::default()
         };
         config.validate().map_err(|e| e.to_string())?;

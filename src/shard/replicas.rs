@@ -66,8 +66,12 @@ const LEADER_ANNOUNCE_INTERVAL: Duration = Duration::from_secs(5);
 /// for the oldest before its next Ready.
 const FLIGHTS_PER_GROUP_MAX: usize = 8;
 /// When a leader's process is gone, the surviving voters campaign this many ticks apart
-/// (`cluster::departure`): time for the first one's election to finish.
-const DEPARTURE_STAGGER_TICKS: u32 = 2;
+/// (`cluster::departure`): time for the first one's election to finish. With many groups
+/// electing at once the first one's vote requests wait for its votes to be written, one
+/// state file per group (over 150 ms for 333 groups on the test machine): a second
+/// campaign in that time would split the vote. Only when the first candidate's log is
+/// behind does the next one's turn matter, and then it comes within one election timeout.
+const DEPARTURE_STAGGER_TICKS: u32 = ClusterConfig::ELECTION_TICKS as u32;
 /// Fault injection for tests: a file name in the data dir; while that file exists, the
 /// driver's rounds wait, as they would on a disk write that never returns (the broker
 /// and its other tasks live on). Unset in production.

@@ -274,9 +274,7 @@ pub fn snapshot_needs_catch_up(group: &ReplicaGroup, snapshot: &Message) -> bool
 pub fn before_step(group: &mut ReplicaGroup, message: &mut Message) {
     let raft = &mut group.node.raft;
     match message.get_msg_type() {
-        MessageType::MsgHeartbeat
-            if raft.state != StateRole::Leader && message.commit > raft.raft_log.last_index() =>
-        {
+        MessageType::MsgHeartbeat if raft.state != StateRole::Leader && message.commit > raft.raft_log.last_index() => {
             message.commit = raft.raft_log.committed;
         }
         MessageType::MsgAppendResponse if message.reject && raft.state == StateRole::Leader => {

@@ -60,14 +60,20 @@ def tern_topic(cluster, *args, timeout=180):
                           text=True, timeout=timeout)
 
 
-def replicas_seen(cluster, topic, partition):
+def replicas_seen(cluster, topic, partition, settle_s=10):
     """Replicas and in-sync replicas of a partition in every running node's Metadata
-    (they must agree)."""
-    seen = set()
-    for n, node in cluster.nodes.items():
-        if node.alive() and not node.paused:
-            p = cluster.metadata(n).topics[topic].partitions[partition]
-            seen.add((tuple(p.replicas), tuple(sorted(p.isrs))))
+    (they must agree: leaders announce changes to every broker, so agreement may take a
+    moment after one, such as a new topic's first in-sync set)."""
+    deadline = time.time() + settle_s
+    while True:
+        seen = set()
+        for n, node in cluster.nodes.items():
+            if node.alive() and not node.paused:
+                p = cluster.metadata(n).topics[topic].partitions[partition]
+                seen.add((tuple(p.replicas), tuple(sorted(p.isrs))))
+        if len(seen) == 1 or time.time() >= deadline:
+            break
+        time.sleep(0.1)
     assert len(seen) == 1, f"the nodes disagree: {seen}"
     return seen.pop()
 

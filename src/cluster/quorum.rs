@@ -61,8 +61,9 @@ pub fn random_phase(period: std::time::Duration) -> std::time::Duration {
 
 /// A proposal not applied within this long is answered with a timeout.
 /// When the controller's process is gone, the other voters campaign this many ticks
-/// apart (`cluster::departure`).
-const DEPARTURE_STAGGER_TICKS: u32 = 2;
+/// apart (`cluster::departure`): a whole election timeout, as for partition groups, so a
+/// second campaign never overtakes a first one whose vote is still being written.
+const DEPARTURE_STAGGER_TICKS: u32 = ClusterConfig::ELECTION_TICKS as u32;
 const PROPOSAL_TIMEOUT: Duration = Duration::from_secs(10);
 /// A forwarded request not answered within this long fails.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);

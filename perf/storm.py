@@ -79,6 +79,8 @@ def main():
     parser.add_argument("--rate", type=int, default=10000)
     parser.add_argument("--storm-nice", type=int, default=0,
                         help="niceness of the storm processes (19: the client's CPU goes to the client first)")
+    parser.add_argument("--load-cpus", default=None,
+                        help="CPUs for the load tool (taskset -c), e.g. 0 to keep it off the storm's CPU")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     results = {}
@@ -93,8 +95,9 @@ def main():
                      for _ in range(args.storm_procs)]
             for p in procs:
                 p.start()
+        pin = ["taskset", "-c", args.load_cpus] if args.load_cpus else []
         subprocess.run(
-            [args.tern, "bench", "produce", "--brokers", f"127.0.0.1:{args.port}", "--topic", f"storm-{phase}",
+            pin + [args.tern, "bench", "produce", "--brokers", f"127.0.0.1:{args.port}", "--topic", f"storm-{phase}",
              "--partitions", "4", "--record-size", "100", "--acks", "all", "--rate", str(args.rate),
              "--linger-ms", "5", "--duration", f"{args.seconds}s", "--warmup", "1s",
              "--json", f"{args.out}/{phase}.json"], capture_output=True, text=True, check=True)

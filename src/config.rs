@@ -84,6 +84,9 @@ pub struct ServeConfig {
     /// max.connection.creation.rate divided over the shards: connections each shard
     /// accepts per second (`None`: no limit).
     pub connection_creation_rate_per_shard: Option<f64>,
+    /// TCP_DEFER_ACCEPT on the listeners, in seconds (0: off): the kernel hands a
+    /// connection to a shard only once its first bytes arrive, or after this long.
+    pub defer_accept_secs: u32,
     /// The log cleaner (compaction), per shard.
     pub cleaner: crate::storage::CleanerConfig,
     /// Broker defaults of topic configs set at startup, by Kafka name

@@ -215,6 +215,12 @@ struct ServeArgs {
     /// from established clients. Default: no limit.
     #[arg(long)]
     max_connection_creation_rate: Option<u64>,
+    /// Seconds the kernel holds a new connection that has sent nothing (TCP_DEFER_ACCEPT)
+    /// before a shard accepts it. Kafka clients speak first, so they are accepted with
+    /// their first request; connections that are opened and reset at once (a connection
+    /// storm, port scans, TCP health checks) never reach the broker. 0 turns it off.
+    #[arg(long, default_value_t = 1)]
+    defer_accept_secs: u32,
     /// A broker default for topic configs, by its Kafka name (repeatable):
     /// `--broker-config log.retention.hours=24 --broker-config compression.type=zstd`.
     /// Topics that do not set the config get this value; DescribeConfigs reports it as
@@ -430,6 +436,7 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
         connection_creation_rate_per_shard: args
             .max_connection_creation_rate
             .map(|rate| (rate as f64 / shard_count as f64).max(1.0)),
+        defer_accept_secs: args.defer_accept_secs,
         static_broker_configs,
         explicit_flags: args.explicit_flags,
     })

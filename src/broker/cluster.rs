@@ -70,7 +70,7 @@ pub async fn initial_metadata(config: &ServeConfig, shard: usize) -> Result<Clus
 pub fn start_quorum(ctx: &Rc<ShardContext>, view: Arc<ClusterView>) -> Result<(), String> {
     let config = &ctx.config;
     let cluster = config.cluster.clone().expect("cluster mode");
-    let listener = super::bind_shard_listener(cluster.cluster_listen)
+    let listener = super::bind_shard_listener(cluster.cluster_listen, config.defer_accept_secs)
         .map_err(|e| format!("cannot listen on --cluster-listen {}: {e}", cluster.cluster_listen))?;
     let registration = BrokerRegistration {
         node_id: cluster.node_id,

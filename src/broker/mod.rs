@@ -371,7 +371,7 @@ async fn shard_main(
         )
     });
 
-    let listener = bind_shard_listener(config.listen)
+    let listener = bind_shard_listener(config.listen, config.defer_accept_secs)
         .map_err(|e| format!("shard {id} cannot listen on {}: {e}", config.listen))?;
     tracing::info!(shard = id, listen = %config.listen, "accepting connections");
     metrics_publisher::spawn(ctx.clone());
@@ -435,7 +435,12 @@ async fn shard_main(
 /// the kernel spreads connections over them) and SO_REUSEADDR, which glommio's own
 /// `bind` does not set: without it a port some client connection left in TIME_WAIT
 /// (any port of the ephemeral range, after a burst of short connections) cannot be bound.
-pub(crate) fn bind_shard_listener(address: SocketAddr) -> std::io::Result<TcpListener> {
+///
+/// With `defer_accept_secs` > 0, TCP_DEFER_ACCEPT: the kernel completes the handshake
+/// but queues the connection for accept only when data arrives (Kafka and inter-broker
+/// clients speak first), or once that many seconds have passed. A connection opened and
+/// reset before then costs the shard nothing: no accept, no task, no descriptor.
+pub(crate) fn bind_shard_listener(address: SocketAddr, defer_accept_secs: u32) -> std::io::Result<TcpListener> {
     use std::os::fd::{FromRawFd, IntoRawFd};
     let domain = if address.is_ipv6() { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: plain socket(2); the descriptor is owned by `socket` from here on.
@@ -454,6 +459,22 @@ pub(crate) fn bind_shard_listener(address: SocketAddr) -> std::io::Result<TcpLis
                 libc::SOL_SOCKET,
                 option,
                 (&enable as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    if defer_accept_secs > 0 {
+        let seconds = libc::c_int::try_from(defer_accept_secs).unwrap_or(libc::c_int::MAX);
+        // SAFETY: setsockopt with a valid int option value on our socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&seconds as *const libc::c_int).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             )
         };

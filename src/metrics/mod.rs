@@ -108,8 +108,11 @@ pub struct ShardProbes {
     pub request_errors: [Counter; API_KEYS],
     pub bytes_received: Counter,
     pub bytes_sent: Counter,
+    /// Connections that sent their first bytes and are being served.
     pub connections_opened: Counter,
     pub connections_closed: Counter,
+    /// Connections the listener accepted (each takes a descriptor), opened or not.
+    pub connections_accepted: Counter,
     /// Connections closed at accept: max.connections or max.connections.per.ip reached.
     pub connections_refused: Counter,
     /// Connections closed for idleness or a request that stopped arriving.
@@ -169,6 +172,7 @@ impl ShardProbes {
             bytes_received: Counter::default(),
             bytes_sent: Counter::default(),
             connections_opened: Counter::default(),
+            connections_accepted: Counter::default(),
             connections_closed: Counter::default(),
             connections_refused: Counter::default(),
             connections_timed_out: Counter::default(),

@@ -151,10 +151,17 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
     render_cluster(&mut out);
 
     type Get = fn(&ShardProbes) -> u64;
-    let counters: [(&str, &str, Get); 20] = [
+    let counters: [(&str, &str, Get); 21] = [
         ("tern_bytes_received_total", "Request bytes received.", |p| p.bytes_received.get()),
         ("tern_bytes_sent_total", "Response bytes sent.", |p| p.bytes_sent.get()),
-        ("tern_connections_opened_total", "Client connections accepted.", |p| p.connections_opened.get()),
+        (
+            "tern_connections_accepted_total",
+            "Client connections the listener accepted (with --defer-accept-secs, only those that sent bytes or waited it out).",
+            |p| p.connections_accepted.get(),
+        ),
+        ("tern_connections_opened_total", "Client connections that sent a first request and are served.", |p| {
+            p.connections_opened.get()
+        }),
         ("tern_connections_closed_total", "Client connections closed.", |p| p.connections_closed.get()),
         (
             "tern_connections_refused_total",

@@ -150,28 +150,29 @@ impl AcceptPacing {
 pub const ADMISSION_LATENCY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Waits until a new connection has sent its first bytes (true), or closed, failed, sat
-/// silent for `connections.max.idle.ms`, or shutdown began (false: drop it).
+/// silent for `connections.max.idle.ms`, or shutdown began (false: drop it). glommio's
+/// `peek` ignores the socket's read timeout, so the idle limit is a timer raced against
+/// it (a connection that never spoke was otherwise held until it closed).
 async fn wait_for_first_bytes(ctx: &ShardContext, stream: &glommio::net::TcpStream, shutdown: &ShutdownSignal) -> bool {
     let idle = ctx.config.connections_max_idle;
-    let _ = stream.set_read_timeout(Some(idle.min(std::time::Duration::from_secs(1))));
-    let since = std::time::Instant::now();
     let mut byte = [0u8; 1];
-    loop {
-        if shutdown.is_fired() {
-            return false;
+    let peek = Box::pin(stream.peek(&mut byte));
+    let give_up = Box::pin(select(Box::pin(glommio::timer::sleep(idle)), Box::pin(shutdown.wait())));
+    let spoke = match select(peek, give_up).await {
+        Either::Left((Ok(0), _)) => false,
+        Either::Left((Ok(_), _)) => true,
+        Either::Left((Err(error), _)) => {
+            let peer = stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+            super::connection::warn_bad_connection(peer, &std::io::Error::from(error));
+            false
         }
-        match stream.peek(&mut byte).await.map_err(std::io::Error::from) {
-            Ok(0) => return false,
-            Ok(_) => return true,
-            Err(error) if error.kind() == std::io::ErrorKind::TimedOut && since.elapsed() < idle => continue,
-            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => return false,
-            Err(error) => {
-                let peer = stream.peer_addr().unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-                super::connection::warn_bad_connection(peer, &error);
-                return false;
-            }
+        Either::Right((Either::Left(_), _)) => {
+            crate::metrics::probes().connections_timed_out.add(1);
+            false
         }
-    }
+        Either::Right(_) => false,
+    };
+    spoke
 }
 
 /// Accepts connections until shutdown; returns once every connection has finished.
@@ -206,7 +207,10 @@ pub async fn accept_loop(
             Either::Right(_) => break,
         };
         let stream = match accepted {
-            Ok(stream) => stream,
+            Ok(stream) => {
+                crate::metrics::probes().connections_accepted.add(1);
+                stream
+            }
             Err(error) => {
                 tracing::warn!(shard = ctx.id, %error, "accept failed");
                 glommio::timer::sleep(std::time::Duration::from_millis(10)).await;

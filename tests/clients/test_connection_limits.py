@@ -298,3 +298,59 @@ def test_connection_creation_rate_paces_accepts_and_counts_the_waits(broker_fact
     for s in sockets:
         s.close()
     assert broker.stop() == 0
+
+
+def reset_at_once(broker, count: int) -> None:
+    """Opens `count` connections and resets each at once (SO_LINGER 0), sending nothing."""
+    for _ in range(count):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.connect(("127.0.0.1", broker.port))
+        s.close()
+
+
+def test_connections_reset_before_speaking_never_reach_the_broker(broker_factory):
+    """--defer-accept-secs (TCP_DEFER_ACCEPT, default 1 s): 2,000 connections opened and
+    reset at once are never accepted (tern_connections_accepted_total does not move), a
+    client that speaks is served at once, and one that connects and says nothing is
+    accepted about a second later, so the idle timeout still reaches it. With
+    --defer-accept-secs 0 the same storm is accepted connection by connection."""
+    from helpers import metric, scrape
+
+    def opened(broker):
+        return metric(scrape(broker), "tern_connections_accepted_total") or 0
+
+    broker = broker_factory(extra_args=["--connections-max-idle-ms", "1500"])
+    time.sleep(0.5)
+    before = opened(broker)
+    reset_at_once(broker, 2000)
+    time.sleep(1.5)
+    assert opened(broker) - before == 0, "connections reset before sending anything reached the broker"
+
+    started = time.time()
+    speaking = connect(broker)
+    assert answers(speaking), "a client that speaks first is served"
+    assert time.time() - started < 1.0, "a speaking client was held back"
+
+    silent = connect(broker)
+    connected = time.time()
+    accepted_after = None
+    while time.time() - connected < 10:
+        if opened(broker) - before >= 2:
+            accepted_after = time.time() - connected
+            break
+        time.sleep(0.05)
+    assert accepted_after is not None, "a silent connection was never accepted"
+    assert accepted_after >= 0.5, f"a silent connection was accepted after {accepted_after:.2f}s, not deferred"
+    assert closed_within(silent, 10), "the idle timeout closes a silent connection once accepted"
+    speaking.close()
+    silent.close()
+
+    undeferred = broker_factory(extra_args=["--defer-accept-secs", "0"])
+    time.sleep(0.5)
+    before = opened(undeferred)
+    reset_at_once(undeferred, 2000)
+    deadline = time.time() + 10
+    while opened(undeferred) - before < 1000 and time.time() < deadline:
+        time.sleep(0.1)
+    assert opened(undeferred) - before >= 1000, "without deferral the storm should reach the broker"

@@ -172,6 +172,8 @@ async fn wait_for_first_bytes(ctx: &ShardContext, stream: &glommio::net::TcpStre
         }
         Either::Right(_) => false,
     };
+    // Bound first: the futures still pending in the `select` borrow `byte`, and are
+    // dropped with the match, before it.
     spoke
 }
 

@@ -317,15 +317,15 @@ def test_connections_reset_before_speaking_never_reach_the_broker(broker_factory
     --defer-accept-secs 0 the same storm is accepted connection by connection."""
     from helpers import metric, scrape
 
-    def opened(broker):
+    def accepted(broker):
         return metric(scrape(broker), "tern_connections_accepted_total") or 0
 
     broker = broker_factory(extra_args=["--connections-max-idle-ms", "1500"])
     time.sleep(0.5)
-    before = opened(broker)
+    before = accepted(broker)
     reset_at_once(broker, 2000)
     time.sleep(1.5)
-    assert opened(broker) - before == 0, "connections reset before sending anything reached the broker"
+    assert accepted(broker) - before == 0, "connections reset before sending anything reached the broker"
 
     started = time.time()
     speaking = connect(broker)
@@ -336,7 +336,7 @@ def test_connections_reset_before_speaking_never_reach_the_broker(broker_factory
     connected = time.time()
     accepted_after = None
     while time.time() - connected < 10:
-        if opened(broker) - before >= 2:
+        if accepted(broker) - before >= 2:
             accepted_after = time.time() - connected
             break
         time.sleep(0.05)
@@ -348,9 +348,9 @@ def test_connections_reset_before_speaking_never_reach_the_broker(broker_factory
 
     undeferred = broker_factory(extra_args=["--defer-accept-secs", "0"])
     time.sleep(0.5)
-    before = opened(undeferred)
+    before = accepted(undeferred)
     reset_at_once(undeferred, 2000)
     deadline = time.time() + 10
-    while opened(undeferred) - before < 1000 and time.time() < deadline:
+    while accepted(undeferred) - before < 1000 and time.time() < deadline:
         time.sleep(0.1)
-    assert opened(undeferred) - before >= 1000, "without deferral the storm should reach the broker"
+    assert accepted(undeferred) - before >= 1000, "without deferral the storm should reach the broker"

@@ -16,8 +16,9 @@
 //! config                      `tern serve` settings and limits
 //! storage                     partition logs: segments, indexes, writer, recovery, retention
 //! protocol  metrics  stable_hash  stop  warn_limit   record batches, codecs, fetch
-//!                             framing, response chunks; per-shard probes; placement
-//!                             hash; stop signal; rate-limited warnings          (bottom)
+//! allocator                   framing, response chunks; per-shard probes; placement
+//!                             hash; stop signal; rate-limited warnings; the global
+//!                             allocator                                         (bottom)
 //! ```
 //!
 //! Tools built on the bottom layers, never imported by the broker's modules: [`client`]
@@ -25,6 +26,7 @@
 //! produce | consume`), [`tune`] (`tern tune`), [`config_file`] (`--config tern.toml`).
 
 pub mod admin;
+pub mod allocator;
 pub mod bench;
 pub mod broker;
 pub mod client;

@@ -62,17 +62,16 @@ pub fn spawn(ctx: Rc<ShardContext>) {
 const CLOSES_PER_TRIM: u64 = 256;
 
 /// Once many connections have closed, gives the heap memory they freed back to the
-/// system (`malloc_trim`): glibc keeps freed memory in its arenas otherwise, and 5,000
-/// connections gone left 130-170 MB of RSS behind. Process-wide and takes a few ms, so it
-/// runs at most once a second per shard and only after a wave of closes. Returns the
-/// close count to compare against next time.
+/// system ([`crate::allocator::return_freed_memory`]): the allocator keeps freed pages
+/// for reuse otherwise (with glibc, 5,000 connections gone left 130-170 MB of RSS
+/// behind). It runs at most once a second per shard and only after a wave of closes.
+/// Returns the close count to compare against next time.
 fn return_memory_after_closes(closed_at_last_trim: u64) -> u64 {
     let closed = probes().connections_closed.get();
     if closed.saturating_sub(closed_at_last_trim) < CLOSES_PER_TRIM {
         return closed_at_last_trim;
     }
-    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
-    unsafe { libc::malloc_trim(0) };
+    crate::allocator::return_freed_memory();
     closed
 }
 

@@ -214,19 +214,25 @@ def report(folder: Path):
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     alone, during = row(runs, "catchup-alone"), row(runs, "catchup-during")
     read, fresh = row_consume(runs, "catchup-read"), row_consume(runs, "catchup-read-fresh")
+    first, during_read = row_consume(runs, "catchup-read-first"), row_consume(runs, "catchup-during-read")
     dd = dd_buffered(folder)
     in_alone, in_during = alone["stages"]["request"]["p99"], during["stages"]["request"]["p99"]
+    write_alone, write_during = alone["stages"]["write"]["p99"], during["stages"]["write"]["p99"]
     lines += ["", f"Catch-up: produce at 10% of peak alone p99 {fmt(alone['p99'])} ms, while one consumer reads 1 KiB "
               f"records from cold disk p99 {fmt(during['p99'])} ms (ratio "
               f"{fmt(during['p99'] / alone['p99'] if alone['p99'] and during['p99'] else None)}; load-tool CPU "
-              f"{fmt(alone['load_cpu'], 0)}% alone, {fmt(during['load_cpu'], 0)}% during). Inside the broker: request p99 "
+              f"{fmt(alone['load_cpu'], 0)}% alone, {fmt(during['load_cpu'], 0)}% during; broker CPU "
+              f"{fmt(alone['cpu'], 0)}% alone, {fmt(during['cpu'], 0)}% during). Inside the broker: request p99 "
               f"{fmt(in_alone)} ms alone, {fmt(in_during)} ms during (ratio "
-              f"{fmt(in_during / in_alone if in_alone and in_during else None)}). That consumer: "
-              f"{fmt(read)} MB/s after a restart and drop_caches, {fmt(fresh)} MB/s right after producing; buffered dd "
-              f"of a third such topic after drop_caches {fmt(dd)} MB/s (ratio {fmt(read / dd if read and dd else None)}; "
+              f"{fmt(in_during / in_alone if in_alone and in_during else None)}), write stage p99 {fmt(write_alone)} "
+              f"against {fmt(write_during)} ms. The reader during produce: {fmt(during_read)} MB/s (the cold-read "
+              f"budget). One consumer alone: {fmt(read)} MB/s after a restart and drop_caches, {fmt(fresh)} MB/s "
+              f"right after producing, {fmt(first)} MB/s for the first read after producing; buffered dd of another "
+              f"such topic after drop_caches {fmt(dd)} MB/s (ratio {fmt(read / dd if read and dd else None)}; "
               f"every read is the first read of its files)."]
     summary.update({"catchup_alone": alone, "catchup_during": during, "catchup_read_mb_s": read,
-                    "catchup_read_fresh_mb_s": fresh, "dd_buffered_mb_s": dd})
+                    "catchup_read_fresh_mb_s": fresh, "catchup_read_first_mb_s": first,
+                    "catchup_during_read_mb_s": during_read, "dd_buffered_mb_s": dd})
     idle = folder / "idle.json"
     if idle.exists():
         facts = json.loads(idle.read_text())

@@ -221,6 +221,13 @@ struct ServeArgs {
     /// storm, port scans, TCP health checks) never reach the broker. 0 turns it off.
     #[arg(long, default_value_t = 1)]
     defer_accept_secs: u32,
+    /// MB per second each shard may read from disk for fetches while it is also taking
+    /// writes (a consumer or replica catching up on old data): past the budget those
+    /// reads wait, so that durable produce writes do not queue behind them at the disk.
+    /// Reads of data still in memory, and all reads while the shard takes no writes, are
+    /// not limited. 0 turns the budget off.
+    #[arg(long, default_value_t = 200)]
+    cold_read_budget_mb: u64,
     /// A broker default for topic configs, by its Kafka name (repeatable):
     /// `--broker-config log.retention.hours=24 --broker-config compression.type=zstd`.
     /// Topics that do not set the config get this value; DescribeConfigs reports it as
@@ -437,6 +444,7 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
             .max_connection_creation_rate
             .map(|rate| (rate as f64 / shard_count as f64).max(1.0)),
         defer_accept_secs: args.defer_accept_secs,
+        cold_read_budget_bytes_per_sec: (args.cold_read_budget_mb > 0).then(|| args.cold_read_budget_mb * 1_000_000),
         static_broker_configs,
         explicit_flags: args.explicit_flags,
     })

@@ -330,6 +330,7 @@ async fn shard_main(
     let (senders, mut receivers) = mesh.join().await.map_err(|e| format!("joining the shard mesh failed: {e}"))?;
     let id = senders.peer_id();
     let metadata = cluster::initial_metadata(&config, id).await?;
+    crate::server::sendfile::set_cold_read_budget(config.cold_read_budget_bytes_per_sec);
     let ctx = Rc::new(ShardContext::new(id, config.clone(), Arc::new(metadata), senders, cluster_view.clone()));
     ctx.start_replicas();
     ctx.apply_metadata(ctx.metadata()).await;

@@ -152,6 +152,10 @@ pub struct ShardProbes {
     pub sendfile_bytes: Counter,
     /// sendfile(2) calls made for those bytes.
     pub sendfile_calls: Counter,
+    /// Of those bytes, the ones sent by paced jobs (cold reads while the shard wrote).
+    pub paced_read_bytes: Counter,
+    /// Paced jobs that waited for the cold-read budget (`--cold-read-budget-mb`).
+    pub cold_read_budget_waits: Counter,
     /// Record bytes fetches got from the batch cache (memory).
     pub batch_cache_bytes_served: Counter,
     /// The log cleaner: passes run, bytes it read and wrote, records it removed.
@@ -193,6 +197,8 @@ impl ShardProbes {
             segment_header_bytes_read: Counter::default(),
             sendfile_bytes: Counter::default(),
             sendfile_calls: Counter::default(),
+            paced_read_bytes: Counter::default(),
+            cold_read_budget_waits: Counter::default(),
             batch_cache_bytes_served: Counter::default(),
             cleaner_passes: Counter::default(),
             cleaner_bytes_read: Counter::default(),

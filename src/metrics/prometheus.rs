@@ -151,7 +151,7 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
     render_cluster(&mut out);
 
     type Get = fn(&ShardProbes) -> u64;
-    let counters: [(&str, &str, Get); 21] = [
+    let counters: [(&str, &str, Get); 23] = [
         ("tern_bytes_received_total", "Request bytes received.", |p| p.bytes_received.get()),
         ("tern_bytes_sent_total", "Response bytes sent.", |p| p.bytes_sent.get()),
         (
@@ -198,6 +198,16 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
             p.sendfile_bytes.get()
         }),
         ("tern_sendfile_calls_total", "sendfile(2) calls.", |p| p.sendfile_calls.get()),
+        (
+            "tern_paced_read_bytes_total",
+            "Of the sendfile bytes, those read while the shard was taking writes (paced cold reads).",
+            |p| p.paced_read_bytes.get(),
+        ),
+        (
+            "tern_cold_read_budget_waits_total",
+            "Paced cold reads that waited for the shard's --cold-read-budget-mb.",
+            |p| p.cold_read_budget_waits.get(),
+        ),
         ("tern_segment_bytes_read_total", "Record bytes read from segments into memory (copying path).", |p| {
             p.segment_bytes_read.get()
         }),

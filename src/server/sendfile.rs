@@ -28,6 +28,11 @@
 //!   broker went from 1 ms to 19-47 ms during a cold catch-up, and to 5-7 ms with pacing,
 //!   while the reader's throughput did not drop (perf/README.md). With no produce
 //!   traffic, reads run unpaced.
+//! - Paced jobs also draw on a per-shard byte budget (`--cold-read-budget-mb`, a token
+//!   bucket holding at most one job's bytes): past it, the next job waits. Even one
+//!   256 KiB read at a time slows the disk's durable writes when reads follow each other
+//!   without a gap (write stage p99 1 ms alone, 10 ms during an unbudgeted catch-up at
+//!   about 450 MB/s, 5 ms at 100 MB/s: perf/README.md).
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -45,6 +50,46 @@ thread_local! {
     /// One paced job at a time per shard (a shard is one thread).
     static PACED_JOBS: std::rc::Rc<glommio::sync::Semaphore> =
         std::rc::Rc::new(glommio::sync::Semaphore::new(1));
+    /// The shard's budget for paced reads (`--cold-read-budget-mb`).
+    static PACED_BUDGET: std::cell::RefCell<ReadBudget> = std::cell::RefCell::new(ReadBudget::new(None));
+}
+
+/// Sets the calling shard's budget for paced reads, in bytes per second (`None`: no
+/// budget). Called once when the shard starts.
+pub fn set_cold_read_budget(bytes_per_sec: Option<u64>) {
+    PACED_BUDGET.with(|budget| *budget.borrow_mut() = ReadBudget::new(bytes_per_sec.map(|rate| rate as f64)));
+}
+
+/// A token bucket of bytes: paced jobs take their bytes from it, and wait when it is empty.
+#[derive(Debug)]
+struct ReadBudget {
+    bytes_per_sec: Option<f64>,
+    /// Bytes that may be read now; negative after a job took more than was there.
+    available: f64,
+    refilled_at: Instant,
+}
+
+impl ReadBudget {
+    fn new(bytes_per_sec: Option<f64>) -> ReadBudget {
+        ReadBudget { bytes_per_sec, available: 0.0, refilled_at: Instant::now() }
+    }
+
+    /// Takes `bytes` and returns how long to wait before reading them (zero when the
+    /// bucket had them). The bucket holds at most one job's worth, so a reader that was
+    /// idle gets no burst.
+    fn take(&mut self, bytes: usize, now: Instant) -> Duration {
+        let Some(rate) = self.bytes_per_sec else { return Duration::ZERO };
+        let burst = PACED_JOB_BYTES as f64;
+        self.available =
+            (self.available + rate * now.saturating_duration_since(self.refilled_at).as_secs_f64()).min(burst);
+        self.refilled_at = now;
+        self.available -= bytes as f64;
+        if self.available >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.available / rate)
+        }
+    }
 }
 
 /// Pacing is on unless the environment has `TERN_NO_READ_PACING` (a diagnostic switch,
@@ -136,7 +181,13 @@ pub async fn send_region(socket: &SendSocket, region: &FileRegion, stall_timeout
         let left = if paced { (region.len - done).min(PACED_JOB_BYTES) } else { region.len - done };
         let _turn = if paced {
             let gate = PACED_JOBS.with(|gate| gate.clone());
-            Some(gate.acquire_static_permit(1).await.map_err(|_| io::Error::other("pacing gate closed"))?)
+            let permit = gate.acquire_static_permit(1).await.map_err(|_| io::Error::other("pacing gate closed"))?;
+            let wait = PACED_BUDGET.with(|budget| budget.borrow_mut().take(left, Instant::now()));
+            if !wait.is_zero() {
+                probes.cold_read_budget_waits.add(1);
+                glommio::timer::sleep(wait).await;
+            }
+            Some(permit)
         } else {
             None
         };
@@ -156,6 +207,9 @@ pub async fn send_region(socket: &SendSocket, region: &FileRegion, stall_timeout
             .await?;
         probes.sendfile_bytes.add(sent as u64);
         probes.sendfile_calls.add(calls);
+        if paced {
+            probes.paced_read_bytes.add(sent as u64);
+        }
         done += sent;
         if sent > 0 {
             last_progress = Instant::now();
@@ -213,4 +267,62 @@ fn send_slice(socket: RawFd, file: RawFd, position: u64, len: usize) -> io::Resu
         }
     }
     Ok((sent, calls))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_without_a_rate_never_waits() {
+        let mut budget = ReadBudget::new(None);
+        let now = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(budget.take(PACED_JOB_BYTES, now), Duration::ZERO);
+        }
+    }
+
+    #[test]
+    fn budget_spaces_jobs_at_its_rate() {
+        // 100 MB/s: one 256 KiB job every 2.62 ms.
+        let rate = 100e6;
+        let mut budget = ReadBudget::new(Some(rate));
+        let start = Instant::now();
+        let job = PACED_JOB_BYTES as f64 / rate;
+        let first = budget.take(PACED_JOB_BYTES, start);
+        assert!((first.as_secs_f64() - job).abs() < 1e-6, "an empty bucket waits one job's time: {first:?}");
+        // A job started right after waits for its own bytes too: the debt adds up.
+        let second = budget.take(PACED_JOB_BYTES, start);
+        assert!((second.as_secs_f64() - 2.0 * job).abs() < 1e-6, "{second:?}");
+        // Once the waits have passed, the bucket is even again, and the next job waits one job's time.
+        let later = start + Duration::from_secs_f64(2.0 * job);
+        let third = budget.take(PACED_JOB_BYTES, later);
+        assert!((third.as_secs_f64() - job).abs() < 1e-6, "{third:?}");
+    }
+
+    #[test]
+    fn an_idle_budget_allows_at_most_one_job_at_once() {
+        let mut budget = ReadBudget::new(Some(100e6));
+        let start = Instant::now();
+        let _ = budget.take(PACED_JOB_BYTES, start);
+        // A minute idle: the bucket holds one job's bytes, not a minute's.
+        let later = start + Duration::from_secs(60);
+        assert_eq!(budget.take(PACED_JOB_BYTES, later), Duration::ZERO);
+        assert!(budget.take(PACED_JOB_BYTES, later) > Duration::ZERO);
+    }
+
+    #[test]
+    fn budget_holds_the_rate_over_many_jobs() {
+        // Jobs that each start when their wait ends read at the budget's rate.
+        let rate = 200e6;
+        let mut budget = ReadBudget::new(Some(rate));
+        let start = Instant::now();
+        let mut now = start;
+        let jobs = 1000;
+        for _ in 0..jobs {
+            now += budget.take(PACED_JOB_BYTES, now);
+        }
+        let achieved = (jobs * PACED_JOB_BYTES) as f64 / (now - start).as_secs_f64();
+        assert!((achieved - rate).abs() / rate < 0.01, "read at {achieved} B/s against {rate}");
+    }
 }

@@ -51,7 +51,7 @@ def test_help_documents_every_flag():
     for flag in ["--listen", "--advertised-address", "--data-dir", "--cores", "--no-pin", "--node-id", "--memory",
                  "--max-request-bytes", "--auto-create-topics", "--default-partitions", "--flush-interval-ms",
                  "--flush-bytes", "--group-initial-rebalance-delay-ms", "--offsets-retention-ms",
-                 "--batch-cache-bytes", "--admin-listen", "--config", "--print-config"]:
+                 "--batch-cache-bytes", "--admin-listen", "--config", "--print-config", "--cold-read-budget-mb"]:
         assert flag in out, flag
 
 

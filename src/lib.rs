@@ -16,9 +16,9 @@
 //! config                      `tern serve` settings and limits
 //! storage                     partition logs: segments, indexes, writer, recovery, retention
 //! protocol  metrics  stable_hash  stop  warn_limit   record batches, codecs, fetch
-//! allocator                   framing, response chunks; per-shard probes; placement
+//! allocator  byte_bucket      framing, response chunks; per-shard probes; placement
 //!                             hash; stop signal; rate-limited warnings; the global
-//!                             allocator                                         (bottom)
+//!                             allocator; a token bucket over bytes              (bottom)
 //! ```
 //!
 //! Tools built on the bottom layers, never imported by the broker's modules: [`client`]
@@ -29,6 +29,7 @@ pub mod admin;
 pub mod allocator;
 pub mod bench;
 pub mod broker;
+pub mod byte_bucket;
 pub mod client;
 pub mod cluster;
 pub mod config;

@@ -221,10 +221,10 @@ struct ServeArgs {
     /// storm, port scans, TCP health checks) never reach the broker. 0 turns it off.
     #[arg(long, default_value_t = 1)]
     defer_accept_secs: u32,
-    /// MB per second each shard may read from disk for fetches while it is also taking
-    /// writes (a consumer or replica catching up on old data): past the budget those
+    /// MB per second each shard may read from disk for fetches while the broker is also
+    /// taking writes (a consumer or replica catching up on old data): past the budget those
     /// reads wait, so that durable produce writes do not queue behind them at the disk.
-    /// Reads of data still in memory, and all reads while the shard takes no writes, are
+    /// Reads of data still in memory, and all reads while the broker takes no writes, are
     /// not limited. 0 turns the budget off.
     #[arg(long, default_value_t = 200)]
     cold_read_budget_mb: u64,

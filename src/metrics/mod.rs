@@ -152,7 +152,7 @@ pub struct ShardProbes {
     pub sendfile_bytes: Counter,
     /// sendfile(2) calls made for those bytes.
     pub sendfile_calls: Counter,
-    /// Of those bytes, the ones sent by paced jobs (cold reads while the shard wrote).
+    /// Of those bytes, the ones sent by paced jobs (cold reads while the broker wrote).
     pub paced_read_bytes: Counter,
     /// Paced jobs that waited for the cold-read budget (`--cold-read-budget-mb`).
     pub cold_read_budget_waits: Counter,

@@ -200,7 +200,7 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
         ("tern_sendfile_calls_total", "sendfile(2) calls.", |p| p.sendfile_calls.get()),
         (
             "tern_paced_read_bytes_total",
-            "Of the sendfile bytes, those read while the shard was taking writes (paced cold reads).",
+            "Of the sendfile bytes, those read while the broker was taking writes (paced cold reads).",
             |p| p.paced_read_bytes.get(),
         ),
         (

@@ -19,8 +19,9 @@
 //!   (POSIX_FADV_WILLNEED), so a catch-up reader's next fetch overlaps disk and network.
 //! - Each job owns a duplicate of the socket descriptor and an `Arc` of the file, so
 //!   neither can be closed (and its number reused) while the job runs.
-//! - Cold reads are *paced* while the shard is writing (a log of it started a write round
-//!   within [`PACING_WINDOW`]): kernel readahead is off for the file (POSIX_FADV_RANDOM),
+//! - Cold reads are *paced* while the broker is writing (a log of any shard started a
+//!   write round within [`PACING_WINDOW`]: the disk is shared, and the shard that sends a
+//!   region is the consumer connection's, not always the partition's): kernel readahead is off for the file (POSIX_FADV_RANDOM),
 //!   a job sends at most [`PACED_JOB_BYTES`], one job of the shard runs at a time, and no
 //!   prefetch hint is given. Without this a catch-up reader keeps megabytes of reads
 //!   queued at the disk (readahead windows of `read_ahead_kb`, prefetch hints of up to
@@ -39,6 +40,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::byte_bucket::ByteBucket;
 use crate::storage::FileRegion;
 
 /// Cold reads are paced while a log of the shard started a write round this recently.
@@ -60,34 +62,25 @@ pub fn set_cold_read_budget(bytes_per_sec: Option<u64>) {
     PACED_BUDGET.with(|budget| *budget.borrow_mut() = ReadBudget::new(bytes_per_sec.map(|rate| rate as f64)));
 }
 
-/// A token bucket of bytes: paced jobs take their bytes from it, and wait when it is empty.
+/// The shard's budget for paced jobs: a token bucket of bytes that holds at most one
+/// job's worth, so a reader that was idle gets no burst.
 #[derive(Debug)]
 struct ReadBudget {
     bytes_per_sec: Option<f64>,
-    /// Bytes that may be read now; negative after a job took more than was there.
-    available: f64,
-    refilled_at: Instant,
+    bucket: ByteBucket,
 }
 
 impl ReadBudget {
     fn new(bytes_per_sec: Option<f64>) -> ReadBudget {
-        ReadBudget { bytes_per_sec, available: 0.0, refilled_at: Instant::now() }
+        ReadBudget { bytes_per_sec, bucket: ByteBucket::empty(Instant::now()) }
     }
 
-    /// Takes `bytes` and returns how long to wait before reading them (zero when the
-    /// bucket had them). The bucket holds at most one job's worth, so a reader that was
-    /// idle gets no burst.
+    /// Takes `bytes` and returns how long to wait before reading them (zero without a
+    /// budget, or when the bucket had them).
     fn take(&mut self, bytes: usize, now: Instant) -> Duration {
-        let Some(rate) = self.bytes_per_sec else { return Duration::ZERO };
-        let burst = PACED_JOB_BYTES as f64;
-        self.available =
-            (self.available + rate * now.saturating_duration_since(self.refilled_at).as_secs_f64()).min(burst);
-        self.refilled_at = now;
-        self.available -= bytes as f64;
-        if self.available >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-self.available / rate)
+        match self.bytes_per_sec {
+            Some(rate) => self.bucket.take(bytes as u64, rate, PACED_JOB_BYTES as f64, now),
+            None => Duration::ZERO,
         }
     }
 }

@@ -44,16 +44,13 @@ pub struct SnapshotDescriptor {
     pub next_offset: i64,
 }
 
-/// A token bucket over bytes served.
+/// A token bucket over bytes served, holding at most one second's worth.
 #[derive(Debug)]
-pub struct Pacer {
-    available: f64,
-    updated: Instant,
-}
+pub struct Pacer(crate::byte_bucket::ByteBucket);
 
 impl Default for Pacer {
     fn default() -> Pacer {
-        Pacer { available: 0.0, updated: Instant::now() }
+        Pacer(crate::byte_bucket::ByteBucket::empty(Instant::now()))
     }
 }
 
@@ -61,16 +58,8 @@ impl Pacer {
     /// Takes `bytes` from the bucket (refilled at `rate` per second, holding at most one
     /// second's worth) and says how long to wait before sending them.
     pub fn reserve(&mut self, bytes: u64, rate: u64) -> Duration {
-        let now = Instant::now();
         let rate = rate.max(1) as f64;
-        self.available = (self.available + now.duration_since(self.updated).as_secs_f64() * rate).min(rate);
-        self.updated = now;
-        self.available -= bytes as f64;
-        if self.available >= 0.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(-self.available / rate)
-        }
+        self.0.take(bytes, rate, rate, Instant::now())
     }
 }
 
@@ -222,7 +211,7 @@ mod tests {
     fn the_pacer_holds_reads_to_the_rate() {
         let mut pacer = Pacer::default();
         assert!(pacer.reserve(1000, 1000) > Duration::from_millis(900), "an empty bucket waits");
-        let mut pacer = Pacer { available: 1000.0, updated: Instant::now() };
+        let mut pacer = Pacer(crate::byte_bucket::ByteBucket::holding(1000.0, Instant::now()));
         assert_eq!(pacer.reserve(500, 1000), Duration::ZERO);
         assert!(pacer.reserve(1500, 1000) >= Duration::from_millis(900));
     }

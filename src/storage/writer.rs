@@ -52,15 +52,27 @@ use super::write_buffer;
 
 type Completion = oneshot::Sender<Result<(), StorageError>>;
 
-thread_local! {
-    /// When a log of this shard (this thread) last started a write round.
-    static LAST_WRITE_ROUND: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+/// When a log of any shard last started a write round, in nanoseconds after
+/// [`write_clock_origin`] (0: never). Process-wide, not per shard: the disk is shared, and
+/// a cold read is sent by the shard of the consumer's connection, which need not be the
+/// shard that owns the partitions being written.
+static LAST_WRITE_ROUND_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn write_clock_origin() -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
 }
 
-/// A log of the calling shard started a write round less than `window` ago: cold reads
-/// are paced while this holds, so they do not queue in front of produce writes.
+fn note_write_round(at: Instant) {
+    let nanos = at.saturating_duration_since(write_clock_origin()).as_nanos().max(1) as u64;
+    LAST_WRITE_ROUND_NANOS.store(nanos, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A log of this broker (any shard) started a write round less than `window` ago: cold
+/// reads are paced while this holds, so they do not queue in front of produce writes.
 pub fn wrote_within(window: Duration) -> bool {
-    LAST_WRITE_ROUND.with(|last| last.get().is_some_and(|at| at.elapsed() < window))
+    let last = LAST_WRITE_ROUND_NANOS.load(std::sync::atomic::Ordering::Relaxed);
+    last != 0 && write_clock_origin().elapsed().saturating_sub(Duration::from_nanos(last)) < window
 }
 
 /// Batches appended to one segment, waiting to be written.
@@ -393,7 +405,7 @@ async fn write_round(shared: &Rc<LogShared>, round: &PendingWrite) -> Result<(),
     let probes = crate::metrics::probes();
     probes.log_queue_wait.observe(round.enqueued_at.elapsed());
     let write_started = Instant::now();
-    LAST_WRITE_ROUND.with(|last| last.set(Some(write_started)));
+    note_write_round(write_started);
     let file = prepare_segment_file(shared, round.segment_base).await?;
     let (chunks, new_written, new_tail, need_allocation, policy) = {
         let state = shared.state.borrow();

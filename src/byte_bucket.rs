@@ -1,6 +1,7 @@
 //! A token bucket over bytes: the rate limiter for reads that must not crowd out other
 //! work. Replica catch-up (`shard::catch_up`, `--replica-catch-up-bytes-per-sec`) and cold
-//! reads while a shard writes (`server::sendfile`, `--cold-read-budget-mb`) both draw on one.
+//! reads while the broker writes (`server::sendfile`, `--cold-read-budget-mb`) both draw on
+//! one.
 
 use std::time::{Duration, Instant};
 

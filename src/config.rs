@@ -87,8 +87,8 @@ pub struct ServeConfig {
     /// TCP_DEFER_ACCEPT on the listeners, in seconds (0: off): the kernel hands a
     /// connection to a shard only once its first bytes arrive, or after this long.
     pub defer_accept_secs: u32,
-    /// Bytes per second each shard reads from disk for fetches while it is taking writes
-    /// (`None`: no budget). See `server::sendfile`.
+    /// Bytes per second each shard sends from disk for fetches while the broker is taking
+    /// writes (`None`: no budget). See `server::sendfile`.
     pub cold_read_budget_bytes_per_sec: Option<u64>,
     /// The log cleaner (compaction), per shard.
     pub cleaner: crate::storage::CleanerConfig,

@@ -20,8 +20,9 @@
 //! - Each job owns a duplicate of the socket descriptor and an `Arc` of the file, so
 //!   neither can be closed (and its number reused) while the job runs.
 //! - Cold reads are *paced* while the broker is writing (a log of any shard started a
-//!   write round within [`PACING_WINDOW`]: the disk is shared, and the shard that sends a
-//!   region is the consumer connection's, not always the partition's): kernel readahead is off for the file (POSIX_FADV_RANDOM),
+//!   write round within [`PACING_WINDOW`]; any shard, as the disk is shared and the shard
+//!   that sends a region is the consumer connection's, not always the partition's):
+//!   kernel readahead is off for the file (POSIX_FADV_RANDOM),
 //!   a job sends at most [`PACED_JOB_BYTES`], one job of the shard runs at a time, and no
 //!   prefetch hint is given. Without this a catch-up reader keeps megabytes of reads
 //!   queued at the disk (readahead windows of `read_ahead_kb`, prefetch hints of up to

@@ -451,6 +451,7 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
 }
 
 fn main() -> ExitCode {
+    tern::allocator::configure();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

@@ -4,7 +4,10 @@
 Starts three `tern serve` nodes (one shard each, all sharing the machine's cores), then:
 1. throughput: `tern bench produce` (acks=all, 100-byte records, 6 partitions) against an
    RF=1 topic and an RF=3 topic, alternating, --runs times each; the RF=3 share is the
-   ratio of the medians (same run, same machine);
+   ratio of the medians (same run, same machine). A pair of runs writes about 9 GB and
+   nothing is deleted by retention, so when less than 20 GiB is free before a pair, both
+   topics are deleted and created again first (a run of --runs 9 filled the 65 GiB free
+   on the benchmark machine at its eighth pair);
 2. latency: produce p50/p99/p99.9 at 25% of the RF=3 median peak (--rate);
 3. failover, --rounds rounds: an idempotent acks=all librdkafka producer writes a
    one-partition RF=3 topic without pause; the partition's leader gets SIGKILL; measured
@@ -59,6 +62,44 @@ def create(cluster, name, partitions, rf):
             p.leader >= 0 for p in topic.partitions.values())
 
     cluster.wait_until(led, 120, f"{name} led")
+
+
+def delete(cluster, names):
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    for future in admin.delete_topics(list(names), operation_timeout=30).values():
+        future.result(timeout=60)
+
+    def gone():
+        topics = cluster.metadata(1, timeout=10).topics
+        return not any(name in topics for name in names)
+
+    cluster.wait_until(gone, 120, f"{names} deleted")
+
+
+def free_bytes(path):
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_frsize
+
+
+# Each pair of peak runs writes about 9 GB (RF=3 writes every record three times), and
+# the topics keep it all (no retention limit): before a pair that could fill the disk,
+# the two topics are deleted and created again, as fresh as for the first run.
+FREE_BYTES_PER_RUN_MIN = 20 << 30
+
+
+def make_room(cluster, data_dir, partitions):
+    if free_bytes(data_dir) >= FREE_BYTES_PER_RUN_MIN:
+        return
+    print(f"free space {free_bytes(data_dir) >> 30} GiB: deleting and creating rf1 and rf3 again", flush=True)
+    delete(cluster, ["rf1", "rf3"])
+    deadline = time.time() + 120
+    while free_bytes(data_dir) < FREE_BYTES_PER_RUN_MIN and time.time() < deadline:
+        time.sleep(1)
+    if free_bytes(data_dir) < FREE_BYTES_PER_RUN_MIN:
+        raise SystemExit(f"only {free_bytes(data_dir) >> 30} GiB free in {data_dir} after deleting the "
+                         f"benchmark topics; a pair of runs needs about {FREE_BYTES_PER_RUN_MIN >> 30} GiB")
+    create(cluster, "rf1", partitions, 1)
+    create(cluster, "rf3", partitions, 3)
 
 
 def leader_of(cluster, topic, partition):
@@ -252,6 +293,7 @@ def main():
             create(cluster, "rf3", 6, 3)
             runs = {"rf1": [], "rf3": []}
             for run in range(0 if args.skip_throughput else args.runs):
+                make_room(cluster, tmp, 6)
                 for topic in ("rf1", "rf3"):
                     result = summary(bench(args.tern, cluster, topic, args.seconds))
                     runs[topic].append(result)

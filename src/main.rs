@@ -226,7 +226,7 @@ struct ServeArgs {
     /// reads wait, so that durable produce writes do not queue behind them at the disk.
     /// Reads of data still in memory, and all reads while the broker takes no writes, are
     /// not limited. 0 turns the budget off.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 50)]
     cold_read_budget_mb: u64,
     /// A broker default for topic configs, by its Kafka name (repeatable):
     /// `--broker-config log.retention.hours=24 --broker-config compression.type=zstd`.

@@ -34,7 +34,7 @@
 //!   bucket holding at most one job's bytes): past it, the next job waits. Even one
 //!   256 KiB read at a time slows the disk's durable writes when reads follow each other
 //!   without a gap (write stage p99 1 ms alone, 10 ms during an unbudgeted catch-up at
-//!   about 450 MB/s, 5 ms at 100 MB/s: perf/README.md).
+//!   about 450 MB/s, 6-12 ms at 200 MB/s, 1-2 ms at the default 50 MB/s: perf/README.md).
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

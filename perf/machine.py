@@ -3,14 +3,18 @@
 
     python3 perf/machine.py DATA_DIR OUT.json
     python3 perf/machine.py disk-pattern DATA_DIR OUT.json --files 8 --write-bytes 16384 \
-        --rate-bytes 10000000 --seconds 10 [--mode fdatasync|dsync]
+        --rate-bytes 10000000 --seconds 10 [--mode fdatasync|dsync] \
+        [--read-files FILE... --read-bytes 262144 --read-rate-bytes 50000000]
 
 The second form is the raw-disk baseline of one broker scenario: the same number of files
 (partitions), write size and bandwidth, each file appended by its own thread with
 O_DIRECT and made durable after every write (fdatasync, or O_DSYNC writes as Tern's
 default does), paced like the load tool (latency from each write's scheduled time, so a
 stall is not hidden). It reports p50/p99/p99.9/max and the CPU the process spent per
-write, which is the floor of what one durable write costs on this machine.
+write, which is the floor of what one durable write costs on this machine. With
+`--read-files`, one more thread reads those files meanwhile, one 256 KiB read at a time
+with readahead off at 50 MB/s, as Tern paces a cold catch-up: the disk's own latency
+under the catch-up scenario's pattern.
 
 Records nproc, CPU model, kernel, memory, the data dir's file system, raw O_DIRECT write
 bandwidth (dd, 1 MiB blocks, 2 GiB, median of 3), fdatasync latency of 4 KiB appends
@@ -102,9 +106,41 @@ def loopback_gb_s(seconds: float = 3.0) -> float:
     return total / elapsed / 1e9
 
 
+def cold_reader(paths: list[Path], read_bytes: int, rate_bytes: float, until: float, stats: dict) -> None:
+    """Reads `paths` in order, `read_bytes` at a time, one read in flight, readahead off
+    (POSIX_FADV_RANDOM), at most `rate_bytes` per second: the way Tern paces a cold
+    catch-up while it takes writes (`src/server/sendfile.rs`)."""
+    interval = read_bytes / rate_bytes if rate_bytes > 0 else 0.0
+    scheduled = time.monotonic()
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+            offset = 0
+            while time.monotonic() < until:
+                now = time.monotonic()
+                if now < scheduled:
+                    time.sleep(scheduled - now)
+                started = time.monotonic()
+                data = os.pread(fd, read_bytes, offset)
+                stats["read_ms"].append((time.monotonic() - started) * 1e3)
+                if not data:
+                    break
+                offset += len(data)
+                stats["bytes"] += len(data)
+                # Never ahead of the rate; a slow read does not earn a burst after it.
+                scheduled = max(scheduled + interval, time.monotonic() - interval)
+        finally:
+            os.close(fd)
+        if time.monotonic() >= until:
+            return
+
+
 def disk_pattern(data_dir: Path, files: int, write_bytes: int, rate_bytes: float, seconds: float,
-                 mode: str = "fdatasync") -> dict:
-    """Appends `write_bytes` per write to `files` files at `rate_bytes` in total."""
+                 mode: str = "fdatasync", read_paths: list[Path] | None = None, read_bytes: int = 256 << 10,
+                 read_rate_bytes: float = 50e6) -> dict:
+    """Appends `write_bytes` per write to `files` files at `rate_bytes` in total; with
+    `read_paths`, while one thread reads those (cold) files as `cold_reader` does."""
     import threading
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -140,6 +176,10 @@ def disk_pattern(data_dir: Path, files: int, write_bytes: int, rate_bytes: float
 
     cpu_before = os.times()
     threads = [threading.Thread(target=run, args=(i,)) for i in range(files)]
+    read_stats = {"bytes": 0, "read_ms": []}
+    if read_paths:
+        threads.append(threading.Thread(target=cold_reader,
+                                        args=(read_paths, read_bytes, read_rate_bytes, end_at, read_stats)))
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -149,7 +189,18 @@ def disk_pattern(data_dir: Path, files: int, write_bytes: int, rate_bytes: float
     all_samples = sorted(x for mine in samples for x in mine)
     n = len(all_samples)
     pick = lambda q: round(all_samples[min(n - 1, int(q * n))], 3) if n else None
+    reads = sorted(read_stats["read_ms"])
+    cold_read = None
+    if read_paths:
+        cold_read = {
+            "read_bytes": read_bytes, "offered_mb_s": round(read_rate_bytes / 1e6, 1),
+            "achieved_mb_s": round(read_stats["bytes"] / (time.monotonic() - start_at) / 1e6, 1),
+            "reads": len(reads),
+            "read_p50_ms": round(reads[len(reads) // 2], 3) if reads else None,
+            "read_p99_ms": round(reads[min(len(reads) - 1, int(0.99 * len(reads)))], 3) if reads else None,
+        }
     return {
+        "cold_read": cold_read,
         "files": files, "write_bytes": write_bytes, "mode": mode, "seconds": seconds,
         "offered_mb_s": round(rate_bytes / 1e6, 2), "achieved_mb_s": round(n * write_bytes / seconds / 1e6, 2),
         "writes": n, "p50": pick(0.5), "p99": pick(0.99), "p999": pick(0.999),
@@ -170,8 +221,13 @@ def disk_pattern_main(argv: list[str]) -> None:
     parser.add_argument("--rate-bytes", type=float, required=True)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--mode", choices=["fdatasync", "dsync"], default="fdatasync")
+    parser.add_argument("--read-files", type=Path, nargs="*", default=[],
+                        help="cold files one thread reads meanwhile, paced as Tern paces a catch-up")
+    parser.add_argument("--read-bytes", type=int, default=256 << 10)
+    parser.add_argument("--read-rate-bytes", type=float, default=50e6)
     args = parser.parse_args(argv)
-    result = disk_pattern(args.data_dir, args.files, args.write_bytes, args.rate_bytes, args.seconds, args.mode)
+    result = disk_pattern(args.data_dir, args.files, args.write_bytes, args.rate_bytes, args.seconds, args.mode,
+                          args.read_files, args.read_bytes, args.read_rate_bytes)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result))
 

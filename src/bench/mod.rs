@@ -301,6 +301,7 @@ fn report_until_done(
         produce: streams.produce.then(|| report::StreamSummary::of(&totals.produce, measured_sec)),
         consume: streams.consume.then(|| report::StreamSummary::of(&totals.consume, measured_sec)),
         e2e: if streams.e2e { report::Percentiles::of(&totals.e2e.latency_us) } else { None },
+        produce_requests: if streams.produce { report::ProduceRequestSummary::of(&totals.produce_split) } else { None },
         errors: totals.errors,
         failures: totals.failures,
         transactions: totals.transactions,

@@ -169,10 +169,11 @@ async fn produce_loop(ctx: &SharedContext, plan: &ProducerPlan) -> Result<(), Cl
         }
         let connection = connection.clone();
         let ctx = ctx.clone();
+        let timing = RequestTiming { first_due_ns, sent_ns: now_ns() };
         glommio::spawn_local(async move {
             let _permit = permit;
             let outcome = send(&ctx, &connection, version, &request).await;
-            account(&ctx, &batches, schedule, outcome);
+            account(&ctx, &batches, schedule, timing, outcome);
         })
         .detach();
     }
@@ -219,7 +220,20 @@ fn failure_name(error: &ClientError) -> String {
     }
 }
 
-fn account(ctx: &SharedContext, batches: &[SentBatch], schedule: Option<Schedule>, outcome: Outcome) {
+/// When a request's first record was due and when the request was sent.
+#[derive(Debug, Clone, Copy)]
+struct RequestTiming {
+    first_due_ns: u64,
+    sent_ns: u64,
+}
+
+fn account(
+    ctx: &SharedContext,
+    batches: &[SentBatch],
+    schedule: Option<Schedule>,
+    timing: RequestTiming,
+    outcome: Outcome,
+) {
     let record_bytes = (ctx.args.record_size + ctx.args.key_size) as u64;
     let mut probe = ctx.probe.lock().expect("probe lock");
     let (codes, done_ns) = match outcome {
@@ -230,6 +244,7 @@ fn account(ctx: &SharedContext, batches: &[SentBatch], schedule: Option<Schedule
         Outcome::Written(at) => (None, at),
         Outcome::Answered(response, at) => (Some(response), at),
     };
+    probe.produce_split.record(timing.first_due_ns, timing.sent_ns, done_ns);
     for batch in batches {
         let code = codes.as_ref().map_or(0, |response| partition_error(response, batch.partition));
         if code != 0 {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::stats::{Probe, Stream};
+use super::stats::{Probe, ProduceSplit, Stream};
 
 /// Latency percentiles of a histogram, in milliseconds.
 #[derive(Debug, Clone, Serialize)]
@@ -67,6 +67,24 @@ impl StreamSummary {
     }
 }
 
+/// Where produce requests spent their time, seen from the client (per request): the
+/// part of a record's latency that is the load tool's own (`send_wait`: schedule, linger,
+/// waiting for a request slot) and the part that is the network and broker (`round_trip`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProduceRequestSummary {
+    pub send_wait: Percentiles,
+    pub round_trip: Percentiles,
+}
+
+impl ProduceRequestSummary {
+    pub fn of(split: &ProduceSplit) -> Option<ProduceRequestSummary> {
+        Some(ProduceRequestSummary {
+            send_wait: Percentiles::of(&split.send_wait_us)?,
+            round_trip: Percentiles::of(&split.round_trip_us)?,
+        })
+    }
+}
+
 /// Which part of the run an interval belongs to. Only `Measured` intervals count in the
 /// summary: the window is fixed (warmup end to stop), so answers to requests still in
 /// flight at the stop land in `Drain` and are left out, as those at the start are in.
@@ -99,6 +117,8 @@ pub struct Summary {
     pub produce: Option<StreamSummary>,
     pub consume: Option<StreamSummary>,
     pub e2e: Option<Percentiles>,
+    /// Per produce request: the wait before it was sent, and its round trip.
+    pub produce_requests: Option<ProduceRequestSummary>,
     pub errors: BTreeMap<String, u64>,
     pub failures: Vec<String>,
     /// Transactions committed in the measured part (`--transactional`).
@@ -190,6 +210,13 @@ pub fn summary_text(summary: &Summary) -> String {
             l.avg_ms, l.p50_ms, l.p95_ms, l.p99_ms, l.p999_ms, l.p9999_ms, l.max_ms
         ));
     }
+    if let Some(requests) = &summary.produce_requests {
+        let (w, r) = (&requests.send_wait, &requests.round_trip);
+        out.push_str(&format!(
+            "produce requests: round trip {:.3} ms 50th, {:.3} ms 99th, {:.3} ms 99.9th; wait before sending {:.3} ms 50th, {:.3} ms 99th, {:.3} ms 99.9th\n",
+            r.p50_ms, r.p99_ms, r.p999_ms, w.p50_ms, w.p99_ms, w.p999_ms
+        ));
+    }
     if summary.transactions > 0 {
         out.push_str(&format!(
             "transactions: {} committed, {:.1} per sec\n",
@@ -279,6 +306,8 @@ mod tests {
     fn summary_has_the_perf_test_fields() {
         let mut stream = Stream { records: 1000, bytes: 100_000, ..Stream::default() };
         stream.record_latency(2_000_000, 1000);
+        let mut split = ProduceSplit::default();
+        split.record(1_000_000, 1_500_000, 3_500_000);
         let summary = Summary {
             mode: "produce".into(),
             settings: BTreeMap::new(),
@@ -286,6 +315,7 @@ mod tests {
             produce: Some(StreamSummary::of(&stream, 1.0)),
             consume: None,
             e2e: None,
+            produce_requests: ProduceRequestSummary::of(&split),
             errors: BTreeMap::from([("NOT_LEADER_OR_FOLLOWER".to_string(), 2)]),
             failures: vec![],
             transactions: 0,
@@ -295,5 +325,7 @@ mod tests {
         assert!(text.contains("1000 records sent, 1000.0 records/sec (0.10 MB/sec)"), "{text}");
         assert!(text.contains("ms 99.9th"), "{text}");
         assert!(text.contains("ERRORS: NOT_LEADER_OR_FOLLOWER: 2"), "{text}");
+        assert!(text.contains("round trip 2.000 ms 50th"), "{text}");
+        assert!(text.contains("wait before sending 0.500 ms 50th"), "{text}");
     }
 }

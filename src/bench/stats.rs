@@ -50,12 +50,43 @@ impl Stream {
     }
 }
 
+/// Where a produce request's time went, from the client's side (microseconds).
+#[derive(Debug, Clone)]
+pub struct ProduceSplit {
+    pub send_wait_us: Histogram<u64>,
+    pub round_trip_us: Histogram<u64>,
+}
+
+impl Default for ProduceSplit {
+    fn default() -> ProduceSplit {
+        ProduceSplit { send_wait_us: new_histogram(), round_trip_us: new_histogram() }
+    }
+}
+
+impl ProduceSplit {
+    pub fn add(&mut self, other: &ProduceSplit) {
+        self.send_wait_us.add(&other.send_wait_us).expect("histograms with equal bounds");
+        self.round_trip_us.add(&other.round_trip_us).expect("histograms with equal bounds");
+    }
+
+    /// One request: due at `due_ns`, sent at `sent_ns`, answered at `done_ns`.
+    pub fn record(&mut self, due_ns: u64, sent_ns: u64, done_ns: u64) {
+        let us = |ns: u64| (ns / 1_000).clamp(1, 600_000_000);
+        self.send_wait_us.saturating_record(us(sent_ns.saturating_sub(due_ns)));
+        self.round_trip_us.saturating_record(us(done_ns.saturating_sub(sent_ns)));
+    }
+}
+
 /// What the workers of one executor measured since the last drain.
 #[derive(Debug, Default, Clone)]
 pub struct Probe {
     pub produce: Stream,
     pub consume: Stream,
     pub e2e: Stream,
+    /// Produce requests, split: how long after its first record was due each request was
+    /// sent (the load tool's own wait: schedule, linger, a free request slot), and its
+    /// round trip (sent to answered). Per request, not per record.
+    pub produce_split: ProduceSplit,
     /// Error name -> records affected (produce) or responses (consume).
     pub errors: BTreeMap<String, u64>,
     /// Fatal worker failures (connection lost and the like), shown at the end.
@@ -69,6 +100,7 @@ impl Probe {
         self.produce.add(&other.produce);
         self.consume.add(&other.consume);
         self.e2e.add(&other.e2e);
+        self.produce_split.add(&other.produce_split);
         for (name, count) in &other.errors {
             *self.errors.entry(name.clone()).or_default() += count;
         }

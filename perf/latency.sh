@@ -23,6 +23,9 @@
 #                         records from cold disk (both after a restart, a page-cache drop
 #                         and an unmeasured warm-up run); the reader's own throughput is
 #                         catchup-during-read (cold reads keep to --cold-read-budget-mb)
+#   disk-catchup-{alone,reader}  raw disk with the broker's write pattern during the
+#                         catch-up (O_DSYNC), alone and beside a reader paced as Tern
+#                         paces one (perf/machine.py disk-pattern --read-files)
 #   catchup-read-first, catchup-read-fresh, catchup-read, dd-buffered   one consumer's
 #                         throughput: the first read after producing, a read right after
 #                         producing, a read after a restart and a page-cache drop; and a
@@ -164,6 +167,21 @@ for run in $(seq "$runs"); do
   bench catchup-during "$run" e2e --topic during --duration "${duration}s" --warmup 0s "${e2e_args[@]}" \
     --rate $((peak / 10))
   wait "$reader" || true
+  # The raw disk under the catch-up's pattern: the broker's writes during the catch-up
+  # (8 files, its write size and rate, O_DSYNC), alone and beside one reader paced as
+  # Tern paces a catch-up (one 256 KiB read at a time, readahead off, 50 MB/s) of the
+  # cold-dd topic's files after a page-cache drop.
+  read -r write_bytes rate_bytes <<<"$(python3 perf/latency_report.py --pattern "$out/catchup-during.run$run.before.metrics" \
+    "$out/catchup-during.run$run.after.metrics" "$out/catchup-during.run$run.cpu.json")"
+  sync
+  echo 3 >/proc/sys/vm/drop_caches
+  for with in alone reader; do
+    read_args=()
+    if [ "$with" = reader ]; then read_args=(--read-files "$data_dir"/broker/cold-dd-*/*.log); fi
+    taskset -c "$broker_cores" python3 perf/machine.py disk-pattern "$data_dir/disk" \
+      "$out/disk-catchup-$with-dsync.run$run.json" --files 8 --write-bytes "$write_bytes" --rate-bytes "$rate_bytes" \
+      --seconds 5 --mode dsync "${read_args[@]}" | sed "s/^/  disk ($with): /"
+  done
 done
 
 echo "== idle: 100 partitions, 10 idle clients"

@@ -143,6 +143,10 @@ def row(runs, name):
         "p50": med([l.get("p50_ms") for l in latency]), "p99": med([l.get("p99_ms") for l in latency]),
         "p999": med([l.get("p999_ms") for l in latency]), "max": med([l.get("max_ms") for l in latency]),
         "e2e_p99": med([l.get("p99_ms") for l in e2e]), "cpu": cpu,
+        "request_rtt_p99": med([((e["bench"].get("produce_requests") or {}).get("round_trip") or {}).get("p99_ms")
+                                for e in entries]),
+        "request_rtt_p999": med([((e["bench"].get("produce_requests") or {}).get("round_trip") or {}).get("p999_ms")
+                                 for e in entries]),
         "load_cpu": med([e.get("load_cpu") for e in entries]),
         # Requests counted between the scrapes, over the wall time between them.
         "requests_per_sec": med([e["requests"] / e["seconds"] for e in entries if e.get("requests") and e.get("seconds")]),
@@ -153,7 +157,7 @@ def row(runs, name):
     }
 
 
-def disk_row(folder: Path, share: int, mode: str):
+def disk_row(folder: Path, share: int | str, mode: str):
     entries = [json.loads(p.read_text()) for p in sorted(folder.glob(f"disk-{share}-{mode}.run*.json"))]
     if not entries:
         return None
@@ -230,6 +234,18 @@ def report(folder: Path):
               f"right after producing, {fmt(first)} MB/s for the first read after producing; buffered dd of another "
               f"such topic after drop_caches {fmt(dd)} MB/s (ratio {fmt(read / dd if read and dd else None)}; "
               f"every read is the first read of its files)."]
+    disk_alone, disk_reader = disk_row(folder, "catchup-alone", "dsync"), disk_row(folder, "catchup-reader", "dsync")
+    if disk_alone and disk_reader:
+        ratio = lambda a, b: a / b if a and b else None
+        lines += ["", f"Raw disk with the broker's write pattern during the catch-up (O_DSYNC, 8 files, "
+                  f"{fmt(disk_reader['write_bytes'], 0)}-byte writes): p99 {fmt(disk_alone['p99'])} ms alone, "
+                  f"{fmt(disk_reader['p99'])} ms beside a reader paced as Tern paces one (ratio "
+                  f"{fmt(ratio(disk_reader['p99'], disk_alone['p99']))}); p99.9 {fmt(disk_alone['p999'])} against "
+                  f"{fmt(disk_reader['p999'])} ms. Tern during the catch-up against the disk beside the reader: p99 "
+                  f"ratio {fmt(ratio(during['p99'], disk_reader['p99']))}. Produce requests as the client saw them "
+                  f"(round trip p99 / p99.9, ms): {fmt(alone['request_rtt_p99'])} / {fmt(alone['request_rtt_p999'])} "
+                  f"alone, {fmt(during['request_rtt_p99'])} / {fmt(during['request_rtt_p999'])} during."]
+    summary.update({"disk_catchup_alone": disk_alone, "disk_catchup_reader": disk_reader})
     summary.update({"catchup_alone": alone, "catchup_during": during, "catchup_read_mb_s": read,
                     "catchup_read_fresh_mb_s": fresh, "catchup_read_first_mb_s": first,
                     "catchup_during_read_mb_s": during_read, "dd_buffered_mb_s": dd})

@@ -170,11 +170,11 @@ for run in $(seq "$runs"); do
   # The raw disk under the catch-up's pattern: the broker's writes during the catch-up
   # (8 files, its write size and rate, O_DSYNC), alone and beside one reader paced as
   # Tern paces a catch-up (one 256 KiB read at a time, readahead off, 50 MB/s) of the
-  # cold-dd topic's files after a page-cache drop.
+  # cold-dd topic's files (dropped from the page cache file by file: a global drop_caches
+  # here made the next writes wait for ext4 to read its allocation metadata again, p99
+  # 19-320 ms in the first run after it).
   read -r write_bytes rate_bytes <<<"$(python3 perf/latency_report.py --pattern "$out/catchup-during.run$run.before.metrics" \
     "$out/catchup-during.run$run.after.metrics" "$out/catchup-during.run$run.cpu.json")"
-  sync
-  echo 3 >/proc/sys/vm/drop_caches
   for with in alone reader; do
     read_args=()
     if [ "$with" = reader ]; then read_args=(--read-files "$data_dir"/broker/cold-dd-*/*.log); fi

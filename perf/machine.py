@@ -13,8 +13,8 @@ default does), paced like the load tool (latency from each write's scheduled tim
 stall is not hidden). It reports p50/p99/p99.9/max and the CPU the process spent per
 write, which is the floor of what one durable write costs on this machine. With
 `--read-files`, one more thread reads those files meanwhile, one 256 KiB read at a time
-with readahead off at 50 MB/s, as Tern paces a cold catch-up: the disk's own latency
-under the catch-up scenario's pattern.
+with readahead off at 50 MB/s, as Tern paces a cold catch-up (each file dropped from the
+page cache first): the disk's own latency under the catch-up scenario's pattern.
 
 Records nproc, CPU model, kernel, memory, the data dir's file system, raw O_DIRECT write
 bandwidth (dd, 1 MiB blocks, 2 GiB, median of 3), fdatasync latency of 4 KiB appends
@@ -115,6 +115,7 @@ def cold_reader(paths: list[Path], read_bytes: int, rate_bytes: float, until: fl
     for path in paths:
         fd = os.open(path, os.O_RDONLY)
         try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)  # cold: nothing of it cached
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
             offset = 0
             while time.monotonic() < until:

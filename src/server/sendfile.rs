@@ -233,8 +233,9 @@ pub async fn send_region(socket: &SendSocket, region: &FileRegion, stall_timeout
 /// at 50 MB/s, against 2.5 ms alone (perf/README.md). Dropping what lies ahead of the
 /// job removes the marked page before it is read, so the job's own pages are read as
 /// it needs them (64 KiB at a time, sendfile's pipe). Pages are dropped whole folios at
-/// a time (up to 2 MiB): the folio holding `from` stays. The price: a second reader of
-/// the same cold segment just behind this one reads those pages from disk again.
+/// a time (up to 2 MiB): the folio holding `from` stays. The price: pages another reader
+/// brought in (a second consumer just behind this one, or a replay of data read
+/// recently) are read from disk again, within the same budget.
 fn stop_read_ahead_chain(file: RawFd, from: u64) {
     // SAFETY: advice on an open descriptor; clean pages only (segments are written with
     // O_DIRECT), and a failure only leaves the readahead running.

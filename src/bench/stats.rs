@@ -20,6 +20,11 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
 }
 
+/// Nanoseconds as the microseconds a histogram of [`new_histogram`] takes (within its bounds).
+fn histogram_micros(ns: u64) -> u64 {
+    (ns / 1_000).clamp(1, 600_000_000)
+}
+
 /// Counters and histograms of one stream (produce, consume or e2e) over some interval.
 #[derive(Debug, Clone)]
 pub struct Stream {
@@ -45,8 +50,7 @@ impl Stream {
 
     /// Records `count` latencies of `latency_ns` each.
     pub fn record_latency(&mut self, latency_ns: u64, count: u64) {
-        let us = (latency_ns / 1_000).clamp(1, 600_000_000);
-        self.latency_us.saturating_record_n(us, count);
+        self.latency_us.saturating_record_n(histogram_micros(latency_ns), count);
     }
 }
 
@@ -71,9 +75,8 @@ impl ProduceSplit {
 
     /// One request: due at `due_ns`, sent at `sent_ns`, answered at `done_ns`.
     pub fn record(&mut self, due_ns: u64, sent_ns: u64, done_ns: u64) {
-        let us = |ns: u64| (ns / 1_000).clamp(1, 600_000_000);
-        self.send_wait_us.saturating_record(us(sent_ns.saturating_sub(due_ns)));
-        self.round_trip_us.saturating_record(us(done_ns.saturating_sub(sent_ns)));
+        self.send_wait_us.saturating_record(histogram_micros(sent_ns.saturating_sub(due_ns)));
+        self.round_trip_us.saturating_record(histogram_micros(done_ns.saturating_sub(sent_ns)));
     }
 }
 

@@ -32,10 +32,11 @@
 //!   while the reader's throughput did not drop (perf/README.md). With no produce
 //!   traffic, reads run unpaced.
 //! - Paced jobs also draw on a per-shard byte budget (`--cold-read-budget-mb`, a token
-//!   bucket holding at most one job's bytes): past it, the next job waits. Even one
-//!   256 KiB read at a time slows the disk's durable writes when reads follow each other
-//!   without a gap (write stage p99 1 ms alone, 10 ms during an unbudgeted catch-up at
-//!   about 450 MB/s, 6-12 ms at 200 MB/s, 1-2 ms at the default 50 MB/s: perf/README.md).
+//!   bucket holding at most one job's bytes): past it, the next job waits. Reads that
+//!   follow each other without a gap still slow the disk's durable writes: in-broker
+//!   produce p99 during a catch-up was 2.0x alone with no budget, 1.1x at 200 MB/s and
+//!   1.05x at the default 50 MB/s (perf/README.md, after the readahead chain was stopped;
+//!   before that, 200 MB/s cost 5.5-6.2x).
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

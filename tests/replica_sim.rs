@@ -341,6 +341,7 @@ impl Sim {
                 MessageType::MsgAppend if node.snapshot.is_some() => continue,
                 _ => {}
             }
+            group_round::note_append_received(group, &message, std::time::Instant::now());
             let _ = group.node.step(message);
         }
         Ok(())

@@ -138,6 +138,11 @@ pub struct ShardProbes {
     /// From a produce response being ready to its last byte handed to the socket
     /// (waiting behind earlier responses of the connection included).
     pub produce_response_write: Histogram,
+    /// Replication: an acks=all batch from its proposal at the leader to its commit (a
+    /// majority has it on disk); a follower's append from its arrival to its
+    /// acknowledgement leaving (its write included).
+    pub replication_commit: Histogram,
+    pub replication_follower_ack: Histogram,
     /// Requests this shard sent to other shards.
     pub cross_shard_calls: Counter,
     /// How late the shard's 10 ms watchdog timer fired (time other tasks held the core).
@@ -190,6 +195,8 @@ impl ShardProbes {
             log_write: Histogram::default(),
             log_sync_wait: Histogram::default(),
             produce_response_write: Histogram::default(),
+            replication_commit: Histogram::default(),
+            replication_follower_ack: Histogram::default(),
             cross_shard_calls: Counter::default(),
             event_loop_lag: Histogram::default(),
             event_loop_stalls: Counter::default(),

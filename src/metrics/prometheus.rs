@@ -251,7 +251,7 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
     }
 
     type GetHistogram = fn(&ShardProbes) -> HistogramSnapshot;
-    let histograms: [(&str, &str, GetHistogram); 8] = [
+    let histograms: [(&str, &str, GetHistogram); 10] = [
         ("tern_produce_latency_seconds", "Produce request to response, seconds.", |p| p.produce_latency.snapshot()),
         ("tern_fetch_latency_seconds", "Fetch request to response (long polls included), seconds.", |p| {
             p.fetch_latency.snapshot()
@@ -276,6 +276,16 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
             "tern_produce_response_write_seconds",
             "From a produce response being ready to its last byte handed to the socket, seconds.",
             |p| p.produce_response_write.snapshot(),
+        ),
+        (
+            "tern_replication_commit_seconds",
+            "Replicated acks=all batches, from proposal at the leader to commit (on disk on a majority), seconds.",
+            |p| p.replication_commit.snapshot(),
+        ),
+        (
+            "tern_replication_follower_ack_seconds",
+            "Follower: from an append's arrival to its acknowledgement leaving (its write included), seconds.",
+            |p| p.replication_follower_ack.snapshot(),
         ),
         (
             "tern_event_loop_lag_seconds",

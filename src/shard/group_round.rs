@@ -214,6 +214,7 @@ pub fn finish_flight(
         group.persisted = state;
         group.persisted_at = std::time::Instant::now();
     }
+    note_acknowledged(group, &flight.persisted_messages);
     out.extend(mark_snapshots(group, flight.persisted_messages));
     if let Some(number) = flight.ready_number {
         group.node.on_persist_ready(number);
@@ -225,6 +226,46 @@ pub fn finish_flight(
         answer_durable(group, flight.written_through);
     }
     settle(group);
+}
+
+/// The most appends a follower remembers the arrival of: acknowledgements cover every
+/// earlier append, so only a follower whose acknowledgements stop (a new leader, a
+/// rejection) could fill it, and then the oldest are forgotten.
+const APPENDS_TRACKED_MAX: usize = 1024;
+
+/// Follower: an append with entries is about to be stepped; when it arrived is kept
+/// until its acknowledgement leaves (`note_acknowledged`).
+pub fn note_append_received(group: &mut ReplicaGroup, message: &Message, now: std::time::Instant) {
+    if message.get_msg_type() != MessageType::MsgAppend || message.entries.is_empty() {
+        return;
+    }
+    let last = message.index + message.entries.len() as u64;
+    if group.appends_unacknowledged.len() >= APPENDS_TRACKED_MAX {
+        group.appends_unacknowledged.pop_front();
+    }
+    group.appends_unacknowledged.push_back((last, now));
+}
+
+/// Follower: acknowledgements leaving after a flight end the appends they cover
+/// (`tern_replication_follower_ack_seconds`: arrival to acknowledgement, the write
+/// included).
+fn note_acknowledged(group: &mut ReplicaGroup, messages: &[Message]) {
+    let Some(acked) = messages
+        .iter()
+        .filter(|m| m.get_msg_type() == MessageType::MsgAppendResponse && !m.reject)
+        .map(|m| m.index)
+        .max()
+    else {
+        return;
+    };
+    let probes = crate::metrics::probes();
+    while let Some(&(last, arrived)) = group.appends_unacknowledged.front() {
+        if last > acked {
+            break;
+        }
+        probes.replication_follower_ack.observe(arrived.elapsed());
+        group.appends_unacknowledged.pop_front();
+    }
 }
 
 /// Leader: each snapshot message carries, in its otherwise unused `index`, how much of
@@ -433,9 +474,13 @@ pub fn settle(group: &mut ReplicaGroup) {
     group.log.set_commit(commit_offset);
     let log_start = group.log.offsets().log_start.offset();
     let done: Vec<u64> = group.waiters.range(..=commit_index).map(|(&index, _)| index).collect();
+    let probes = (!done.is_empty()).then(crate::metrics::probes);
     for index in done {
         let term = group.window.borrow().term_of(index);
         for waiter in group.waiters.remove(&index).unwrap_or_default() {
+            if let Some(probes) = &probes {
+                probes.replication_commit.observe(waiter.proposed_at.elapsed());
+            }
             let outcome = waiter.outcome_for(term, log_start);
             let _ = waiter.reply.send(outcome);
         }

@@ -93,6 +93,8 @@ pub struct Waiter {
     pub acks: i16,
     pub base_offset: Offset,
     pub log_append_time_ms: Option<i64>,
+    /// When the leader proposed it (`tern_replication_commit_seconds`).
+    pub proposed_at: Instant,
     pub deadline: Instant,
     pub reply: oneshot::Sender<ProposeOutcome>,
 }
@@ -154,6 +156,9 @@ pub struct ReplicaGroup {
     /// A follower's leader whose process is known gone, and what was done about it
     /// (`cluster::departure`).
     pub gone_leader: Option<crate::cluster::departure::GoneLeader>,
+    /// Follower: appends stepped and not yet acknowledged, as (their last index, when
+    /// they arrived), oldest first (`tern_replication_follower_ack_seconds`).
+    pub appends_unacknowledged: std::collections::VecDeque<(u64, Instant)>,
 }
 
 impl std::fmt::Debug for ReplicaGroup {
@@ -332,6 +337,7 @@ impl ReplicaGroup {
             quiet_since: Instant::now(),
             quiet_acks: BTreeSet::new(),
             gone_leader: None,
+            appends_unacknowledged: std::collections::VecDeque::new(),
         })
     }
 
@@ -502,12 +508,14 @@ pub fn propose(
     let index = group.node.raft.raft_log.last_index();
     group.prepared.insert(index);
     let term = group.node.raft.term;
+    let now = Instant::now();
     group.waiters.entry(index).or_default().push(Waiter {
         term,
         acks,
         base_offset,
         log_append_time_ms: prepared.log_append_time_ms,
-        deadline: Instant::now() + timeout,
+        proposed_at: now,
+        deadline: now + timeout,
         reply,
     });
 }

@@ -414,6 +414,7 @@ impl Driver {
                         _ => {}
                     }
                     group.stepped = true;
+                    group_round::note_append_received(group, &message, now);
                     if let Err(error) = group.node.step(message) {
                         tracing::debug!(partition = %key, from, %error, "raft message ignored");
                     }

@@ -761,3 +761,34 @@ def test_leader_epochs_tell_where_each_epoch_ends(cluster):
             values.append(m.value().decode())
     c.close()
     assert values == [f"a{i}" for i in range(10)] + [f"b{i}" for i in range(10)]
+
+
+def test_replication_latency_histograms(cluster):
+    """`tern_replication_commit_seconds` counts each acks=all batch once, at its leader
+    (proposal to commit); `tern_replication_follower_ack_seconds` counts the appends each
+    follower acknowledged (arrival to acknowledgement); acks=1 batches are not commits."""
+    create_topic(cluster, "timed", 1)
+    leader = leader_of(cluster, "timed", 0)
+    followers = [n for n in cluster.nodes if n != leader]
+
+    def counts():
+        commits = metric(scrape(cluster.nodes[leader]), "tern_replication_commit_seconds_count") or 0
+        acks = [metric(scrape(cluster.nodes[n]), "tern_replication_follower_ack_seconds_count") or 0 for n in followers]
+        return commits, acks
+
+    commits_before, acks_before = counts()
+    producer = Producer({"bootstrap.servers": cluster.nodes[leader].bootstrap, "acks": "all", "linger.ms": 0})
+    for i in range(20):
+        producer.produce("timed", f"record {i}".encode(), partition=0)
+        assert producer.flush(10) == 0
+    commits, acks = counts()
+    # One batch per flush; the internal topics' groups may commit too, never fewer.
+    assert commits - commits_before >= 20
+    assert all(after - before >= 1 for before, after in zip(acks_before, acks))
+    assert metric(scrape(cluster.nodes[leader]), "tern_replication_commit_seconds_sum") > 0
+
+    relaxed = Producer({"bootstrap.servers": cluster.nodes[leader].bootstrap, "acks": "1", "linger.ms": 0})
+    for i in range(5):
+        relaxed.produce("timed", f"acks=1 {i}".encode(), partition=0)
+        assert relaxed.flush(10) == 0
+    assert counts()[0] - commits < 5

@@ -9,6 +9,9 @@ Starts three `tern serve` nodes (one shard each, all sharing the machine's cores
    topics are deleted and created again first (a run of --runs 9 filled the 65 GiB free
    on the benchmark machine at its eighth pair);
 2. latency: produce p50/p99/p99.9 at 25% of the RF=3 median peak (--rate);
+   every run of 1 and 2 also records, from the brokers' /metrics, where the time went
+   inside the brokers (`stages_ms`: the request at the leader, its batch's proposal to
+   commit, a follower's append from arrival to acknowledgement, the write rounds);
 3. failover, --rounds rounds: an idempotent acks=all librdkafka producer writes a
    one-partition RF=3 topic without pause; the partition's leader gets SIGKILL; measured
    are `elected` (until a survivor's Metadata names another leader, polled every 20 ms)
@@ -43,6 +46,9 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 import cluster_fixture  # noqa: E402
 import helpers  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "perf"))
+import latency_report  # noqa: E402
 
 CLUSTER_ARGS = ["--broker-session-timeout-ms", "3000", "--broker-heartbeat-interval-ms", "300"]
 
@@ -125,16 +131,65 @@ def machine_ticks():
     return sum(fields) - fields[3] - fields[4], sum(fields)
 
 
+# Where a replicated produce's time goes, from the brokers' /metrics (all three nodes):
+# the request inside the leader, its batch's proposal to commit, a follower's append from
+# arrival to acknowledgement, and every write round (leaders' and followers').
+STAGES = [
+    ("tern_produce_latency_seconds", "request"),
+    ("tern_replication_commit_seconds", "commit"),
+    ("tern_replication_follower_ack_seconds", "follower_ack"),
+    ("tern_log_queue_wait_seconds", "write_queue"),
+    ("tern_log_write_seconds", "write"),
+]
+
+
+def scrape_all(cluster, folder, name):
+    """Each node's /metrics text into folder/name.N (parsed by `latency_report`)."""
+    paths = []
+    for n, node in cluster.nodes.items():
+        path = Path(folder) / f"{name}.{n}"
+        path.write_text(helpers.scrape(node))
+        paths.append(path)
+    return paths
+
+
+def stage_split(before_paths, after_paths):
+    """{stage: {p50, p99, mean, count}} in ms over the run, summed over the nodes."""
+    totals = {}
+    for before, after in zip(before_paths, after_paths):
+        values, buckets = latency_report.delta(latency_report.parse_metrics(before),
+                                               latency_report.parse_metrics(after))
+        for metric, stage in STAGES:
+            entry = totals.setdefault(stage, {"buckets": {}, "sum": 0.0, "count": 0.0})
+            for le, count in buckets.get(metric, {}).items():
+                entry["buckets"][le] = entry["buckets"].get(le, 0.0) + count
+            entry["sum"] += values.get((metric + "_sum", ""), 0.0)
+            entry["count"] += values.get((metric + "_count", ""), 0.0)
+    split = {}
+    for stage, entry in totals.items():
+        if entry["count"] <= 0:
+            continue
+        p50, p99 = (latency_report.quantile(entry["buckets"], q) for q in (0.5, 0.99))
+        split[stage] = {"p50": round(p50, 3), "p99": round(p99, 3),
+                        "mean": round(1e3 * entry["sum"] / entry["count"], 3), "count": int(entry["count"])}
+    return split
+
+
 def bench(tern, cluster, topic, seconds, rate=0):
     """One `tern bench produce` run; adds the brokers' CPU per record (all three nodes'
-    utime+stime over the run, warm-up included, divided by the records measured) and how
-    busy the whole machine was over the run (brokers, load tool and everything else)."""
-    before = sum(cpu_seconds(node.process.pid) for node in cluster.nodes.values())
-    busy_before, total_before = machine_ticks()
-    result = run_bench(tern, cluster, topic, seconds, rate)
-    spent = sum(cpu_seconds(node.process.pid) for node in cluster.nodes.values()) - before
-    busy_after, total_after = machine_ticks()
+    utime+stime over the run, warm-up included, divided by the records measured), how
+    busy the whole machine was over the run (brokers, load tool and everything else) and
+    the stages inside the brokers (`STAGES`)."""
+    with tempfile.TemporaryDirectory() as scrapes:
+        metrics_before = scrape_all(cluster, scrapes, "before")
+        before = sum(cpu_seconds(node.process.pid) for node in cluster.nodes.values())
+        busy_before, total_before = machine_ticks()
+        result = run_bench(tern, cluster, topic, seconds, rate)
+        spent = sum(cpu_seconds(node.process.pid) for node in cluster.nodes.values()) - before
+        busy_after, total_after = machine_ticks()
+        split = stage_split(metrics_before, scrape_all(cluster, scrapes, "after"))
     produce = result.get("summary", result)["produce"]
+    produce["stages_ms"] = split
     produce["machine_busy"] = round((busy_after - busy_before) / max(1, total_after - total_before), 3)
     produce["broker_cpu_seconds"] = round(spent, 2)
     produce["broker_cpu_us_per_record"] = round(1e6 * spent / max(1, produce["records"]), 3)
@@ -156,7 +211,8 @@ def summary(result):
     produce = result.get("summary", result)["produce"]
     return {"records_per_sec": round(produce["records_per_sec"]), "mb_per_sec": round(produce["mb_per_sec"], 1),
             "broker_cpu_us_per_record": produce["broker_cpu_us_per_record"], "machine_busy": produce["machine_busy"],
-            "broker_cpu_seconds": produce["broker_cpu_seconds"], "latency_ms": produce["latency"]}
+            "broker_cpu_seconds": produce["broker_cpu_seconds"], "latency_ms": produce["latency"],
+            "stages_ms": produce.get("stages_ms", {})}
 
 
 def failover_rounds(cluster, rounds):

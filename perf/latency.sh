@@ -33,6 +33,10 @@
 #                         reads files never read before (five topics)
 #   idle                  broker CPU over 10 s with 100 partitions and 10 idle clients
 #
+# Around every scenario: the broker's CPU (its process: shard threads, io_uring workers),
+# the load tool's, and the kernel work queues' (kworker threads, where direct-I/O
+# completions and their O_DSYNC flushes run, outside the broker's process).
+#
 # Writes perf/results/latency-<UTC time>/ and prints the summary (perf/latency_report.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +62,11 @@ fresh_broker() {
 }
 
 ticks() { awk '{print $14 + $15}' "/proc/$broker_pid/stat"; }
+# CPU ticks of the kernel's work queues (every kworker thread): direct-I/O completions,
+# their O_DSYNC flushes and the conversion of fallocated extents run there, outside the
+# broker's process, on whichever core the completion lands. Nothing else on this machine
+# keeps them busy (0 ticks over 12 s idle).
+kworker_ticks() { cat /proc/[0-9]*/stat 2>/dev/null | awk '$2 ~ /^\(kworker/ {s += $14 + $15} END {print s + 0}'; }
 scrape() { curl -s "http://127.0.0.1:$admin_port/metrics" >"$1"; }
 
 # bench NAME RUN ARGS...: one measured scenario, with broker CPU and /metrics around it.
@@ -66,19 +75,21 @@ bench() {
   shift 2
   echo "-- $name (run $run/$runs)"
   scrape "$out/$name.run$run.before.metrics"
-  local t0 c0 t1 c1
+  local t0 c0 t1 c1 k0 k1
   t0=$(date +%s.%N)
   c0=$(ticks)
+  k0=$(kworker_ticks)
   # The load tool's own CPU (user + system seconds) tells whether the load core, not the
   # broker, bounds a scenario.
   local TIMEFORMAT="%U %S"
   { time taskset -c "$load_cores" "$tern" bench "$@" --brokers "127.0.0.1:$port" --cores "$load_cores" --memory 512K \
     --json "$out/$name.run$run.json" | tail -n 1 | sed 's/^/  /' ; } 2>"$out/$name.run$run.loadcpu"
   c1=$(ticks)
+  k1=$(kworker_ticks)
   t1=$(date +%s.%N)
   scrape "$out/$name.run$run.after.metrics"
-  python3 -c "import json,sys; w=float(sys.argv[4])-float(sys.argv[3]); load=sum(float(x) for x in open(sys.argv[7]).read().split()[-2:]); json.dump({'cpu_percent': (int(sys.argv[2])-int(sys.argv[1]))/int(sys.argv[5])/w*100, 'load_cpu_percent': load/w*100, 'seconds': w}, open(sys.argv[6],'w'))" \
-    "$c0" "$c1" "$t0" "$t1" "$(getconf CLK_TCK)" "$out/$name.run$run.cpu.json" "$out/$name.run$run.loadcpu"
+  python3 -c "import json,sys; w=float(sys.argv[4])-float(sys.argv[3]); load=sum(float(x) for x in open(sys.argv[7]).read().split()[-2:]); json.dump({'cpu_percent': (int(sys.argv[2])-int(sys.argv[1]))/int(sys.argv[5])/w*100, 'load_cpu_percent': load/w*100, 'kworker_cpu_percent': max(0, int(sys.argv[9])-int(sys.argv[8]))/int(sys.argv[5])/w*100, 'seconds': w}, open(sys.argv[6],'w'))" \
+    "$c0" "$c1" "$t0" "$t1" "$(getconf CLK_TCK)" "$out/$name.run$run.cpu.json" "$out/$name.run$run.loadcpu" "$k0" "$k1"
 }
 
 # disk_baseline SCENARIO RUN: the raw disk with the pattern the broker had in SCENARIO.

@@ -116,6 +116,7 @@ def load(folder: Path):
             facts = json.loads(cpu.read_text())
             entry["cpu"] = facts["cpu_percent"]
             entry["load_cpu"] = facts.get("load_cpu_percent")
+            entry["kworker_cpu"] = facts.get("kworker_cpu_percent")
             entry["seconds"] = facts.get("seconds")
         before, after = folder / f"{name}.run{run}.before.metrics", folder / f"{name}.run{run}.after.metrics"
         if after.exists():
@@ -148,6 +149,7 @@ def row(runs, name):
         "request_rtt_p999": med([((e["bench"].get("produce_requests") or {}).get("round_trip") or {}).get("p999_ms")
                                  for e in entries]),
         "load_cpu": med([e.get("load_cpu") for e in entries]),
+        "kworker_cpu": med([e.get("kworker_cpu") for e in entries]),
         # Requests counted between the scrapes, over the wall time between them.
         "requests_per_sec": med([e["requests"] / e["seconds"] for e in entries if e.get("requests") and e.get("seconds")]),
         "cpu_s_per_m": cpu / 100 / rate * 1e6 if cpu is not None and rate else None,
@@ -195,16 +197,17 @@ def report(folder: Path):
             f"{fmt(r['load_cpu'], 0)}% | {fmt(r['cpu_s_per_m'])} | {fmt(relaxed['p99'])} | {fmt(relaxed['cpu'], 0)}% |")
         summary["shares"][share] = {"durable": r, "relaxed": relaxed, "disk_fdatasync": fd, "disk_dsync": ds}
     lines += ["", "CPU at 100 k records/s of 100 bytes (10 MB/s), 2 producers, 8 partitions:", "",
-              "| mode | linger.ms | produce requests/s | broker CPU | CPU µs per request | produce p50 | p99 |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| mode | linger.ms | produce requests/s | broker CPU | CPU µs per request | kernel workers (kworker) CPU | produce p50 | p99 |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for mode, prefix in [("durable", "cpu100k"), ("relaxed", "relaxed-cpu100k")]:
         for linger in (0, 5):
             r = row(runs, f"{prefix}-l{linger}")
             if not r["runs"]:
                 continue
             per_request = r["cpu"] / 100 / r["requests_per_sec"] * 1e6 if r["cpu"] and r["requests_per_sec"] else None
+            kworker = f"{fmt(r['kworker_cpu'], 1)}%" if r["kworker_cpu"] is not None else "-"
             lines.append(f"| {mode} | {linger} | {fmt(r['requests_per_sec'])} | {fmt(r['cpu'], 1)}% | {fmt(per_request, 0)} | "
-                         f"{fmt(r['p50'])} | {fmt(r['p99'])} |")
+                         f"{kworker} | {fmt(r['p50'])} | {fmt(r['p99'])} |")
             summary.setdefault("cpu100k", {})[f"{mode}-l{linger}"] = r
     lines += ["", "Per-stage latency inside the broker (medians over runs of each scenario's p50 / p99, ms, "
               "interpolated in the histogram buckets):", "",

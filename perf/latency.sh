@@ -66,7 +66,13 @@ ticks() { awk '{print $14 + $15}' "/proc/$broker_pid/stat"; }
 # their O_DSYNC flushes and the conversion of fallocated extents run there, outside the
 # broker's process, on whichever core the completion lands. Nothing else on this machine
 # keeps them busy (0 ticks over 12 s idle).
-kworker_ticks() { cat /proc/[0-9]*/stat 2>/dev/null | awk '$2 ~ /^\(kworker/ {s += $14 + $15} END {print s + 0}'; }
+# Per thread, since kworkers come and go: one that exits during a scenario takes its
+# ticks with it (a total taken before and after could even fall), one that starts counts
+# all of its own.
+kworker_snapshot() { cat /proc/[0-9]*/stat 2>/dev/null | awk '$2 ~ /^\(kworker/ {print $1, $14 + $15}' >"$1"; }
+kworker_delta() { # BEFORE AFTER
+  awk 'NR == FNR {before[$1] = $2; next} {d = $2 - before[$1]; if (d > 0) s += d} END {print s + 0}' "$1" "$2"
+}
 scrape() { curl -s "http://127.0.0.1:$admin_port/metrics" >"$1"; }
 
 # bench NAME RUN ARGS...: one measured scenario, with broker CPU and /metrics around it.
@@ -78,14 +84,16 @@ bench() {
   local t0 c0 t1 c1 k0 k1
   t0=$(date +%s.%N)
   c0=$(ticks)
-  k0=$(kworker_ticks)
+  kworker_snapshot "$out/.kworkers.before"
   # The load tool's own CPU (user + system seconds) tells whether the load core, not the
   # broker, bounds a scenario.
   local TIMEFORMAT="%U %S"
   { time taskset -c "$load_cores" "$tern" bench "$@" --brokers "127.0.0.1:$port" --cores "$load_cores" --memory 512K \
     --json "$out/$name.run$run.json" | tail -n 1 | sed 's/^/  /' ; } 2>"$out/$name.run$run.loadcpu"
   c1=$(ticks)
-  k1=$(kworker_ticks)
+  kworker_snapshot "$out/.kworkers.after"
+  k0=0
+  k1=$(kworker_delta "$out/.kworkers.before" "$out/.kworkers.after")
   t1=$(date +%s.%N)
   scrape "$out/$name.run$run.after.metrics"
   python3 -c "import json,sys; w=float(sys.argv[4])-float(sys.argv[3]); load=sum(float(x) for x in open(sys.argv[7]).read().split()[-2:]); json.dump({'cpu_percent': (int(sys.argv[2])-int(sys.argv[1]))/int(sys.argv[5])/w*100, 'load_cpu_percent': load/w*100, 'kworker_cpu_percent': max(0, int(sys.argv[9])-int(sys.argv[8]))/int(sys.argv[5])/w*100, 'seconds': w}, open(sys.argv[6],'w'))" \

@@ -250,6 +250,12 @@ pub fn note_append_received(group: &mut ReplicaGroup, message: &Message, now: st
 /// (`tern_replication_follower_ack_seconds`: arrival to acknowledgement, the write
 /// included).
 fn note_acknowledged(group: &mut ReplicaGroup, messages: &[Message]) {
+    if group.is_leader() {
+        // Arrivals from before it was elected are never acknowledged, and must not be
+        // counted (with the time since) if it follows again.
+        group.appends_unacknowledged.clear();
+        return;
+    }
     let Some(acked) = messages
         .iter()
         .filter(|m| m.get_msg_type() == MessageType::MsgAppendResponse && !m.reject)

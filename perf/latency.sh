@@ -81,7 +81,7 @@ bench() {
   shift 2
   echo "-- $name (run $run/$runs)"
   scrape "$out/$name.run$run.before.metrics"
-  local t0 c0 t1 c1 k0 k1
+  local t0 c0 t1 c1 kworker
   t0=$(date +%s.%N)
   c0=$(ticks)
   kworker_snapshot "$out/.kworkers.before"
@@ -92,12 +92,11 @@ bench() {
     --json "$out/$name.run$run.json" | tail -n 1 | sed 's/^/  /' ; } 2>"$out/$name.run$run.loadcpu"
   c1=$(ticks)
   kworker_snapshot "$out/.kworkers.after"
-  k0=0
-  k1=$(kworker_delta "$out/.kworkers.before" "$out/.kworkers.after")
+  kworker=$(kworker_delta "$out/.kworkers.before" "$out/.kworkers.after")
   t1=$(date +%s.%N)
   scrape "$out/$name.run$run.after.metrics"
-  python3 -c "import json,sys; w=float(sys.argv[4])-float(sys.argv[3]); load=sum(float(x) for x in open(sys.argv[7]).read().split()[-2:]); json.dump({'cpu_percent': (int(sys.argv[2])-int(sys.argv[1]))/int(sys.argv[5])/w*100, 'load_cpu_percent': load/w*100, 'kworker_cpu_percent': max(0, int(sys.argv[9])-int(sys.argv[8]))/int(sys.argv[5])/w*100, 'seconds': w}, open(sys.argv[6],'w'))" \
-    "$c0" "$c1" "$t0" "$t1" "$(getconf CLK_TCK)" "$out/$name.run$run.cpu.json" "$out/$name.run$run.loadcpu" "$k0" "$k1"
+  python3 -c "import json,sys; w=float(sys.argv[4])-float(sys.argv[3]); load=sum(float(x) for x in open(sys.argv[7]).read().split()[-2:]); json.dump({'cpu_percent': (int(sys.argv[2])-int(sys.argv[1]))/int(sys.argv[5])/w*100, 'load_cpu_percent': load/w*100, 'kworker_cpu_percent': int(sys.argv[8])/int(sys.argv[5])/w*100, 'seconds': w}, open(sys.argv[6],'w'))" \
+    "$c0" "$c1" "$t0" "$t1" "$(getconf CLK_TCK)" "$out/$name.run$run.cpu.json" "$out/$name.run$run.loadcpu" "$kworker"
 }
 
 # disk_baseline SCENARIO RUN: the raw disk with the pattern the broker had in SCENARIO.

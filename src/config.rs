@@ -53,6 +53,8 @@ pub struct ServeConfig {
     pub flush: FlushPolicy,
     /// How the durable policy makes writes durable.
     pub sync_mode: SyncMode,
+    /// Reuse retention-deleted segment files (`storage::recycle`).
+    pub recycle_segments: bool,
     /// group.initial.rebalance.delay.ms
     pub group_initial_rebalance_delay_ms: i64,
     /// group.min.session.timeout.ms and group.max.session.timeout.ms

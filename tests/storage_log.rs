@@ -551,3 +551,123 @@ fn policy_change_to_durable_covers_earlier_unsynced_writes() {
         });
     }
 }
+
+/// The `.recycle` files in a log directory.
+fn kept_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut kept: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "recycle"))
+        .collect();
+    kept.sort();
+    kept
+}
+
+/// Segment recycling (`storage::recycle`): the file of a segment retention deleted becomes
+/// the next segment's, and its old batches never reappear, after a crash either.
+#[test]
+fn a_deleted_segments_file_becomes_the_next_segment_and_its_old_batches_never_return() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let clock = Rc::new(ManualClock::new(10_000_000));
+        let config =
+            LogConfig { segment_bytes: 16384, retention_ms: -1, use_batch_cache: false, ..LogConfig::default() };
+        let env = || env_with_clock(clock.clone());
+        let log = PartitionLog::open(&path, config.clone(), env()).await.unwrap();
+        // Batches of exactly one block: the new segment's batches sit where the old
+        // one's did, so the block after the last new batch starts with a whole, valid old
+        // batch, which only the offset check tells from a new one.
+        let value_bytes = 3000 + 4096 - batch(1, 3000, 0, 0).len();
+        let block_batch = |n: u64| batch(1, value_bytes, n, 10_000_000 + n as i64);
+        assert_eq!(block_batch(0).len(), 4096);
+        let mut n = 0u64;
+        while log.segment_count() < 4 {
+            log.append(block_batch(n)).await.unwrap();
+            n += 1;
+        }
+        let bases = log.segment_bases();
+        log.delete_records(bases[2]).await.unwrap();
+        assert_eq!(log.enforce_retention().await.unwrap().segments_deleted, 2);
+        // The first deleted segment's file is kept, named by the offset its batches end
+        // before; the second is removed (one kept file per log).
+        let kept = kept_files(&path);
+        assert_eq!(kept, vec![path.join(format!("{:020}.recycle", bases[1].value()))]);
+        assert!(!path.join(format!("{:020}.log", bases[0].value())).exists());
+        assert!(!path.join(format!("{:020}.log", bases[1].value())).exists());
+        assert!(!path.join(format!("{:020}.index", bases[0].value())).exists());
+        let kept_inode = std::fs::metadata(&kept[0]).unwrap().ino();
+        let kept_size = std::fs::metadata(&kept[0]).unwrap().len();
+
+        // The next roll writes into it.
+        let before = log.segment_count();
+        while log.segment_count() == before {
+            log.append(block_batch(n)).await.unwrap();
+            n += 1;
+        }
+        let new_base = *log.segment_bases().last().unwrap();
+        let new_file = path.join(format!("{:020}.log", new_base.value()));
+        assert_eq!(std::fs::metadata(&new_file).unwrap().ino(), kept_inode, "the kept file was reused");
+        assert!(std::fs::metadata(&new_file).unwrap().len() >= kept_size, "its old blocks are still there");
+        assert!(kept_files(&path).is_empty());
+        log.append(block_batch(n)).await.unwrap();
+        n += 1;
+        let expected = read_all(&log, bases[2]).await;
+        assert_eq!(expected.len() as i64, n as i64 - bases[2].value());
+
+        // A crash (no clean close): recovery stops at the first old batch.
+        drop(log);
+        let reopened = PartitionLog::open(&path, config.clone(), env()).await.unwrap();
+        assert_eq!(reopened.offsets().log_end.offset(), Offset(n as i64));
+        assert_eq!(read_all(&reopened, bases[2]).await, expected, "exactly the appended batches, no old ones");
+        reopened.append(block_batch(n)).await.unwrap();
+        let after = read_all(&reopened, bases[2]).await;
+        assert_eq!(after.len(), expected.len() + 1);
+        assert_eq!(after[..expected.len()], expected[..]);
+        reopened.close().await.unwrap();
+    });
+}
+
+/// A deleted segment that a zero-copy read still holds is removed, not recycled (the
+/// reader keeps reading the old file), and `recycle_segments: false` never keeps one.
+#[test]
+fn a_segment_in_use_or_recycling_off_is_removed_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let config =
+            LogConfig { segment_bytes: 16384, retention_ms: -1, use_batch_cache: false, ..LogConfig::default() };
+        let log = PartitionLog::open(&path, config.clone(), StorageEnv::default()).await.unwrap();
+        let mut n = 0u64;
+        while log.segment_count() < 3 {
+            log.append(batch(1, 3000, n, 1)).await.unwrap();
+            n += 1;
+        }
+        let bases = log.segment_bases();
+        let held = log.read_for_send(Offset(0), 1 << 20, tern::storage::Isolation::ReadUncommitted).await.unwrap();
+        let region = match &held.chunks[0] {
+            tern::storage::RecordChunk::File(region) => region.clone(),
+            other => panic!("a cold read is a file region, got {other:?}"),
+        };
+        let old_bytes = region.read_to_bytes().unwrap();
+        log.delete_records(bases[1]).await.unwrap();
+        assert_eq!(log.enforce_retention().await.unwrap().segments_deleted, 1);
+        assert!(kept_files(&path).is_empty(), "a file a reader holds is not kept");
+        assert_eq!(region.read_to_bytes().unwrap(), old_bytes, "the reader still reads the old segment");
+        drop(held);
+        log.close().await.unwrap();
+
+        let off = StorageEnv { recycle_segments: false, ..StorageEnv::default() };
+        let log = PartitionLog::open(&path, config, off).await.unwrap();
+        while log.segment_count() < 3 {
+            log.append(batch(1, 3000, n, 1)).await.unwrap();
+            n += 1;
+        }
+        let bases = log.segment_bases();
+        log.delete_records(bases[1]).await.unwrap();
+        assert_eq!(log.enforce_retention().await.unwrap().segments_deleted, 1);
+        assert!(kept_files(&path).is_empty(), "recycling is off");
+        log.close().await.unwrap();
+    });
+}

@@ -151,6 +151,8 @@ pub struct ShardProbes {
     pub event_loop_stalls: Counter,
     /// Record bytes read from segments into memory by the copying read path.
     pub segment_bytes_read: Counter,
+    /// Segments started in a retention-deleted segment's file (`storage::recycle`).
+    pub segments_recycled: Counter,
     /// Bytes read from segments only to find batch boundaries for zero-copy sends.
     pub segment_header_bytes_read: Counter,
     /// Record bytes sent with sendfile(2) (never in user space).
@@ -201,6 +203,7 @@ impl ShardProbes {
             event_loop_lag: Histogram::default(),
             event_loop_stalls: Counter::default(),
             segment_bytes_read: Counter::default(),
+            segments_recycled: Counter::default(),
             segment_header_bytes_read: Counter::default(),
             sendfile_bytes: Counter::default(),
             sendfile_calls: Counter::default(),

@@ -151,7 +151,7 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
     render_cluster(&mut out);
 
     type Get = fn(&ShardProbes) -> u64;
-    let counters: [(&str, &str, Get); 23] = [
+    let counters: [(&str, &str, Get); 24] = [
         ("tern_bytes_received_total", "Request bytes received.", |p| p.bytes_received.get()),
         ("tern_bytes_sent_total", "Response bytes sent.", |p| p.bytes_sent.get()),
         (
@@ -211,6 +211,11 @@ pub fn render(all: &[std::sync::Arc<ShardProbes>]) -> String {
         ("tern_segment_bytes_read_total", "Record bytes read from segments into memory (copying path).", |p| {
             p.segment_bytes_read.get()
         }),
+        (
+            "tern_segments_recycled_total",
+            "Segments started in the file of a segment retention deleted (blocks already written).",
+            |p| p.segments_recycled.get(),
+        ),
         ("tern_segment_header_bytes_read_total", "Bytes read to find batch boundaries for zero-copy sends.", |p| {
             p.segment_header_bytes_read.get()
         }),

@@ -121,6 +121,7 @@ impl ShardContext {
             ..crate::txn::TxnConfig::default()
         };
         let sync_mode = config.sync_mode;
+        let recycle_segments = config.recycle_segments;
         let request_bytes_budget_total = config.queued_request_bytes_per_shard;
         ShardContext {
             id,
@@ -135,6 +136,7 @@ impl ShardContext {
             storage_env: StorageEnv {
                 batch_cache: BatchCache::shared(cache_bytes),
                 sync_mode,
+                recycle_segments,
                 ..StorageEnv::default()
             },
             request_bytes_budget: Rc::new(glommio::sync::Semaphore::new(request_bytes_budget_total)),

@@ -100,6 +100,8 @@ pub struct StorageEnv {
     pub disk: Disk,
     /// How durable-policy logs make writes durable.
     pub sync_mode: SyncMode,
+    /// Keep a retention-deleted segment's file for the log's next segment (`recycle`).
+    pub recycle_segments: bool,
 }
 
 impl Default for StorageEnv {
@@ -112,6 +114,7 @@ impl Default for StorageEnv {
             batch_cache: BatchCache::shared(DEFAULT_BATCH_CACHE_BYTES),
             disk: Disk::Direct,
             sync_mode: SyncMode::default(),
+            recycle_segments: true,
         }
     }
 }

@@ -86,6 +86,8 @@ pub(crate) struct LogState {
     /// Keeps transactional appends in arrival order while one waits for its
     /// coordinator's word (see `PartitionLog::transactional_gate`).
     pub transactional_gate: Rc<glommio::sync::Semaphore>,
+    /// A retention-deleted segment's file kept for the next segment (see `recycle`).
+    pub kept_file: Option<super::recycle::KeptFile>,
 }
 
 #[derive(Debug)]

@@ -12,6 +12,7 @@
 //! replay.rs     reading an internal log's records back at startup
 //! recovery.rs   open: torn-tail recovery, lazy index load/rebuild, log start checkpoint
 //! retention.rs  deleting closed segments by age / size / log start
+//! recycle.rs    a deleted segment's file kept and reused as the next segment's
 //! cleaner/      compaction (cleanup.policy=compact): the per-shard log cleaner
 //! clean_state.rs a log's first dirty offset, gapped segments, cleaner counters
 //! batch_cache.rs per-shard LRU cache of recent batches for tailing readers
@@ -47,6 +48,7 @@ pub mod offset;
 pub mod partition_identity;
 pub mod producer_state;
 pub mod recovery;
+pub mod recycle;
 pub mod replay;
 pub mod retention;
 pub mod segment;

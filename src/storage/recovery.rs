@@ -25,10 +25,10 @@ use std::rc::Rc;
 use super::batch_cache::LogCache;
 use super::clean_shutdown::{TailSummary, CLEAN_SHUTDOWN_MARKER};
 use super::clean_state::CleanState;
-use super::config::{LogConfig, BLOCK_BYTES};
+use super::config::LogConfig;
 use super::disk::{
-    align_down, create_dir_all, list_dir, prime_direct_io, read_small_file, remove_file, sync_dir, write_file_atomic,
-    SegmentFile, StorageEnv,
+    align_down, align_up, create_dir_all, list_dir, prime_direct_io, read_small_file, remove_file, sync_dir,
+    write_file_atomic, SegmentFile, StorageEnv,
 };
 use super::error::StorageError;
 use super::index::SegmentIndex;
@@ -41,7 +41,7 @@ use super::segment::{
 use super::txn_index::{AbortedTxn, TxnIndex, ABORTED_TXNS_FILE};
 use super::writer::WriterQueue;
 use crate::protocol::control_batch::marker_outcome;
-use crate::protocol::record_batch::BatchHeader;
+use crate::protocol::record_batch::{BatchHeader, BATCH_HEADER_BYTES};
 
 /// File holding the log start offset moved by DeleteRecords (8 bytes BE + CRC-32C).
 pub const LOG_START_CHECKPOINT: &str = "log-start-offset";
@@ -161,7 +161,9 @@ pub(crate) async fn open(dir: &Path, config: LogConfig, env: StorageEnv) -> Resu
         log_start = high_watermark;
     }
     let (aborted, aborted_changed) = load_aborted_index(dir, &env, log_end, scanned_aborts).await?;
+    let kept_file = super::recycle::find_kept(dir, log_end, &env).await.map_err(|e| StorageError::io(dir, e))?;
     let state = LogState {
+        kept_file,
         aborted,
         txn_index_gate: Rc::new(glommio::sync::Semaphore::new(1)),
         aborted_unsaved: false,
@@ -407,10 +409,20 @@ async fn recover_tail(
 
     let valid = outcome.valid_bytes;
     if valid < file_size {
-        let probe_len = ((file_size - valid) as usize).min(BLOCK_BYTES as usize);
+        // What follows the last valid batch. The last write ended with zeros up to its
+        // block boundary; after that come zeros (preallocated space) or, in a recycled
+        // file (`recycle`), the old segment's bytes. Anything else inside that block, or
+        // a batch at or past the log end beyond it, is a torn or lost write.
+        let padded = align_up(valid).min(file_size);
+        let probe_len = ((file_size - valid) as usize).min((padded - valid) as usize + BATCH_HEADER_BYTES);
         let probe = file.read_at(valid, probe_len).await.map_err(io_error)?;
+        let (padding, after) = probe.split_at(((padded - valid) as usize).min(probe.len()));
+        let newer_batch_after =
+            BatchHeader::parse(after).is_ok_and(|header| header.base_offset >= outcome.next_offset.value());
         if probe.iter().all(|&b| b == 0) {
             tracing::debug!(path = %path.display(), valid, file_size, "trimming preallocated space");
+        } else if padding.iter().all(|&b| b == 0) && !newer_batch_after {
+            tracing::info!(path = %path.display(), valid, cut_bytes = file_size - valid, next_offset = %outcome.next_offset, "trimming the space after the last batch (preallocated or a recycled file's old content)");
         } else {
             tracing::warn!(
                 path = %path.display(),

@@ -5,7 +5,8 @@
 //! Runs in a background glommio task queue ([`spawn_retention_task`]) so it never
 //! competes with request handling for latency. Order of a deletion: the segment leaves
 //! the in-memory log, the new log start is checkpointed, then its files are unlinked, so
-//! a crash in between cannot resurrect deleted data.
+//! a crash in between cannot resurrect deleted data. A deleted segment's file may be
+//! kept for the log's next segment (`recycle`).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use super::disk::sync_dir;
 use super::error::StorageError;
 use super::log::PartitionLog;
 use super::offset::Offset;
-use super::recovery::remove_segment_files;
+use super::recycle::retire_segment;
 
 /// What one retention pass removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -47,21 +48,22 @@ impl PartitionLog {
                 Verdict::Keep => return Ok(report),
                 Verdict::NeedIndex(base) => self.ensure_index(base).await?,
                 Verdict::Delete => {
-                    let (base, size, new_start) = {
+                    let (doomed, base, size, new_start) = {
                         let mut state = self.shared.state.borrow_mut();
                         let doomed = state.segments.pop_front().expect("verdict checked there are two segments");
                         let new_start = state.segments.front().expect("active segment remains").base_offset;
                         if state.offsets.advance_start(new_start) {
                             state.cache.drop_before(new_start);
                         }
-                        (doomed.base_offset, doomed.size, state.offsets.log_start())
+                        let (base, size) = (doomed.base_offset, doomed.size);
+                        (doomed, base, size, state.offsets.log_start())
                     };
                     let dir = self.shared.dir.clone();
                     let env = &self.shared.env;
                     self.persist_log_start().await?;
-                    remove_segment_files(&dir, base, env).await.map_err(|e| StorageError::io(&dir, e))?;
+                    let kept = retire_segment(&self.shared, doomed).await.map_err(|e| StorageError::io(&dir, e))?;
                     sync_dir(&dir, env).await.map_err(|e| StorageError::io(&dir, e))?;
-                    tracing::info!(dir = %dir.display(), segment = %base, bytes = size, log_start = %new_start, "retention deleted segment");
+                    tracing::info!(dir = %dir.display(), segment = %base, bytes = size, log_start = %new_start, kept_for_reuse = kept, "retention deleted segment");
                     report.segments_deleted += 1;
                     report.bytes_deleted += size;
                 }

@@ -47,6 +47,7 @@ use super::disk::{align_down, align_up, sync_dir, write_file_atomic, SegmentFile
 use super::error::{is_disk_full, StorageError};
 use super::log::{wake_watchers, Health, LogShared, LogState};
 use super::offset::Offset;
+use super::recycle;
 use super::segment::{segment_path, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX};
 use super::write_buffer;
 
@@ -560,6 +561,10 @@ async fn prepare_segment_file(shared: &Rc<LogShared>, base: Offset) -> Result<Rc
         seal(shared, previous).await?;
     }
     let path = segment_path(&shared.dir, base, LOG_SUFFIX);
+    if let Some(file) = reuse_kept_file(shared, base, write_through).await {
+        sync_dir(&shared.dir, &shared.env).await.map_err(at_sync(&shared.dir))?;
+        return Ok(file);
+    }
     let file = match SegmentFile::create(&path, &shared.env, write_through).await {
         Ok(file) => file,
         // Left by an earlier attempt whose first write failed: start it over.
@@ -579,6 +584,35 @@ async fn prepare_segment_file(shared: &Rc<LogShared>, base: Offset) -> Result<Rc
         }
     });
     Ok(file)
+}
+
+/// Opens the log's kept file (`recycle`) as segment `base`'s, its blocks already written
+/// up to its last whole block; `None` (and a fresh file is created) when there is none or
+/// anything fails.
+async fn reuse_kept_file(shared: &Rc<LogShared>, base: Offset, write_through: bool) -> Option<Rc<SegmentFile>> {
+    let reused = async {
+        let Some(path) = recycle::reuse_for(shared, base).await? else { return Ok(None) };
+        let file = SegmentFile::open(&path, &shared.env, write_through).await?;
+        let written_blocks = align_down(file.size().await?);
+        Ok::<_, io::Error>(Some((file, written_blocks)))
+    }
+    .await;
+    let (file, written_blocks) = match reused {
+        Ok(Some(reused)) => reused,
+        Ok(None) => return None,
+        Err(error) => {
+            tracing::warn!(dir = %shared.dir.display(), %base, %error, "could not reuse the kept segment file; creating a new one");
+            return None;
+        }
+    };
+    let file = Rc::new(file);
+    with_writer(shared, base, |segment| {
+        segment.file = Some(file.clone());
+        if let Some(writer) = segment.writer.as_mut() {
+            writer.allocated_bytes = written_blocks;
+        }
+    });
+    Some(file)
 }
 
 /// Closes a full segment: makes its data durable, trims the preallocated space, and

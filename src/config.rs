@@ -25,7 +25,8 @@ pub const CONNECTION_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MESH_CHANNEL_CAPACITY: usize = 1024;
 /// Threads per shard for zero-copy (sendfile) sends.
 pub const SEND_POOL_THREADS: usize = 4;
-/// How often each shard runs retention over its logs (log.retention.check.interval.ms).
+/// How often each shard runs retention over its logs by default
+/// (log.retention.check.interval.ms; `--retention-check-interval-ms`).
 pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Everything a shard needs to know about how it was started.
@@ -55,6 +56,8 @@ pub struct ServeConfig {
     pub sync_mode: SyncMode,
     /// Reuse retention-deleted segment files (`storage::recycle`).
     pub recycle_segments: bool,
+    /// How often retention runs (log.retention.check.interval.ms).
+    pub retention_check_interval: Duration,
     /// group.initial.rebalance.delay.ms
     pub group_initial_rebalance_delay_ms: i64,
     /// group.min.session.timeout.ms and group.max.session.timeout.ms

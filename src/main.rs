@@ -157,6 +157,11 @@ struct ServeArgs {
     /// kernel less per durable write.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     recycle_segments: bool,
+    /// How often each core checks its partitions for segments that retention.ms,
+    /// retention.bytes or DeleteRecords no longer keeps (Kafka's
+    /// log.retention.check.interval.ms).
+    #[arg(long, default_value_t = tern::config::RETENTION_CHECK_INTERVAL.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    retention_check_interval_ms: u64,
     /// With --flush-interval-ms: also sync after this many unsynced bytes.
     #[arg(long, default_value = "1M", value_parser = parse_size)]
     flush_bytes: u64,
@@ -431,6 +436,7 @@ fn serve_config(args: ServeArgs) -> Result<ServeConfig, String> {
             SyncModeArg::Fdatasync => SyncMode::Fdatasync,
         },
         recycle_segments: args.recycle_segments,
+        retention_check_interval: std::time::Duration::from_millis(args.retention_check_interval_ms),
         group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms.max(0),
         group_min_session_timeout_ms: args.group_min_session_timeout_ms,
         group_max_session_timeout_ms: args.group_max_session_timeout_ms,

@@ -16,7 +16,7 @@ use glommio::net::TcpListener;
 use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 
 use crate::cluster::ClusterView;
-use crate::config::{ServeConfig, MESH_CHANNEL_CAPACITY, RETENTION_CHECK_INTERVAL, SEND_POOL_THREADS};
+use crate::config::{ServeConfig, MESH_CHANNEL_CAPACITY, SEND_POOL_THREADS};
 use crate::server::listener::{accept_loop, ShutdownSignal};
 use crate::storage::{spawn_cleaner_task, spawn_retention_task};
 
@@ -362,7 +362,7 @@ async fn shard_main(
     }
     let retention = {
         let ctx = ctx.clone();
-        spawn_retention_task(RETENTION_CHECK_INTERVAL, Rc::new(move || ctx.logs()))
+        spawn_retention_task(config.retention_check_interval, Rc::new(move || ctx.logs()))
     };
     let cleaner = config.cleaner.enabled.then(|| {
         let ctx = ctx.clone();

@@ -87,8 +87,8 @@ fn flag_configs(config: &ServeConfig, offsets_topic_partitions: i32) -> Vec<Flag
         entry(
             "log.retention.check.interval.ms",
             Long,
-            crate::config::RETENTION_CHECK_INTERVAL.as_millis().to_string(),
-            "",
+            config.retention_check_interval.as_millis().to_string(),
+            "retention-check-interval-ms",
         ),
         entry("max.connections", Int, config.max_connections.min(i32::MAX as usize).to_string(), "max-connections"),
         entry(

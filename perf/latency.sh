@@ -8,6 +8,15 @@
 #   perf/latency.sh                      # broker on cpu 0, load on cpu 1, 3 runs of 10 s
 #   RUNS=1 DURATION=5 perf/latency.sh    # a quick look
 #   BROKER_BIN=/path/to/tern perf/latency.sh
+#   STEADY=1 perf/latency.sh             # the steady state of a broker with retention
+#
+# STEADY=1: the durable and relaxed scenarios write to one topic, `steady`, with 32 MiB
+# segments and retention.bytes 64 MiB per partition, after an unmeasured 8-s warm-up at
+# full speed; retention runs every second. Every partition then rolls and deletes
+# segments all the time, so new segments are written into deleted segments' files
+# (segment recycling, `--recycle-segments`), as on a broker that has run for longer
+# than its retention. Consumers of the e2e scenarios start at the end (`--from latest`).
+# BROKER_FLAGS adds flags to every broker (e.g. `--recycle-segments false`).
 #
 # Scenarios (100-byte records, acks=all, 8 partitions, 2 producers, default 16 KiB
 # batches, as a Java client sends them):
@@ -46,11 +55,31 @@ out=${OUT:-perf/results/latency-$(date -u +%Y%m%dT%H%M%SZ)}
 admin_port=$((${PORT:-19092} + 1))
 source perf/common.sh
 
+steady=${STEADY:-0}
+read -r -a broker_flags <<<"${BROKER_FLAGS:-}"
+tail_from=()
+if [ "$steady" = 1 ]; then
+  broker_flags+=(--retention-check-interval-ms 1000)
+  tail_from=(--from latest)
+fi
+# The topic a durable or relaxed scenario writes to.
+topic_for() { if [ "$steady" = 1 ]; then echo steady; else echo "$1"; fi; }
+# STEADY=1: creates the steady topic and fills it past its retention, unmeasured.
+steady_warmup() {
+  [ "$steady" = 1 ] || return 0
+  "$tern" topic create steady --partitions 8 --brokers "127.0.0.1:$port" \
+    --config segment.bytes=33554432 --config retention.bytes=67108864 >/dev/null
+  taskset -c "$load_cores" "$tern" bench produce --brokers "127.0.0.1:$port" --cores "$load_cores" --memory 512K \
+    --topic steady --duration 8s --warmup 0s --partitions 8 --producers 2 --record-size 100 --acks all \
+    | tail -n 1 | sed 's/^/  warm-up: /'
+}
+
 python3 perf/machine.py "$data_dir/machine" "$out/machine.json" >/dev/null
 
 start_broker() { # extra flags...
   taskset -c "$broker_cores" "$broker_bin" serve --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin_port" \
-    --data-dir "$data_dir/broker" --cores "$broker_cores" --memory 2M "$@" >>"$out/broker.log" 2>&1 &
+    --data-dir "$data_dir/broker" --cores "$broker_cores" --memory 2M ${broker_flags[@]+"${broker_flags[@]}"} "$@" \
+    >>"$out/broker.log" 2>&1 &
   broker_pid=$!
   wait_for_broker
 }
@@ -116,31 +145,33 @@ e2e_args=(--partitions 8 --producers 2 --consumers 1 --record-size 100 --acks al
 for run in $(seq "$runs"); do
   echo "== run $run/$runs: durable (default)"
   fresh_broker
-  bench peak "$run" produce --topic peak --duration "${duration}s" --warmup "${warmup}s" --partitions 8 --producers 2 \
+  steady_warmup
+  bench peak "$run" produce --topic "$(topic_for peak)" --duration "${duration}s" --warmup "${warmup}s" --partitions 8 --producers 2 \
     --record-size 100 --acks all
   peak=$(python3 -c "import json,sys; print(int(json.load(open(sys.argv[1]))['produce']['records_per_sec']))" "$out/peak.run$run.json")
   for share in 10 25 50 75; do
-    bench "e2e-$share" "$run" e2e --topic "e2e$share" --duration "${duration}s" --warmup "${warmup}s" "${e2e_args[@]}" \
-      --rate $((peak * share / 100))
+    bench "e2e-$share" "$run" e2e --topic "$(topic_for "e2e$share")" --duration "${duration}s" --warmup "${warmup}s" \
+      "${e2e_args[@]}" ${tail_from[@]+"${tail_from[@]}"} --rate $((peak * share / 100))
     disk_baseline "e2e-$share" "$run"
   done
   # CPU at a fixed 100 k records/s (10 MB/s): linger.ms 0 (a request per batch) and 5
   # (librdkafka's and Kafka 4.0's default).
   for linger in 0 5; do
-    bench "cpu100k-l$linger" "$run" produce --topic "cpu$linger" --duration "${duration}s" --warmup "${warmup}s" \
+    bench "cpu100k-l$linger" "$run" produce --topic "$(topic_for "cpu$linger")" --duration "${duration}s" --warmup "${warmup}s" \
       --partitions 8 --producers 2 --record-size 100 --acks all --rate 100000 --linger-ms "$linger"
   done
 
   echo "== run $run/$runs: relaxed (--flush-interval-ms 1000)"
   fresh_broker --flush-interval-ms 1000
-  bench relaxed-peak "$run" produce --topic peak --duration "${duration}s" --warmup "${warmup}s" --partitions 8 \
+  steady_warmup
+  bench relaxed-peak "$run" produce --topic "$(topic_for peak)" --duration "${duration}s" --warmup "${warmup}s" --partitions 8 \
     --producers 2 --record-size 100 --acks all
   for share in 10 25 50 75; do
-    bench "relaxed-e2e-$share" "$run" e2e --topic "e2e$share" --duration "${duration}s" --warmup "${warmup}s" \
-      "${e2e_args[@]}" --rate $((peak * share / 100))
+    bench "relaxed-e2e-$share" "$run" e2e --topic "$(topic_for "e2e$share")" --duration "${duration}s" \
+      --warmup "${warmup}s" "${e2e_args[@]}" ${tail_from[@]+"${tail_from[@]}"} --rate $((peak * share / 100))
   done
   for linger in 0 5; do
-    bench "relaxed-cpu100k-l$linger" "$run" produce --topic "cpu$linger" --duration "${duration}s" \
+    bench "relaxed-cpu100k-l$linger" "$run" produce --topic "$(topic_for "cpu$linger")" --duration "${duration}s" \
       --warmup "${warmup}s" --partitions 8 --producers 2 --record-size 100 --acks all --rate 100000 --linger-ms "$linger"
   done
 

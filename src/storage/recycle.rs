@@ -19,8 +19,11 @@
 //!   the file there.
 //! - A file that anything still reads (a fetch in flight holds its handle) is removed,
 //!   not kept: its inode stays readable to that reader, as with any deleted segment.
-//! - The page cache may hold the old content (zero-copy fetches read it buffered): it is
-//!   dropped when the file is kept, and the direct writes that follow invalidate again.
+//! - The page cache may still hold the old content (zero-copy fetches read segments
+//!   buffered). Nothing reads a segment past what has been written to it, and every
+//!   direct write invalidates the cached pages of the range it writes, before and after
+//!   the write, as it does for a fresh file's zeros. The old pages are not dropped
+//!   eagerly: that walk would run on the shard's thread.
 //! - A crash between any two steps leaves either the segment below the checkpointed log
 //!   start (removed at the next open, as before) or a kept file that the next open finds.
 //! - Space: a log holds at most one kept file, and only until its next roll; retention
@@ -32,7 +35,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::config::BLOCK_BYTES;
-use super::disk::{list_dir, remove_file, rename_file, Disk, StorageEnv};
+use super::disk::{list_dir, remove_file, rename_file, StorageEnv};
 use super::log::LogShared;
 use super::offset::Offset;
 use super::segment::{segment_path, Segment, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX};
@@ -90,7 +93,6 @@ pub(crate) async fn retire_segment(shared: &LogShared, doomed: Segment) -> io::R
     }
     let kept = KeptFile { stale_below: next_offset, path: kept_path(dir, next_offset) };
     rename_file(&log_path, &kept.path, env).await?;
-    drop_cached_pages(&kept.path, env);
     shared.state.borrow_mut().kept_file = Some(kept);
     Ok(true)
 }
@@ -131,21 +133,6 @@ pub(crate) async fn find_kept(dir: &Path, log_end: Offset, env: &StorageEnv) -> 
             Ok(None)
         }
         None => Ok(None),
-    }
-}
-
-/// Drops the file's pages from the page cache (best effort: only memory is at stake; the
-/// direct writes into the file invalidate the range they write in any case).
-fn drop_cached_pages(path: &Path, env: &StorageEnv) {
-    if !matches!(env.disk, Disk::Direct) {
-        return;
-    }
-    if let Ok(file) = std::fs::File::open(path) {
-        use std::os::fd::AsRawFd;
-        // SAFETY: posix_fadvise only reads the descriptor, which `file` keeps open.
-        unsafe {
-            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-        }
     }
 }
 

@@ -615,16 +615,21 @@ async fn reuse_kept_file(shared: &Rc<LogShared>, base: Offset, write_through: bo
     Some(file)
 }
 
-/// Closes a full segment: makes its data durable, trims the preallocated space, and
-/// writes its index files. After this it is never written again.
+/// Closes a full segment: makes its data durable and trims the preallocated space, on
+/// the write path (a later segment may exist on disk only once this one is exact: a
+/// closed segment is scanned to its end when its index is rebuilt). Its index files,
+/// derived data that a missing file only makes the next load rebuild, are written by a
+/// task of their own (`write_index_files`), so the round that starts the next segment
+/// does not wait for their four syncs. After this it is never written again.
 async fn seal(shared: &Rc<LogShared>, base: Offset) -> Result<(), RoundError> {
-    let (file, size, offsets, times) = {
+    let (file, size, offsets, times, synced) = {
         let mut state = shared.state.borrow_mut();
+        let synced = state.writer.all_written_is_synced();
         let segment = state.segments.iter_mut().find(|s| s.base_offset == base).expect("sealed segment exists");
         let index = segment.index.as_mut().expect("active index in memory");
         index.seal();
         let encoded = (index.encode_offsets(), index.encode_times());
-        (segment.file.clone(), segment.size, encoded.0, encoded.1)
+        (segment.file.clone(), segment.size, encoded.0, encoded.1, synced)
     };
     if let Some(file) = &file {
         assert_eq!(
@@ -632,23 +637,47 @@ async fn seal(shared: &Rc<LogShared>, base: Offset) -> Result<(), RoundError> {
             Some(size),
             "a segment is sealed only after all its data is written"
         );
-        file.sync_data().await.map_err(at_sync(file.path()))?;
+        if !synced {
+            file.sync_data().await.map_err(at_sync(file.path()))?;
+        }
         file.truncate(size).await.map_err(at(file.path()))?;
         file.sync_data().await.map_err(at_sync(file.path()))?;
     }
-    let offset_path = segment_path(&shared.dir, base, OFFSET_INDEX_SUFFIX);
-    // Index files are derived data, but their write includes fsyncs: a failure poisons.
-    write_file_atomic(&offset_path, &offsets, &shared.env).await.map_err(at_sync(&offset_path))?;
-    let time_path = segment_path(&shared.dir, base, TIME_INDEX_SUFFIX);
-    write_file_atomic(&time_path, &times, &shared.env).await.map_err(at_sync(&time_path))?;
-    let mut state = shared.state.borrow_mut();
-    let now_ms = shared.env.clock.now_ms();
-    if let Some(segment) = state.segments.iter_mut().find(|s| s.base_offset == base) {
-        segment.closed = true;
-        segment.writer = None;
-        segment.modified_ms = now_ms;
+    {
+        let mut state = shared.state.borrow_mut();
+        let now_ms = shared.env.clock.now_ms();
+        if let Some(segment) = state.segments.iter_mut().find(|s| s.base_offset == base) {
+            segment.closed = true;
+            segment.writer = None;
+            segment.modified_ms = now_ms;
+        }
     }
+    glommio::spawn_local(write_index_files(shared.clone(), base, offsets, times)).detach();
     Ok(())
+}
+
+/// Writes a sealed segment's index files (each atomically: synced, then renamed). Holds
+/// the log's maintenance gate meanwhile, so retention cannot delete the segment under it
+/// and `close` (which takes the gate) returns only after the files are written. If the
+/// segment is gone by then (the log closed or was cut), nothing is written; a failure
+/// only warns: the index is in memory, and a missing file is rebuilt when next needed.
+async fn write_index_files(shared: Rc<LogShared>, base: Offset, offsets: Vec<u8>, times: Vec<u8>) {
+    let gate = shared.state.borrow().maintenance_gate.clone();
+    let Ok(_permit) = gate.acquire_permit(1).await else { return };
+    let still_there = {
+        let state = shared.state.borrow();
+        !matches!(state.health, Health::Closed) && state.segments.iter().any(|s| s.base_offset == base && s.closed)
+    };
+    if !still_there {
+        return;
+    }
+    for (suffix, bytes) in [(OFFSET_INDEX_SUFFIX, offsets), (TIME_INDEX_SUFFIX, times)] {
+        let path = segment_path(&shared.dir, base, suffix);
+        if let Err(error) = write_file_atomic(&path, &bytes, &shared.env).await {
+            tracing::warn!(path = %path.display(), %error, "could not write a sealed segment's index file; it is rebuilt when needed");
+            return;
+        }
+    }
 }
 
 /// Classifies a failure of the write task: disk full gives back the offsets that were

@@ -102,6 +102,8 @@ kworker_snapshot() { cat /proc/[0-9]*/stat 2>/dev/null | awk '$2 ~ /^\(kworker/ 
 kworker_delta() { # BEFORE AFTER
   awk 'NR == FNR {before[$1] = $2; next} {d = $2 - before[$1]; if (d > 0) s += d} END {print s + 0}' "$1" "$2"
 }
+# "total idle" jiffies of one CPU (idle includes iowait); nothing if $1 is not one CPU.
+core_stat() { awk -v c="cpu$1" '$1 == c {t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $5 + $6}' /proc/stat; }
 scrape() { curl -s "http://127.0.0.1:$admin_port/metrics" >"$1"; }
 
 # bench NAME RUN ARGS...: one measured scenario, with broker CPU and /metrics around it.
@@ -114,18 +116,24 @@ bench() {
   t0=$(date +%s.%N)
   c0=$(ticks)
   kworker_snapshot "$out/.kworkers.before"
+  local load_core0 load_core1
+  load_core0=$(core_stat "$load_cores")
   # The load tool's own CPU (user + system seconds) tells whether the load core, not the
   # broker, bounds a scenario.
   local TIMEFORMAT="%U %S"
   { time taskset -c "$load_cores" "$tern" bench "$@" --brokers "127.0.0.1:$port" --cores "$load_cores" --memory 512K \
     --json "$out/$name.run$run.json" | tail -n 1 | sed 's/^/  /' ; } 2>"$out/$name.run$run.loadcpu"
   c1=$(ticks)
+  load_core1=$(core_stat "$load_cores")
   kworker_snapshot "$out/.kworkers.after"
   kworker=$(kworker_delta "$out/.kworkers.before" "$out/.kworkers.after")
   t1=$(date +%s.%N)
   scrape "$out/$name.run$run.after.metrics"
-  python3 -c "import json,sys; w=float(sys.argv[4])-float(sys.argv[3]); load=sum(float(x) for x in open(sys.argv[7]).read().split()[-2:]); json.dump({'cpu_percent': (int(sys.argv[2])-int(sys.argv[1]))/int(sys.argv[5])/w*100, 'load_cpu_percent': load/w*100, 'kworker_cpu_percent': int(sys.argv[8])/int(sys.argv[5])/w*100, 'seconds': w}, open(sys.argv[6],'w'))" \
-    "$c0" "$c1" "$t0" "$t1" "$(getconf CLK_TCK)" "$out/$name.run$run.cpu.json" "$out/$name.run$run.loadcpu" "$kworker"
+  # The load core's whole busy share (the tool, the kernel workers and interrupts that
+  # land there), from /proc/stat.
+  python3 -c "import json,sys; busy=lambda a, b: (lambda x, y: round(100 - 100 * (y[1] - x[1]) / (y[0] - x[0]), 1) if len(x) == 2 and len(y) == 2 and y[0] > x[0] else None)([int(v) for v in a.split()], [int(v) for v in b.split()]); w=float(sys.argv[4])-float(sys.argv[3]); load=sum(float(x) for x in open(sys.argv[7]).read().split()[-2:]); json.dump({'cpu_percent': (int(sys.argv[2])-int(sys.argv[1]))/int(sys.argv[5])/w*100, 'load_cpu_percent': load/w*100, 'kworker_cpu_percent': int(sys.argv[8])/int(sys.argv[5])/w*100, 'seconds': w, 'load_core_busy_percent': busy(sys.argv[9], sys.argv[10])}, open(sys.argv[6],'w'))" \
+    "$c0" "$c1" "$t0" "$t1" "$(getconf CLK_TCK)" "$out/$name.run$run.cpu.json" "$out/$name.run$run.loadcpu" "$kworker" \
+    "$load_core0" "$load_core1"
 }
 
 # disk_baseline SCENARIO RUN: the raw disk with the pattern the broker had in SCENARIO.

@@ -117,6 +117,7 @@ def load(folder: Path):
             entry["cpu"] = facts["cpu_percent"]
             entry["load_cpu"] = facts.get("load_cpu_percent")
             entry["kworker_cpu"] = facts.get("kworker_cpu_percent")
+            entry["load_core_busy"] = facts.get("load_core_busy_percent")
             entry["seconds"] = facts.get("seconds")
         before, after = folder / f"{name}.run{run}.before.metrics", folder / f"{name}.run{run}.after.metrics"
         if after.exists():
@@ -150,6 +151,7 @@ def row(runs, name):
                                  for e in entries]),
         "load_cpu": med([e.get("load_cpu") for e in entries]),
         "kworker_cpu": med([e.get("kworker_cpu") for e in entries]),
+        "load_core_busy": med([e.get("load_core_busy") for e in entries]),
         # Requests counted between the scrapes, over the wall time between them.
         "requests_per_sec": med([e["requests"] / e["seconds"] for e in entries if e.get("requests") and e.get("seconds")]),
         "cpu_s_per_m": cpu / 100 / rate * 1e6 if cpu is not None and rate else None,
@@ -181,9 +183,9 @@ def report(folder: Path):
               f"(runs {peak['runs_records_per_sec']}), p99 {fmt(peak['p99'])} ms, broker CPU {fmt(peak['cpu'], 0)}%; "
               f"relaxed {fmt(relaxed_peak['records_per_sec'])} records/s (runs {relaxed_peak['runs_records_per_sec']}).", ""]
     lines += ["| share of peak | records/s | produce p50 | p99 | p99.9 | max | e2e p99 | in-broker request p99 | raw disk p99 / p99.9 (fdatasync) | "
-              "raw disk p99 / p99.9 (O_DSYNC) | p99 ratio Tern/disk (fdatasync / O_DSYNC) | disk write, bytes | broker CPU | load-tool CPU | "
+              "raw disk p99 / p99.9 (O_DSYNC) | p99 ratio Tern/disk (fdatasync / O_DSYNC) | disk write, bytes | broker CPU | load-tool CPU | load core busy | "
               "CPU s per M records | relaxed p99 | relaxed CPU |",
-              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     summary = {"peak": peak, "relaxed_peak": relaxed_peak, "shares": {}}
     for share in SHARES:
         r, relaxed = row(runs, f"e2e-{share}"), row(runs, f"relaxed-e2e-{share}")
@@ -194,7 +196,7 @@ def report(folder: Path):
             f"{fmt(r['max'])} | {fmt(r['e2e_p99'])} | {fmt(r['stages']['request']['p99'])} | "
             f"{fmt(fd and fd['p99'])} / {fmt(fd and fd['p999'])} | {fmt(ds and ds['p99'])} / {fmt(ds and ds['p999'])} | "
             f"{fmt(ratio(fd))} / {fmt(ratio(ds))} | {fmt(fd and fd['write_bytes'], 0)} | {fmt(r['cpu'], 0)}% | "
-            f"{fmt(r['load_cpu'], 0)}% | {fmt(r['cpu_s_per_m'])} | {fmt(relaxed['p99'])} | {fmt(relaxed['cpu'], 0)}% |")
+            f"{fmt(r['load_cpu'], 0)}% | {fmt(r['load_core_busy'], 0)}% | {fmt(r['cpu_s_per_m'])} | {fmt(relaxed['p99'])} | {fmt(relaxed['cpu'], 0)}% |")
         summary["shares"][share] = {"durable": r, "relaxed": relaxed, "disk_fdatasync": fd, "disk_dsync": ds}
     lines += ["", "CPU at 100 k records/s of 100 bytes (10 MB/s), 2 producers, 8 partitions:", "",
               "| mode | linger.ms | produce requests/s | broker CPU | CPU µs per request | kernel workers (kworker) CPU | produce p50 | p99 |",

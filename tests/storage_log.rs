@@ -671,3 +671,34 @@ fn a_segment_in_use_or_recycling_off_is_removed_not_kept() {
         log.close().await.unwrap();
     });
 }
+
+/// A sealed segment's index files are written by a task of their own, off the write path;
+/// `close` waits for it, so after a close every closed segment has both files, and they
+/// load (a reopened log reads through them without rebuilding).
+#[test]
+fn sealed_segments_have_their_index_files_after_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let config =
+            LogConfig { segment_bytes: 16384, retention_ms: -1, use_batch_cache: false, ..LogConfig::default() };
+        let log = PartitionLog::open(&path, config.clone(), StorageEnv::default()).await.unwrap();
+        let mut n = 0u64;
+        while log.segment_count() < 5 {
+            log.append(batch(1, 3000, n, 1)).await.unwrap();
+            n += 1;
+        }
+        let bases = log.segment_bases();
+        let all = read_all(&log, Offset(0)).await;
+        log.close().await.unwrap();
+        for base in &bases[..bases.len() - 1] {
+            for suffix in ["index", "timeindex"] {
+                let file = path.join(format!("{:020}.{suffix}", base.value()));
+                assert!(file.exists(), "{} is missing", file.display());
+            }
+        }
+        let reopened = PartitionLog::open(&path, config, StorageEnv::default()).await.unwrap();
+        assert_eq!(read_all(&reopened, Offset(0)).await, all);
+        reopened.close().await.unwrap();
+    });
+}

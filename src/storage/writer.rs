@@ -652,27 +652,46 @@ async fn seal(shared: &Rc<LogShared>, base: Offset) -> Result<(), RoundError> {
             segment.modified_ms = now_ms;
         }
     }
-    glommio::spawn_local(write_index_files(shared.clone(), base, offsets, times)).detach();
+    if let Some(file) = &file {
+        let sealed = SealedIndex { base, file: Rc::downgrade(file), offsets, times };
+        glommio::spawn_local(write_index_files(shared.clone(), sealed)).detach();
+    }
     Ok(())
 }
 
+/// The encoded indexes of a segment just sealed, and which file they describe.
+struct SealedIndex {
+    base: Offset,
+    /// The segment's file when sealed: if the segment's file is another one by the time
+    /// the index files are written (the cleaner replaced it), they are not written.
+    file: std::rc::Weak<SegmentFile>,
+    offsets: Vec<u8>,
+    times: Vec<u8>,
+}
+
 /// Writes a sealed segment's index files (each atomically: synced, then renamed). Holds
-/// the log's maintenance gate meanwhile, so retention cannot delete the segment under it
-/// and `close` (which takes the gate) returns only after the files are written. If the
-/// segment is gone by then (the log closed or was cut), nothing is written; a failure
+/// the log's maintenance gate meanwhile, so retention and the cleaner cannot delete or
+/// replace the segment under it, and `close` (which takes the gate) returns only after
+/// the files are written. If the segment is gone or replaced by then (the log closed or
+/// was cut, retention deleted it, the cleaner rewrote it), nothing is written. A failure
 /// only warns: the index is in memory, and a missing file is rebuilt when next needed.
-async fn write_index_files(shared: Rc<LogShared>, base: Offset, offsets: Vec<u8>, times: Vec<u8>) {
+async fn write_index_files(shared: Rc<LogShared>, sealed: SealedIndex) {
     let gate = shared.state.borrow().maintenance_gate.clone();
     let Ok(_permit) = gate.acquire_permit(1).await else { return };
     let still_there = {
         let state = shared.state.borrow();
-        !matches!(state.health, Health::Closed) && state.segments.iter().any(|s| s.base_offset == base && s.closed)
+        !matches!(state.health, Health::Closed)
+            && state.segments.iter().any(|s| {
+                s.base_offset == sealed.base
+                    && s.closed
+                    && s.file.as_ref().is_some_and(|file| std::ptr::eq(Rc::as_ptr(file), sealed.file.as_ptr()))
+            })
     };
     if !still_there {
         return;
     }
-    for (suffix, bytes) in [(OFFSET_INDEX_SUFFIX, offsets), (TIME_INDEX_SUFFIX, times)] {
-        let path = segment_path(&shared.dir, base, suffix);
+    for (suffix, bytes) in [(OFFSET_INDEX_SUFFIX, sealed.offsets), (TIME_INDEX_SUFFIX, sealed.times)] {
+        let path = segment_path(&shared.dir, sealed.base, suffix);
         if let Err(error) = write_file_atomic(&path, &bytes, &shared.env).await {
             tracing::warn!(path = %path.display(), %error, "could not write a sealed segment's index file; it is rebuilt when needed");
             return;

@@ -552,6 +552,19 @@ fn policy_change_to_durable_covers_earlier_unsynced_writes() {
     }
 }
 
+/// 16 KiB segments, no time retention, no batch cache (reads go to the files).
+fn small_segments() -> LogConfig {
+    LogConfig { segment_bytes: 16384, retention_ms: -1, use_batch_cache: false, ..LogConfig::default() }
+}
+
+/// Appends 3000-byte batches, tagged from `*n` on, until the log has `segments` segments.
+async fn append_until_segments(log: &PartitionLog, segments: usize, n: &mut u64) {
+    while log.segment_count() < segments {
+        log.append(batch(1, 3000, *n, 1)).await.unwrap();
+        *n += 1;
+    }
+}
+
 /// The `.recycle` files in a log directory.
 fn kept_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut kept: Vec<_> = std::fs::read_dir(dir)
@@ -572,8 +585,7 @@ fn a_deleted_segments_file_becomes_the_next_segment_and_its_old_batches_never_re
     let path = dir.path().join("t-0");
     run(move || async move {
         let clock = Rc::new(ManualClock::new(10_000_000));
-        let config =
-            LogConfig { segment_bytes: 16384, retention_ms: -1, use_batch_cache: false, ..LogConfig::default() };
+        let config = small_segments();
         let env = || env_with_clock(clock.clone());
         let log = PartitionLog::open(&path, config.clone(), env()).await.unwrap();
         // Batches of exactly one block: the new segment's batches sit where the old
@@ -636,14 +648,10 @@ fn a_segment_in_use_or_recycling_off_is_removed_not_kept() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let config =
-            LogConfig { segment_bytes: 16384, retention_ms: -1, use_batch_cache: false, ..LogConfig::default() };
+        let config = small_segments();
         let log = PartitionLog::open(&path, config.clone(), StorageEnv::default()).await.unwrap();
         let mut n = 0u64;
-        while log.segment_count() < 3 {
-            log.append(batch(1, 3000, n, 1)).await.unwrap();
-            n += 1;
-        }
+        append_until_segments(&log, 3, &mut n).await;
         let bases = log.segment_bases();
         let held = log.read_for_send(Offset(0), 1 << 20, tern::storage::Isolation::ReadUncommitted).await.unwrap();
         let region = match &held.chunks[0] {
@@ -660,10 +668,7 @@ fn a_segment_in_use_or_recycling_off_is_removed_not_kept() {
 
         let off = StorageEnv { recycle_segments: false, ..StorageEnv::default() };
         let log = PartitionLog::open(&path, config, off).await.unwrap();
-        while log.segment_count() < 3 {
-            log.append(batch(1, 3000, n, 1)).await.unwrap();
-            n += 1;
-        }
+        append_until_segments(&log, 3, &mut n).await;
         let bases = log.segment_bases();
         log.delete_records(bases[1]).await.unwrap();
         assert_eq!(log.enforce_retention().await.unwrap().segments_deleted, 1);
@@ -680,14 +685,9 @@ fn sealed_segments_have_their_index_files_after_close() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t-0");
     run(move || async move {
-        let config =
-            LogConfig { segment_bytes: 16384, retention_ms: -1, use_batch_cache: false, ..LogConfig::default() };
+        let config = small_segments();
         let log = PartitionLog::open(&path, config.clone(), StorageEnv::default()).await.unwrap();
-        let mut n = 0u64;
-        while log.segment_count() < 5 {
-            log.append(batch(1, 3000, n, 1)).await.unwrap();
-            n += 1;
-        }
+        append_until_segments(&log, 5, &mut 0).await;
         let bases = log.segment_bases();
         let all = read_all(&log, Offset(0)).await;
         log.close().await.unwrap();
@@ -700,5 +700,39 @@ fn sealed_segments_have_their_index_files_after_close() {
         let reopened = PartitionLog::open(&path, config, StorageEnv::default()).await.unwrap();
         assert_eq!(read_all(&reopened, Offset(0)).await, all);
         reopened.close().await.unwrap();
+    });
+}
+
+/// At open a log keeps only its newest kept file, and only one its next segment may use
+/// (every batch in it below the log end) with recycling on.
+#[test]
+fn open_keeps_one_usable_kept_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    run(move || async move {
+        let log = PartitionLog::open(&path, small_segments(), StorageEnv::default()).await.unwrap();
+        append_until_segments(&log, 2, &mut 0).await;
+        let log_end = log.offsets().log_end.offset().value();
+        log.close().await.unwrap();
+        let kept = |offset: i64| path.join(format!("{offset:020}.recycle"));
+        let names = |paths: Vec<std::path::PathBuf>| {
+            paths.into_iter().map(|p| p.file_name().unwrap().to_owned()).collect::<Vec<_>>()
+        };
+        for (present, env, survivor) in [
+            (vec![1, log_end], StorageEnv::default(), Some(log_end)),
+            (vec![1, log_end + 1], StorageEnv::default(), None),
+            (vec![1], StorageEnv { recycle_segments: false, ..StorageEnv::default() }, None),
+        ] {
+            for &offset in &present {
+                std::fs::write(kept(offset), vec![7u8; 8192]).unwrap();
+            }
+            let log = PartitionLog::open(&path, small_segments(), env).await.unwrap();
+            let expected: Vec<_> = survivor.into_iter().map(kept).collect();
+            assert_eq!(names(kept_files(&path)), names(expected), "kept files {present:?}");
+            log.close().await.unwrap();
+            for file in kept_files(&path) {
+                std::fs::remove_file(file).unwrap();
+            }
+        }
     });
 }

@@ -57,7 +57,7 @@ pub fn kept_path(dir: &Path, stale_below: Offset) -> PathBuf {
 
 /// Parses a kept file's name into the offset its batches end before.
 pub fn parse_kept_name(name: &str) -> Option<Offset> {
-    let digits = name.strip_suffix(".recycle")?;
+    let digits = name.strip_suffix(RECYCLE_SUFFIX)?.strip_suffix('.')?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -120,20 +120,14 @@ pub(crate) async fn reuse_for(shared: &LogShared, base: Offset) -> io::Result<Op
 pub(crate) async fn find_kept(dir: &Path, log_end: Offset, env: &StorageEnv) -> io::Result<Option<KeptFile>> {
     let mut kept: Vec<Offset> = list_dir(dir, env)?.iter().filter_map(|entry| parse_kept_name(&entry.name)).collect();
     kept.sort_unstable();
-    let newest = kept.pop().filter(|&stale_below| stale_below <= log_end);
+    let reusable = match kept.last() {
+        Some(&newest) if env.recycle_segments && newest <= log_end => kept.pop(),
+        _ => None,
+    };
     for stale_below in kept {
         remove_file(&kept_path(dir, stale_below), env).await?;
     }
-    match newest {
-        Some(stale_below) if env.recycle_segments => {
-            Ok(Some(KeptFile { stale_below, path: kept_path(dir, stale_below) }))
-        }
-        Some(stale_below) => {
-            remove_file(&kept_path(dir, stale_below), env).await?;
-            Ok(None)
-        }
-        None => Ok(None),
-    }
+    Ok(reusable.map(|stale_below| KeptFile { stale_below, path: kept_path(dir, stale_below) }))
 }
 
 #[cfg(test)]

@@ -7,17 +7,24 @@ import time
 from helpers import consume_to_end, create_topic, producer
 
 
-def test_acknowledged_messages_survive_sigkill(broker_factory, tmp_path):
-    data = tmp_path / "kill9-data"
-    first = broker_factory(data_dir=data)
-    create_topic(first.bootstrap, "durable", 4)
-    acked = {}
-    lock = threading.Lock()
+def _acknowledged():
+    """A dict of acknowledged messages, {(partition, offset): value}, and the delivery
+    callback that fills it."""
+    acked, lock = {}, threading.Lock()
 
     def on_delivery(err, msg):
         if err is None:
             with lock:
                 acked[(msg.partition(), msg.offset())] = msg.value()
+
+    return acked, on_delivery
+
+
+def test_acknowledged_messages_survive_sigkill(broker_factory, tmp_path):
+    data = tmp_path / "kill9-data"
+    first = broker_factory(data_dir=data)
+    create_topic(first.bootstrap, "durable", 4)
+    acked, on_delivery = _acknowledged()
 
     p = producer(first.bootstrap, **{"message.timeout.ms": 3000, "retries": 0, "linger.ms": 1})
     started = time.time()
@@ -81,13 +88,7 @@ def test_sigkill_while_writing_into_recycled_segments(broker_factory, tmp_path):
     topic, partitions = "recycled", 2
     create_topic(first.bootstrap, topic, partitions,
                  {"segment.bytes": str(1 << 20), "retention.bytes": str(2 << 20)})
-    acked = {}
-    lock = threading.Lock()
-
-    def on_delivery(err, msg):
-        if err is None:
-            with lock:
-                acked[(msg.partition(), msg.offset())] = msg.value()
+    acked, on_delivery = _acknowledged()
 
     p = producer(first.bootstrap, **{"message.timeout.ms": 5000, "retries": 0, "linger.ms": 2})
     padding = b"x" * 300

@@ -1882,7 +1882,19 @@ impl Reactor {
             self.preempt_deadline.set(None);
             // We are about to go to sleep. It's ok to sleep, but if there
             // is a timer set, we need to make sure we wake up to handle it.
-            if let (Some(dur), false) = (user_timer, keep_latency_timer) {
+            //
+            // TERN-PATCH: ask again whether the kept timer is still armed. It can
+            // expire during the submission above, and its completion is then consumed
+            // by the second `consume_rings!`, which wakes no task (nothing waits on
+            // this source), so `woke` stays 0 and we would sleep with no timer armed
+            // until some I/O arrived (found by a load tool's executor asleep for
+            // minutes with its timers overdue).
+            let still_armed = match (self.pending_latency_timer(), user_deadline) {
+                (Some(armed), Some(due)) => armed <= due,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if let (Some(dur), false) = (user_timer, still_armed) {
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
                 self.latency_timer_deadline.set(user_deadline);

@@ -29,6 +29,8 @@ use glommio::net::UdpSocket;
 use glommio::timer::sleep;
 use glommio::{LocalExecutorBuilder, Placement};
 
+mod common;
+
 /// How long the executor runs.
 const RUN_FOR: Duration = Duration::from_secs(4);
 /// No sleep finishing for this long means the executor slept through its timers (the
@@ -63,6 +65,7 @@ fn timers_fire_when_nothing_else_wakes_the_loop() {
         let worst_lateness_us = worst_lateness_us.clone();
         LocalExecutorBuilder::new(Placement::Unbound)
             .name("timer-stress")
+            .io_memory(common::TEST_IO_MEMORY_BYTES)
             .spawn(move || async move {
                 let doorbell = UdpSocket::bind("127.0.0.1:0").expect("bind");
                 address_sender.send(doorbell.local_addr().expect("address")).expect("address to the test");

@@ -1325,7 +1325,12 @@ impl LocalExecutor {
         loop {
             self.reactor.sys.install_eventfd();
             if self.need_preempt() {
-                break;
+                // TERN-PATCH: report queues still waiting to run. The latency ring's timer
+                // now stays armed while tasks run, and one that has gone stale (its user
+                // timer dropped) can complete just before this check: upstream returned
+                // false here, and the loop then parked, because that completion wakes no
+                // task, with runnable tasks waiting for the next I/O or timer.
+                return ran || !self.queues.borrow().active_executors.is_empty();
             }
             if !self.run_one_task_queue() {
                 return false;
@@ -1333,7 +1338,6 @@ impl LocalExecutor {
                 ran = true;
             }
         }
-        ran
     }
 
     fn run_one_task_queue(&self) -> bool {

@@ -1838,15 +1838,7 @@ impl Reactor {
         let preempt = preempt_timer();
         let now = Instant::now();
         let user_deadline = user_timer.map(|d| now + d);
-        let armed = self.pending_latency_timer();
-        let keep_latency_timer = match (armed, user_deadline) {
-            (Some(armed), Some(due)) => armed <= due,
-            // An armed timer with no user timer left (it was dropped): it fires once,
-            // a spurious wake-up; cancelling it would cost as much.
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        if !keep_latency_timer {
+        if !self.latency_timer_serves(user_deadline) {
             drop(self.latency_preemption_timeout_src.take());
             self.latency_timer_deadline.set(None);
         }
@@ -1889,12 +1881,7 @@ impl Reactor {
             // this source), so `woke` stays 0 and we would sleep with no timer armed
             // until some I/O arrived (found by a load tool's executor asleep for
             // minutes with its timers overdue).
-            let still_armed = match (self.pending_latency_timer(), user_deadline) {
-                (Some(armed), Some(due)) => armed <= due,
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            if let (Some(dur), false) = (user_timer, still_armed) {
+            if let (Some(dur), false) = (user_timer, self.latency_timer_serves(user_deadline)) {
                 self.latency_preemption_timeout_src
                     .set(Some(lat_ring.prepare_latency_preemption_timer(dur)));
                 self.latency_timer_deadline.set(user_deadline);
@@ -1961,6 +1948,18 @@ impl Reactor {
         };
         self.latency_preemption_timeout_src.set(source);
         pending
+    }
+
+    // TERN-PATCH: whether the latency ring's timer is armed, has not completed, and
+    // expires no later than `user_deadline`, so that it can serve for it. With no user
+    // timer left (it was dropped) an armed timer is kept: it fires once, a spurious
+    // wake-up, and cancelling it would cost as much.
+    fn latency_timer_serves(&self, user_deadline: Option<Instant>) -> bool {
+        match (self.pending_latency_timer(), user_deadline) {
+            (Some(armed), Some(due)) => armed <= due,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
     }
 
     // TERN-PATCH: whether the throughput timer is armed and has not completed.
